@@ -1,0 +1,81 @@
+"""`python -m pipedrive_source.emulator --port 8765 --seed 7 --scale small --api-token TOKEN`
+
+Prints one line with the URL it listens on, then serves until Ctrl-C / SIGTERM. Every `EmulatorSettings`
+field is a flag (`--burst-limit`, `--daily-budget`, `--latency-ms`, `--error-rate`, `--oauth-client-id`, ...);
+secret flags also default to `PIPEDRIVE_EMULATOR_<FIELD>` environment variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import typing
+
+from .app import EmulatorApp, EmulatorSettings
+from .server import _Server, bind, env_name, quiet_uvicorn_drops, url_of, uvicorn_config
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EmulatorSettings]:
+    parser = argparse.ArgumentParser(prog="python -m pipedrive_source.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
+    hints = typing.get_type_hints(EmulatorSettings)
+    for f in dataclasses.fields(EmulatorSettings):
+        default = f.default
+        if f.name in EmulatorSettings.SECRETS:
+            default = os.environ.get(env_name(f.name), default)
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=_converter(hints[f.name]),
+            default=default,
+            help=f"{f.metadata.get('help', '')} (default {f.default!r})",
+        )
+    args = parser.parse_args(argv)
+    names = [f.name for f in dataclasses.fields(EmulatorSettings)]
+    settings = EmulatorSettings(**{name: getattr(args, name) for name in names})
+    return args, settings
+
+
+def _converter(hint: object) -> type:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint  # type: ignore[return-value]
+
+
+def _announce(server: _Server, url: str) -> None:
+    """Print the URL once the server accepts connections (the one line a parent process waits for)."""
+    server.ready.wait()
+    if server.started:
+        print(f"Pipedrive emulator listening on {url}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, settings = parse_args(argv)
+    from .company import Company
+
+    company = Company.generate(seed=settings.seed, scale=settings.scale)
+    app = EmulatorApp(company, settings)
+    sock = bind(args.host, args.port)
+    app.base_url = url_of(sock)
+    quiet_uvicorn_drops()
+    server = _Server(uvicorn_config(app, log_config=_log_config()))
+    # uvicorn re-raises the stop signal after its graceful shutdown; make that a clean exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threading.Thread(target=_announce, args=(server, app.base_url), daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+def _log_config() -> dict[str, typing.Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    return LOGGING_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Deterministic fault injection: 5xx, spurious 429, latency, dropped connections, malformed bodies.
+
+Off by default. One seeded RNG is consulted for every admitted Pipedrive request in arrival order, always with
+the same number of draws per request, so the same seed and the same request sequence give the same faults
+whatever the rates are changed to in between (changing `seed` at runtime restarts the sequence).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import asdict, dataclass
+
+import orjson
+
+ERROR = "error"
+THROTTLE = "throttle"
+DROP = "drop"
+MALFORMED = "malformed"
+KINDS = (ERROR, THROTTLE, DROP, MALFORMED)
+
+BAD_GATEWAY_HTML = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+)
+ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
+
+
+@dataclass
+class FaultSettings:
+    error_rate: float = 0.0  # share of requests answered 500/502/503
+    throttle_rate: float = 0.0  # share answered with a spurious burst 429
+    drop_rate: float = 0.0  # share whose connection is closed mid-body
+    malformed_rate: float = 0.0  # share answered 200 with a truncated JSON body
+    latency_ms: float = 0.0  # fixed delay added to every admitted request
+    jitter_ms: float = 0.0  # plus a uniform random delay in [0, jitter_ms)
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str | None  # one of KINDS, or None for a normal response
+    delay_s: float
+    detail: float  # uniform [0, 1): picks the 5xx status or where to cut the body
+
+
+class FaultInjector:
+    """Seeded, thread-safe source of per-request fault decisions."""
+
+    def __init__(self, seed: int, settings: FaultSettings | None = None) -> None:
+        self.settings = settings or FaultSettings()
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self.seed = seed
+
+    def configure(self, **changes: object) -> None:
+        with self._lock:
+            for name, value in changes.items():
+                if name == "fault_seed":
+                    self.seed = int(value)  # type: ignore[call-overload]
+                    self._rng = random.Random(self.seed)
+                elif hasattr(self.settings, name):
+                    setattr(self.settings, name, float(value))  # type: ignore[arg-type]
+                else:
+                    raise ValueError(f"unknown fault setting {name!r}")
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self.settings), "fault_seed": self.seed}
+
+    def next(self) -> Fault:
+        """Decide the fate of the next request (three draws, whatever the settings)."""
+        with self._lock:
+            pick, jitter, detail = self._rng.random(), self._rng.random(), self._rng.random()
+            s = self.settings
+        delay = (s.latency_ms + jitter * s.jitter_ms) / 1000.0
+        edge = 0.0
+        rates = (s.error_rate, s.throttle_rate, s.drop_rate, s.malformed_rate)
+        for kind, rate in zip(KINDS, rates, strict=True):
+            edge += rate
+            if pick < edge:
+                return Fault(kind, delay, detail)
+        return Fault(None, delay, detail)
+
+
+def error_response(detail: float) -> tuple[int, str, bytes]:
+    """A Pipedrive-like 5xx: (status, content type, body).
+
+    500 uses the v1 spec's internal-error body (e.g. CallLogInternalErrorResponse); 502 is the HTML page a
+    load balancer answers with, so a client that parses every error body as JSON is caught out; 503 is JSON.
+    """
+    if detail < 0.5:
+        return 500, "application/json", error_body("An internal server error occurred")
+    if detail < 0.75:
+        return 502, "text/html", BAD_GATEWAY_HTML
+    return 503, "application/json", error_body("Service temporarily unavailable")
+
+
+def truncate(body: bytes, detail: float) -> bytes:
+    """Cut a JSON body somewhere strictly inside it so it can never parse."""
+    if len(body) < 2:
+        return b"{"
+    return body[: 1 + int(detail * (len(body) - 1))]
+
+
+def drop_point(body: bytes, detail: float) -> int:
+    """How many body bytes to send before closing the connection (always fewer than all)."""
+    return int(detail * len(body))
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps(
+        {"success": False, "error": message, "error_info": ERROR_INFO, "data": None, "additional_data": None}
+    )
