@@ -1,0 +1,329 @@
+"""The emulator's transport layer over real HTTP: auth, OAuth, rate limits, faults, control API, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+import httpx
+import pytest
+
+from pipedrive_source.emulator import EmulatorControlError, EmulatorHandle, run_emulator, spec
+from pipedrive_source.emulator.ratelimit import RateLimiter
+
+V2_LIST = "/api/v2/deals"
+V1_LIST = "/v1/leads"
+ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
+
+
+def cost(path: str) -> int:
+    found = spec.match("GET", path)
+    assert found is not None, path
+    return found[0].token_cost
+
+
+@pytest.fixture
+def emu(clean_emulator: EmulatorHandle) -> EmulatorHandle:
+    return clean_emulator
+
+
+@pytest.fixture
+def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emu.base_url, timeout=10) as c:
+        yield c
+
+
+def auth(emu: EmulatorHandle) -> dict[str, str]:
+    return {"x-api-token": emu.api_token}
+
+
+def oauth_grant(client: httpx.Client, secret: str = "emulator-client-secret", **form: str) -> httpx.Response:
+    data = {"grant_type": "refresh_token", "refresh_token": "emulator-refresh-token", **form}
+    return client.post("/oauth/token", data=data, auth=("emulator-client-id", secret))
+
+
+# ---- auth ------------------------------------------------------------------------------------------------
+
+
+def test_missing_token_gets_401_with_v2_and_v1_bodies(client: httpx.Client) -> None:
+    v2 = client.get(V2_LIST)
+    assert v2.status_code == 401
+    assert v2.json() == {
+        "success": False,
+        "error": "unauthorized access",
+        "error_info": ERROR_INFO,
+        "data": None,
+        "additional_data": None,
+    }
+    v1 = client.get(V1_LIST)
+    assert v1.status_code == 401
+    assert v1.json() == {
+        "success": False,
+        "error": "unauthorized access",
+        "errorCode": 401,
+        "error_info": ERROR_INFO,
+    }
+    assert "x-ratelimit-limit" in v1.headers and "date" in v1.headers
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"headers": {"x-api-token": "wrong"}},
+        {"params": {"api_token": "wrong"}},
+        {"headers": {"Authorization": "Bearer wrong"}},
+    ],
+    ids=["header", "query", "bearer"],
+)
+def test_wrong_credentials_get_401(client: httpx.Client, kwargs: dict) -> None:
+    response = client.get(V2_LIST, **kwargs)
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized access"
+
+
+def test_header_and_query_token_both_work(client: httpx.Client, emu: EmulatorHandle) -> None:
+    by_header = client.get(V2_LIST, headers=auth(emu))
+    by_query = client.get(V2_LIST, params={"api_token": emu.api_token})
+    assert by_header.status_code == by_query.status_code == 200
+    assert by_header.json() == by_query.json()
+    assert by_header.json()["data"]
+
+
+def test_other_company_token_sees_a_different_company(client: httpx.Client, emu: EmulatorHandle) -> None:
+    main = client.get(V2_LIST, headers=auth(emu)).json()["data"]
+    other = client.get(V2_LIST, headers={"x-api-token": emu.settings.other_company_token})
+    assert other.status_code == 200
+    assert other.json()["data"] != main
+
+
+# ---- OAuth -----------------------------------------------------------------------------------------------
+
+
+def test_oauth_refresh_grant_and_bearer_use(client: httpx.Client, emu: EmulatorHandle) -> None:
+    grant = oauth_grant(client)
+    assert grant.status_code == 200
+    body = grant.json()
+    assert set(body) == {"access_token", "token_type", "refresh_token", "scope", "expires_in", "api_domain"}
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 3599
+    assert body["api_domain"] == emu.base_url
+    response = client.get(V2_LIST, headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert response.status_code == 200
+    assert int(response.headers["x-ratelimit-limit"]) == emu.settings.oauth_burst_limit
+
+
+def test_oauth_expired_token_gets_401_and_refresh_recovers(
+    client: httpx.Client, emu: EmulatorHandle
+) -> None:
+    token = oauth_grant(client).json()["access_token"]
+    assert emu.control.expire_oauth() >= 1
+    expired = client.get(V1_LIST, headers={"Authorization": f"Bearer {token}"})
+    assert expired.status_code == 401
+    assert expired.json()["error"] == "access token expired"
+    assert 'error="invalid_token"' in expired.headers["www-authenticate"]
+    fresh = oauth_grant(client).json()["access_token"]
+    assert client.get(V1_LIST, headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+
+
+def test_oauth_token_lifetime_is_configurable(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(oauth_expires_in=0)
+    body = oauth_grant(client).json()
+    assert body["expires_in"] == 0
+    response = client.get(V2_LIST, headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert response.status_code == 401 and response.json()["error"] == "access token expired"
+
+
+def test_oauth_rejects_bad_client_and_bad_refresh_token(client: httpx.Client) -> None:
+    bad_client = oauth_grant(client, secret="nope")
+    assert bad_client.status_code == 401 and bad_client.json()["error"] == "invalid_client"
+    bad_grant = oauth_grant(client, refresh_token="nope")
+    assert bad_grant.status_code == 400 and bad_grant.json()["error"] == "invalid_grant"
+    bad_type = oauth_grant(client, grant_type="password")
+    assert bad_type.status_code == 400 and bad_type.json()["error"] == "unsupported_grant_type"
+
+
+# ---- rate limits -----------------------------------------------------------------------------------------
+
+
+def test_rate_limit_headers_decrease_and_date_is_emulator_clock(
+    client: httpx.Client, emu: EmulatorHandle
+) -> None:
+    responses = [client.get(V2_LIST, headers=auth(emu)) for _ in range(3)]
+    limit = emu.settings.burst_limit
+    assert [int(r.headers["x-ratelimit-limit"]) for r in responses] == [limit] * 3
+    assert [int(r.headers["x-ratelimit-remaining"]) for r in responses] == [limit - 1, limit - 2, limit - 3]
+    assert all(1 <= int(r.headers["x-ratelimit-reset"]) <= 2 for r in responses)
+    daily = [int(r.headers["x-daily-ratelimit-token-remaining"]) for r in responses]
+    budget = emu.settings.daily_budget
+    assert daily == [budget - cost(V2_LIST) * n for n in (1, 2, 3)]
+    served = parsedate_to_datetime(responses[-1].headers["date"])
+    assert served == emu.company.now().astimezone(UTC).replace(microsecond=0)
+
+
+def test_burst_limit_gives_429_with_burst_body(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(burst_limit=3)
+    statuses = [client.get(V2_LIST, headers=auth(emu)).status_code for _ in range(3)]
+    refused = client.get(V2_LIST, headers=auth(emu))
+    assert statuses == [200, 200, 200]
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "Request over limit" and refused.json()["errorCode"] == 429
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    assert 1 <= int(refused.headers["retry-after"]) <= 2
+    assert int(refused.headers["x-daily-ratelimit-token-remaining"]) > 0
+    stats = emu.control.stats()
+    assert stats["rate_limited"]["burst"] == 1 and stats["tokens_spent"] == 3 * cost(V2_LIST)
+
+
+def test_daily_budget_gives_distinct_429(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(daily_budget=2 * cost(V2_LIST))
+    ok = [client.get(V2_LIST, headers=auth(emu)).status_code for _ in range(2)]
+    refused = client.get(V2_LIST, headers=auth(emu))
+    assert ok == [200, 200]
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "Daily token budget exceeded"
+    assert refused.headers["x-daily-ratelimit-token-remaining"] == "0"
+    assert int(refused.headers["x-ratelimit-remaining"]) > 0  # not a burst refusal
+    now = emu.company.now()
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    assert int(refused.headers["retry-after"]) == int((midnight - now).total_seconds())
+    assert emu.control.stats()["rate_limited"] == {"burst": 0, "daily": 1, "injected": 0}
+
+
+def test_daily_budget_resets_each_period_and_at_emulator_midnight() -> None:
+    ticks = iter([0.0, 1.0, 11.0, 11.5])
+    limiter = RateLimiter(daily_budget=10, budget_period_s=10, clock=lambda: next(ticks))
+    day = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    assert limiter.admit("t", 10, "c", day).allowed  # clock 1.0 (0.0 was the epoch)
+    assert limiter.admit("t", 10, "c", day).allowed  # clock 11.0: the next period
+    assert limiter.admit("t", 10, "c", day).kind == "daily"  # clock 11.5: same period, spent
+    by_day = RateLimiter(daily_budget=10)
+    assert by_day.admit("t", 10, "c", day).allowed
+    assert by_day.admit("t", 10, "c", day).kind == "daily"
+    assert by_day.admit("t", 10, "c", day + timedelta(days=1)).allowed
+
+
+def test_token_accounting_matches_spec_costs(client: httpx.Client, emu: EmulatorHandle) -> None:
+    paths = [V2_LIST, V2_LIST, "/api/v2/persons", "/api/v2/pipelines", V1_LIST, "/v1/users"]
+    for path in paths:
+        assert client.get(path, headers=auth(emu)).status_code == 200, path
+    stats = emu.control.stats()
+    assert stats["tokens_spent"] == sum(cost(p) for p in paths)
+    assert stats["requests"][V2_LIST] == 2
+    assert stats["tokens"][V2_LIST] == 2 * cost(V2_LIST)
+    assert stats["statuses"] == {"200": len(paths)}
+
+
+# ---- faults ----------------------------------------------------------------------------------------------
+
+
+def test_error_faults_are_5xx(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(error_rate=1.0)
+    statuses = {client.get(V2_LIST, headers=auth(emu)).status_code for _ in range(12)}
+    assert statuses <= {500, 502, 503} and len(statuses) >= 2
+    assert emu.control.stats()["faults"]["error"] == 12
+
+
+def test_throttle_faults_are_burst_like_429s(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(throttle_rate=1.0)
+    response = client.get(V2_LIST, headers=auth(emu))
+    assert response.status_code == 429 and response.json()["error"] == "Request over limit"
+    assert response.headers["x-ratelimit-remaining"] == "0" and "retry-after" in response.headers
+    assert emu.control.stats()["rate_limited"]["injected"] == 1
+
+
+def test_drop_faults_break_the_connection_mid_body(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(drop_rate=1.0)
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get(V2_LIST, headers=auth(emu))
+    emu.control.settings(drop_rate=0.0)
+    assert client.get(V2_LIST, headers=auth(emu)).status_code == 200  # client reconnects
+
+
+def test_malformed_faults_are_200_with_broken_json(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(malformed_rate=1.0)
+    response = client.get(V2_LIST, headers=auth(emu))
+    assert response.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        response.json()
+
+
+def outcome(client: httpx.Client, emu: EmulatorHandle) -> str:
+    try:
+        response = client.get(V2_LIST, headers=auth(emu))
+    except httpx.RemoteProtocolError:
+        return "drop"
+    try:
+        response.json()
+    except json.JSONDecodeError:
+        return f"{response.status_code}-broken"
+    return str(response.status_code)
+
+
+def test_fault_sequence_is_deterministic_under_a_seed(client: httpx.Client, emu: EmulatorHandle) -> None:
+    rates = {"error_rate": 0.2, "throttle_rate": 0.2, "drop_rate": 0.1, "malformed_rate": 0.2}
+    runs = []
+    for _ in range(2):
+        emu.control.settings(fault_seed=1234, **rates)
+        runs.append([outcome(client, emu) for _ in range(40)])
+    assert runs[0] == runs[1]
+    assert {"200", "429", "drop", "200-broken"} <= set(runs[0])
+    emu.control.settings(fault_seed=99)
+    assert [outcome(client, emu) for _ in range(40)] != runs[0]
+
+
+def test_latency_is_applied(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(latency_ms=250, jitter_ms=50)
+    started = time.perf_counter()
+    assert client.get(V2_LIST, headers=auth(emu)).status_code == 200
+    assert 0.25 <= time.perf_counter() - started < 5
+
+
+# ---- control API -----------------------------------------------------------------------------------------
+
+
+def test_control_endpoints(emu: EmulatorHandle) -> None:
+    control = emu.control
+    counts = control.counts()
+    assert counts["deals"] > 0
+    assert len(control.snapshot("deals")) >= counts["deals"]
+    with pytest.raises(EmulatorControlError, match="404"):
+        control.snapshot("no_such_table")
+    with pytest.raises(EmulatorControlError, match="400"):
+        control.settings(no_such_setting=1)
+    before = emu.company.now()
+    control.mutate(seed=1, creates=3, updates=3, deletes=1)
+    assert emu.company.now() > before
+    assert control.settings(burst_limit=7)["burst_limit"] == 7
+    assert "api_token" not in control.settings()
+
+
+# ---- server / CLI ----------------------------------------------------------------------------------------
+
+
+def test_process_mode_runs_the_cli_on_a_free_port() -> None:
+    with run_emulator(scale="tiny", api_token="cli-token", mode="process", burst_limit=7) as emu:
+        assert emu.base_url.startswith("http://127.0.0.1:") and not emu.base_url.endswith(":0")
+        assert emu.control.settings()["burst_limit"] == 7
+        response = httpx.get(f"{emu.base_url}{V2_LIST}", headers={"x-api-token": "cli-token"})
+        assert response.status_code == 200 and response.headers["x-ratelimit-limit"] == "7"
+    assert emu.process is not None and emu.process.returncode == 0  # SIGTERM stops it cleanly
+
+
+def test_cli_prints_its_url() -> None:
+    cmd = [sys.executable, "-m", "pipedrive_source.emulator", "--port", "0", "--scale", "tiny"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line
+        url = line.split()[-1]
+        assert httpx.get(f"{url}/_emulator/health").json()["ok"] is True
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        proc.stdout.close()
