@@ -1,0 +1,254 @@
+"""Readable custom fields: hash keys -> bound column names, option ids -> labels, every field type.
+
+Build one `Resolver` per entity per run from that entity's field definitions (the `*Fields` endpoint's
+`data`, v2 or v1 shape) and the bindings persisted in the pipeline state, then pass every page through
+`resolve_page` before yielding it to dlt. Afterwards persist `resolver.bindings` back into the state.
+
+    resolver = Resolver("deals", field_defs, bindings=state.get("deals", {}), builtin_columns=keys)
+    for page in pages:
+        yield resolver.resolve_page(page)
+    state["deals"] = resolver.bindings
+
+A record's custom values may come as v2 (`custom_fields: {hash: value}`) or v1 (hash keys at the record
+root, `<hash>_currency` / `<hash>_until` / `<hash>_<address part>` siblings, sets as `"11,12"`); both land
+in the same columns. No column named after a hash survives resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipedrive_source.field_defs import FieldDef, parse_fields
+from pipedrive_source.field_values import (
+    ALL_SUFFIXES,
+    Compiled,
+    Converter,
+    compile_field,
+    enum_converter,
+    kind_of,
+    option_labels,
+    set_converter,
+    suffixes_for,
+)
+from pipedrive_source.naming import HASH_RE, FieldSlot, bind_columns, group, normalize
+
+logger = logging.getLogger(__name__)
+
+# Alternative record keys of built-in option fields: v1 deals call the labels field `label`.
+BUILTIN_KEY_ALIASES = {"label": ("label", "label_ids"), "label_ids": ("label_ids", "label")}
+
+
+@dataclass(frozen=True)
+class BuiltinLabels:
+    """A built-in option field whose ids get a readable sibling column: `visible_to` -> `visible_to_label`."""
+
+    field: FieldDef
+    keys: tuple[str, ...]  # record keys that may hold the ids
+    column: str
+    conv: Converter
+
+
+def builtin_label_stem(fd: FieldDef) -> str:
+    """`label_ids` -> `labels`, `visible_to` -> `visible_to_label`, a set `x_ids` -> `x_labels`."""
+    code = normalize(fd.code)
+    if kind_of(fd.type) == "set":
+        stem = code.removesuffix("_ids")
+        return "labels" if stem == "label" else f"{stem}_labels"
+    return "label_name" if code == "label" else f"{code.removesuffix('_id')}_label"
+
+
+class Resolver:
+    """Resolves one entity's records; build once per run, then call `resolve_page` on every page."""
+
+    def __init__(
+        self,
+        entity: str,
+        fields: Iterable[Mapping[str, Any] | FieldDef],
+        *,
+        bindings: Mapping[str, str] | None = None,
+        builtin_columns: Iterable[str] = (),
+        keep_option_ids: bool = False,
+        builtin_labels: bool = True,
+        extra_options: Mapping[str, Mapping[Any, str]] | None = None,
+    ) -> None:
+        self.entity = entity
+        self.keep_option_ids = keep_option_ids
+        defs = parse_fields(fields)
+        self.custom = {fd.code: fd for fd in defs if fd.is_custom}
+        extra = {code: _extra_field(code, opts) for code, opts in (extra_options or {}).items()}
+        builtin_defs = [fd for fd in defs if not fd.is_custom and fd.code not in extra]
+        builtin_defs += extra.values()
+        self._warned: set[str] = set()
+        self._initial_bindings = dict(bindings or {})
+        self._builtins = {normalize(c) for c in builtin_columns} | {normalize(fd.code) for fd in defs
+                                                                    if not fd.is_custom}
+        self._builtin_labels = self._compile_builtin_labels(builtin_defs) if builtin_labels else []
+        self._builtins |= {b.column for b in self._builtin_labels}
+        # v1 deals call the labels field `label`, v2 `label_ids`: a record has one of them
+        self._builtin_convs = [(key, b.conv) for b in self._builtin_labels for key in b.keys]
+        self._bind(self._initial_bindings)
+
+    # --- binding and compiling -------------------------------------------------------------------
+
+    def _compile_builtin_labels(self, defs: list[FieldDef]) -> list[BuiltinLabels]:
+        out = []
+        taken = set(self._builtins)
+        for fd in sorted(defs, key=lambda d: d.code):
+            if not fd.options:
+                continue
+            stem = builtin_label_stem(fd)
+            column = next(c for c in (stem, *(f"{stem}_{n}" for n in range(2, 1000))) if c not in taken)
+            taken.add(column)
+            labels = option_labels(fd)
+            conv = (set_converter(column, None, labels) if kind_of(fd.type) == "set"
+                    else enum_converter(column, None, labels))
+            keys = BUILTIN_KEY_ALIASES.get(fd.code, (fd.code,))
+            out.append(BuiltinLabels(fd, keys, column, conv))
+        return out
+
+    def _bind(self, previous: Mapping[str, str]) -> None:
+        slots = [FieldSlot(fd.code, fd.name, suffixes_for(fd)) for fd in self.custom.values()]
+        self.bindings: dict[str, str] = bind_columns(slots, previous, self._builtins, ALL_SUFFIXES)
+        self._compiled: dict[str, Compiled] = {
+            code: compile_field(fd, self.bindings[code], self.keep_option_ids)
+            for code, fd in self.custom.items()
+        }
+        self._convs = {code: c.conv for code, c in self._compiled.items()}
+        self._v1_composite = {code for code, c in self._compiled.items() if c.composite}
+        self._out_columns = frozenset(
+            col for code, fd in self.custom.items()
+            for col in group(self.bindings[code], suffixes_for(fd))
+        )
+
+    @property
+    def changed(self) -> bool:
+        """Whether the bindings differ from the ones given (the engine then writes them to the state)."""
+        return self.bindings != self._initial_bindings
+
+    @property
+    def columns(self) -> dict[str, dict[str, Any]]:
+        """dlt column hints for every column the custom fields produce (list columns become child tables)."""
+        hints: dict[str, dict[str, Any]] = {}
+        for compiled in self._compiled.values():
+            for col, data_type in compiled.columns.items():
+                if data_type is not None:
+                    hints[col] = {"name": col, "data_type": data_type, "nullable": True}
+        for b in self._builtin_labels:
+            if kind_of(b.field.type) != "set":
+                hints[b.column] = {"name": b.column, "data_type": "text", "nullable": True}
+        return hints
+
+    # --- resolving -------------------------------------------------------------------------------
+
+    def resolve_page(self, rows: Sequence[dict]) -> Sequence[dict]:
+        """Resolve every record of a page in place; returns the same list."""
+        resolve = self.resolve
+        for row in rows:
+            resolve(row)
+        return rows
+
+    def resolve(self, row: dict) -> dict:
+        """Resolve one record in place: custom values to their columns, built-in option ids to labels."""
+        for key, conv in self._builtin_convs:
+            if key in row:
+                conv(row[key], row)
+        values = row.pop("custom_fields", None)
+        if values is None:
+            values = self._pop_v1_values(row)
+            if not values:
+                return row
+        elif not values:
+            return row
+        if not self._out_columns.isdisjoint(row.keys()):
+            self._rebind_around(row.keys() & self._out_columns)
+        convs = self._convs
+        for code, value in values.items():
+            conv = convs.get(code)
+            if conv is None:
+                conv = self._unknown_field(code)
+            conv(value, row)
+        return row
+
+    def _pop_v1_values(self, row: dict) -> dict[str, Any] | None:
+        """v1: gather `<hash>` and `<hash>_<suffix>` root keys into v2-shaped values."""
+        found = [k for k in row if len(k) >= 40 and HASH_RE.match(k) and (len(k) == 40 or k[40] == "_")]
+        if not found:
+            return None
+        parts: dict[str, dict[str, Any]] = {}
+        for key in found:
+            parts.setdefault(key[:40], {})[key[41:] or "value"] = row.pop(key)
+        composite = self._v1_composite
+        return {
+            code: p if code in composite or len(p) > 1 else p.get("value")
+            for code, p in parts.items()
+        }
+
+    def _rebind_around(self, clashing: set[str]) -> None:
+        """A record carries a built-in column a custom field was bound to: move the custom field away."""
+        logger.warning(
+            "%s: built-in column(s) %s clash with custom field columns; re-binding those custom fields",
+            self.entity, sorted(clashing),
+        )
+        self._builtins |= clashing
+        self._bind(self.bindings)
+
+    def _unknown_field(self, code: str) -> Converter:
+        """A value under a code the fields endpoint did not list: keep it as JSON, under a hash-free name."""
+        column = self.bindings.get(code) or f"cf_{code[:8]}"
+        if code not in self._warned:
+            self._warned.add(code)
+            logger.warning("%s: value for unlisted custom field %s kept as JSON in %r", self.entity,
+                           code[:8], column)
+        fd = FieldDef(code, None, "json", True)
+        compiled = compile_field(fd, column, False)
+        self._compiled[code] = compiled
+        self._convs[code] = compiled.conv
+        self._v1_composite.add(code)
+        return compiled.conv
+
+    # --- tables about the fields -------------------------------------------------------------------
+
+    def field_rows(self) -> list[dict[str, Any]]:
+        """Rows of the `custom_fields` table: one per bound field, deleted ones with still_exists false."""
+        rows = []
+        for code in sorted(self.bindings):
+            fd = self.custom.get(code)
+            compiled = self._compiled.get(code)
+            rows.append({
+                "entity": self.entity,
+                "field_code": code,
+                "field_name": fd.name if fd else None,
+                "column_name": self.bindings[code],
+                "field_type": fd.type if fd else None,
+                "columns": ", ".join(compiled.columns) if compiled and fd else None,
+                "still_exists": fd is not None,
+            })
+        return rows
+
+    def option_rows(self) -> list[dict[str, Any]]:
+        """Rows of the `custom_field_options` table: option id -> current label, custom and built-in."""
+        rows = []
+        for code, fd in sorted(self.custom.items()):
+            rows += _options_of(self.entity, fd, self.bindings[code], True)
+        for b in self._builtin_labels:
+            rows += _options_of(self.entity, b.field, b.column, False)
+        return rows
+
+
+def _options_of(entity: str, fd: FieldDef, column: str, is_custom: bool) -> list[dict[str, Any]]:
+    listed = [(oid, label, False) for oid, label in fd.options]
+    listed += [(oid, label, True) for oid, label in fd.deleted_options]
+    return [
+        {"entity": entity, "field_code": fd.code, "column_name": column, "option_id": oid, "label": label,
+         "is_custom": is_custom, "is_deleted": deleted}
+        for oid, label, deleted in listed
+        if isinstance(oid, int)  # lead labels (UUIDs) have their own table, lead_labels
+    ]
+
+
+def _extra_field(code: str, options: Mapping[Any, str]) -> FieldDef:
+    """A built-in option field whose options come from elsewhere (leads' `label_ids` from lead labels)."""
+    return FieldDef(code, code, "set" if code.endswith("_ids") else "enum", False, tuple(options.items()))
