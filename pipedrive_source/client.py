@@ -1,0 +1,259 @@
+"""The one HTTP client every resource shares: auth headers, timeouts, bounded retries, 429 waits, accounting.
+
+Transient failures (5xx, dropped connections, incomplete reads, malformed JSON bodies) are retried with
+exponential backoff and full jitter, a bounded number of times. A 429 waits for `x-ratelimit-reset` (or
+`retry-after`); a 429 asking for longer than `max_rate_limit_wait_s` means the daily budget is gone and ends the
+run with a message saying when it resets. Every message is built from the path and status only, never from
+headers or URLs that could hold a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from .errors import AccessDenied, ApiError, RateLimitExhausted, install_log_redaction, redact
+from .limiter import NoLimiter, RateLimiter
+from .oauth import Auth
+from .settings import HttpSettings
+
+logger = logging.getLogger("pipedrive_source.client")
+
+USER_AGENT = "pipedrive-source-dlt/0.1"
+
+
+class _Transient(Exception):
+    """A failure worth retrying; carries a short, secret-free description."""
+
+
+@dataclass
+class EndpointStats:
+    requests: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class ClientStats:
+    """What the run cost: requests (every attempt), tokens (spec cost of admitted calls), retries, waits."""
+
+    requests: int = 0
+    tokens: int = 0
+    retries: int = 0
+    rate_limit_waits: int = 0
+    by_label: dict[str, EndpointStats] = field(default_factory=dict)
+    daily_remaining: int | None = None  # last `x-daily-ratelimit-token-remaining` seen
+
+    def add(self, label: str, tokens: int) -> None:
+        self.requests += 1
+        self.tokens += tokens
+        entry = self.by_label.setdefault(label, EndpointStats())
+        entry.requests += 1
+        entry.tokens += tokens
+
+
+class PipedriveClient:
+    """Thread-safe GET client for Pipedrive's v1 and v2 APIs (and the OAuth token endpoint through `auth`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: Auth,
+        settings: HttpSettings | None = None,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        install_log_redaction()
+        self.settings = settings or HttpSettings()
+        self.auth = auth
+        self.limiter = limiter or NoLimiter()
+        self.stats = ClientStats()
+        self._base_url = base_url.rstrip("/")
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._prepared = False
+        self._server_now: datetime | None = None
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(self.settings.read_timeout_s, connect=self.settings.connect_timeout_s),
+            headers={"accept": "application/json", "user-agent": USER_AGENT},
+            follow_redirects=False,  # a redirect could carry our auth header to another host
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def server_now(self) -> datetime | None:
+        """The server's clock (`Date` header) at the first response of this client, UTC."""
+        return self._server_now
+
+    def close(self) -> None:
+        self._http.close()
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None, *, cost: int, label: str) -> dict:
+        """GET a JSON object from `path` (e.g. `/api/v2/deals`); retries transient failures, raises PipedriveError."""
+        self._prepare()
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        failures = waits = renewals = 0
+        while True:
+            try:
+                return self._attempt(path, query, cost, label)
+            except _Unauthorized as exc:
+                renewals += 1
+                if renewals > 1:  # a fresh token refused again: renewing once more will not help
+                    raise self.auth.rejected() from None
+                self._switch_base_url(self.auth.recover(self._http, exc.sent_headers))
+            except _Transient as exc:
+                failures += 1
+                if failures >= self.settings.max_attempts:
+                    raise ApiError(
+                        f"Pipedrive kept failing on {path} after {failures} attempts (last: {exc}). "
+                        "Nothing from this run was committed; run the sync again later."
+                    ) from None
+                delay = self._backoff(failures)
+                self.stats.retries += 1
+                logger.warning("retrying %s in %.1fs after %s (attempt %d)", path, delay, exc, failures)
+                self._sleep(delay)
+            except _RateLimited as exc:
+                waits += 1
+                self._wait_for_rate_limit(path, exc, waits)
+
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        with self._lock:
+            if not self._prepared:
+                self._switch_base_url(self.auth.prepare(self._http))
+                self._prepared = True
+
+    def _attempt(self, path: str, query: dict[str, Any], cost: int, label: str) -> dict:
+        self.limiter.acquire(cost)
+        headers = self.auth.headers()
+        try:
+            response = self._http.get(self._base_url + path, params=query, headers=headers)
+        except httpx.TimeoutException as exc:
+            self._count(label, cost)
+            raise _Transient(f"timeout ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            self._count(label, cost)
+            raise _Transient(f"connection problem ({type(exc).__name__})") from None
+        self.limiter.observe(response.status_code, response.headers)
+        self._note_headers(response.headers)
+        return self._interpret(response, path, headers, cost, label)
+
+    def _interpret(self, response: httpx.Response, path: str, sent: dict[str, str], cost: int, label: str) -> dict:
+        status = response.status_code
+        if status == 429:
+            self._count(label, 0)
+            raise _RateLimited(response.headers, response.content)
+        if status == 401:
+            self._count(label, 0)
+            raise _Unauthorized(sent)
+        self._count(label, cost)
+        if status >= 500:
+            raise _Transient(f"HTTP {status}")
+        if status in (402, 403):
+            raise AccessDenied(f"{path}: not available to these credentials ({_error_text(response)}).")
+        if status >= 400:
+            raise ApiError(f"Pipedrive rejected GET {path} with HTTP {status}: {_error_text(response)}")
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise _Transient("malformed JSON body") from None
+        if not isinstance(body, dict):
+            raise _Transient("unexpected JSON body")
+        return body
+
+    def _count(self, label: str, cost: int) -> None:
+        with self._lock:
+            self.stats.add(label, cost)
+
+    def _note_headers(self, headers: httpx.Headers) -> None:
+        if self._server_now is None and (date := headers.get("date")):
+            try:
+                self._server_now = parsedate_to_datetime(date).astimezone(UTC)
+            except (TypeError, ValueError):
+                pass
+        remaining = headers.get("x-daily-ratelimit-token-remaining")
+        if remaining and remaining.isdigit():
+            self.stats.daily_remaining = int(remaining)
+
+    def _switch_base_url(self, base_url: str | None) -> None:
+        if base_url:
+            self._base_url = base_url.rstrip("/")
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (failures - 1))
+        return random.uniform(ceiling / 2, ceiling)  # jitter keeps parallel workers from retrying in lockstep
+
+    def _wait_for_rate_limit(self, path: str, exc: _RateLimited, waits: int) -> None:
+        wait = exc.wait_s()
+        if exc.budget_exhausted() or wait > self.settings.max_rate_limit_wait_s:
+            resets_at = datetime.now(UTC) + timedelta(seconds=wait)
+            raise RateLimitExhausted(
+                f"Pipedrive's daily API token budget is used up (HTTP 429 on {path}); it resets in about "
+                f"{_duration(wait)} (around {resets_at:%Y-%m-%d %H:%M} UTC). Loaded data is kept; run the sync "
+                "again after that and it continues where it stopped."
+            )
+        if waits > self.settings.max_rate_limit_attempts:
+            raise ApiError(f"Pipedrive kept answering 429 on {path}; giving up after {waits} waits.")
+        self.stats.rate_limit_waits += 1
+        logger.info("rate limited on %s; waiting %.1fs", path, wait)
+        self._sleep(wait)
+
+
+class _Unauthorized(Exception):
+    def __init__(self, sent_headers: dict[str, str]) -> None:
+        super().__init__("HTTP 401")
+        self.sent_headers = sent_headers
+
+
+class _RateLimited(Exception):
+    def __init__(self, headers: httpx.Headers, content: bytes) -> None:
+        super().__init__("HTTP 429")
+        self.headers = headers
+        self.content = content
+
+    def wait_s(self) -> float:
+        for name in ("x-ratelimit-reset", "retry-after"):
+            value = self.headers.get(name, "")
+            try:
+                return max(0.05, float(value))
+            except ValueError:
+                continue
+        return 2.0  # Pipedrive's burst window is 2 seconds
+
+    def budget_exhausted(self) -> bool:
+        remaining = self.headers.get("x-daily-ratelimit-token-remaining")
+        return remaining is not None and remaining.strip() == "0"
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        text = body.get("error") or body.get("message") or ""
+        info = body.get("error_info")
+        if info and isinstance(info, str) and "developers.pipedrive.com" not in info:
+            text = f"{text} ({info})"
+        return redact(str(text)[:300]) or f"HTTP {response.status_code}"
+    return f"HTTP {response.status_code}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes >= 120:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes} min" if minutes else f"{int(seconds)} s"

@@ -1,0 +1,173 @@
+"""The declarative table of every Pipedrive entity the connector loads. Adding an entity = adding an entry.
+
+Strategies (how a run finds what changed; see `source.py` for the engine):
+- UPDATED_SINCE: v2 server-side filter `updated_since` (last loaded `update_time`, inclusive) ..
+  `updated_until` (server time at run start), sorted by `update_time` ascending, cursor paging.
+- SORTED: the endpoint sorts by update time descending; read pages until records are older than the last
+  loaded `update_time` (early stop). v2 `sort_by=update_time&sort_direction=desc`, v1 `sort=update_time DESC`.
+- FULL: read the whole (small) list every run; only records whose content changed are loaded (a digest per
+  id is kept in the resource state) and ids that vanished are flagged `is_deleted`.
+- DEAL_BATCH: child rows of the deals that changed in this run, `deal_ids=` up to 100 per request.
+- PER_DEAL: one request per changed deal (opt-in because of the cost).
+- PER_PARENT: one request per record of a small parent list (phases per board).
+
+`cost` is the operation's `x-token-cost` in Pipedrive's spec, charged per request (per page).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+UPDATED_SINCE = "updated_since"
+SORTED = "sorted"
+FULL = "full"
+DEAL_BATCH = "deal_batch"
+PER_DEAL = "per_deal"
+PER_PARENT = "per_parent"
+
+CURSOR = "cursor"  # v2 `cursor` / `next_cursor`
+OFFSET = "offset"  # v1 `start` / `limit`
+NONE = "none"  # everything in one response
+
+V2_DESC = {"sort_by": "update_time", "sort_direction": "desc"}
+V1_DESC = {"sort": "update_time DESC"}
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One list request of an entity; several listings can feed one table (deals + deleted + archived)."""
+
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)  # columns set on every row when absent (is_archived)
+    cost: int | None = None  # overrides the entity's cost for this listing
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str  # table name in the destination
+    api: str  # "v1" | "v2"
+    listings: tuple[Listing, ...]
+    strategy: str
+    cost: int  # x-token-cost per request
+    paging: str = CURSOR
+    page_size: int | None = 500
+    primary_key: str = "id"
+    cursor_field: str | None = "update_time"  # incremental cursor (UPDATED_SINCE and SORTED)
+    time_format: str = "rfc3339"  # how this entity writes timestamps: rfc3339 | rfc3339_ms | v1
+    items_key: str | None = None  # `data` holds {items_key: [...]} instead of a list
+    fields_entity: str | None = None  # the `*_fields` table describing this entity's custom fields
+    parent: str | None = None  # DEAL_BATCH / PER_DEAL: "deals"; PER_PARENT: the parent table
+    parent_param: str | None = None  # PER_PARENT: query parameter carrying the parent id
+    opt_in: bool = False  # left out unless named in `entities` (per-record cost)
+    merge_key: str | None = None  # rows of a parent are replaced as a set (children of changed deals)
+    derive: Callable[[dict[str, Any], dict[str, Any]], None] | None = None  # (row, context) -> adds columns
+    columns: dict[str, Any] = field(default_factory=dict)  # extra dlt column hints
+    notes: str = ""
+
+
+def _flow_row(row: dict[str, Any], context: dict[str, Any]) -> None:
+    """Flow items are {object, timestamp, data}; ids are unique per object type only."""
+    data = row.get("data") or {}
+    row["flow_id"] = f"{row.get('object')}:{data.get('id')}"
+    row["deal_id"] = context["deal_id"]
+
+
+def _participant_row(row: dict[str, Any], context: dict[str, Any]) -> None:
+    row["deal_id"] = context["deal_id"]
+
+
+def _v2(name: str, path: str, strategy: str, cost: int = 10, **kw: Any) -> Entity:
+    listings = kw.pop("listings", None) or (Listing(path, V2_DESC if strategy == SORTED else {}),)
+    return Entity(name, "v2", listings, strategy, cost, **kw)
+
+
+def _v1(name: str, path: str, strategy: str, cost: int = 20, **kw: Any) -> Entity:
+    listings = kw.pop("listings", None) or (Listing(path, V1_DESC if strategy == SORTED else {}),)
+    kw.setdefault("paging", OFFSET if strategy != FULL else NONE)
+    kw.setdefault("time_format", "v1")
+    return Entity(name, "v1", listings, strategy, cost, **kw)
+
+
+def _fields(name: str, path: str, api: str, cost: int) -> Entity:
+    if api == "v2":
+        return Entity(name, "v2", (Listing(path),), FULL, cost, primary_key="field_code", cursor_field=None)
+    return Entity(name, "v1", (Listing(path),), FULL, cost, paging=OFFSET, primary_key="key",
+                  cursor_field=None, time_format="v1")
+
+
+ENTITIES: tuple[Entity, ...] = (
+    # ---- API v2, changed records by `updated_since` ------------------------------------------------------
+    _v2("activities", "/api/v2/activities", UPDATED_SINCE, fields_entity="activity_fields"),
+    _v2(
+        "deals", "/api/v2/deals", UPDATED_SINCE, fields_entity="deal_fields",
+        listings=(
+            Listing("/api/v2/deals"),
+            Listing("/api/v2/deals", {"status": "deleted"}),  # deleted in the last 30 days, is_deleted true
+            Listing("/api/v2/deals/archived", cost=20),
+        ),
+        notes="3 requests per run minimum: live, deleted (30-day window), archived.",
+    ),
+    _v2("persons", "/api/v2/persons", UPDATED_SINCE, fields_entity="person_fields"),
+    _v2("organizations", "/api/v2/organizations", UPDATED_SINCE, fields_entity="organization_fields"),
+    # ---- API v2, children of changed deals ---------------------------------------------------------------
+    _v2("deal_products", "/api/v2/deals/products", DEAL_BATCH, parent="deals", cursor_field=None,
+        merge_key="deal_id", notes="deal_ids= up to 100 changed deals per request; no request when no deal changed."),
+    _v2("deal_installments", "/api/v2/deals/installments", DEAL_BATCH, parent="deals", cursor_field=None,
+        merge_key="deal_id", notes="Growth plan and above; skipped with a warning when the plan lacks it."),
+    # ---- API v2, sortable by update_time: newest first, stop at the last loaded time -------------------------
+    _v2("products", "/api/v2/products", SORTED, fields_entity="product_fields"),
+    _v2("pipelines", "/api/v2/pipelines", SORTED, cost=5),
+    _v2("stages", "/api/v2/stages", SORTED, cost=5),
+    # ---- API v2, neither filter nor sort: full read, changed rows only -----------------------------------
+    _v2(
+        "projects", "/api/v2/projects", FULL, fields_entity="project_fields", cursor_field=None,
+        listings=(Listing("/api/v2/projects", flags={"is_archived": False}),
+                  Listing("/api/v2/projects/archived", flags={"is_archived": True})),
+    ),
+    _v2("tasks", "/api/v2/tasks", FULL, cursor_field=None),
+    _v2("boards", "/api/v2/boards", FULL, paging=NONE, page_size=None, cursor_field=None),
+    _v2("phases", "/api/v2/phases", PER_PARENT, paging=NONE, page_size=None, cursor_field=None,
+        parent="boards", parent_param="board_id", notes="board_id is required: one request per board."),
+    # ---- API v2 field definitions --------------------------------------------------------------------------
+    _fields("activity_fields", "/api/v2/activityFields", "v2", 10),
+    _fields("deal_fields", "/api/v2/dealFields", "v2", 10),
+    _fields("person_fields", "/api/v2/personFields", "v2", 10),
+    _fields("organization_fields", "/api/v2/organizationFields", "v2", 10),
+    _fields("product_fields", "/api/v2/productFields", "v2", 10),
+    _fields("project_fields", "/api/v2/projectFields", "v2", 10),
+    # ---- API v1 only --------------------------------------------------------------------------------------
+    _v1(
+        "leads", "/v1/leads", SORTED, fields_entity="lead_fields", time_format="rfc3339_ms",
+        listings=(Listing("/v1/leads", V1_DESC, flags={"is_archived": False}),
+                  Listing("/v1/leads/archived", V1_DESC, flags={"is_archived": True}, cost=40)),
+        notes="ids are UUID strings; archived leads come from /v1/leads/archived.",
+    ),
+    _v1("lead_labels", "/v1/leadLabels", FULL, cost=10, cursor_field=None),
+    _v1("lead_sources", "/v1/leadSources", FULL, cost=2, primary_key="name", cursor_field=None),
+    _v1("notes", "/v1/notes", SORTED, fields_entity="note_fields"),
+    _v1("files", "/v1/files", SORTED, page_size=100, notes="v1 caps files pages at 100."),
+    _v1("users", "/v1/users", FULL, cursor_field=None),
+    _v1("call_logs", "/v1/callLogs", FULL, paging=OFFSET, page_size=50, cursor_field=None,
+        notes="no sort or filter in the API, 50 per page: a full read each run."),
+    _v1("activity_types", "/v1/activityTypes", FULL, cursor_field=None),
+    _v1("currencies", "/v1/currencies", FULL, cursor_field=None),
+    _v1("filters", "/v1/filters", FULL, cursor_field=None),
+    _v1("roles", "/v1/roles", FULL, paging=OFFSET, page_size=500, cursor_field=None),
+    _v1("permission_sets", "/v1/permissionSets", FULL, cursor_field=None),
+    _v1("goals", "/v1/goals/find", FULL, items_key="goals", cursor_field=None),
+    _fields("lead_fields", "/v1/leadFields", "v1", 20),
+    _fields("note_fields", "/v1/noteFields", "v1", 20),
+    # ---- opt-in: one request per changed deal -------------------------------------------------------------
+    _v1("deal_flow", "/v1/deals/{id}/flow", PER_DEAL, cost=40, parent="deals", opt_in=True,
+        primary_key="flow_id", cursor_field=None, paging=OFFSET, merge_key="deal_id", derive=_flow_row,
+        notes="changelog of each changed deal; flow_id = '<object>:<id>'."),
+    _v1("deal_participants", "/v1/deals/{id}/participants", PER_DEAL, cost=10, parent="deals",
+        opt_in=True, cursor_field=None, paging=OFFSET, merge_key="deal_id", derive=_participant_row),
+)
+
+BY_NAME: dict[str, Entity] = {e.name: e for e in ENTITIES}
+FIELDS_TABLES: tuple[str, ...] = tuple(e.name for e in ENTITIES if e.name.endswith("_fields"))
+DEFAULT_ENTITIES: tuple[str, ...] = tuple(e.name for e in ENTITIES if not e.opt_in)

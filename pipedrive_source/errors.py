@@ -1,0 +1,104 @@
+"""User-facing errors and secret redaction.
+
+Every error a user may read derives from `PipedriveError`, whose text is one plain line that says what to fix.
+Secrets are registered with `register_secret` the moment they are configured, and `redact` scrubs them from any
+text we produce (error messages, log records), so a token can never leak through a message by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+TOKEN_SETTING = "SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [sources.pipedrive] in .dlt/secrets.toml)"
+OAUTH_SETTING = "[sources.pipedrive.oauth] in .dlt/secrets.toml (SOURCES__PIPEDRIVE__OAUTH__REFRESH_TOKEN, ...)"
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_MIN_SECRET_LEN = 6  # shorter strings would redact ordinary words
+
+
+class PipedriveError(Exception):
+    """An error with a one-line, secret-free message meant for the person running the sync."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(PipedriveError):
+    """Settings are missing or invalid; nothing was requested."""
+
+
+class AuthError(PipedriveError):
+    """Pipedrive refused the credentials."""
+
+
+class AccessDenied(PipedriveError):
+    """The credentials are fine but this endpoint is not available to them (plan or permissions)."""
+
+
+class RateLimitExhausted(PipedriveError):
+    """The daily token budget (or the share a run may spend) is used up."""
+
+
+class ApiError(PipedriveError):
+    """Pipedrive answered something we cannot continue from, after bounded retries."""
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so `redact` removes it from every message and log record from now on."""
+    if value and len(value) >= _MIN_SECRET_LEN:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+_installed = False
+
+
+def install_log_redaction() -> None:
+    """Redact registered secrets from every log record at creation (idempotent).
+
+    A record factory rather than a logger filter: filters on a logger do not see records of its child loggers,
+    and handlers may be added after us; the factory sees every record of every logger.
+    """
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _secrets:
+            _scrub(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
+
+
+def _scrub(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed record is not ours to fix; logging reports it itself
+        return
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        if redact(str(exc)) != str(exc):
+            record.exc_info, record.exc_text = None, None
+            record.msg = f"{record.msg} ({type(exc).__name__}: {redact(str(exc))})"

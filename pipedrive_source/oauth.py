@@ -1,0 +1,137 @@
+"""Authentication strategies: a personal API token, or OAuth 2.0 with refresh.
+
+Both put credentials in headers only (`x-api-token` / `Authorization: Bearer`), never in a URL. OAuth refreshes
+with the refresh-token grant (client id and secret in HTTP Basic, as Pipedrive documents) when the access token
+is missing or Pipedrive answers 401, and then talks to the `api_domain` the token endpoint returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import httpx
+import orjson
+from dlt.common.configuration import configspec
+from dlt.common.configuration.specs import CredentialsConfiguration
+from dlt.common.typing import TSecretStrValue
+
+from .errors import OAUTH_SETTING, TOKEN_SETTING, AuthError, register_secret
+from .settings import OAUTH_TOKEN_URL
+
+
+@configspec
+class PipedriveOAuthCredentials(CredentialsConfiguration):
+    """`[sources.pipedrive.oauth]` in secrets.toml; the access token is optional (it is refreshed on demand)."""
+
+    refresh_token: TSecretStrValue = None
+    client_id: str = None
+    client_secret: TSecretStrValue = None
+    access_token: TSecretStrValue | None = None
+    token_url: str = OAUTH_TOKEN_URL
+
+
+class Auth(Protocol):
+    def headers(self) -> dict[str, str]:
+        """Headers that authenticate the next request."""
+
+    def recover(self, http: httpx.Client, sent_headers: dict[str, str]) -> str | None:
+        """After a 401: renew credentials and return the base URL to continue with, or raise AuthError."""
+
+    def prepare(self, http: httpx.Client) -> str | None:
+        """Before the first request: obtain credentials if needed; returns a base URL override or None."""
+
+    def rejected(self) -> AuthError:
+        """The error to raise when Pipedrive refuses even renewed credentials."""
+
+
+class ApiTokenAuth:
+    def __init__(self, token: str) -> None:
+        token = (token or "").strip()
+        if not token:
+            raise AuthError(f"No Pipedrive API token configured. Set {TOKEN_SETTING}.")
+        register_secret(token)
+        self._headers = {"x-api-token": token}
+
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+    def prepare(self, http: httpx.Client) -> str | None:
+        return None
+
+    def recover(self, http: httpx.Client, sent_headers: dict[str, str]) -> str | None:
+        raise self.rejected()
+
+    def rejected(self) -> AuthError:
+        return AuthError(
+            f"Pipedrive rejected the API token (HTTP 401 unauthorized). Set a valid token in {TOKEN_SETTING}."
+        )
+
+
+class OAuthAuth:
+    """Access token + refresh token; thread-safe so concurrent requests refresh only once."""
+
+    def __init__(self, credentials: PipedriveOAuthCredentials) -> None:
+        for name in ("refresh_token", "client_id", "client_secret"):
+            if not getattr(credentials, name, None):
+                raise AuthError(f"OAuth is configured without {name}. Set it in {OAUTH_SETTING}.")
+        for secret in (credentials.refresh_token, credentials.client_secret, credentials.access_token):
+            register_secret(secret)
+        self._creds = credentials
+        self._access_token: str | None = credentials.access_token
+        self._lock = threading.Lock()
+        self.refreshes = 0
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._access_token}"}
+
+    def prepare(self, http: httpx.Client) -> str | None:
+        with self._lock:
+            return None if self._access_token else self._refresh(http)
+
+    def recover(self, http: httpx.Client, sent_headers: dict[str, str]) -> str | None:
+        with self._lock:
+            if sent_headers != self.headers():
+                return None  # another thread refreshed meanwhile: just retry with the new token
+            return self._refresh(http)
+
+    def rejected(self) -> AuthError:
+        return AuthError(
+            f"Pipedrive rejected a freshly refreshed OAuth access token (HTTP 401). Check the app's scopes and "
+            f"credentials in {OAUTH_SETTING}."
+        )
+
+    def _refresh(self, http: httpx.Client) -> str | None:
+        try:
+            response = http.post(
+                self._creds.token_url,
+                data={"grant_type": "refresh_token", "refresh_token": self._creds.refresh_token},
+                auth=(self._creds.client_id, self._creds.client_secret),
+            )
+        except httpx.TransportError as exc:
+            raise AuthError(f"Could not reach the OAuth token endpoint ({type(exc).__name__}).") from None
+        body = _json_or_empty(response.content)
+        token = body.get("access_token")
+        if response.status_code != 200 or not token:
+            error = body.get("error") or f"HTTP {response.status_code}"
+            raise AuthError(
+                f"Pipedrive refused to refresh the OAuth access token ({error}). "
+                f"Check refresh_token, client_id and client_secret in {OAUTH_SETTING}."
+            )
+        register_secret(token)
+        self._access_token = token
+        if body.get("refresh_token"):
+            # Pipedrive normally returns the same refresh token; keep whatever it hands out for this run
+            register_secret(body["refresh_token"])
+            self._creds.refresh_token = body["refresh_token"]
+        self.refreshes += 1
+        domain = body.get("api_domain")
+        return str(domain).rstrip("/") if domain else None
+
+
+def _json_or_empty(content: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,26 @@
+"""Defaults of the connector, in one place. Every value can be overridden through the source's arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COMPANY_URL = "https://{company_domain}.pipedrive.com"
+OAUTH_TOKEN_URL = "https://oauth.pipedrive.com/oauth/token"
+
+PAGE_SIZE = 500  # v2 and most v1 lists accept up to 500 per page
+DEAL_IDS_PER_REQUEST = 100  # /deals/products and /deals/installments take at most 100 deal ids
+
+DEFAULT_MAX_TABLE_NESTING = 1  # top-level lists become child tables; anything deeper is kept as JSON
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Timeouts and retry policy of the shared HTTP client."""
+
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = 6  # one try plus five retries on transient failures
+    backoff_base_s: float = 0.5  # first retry waits about this long, then doubles
+    backoff_max_s: float = 30.0
+    max_rate_limit_wait_s: float = 120.0  # a 429 asking for a longer wait means the daily budget is gone
+    max_rate_limit_attempts: int = 20

@@ -1,0 +1,321 @@
+"""The dlt source: a small generic engine that turns each entry of `entities.ENTITIES` into a dlt resource.
+
+Every table is written with `merge` on its primary key. How a run finds what changed depends on the entity's
+strategy (see `entities.py`); all strategies end in the same place: pages of records, shaped by the record
+hooks (custom-field resolution plugs in there), yielded to dlt.
+
+Boundary rule for incremental cursors: `updated_since` is inclusive, so the records at the last loaded
+`update_time` come back on the next run. dlt's incremental drops the ones whose *content* is unchanged (the
+dedup key is the whole record, not its id), so a no-change run loads nothing while a record changed again
+within the same second is still loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import dlt
+import orjson
+from dlt.common.typing import TSecretStrValue
+from dlt.extract.resource import DltResource
+
+from .client import PipedriveClient
+from .entities import (
+    BY_NAME,
+    DEAL_BATCH,
+    DEFAULT_ENTITIES,
+    ENTITIES,
+    FULL,
+    PER_DEAL,
+    PER_PARENT,
+    SORTED,
+    UPDATED_SINCE,
+    Entity,
+)
+from .errors import TOKEN_SETTING, ConfigError, register_secret
+from .limiter import RateLimiter
+from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
+from .run import RecordHook, Row, SyncContext, SyncMonitor
+from .settings import COMPANY_URL, DEAL_IDS_PER_REQUEST, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
+from .timefmt import render, rfc3339, start_date_value
+
+
+@dlt.source(name="pipedrive", section="pipedrive", max_table_nesting=DEFAULT_MAX_TABLE_NESTING)
+def pipedrive_source(
+    api_token: TSecretStrValue | None = dlt.secrets.value,
+    company_domain: str | None = dlt.config.value,
+    base_url: str | None = None,
+    entities: Sequence[str] | None = None,
+    start_date: str | None = None,
+    oauth: PipedriveOAuthCredentials | None = None,
+    hard_delete: bool = False,
+    page_size: int = PAGE_SIZE,
+    max_attempts: int = HttpSettings.max_attempts,
+    backoff_base_s: float = HttpSettings.backoff_base_s,
+    monitor: SyncMonitor | None = None,
+    limiter: RateLimiter | None = None,
+    record_hooks: Sequence[RecordHook] = (),
+) -> list[DltResource]:
+    """All Pipedrive entities of one company as dlt resources (one table each), merged on their primary key.
+
+    Args:
+        api_token: personal API token (`SOURCES__PIPEDRIVE__API_TOKEN`); not needed with `oauth`.
+        company_domain: `<company_domain>.pipedrive.com`; also checked against the token's company.
+        base_url: overrides the company URL (e.g. the emulator's `http://127.0.0.1:PORT`).
+        entities: table names to load (default: all but the opt-in per-deal ones, deal_flow and
+            deal_participants). Children of deals pull in `deals`.
+        start_date: first run loads records updated since then (default: the whole history).
+        oauth: access/refresh token and client id/secret (`[sources.pipedrive.oauth]`).
+        hard_delete: remove records Pipedrive reports deleted instead of keeping them with `is_deleted`.
+        page_size: records per page (Pipedrive allows up to 500).
+        monitor: receives progress and the run's figures (requests, tokens, rows per entity).
+        limiter: a shared rate limiter (see `limiter.RateLimiter`); default: none, 429s are waited out.
+        record_hooks: functions applied to every page of records before it is yielded.
+    """
+    selected = _select(entities)
+    if not 1 <= page_size <= PAGE_SIZE:
+        raise ConfigError(f"page_size must be between 1 and {PAGE_SIZE}, not {page_size}.")
+    http = HttpSettings(max_attempts=max(1, max_attempts), backoff_base_s=max(0.0, backoff_base_s))
+    client = PipedriveClient(_base_url(base_url, company_domain), _auth(api_token, oauth), http, limiter)
+    ctx = SyncContext(
+        client,
+        monitor or SyncMonitor(),
+        start_date_value(start_date),
+        page_size,
+        record_hooks,
+        _domain_name(company_domain),
+    )
+    built: dict[str, DltResource] = {}
+    for entity in ENTITIES:
+        if entity.name in selected:
+            built[entity.name] = _resource(entity, ctx, built, hard_delete)
+    return list(built.values())
+
+
+# ---- configuration -----------------------------------------------------------------------------------------
+
+
+def _select(entities: Sequence[str] | str | None) -> set[str]:
+    if entities is None or entities == "" or entities == []:
+        names = set(DEFAULT_ENTITIES)
+    else:
+        raw = entities.split(",") if isinstance(entities, str) else entities
+        names = {str(name).strip() for name in raw if str(name).strip()}
+        unknown = sorted(names - set(BY_NAME))
+        if unknown:
+            raise ConfigError(
+                f"Unknown entity {', '.join(unknown)}. Known entities: {', '.join(BY_NAME)}."
+            )
+    for name in list(names):
+        parent = BY_NAME[name].parent
+        if parent and BY_NAME[name].strategy in (DEAL_BATCH, PER_DEAL):
+            names.add(parent)  # children follow the deals changed in this run
+    return names
+
+
+def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None) -> Auth:
+    if oauth is not None and getattr(oauth, "refresh_token", None):
+        return OAuthAuth(oauth)
+    if api_token:
+        return ApiTokenAuth(api_token)
+    raise ConfigError(f"No Pipedrive credentials configured. Set {TOKEN_SETTING}, or configure OAuth.")
+
+
+def _domain_name(company_domain: str | None) -> str | None:
+    if not company_domain:
+        return None
+    name = company_domain.strip().removeprefix("https://").removeprefix("http://").split("/")[0]
+    return name.removesuffix(".pipedrive.com") or None
+
+
+def _base_url(base_url: str | None, company_domain: str | None) -> str:
+    if base_url:
+        url = base_url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")) or "://" not in url or len(url.split("://", 1)[1]) == 0:
+            raise ConfigError(
+                f"base_url {url[:60]!r} is not an http(s) URL (SOURCES__PIPEDRIVE__BASE_URL)."
+            )
+        return url
+    domain = _domain_name(company_domain)
+    if not domain:
+        raise ConfigError(
+            "No Pipedrive company configured. Set company_domain (SOURCES__PIPEDRIVE__COMPANY_DOMAIN, the "
+            "'acme' of acme.pipedrive.com) or base_url."
+        )
+    return COMPANY_URL.format(company_domain=domain)
+
+
+# ---- resources ---------------------------------------------------------------------------------------------
+
+
+def _resource(entity: Entity, ctx: SyncContext, built: dict[str, DltResource], hard_delete: bool) -> DltResource:
+    hints: dict[str, Any] = {
+        "name": entity.name,
+        "primary_key": entity.primary_key,
+        "write_disposition": {"disposition": "merge", "strategy": "delete-insert"},
+        "columns": _columns(entity, hard_delete),
+    }
+    if entity.merge_key:
+        hints["merge_key"] = entity.merge_key
+    if entity.strategy in (UPDATED_SINCE, SORTED):
+        return dlt.resource(_incremental_fetch(entity, ctx), **hints)
+    if entity.strategy in (FULL, PER_PARENT):
+        return dlt.resource(_full_fetch(entity, ctx), **hints)
+    if entity.strategy in (DEAL_BATCH, PER_DEAL):
+        fetch = _deal_batch_fetch(entity, ctx) if entity.strategy == DEAL_BATCH else _per_deal_fetch(entity, ctx)
+        return dlt.transformer(fetch, data_from=built[entity.parent], **hints)
+    raise ValueError(f"{entity.name}: unknown strategy {entity.strategy!r}")
+
+
+def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
+    deleted: dict[str, Any] = {"data_type": "bool", "nullable": True}
+    if hard_delete:
+        deleted["hard_delete"] = True
+    return {"is_deleted": deleted, **entity.columns}
+
+
+def _row_content(row: Row) -> list[str]:
+    """Incremental dedup key: every column, so only identical records count as already loaded."""
+    return sorted(row)
+
+
+def _incremental_fetch(entity: Entity, ctx: SyncContext) -> Any:
+    initial = render(ctx.start_date, entity.time_format) if ctx.start_date else None
+
+    def fetch(
+        cursor: dlt.sources.incremental[str] = dlt.sources.incremental(  # noqa: B008 - dlt binds defaults
+            entity.cursor_field,
+            initial_value=initial,
+            primary_key=_row_content,
+            on_cursor_value_missing="include",
+        ),
+    ) -> Iterator[list[Row]]:
+        since = cursor.start_value
+        ctx.run_started()
+        with ctx.timed(entity):
+            for listing in entity.listings:
+                if entity.strategy == UPDATED_SINCE:
+                    yield from _updated_since_pages(entity, listing, ctx, since)
+                else:
+                    yield from _sorted_pages(entity, listing, ctx, since)
+
+    return fetch
+
+
+def _updated_since_pages(entity: Entity, listing: Any, ctx: SyncContext, since: str | None) -> Iterator[list[Row]]:
+    params = {
+        "sort_by": "update_time",
+        "sort_direction": "asc",
+        "updated_until": rfc3339(ctx.run_started()),
+    }
+    if since:
+        params["updated_since"] = rfc3339(since)
+    for page in ctx.pages(entity, listing, params):
+        if page.items:
+            yield page.items
+
+
+def _sorted_pages(entity: Entity, listing: Any, ctx: SyncContext, since: str | None) -> Iterator[list[Row]]:
+    """Newest first; stop after the first page that reaches records older than the last loaded time."""
+    field = entity.cursor_field
+    for page in ctx.pages(entity, listing):
+        if page.items:
+            yield page.items
+        times = [row.get(field) for row in page.items if row.get(field)]
+        if since and times and min(times) < since:
+            return
+
+
+def _full_fetch(entity: Entity, ctx: SyncContext) -> Any:
+    def fetch() -> Iterator[list[Row]]:
+        ctx.run_started()
+        with ctx.timed(entity):
+            if entity.strategy == PER_PARENT:
+                rows = _per_parent_rows(entity, ctx)
+            else:
+                rows = ctx.full_rows(entity)
+            yield from _changed_only(entity, rows)
+
+    return fetch
+
+
+def _per_parent_rows(entity: Entity, ctx: SyncContext) -> list[Row]:
+    rows: list[Row] = []
+    for parent in ctx.full_rows(BY_NAME[entity.parent]):
+        if parent.get("id") is None:
+            continue
+        for listing in entity.listings:
+            for page in ctx.pages(entity, listing, {entity.parent_param: parent["id"]}):
+                rows.extend(page.items)
+    return rows
+
+
+def _changed_only(entity: Entity, rows: Iterable[Row]) -> Iterator[list[Row]]:
+    """Yield records whose content changed since the last run, then tombstones for vanished ids.
+
+    The digests live in the resource state, which dlt commits only with a successful load.
+    """
+    state = dlt.current.resource_state()
+    previous: dict[str, str] = state.get("digests") or {}
+    current: dict[str, str] = {}
+    changed: list[Row] = []
+    for row in rows:
+        key = orjson.dumps(row.get(entity.primary_key)).decode()
+        current[key] = _digest(row)
+        if previous.get(key) != current[key]:
+            changed.append(row)
+    if changed:
+        yield changed
+    vanished = [key for key in previous if key not in current]
+    if vanished:
+        yield [{entity.primary_key: orjson.loads(key), "is_deleted": True} for key in vanished]
+    state["digests"] = current
+
+
+def _digest(row: Row) -> str:
+    return hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+
+
+def _deal_batch_fetch(entity: Entity, ctx: SyncContext) -> Any:
+    def fetch(deals: list[Row]) -> Iterator[list[Row]]:
+        ids = _ids(deals)
+        with ctx.timed(entity):
+            for start in range(0, len(ids), DEAL_IDS_PER_REQUEST):
+                chunk = ids[start : start + DEAL_IDS_PER_REQUEST]
+                params = {"deal_ids": ",".join(str(i) for i in chunk)}
+                for listing in entity.listings:
+                    for page in ctx.pages(entity, listing, params):
+                        if page.items:
+                            yield page.items
+
+    return fetch
+
+
+def _per_deal_fetch(entity: Entity, ctx: SyncContext) -> Any:
+    def fetch(deals: list[Row]) -> Iterator[list[Row]]:
+        with ctx.timed(entity):
+            for deal_id in _ids(deals):
+                for listing in entity.listings:
+                    for page in ctx.pages(entity, listing, path_params={"id": deal_id}):
+                        for row in page.items:
+                            if entity.derive:
+                                entity.derive(row, {"deal_id": deal_id})
+                        if page.items:
+                            yield page.items
+
+    return fetch
+
+
+def _ids(rows: Iterable[Row] | Row) -> list[Any]:
+    if isinstance(rows, dict):
+        rows = [rows]
+    seen: dict[Any, None] = {}
+    for row in rows:
+        if row.get("id") is not None:
+            seen.setdefault(row["id"], None)
+    return list(seen)
+
+
+

@@ -1,0 +1,54 @@
+"""Pipedrive's timestamp formats and conversions between them.
+
+v2 and the newer v1 endpoints write RFC3339 (`2025-01-01T10:20:00Z`, leads with `.000Z`), classic v1 writes
+`2025-01-01 10:20:00` (UTC). Cursor values stay in the entity's own format (so they compare as strings with
+the records); `updated_since` wants RFC3339 without fractional seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pendulum
+
+from .errors import ConfigError
+
+FORMATS = {
+    "rfc3339": "%Y-%m-%dT%H:%M:%SZ",
+    "rfc3339_ms": "%Y-%m-%dT%H:%M:%S.000Z",
+    "v1": "%Y-%m-%d %H:%M:%S",
+}
+
+
+def parse(value: str | date | datetime) -> datetime:
+    """Any timestamp Pipedrive writes, an ISO date or a datetime -> aware UTC datetime."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    parsed = pendulum.parse(str(value).strip(), tz="UTC", strict=False)
+    if not isinstance(parsed, datetime):
+        raise ValueError(f"not a timestamp: {value!r}")
+    return datetime.fromtimestamp(parsed.timestamp(), UTC)
+
+
+def render(moment: datetime, time_format: str) -> str:
+    return moment.astimezone(UTC).strftime(FORMATS[time_format])
+
+
+def rfc3339(value: str | datetime) -> str:
+    """For `updated_since` / `updated_until`: whole seconds, `Z` suffix."""
+    return render(parse(value), "rfc3339")
+
+
+def start_date_value(start_date: str | date | datetime | None) -> datetime | None:
+    """Validate the `start_date` setting once; a clear error names it when it cannot be read."""
+    if start_date is None or start_date == "":
+        return None
+    try:
+        return parse(start_date)
+    except (ValueError, TypeError, OverflowError, pendulum.parsing.exceptions.ParserError):
+        raise ConfigError(
+            f"start_date {str(start_date)[:40]!r} is not a date; use YYYY-MM-DD or an RFC3339 timestamp "
+            "(SOURCES__PIPEDRIVE__START_DATE)."
+        ) from None
