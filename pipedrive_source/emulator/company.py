@@ -1,0 +1,199 @@
+"""The synthetic Pipedrive company: tables, field catalog, emulator clock, counts and snapshots.
+
+Visibility ("views") per table:
+- deals: `live` (not archived, not deleted), `archived`, `deleted`; a deleted deal is revealed
+  (`/api/v2/deals?status=deleted`, snapshot) only while deleted less than 30 days ago on the emulator clock;
+- leads and projects: `live`, `archived`, `deleted`;
+- notes and files: `live` unless `active_flag` is false;
+- everything else: `live` unless `is_deleted`.
+Deleted records other than recently deleted deals are never revealed again (lists exclude them).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from . import render
+from .catalog import build_registry
+from .clock import DAY, DEFAULT_START, to_datetime
+from .fields import FieldRegistry
+from .generate import HISTORY_DAYS, Generator
+from .store import Record, Table
+
+DELETED_DEAL_WINDOW = 30 * DAY
+
+# Connector table name -> internal table (the ones the API lists directly).
+V2_TABLES = (
+    "activities",
+    "deals",
+    "deal_products",
+    "deal_installments",
+    "persons",
+    "organizations",
+    "products",
+    "product_variations",
+    "pipelines",
+    "stages",
+    "projects",
+    "tasks",
+    "boards",
+    "phases",
+)
+V1_TABLES = (
+    "leads",
+    "lead_labels",
+    "lead_sources",
+    "notes",
+    "files",
+    "users",
+    "call_logs",
+    "activity_types",
+    "currencies",
+    "filters",
+    "roles",
+    "permission_sets",
+    "goals",
+)
+FIELD_TABLES = {
+    "activity_fields": "activity",
+    "deal_fields": "deal",
+    "person_fields": "person",
+    "organization_fields": "organization",
+    "product_fields": "product",
+    "project_fields": "project",
+    "note_fields": "note",
+}
+DERIVED_TABLES = ("deal_flow", "deal_participants")
+
+
+def _flagged(rec: Record) -> str:
+    return "deleted" if rec.get("is_deleted") or rec.get("_deleted") else "live"
+
+
+def _archivable(rec: Record) -> str:
+    if rec.get("is_deleted") or rec.get("_deleted"):
+        return "deleted"
+    return "archived" if rec.get("is_archived") or rec.get("archive_time") else "live"
+
+
+def _active_flag(rec: Record) -> str:
+    return "live" if rec.get("active_flag", True) else "deleted"
+
+
+VIEW_OF = {
+    "deals": _archivable,
+    "leads": _archivable,
+    "projects": _archivable,
+    "notes": _active_flag,
+    "files": _active_flag,
+}
+
+
+class Company:
+    """A whole Pipedrive company in memory. Callers hold `lock` around handle()/mutate()/snapshot()."""
+
+    def __init__(self, seed: int, scale: str, start: int = DEFAULT_START):
+        self.seed, self.scale = seed, scale
+        self.clock = start
+        self.lock = threading.RLock()
+        self.fields: FieldRegistry = build_registry(seed, start - HISTORY_DAYS * DAY)
+        self.t: dict[str, Table] = {}
+        self.flow_log: dict[int, list[dict[str, Any]]] = {}  # deal id -> changes mutations made
+        self._change_ids = 0
+        self.tables: list[str] = [*V2_TABLES, *V1_TABLES, *FIELD_TABLES, *DERIVED_TABLES]
+
+    @classmethod
+    def generate(cls, seed: int = 7, scale: str = "small", start: int = DEFAULT_START) -> Company:
+        company = cls(seed, scale, start)
+        out = Generator(seed, scale, start, company.fields).build()
+        for name, rows in out.items():
+            table = Table(name, VIEW_OF.get(name, _flagged))
+            table.load(rows)
+            company.t[name] = table
+        return company
+
+    # --- clock ---------------------------------------------------------------------------------------
+    def now(self) -> datetime:
+        return to_datetime(self.clock)
+
+    def tick(self, seconds: int = 1) -> int:
+        """Advance the emulator clock (mutations call this before stamping records)."""
+        self.clock += max(1, int(seconds))
+        return self.clock
+
+    def next_change_id(self) -> int:
+        self._change_ids += 1
+        return self._change_ids
+
+    # --- visibility ----------------------------------------------------------------------------------
+    def deal_revealed(self, rec: Record) -> bool:
+        """Deleted deals stay visible through `status=deleted` for 30 days after deletion."""
+        if not rec.get("is_deleted"):
+            return True
+        return rec.get("_deleted_at", 0) > self.clock - DELETED_DEAL_WINDOW
+
+    def revealed(self, table: str) -> list[Record]:
+        """Every record of `table` the API can still reveal, in id order."""
+        t = self.t[table]
+        if table == "deals":
+            rows = [r for r in t.rows.values() if self.deal_revealed(r)]
+        elif table in ("leads", "projects"):
+            rows = [r for r in t.rows.values() if t.view_of(r) != "deleted"]
+        else:
+            rows = [r for r in t.rows.values() if t.view_of(r) == "live"]
+        if table in ("deal_products", "deal_installments"):
+            deals = self.t["deals"].rows
+            rows = [r for r in rows if self.deal_revealed(deals[r["deal_id"]])]
+        return sorted(rows, key=lambda r: r.get("_seq", r["id"]))
+
+    # --- observation ---------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Live (not deleted) records per connector table; deals/leads/projects include archived ones."""
+        out: dict[str, int] = {}
+        for name in (*V2_TABLES, *V1_TABLES):
+            t = self.t[name]
+            out[name] = sum(1 for r in t.rows.values() if t.view_of(r) != "deleted")
+            if name in ("deal_products", "deal_installments"):
+                out[name] = len(self.revealed(name))
+        for name, entity in FIELD_TABLES.items():
+            out[name] = len(self.fields.listed(entity))
+        from .derived import deal_flow, deal_participants
+
+        visible_deals = [d for d in self.t["deals"].rows.values() if not d["is_deleted"]]
+        out["deal_flow"] = sum(len(deal_flow(self, d)) for d in visible_deals)
+        out["deal_participants"] = sum(len(deal_participants(self, d)) for d in visible_deals)
+        return out
+
+    def snapshot(self, table: str) -> list[dict[str, Any]]:
+        """Ground truth: every record the API can still reveal, rendered as the API renders it."""
+        from .derived import snapshot_derived
+        from .fieldsapi import field_item
+
+        if table in FIELD_TABLES:
+            return [
+                field_item(fd, api="v1" if table == "note_fields" else "v2")
+                for fd in self.fields.listed(FIELD_TABLES[table])
+            ]
+        if table in DERIVED_TABLES:
+            return snapshot_derived(self, table)
+        if table not in self.t:
+            raise KeyError(table)
+        api = "v2" if table in V2_TABLES else "v1"
+        t = self.t[table]
+        return [orjson.loads(render.record_bytes(self, t, r, api)) for r in self.revealed(table)]
+
+    def mutate(self, body: dict[str, Any]) -> dict[str, Any]:
+        from .mutations import apply
+
+        return apply(self, body)
+
+    def fields_changed(self, entity: str) -> None:
+        """A field definition changed: drop cached renderings of the records that show its values."""
+        self.fields.changed()
+        for name, ent in render.CUSTOM_ENTITY.items():
+            if ent == entity and name in self.t:
+                self.t[name].clear_cache()

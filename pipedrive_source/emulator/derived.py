@@ -1,0 +1,136 @@
+"""Per-deal lists computed from the deal itself: `/v1/deals/{id}/flow` and `/v1/deals/{id}/participants`.
+
+Storing them for 100k deals would cost memory and generation time for data that is opt-in, so both
+are derived on demand, deterministically:
+- flow: a `dealChange` for the creation, one for the last stage change (when the deal has one), one for
+  closing (won/lost), plus every change a mutation logged in `company.flow_log`; newest first;
+- participants: the deal's contact person plus up to two more persons chosen from the deal id; each
+  rendered as the person is now (so it follows person edits without the deal's `update_time` moving).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from .clock import v1_time
+
+if TYPE_CHECKING:
+    from .company import Company
+    from .store import Record
+
+
+def _change(deal: Record, n: int, ts: int, key: str, old: Any, new: Any) -> dict[str, Any]:
+    stamp = v1_time(ts)
+    return {
+        "object": "dealChange",
+        "timestamp": stamp,
+        "data": {
+            "id": deal["id"] * 100 + n,
+            "item_id": deal["id"],
+            "user_id": deal["owner_id"],
+            "field_key": key,
+            "old_value": old,
+            "new_value": new,
+            "is_bulk_update_flag": None,
+            "log_time": stamp,
+            "change_source": "app",
+            "change_source_user_agent": None,
+            "additional_data": [],
+        },
+    }
+
+
+def deal_flow(company: Company, deal: Record) -> list[dict[str, Any]]:
+    events = [_change(deal, 1, deal["add_time"], "add_time", None, v1_time(deal["add_time"]))]
+    if deal.get("stage_change_time"):
+        events.append(_change(deal, 2, deal["stage_change_time"], "stage_id", None, deal["stage_id"]))
+    if deal.get("close_time") and deal["status"] in ("won", "lost"):
+        events.append(_change(deal, 3, deal["close_time"], "status", "open", deal["status"]))
+    events.extend(company.flow_log.get(deal["id"], ()))
+    events.sort(key=lambda e: (e["timestamp"], e["data"]["id"]), reverse=True)
+    return events
+
+
+def log_change(company: Company, deal: Record, key: str, old: Any, new: Any) -> None:
+    """Record a mutation's field change in the deal's flow."""
+    log = company.flow_log.setdefault(deal["id"], [])
+    ev = _change(deal, 0, company.clock, key, old, new)
+    ev["data"]["id"] = 10_000_000_000 + company.next_change_id()
+    log.append(ev)
+
+
+def _participant_ids(company: Company, deal: Record) -> list[int]:
+    ids = [deal["person_id"]] if deal.get("person_id") else []
+    h = int(hashlib.md5(f"{company.seed}/participants/{deal['id']}".encode()).hexdigest()[:8], 16)
+    n_persons = company.t["persons"].max_id
+    for k in range(h % 3):
+        pid = 1 + (h >> (4 + 8 * k)) % n_persons
+        if pid not in ids:
+            ids.append(pid)
+    persons = company.t["persons"].rows
+    return [p for p in ids if p in persons and not persons[p]["is_deleted"]]
+
+
+def participant_item(company: Company, person: Record) -> dict[str, Any]:
+    users = company.t["users"].rows
+    owner = users.get(person["owner_id"])
+    org = company.t["organizations"].get(person["org_id"]) if person.get("org_id") else None
+    item: dict[str, Any] = {
+        "id": person["id"],
+        "company_id": 1,
+        "active_flag": True,
+        "phone": person["phones"],
+        "email": person["emails"],
+        "first_char": person["name"][:1].lower(),
+        "add_time": v1_time(person["add_time"]),
+        "update_time": v1_time(person["update_time"]),
+        "visible_to": str(person["visible_to"]),
+        "label_ids": person["label_ids"],
+        "owner_name": owner["name"] if owner else "",
+        "name": person["name"],
+        "first_name": person["first_name"],
+        "last_name": person["last_name"],
+        "owner_id": {
+            "id": owner["id"],
+            "name": owner["name"],
+            "email": owner["email"],
+            "has_pic": 0,
+            "pic_hash": None,
+            "active_flag": owner["active_flag"],
+            "value": owner["id"],
+        }
+        if owner
+        else None,
+    }
+    if org:
+        item["org_name"] = org["name"]
+        item["org_id"] = {
+            "name": org["name"],
+            "people_count": 1,
+            "owner_id": org["owner_id"],
+            "address": (org["address"] or {}).get("value") or "",
+            "cc_email": "",
+            "value": org["id"],
+            "active_flag": not org["is_deleted"],
+        }
+    return item
+
+
+def deal_participants(company: Company, deal: Record) -> list[dict[str, Any]]:
+    persons = company.t["persons"].rows
+    return [participant_item(company, persons[p]) for p in _participant_ids(company, deal)]
+
+
+def snapshot_derived(company: Company, table: str) -> list[dict[str, Any]]:
+    """All flow entries / participants of every not-deleted deal, each tagged with its `deal_id`."""
+    make = deal_flow if table == "deal_flow" else deal_participants
+    out = []
+    deals = company.t["deals"].rows
+    for did in sorted(deals):
+        deal = deals[did]
+        if deal["is_deleted"]:
+            continue
+        for item in make(company, deal):
+            out.append({"deal_id": did, **item})
+    return out

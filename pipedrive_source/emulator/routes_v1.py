@@ -1,0 +1,168 @@
+"""Handlers of the API v1 endpoints the connector reads.
+
+Envelopes follow each endpoint's v1 response schema: `additional_data.pagination` {start, limit,
+more_items_in_collection, next_start} for notes, files, call logs and roles; the flat `additional_data`
+{start, limit, more_items_in_collection} for leads and the per-deal flow/participants lists; no
+`additional_data` for the unpaginated lookup lists (users, activity types, currencies, filters, lead labels,
+lead sources, permission sets) and `data.goals` for `/goals/find`.
+
+v1 ordering and filters:
+- leads (+ archived): oldest first by creation unless `sort` says otherwise; `owner_id`, `person_id`,
+  `organization_id` filters; archived leads only on `/leads/archived`;
+- notes: by id unless `sort`; `user_id`, `deal_id`, `person_id`, `org_id`, `lead_id`, `project_id`,
+  `pinned_to_*_flag`, and `start_date`/`end_date` (inclusive dates on `add_time`);
+- `sort` honours its first `field ASC|DESC` pair, ties broken by id;
+- `limit` default 100; values above an endpoint's documented ceiling (500; files 100; call logs 50) are
+  clamped, as v1 does, and the envelope reports the effective limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+
+from . import render
+from .clock import DAY, parse_date
+from .derived import deal_flow, deal_participants
+from .fieldsapi import field_item
+from .paging import offset_page
+from .params import BadRequest, NotFound
+from .routes_v2 import Req
+from .store import Record, Table
+
+CEILING = {"files": 100, "call_logs": 50}
+NESTED_PAGINATION = frozenset({"notes", "files", "call_logs", "roles"})
+V1_EQ = ("owner_id", "person_id", "organization_id", "user_id", "deal_id", "org_id", "lead_id", "project_id")
+PIN_FLAGS = (
+    "pinned_to_lead_flag",
+    "pinned_to_deal_flag",
+    "pinned_to_organization_flag",
+    "pinned_to_person_flag",
+    "pinned_to_project_flag",
+)
+
+
+def _limit(req: Req, name: str) -> int:
+    limit = req.q.get("limit", 100)
+    if limit < 1:
+        raise BadRequest("Validation failed: limit: must be a positive integer")
+    return min(limit, CEILING.get(name, 500))
+
+
+def _start(req: Req) -> int:
+    start = req.q.get("start", 0)
+    if start < 0:
+        raise BadRequest("Validation failed: start: must not be negative")
+    return start
+
+
+def paged_body(items: list[bytes], start: int, limit: int, more: bool, nested: bool) -> bytes:
+    pagination: dict[str, Any] = {"start": start, "limit": limit, "more_items_in_collection": more}
+    if nested and more:
+        pagination["next_start"] = start + limit
+    extra = {"pagination": pagination} if nested else pagination
+    return b"".join(
+        (b'{"success":true,"data":[', b",".join(items), b'],"additional_data":', orjson.dumps(extra), b"}")
+    )
+
+
+def _keep(req: Req) -> Callable[[Record], bool] | None:
+    q = req.q
+    checks: list[Callable[[Record], bool]] = []
+    for name in (*V1_EQ, *PIN_FLAGS):
+        if name in q:
+            want = bool(q[name]) if name in PIN_FLAGS else q[name]
+            checks.append(lambda r, k=name, v=want: r.get(k) == v)
+    for name, after in (("start_date", True), ("end_date", False)):
+        if name in q:
+            day = parse_date(q[name])
+            if day is None:
+                raise BadRequest(f"Validation failed: {name}: expected YYYY-MM-DD")
+            checks.append(
+                (lambda r, d=day: r["add_time"] >= d) if after else (lambda r, d=day: r["add_time"] < d + DAY)
+            )
+    return (lambda r: all(c(r) for c in checks)) if checks else None
+
+
+def _stream(table: Table, view: str, req: Req, default_sort: str) -> Iterator[Record]:
+    pairs = req.q.get("sort") or [(default_sort, "ASC")]
+    field, direction = pairs[0]
+    ix = table.index(view, field)
+    rows = table.rows
+    seq = reversed(ix) if direction == "DESC" else iter(ix)
+    return (rows[i] for _, i in seq)
+
+
+def v1_list(name: str, view: str = "live", default_sort: str = "id") -> Callable[[Req], tuple[int, bytes]]:
+    def handler(req: Req) -> tuple[int, bytes]:
+        table = req.company.t[name]
+        start, limit = _start(req), _limit(req, name)
+        keep = _keep(req)
+        stream = _stream(table, view, req, default_sort)
+        if keep is not None:
+            stream = (r for r in stream if keep(r))
+        page, more = offset_page(stream, start, limit)
+        items = [render.record_bytes(req.company, table, r, "v1") for r in page]
+        return 200, paged_body(items, start, limit, more, name in NESTED_PAGINATION)
+
+    return handler
+
+
+def v1_all(name: str, keep_param: str | None = None) -> Callable[[Req], tuple[int, bytes]]:
+    """Unpaginated lookup list: every live record by id (optionally filtered by one parameter)."""
+
+    def handler(req: Req) -> tuple[int, bytes]:
+        table = req.company.t[name]
+        want = req.q.get(keep_param) if keep_param else None
+        rows = (table.rows[i] for _, i in table.index("live", "id"))
+        if want is not None:
+            field = {"app": "app", "type": "type", "term": "code"}[keep_param]
+            rows = (r for r in rows if _matches(r.get(field), want, keep_param == "term"))
+        items = [render.record_bytes(req.company, table, r, "v1") for r in rows]
+        return 200, b'{"success":true,"data":[' + b",".join(items) + b"]}"
+
+    return handler
+
+
+def _matches(value: Any, want: Any, fuzzy: bool) -> bool:
+    return want.lower() in str(value).lower() if fuzzy else value == want
+
+
+def currencies(req: Req) -> tuple[int, bytes]:
+    term = (req.q.get("term") or "").lower()
+    table = req.company.t["currencies"]
+    rows = [r for r in table.rows.values() if term in r["code"].lower() or term in r["name"].lower()]
+    items = [render.record_bytes(req.company, table, r, "v1") for r in sorted(rows, key=lambda r: r["id"])]
+    return 200, b'{"success":true,"data":[' + b",".join(items) + b"]}"
+
+
+def goals(req: Req) -> tuple[int, bytes]:
+    table = req.company.t["goals"]
+    rows = sorted(table.rows.values(), key=lambda r: r["id"])
+    name = req.q.get("type.name")
+    active = req.q.get("is_active", True)
+    rows = [r for r in rows if (name is None or r["type"]["name"] == name) and r["is_active"] == active]
+    items = [render.record_bytes(req.company, table, r, "v1") for r in rows]
+    return 200, b'{"success":true,"data":{"goals":[' + b",".join(items) + b"]}}"
+
+
+def note_fields(req: Req) -> tuple[int, bytes]:
+    items = [orjson.dumps(field_item(fd, "v1")) for fd in req.company.fields.listed("note")]
+    return 200, paged_body(items, 0, len(items), False, False)
+
+
+def per_deal(kind: str) -> Callable[[Req], tuple[int, bytes]]:
+    """`/deals/{id}/flow` and `/deals/{id}/participants` (start/limit, flat additional_data)."""
+    make = deal_flow if kind == "flow" else deal_participants
+
+    def handler(req: Req) -> tuple[int, bytes]:
+        deal = req.company.t["deals"].get(req.path_id())
+        if deal is None or deal["is_deleted"]:
+            raise NotFound()
+        start, limit = _start(req), _limit(req, kind)
+        items, more = offset_page(iter(make(req.company, deal)), start, limit)
+        return 200, paged_body([orjson.dumps(i) for i in items], start, limit, more, False)
+
+    return handler
