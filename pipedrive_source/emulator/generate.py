@@ -241,7 +241,7 @@ def _value_pool(fd: FieldDef, rng: random.Random, refs: dict[str, int], now: int
         elif t == "enum":
             v = rng.choice(opts)
         elif t == "set":
-            v = sorted(rng.sample(opts, rng.randrange(1, 4)))
+            v = sorted(rng.sample(opts, rng.randrange(1, min(3, len(opts)) + 1)))
         elif t == "address":
             v = address(rng, k)
         elif t in ("user", "org", "people"):

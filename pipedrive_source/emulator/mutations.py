@@ -1,0 +1,426 @@
+"""Changes to a running company: `Company.mutate(body)`.
+
+Every batch first advances the emulator clock (`advance_seconds`, default 60, at least 1) and stamps every
+record it changes with the new time as `update_time`, so incremental clients see exactly those records.
+
+Random batch — `{"seed": 1, "creates": 10, "updates": 50, "deletes": 5, "archives": 2}`:
+- creates/updates/deletes spread over deals, persons, organizations, activities, products, leads, notes,
+  projects, tasks, deal_products, deal_installments and files (weighted towards the big tables);
+- a created record copies a random live record of its table (so relations stay valid) with a new id,
+  `add_time = update_time = now`; an update changes a title/name-like field, one or two custom fields and
+  for deals sometimes value or stage (logged in the deal's flow);
+- archives go to deals (`is_archived`), leads (`is_archived`) and projects (`archive_time`).
+Explicit operations — `{"ops": [...]}`, applied in order:
+- `{"op": "rename_field", "entity", "field_code", "name"}`; `{"op": "relabel_option", "entity",
+  "field_code", "option_id", "label"}`; `{"op": "add_option", "entity", "field_code", "label"}`;
+  `{"op": "delete_field", "entity", "field_code"}` (the field leaves the fields endpoint and every
+  record's rendering; records are not stamped, as in Pipedrive); `{"op": "add_field", "entity", "name",
+  "field_type", "options": [labels]?, "fill": n?}` (n random live records get a value and are stamped);
+- `{"op": "archive_deal", "id"}`; `{"op": "update", "table", "id", "changes"}` (`custom_fields` in
+  changes is merged key by key; a null value clears a field); `{"op": "delete", "table", "id"}`;
+  `{"op": "create", "table", "values"?}`; `{"op": "advance_clock", "seconds"}`.
+Delete semantics: a deal becomes `status: deleted`, `is_deleted: true` and stays visible through
+`status=deleted` for 30 days; leads/projects/tasks get an internal deleted flag, notes and files
+`active_flag: false`, everything else `is_deleted: true` — all of those vanish from lists.
+A change to a deal product or installment also stamps its deal (its products changed), so clients that
+re-read products for changed deals see it.
+The result lists affected ids per table: `{"clock", "created", "updated", "deleted", "archived", "fields"}`.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import TYPE_CHECKING, Any
+
+from . import derived
+from .catalog import CUSTOM_ENTITIES
+from .clock import rfc3339
+from .fields import FieldDef, field_hash
+from .generate import WORDS, CustomValues, det_uuid
+from .store import Record, Table
+
+if TYPE_CHECKING:
+    from .company import Company
+
+RANDOM_TABLES = {
+    "deals": 6,
+    "persons": 5,
+    "organizations": 2,
+    "activities": 5,
+    "products": 1,
+    "leads": 2,
+    "notes": 3,
+    "projects": 1,
+    "tasks": 1,
+    "deal_products": 2,
+    "deal_installments": 1,
+    "files": 1,
+}
+ARCHIVABLE = ("deals", "leads", "projects")
+TITLE_FIELD = {
+    "deals": "title",
+    "leads": "title",
+    "projects": "title",
+    "tasks": "title",
+    "activities": "subject",
+    "persons": "name",
+    "organizations": "name",
+    "products": "name",
+    "notes": "content",
+    "files": "description",
+    "deal_products": "comments",
+    "deal_installments": "description",
+}
+CHILD_OF_DEAL = ("deal_products", "deal_installments")
+
+
+class MutationError(ValueError):
+    """A mutation body the emulator cannot apply (unknown table, id, field or op)."""
+
+
+class Batch:
+    def __init__(self, company: Company, rng: random.Random):
+        self.c, self.rng = company, rng
+        self.result: dict[str, Any] = {
+            "created": {},
+            "updated": {},
+            "deleted": {},
+            "archived": {},
+            "fields": [],
+        }
+
+    def note(self, kind: str, table: str, rid: Any) -> None:
+        ids = self.result[kind].setdefault(table, [])
+        if rid not in ids:
+            ids.append(rid)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def table(self, name: str) -> Table:
+        if name not in self.c.t:
+            raise MutationError(f"unknown table {name!r}")
+        return self.c.t[name]
+
+    def pick(self, name: str, view: str = "live") -> Record | None:
+        ix = self.table(name).index(view, "id")
+        return self.table(name).rows[ix[int(self.rng.random() * len(ix))][1]] if ix else None
+
+    def record(self, name: str, rid: Any) -> Record:
+        t = self.table(name)
+        rec = t.get(rid) if rid in t.rows else t.get(_as_int(rid))
+        if rec is None:
+            raise MutationError(f"{name}: no record with id {rid!r}")
+        return rec
+
+    def stamp(self, name: str, rec: Record, changes: dict[str, Any], kind: str = "updated") -> None:
+        t = self.table(name)
+        if "update_time" in rec:
+            changes.setdefault("update_time", self.c.clock)
+        if name == "deals":
+            for key, new in changes.items():
+                if (
+                    key not in ("update_time", "custom_fields")
+                    and not key.startswith("_")
+                    and rec.get(key) != new
+                ):
+                    derived.log_change(self.c, rec, key, rec.get(key), new)
+        t.update(rec["id"], changes)
+        self.note(kind, name, rec["id"])
+        self.touch_parent_deal(name, rec)
+
+    def touch_parent_deal(self, name: str, rec: Record) -> None:
+        """A deal's products/installments changed: the deal itself counts as updated."""
+        deals = self.c.t["deals"]
+        if name in CHILD_OF_DEAL and rec.get("deal_id") in deals.rows:
+            deals.update(rec["deal_id"], {"update_time": self.c.clock})
+            self.note("updated", "deals", rec["deal_id"])
+
+    # --- record operations -----------------------------------------------------------------------
+    def create(self, name: str, values: dict[str, Any] | None = None) -> Any:
+        t = self.table(name)
+        template = self.pick(name)
+        if template is None:
+            raise MutationError(f"{name}: no live record to model a new one on")
+        rec = copy.deepcopy(template)
+        now = self.c.clock
+        rid: Any = (
+            det_uuid(self.c.seed, f"{name}/created", t.max_id + 1) if isinstance(rec["id"], str) else None
+        )
+        rec["id"] = rid if rid is not None else t.max_id + 1
+        if isinstance(rec["id"], str):
+            t.max_id += 1
+            rec["_seq"] = 10**9 + t.max_id
+        for key in ("add_time", "update_time", "created", "modified", "start_time"):
+            if key in rec:
+                rec[key] = now
+        rec.update(self._fresh_state(name, rec))
+        title = TITLE_FIELD.get(name)
+        if title:
+            rec[title] = f"{WORDS[int(self.rng.random() * 16)]} new {name[:-1]} {rec['id']}"
+        rec.update(copy.deepcopy(values or {}))
+        t.insert(rec)
+        self.note("created", name, rec["id"])
+        self.touch_parent_deal(name, rec)
+        return rec["id"]
+
+    def _fresh_state(self, name: str, rec: Record) -> dict[str, Any]:
+        fresh: dict[str, Any] = {}
+        if name == "deals":
+            fresh = dict(
+                status="open",
+                is_deleted=False,
+                is_archived=False,
+                _archive_time=None,
+                _deleted_at=None,
+                close_time=None,
+                won_time=None,
+                lost_time=None,
+                lost_reason=None,
+                stage_change_time=None,
+            )
+        elif name in ("leads", "projects", "tasks"):
+            fresh = {"_deleted": False, "is_archived": False} if name == "leads" else {"_deleted": False}
+            if name == "projects":
+                fresh["archive_time"] = None
+        elif name in ("notes", "files"):
+            fresh = {"active_flag": True}
+        elif "is_deleted" in rec:
+            fresh = {"is_deleted": False}
+        if name in CHILD_OF_DEAL or name in ("activities", "notes", "files"):
+            deal = self.pick("deals")
+            if deal is not None and "deal_id" in rec and rec["deal_id"] is not None:
+                fresh["deal_id"] = deal["id"]
+                if name == "notes":
+                    fresh["deal"] = {"title": deal["title"]}
+                elif name == "files":
+                    fresh["deal_name"] = deal["title"]
+        return fresh
+
+    def update(self, name: str, rec: Record, changes: dict[str, Any] | None = None) -> None:
+        if changes is None:
+            changes = self._random_changes(name, rec)
+        changes = copy.deepcopy(changes)
+        if "custom_fields" in changes and "custom_fields" in rec:
+            merged = dict(rec["custom_fields"])
+            for k, v in changes["custom_fields"].items():
+                if v is None:
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+            changes["custom_fields"] = merged
+        self.stamp(name, rec, changes)
+
+    def _random_changes(self, name: str, rec: Record) -> dict[str, Any]:
+        r = self.rng.random
+        title = TITLE_FIELD[name]
+        changes: dict[str, Any] = {title: f"{rec.get(title) or ''} (edited {self.c.clock})".strip()}
+        if name == "deals" and r() < 0.5:
+            changes["value"] = round(r() * 50_000, 2)
+        if name == "deals" and r() < 0.3:
+            stage = self.pick("stages")
+            if stage is not None:
+                changes.update(
+                    stage_id=stage["id"], pipeline_id=stage["pipeline_id"], stage_change_time=self.c.clock
+                )
+        entity = (
+            "deal"
+            if name == "leads"
+            else {
+                "deals": "deal",
+                "persons": "person",
+                "organizations": "organization",
+                "products": "product",
+                "projects": "project",
+            }.get(name)
+        )
+        if entity:
+            fields = self.c.fields.custom(entity)
+            if fields:
+                fd = fields[int(r() * len(fields))]
+                cv = CustomValues([fd], self.rng, _refs(self.c), self.c.clock)
+                changes["custom_fields"] = {fd.code: cv.one(fd.code) if r() < 0.85 else None}
+        return changes
+
+    def delete(self, name: str, rec: Record) -> None:
+        now = self.c.clock
+        if name == "deals":
+            changes: dict[str, Any] = {"is_deleted": True, "status": "deleted", "_deleted_at": now}
+        elif name in ("leads", "projects", "tasks"):
+            changes = {"_deleted": True}
+        elif name in ("notes", "files"):
+            changes = {"active_flag": False}
+        else:
+            changes = {"is_deleted": True}
+        self.stamp(name, rec, changes, "deleted")
+
+    def archive(self, name: str, rec: Record) -> None:
+        if name == "deals":
+            changes: dict[str, Any] = {"is_archived": True, "_archive_time": self.c.clock}
+        elif name == "leads":
+            changes = {"is_archived": True}
+        elif name == "projects":
+            changes = {"archive_time": self.c.clock}
+        else:
+            raise MutationError(f"{name} cannot be archived")
+        self.stamp(name, rec, changes, "archived")
+
+
+def _as_int(v: Any) -> Any:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def _refs(company: Company) -> dict[str, int]:
+    return {
+        "user": company.t["users"].max_id,
+        "org": company.t["organizations"].max_id,
+        "people": company.t["persons"].max_id,
+    }
+
+
+# --- field operations ------------------------------------------------------------------------------------
+def _field(company: Company, op: dict[str, Any]) -> FieldDef:
+    fd = company.fields.find(op.get("entity", ""), op.get("field_code", ""))
+    if fd is None or fd.deleted:
+        raise MutationError(f"no field {op.get('field_code')!r} on {op.get('entity')!r}")
+    return fd
+
+
+def _option(fd: FieldDef, option_id: Any) -> dict[str, Any]:
+    for o in fd.options or ():
+        if o["id"] == _as_int(option_id):
+            return o
+    raise MutationError(f"field {fd.code} has no option {option_id!r}")
+
+
+def field_op(batch: Batch, op: dict[str, Any]) -> None:
+    c, now, kind = batch.c, batch.c.clock, op["op"]
+    if kind == "add_field":
+        fd = _add_field(batch, op)
+    else:
+        fd = _field(c, op)
+        if kind == "rename_field":
+            fd.name = str(op["name"])
+        elif kind == "relabel_option":
+            o = _option(fd, op["option_id"])
+            o.update(label=str(op["label"]), update_time=now)
+        elif kind == "add_option":
+            if fd.options is None:
+                raise MutationError(f"field {fd.code} has no options")
+            new_id = 1 + max((o["id"] for o in _all_options(c)), default=1000)
+            fd.options.append(
+                {"id": new_id, "label": str(op["label"]), "color": None, "add_time": now, "update_time": now}
+            )
+            op = {**op, "option_id": new_id}
+        elif kind == "delete_field":
+            fd.deleted = True
+    fd.update_time = now
+    c.fields_changed(fd.entity)
+    batch.result["fields"].append({k: v for k, v in {**op, "field_code": fd.code}.items() if k != "fill"})
+
+
+def _all_options(company: Company) -> list[dict[str, Any]]:
+    return [o for fds in company.fields.by_entity.values() for fd in fds for o in fd.options or ()]
+
+
+def _add_field(batch: Batch, op: dict[str, Any]) -> FieldDef:
+    c, entity, ftype = batch.c, op.get("entity"), op.get("field_type")
+    if entity not in (*CUSTOM_ENTITIES, "activity"):
+        raise MutationError(f"custom fields cannot be added to {entity!r}")
+    name = str(op.get("name") or "New field")
+    ordinal = sum(1 for f in c.fields.by_entity.get(entity, ()) if f.name == name) + 100
+    options = None
+    if ftype in ("enum", "set"):
+        base = 1 + max((o["id"] for o in _all_options(c)), default=1000)
+        labels = op.get("options") or ["Yes", "No"]
+        options = [
+            {"id": base + i, "label": str(lab), "color": None, "add_time": c.clock, "update_time": c.clock}
+            for i, lab in enumerate(labels)
+        ]
+    from .fields import CUSTOM_TYPES
+
+    if ftype not in CUSTOM_TYPES:
+        raise MutationError(f"unsupported field_type {ftype!r}")
+    fd = FieldDef(
+        entity,
+        field_hash(c.seed, entity, name, ordinal),
+        name,
+        ftype,
+        True,
+        c.fields.next_id(),
+        c.clock,
+        c.clock,
+        options,
+    )
+    c.fields.add(fd)
+    table = {
+        "deal": "deals",
+        "person": "persons",
+        "organization": "organizations",
+        "product": "products",
+        "project": "projects",
+    }.get(entity)
+    if table and op.get("fill"):
+        cv = CustomValues([fd], batch.rng, _refs(c), c.clock)
+        for _ in range(int(op["fill"])):
+            rec = batch.pick(table)
+            if rec is not None:
+                batch.update(table, rec, {"custom_fields": {fd.code: cv.one(fd.code)}})
+    return fd
+
+
+# --- entry point -----------------------------------------------------------------------------------------
+def _random_batch(batch: Batch, body: dict[str, Any]) -> None:
+    names, weights = list(RANDOM_TABLES), list(RANDOM_TABLES.values())
+    rng = batch.rng
+    for _ in range(int(body.get("creates", 0))):
+        batch.create(rng.choices(names, weights)[0])
+    for _ in range(int(body.get("updates", 0))):
+        name = rng.choices(names, weights)[0]
+        rec = batch.pick(name)
+        if rec is not None:
+            batch.update(name, rec)
+    for _ in range(int(body.get("deletes", 0))):
+        name = rng.choices(names, weights)[0]
+        rec = batch.pick(name)
+        if rec is not None:
+            batch.delete(name, rec)
+    for _ in range(int(body.get("archives", 0))):
+        name = ARCHIVABLE[int(rng.random() * len(ARCHIVABLE))]
+        rec = batch.pick(name)
+        if rec is not None:
+            batch.archive(name, rec)
+
+
+def _explicit(batch: Batch, op: dict[str, Any]) -> None:
+    kind = op.get("op")
+    if kind in ("rename_field", "relabel_option", "add_option", "delete_field", "add_field"):
+        field_op(batch, op)
+    elif kind == "archive_deal":
+        batch.archive("deals", batch.record("deals", op.get("id")))
+    elif kind == "update":
+        batch.update(op["table"], batch.record(op["table"], op.get("id")), op.get("changes") or {})
+    elif kind == "delete":
+        batch.delete(op["table"], batch.record(op["table"], op.get("id")))
+    elif kind == "create":
+        batch.create(op["table"], op.get("values"))
+    elif kind == "advance_clock":
+        batch.c.tick(int(op.get("seconds", 1)))
+    else:
+        raise MutationError(f"unknown op {kind!r}")
+
+
+def apply(company: Company, body: dict[str, Any]) -> dict[str, Any]:
+    """Apply one mutation batch (see module docstring); returns what changed."""
+    company.tick(int(body.get("advance_seconds", 60)))
+    batch = Batch(company, random.Random(body.get("seed", company.clock)))
+    for op in body.get("ops") or ():
+        _explicit(batch, op)
+    _random_batch(batch, body)
+    result = batch.result
+    for kind in ("created", "updated", "deleted", "archived"):
+        result[kind] = {k: v for k, v in result[kind].items() if v}
+    result["clock"] = rfc3339(company.clock)
+    return result
