@@ -131,7 +131,8 @@ class Batch:
     def touch_parent_deal(self, name: str, rec: Record) -> None:
         """A deal's products/installments changed: the deal itself counts as updated."""
         deals = self.c.t["deals"]
-        if name in CHILD_OF_DEAL and rec.get("deal_id") in deals.rows:
+        deal = deals.rows.get(rec.get("deal_id"))
+        if name in CHILD_OF_DEAL and deal is not None and not deal["is_deleted"]:
             deals.update(rec["deal_id"], {"update_time": self.c.clock})
             self.note("updated", "deals", rec["deal_id"])
 
