@@ -117,7 +117,11 @@ class Resolver:
             for code, fd in self.custom.items()
         }
         self._convs = {code: c.conv for code, c in self._compiled.items()}
-        self._v1_composite = {code for code, c in self._compiled.items() if c.composite}
+        # v1 root keys -> (field code, member of the v2-shaped value; None: the value is a plain scalar)
+        self._v1_keys: dict[str, tuple[str, str | None]] = {}
+        for code, c in self._compiled.items():
+            self._v1_keys[code] = (code, "value" if c.composite else None)
+            self._v1_keys.update({f"{code}_{m}": (code, m) for m in c.members if m != "value"})
         self._out_columns = frozenset(
             col for code, fd in self.custom.items()
             for col in group(self.bindings[code], suffixes_for(fd))
@@ -174,17 +178,30 @@ class Resolver:
 
     def _pop_v1_values(self, row: dict) -> dict[str, Any] | None:
         """v1: gather `<hash>` and `<hash>_<suffix>` root keys into v2-shaped values."""
+        v1_keys = self._v1_keys
+        values: dict[str, Any] = {}
+        for key in v1_keys.keys() & row.keys():
+            code, part = v1_keys[key]
+            if part is None:
+                values[code] = row.pop(key)
+            else:
+                values.setdefault(code, {})[part] = row.pop(key)
+        # what is left with a hash in its name: unlisted fields or unexpected suffixes (rare, so slower)
+        if row and max(map(len, row)) >= 40:
+            self._pop_unlisted_v1(row, values)
+        return values
+
+    def _pop_unlisted_v1(self, row: dict, values: dict[str, Any]) -> None:
         found = [k for k in row if len(k) >= 40 and HASH_RE.match(k) and (len(k) == 40 or k[40] == "_")]
-        if not found:
-            return None
-        parts: dict[str, dict[str, Any]] = {}
+        extra: dict[str, dict[str, Any]] = {}
         for key in found:
-            parts.setdefault(key[:40], {})[key[41:] or "value"] = row.pop(key)
-        composite = self._v1_composite
-        return {
-            code: p if code in composite or len(p) > 1 else p.get("value")
-            for code, p in parts.items()
-        }
+            extra.setdefault(key[:40], {})[key[41:] or "value"] = row.pop(key)
+        for code, members in extra.items():
+            if code in values:  # a listed field with a sibling we did not expect
+                known = values[code]
+                values[code] = {**(known if isinstance(known, dict) else {"value": known}), **members}
+            else:
+                values[code] = members["value"] if list(members) == ["value"] else members
 
     def _rebind_around(self, clashing: set[str]) -> None:
         """A record carries a built-in column a custom field was bound to: move the custom field away."""
@@ -206,7 +223,6 @@ class Resolver:
         compiled = compile_field(fd, column, False)
         self._compiled[code] = compiled
         self._convs[code] = compiled.conv
-        self._v1_composite.add(code)
         return compiled.conv
 
     # --- tables about the fields -------------------------------------------------------------------

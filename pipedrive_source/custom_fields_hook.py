@@ -1,0 +1,155 @@
+"""Custom-field resolution wired into the connector: a record hook plus the two tables about the fields.
+
+    resolution = CustomFieldResolution(keep_option_ids=False)
+    ctx = SyncContext(..., hooks=(resolution, *record_hooks), ...)      # resolves every page
+    resources += resolution.resources(ctx, selected_entities)            # custom_fields, custom_field_options
+
+The hook builds one `Resolver` per entity per run (per `SyncContext`) from the entity's `*_fields` table
+(`ctx.field_definitions`, fetched once per run and shared with the field tables) and the bindings kept in
+the source state under `custom_field_bindings[<table>]`, which dlt commits with a successful load only, so
+a failed run leaves the previous bindings in place. Leads' `label_ids` are named through `lead_labels`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import dlt
+
+from pipedrive_source.custom_fields import Resolver
+
+if TYPE_CHECKING:
+    from dlt.extract.resource import DltResource
+
+    from pipedrive_source.entities import Entity
+    from pipedrive_source.run import SyncContext
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "custom_field_bindings"
+LEAD_LABELS = "lead_labels"
+Row = dict[str, Any]
+
+
+class CustomFieldResolution:
+    """A `RecordHook` resolving custom fields of every entity that has a fields table."""
+
+    def __init__(self, *, keep_option_ids: bool = False, builtin_labels: bool = True) -> None:
+        self.keep_option_ids = keep_option_ids
+        self.builtin_labels = builtin_labels
+        self._runs: weakref.WeakKeyDictionary[SyncContext, dict[str, Resolver]] = weakref.WeakKeyDictionary()
+        self._hinted: weakref.WeakKeyDictionary[SyncContext, set[str]] = weakref.WeakKeyDictionary()
+        self._lock = threading.RLock()
+        self._fallback_state: dict[str, dict[str, str]] = {}  # outside a dlt pipeline (tests, scripts)
+
+    def __call__(self, entity: Entity, rows: list[Row], ctx: SyncContext) -> list[Row]:
+        if not entity.fields_entity or not rows:
+            return rows
+        resolver = self.resolver(entity, ctx)
+        with self._lock:
+            hinted = self._hinted.setdefault(ctx, set())
+            if entity.name not in hinted and _apply_column_hints(entity.name, resolver):
+                hinted.add(entity.name)
+        resolver.resolve_page(rows)
+        # a record may have revealed a built-in column that moved a custom field: keep what was decided
+        self._bindings()[entity.name] = resolver.bindings
+        return rows
+
+    def resolver(self, entity: Entity, ctx: SyncContext) -> Resolver:
+        """The run's resolver of `entity`, built on first use."""
+        with self._lock:
+            run = self._runs.setdefault(ctx, {})
+            if entity.name not in run:
+                run[entity.name] = self._build(entity, ctx)
+            return run[entity.name]
+
+    def _build(self, entity: Entity, ctx: SyncContext) -> Resolver:
+        bindings = self._bindings()
+        resolver = Resolver(
+            entity.name,
+            ctx.field_definitions(entity),
+            bindings=bindings.get(entity.name) or {},
+            keep_option_ids=self.keep_option_ids,
+            builtin_labels=self.builtin_labels,
+            extra_options=_lead_label_options(ctx) if entity.name == "leads" else None,
+        )
+        bindings[entity.name] = resolver.bindings
+        return resolver
+
+    def _bindings(self) -> dict[str, dict[str, str]]:
+        try:
+            state = dlt.current.source_state()
+        except Exception:  # no pipeline/source context: keep bindings in memory
+            return self._fallback_state
+        return state.setdefault(STATE_KEY, {})
+
+    # --- the tables about the fields ----------------------------------------------------------------
+
+    def resources(self, ctx: SyncContext, entities: Iterable[Entity]) -> list[DltResource]:
+        """`custom_fields` and `custom_field_options` (replaced every run) for the entities with fields."""
+        with_fields = [e for e in entities if e.fields_entity]
+
+        def resolvers() -> Iterator[Resolver]:
+            for entity in with_fields:
+                yield self.resolver(entity, ctx)
+
+        def custom_fields() -> Iterator[list[Row]]:
+            yield [row for r in resolvers() for row in r.field_rows()]
+
+        def custom_field_options() -> Iterator[list[Row]]:
+            yield [row for r in resolvers() for row in r.option_rows()]
+
+        return [
+            dlt.resource(custom_fields, name="custom_fields", write_disposition="replace",
+                         primary_key=("entity", "field_code"), columns=FIELD_COLUMNS),
+            dlt.resource(custom_field_options, name="custom_field_options", write_disposition="replace",
+                         primary_key=("entity", "field_code", "option_id"), columns=OPTION_COLUMNS),
+        ]
+
+
+FIELD_COLUMNS: dict[str, dict[str, Any]] = {
+    "entity": {"data_type": "text", "nullable": False},
+    "field_code": {"data_type": "text", "nullable": False},
+    "field_name": {"data_type": "text"},
+    "column_name": {"data_type": "text", "nullable": False},
+    "field_type": {"data_type": "text"},
+    "columns": {"data_type": "text"},
+    "still_exists": {"data_type": "bool", "nullable": False},
+}
+OPTION_COLUMNS: dict[str, dict[str, Any]] = {
+    "entity": {"data_type": "text", "nullable": False},
+    "field_code": {"data_type": "text", "nullable": False},
+    "column_name": {"data_type": "text"},
+    "option_id": {"data_type": "bigint", "nullable": False},
+    "label": {"data_type": "text"},
+    "is_custom": {"data_type": "bool"},
+    "is_deleted": {"data_type": "bool"},
+}
+
+
+def _lead_label_options(ctx: SyncContext) -> dict[Any, str]:
+    from pipedrive_source.entities import BY_NAME  # the engine's table; imported late to avoid a cycle
+
+    rows = ctx.full_rows(BY_NAME[LEAD_LABELS])
+    return {row["id"]: row.get("name") for row in rows if row.get("id") is not None}
+
+
+def _apply_column_hints(table: str, resolver: Resolver) -> bool:
+    """Type the custom columns up front (dates as date, all-null columns still created, unknown as JSON).
+
+    Applied to the running resource before its first page is yielded, so dlt computes the table with them.
+    Returns whether it could (only from inside the table's own resource).
+    """
+    try:
+        resource = dlt.current.resource()
+    except Exception:  # not inside a dlt resource (tests, scripts): nothing to hint
+        return False
+    if resource.name != table:
+        return False
+    if resolver.columns:
+        resource.apply_hints(columns=resolver.columns)
+    return True
