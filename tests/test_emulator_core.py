@@ -1,0 +1,398 @@
+"""Direct tests of the emulator core: the company model, its indexes and mutations, and the pure
+`handle()` request -> response function (HTTP-level behaviour is tested in test_emulator_server.py)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from pipedrive_source.emulator.api import handle
+from pipedrive_source.emulator.clock import DAY, parse_rfc3339, rfc3339
+from pipedrive_source.emulator.company import Company
+from pipedrive_source.emulator.fields import CUSTOM_TYPES
+
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+CUSTOM_TABLE = {
+    "deal": "deals",
+    "person": "persons",
+    "organization": "organizations",
+    "product": "products",
+    "project": "projects",
+}
+
+
+@pytest.fixture(scope="module")
+def company() -> Company:
+    return Company.generate(seed=7, scale="tiny")
+
+
+@pytest.fixture
+def fresh() -> Company:
+    return Company.generate(seed=11, scale="tiny")
+
+
+def get(c: Company, path: str, **query: Any) -> tuple[int, dict[str, Any]]:
+    resp = handle(c, "GET", path, [(k, str(v)) for k, v in query.items()])
+    return resp.status, orjson.loads(resp.body)
+
+
+def ok(c: Company, path: str, **query: Any) -> dict[str, Any]:
+    status, body = get(c, path, **query)
+    assert status == 200, body
+    return body
+
+
+def pull_v2(c: Company, path: str, limit: int = 7, **query: Any) -> list[dict[str, Any]]:
+    """Every page of a v2 list, following next_cursor."""
+    out: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        q = dict(query, limit=limit, **({"cursor": cursor} if cursor else {}))
+        body = ok(c, path, **q)
+        out += body["data"]
+        cursor = body["additional_data"]["next_cursor"]
+        if cursor is None:
+            return out
+
+
+def pull_v1(c: Company, path: str, limit: int = 7, **query: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    start = 0
+    while True:
+        body = ok(c, path, start=start, limit=limit, **query)
+        out += body["data"]
+        page = body["additional_data"].get("pagination", body["additional_data"])
+        if not page["more_items_in_collection"]:
+            return out
+        start += limit
+
+
+# --- the company model ---------------------------------------------------------------------------------
+def test_same_seed_same_company_other_seed_other_company(company: Company) -> None:
+    again = Company.generate(seed=7, scale="tiny")
+    other = Company.generate(seed=8, scale="tiny")
+    for table in ("deals", "persons", "leads", "notes", "deal_fields"):
+        assert again.snapshot(table) == company.snapshot(table)
+    assert other.snapshot("deals") != company.snapshot("deals")
+    assert {f["field_code"] for f in other.snapshot("deal_fields")} != {
+        f["field_code"] for f in company.snapshot("deal_fields")
+    }
+
+
+@pytest.mark.parametrize("entity", sorted(CUSTOM_TABLE))
+def test_every_custom_field_type_has_a_field_and_values(company: Company, entity: str) -> None:
+    custom = company.fields.custom(entity)
+    assert set(CUSTOM_TYPES) <= {f.field_type for f in custom}
+    assert all(HEX40.match(f.code) for f in custom)
+    rows = company.snapshot(CUSTOM_TABLE[entity])
+    for fd in custom:
+        values = [r["custom_fields"][fd.code] for r in rows]
+        assert any(v is not None for v in values), fd.name
+        assert any(v is None for v in values), fd.name
+
+
+def test_v2_custom_value_shapes(company: Company) -> None:
+    by_type = {f.field_type: f for f in company.fields.custom("deal")}
+    deals = company.snapshot("deals")
+
+    def some(t: str) -> Any:
+        return next(d["custom_fields"][by_type[t].code] for d in deals if d["custom_fields"][by_type[t].code])
+
+    options = {o["id"] for o in by_type["set"].options}
+    assert isinstance(some("enum"), int)
+    assert set(some("set")) <= options and isinstance(some("set"), list)
+    assert set(some("monetary")) == {"value", "currency"}
+    assert set(some("daterange")) == {"value", "until"} and set(some("timerange")) == {"value", "until"}
+    assert {"value", "formatted_address", "country"} <= set(some("address"))
+    assert re.match(r"^\d{4}-\d{2}-\d{2}$", some("date")) and re.match(r"^\d{2}:\d{2}:\d{2}$", some("time"))
+    assert all(isinstance(some(t), int) for t in ("user", "org", "people", "int"))
+
+
+def test_nasty_custom_fields(company: Company) -> None:
+    names = [f.name for f in company.fields.custom("deal")]
+    assert {"Status", "Value", "Região de venda"} <= set(names)
+    assert names.count("Region") == 2
+    deleted = [f for f in company.fields.by_entity["deal"] if f.deleted]
+    assert deleted, "a deleted deal field exists"
+    listed = {f["field_code"] for f in company.snapshot("deal_fields")}
+    for fd in deleted:
+        assert fd.code not in listed
+        assert all(fd.code not in d["custom_fields"] for d in company.snapshot("deals"))
+        assert all(fd.code not in lead for lead in company.snapshot("leads"))
+
+
+def test_builtin_option_fields_are_listed(company: Company) -> None:
+    fields = {f["field_code"]: f for f in company.snapshot("deal_fields")}
+    assert [o["label"] for o in fields["label_ids"]["options"]][:2] == ["Hot", "Warm"]
+    assert {o["id"] for o in fields["visible_to"]["options"]} == {1, 3, 5, 7}
+    assert fields["value"]["subfields"][1]["field_code"] == "currency"
+
+
+def test_relations_are_consistent(company: Company) -> None:
+    t = company.t
+    stages = t["stages"].rows
+    assert all(stages[d["stage_id"]]["pipeline_id"] == d["pipeline_id"] for d in t["deals"].rows.values())
+    assert all(s["pipeline_id"] in t["pipelines"].rows for s in stages.values())
+    for d in t["deals"].rows.values():
+        assert d["person_id"] is None or d["person_id"] in t["persons"].rows
+        assert d["org_id"] is None or d["org_id"] in t["organizations"].rows
+        assert d["owner_id"] in t["users"].rows
+    for table in ("activities", "notes", "deal_products", "deal_installments", "files"):
+        assert all(r["deal_id"] is None or r["deal_id"] in t["deals"].rows for r in t[table].rows.values())
+    assert all(r["product_id"] in t["products"].rows for r in t["deal_products"].rows.values())
+    assert all(r["project_id"] in t["projects"].rows for r in t["tasks"].rows.values())
+    assert all(r["board_id"] in t["boards"].rows for r in t["phases"].rows.values())
+    assert all(r["product_id"] in t["products"].rows for r in t["product_variations"].rows.values())
+
+
+def test_history_shape_deletes_archives_and_shared_seconds() -> None:
+    c = Company.generate(seed=7, scale="small")
+    deals = list(c.t["deals"].rows.values())
+    times = [d["update_time"] for d in deals]
+    assert max(times) - min(times) > 3 * 365 * DAY
+    assert len(times) - len(set(times)) > 20, "many deals share an update_time second"
+    deleted = [d for d in deals if d["is_deleted"]]
+    recent = [d for d in deleted if c.deal_revealed(d)]
+    assert recent and len(recent) < len(deleted)
+    assert any(d["is_archived"] for d in deals)
+    assert any(lead["is_archived"] for lead in c.t["leads"].rows.values())
+    assert any(p["archive_time"] for p in c.t["projects"].rows.values())
+    assert len(c.t["product_variations"]) > 0
+
+
+def test_small_generation_time() -> None:
+    started = time.perf_counter()
+    Company.generate(seed=3, scale="small")
+    assert time.perf_counter() - started < 10
+
+
+# --- lists through handle() -------------------------------------------------------------------------------
+def test_pulling_every_page_equals_counts(company: Company) -> None:
+    counts = company.counts()
+    deals = pull_v2(company, "/api/v2/deals", sort_by="update_time") + pull_v2(
+        company, "/api/v2/deals/archived"
+    )
+    assert len({d["id"] for d in deals}) == len(deals) == counts["deals"]
+    for path, table in (
+        ("/api/v2/persons", "persons"),
+        ("/api/v2/activities", "activities"),
+        ("/api/v2/organizations", "organizations"),
+        ("/api/v2/products", "products"),
+        ("/api/v2/stages", "stages"),
+        ("/api/v2/tasks", "tasks"),
+    ):
+        assert len(pull_v2(company, path)) == counts[table], path
+    leads = pull_v1(company, "/v1/leads") + pull_v1(company, "/v1/leads/archived")
+    assert len(leads) == counts["leads"]
+    assert len(pull_v1(company, "/v1/notes")) == counts["notes"]
+
+
+def test_update_time_order_and_equal_seconds_at_page_boundaries() -> None:
+    c = Company.generate(seed=7, scale="small")
+    pages = pull_v2(c, "/api/v2/deals", limit=3, sort_by="update_time")
+    keys = [(parse_rfc3339(d["update_time"]), d["id"]) for d in pages]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert len({k[0] for k in keys}) < len(keys)
+    expected = sorted(d["id"] for d in c.snapshot("deals") if not d["is_archived"] and not d["is_deleted"])
+    assert sorted(d["id"] for d in pages) == expected
+    desc = pull_v2(c, "/api/v2/deals", limit=50, sort_by="update_time", sort_direction="desc")
+    assert [d["id"] for d in desc] == [d["id"] for d in reversed(pages)]
+
+
+def test_updated_since_inclusive_until_exclusive(company: Company) -> None:
+    deals = pull_v2(company, "/api/v2/deals", limit=100)
+    pivot = sorted(d["update_time"] for d in deals)[len(deals) // 2]
+    since = pull_v2(company, "/api/v2/deals", updated_since=pivot, sort_by="update_time")
+    until = pull_v2(company, "/api/v2/deals", updated_until=pivot)
+    assert {d["id"] for d in since} == {d["id"] for d in deals if d["update_time"] >= pivot}
+    assert {d["id"] for d in until} == {d["id"] for d in deals if d["update_time"] < pivot}
+    by_id = pull_v2(company, "/api/v2/deals", updated_since=pivot, sort_by="id")
+    assert [d["id"] for d in by_id] == sorted(d["id"] for d in since)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"updated_since": "2025-01-01T00:00:00.000Z"},
+        {"updated_since": "2025-01-01"},
+        {"updated_until": "yesterday"},
+        {"limit": 501},
+        {"limit": 0},
+        {"sort_by": "title"},
+        {"sort_direction": "up"},
+        {"unknown_param": 1},
+        {"cursor": "not-a-cursor"},
+        {"owner_id": "abc"},
+    ],
+)
+def test_bad_queries_are_400_with_pipedrive_body(company: Company, query: dict[str, Any]) -> None:
+    status, body = get(company, "/api/v2/deals", **query)
+    assert status == 400
+    assert body["success"] is False and body["error"] and body["error_info"]
+
+
+def test_unsupported_filter_and_unknown_path(company: Company) -> None:
+    status, _ = get(company, "/api/v2/pipelines", updated_since="2025-01-01T00:00:00Z")
+    assert status == 400
+    status, body = get(company, "/api/v2/nothing-here")
+    assert status == 404 and body["success"] is False
+    assert handle(company, "GET", "/api/v2/nothing-here", []).token_cost == 0
+    assert get(company, "/api/v2/deals/999999")[0] == 404
+
+
+def test_deleted_deals_visible_for_thirty_days(fresh: Company) -> None:
+    deal = pull_v2(fresh, "/api/v2/deals", limit=100)[0]
+    fresh.mutate({"ops": [{"op": "delete", "table": "deals", "id": deal["id"]}]})
+    deleted = {d["id"]: d for d in pull_v2(fresh, "/api/v2/deals", status="deleted")}
+    assert deleted[deal["id"]]["is_deleted"] is True and deleted[deal["id"]]["status"] == "deleted"
+    assert deal["id"] not in {d["id"] for d in pull_v2(fresh, "/api/v2/deals")}
+    fresh.mutate({"ops": [{"op": "advance_clock", "seconds": 30 * DAY}]})
+    assert deal["id"] not in {d["id"] for d in pull_v2(fresh, "/api/v2/deals", status="deleted")}
+    assert deal["id"] not in {d["id"] for d in fresh.snapshot("deals")}
+
+
+def test_deal_products_and_installments_by_deal_ids(company: Company) -> None:
+    ids = sorted(company.t["deals"].rows)[:20]
+    rows = pull_v2(company, "/api/v2/deals/products", limit=5, deal_ids=",".join(map(str, ids)))
+    expected = [r for r in company.snapshot("deal_products") if r["deal_id"] in ids]
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in expected)
+    assert get(company, "/api/v2/deals/products")[0] == 400
+    too_many = ",".join(str(i) for i in range(1, 102))
+    assert get(company, "/api/v2/deals/installments", deal_ids=too_many)[0] == 400
+
+
+def test_v1_lead_shapes(company: Company) -> None:
+    leads = company.snapshot("leads")
+    by_type = {f.field_type: f.code for f in company.fields.custom("deal")}
+    assert any(
+        isinstance(lead.get(by_type["set"]), str)
+        and "," in lead[by_type["set"]]
+        or isinstance(lead.get(by_type["set"]), str)
+        for lead in leads
+    )
+    with_money = [lead for lead in leads if by_type["monetary"] in lead]
+    assert with_money and all(f"{by_type['monetary']}_currency" in lead for lead in with_money)
+    with_range = [lead for lead in leads if by_type["daterange"] in lead]
+    assert with_range and all(f"{by_type['daterange']}_until" in lead for lead in with_range)
+    assert all("custom_fields" not in lead for lead in leads)
+    note = company.snapshot("notes")[0]
+    assert re.match(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$", note["add_time"])
+
+
+# --- mutations -------------------------------------------------------------------------------------------
+def test_mutation_stamps_changed_records_with_the_advanced_clock(fresh: Company) -> None:
+    before = fresh.clock
+    result = fresh.mutate({"seed": 1, "creates": 10, "updates": 30, "deletes": 5, "archives": 3})
+    assert fresh.clock > before and result["clock"] == rfc3339(fresh.clock)
+    changed = pull_v2(fresh, "/api/v2/deals", updated_since=rfc3339(fresh.clock))
+    changed += pull_v2(fresh, "/api/v2/deals/archived", updated_since=rfc3339(fresh.clock))
+    touched = set()
+    for kind in ("created", "updated", "archived"):
+        touched |= set(result[kind].get("deals", []))
+    assert {d["id"] for d in changed} == touched - set(result["deleted"].get("deals", []))
+    for rid in result["deleted"].get("persons", []):
+        assert rid not in {p["id"] for p in fresh.snapshot("persons")}
+
+
+def test_explicit_field_ops(fresh: Company) -> None:
+    enum = next(f for f in fresh.fields.custom("deal") if f.field_type == "enum")
+    victim = next(f for f in fresh.fields.custom("deal") if f.field_type == "varchar")
+    first = enum.options[0]["id"]
+    result = fresh.mutate(
+        {
+            "ops": [
+                {"op": "rename_field", "entity": "deal", "field_code": enum.code, "name": "Tier (renamed)"},
+                {
+                    "op": "relabel_option",
+                    "entity": "deal",
+                    "field_code": enum.code,
+                    "option_id": first,
+                    "label": "Gold+",
+                },
+                {"op": "add_option", "entity": "deal", "field_code": enum.code, "label": "Brand new"},
+                {"op": "delete_field", "entity": "deal", "field_code": victim.code},
+                {
+                    "op": "add_field",
+                    "entity": "deal",
+                    "name": "Value",
+                    "field_type": "set",
+                    "options": ["x", "y"],
+                    "fill": 2,
+                },
+            ]
+        }
+    )
+    listed = {f["field_code"]: f for f in pull_v2(fresh, "/api/v2/dealFields", limit=500)}
+    assert listed[enum.code]["field_name"] == "Tier (renamed)"
+    labels = {o["id"]: o["label"] for o in listed[enum.code]["options"]}
+    assert labels[first] == "Gold+" and "Brand new" in labels.values()
+    assert victim.code not in listed
+    new_code = result["fields"][-1]["field_code"]
+    assert listed[new_code]["field_type"] == "set" and HEX40.match(new_code)
+    deals = fresh.snapshot("deals")
+    assert all(victim.code not in d["custom_fields"] and new_code in d["custom_fields"] for d in deals)
+    assert sum(1 for d in deals if d["custom_fields"][new_code]) == len(result["updated"]["deals"])
+
+
+def test_explicit_record_ops(fresh: Company) -> None:
+    deal_id = sorted(fresh.t["deals"].index("live", "id"))[0][1]
+    code = fresh.fields.custom("deal")[0].code
+    fresh.mutate(
+        {
+            "ops": [
+                {
+                    "op": "update",
+                    "table": "deals",
+                    "id": deal_id,
+                    "changes": {"title": "Renamed deal", "custom_fields": {code: "hello"}},
+                }
+            ]
+        }
+    )
+    deal = ok(fresh, f"/api/v2/deals/{deal_id}")["data"]
+    assert deal["title"] == "Renamed deal" and deal["custom_fields"][code] == "hello"
+    assert deal["update_time"] == rfc3339(fresh.clock)
+    created = fresh.mutate({"ops": [{"op": "create", "table": "leads"}]})["created"]["leads"][0]
+    assert created in {lead["id"] for lead in pull_v1(fresh, "/v1/leads")}
+    fresh.mutate({"ops": [{"op": "archive_deal", "id": deal_id}]})
+    assert deal_id in {d["id"] for d in pull_v2(fresh, "/api/v2/deals/archived")}
+    assert deal_id not in {d["id"] for d in pull_v2(fresh, "/api/v2/deals")}
+    flow = ok(fresh, f"/v1/deals/{deal_id}/flow")["data"]
+    assert any(e["data"]["field_key"] == "title" and e["data"]["new_value"] == "Renamed deal" for e in flow)
+
+
+def test_paging_while_records_change_skips_nothing() -> None:
+    c = Company.generate(seed=5, scale="small")
+    seen: set[int] = set()
+    cursor, pages = None, 0
+    while True:
+        q = {"limit": 200, "sort_by": "update_time", **({"cursor": cursor} if cursor else {})}
+        body = ok(c, "/api/v2/deals", **q)
+        seen |= {d["id"] for d in body["data"]}
+        cursor = body["additional_data"]["next_cursor"]
+        pages += 1
+        if cursor is None:
+            break
+        c.mutate({"seed": pages, "creates": 3, "updates": 40, "deletes": 1})
+    live = {d["id"] for d in pull_v2(c, "/api/v2/deals", limit=500)}
+    assert live <= seen
+
+
+def test_indexes_stay_sorted_and_complete_under_mutation() -> None:
+    c = Company.generate(seed=9, scale="tiny")
+    for name in ("deals", "persons", "leads"):
+        for view in ("live", "archived", "deleted"):
+            c.t[name].index(view, "update_time")
+            c.t[name].index(view, "id")
+    for n in range(5):
+        c.mutate({"seed": n, "creates": 8, "updates": 25, "deletes": 4, "archives": 3})
+    for name in ("deals", "persons", "leads"):
+        t = c.t[name]
+        for view in ("live", "archived", "deleted"):
+            for field in ("update_time", "id"):
+                fresh = sorted((t.key_of(field, r), r["id"]) for r in t.rows.values() if t.view_of(r) == view)
+                assert t.index(view, field) == fresh, (name, view, field)
