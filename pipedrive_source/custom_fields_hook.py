@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 STATE_KEY = "custom_field_bindings"
 LEAD_LABELS = "lead_labels"
+INHERITED_FIELDS = {"leads": "deal_fields"}
 Row = dict[str, Any]
 
 
@@ -71,7 +72,7 @@ class CustomFieldResolution:
         bindings = self._bindings()
         resolver = Resolver(
             entity.name,
-            ctx.field_definitions(entity),
+            _field_definitions(entity, ctx),
             bindings=bindings.get(entity.name) or {},
             keep_option_ids=self.keep_option_ids,
             builtin_labels=self.builtin_labels,
@@ -131,8 +132,17 @@ OPTION_COLUMNS: dict[str, dict[str, Any]] = {
 }
 
 
-def _lead_label_options(ctx: SyncContext) -> dict[Any, str]:
+def _field_definitions(entity: Entity, ctx: SyncContext) -> list[Row]:
+    """Leads have no fields of their own: they inherit the deal fields (v1 leads docs; no /v1/leadFields)."""
     from pipedrive_source.entities import BY_NAME  # the engine's table; imported late to avoid a cycle
+
+    if entity.name in INHERITED_FIELDS:
+        return ctx.full_rows(BY_NAME[INHERITED_FIELDS[entity.name]])
+    return ctx.field_definitions(entity)
+
+
+def _lead_label_options(ctx: SyncContext) -> dict[Any, str]:
+    from pipedrive_source.entities import BY_NAME
 
     rows = ctx.full_rows(BY_NAME[LEAD_LABELS])
     return {row["id"]: row.get("name") for row in rows if row.get("id") is not None}
