@@ -100,14 +100,25 @@ class PipedriveClient:
     def close(self) -> None:
         self._http.close()
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None, *, cost: int, label: str) -> dict:
-        """GET a JSON object from `path` (e.g. `/api/v2/deals`); retries transient failures, raises PipedriveError."""
+    def get(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        cost: int,
+        label: str,
+        missing_ok: bool = False,
+    ) -> dict:
+        """GET a JSON object from `path` (e.g. `/api/v2/deals`); retries transient failures.
+
+        Raises PipedriveError subclasses; with `missing_ok` a 404 returns `{}` instead.
+        """
         self._prepare()
         query = {k: v for k, v in (params or {}).items() if v is not None}
         failures = waits = renewals = 0
         while True:
             try:
-                return self._attempt(path, query, cost, label)
+                return self._attempt(path, query, cost, label, missing_ok)
             except _Unauthorized as exc:
                 renewals += 1
                 if renewals > 1:  # a fresh token refused again: renewing once more will not help
@@ -136,7 +147,7 @@ class PipedriveClient:
                 self._switch_base_url(self.auth.prepare(self._http))
                 self._prepared = True
 
-    def _attempt(self, path: str, query: dict[str, Any], cost: int, label: str) -> dict:
+    def _attempt(self, path: str, query: dict[str, Any], cost: int, label: str, missing_ok: bool) -> dict:
         self.limiter.acquire(cost)
         headers = self.auth.headers()
         try:
@@ -149,9 +160,14 @@ class PipedriveClient:
             raise _Transient(f"connection problem ({type(exc).__name__})") from None
         self.limiter.observe(response.status_code, response.headers)
         self._note_headers(response.headers)
+        if response.status_code == 404 and missing_ok:
+            self._count(label, 0)
+            return {}
         return self._interpret(response, path, headers, cost, label)
 
-    def _interpret(self, response: httpx.Response, path: str, sent: dict[str, str], cost: int, label: str) -> dict:
+    def _interpret(
+        self, response: httpx.Response, path: str, sent: dict[str, str], cost: int, label: str
+    ) -> dict:
         status = response.status_code
         if status == 429:
             self._count(label, 0)

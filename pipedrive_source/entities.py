@@ -8,7 +8,8 @@ Strategies (how a run finds what changed; see `source.py` for the engine):
 - FULL: read the whole (small) list every run; only records whose content changed are loaded (a digest per
   id is kept in the resource state) and ids that vanished are flagged `is_deleted`.
 - DEAL_BATCH: child rows of the deals that changed in this run, `deal_ids=` up to 100 per request.
-- PER_DEAL: one request per changed deal (opt-in because of the cost).
+- PER_RECORD: one request per changed parent record (deal flow and participants: opt-in because of the
+  cost; product variations: products rarely change).
 - PER_PARENT: one request per record of a small parent list (phases per board).
 
 `cost` is the operation's `x-token-cost` in Pipedrive's spec, charged per request (per page).
@@ -24,7 +25,7 @@ UPDATED_SINCE = "updated_since"
 SORTED = "sorted"
 FULL = "full"
 DEAL_BATCH = "deal_batch"
-PER_DEAL = "per_deal"
+PER_RECORD = "per_record"
 PER_PARENT = "per_parent"
 
 CURSOR = "cursor"  # v2 `cursor` / `next_cursor`
@@ -59,24 +60,28 @@ class Entity:
     time_format: str = "rfc3339"  # how this entity writes timestamps: rfc3339 | rfc3339_ms | v1
     items_key: str | None = None  # `data` holds {items_key: [...]} instead of a list
     fields_entity: str | None = None  # the `*_fields` table describing this entity's custom fields
-    parent: str | None = None  # DEAL_BATCH / PER_DEAL: "deals"; PER_PARENT: the parent table
+    parent: str | None = None  # the parent table (DEAL_BATCH, PER_RECORD, PER_PARENT)
     parent_param: str | None = None  # PER_PARENT: query parameter carrying the parent id
     opt_in: bool = False  # left out unless named in `entities` (per-record cost)
     merge_key: str | None = None  # rows of a parent are replaced as a set (children of changed deals)
-    derive: Callable[[dict[str, Any], dict[str, Any]], None] | None = None  # (row, context) -> adds columns
+    derive: Callable[[dict[str, Any], Any], None] | None = None  # PER_RECORD: (row, parent id) adds columns
     columns: dict[str, Any] = field(default_factory=dict)  # extra dlt column hints
     notes: str = ""
 
 
-def _flow_row(row: dict[str, Any], context: dict[str, Any]) -> None:
+def _flow_row(row: dict[str, Any], parent_id: Any) -> None:
     """Flow items are {object, timestamp, data}; ids are unique per object type only."""
     data = row.get("data") or {}
     row["flow_id"] = f"{row.get('object')}:{data.get('id')}"
-    row["deal_id"] = context["deal_id"]
+    row["deal_id"] = parent_id
 
 
-def _participant_row(row: dict[str, Any], context: dict[str, Any]) -> None:
-    row["deal_id"] = context["deal_id"]
+def _participant_row(row: dict[str, Any], parent_id: Any) -> None:
+    row["deal_id"] = parent_id
+
+
+def _variation_row(row: dict[str, Any], parent_id: Any) -> None:
+    row.setdefault("product_id", parent_id)
 
 
 def _v2(name: str, path: str, strategy: str, cost: int = 10, **kw: Any) -> Entity:
@@ -119,6 +124,9 @@ ENTITIES: tuple[Entity, ...] = (
         merge_key="deal_id", notes="Growth plan and above; skipped with a warning when the plan lacks it."),
     # ---- API v2, sortable by update_time: newest first, stop at the last loaded time -------------------------
     _v2("products", "/api/v2/products", SORTED, fields_entity="product_fields"),
+    _v2("product_variations", "/api/v2/products/{id}/variations", PER_RECORD, parent="products",
+        cursor_field=None, merge_key="product_id", derive=_variation_row,
+        notes="one request per changed product (none on a run without product changes)."),
     _v2("pipelines", "/api/v2/pipelines", SORTED, cost=5),
     _v2("stages", "/api/v2/stages", SORTED, cost=5),
     # ---- API v2, neither filter nor sort: full read, changed rows only -----------------------------------
@@ -140,10 +148,11 @@ ENTITIES: tuple[Entity, ...] = (
     _fields("project_fields", "/api/v2/projectFields", "v2", 10),
     # ---- API v1 only --------------------------------------------------------------------------------------
     _v1(
-        "leads", "/v1/leads", SORTED, fields_entity="lead_fields", time_format="rfc3339_ms",
+        "leads", "/v1/leads", SORTED, fields_entity="deal_fields", time_format="rfc3339_ms",
         listings=(Listing("/v1/leads", V1_DESC, flags={"is_archived": False}),
                   Listing("/v1/leads/archived", V1_DESC, flags={"is_archived": True}, cost=40)),
-        notes="ids are UUID strings; archived leads come from /v1/leads/archived.",
+        notes="ids are UUID strings; archived leads come from /v1/leads/archived. Leads share deal fields "
+              "(Pipedrive has no lead fields endpoint).",
     ),
     _v1("lead_labels", "/v1/leadLabels", FULL, cost=10, cursor_field=None),
     _v1("lead_sources", "/v1/leadSources", FULL, cost=2, primary_key="name", cursor_field=None),
@@ -158,13 +167,12 @@ ENTITIES: tuple[Entity, ...] = (
     _v1("roles", "/v1/roles", FULL, paging=OFFSET, page_size=500, cursor_field=None),
     _v1("permission_sets", "/v1/permissionSets", FULL, cursor_field=None),
     _v1("goals", "/v1/goals/find", FULL, items_key="goals", cursor_field=None),
-    _fields("lead_fields", "/v1/leadFields", "v1", 20),
     _fields("note_fields", "/v1/noteFields", "v1", 20),
     # ---- opt-in: one request per changed deal -------------------------------------------------------------
-    _v1("deal_flow", "/v1/deals/{id}/flow", PER_DEAL, cost=40, parent="deals", opt_in=True,
+    _v1("deal_flow", "/v1/deals/{id}/flow", PER_RECORD, cost=40, parent="deals", opt_in=True,
         primary_key="flow_id", cursor_field=None, paging=OFFSET, merge_key="deal_id", derive=_flow_row,
         notes="changelog of each changed deal; flow_id = '<object>:<id>'."),
-    _v1("deal_participants", "/v1/deals/{id}/participants", PER_DEAL, cost=10, parent="deals",
+    _v1("deal_participants", "/v1/deals/{id}/participants", PER_RECORD, cost=10, parent="deals",
         opt_in=True, cursor_field=None, paging=OFFSET, merge_key="deal_id", derive=_participant_row),
 )
 

@@ -1,7 +1,8 @@
 """Pipedrive's two paging schemes as generators of pages.
 
 v2: `limit` + opaque `cursor`, next one in `additional_data.next_cursor` (null on the last page).
-v1: `start` + `limit`, continuation in `additional_data.pagination.more_items_in_collection` / `next_start`.
+v1: `start` + `limit`, continuation in `additional_data.pagination.more_items_in_collection` / `next_start`
+(leads and the per-deal lists put `more_items_in_collection` directly in `additional_data`).
 Both yield one `Page` per HTTP response, so callers can stop early (sorted reads) without fetching more.
 """
 
@@ -30,11 +31,12 @@ def cursor_pages(
     cost: int,
     label: str,
     page_size: int,
+    missing_ok: bool = False,
 ) -> Iterator[Page]:
     query = dict(params, limit=page_size)
     number = 0
     while True:
-        body = client.get(path, query, cost=cost, label=label)
+        body = client.get(path, query, cost=cost, label=label, missing_ok=missing_ok)
         number += 1
         cursor = (body.get("additional_data") or {}).get("next_cursor")
         yield Page(_items(body, path), number, bool(cursor))
@@ -51,15 +53,17 @@ def offset_pages(
     cost: int,
     label: str,
     page_size: int | None,
+    missing_ok: bool = False,
 ) -> Iterator[Page]:
     query = dict(params, start=0)
     if page_size:
         query["limit"] = page_size
     number = 0
     while True:
-        body = client.get(path, query, cost=cost, label=label)
+        body = client.get(path, query, cost=cost, label=label, missing_ok=missing_ok)
         number += 1
-        pagination = (body.get("additional_data") or {}).get("pagination") or {}
+        extra = body.get("additional_data") or {}
+        pagination = extra.get("pagination") or extra  # leads and per-deal lists use a flat envelope
         more = bool(pagination.get("more_items_in_collection"))
         items = _items(body, path)
         yield Page(items, number, more)
@@ -70,10 +74,17 @@ def offset_pages(
 
 
 def single_page(
-    client: PipedriveClient, path: str, params: Mapping[str, Any], *, cost: int, label: str
+    client: PipedriveClient,
+    path: str,
+    params: Mapping[str, Any],
+    *,
+    cost: int,
+    label: str,
+    missing_ok: bool = False,
 ) -> Iterator[Page]:
     """Endpoints that return everything at once (users, currencies, boards, ...)."""
-    yield Page(_items(client.get(path, dict(params), cost=cost, label=label), path), 1, False)
+    body = client.get(path, dict(params), cost=cost, label=label, missing_ok=missing_ok)
+    yield Page(_items(body, path), 1, False)
 
 
 def _items(body: dict, path: str) -> list[dict[str, Any]]:

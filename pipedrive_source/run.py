@@ -44,6 +44,8 @@ class SyncMonitor:
     on_progress: Callable[[str, EntityProgress], None] | None = None
     entities: dict[str, EntityProgress] = field(default_factory=dict)
     client_stats: ClientStats | None = None
+    live_ids: dict[str, set[Any]] = field(default_factory=dict)  # complete id listings made by this run
+    hard_delete: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def page(self, entity: str, rows: int) -> None:
@@ -53,6 +55,11 @@ class SyncMonitor:
             progress.rows += rows
         if self.on_progress:
             self.on_progress(entity, progress)
+
+    def record_live_ids(self, table: str, ids: set[Any]) -> None:
+        """Every id `table` has in Pipedrive right now (a complete listing), for `deletions.flag_vanished`."""
+        with self._lock:
+            self.live_ids[table] = ids
 
     def progress(self, entity: str) -> EntityProgress:
         with self._lock:
@@ -88,11 +95,13 @@ class SyncContext:
         """Server time at the start of the run, from the `Date` header of `/v1/users/me`.
 
         That first call also proves the credentials work (a wrong token fails here, before any data is read)
-        and that they belong to the configured company.
+        and that they belong to the configured company. A server without that endpoint (404) still answers
+        with a Date header after authenticating, which is all the clock needs.
         """
         with self._lock:
             if self._run_started is None:
-                me = self.client.get("/v1/users/me", cost=2, label="users/me").get("data") or {}
+                me = self.client.get("/v1/users/me", cost=2, label="users/me", missing_ok=True)
+                self._check_company(me.get("data") or {})
                 self._check_company(me)
                 now = self.client.server_now
                 if now is None:
@@ -115,24 +124,29 @@ class SyncContext:
         listing: Listing,
         params: Mapping[str, Any] | None = None,
         path_params: Mapping[str, Any] | None = None,
+        *,
+        raw: bool = False,
+        missing_ok: bool = False,
     ) -> Iterator[Page]:
-        """Pages of one listing, shaped by the listing flags and the record hooks, counted in the monitor."""
+        """Pages of one listing, shaped by the listing flags and the record hooks (unless `raw`)."""
         path = listing.path.format(**path_params) if path_params else listing.path
         query = {**listing.params, **(params or {})}
-        cost = listing.cost or entity.cost
+        options = {"cost": listing.cost or entity.cost, "label": entity.name, "missing_ok": missing_ok}
         page_size = min(entity.page_size, self.page_size) if entity.page_size else None
         if entity.paging == CURSOR:
-            pages = cursor_pages(self.client, path, query, cost=cost, label=entity.name, page_size=page_size)
+            pages = cursor_pages(self.client, path, query, page_size=page_size or self.page_size, **options)
         elif entity.paging == OFFSET:
-            pages = offset_pages(self.client, path, query, cost=cost, label=entity.name, page_size=page_size)
+            pages = offset_pages(self.client, path, query, page_size=page_size, **options)
         elif entity.paging == NONE:
-            pages = single_page(self.client, path, query, cost=cost, label=entity.name)
+            pages = single_page(self.client, path, query, **options)
         else:
             raise ValueError(f"unknown paging {entity.paging!r}")
         for page in pages:
             items = _unwrap(page.items, entity.items_key)
             self.monitor.page(entity.name, len(items))
-            yield Page(self.shape(entity, listing, items), page.number, page.has_more)
+            if not raw:
+                items = self.shape(entity, listing, items)
+            yield Page(items, page.number, page.has_more)
 
     def shape(self, entity: Entity, listing: Listing, rows: list[Row]) -> list[Row]:
         for row in rows:

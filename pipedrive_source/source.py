@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import dlt
@@ -24,17 +25,18 @@ from dlt.extract.resource import DltResource
 from .client import PipedriveClient
 from .entities import (
     BY_NAME,
+    CURSOR,
     DEAL_BATCH,
     DEFAULT_ENTITIES,
     ENTITIES,
     FULL,
-    PER_DEAL,
     PER_PARENT,
+    PER_RECORD,
     SORTED,
     UPDATED_SINCE,
     Entity,
 )
-from .errors import TOKEN_SETTING, ConfigError, register_secret
+from .errors import TOKEN_SETTING, ConfigError
 from .limiter import RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .run import RecordHook, Row, SyncContext, SyncMonitor
@@ -51,6 +53,7 @@ def pipedrive_source(
     start_date: str | None = None,
     oauth: PipedriveOAuthCredentials | None = None,
     hard_delete: bool = False,
+    reconcile: bool = False,
     page_size: int = PAGE_SIZE,
     max_attempts: int = HttpSettings.max_attempts,
     backoff_base_s: float = HttpSettings.backoff_base_s,
@@ -69,6 +72,8 @@ def pipedrive_source(
         start_date: first run loads records updated since then (default: the whole history).
         oauth: access/refresh token and client id/secret (`[sources.pipedrive.oauth]`).
         hard_delete: remove records Pipedrive reports deleted instead of keeping them with `is_deleted`.
+        reconcile: also list every id of the incrementally loaded entities (a full read, no rows loaded),
+            so that `deletions.flag_vanished` can flag records deleted in Pipedrive.
         page_size: records per page (Pipedrive allows up to 500).
         monitor: receives progress and the run's figures (requests, tokens, rows per entity).
         limiter: a shared rate limiter (see `limiter.RateLimiter`); default: none, 429s are waited out.
@@ -79,9 +84,11 @@ def pipedrive_source(
         raise ConfigError(f"page_size must be between 1 and {PAGE_SIZE}, not {page_size}.")
     http = HttpSettings(max_attempts=max(1, max_attempts), backoff_base_s=max(0.0, backoff_base_s))
     client = PipedriveClient(_base_url(base_url, company_domain), _auth(api_token, oauth), http, limiter)
+    monitor = monitor or SyncMonitor()
+    monitor.hard_delete = hard_delete
     ctx = SyncContext(
         client,
-        monitor or SyncMonitor(),
+        monitor,
         start_date_value(start_date),
         page_size,
         record_hooks,
@@ -90,7 +97,7 @@ def pipedrive_source(
     built: dict[str, DltResource] = {}
     for entity in ENTITIES:
         if entity.name in selected:
-            built[entity.name] = _resource(entity, ctx, built, hard_delete)
+            built[entity.name] = _resource(entity, ctx, built, hard_delete, reconcile)
     return list(built.values())
 
 
@@ -110,8 +117,8 @@ def _select(entities: Sequence[str] | str | None) -> set[str]:
             )
     for name in list(names):
         parent = BY_NAME[name].parent
-        if parent and BY_NAME[name].strategy in (DEAL_BATCH, PER_DEAL):
-            names.add(parent)  # children follow the deals changed in this run
+        if parent and BY_NAME[name].strategy in (DEAL_BATCH, PER_RECORD):
+            names.add(parent)  # children follow the parents changed in this run
     return names
 
 
@@ -150,7 +157,9 @@ def _base_url(base_url: str | None, company_domain: str | None) -> str:
 # ---- resources ---------------------------------------------------------------------------------------------
 
 
-def _resource(entity: Entity, ctx: SyncContext, built: dict[str, DltResource], hard_delete: bool) -> DltResource:
+def _resource(
+    entity: Entity, ctx: SyncContext, built: dict[str, DltResource], hard_delete: bool, reconcile: bool
+) -> DltResource:
     hints: dict[str, Any] = {
         "name": entity.name,
         "primary_key": entity.primary_key,
@@ -160,18 +169,20 @@ def _resource(entity: Entity, ctx: SyncContext, built: dict[str, DltResource], h
     if entity.merge_key:
         hints["merge_key"] = entity.merge_key
     if entity.strategy in (UPDATED_SINCE, SORTED):
-        return dlt.resource(_incremental_fetch(entity, ctx), **hints)
+        return dlt.resource(_incremental_fetch(entity, ctx, reconcile), **hints)
     if entity.strategy in (FULL, PER_PARENT):
         return dlt.resource(_full_fetch(entity, ctx), **hints)
-    if entity.strategy in (DEAL_BATCH, PER_DEAL):
-        fetch = _deal_batch_fetch(entity, ctx) if entity.strategy == DEAL_BATCH else _per_deal_fetch(entity, ctx)
+    if entity.strategy in (DEAL_BATCH, PER_RECORD):
+        fetch = _deal_batch_fetch(entity, ctx) if entity.strategy == DEAL_BATCH else _per_record_fetch(entity, ctx)
         return dlt.transformer(fetch, data_from=built[entity.parent], **hints)
     raise ValueError(f"{entity.name}: unknown strategy {entity.strategy!r}")
 
 
 def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
     deleted: dict[str, Any] = {"data_type": "bool", "nullable": True}
-    if hard_delete:
+    if hard_delete or entity.merge_key:
+        # child rows of a changed parent are replaced as a set: a placeholder marked deleted clears the
+        # rows of a parent that has none left
         deleted["hard_delete"] = True
     return {"is_deleted": deleted, **entity.columns}
 
@@ -181,7 +192,7 @@ def _row_content(row: Row) -> list[str]:
     return sorted(row)
 
 
-def _incremental_fetch(entity: Entity, ctx: SyncContext) -> Any:
+def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool) -> Any:
     initial = render(ctx.start_date, entity.time_format) if ctx.start_date else None
 
     def fetch(
@@ -200,15 +211,30 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext) -> Any:
                     yield from _updated_since_pages(entity, listing, ctx, since)
                 else:
                     yield from _sorted_pages(entity, listing, ctx, since)
+            if reconcile:
+                ctx.monitor.record_live_ids(entity.name, _all_ids(entity, ctx))
 
     return fetch
 
 
+def _all_ids(entity: Entity, ctx: SyncContext) -> set[Any]:
+    """Every id Pipedrive lists for `entity` now, in id order (stable under concurrent updates)."""
+    by_id = {"sort_by": "id", "sort_direction": "asc"} if entity.paging == CURSOR else {"sort": "id ASC"}
+    ids: set[Any] = set()
+    for listing in entity.listings:
+        for page in ctx.pages(entity, listing, by_id, raw=True):
+            ids.update(row.get(entity.primary_key) for row in page.items)
+    ids.discard(None)
+    return ids
+
+
 def _updated_since_pages(entity: Entity, listing: Any, ctx: SyncContext, since: str | None) -> Iterator[list[Row]]:
+    # `updated_until` is exclusive and the Date header has whole seconds: include the run's own second.
+    # Records changed later in that second come back next run (updated_since is the last loaded time).
     params = {
         "sort_by": "update_time",
         "sort_direction": "asc",
-        "updated_until": rfc3339(ctx.run_started()),
+        "updated_until": rfc3339(ctx.run_started() + timedelta(seconds=1)),
     }
     if since:
         params["updated_since"] = rfc3339(since)
@@ -236,7 +262,7 @@ def _full_fetch(entity: Entity, ctx: SyncContext) -> Any:
                 rows = _per_parent_rows(entity, ctx)
             else:
                 rows = ctx.full_rows(entity)
-            yield from _changed_only(entity, rows)
+            yield from _changed_only(entity, rows, ctx)
 
     return fetch
 
@@ -252,10 +278,11 @@ def _per_parent_rows(entity: Entity, ctx: SyncContext) -> list[Row]:
     return rows
 
 
-def _changed_only(entity: Entity, rows: Iterable[Row]) -> Iterator[list[Row]]:
-    """Yield records whose content changed since the last run, then tombstones for vanished ids.
+def _changed_only(entity: Entity, rows: Iterable[Row], ctx: SyncContext) -> Iterator[list[Row]]:
+    """Yield the records whose content changed since the last run; note every id as live.
 
-    The digests live in the resource state, which dlt commits only with a successful load.
+    The digests live in the resource state, which dlt commits only with a successful load. Ids that vanished
+    are flagged after the load by `deletions.flag_vanished` from the live ids noted here.
     """
     state = dlt.current.resource_state()
     previous: dict[str, str] = state.get("digests") or {}
@@ -268,10 +295,8 @@ def _changed_only(entity: Entity, rows: Iterable[Row]) -> Iterator[list[Row]]:
             changed.append(row)
     if changed:
         yield changed
-    vanished = [key for key in previous if key not in current]
-    if vanished:
-        yield [{entity.primary_key: orjson.loads(key), "is_deleted": True} for key in vanished]
     state["digests"] = current
+    ctx.monitor.record_live_ids(entity.name, {orjson.loads(key) for key in current})
 
 
 def _digest(row: Row) -> str:
@@ -285,27 +310,59 @@ def _deal_batch_fetch(entity: Entity, ctx: SyncContext) -> Any:
             for start in range(0, len(ids), DEAL_IDS_PER_REQUEST):
                 chunk = ids[start : start + DEAL_IDS_PER_REQUEST]
                 params = {"deal_ids": ",".join(str(i) for i in chunk)}
+                rows: list[Row] = []
                 for listing in entity.listings:
                     for page in ctx.pages(entity, listing, params):
-                        if page.items:
-                            yield page.items
+                        rows.extend(page.items)
+                yield rows + _placeholders(entity, chunk, rows)
 
     return fetch
 
 
-def _per_deal_fetch(entity: Entity, ctx: SyncContext) -> Any:
-    def fetch(deals: list[Row]) -> Iterator[list[Row]]:
+def _per_record_fetch(entity: Entity, ctx: SyncContext) -> Any:
+    def fetch(parents: list[Row]) -> Iterator[list[Row]]:
         with ctx.timed(entity):
-            for deal_id in _ids(deals):
+            for parent_id in _ids(parents):
+                rows: list[Row] = []
                 for listing in entity.listings:
-                    for page in ctx.pages(entity, listing, path_params={"id": deal_id}):
-                        for row in page.items:
-                            if entity.derive:
-                                entity.derive(row, {"deal_id": deal_id})
-                        if page.items:
-                            yield page.items
+                    # a parent deleted meanwhile answers 404: it simply has no rows any more
+                    for page in ctx.pages(entity, listing, path_params={"id": parent_id}, missing_ok=True):
+                        rows.extend(page.items)
+                for row in rows:
+                    if entity.derive:
+                        entity.derive(row, parent_id)
+                yield rows + _placeholders(entity, [parent_id], rows)
 
     return fetch
+
+
+def _placeholders(entity: Entity, parent_ids: Sequence[Any], rows: list[Row]) -> list[Row]:
+    """Rows that only clear a parent's old children: merge on `merge_key` deletes the parent's rows in the
+    destination, and `is_deleted` (a hard-delete column for these tables) keeps the placeholder out."""
+    key = entity.merge_key
+    if not key or not _destination_merges():
+        return []
+    with_rows = {row.get(key) for row in rows}
+    return [
+        {entity.primary_key: _placeholder_id(entity, pid), key: pid, "is_deleted": True}
+        for pid in parent_ids
+        if pid not in with_rows
+    ]
+
+
+def _placeholder_id(entity: Entity, parent_id: Any) -> Any:
+    if entity.primary_key == "id" and isinstance(parent_id, int):
+        return -parent_id  # never a real id, and of the column's type
+    return f"none:{parent_id}"
+
+
+def _destination_merges() -> bool:
+    """Filesystem without a table format appends instead of merging: placeholders would become rows."""
+    try:
+        caps = dlt.current.pipeline().destination.capabilities()
+    except Exception:  # no active pipeline (e.g. iterating the source directly): nothing to clear
+        return False
+    return "delete-insert" in (caps.supported_merge_strategies or ())
 
 
 def _ids(rows: Iterable[Row] | Row) -> list[Any]:

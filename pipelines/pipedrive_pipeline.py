@@ -1,0 +1,217 @@
+"""Sync a Pipedrive company into a warehouse (DuckDB file `pipedrive_crm.duckdb` by default).
+
+    python pipelines/pipedrive_pipeline.py                 # credentials from .dlt/secrets.toml or env
+    python pipelines/pipedrive_pipeline.py --demo          # no account needed: syncs a local emulator
+    python pipelines/pipedrive_pipeline.py --entities deals,persons --full-refresh
+
+Exit codes (for cron): 0 ok, 2 configuration or credentials, 3 daily API budget used up, 1 anything else.
+On failure one line on stderr says what to fix; nothing partial is committed and the next run continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import dlt
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere: the package lives next to this folder
+    sys.path.insert(0, str(ROOT))
+
+from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # noqa: E402
+from pipedrive_source.deletions import flag_vanished  # noqa: E402
+from pipedrive_source.errors import (  # noqa: E402
+    AuthError,
+    ConfigError,
+    RateLimitExhausted,
+    install_log_redaction,
+    redact,
+)
+from pipedrive_source.run import EntityProgress  # noqa: E402
+
+DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
+DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
+PARQUET_DESTINATIONS = {"duckdb", "filesystem", "motherduck", "snowflake", "bigquery", "athena", "databricks"}
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--destination", default="duckdb", help="any dlt destination (default duckdb)")
+    parser.add_argument("--dataset", default="pipedrive", help="dataset / schema name (default pipedrive)")
+    parser.add_argument("--entities", default=None, help="comma-separated tables to sync (default: all)")
+    parser.add_argument("--full-refresh", action="store_true", help="drop tables and state, load everything")
+    parser.add_argument("--start-date", default=None, help="first load only records updated since then")
+    parser.add_argument(
+        "--reconcile", action="store_true", help="list every id (a full read) and flag records deleted in Pipedrive"
+    )
+    parser.add_argument("--hard-delete", action="store_true", help="remove deleted records instead of flagging")
+    parser.add_argument("--demo", action="store_true", help="start the bundled emulator and sync it")
+    parser.add_argument("--demo-scale", default="small", help=argparse.SUPPRESS)
+    parser.add_argument("--show", action="store_true", help="print tables and row counts after the run")
+    parser.add_argument("--pipelines-dir", default=None, help="where dlt keeps pipeline state")
+    parser.add_argument("--pipeline-name", default=None, help="dlt pipeline name (default pipedrive)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines, summary only")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_log_redaction()
+    started = time.perf_counter()
+    monitor = SyncMonitor(on_progress=None if args.quiet else ProgressPrinter())
+    try:
+        with demo_emulator(args) as demo:
+            pipeline = make_pipeline(args, demo is not None)
+            source = make_source(args, monitor, demo)
+            info = pipeline.run(source, **run_options(args, pipeline))
+            flagged = flag_vanished(pipeline, monitor)
+    except Exception as exc:  # every failure ends in one clear line and an exit code
+        return report_failure(exc, args.verbose)
+    print_summary(pipeline, monitor, flagged, time.perf_counter() - started)
+    if args.show:
+        show_tables(pipeline)
+    return EXIT_OK if not info.has_failed_jobs else EXIT_FAILED
+
+
+@contextmanager
+def demo_emulator(args: argparse.Namespace) -> Iterator[Any]:
+    if not args.demo:
+        with nullcontext():
+            yield None
+        return
+    from pipedrive_source.emulator import run_emulator
+
+    print(f"starting the Pipedrive emulator (scale {args.demo_scale}) ...", flush=True)
+    with run_emulator(scale=args.demo_scale, mode="process") as handle:
+        print(f"emulator listening on {handle.base_url}", flush=True)
+        yield handle
+
+
+def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
+    destination: Any = args.destination
+    if args.destination == "duckdb" and not os.environ.get("DESTINATION__DUCKDB__CREDENTIALS"):
+        destination = dlt.destinations.duckdb(credentials=DEMO_DUCKDB_FILE if demo else DUCKDB_FILE)
+    name = args.pipeline_name or ("pipedrive_demo" if demo else "pipedrive")
+    return dlt.pipeline(
+        pipeline_name=name,
+        destination=destination,
+        dataset_name=args.dataset,
+        pipelines_dir=args.pipelines_dir,
+        progress=None,
+    )
+
+
+def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> Any:
+    options: dict[str, Any] = {"monitor": monitor}
+    if args.entities:
+        options["entities"] = [name.strip() for name in args.entities.split(",") if name.strip()]
+    if args.start_date:
+        options["start_date"] = args.start_date
+    if args.reconcile:
+        options["reconcile"] = True
+    if args.hard_delete:
+        options["hard_delete"] = True
+    if demo is not None:
+        options.update(api_token=demo.api_token, base_url=demo.base_url, company_domain=None)
+    return pipedrive_source(**options)
+
+
+def run_options(args: argparse.Namespace, pipeline: dlt.Pipeline) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if pipeline.destination.destination_name in PARQUET_DESTINATIONS:
+        options["loader_file_format"] = "parquet"  # ~6x faster than insert_values into DuckDB
+    if args.full_refresh:
+        options["refresh"] = "drop_sources"
+    return options
+
+
+class ProgressPrinter:
+    """One line per entity at most every 2 seconds while it pages."""
+
+    def __init__(self, every_s: float = 2.0) -> None:
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+
+    def __call__(self, entity: str, progress: EntityProgress) -> None:
+        now = time.monotonic()
+        if now - self.last.get(entity, 0.0) < self.every_s:
+            return
+        self.last[entity] = now
+        print(f"  {entity:<22} page {progress.pages:>5}  {progress.rows:>9,} records read", flush=True)
+
+
+def print_summary(pipeline: dlt.Pipeline, monitor: SyncMonitor, flagged: dict[str, int], seconds: float) -> None:
+    trace = pipeline.last_trace
+    loaded = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
+    stats = monitor.client_stats
+    names = sorted(set(monitor.entities) | {t for t in loaded if not t.startswith("_dlt")})
+    print(f"\n{'table':<34}{'rows loaded':>12}{'read':>10}{'requests':>10}{'tokens':>9}{'seconds':>9}")
+    for name in names:
+        progress = monitor.entities.get(name, EntityProgress())
+        by_label = stats.by_label.get(name) if stats else None
+        print(
+            f"{name:<34}{loaded.get(name, 0):>12,}{progress.rows:>10,}"
+            f"{(by_label.requests if by_label else 0):>10,}{(by_label.tokens if by_label else 0):>9,}"
+            f"{progress.seconds:>9.1f}"
+        )
+    for table, count in sorted(flagged.items()):
+        print(f"{table}: {count:,} rows no longer in Pipedrive flagged is_deleted")
+    total_rows = sum(v for k, v in loaded.items() if not k.startswith("_dlt"))
+    requests = stats.requests if stats else 0
+    tokens = stats.tokens if stats else 0
+    print(
+        f"total: {total_rows:,} rows loaded into {pipeline.dataset_name} ({pipeline.destination.destination_name}), "
+        f"{requests:,} requests, {tokens:,} tokens, {seconds:.1f} s"
+    )
+
+
+def show_tables(pipeline: dlt.Pipeline) -> None:
+    print("\ntables (rows now in the destination):")
+    dataset = pipeline.dataset()
+    for table in sorted(pipeline.default_schema.data_table_names()):
+        count = dataset[table].count().fetchone()[0]
+        print(f"  {table:<40}{count:>10,}")
+
+
+def report_failure(exc: BaseException, verbose: bool) -> int:
+    cause = root_cause(exc)
+    if isinstance(cause, PipedriveError):
+        message = cause.message
+    else:
+        first = redact(str(cause)).strip().splitlines()
+        message = f"{type(cause).__name__}: {first[0] if first else ''}".strip()
+        message += " (run with --verbose for details)"
+    if verbose:
+        logging.getLogger("pipedrive_source").exception("sync failed")
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if isinstance(cause, ConfigError | AuthError):
+        return EXIT_CONFIG
+    if isinstance(cause, RateLimitExhausted):
+        return EXIT_BUDGET
+    return EXIT_FAILED
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception, preferring our own errors (dlt wraps them in PipelineStepFailed and others)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        if isinstance(current, PipedriveError):
+            return current
+        seen.append(current)
+        current = current.__cause__ or current.__context__ or getattr(current, "exception", None)
+    return seen[-1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
