@@ -161,11 +161,11 @@ class Company:
                 out[name] = len(self.revealed(name))
         for name, entity in FIELD_TABLES.items():
             out[name] = len(self.fields.listed(entity))
-        from .derived import deal_flow, deal_participants
+        from .derived import flow_count, participant_count
 
         visible_deals = [d for d in self.t["deals"].rows.values() if not d["is_deleted"]]
-        out["deal_flow"] = sum(len(deal_flow(self, d)) for d in visible_deals)
-        out["deal_participants"] = sum(len(deal_participants(self, d)) for d in visible_deals)
+        out["deal_flow"] = sum(flow_count(self, d) for d in visible_deals)
+        out["deal_participants"] = sum(participant_count(self, d) for d in visible_deals)
         return out
 
     def snapshot(self, table: str) -> list[dict[str, Any]]:
@@ -184,7 +184,8 @@ class Company:
             raise KeyError(table)
         api = "v2" if table in V2_TABLES else "v1"
         t = self.t[table]
-        return [orjson.loads(render.record_bytes(self, t, r, api)) for r in self.revealed(table)]
+        items = [render.record_bytes(self, t, r, api) for r in self.revealed(table)]
+        return orjson.loads(b"[" + b",".join(items) + b"]")
 
     def mutate(self, body: dict[str, Any]) -> dict[str, Any]:
         from .mutations import apply

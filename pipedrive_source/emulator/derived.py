@@ -52,6 +52,16 @@ def deal_flow(company: Company, deal: Record) -> list[dict[str, Any]]:
     return events
 
 
+def flow_count(company: Company, deal: Record) -> int:
+    """len(deal_flow(...)) without rendering the events (counts() runs it over every deal)."""
+    closed = bool(deal.get("close_time")) and deal["status"] in ("won", "lost")
+    return 1 + bool(deal.get("stage_change_time")) + closed + len(company.flow_log.get(deal["id"], ()))
+
+
+def participant_count(company: Company, deal: Record) -> int:
+    return len(_participant_ids(company, deal))
+
+
 def log_change(company: Company, deal: Record, key: str, old: Any, new: Any) -> None:
     """Record a mutation's field change in the deal's flow."""
     log = company.flow_log.setdefault(deal["id"], [])

@@ -140,7 +140,8 @@ class FieldRegistry:
     def __init__(self) -> None:
         self.by_entity: dict[str, list[FieldDef]] = {}
         self._next_id = 0
-        self.version = 0  # bumped on every definition change; render caches key on it
+        self.version = 0  # bumped on every definition change
+        self._custom: dict[str, tuple[int, list[FieldDef]]] = {}
 
     def add(self, fd: FieldDef) -> FieldDef:
         self.by_entity.setdefault(fd.entity, []).append(fd)
@@ -157,8 +158,12 @@ class FieldRegistry:
         return [f for f in self.by_entity.get(entity, ()) if not f.deleted]
 
     def custom(self, entity: str) -> list[FieldDef]:
-        """Active custom fields: the keys a record's `custom_fields` shows."""
-        return [f for f in self.by_entity.get(entity, ()) if f.is_custom and not f.deleted]
+        """Active custom fields: the keys a record's `custom_fields` shows (memoized per version)."""
+        hit = self._custom.get(entity)
+        if hit is None or hit[0] != self.version:
+            hit = (self.version, [f for f in self.by_entity.get(entity, ()) if f.is_custom and not f.deleted])
+            self._custom[entity] = hit
+        return hit[1]
 
     def find(self, entity: str, code: str) -> FieldDef | None:
         for f in self.by_entity.get(entity, ()):
