@@ -77,7 +77,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     },
     # v2 fields
     **{
-        ("v2", f"/api/v2/{entity}Fields"): v2.fields_list(entity)
+        ("v2", f"/api/v2/{entity}Fields"): v2.fields_list(f"{entity}_fields")
         for entity in ("activity", "deal", "person", "organization", "product", "project")
     },
     # v1
@@ -86,7 +86,8 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("v1", "/v1/leadLabels"): v1.v1_all("lead_labels"),
     ("v1", "/v1/leadSources"): v1.v1_all("lead_sources"),
     ("v1", "/v1/notes"): v1.v1_list("notes"),
-    ("v1", "/v1/noteFields"): v1.note_fields,
+    ("v1", "/v1/noteFields"): v1.fields_list("note_fields"),
+    ("v1", "/v1/leadFields"): v1.fields_list("lead_fields"),
     ("v1", "/v1/files"): v1.v1_list("files"),
     ("v1", "/v1/users"): v1.v1_all("users"),
     ("v1", "/v1/callLogs"): v1.v1_list("call_logs", "live", "start_time"),

@@ -114,16 +114,26 @@ BUILTINS: dict[str, list[tuple[str, str, str, list | None]]] = {
         ("deal_ids", "Deals", "deals", None),
         ("label_ids", "Labels", "set", LABELS["project"]),
     ],
+    # v1 noteFields: only types its response schema allows (the allOf of two enums).
     "note": [
         ("content", "Content", "text", None),
-        ("deal_id", "Deal", "deal", None),
         ("person_id", "Person", "people", None),
         ("org_id", "Organization", "org", None),
-        ("lead_id", "Lead", "lead", None),
         ("user_id", "User", "user", None),
-        ("pinned_to_deal_flag", "Pinned to deal", "boolean", None),
         ("add_time", "Created", "date", None),
         ("update_time", "Update time", "date", None),
+    ],
+    # /v1/leadFields (served although undocumented): lead built-ins; the custom ones are the deal fields.
+    "lead": [
+        ("title", "Title", "varchar", None),
+        ("owner_id", "Owner", "user", None),
+        ("person_id", "Contact person", "people", None),
+        ("organization_id", "Organization", "org", None),
+        ("value", "Value", "monetary", None),
+        ("expected_close_date", "Expected close date", "date", None),
+        ("label_ids", "Labels", "set", None),
+        ("source_name", "Source", "varchar", None),
+        ("visible_to", "Visible to", "visible_to", VISIBLE_TO),
     ],
 }
 

@@ -21,6 +21,8 @@ from . import render
 from .catalog import build_registry
 from .clock import DAY, DEFAULT_START, to_datetime
 from .fields import FieldRegistry
+from .fieldsapi import FIELD_ENDPOINTS as FIELD_TABLES
+from .fieldsapi import field_defs, field_items
 from .generate import HISTORY_DAYS, Generator
 from .store import Record, Table
 
@@ -58,15 +60,6 @@ V1_TABLES = (
     "permission_sets",
     "goals",
 )
-FIELD_TABLES = {
-    "activity_fields": "activity",
-    "deal_fields": "deal",
-    "person_fields": "person",
-    "organization_fields": "organization",
-    "product_fields": "product",
-    "project_fields": "project",
-    "note_fields": "note",
-}
 DERIVED_TABLES = ("deal_flow", "deal_participants")
 
 
@@ -159,8 +152,8 @@ class Company:
             out[name] = sum(1 for r in t.rows.values() if t.view_of(r) != "deleted")
             if name in ("deal_products", "deal_installments"):
                 out[name] = len(self.revealed(name))
-        for name, entity in FIELD_TABLES.items():
-            out[name] = len(self.fields.listed(entity))
+        for name in FIELD_TABLES:
+            out[name] = len(field_defs(self, name))
         from .derived import flow_count, participant_count
 
         visible_deals = [d for d in self.t["deals"].rows.values() if not d["is_deleted"]]
@@ -171,13 +164,9 @@ class Company:
     def snapshot(self, table: str) -> list[dict[str, Any]]:
         """Ground truth: every record the API can still reveal, rendered as the API renders it."""
         from .derived import snapshot_derived
-        from .fieldsapi import field_item
 
         if table in FIELD_TABLES:
-            return [
-                field_item(fd, api="v1" if table == "note_fields" else "v2")
-                for fd in self.fields.listed(FIELD_TABLES[table])
-            ]
+            return field_items(self, table)
         if table in DERIVED_TABLES:
             return snapshot_derived(self, table)
         if table not in self.t:

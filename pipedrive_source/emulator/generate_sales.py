@@ -157,8 +157,11 @@ def _deal_state(g: Generator, d: dict[str, Any], rng: Any, add: int, upd: int) -
     d["won_time"] = close if d["status"] == "won" else None
     d["lost_time"] = close if d["status"] == "lost" else None
     d["lost_reason"] = "Price too high" if d["status"] == "lost" else None
+    d["local_won_date"] = iso_date(d["won_time"])
+    d["local_lost_date"] = iso_date(d["lost_time"])
+    d["local_close_date"] = iso_date(close)
     d["is_archived"] = closed and rng.random() < 0.12
-    d["_archive_time"] = upd if d["is_archived"] else None
+    d["archive_time"] = upd if d["is_archived"] else None
     x = rng.random()
     if x < 0.05:  # deleted: a third of them within the 30-day window /deals?status=deleted shows
         deleted_at = g.now - int(rng.random() * 29 * DAY) - 60 if x < 0.017 else min(upd, g.now - 40 * DAY)
@@ -180,6 +183,7 @@ def deals(g: Generator) -> None:
         d: dict[str, Any] = {
             "id": i,
             "title": f"{WORDS[i % 16]} deal #{i}",
+            "creator_user_id": 1 + int(r() * users_n),
             "owner_id": 1 + int(r() * users_n),
             "person_id": person["id"] if r() < 0.9 else None,
             "org_id": person["org_id"],
@@ -230,6 +234,8 @@ def products(g: Generator) -> None:
             "id": i,
             "name": f"{WORDS[i % 16]} {('Pencil', 'License', 'Seat', 'Support')[i % 4]} {i}",
             "code": f"P-{i:05d}",
+            "description": f"{WORDS[(i + 5) % 16]} product line item" if r() < 0.7 else "",
+            "category": ("Hardware", "Software", "Services")[i % 3],
             "unit": ("pcs", "seat", "h", "")[i % 4],
             "tax": (0, 9, 20, 22)[i % 4],
             "is_deleted": r() < DELETED_SHARE,

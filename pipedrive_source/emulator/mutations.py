@@ -171,7 +171,10 @@ class Batch:
                 status="open",
                 is_deleted=False,
                 is_archived=False,
-                _archive_time=None,
+                archive_time=None,
+                local_won_date=None,
+                local_lost_date=None,
+                local_close_date=None,
                 _deleted_at=None,
                 close_time=None,
                 won_time=None,
@@ -256,7 +259,7 @@ class Batch:
 
     def archive(self, name: str, rec: Record) -> None:
         if name == "deals":
-            changes: dict[str, Any] = {"is_archived": True, "_archive_time": self.c.clock}
+            changes: dict[str, Any] = {"is_archived": True, "archive_time": self.c.clock}
         elif name == "leads":
             changes = {"is_archived": True}
         elif name == "projects":

@@ -19,6 +19,7 @@ import orjson
 
 from .clock import rfc3339, rfc3339_ms, v1_time
 from .fields import FieldDef, flatten_v1, with_option_labels
+from .shape import conform, item_schema
 
 if TYPE_CHECKING:
     from .company import Company
@@ -42,6 +43,8 @@ V1_TIMES: dict[str, tuple[frozenset[str], Callable[[int | None], str | None]]] =
     "lead_labels": (frozenset({"add_time", "update_time"}), rfc3339_ms),
     "call_logs": (frozenset({"start_time", "end_time"}), rfc3339_ms),
     "users": (frozenset({"last_login", "created", "modified"}), v1_time),
+    # the activityTypes schema declares `format: date-time` for its timestamps
+    "activity_types": (frozenset({"add_time", "update_time"}), rfc3339),
 }
 V1_DEFAULT_TIMES = (frozenset({"add_time", "update_time"}), v1_time)
 
@@ -57,8 +60,48 @@ CUSTOM_ENTITY = {
 }
 
 
-def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj)
+# The list operation whose item schema each table's records follow.
+TABLE_PATH = {
+    "activities": "/api/v2/activities",
+    "deals": "/api/v2/deals",
+    "deal_products": "/api/v2/deals/products",
+    "deal_installments": "/api/v2/deals/installments",
+    "persons": "/api/v2/persons",
+    "organizations": "/api/v2/organizations",
+    "products": "/api/v2/products",
+    "product_variations": "/api/v2/products/{id}/variations",
+    "pipelines": "/api/v2/pipelines",
+    "stages": "/api/v2/stages",
+    "projects": "/api/v2/projects",
+    "tasks": "/api/v2/tasks",
+    "boards": "/api/v2/boards",
+    "phases": "/api/v2/phases",
+    "leads": "/v1/leads",
+    "lead_labels": "/v1/leadLabels",
+    "lead_sources": "/v1/leadSources",
+    "notes": "/v1/notes",
+    "files": "/v1/files",
+    "users": "/v1/users",
+    "call_logs": "/v1/callLogs",
+    "activity_types": "/v1/activityTypes",
+    "currencies": "/v1/currencies",
+    "filters": "/v1/filters",
+    "roles": "/v1/roles",
+    "permission_sets": "/v1/permissionSets",
+    "goals": "/v1/goals/find",
+}
+
+
+def finish(
+    table: str, api: str, item: dict[str, Any], requested: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Conform a rendered item to its operation's item schema (see shape.py)."""
+    props = item_schema(api, TABLE_PATH[table])
+    if props and table == "goals":
+        props = props["goals"]["items"]["properties"]
+    if not props:
+        return item
+    return conform(item, props, keep_undeclared=api == "v1", extras=requested)
 
 
 def v2_dict(
@@ -121,6 +164,6 @@ def record_bytes(company: Company, table: Table, rec: Record, api: str) -> bytes
         return cached
     custom = custom_defs(company, table.name)
     d = v2_dict(rec, table.name, custom) if api == "v2" else v1_dict(rec, table.name, custom)
-    data = orjson.dumps(d)
+    data = orjson.dumps(finish(table.name, api, d))
     table.remember(api, rec["id"], data)
     return data

@@ -26,7 +26,7 @@ import orjson
 from . import render
 from .clock import DAY, parse_date
 from .derived import deal_flow, deal_participants
-from .fieldsapi import field_item
+from .fieldsapi import field_items
 from .paging import offset_page
 from .params import BadRequest, NotFound
 from .routes_v2 import Req
@@ -148,9 +148,14 @@ def goals(req: Req) -> tuple[int, bytes]:
     return 200, b'{"success":true,"data":{"goals":[' + b",".join(items) + b"]}}"
 
 
-def note_fields(req: Req) -> tuple[int, bytes]:
-    items = [orjson.dumps(field_item(fd, "v1")) for fd in req.company.fields.listed("note")]
-    return 200, paged_body(items, 0, len(items), False, False)
+def fields_list(table: str) -> Callable[[Req], tuple[int, bytes]]:
+    """`/v1/noteFields`, `/v1/leadFields`: every definition at once, flat additional_data."""
+
+    def handler(req: Req) -> tuple[int, bytes]:
+        items = [orjson.dumps(i) for i in field_items(req.company, table)]
+        return 200, paged_body(items, 0, len(items), False, False)
+
+    return handler
 
 
 def per_deal(kind: str) -> Callable[[Req], tuple[int, bytes]]:

@@ -26,10 +26,10 @@ import orjson
 
 from . import render
 from .clock import parse_rfc3339, rfc3339
-from .fields import FieldDef
-from .fieldsapi import field_item
+from .fieldsapi import field_items
 from .paging import Ordered, decode_cursor, encode_cursor, keyset_page, time_bounded, v2_limit
 from .params import BadRequest, NotFound
+from .shape import conform
 from .store import Record, Table
 
 if TYPE_CHECKING:
@@ -239,9 +239,11 @@ def render_page(req: Req, table: Table, page: list[Record]) -> list[bytes]:
             only_custom=opts["only"],
             option_labels=opts["option_labels"],
         )
-        d.update(_extras(company, table.name, r, opts["include"]))
+        extras = _extras(company, table.name, r, opts["include"])
         if opts["labels"]:
-            d["labels"] = _label_objects(company, table.name, r)
+            extras["labels"] = _label_objects(company, table.name, r)
+        d = render.finish(table.name, "v2", d, opts["include"] | frozenset(extras))
+        d.update(extras)
         out.append(orjson.dumps(d))
     return out
 
@@ -321,7 +323,11 @@ def get_one(name: str) -> Handler:
         rec = table.get(req.path_id())
         if rec is None or not _revealed(req.company, name, rec):
             raise NotFound()
-        return 200, b'{"success":true,"data":' + render_page(req, table, [rec])[0] + b"}"
+        item = orjson.loads(render_page(req, table, [rec])[0])
+        if req.op.item_properties:  # the single-record schema can differ from the list's
+            requested = frozenset(req.q.get("include_fields") or ()) | {"labels"}
+            item = conform(item, req.op.item_properties, keep_undeclared=False, extras=requested)
+        return 200, single(item)
 
     return handler
 
@@ -372,11 +378,10 @@ def _offset_list(req: Req, items: list[dict[str, Any]], key: str) -> bytes:
     return envelope([orjson.dumps(i) for i in page], nxt)
 
 
-def fields_list(entity: str) -> Handler:
+def fields_list(table: str) -> Handler:
     def handler(req: Req) -> tuple[int, bytes]:
         include = tuple(req.q.get("include_fields") or ())
-        defs: list[FieldDef] = req.company.fields.listed(entity)
-        return 200, _offset_list(req, [field_item(fd, "v2", include) for fd in defs], "field_code")
+        return 200, _offset_list(req, field_items(req.company, table, include), "field_code")
 
     return handler
 
