@@ -76,8 +76,12 @@ class Tok:
     value: Any  # scalar value, or EMPTY
 
 
-def _is_structural(line: str) -> bool:
-    return bool(_KEY_RE.match(line)) or line.startswith("- ") or line == "-"
+def _ends_block(line: str) -> bool:
+    """A block scalar's text runs until a line that reads as a key (one word, or quoted) or a list item."""
+    m = _KEY_RE.match(line)
+    if m and (m["key"][0] in "'\"" or not re.search(r"\s", m["key"])):
+        return True
+    return line.startswith("- ") or line == "-"
 
 
 @functools.cache
@@ -116,7 +120,7 @@ def tokenize(text: str) -> list[Tok]:
             raise ValueError(f"line {no}: text outside any scalar: {raw[:80]!r}")
         if rest in _BLOCK_INDICATORS:
             start = i
-            while i < len(lines) and not _is_structural(lines[i]):
+            while i < len(lines) and not _ends_block(lines[i]):
                 i += 1
             value: Any = "\n".join(lines[start:i]) + "\n"
         elif rest == "":
@@ -378,7 +382,7 @@ _GENERIC_WORDS = {"field", "fields", "data", "id", "ids", "in", "is", "item", "i
 
 def _stems(owner: str) -> list[str]:
     """Word stems of an object's name, generic words dropped: show_in_pipelines -> ['show', 'pipel']."""
-    return [w[:5] for w in owner.lower().split("_") if w and w not in _GENERIC_WORDS and len(w) >= 4]
+    return [w[:5] for w in owner.lower().split("_") if w not in _GENERIC_WORDS and len(w) >= 3]
 
 
 def _resource(path: str) -> str:
