@@ -97,7 +97,8 @@ class EmulatorApp:
         match: Callable[[str, str], Any] | None = None,
     ) -> None:
         self.company = company
-        self.settings = settings or EmulatorSettings()
+        # a copy: runtime changes must not alter the caller's startup settings (tests restore from them)
+        self.settings = dataclasses.replace(settings) if settings else EmulatorSettings()
         self._handle, self._cost_of, self._match = _core_functions(handle, cost_of, match)
         s = self.settings
         self.base_url = ""  # set by the server once the socket is bound (OAuth api_domain)
@@ -279,8 +280,11 @@ class EmulatorApp:
         if "budget_period_s" in changes:
             limits["budget_period_s"] = changes["budget_period_s"] or None
         self.limiter.configure(**limits)
-        fault_keys = {f.name for f in fields(FaultSettings)} | {"fault_seed"}
-        self.faults.configure(**{k: v for k, v in changes.items() if k in fault_keys and v is not None})
+        fault_changes = {k: v for k, v in changes.items() if k in {f.name for f in fields(FaultSettings)}}
+        if "fault_seed" in changes:  # restarts the fault sequence; None means "the company seed"
+            seed = changes["fault_seed"]
+            fault_changes["fault_seed"] = self.settings.seed if seed is None else seed
+        self.faults.configure(**fault_changes)
         if "oauth_expires_in" in changes:
             self.oauth.expires_in = int(changes["oauth_expires_in"])
         return self._settings_view()
