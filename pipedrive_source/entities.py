@@ -99,7 +99,7 @@ def _v1(name: str, path: str, strategy: str, cost: int = 20, **kw: Any) -> Entit
 def _fields(name: str, path: str, api: str, cost: int) -> Entity:
     if api == "v2":
         return Entity(name, "v2", (Listing(path),), FULL, cost, primary_key="field_code", cursor_field=None)
-    return Entity(name, "v1", (Listing(path),), FULL, cost, paging=OFFSET, primary_key="key",
+    return Entity(name, "v1", (Listing(path),), FULL, cost, paging=NONE, page_size=None, primary_key="key",
                   cursor_field=None, time_format="v1")
 
 
@@ -148,14 +148,13 @@ ENTITIES: tuple[Entity, ...] = (
     _fields("project_fields", "/api/v2/projectFields", "v2", 10),
     # ---- API v1 only --------------------------------------------------------------------------------------
     _v1(
-        "leads", "/v1/leads", SORTED, fields_entity="deal_fields", time_format="rfc3339_ms",
+        "leads", "/v1/leads", SORTED, fields_entity="lead_fields", time_format="rfc3339_ms",
         listings=(Listing("/v1/leads", V1_DESC, flags={"is_archived": False}),
                   Listing("/v1/leads/archived", V1_DESC, flags={"is_archived": True}, cost=40)),
-        notes="ids are UUID strings; archived leads come from /v1/leads/archived. Leads share deal fields "
-              "(Pipedrive has no lead fields endpoint).",
+        notes="ids are UUID strings; archived leads come from /v1/leads/archived.",
     ),
     _v1("lead_labels", "/v1/leadLabels", FULL, cost=10, cursor_field=None),
-    _v1("lead_sources", "/v1/leadSources", FULL, cost=2, primary_key="name", cursor_field=None),
+    _v1("lead_sources", "/v1/leadSources", FULL, cost=2, cursor_field=None),
     _v1("notes", "/v1/notes", SORTED, fields_entity="note_fields"),
     _v1("files", "/v1/files", SORTED, page_size=100, notes="v1 caps files pages at 100."),
     _v1("users", "/v1/users", FULL, cursor_field=None),
@@ -167,6 +166,7 @@ ENTITIES: tuple[Entity, ...] = (
     _v1("roles", "/v1/roles", FULL, paging=OFFSET, page_size=500, cursor_field=None),
     _v1("permission_sets", "/v1/permissionSets", FULL, cursor_field=None),
     _v1("goals", "/v1/goals/find", FULL, items_key="goals", cursor_field=None),
+    _fields("lead_fields", "/v1/leadFields", "v1", 20),
     _fields("note_fields", "/v1/noteFields", "v1", 20),
     # ---- opt-in: one request per changed deal -------------------------------------------------------------
     _v1("deal_flow", "/v1/deals/{id}/flow", PER_RECORD, cost=40, parent="deals", opt_in=True,

@@ -98,7 +98,10 @@ def pipedrive_source(
     for entity in ENTITIES:
         if entity.name in selected:
             built[entity.name] = _resource(entity, ctx, built, hard_delete, reconcile)
-    return list(built.values())
+    # small full reads first: their responses fix the run's server time before incremental reads need it,
+    # and field definitions are in hand before the records whose custom fields they describe
+    order = sorted(ENTITIES, key=lambda e: e.strategy not in (FULL, PER_PARENT))
+    return [built[e.name] for e in order if e.name in built]
 
 
 # ---- configuration -----------------------------------------------------------------------------------------
@@ -204,7 +207,6 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool) -> Any
         ),
     ) -> Iterator[list[Row]]:
         since = cursor.start_value
-        ctx.run_started()
         with ctx.timed(entity):
             for listing in entity.listings:
                 if entity.strategy == UPDATED_SINCE:
@@ -256,7 +258,6 @@ def _sorted_pages(entity: Entity, listing: Any, ctx: SyncContext, since: str | N
 
 def _full_fetch(entity: Entity, ctx: SyncContext) -> Any:
     def fetch() -> Iterator[list[Row]]:
-        ctx.run_started()
         with ctx.timed(entity):
             if entity.strategy == PER_PARENT:
                 rows = _per_parent_rows(entity, ctx)

@@ -1,0 +1,255 @@
+"""Helpers for the connector tests: run a sync against the emulator, load ground truth, compare tables.
+
+Ground truth is the emulator's `/_emulator/snapshot/<table>`, loaded through dlt with the same nesting into a
+separate DuckDB file, so both sides are normalized by the same code; the comparison then runs row by row on
+every column the truth has (nested child tables included, matched to their parent's primary key).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dlt
+import duckdb
+
+from pipedrive_source import ENTITIES, SyncMonitor, pipedrive_source
+from pipedrive_source.deletions import flag_vanished
+from pipedrive_source.entities import BY_NAME
+from pipedrive_source.settings import DEFAULT_MAX_TABLE_NESTING
+
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+
+DATASET = "pipedrive"
+TRUTH_DATASET = "truth"
+DLT_COLUMNS = ("_dlt_id", "_dlt_load_id", "_dlt_parent_id", "_dlt_root_id", "_dlt_list_idx")
+
+
+@dataclass
+class SyncResult:
+    pipeline: dlt.Pipeline
+    monitor: SyncMonitor
+    loaded: dict[str, int]  # rows loaded per table (normalize row counts, without dlt's own tables)
+    flagged: dict[str, int]
+    seconds: float
+    emulator_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> int:
+        return self.monitor.client_stats.requests if self.monitor.client_stats else 0
+
+    @property
+    def tokens(self) -> int:
+        return self.monitor.client_stats.tokens if self.monitor.client_stats else 0
+
+    @property
+    def rows(self) -> int:
+        return sum(self.loaded.values())
+
+
+def make_pipeline(workdir: Path, destination: Any = None, name: str = "pipedrive_test") -> dlt.Pipeline:
+    return dlt.pipeline(
+        pipeline_name=name,
+        destination=destination or dlt.destinations.duckdb(credentials=str(workdir / "crm.duckdb")),
+        dataset_name=DATASET,
+        pipelines_dir=str(workdir / "pipelines"),
+    )
+
+
+def sync(
+    emulator: Any,
+    workdir: Path,
+    *,
+    pipeline: dlt.Pipeline | None = None,
+    loader_file_format: str | None = "parquet",
+    **source_options: Any,
+) -> SyncResult:
+    """One run of the connector against `emulator`, then the vanished-id flagging, like the pipeline script."""
+    pipeline = pipeline or make_pipeline(workdir)
+    monitor = SyncMonitor()
+    options = {"api_token": emulator.api_token, "base_url": emulator.base_url, "backoff_base_s": 0.01}
+    options.update(source_options)
+    emulator.control.reset_stats()
+    started = time.perf_counter()
+    pipeline.run(pipedrive_source(monitor=monitor, **options), loader_file_format=loader_file_format)
+    flagged = flag_vanished(pipeline, monitor)
+    seconds = time.perf_counter() - started
+    trace = pipeline.last_trace
+    counts = dict(trace.last_normalize_info.row_counts) if trace.last_normalize_info else {}
+    loaded = {k: v for k, v in counts.items() if not k.startswith("_dlt")}
+    return SyncResult(pipeline, monitor, loaded, flagged, seconds, emulator.control.stats())
+
+
+# ---- ground truth ------------------------------------------------------------------------------------------
+
+
+def load_truth(emulator: Any, workdir: Path, tables: list[str]) -> Path:
+    """Load the emulator's snapshot of `tables` into `truth.duckdb` (replacing what was there)."""
+    path = workdir / "ground_truth.duckdb"  # not truth.duckdb: catalog and dataset names must differ
+    pipeline = dlt.pipeline(
+        pipeline_name="truth",
+        destination=dlt.destinations.duckdb(credentials=str(path)),
+        dataset_name=TRUTH_DATASET,
+        pipelines_dir=str(workdir / "truth_pipelines"),
+    )
+    resources = []
+    for table in tables:
+        entity = BY_NAME[table]
+        rows = emulator.control.snapshot(table)
+        if entity.derive:
+            rows = [_derived(entity, row) for row in rows]
+        resources.append(
+            dlt.resource(rows, name=table, write_disposition="replace", primary_key=entity.primary_key)
+        )
+
+    @dlt.source(name="truth", max_table_nesting=DEFAULT_MAX_TABLE_NESTING)
+    def truth() -> list[Any]:
+        return resources
+
+    pipeline.run(truth(), loader_file_format="parquet", refresh="drop_sources")
+    return path
+
+
+def _derived(entity: Any, row: dict[str, Any]) -> dict[str, Any]:
+    parent_key = entity.merge_key
+    entity.derive(row, row.get(parent_key))
+    return row
+
+
+# ---- comparison --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mismatch:
+    table: str
+    problems: list[str]
+
+
+def compare(sync_db: Path, truth_db: Path, table: str) -> list[str]:
+    """Differences between the synced table and the truth, as readable lines (empty when equal)."""
+    entity = BY_NAME[table]
+    with duckdb.connect(str(sync_db), read_only=True) as con:
+        con.execute(f"ATTACH '{truth_db}' AS t (READ_ONLY)")
+        truth_tables = _tables(con, "t", TRUTH_DATASET)
+        if table not in truth_tables:
+            return []  # nothing in Pipedrive: nothing to compare
+        synced_tables = _tables(con, _catalog(con), DATASET)
+        if table not in synced_tables:
+            return [f"{table}: table missing in the sync"]
+        problems = _compare_rows(con, table, entity.primary_key)
+        for child in sorted(t for t in truth_tables if t.startswith(f"{table}__")):
+            problems += _compare_children(con, table, child, entity.primary_key, child in synced_tables)
+    return problems
+
+
+def _catalog(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("SELECT current_database()").fetchone()[0]
+
+
+def _tables(con: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> set[str]:
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ?",
+        [catalog, schema],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    cursor = con.execute(sql)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _compare_rows(con: duckdb.DuckDBPyConnection, table: str, pk: str) -> list[str]:
+    synced = {row[pk]: row for row in _fetch(con, f"SELECT * FROM {DATASET}.{table}")}
+    truth = {row[pk]: row for row in _fetch(con, f"SELECT * FROM t.{TRUTH_DATASET}.{table}")}
+    problems = []
+    for key, want in truth.items():
+        got = synced.get(key)
+        if got is None:
+            problems.append(f"{table}[{key}]: missing")
+            continue
+        for column, value in want.items():
+            if column in DLT_COLUMNS:
+                continue
+            if column not in got:
+                if value is not None:
+                    problems.append(f"{table}[{key}].{column}: column missing (want {value!r})")
+                continue
+            if not same(got[column], value):
+                problems.append(f"{table}[{key}].{column}: got {got[column]!r}, want {value!r}")
+    for key, got in synced.items():
+        if key not in truth and got.get("is_deleted") is not True:
+            problems.append(f"{table}[{key}]: not in Pipedrive any more but not flagged is_deleted")
+    return problems
+
+
+def _compare_children(
+    con: duckdb.DuckDBPyConnection, table: str, child: str, pk: str, present: bool
+) -> list[str]:
+    def grouped(catalog_schema: str) -> dict[Any, list[dict[str, Any]]]:
+        rows = _fetch(
+            con,
+            f"SELECT p.{pk} AS _pk, c.* FROM {catalog_schema}.{child} c JOIN {catalog_schema}.{table} p "
+            f"ON c._dlt_parent_id = p._dlt_id ORDER BY p.{pk}, c._dlt_list_idx",
+        )
+        out: dict[Any, list[dict[str, Any]]] = {}
+        for row in rows:
+            out.setdefault(row.pop("_pk"), []).append(
+                {k: v for k, v in row.items() if k not in DLT_COLUMNS}
+            )
+        return out
+
+    want = grouped(f"t.{TRUTH_DATASET}")
+    if not present:
+        return [f"{child}: child table missing in the sync"] if want else []
+    got = grouped(DATASET)
+    problems = []
+    for key, items in want.items():
+        have = got.get(key, [])
+        if len(have) != len(items) or not all(
+            all(same(h.get(c), v) for c, v in w.items()) for h, w in zip(have, items, strict=False)
+        ):
+            problems.append(f"{child}[{key}]: got {have!r}, want {items!r}")
+    return problems
+
+
+def same(got: Any, want: Any) -> bool:
+    """Equal after the representations a warehouse may choose (JSON text vs objects, Decimal vs float)."""
+    got, want = _plain(got), _plain(want)
+    if isinstance(got, float) or isinstance(want, float):
+        try:
+            return math.isclose(float(got), float(want), rel_tol=1e-9, abs_tol=1e-9)
+        except (TypeError, ValueError):
+            return False
+    return got == want
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def synced_rows(pipeline: dlt.Pipeline, table: str) -> list[dict[str, Any]]:
+    with pipeline.sql_client() as client, client.execute_query(f"SELECT * FROM {table}") as cursor:
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+ALL_TABLES = [e.name for e in ENTITIES]
+DEFAULT_TABLES = [e.name for e in ENTITIES if not e.opt_in]
