@@ -76,7 +76,7 @@ class CustomFieldResolution:
             bindings=bindings.get(entity.name) or {},
             keep_option_ids=self.keep_option_ids,
             builtin_labels=self.builtin_labels,
-            extra_options=_lead_label_options(ctx) if entity.name == "leads" else None,
+            extra_options={"label_ids": _lead_label_options(ctx)} if entity.name == "leads" else None,
         )
         bindings[entity.name] = resolver.bindings
         return resolver
@@ -133,12 +133,23 @@ OPTION_COLUMNS: dict[str, dict[str, Any]] = {
 
 
 def _field_definitions(entity: Entity, ctx: SyncContext) -> list[Row]:
-    """Leads have no fields of their own: they inherit the deal fields (v1 leads docs; no /v1/leadFields)."""
-    from pipedrive_source.entities import BY_NAME  # the engine's table; imported late to avoid a cycle
+    """The entity's fields; leads add the deal fields' custom ones, which they inherit (v1 leads docs).
 
-    if entity.name in INHERITED_FIELDS:
-        return ctx.full_rows(BY_NAME[INHERITED_FIELDS[entity.name]])
-    return ctx.field_definitions(entity)
+    `/v1/leadFields` is not in the v1 spec: when it fails, leads still resolve with the deal fields.
+    """
+    from pipedrive_source.entities import BY_NAME  # the engine's table; imported late to avoid a cycle
+    from pipedrive_source.errors import ApiError
+
+    inherited = INHERITED_FIELDS.get(entity.name)
+    if not inherited:
+        return ctx.field_definitions(entity)
+    try:
+        own = ctx.field_definitions(entity)
+    except ApiError as exc:
+        logger.warning("%s: no field definitions of its own (%s); using %s", entity.name, exc, inherited)
+        own = []
+    custom = [f for f in ctx.full_rows(BY_NAME[inherited]) if f.get("is_custom_field")]
+    return [*custom, *own]  # later definitions win: the entity's own come last
 
 
 def _lead_label_options(ctx: SyncContext) -> dict[Any, str]:

@@ -273,8 +273,10 @@ def kind_of(field_type: str) -> str:
 
 
 def address_components(fd: FieldDef) -> tuple[str, ...]:
-    subs = tuple(s for s in fd.subfields if s not in ("value", "formatted_address"))
-    return subs or ADDRESS_COMPONENTS
+    """The definition's subfields plus Google's usual parts (values carry `sublocality` though the v2
+    subfield lists omit it), so every address field has the same columns whichever API version sent it."""
+    subs = [s for s in fd.subfields if s not in ("value", "formatted_address")]
+    return tuple(dict.fromkeys([*subs, *ADDRESS_COMPONENTS]))
 
 
 def suffixes_for(fd: FieldDef) -> tuple[str, ...]:

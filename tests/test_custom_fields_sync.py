@@ -1,0 +1,360 @@
+"""Custom fields end to end: the emulator's field zoo synced through the connector into DuckDB.
+
+The expectations are computed here from the emulator's own ground truth (`/_emulator/snapshot`) and the
+field definitions, independently of the resolver: enum -> option label, set -> labels in a child table,
+monetary -> value + currency, ranges -> start + until, address -> formatted + parts, typed dates/times.
+Mutations go through `POST /_emulator/mutate`; the module's emulator is fresh (module-scoped fixture), and
+the tests run in file order: first sync, checks, then mutations and a second sync.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import date, time
+from pathlib import Path
+from typing import Any
+
+import dlt
+import duckdb
+import pytest
+
+from pipedrive_source import pipedrive_source
+from pipedrive_source.custom_fields_hook import STATE_KEY, CustomFieldResolution
+from pipedrive_source.emulator import EmulatorHandle
+from pipedrive_source.entities import BY_NAME
+
+HEX40 = re.compile(r"[0-9a-f]{40}")
+ENTITIES = ["deals", "persons", "organizations", "products", "projects", "leads"]
+FIELDS_OF = {"deals": "deal_fields", "persons": "person_fields", "organizations": "organization_fields",
+             "products": "product_fields", "projects": "project_fields", "leads": "deal_fields"}
+DATASET = "pipedrive"
+
+
+class Sync:
+    """One pipeline (one DuckDB file) synced repeatedly, with the hook's run context captured."""
+
+    def __init__(self, emulator: EmulatorHandle, workdir: Path) -> None:
+        self.emulator = emulator
+        self.db_path = workdir / "custom_fields.duckdb"
+        self.pipeline = dlt.pipeline(
+            pipeline_name="custom_fields_sync", pipelines_dir=str(workdir / "pipelines"),
+            destination=dlt.destinations.duckdb(str(self.db_path)), dataset_name=DATASET,
+        )
+        self.resolution = CustomFieldResolution()
+
+    def run(self) -> None:
+        contexts: list[Any] = []
+
+        def capture(entity: Any, rows: list[dict], ctx: Any) -> list[dict]:
+            contexts.append(ctx)
+            return rows
+
+        source = pipedrive_source(
+            api_token=self.emulator.api_token, base_url=self.emulator.base_url, entities=ENTITIES,
+            record_hooks=[self.resolution, capture],
+        )
+        self.pipeline.run(source, loader_file_format="parquet")
+        # until the engine lists them itself: the two tables about the fields, from the same run's resolvers
+        tables = self.resolution.resources(contexts[-1], [BY_NAME[e] for e in ENTITIES])
+        self.pipeline.run(tables, loader_file_format="parquet")
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        with duckdb.connect(str(self.db_path), read_only=True) as con:
+            cur = con.execute(sql)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def table(self, name: str) -> dict[Any, dict[str, Any]]:
+        return {row["id"]: row for row in self.query(f"SELECT * FROM {DATASET}.{name}")}
+
+    def children(self, table: str, column: str) -> dict[Any, list[Any]]:
+        """A list column's child table, as {parent id: [values in order]}."""
+        rows = self.query(
+            f"SELECT p.id AS id, c.value AS value FROM {DATASET}.{table}__{column} c "
+            f"JOIN {DATASET}.{table} p ON c._dlt_parent_id = p._dlt_id ORDER BY p.id, c._dlt_list_idx"
+        )
+        out: dict[Any, list[Any]] = {}
+        for row in rows:
+            out.setdefault(row["id"], []).append(row["value"])
+        return out
+
+    def columns(self) -> dict[str, dict[str, str]]:
+        rows = self.query(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = '{DATASET}'"
+        )
+        out: dict[str, dict[str, str]] = {}
+        for row in rows:
+            out.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
+        return out
+
+    def bindings(self) -> dict[str, dict[str, str]]:
+        return self.pipeline.state["sources"]["pipedrive"][STATE_KEY]
+
+
+@pytest.fixture(scope="module")
+def sync(emulator: EmulatorHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sync]:
+    s = Sync(emulator, tmp_path_factory.mktemp("custom_fields_sync"))
+    s.run()
+    yield s
+
+
+def custom_defs(emulator: EmulatorHandle, entity: str) -> dict[str, dict[str, Any]]:
+    return {f["field_code"]: f for f in emulator.control.snapshot(FIELDS_OF[entity]) if f["is_custom_field"]}
+
+
+def column_of(sync: Sync, entity: str) -> dict[str, str]:
+    rows = sync.query(
+        f"SELECT field_code, column_name FROM {DATASET}.custom_fields WHERE entity = '{entity}'"
+    )
+    return {r["field_code"]: r["column_name"] for r in rows}
+
+
+def label(fd: dict[str, Any], option_id: Any) -> str | None:
+    return next((o["label"] for o in fd["options"] or () if str(o["id"]) == str(option_id)), None)
+
+
+def expected_columns(fd: dict[str, Any], col: str, value: Any) -> dict[str, Any]:
+    """What the warehouse row must hold for one custom value (v2 shape), by the documented rules."""
+    t = fd["field_type"]
+    if value is None:
+        return {col: None}
+    if t == "monetary":
+        return {col: float(value["value"]), f"{col}_currency": value["currency"]}
+    if t == "daterange":
+        return {col: date.fromisoformat(value["value"]), f"{col}_until": date.fromisoformat(value["until"])}
+    if t == "timerange":
+        return {col: time.fromisoformat(value["value"]), f"{col}_until": time.fromisoformat(value["until"])}
+    if t == "address":
+        parts = {f"{col}_{k}": v for k, v in value.items() if k not in ("value", "formatted_address")}
+        return {col: value.get("formatted_address") or value["value"], **parts}
+    if t == "date":
+        return {col: date.fromisoformat(value)}
+    if t == "time":
+        return {col: time.fromisoformat(value)}
+    if t == "enum":
+        return {col: label(fd, value)}
+    if t == "double":
+        return {col: float(value)}
+    return {col: value}
+
+
+# --- first sync -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("entity", ["deals", "persons", "organizations", "products", "projects"])
+def test_every_field_type_lands_in_its_columns(sync: Sync, emulator: EmulatorHandle, entity: str) -> None:
+    defs = custom_defs(emulator, entity)
+    columns = column_of(sync, entity)
+    warehouse = sync.table(entity)
+    truth = {r["id"]: r for r in emulator.control.snapshot(entity) if r["id"] in warehouse}
+    assert truth and set(columns) == set(defs)
+    seen_types: set[str] = set()
+    for code, fd in defs.items():
+        col = columns[code]
+        lists = sync.children(entity, col) if fd["field_type"] == "set" else {}
+        for rid, record in truth.items():
+            value = record["custom_fields"].get(code)
+            if value is not None:
+                seen_types.add(fd["field_type"])
+            if fd["field_type"] == "set":
+                assert lists.get(rid, []) == [label(fd, i) for i in value or ()], (entity, col, rid)
+                continue
+            for column, expected in expected_columns(fd, col, value).items():
+                got = warehouse[rid].get(column)
+                assert got == expected, (entity, column, rid)
+                assert expected is None or type(got) is type(expected), (entity, column, type(got))
+    assert seen_types == {fd["field_type"] for fd in defs.values()}  # every type really had values
+
+
+def test_column_types_in_duckdb(sync: Sync, emulator: EmulatorHandle) -> None:
+    defs = custom_defs(emulator, "deals")
+    columns = column_of(sync, "deals")
+    types = sync.columns()["deals"]
+    want = {"date": "DATE", "time": "TIME", "double": "DOUBLE", "int": "BIGINT", "boolean": "BOOLEAN",
+            "enum": "VARCHAR", "varchar": "VARCHAR", "monetary": "DOUBLE", "daterange": "DATE",
+            "user": "BIGINT", "org": "BIGINT", "people": "BIGINT"}
+    for code, fd in defs.items():
+        if fd["field_type"] in want:
+            assert types[columns[code]] == want[fd["field_type"]], fd["field_name"]
+
+
+def test_nasty_names_and_collisions(sync: Sync, emulator: EmulatorHandle) -> None:
+    defs = custom_defs(emulator, "deals")
+    columns = column_of(sync, "deals")
+    by_name: dict[str, list[str]] = {}
+    for code, fd in sorted(defs.items()):
+        by_name.setdefault(fd["field_name"], []).append(code)
+    assert columns[by_name["Status"][0]] == "status_cf"
+    assert columns[by_name["Value"][0]] == "value_cf"
+    assert columns[by_name["Região de venda"][0]] == "regiao_de_venda"
+    assert columns[by_name["Deal Tier"][0]] == "deal_tier"
+    first, second = by_name["Region"]  # sorted by hash: the lower hash keeps the plain name
+    assert (columns[first], columns[second]) == ("region", "region_2")
+    deals = sync.table("deals")
+    truth = {r["id"]: r for r in emulator.control.snapshot("deals") if r["id"] in deals}
+    for rid, record in truth.items():  # built-ins untouched by same-named custom fields
+        assert deals[rid]["status"] == record["status"]
+        assert deals[rid]["value"] == record["value"]
+
+
+def test_no_column_or_table_is_named_after_a_hash(sync: Sync) -> None:
+    for table, cols in sync.columns().items():
+        assert not HEX40.search(table), table
+        hashed = [c for c in cols if HEX40.search(c)]
+        assert not hashed, (table, hashed)
+
+
+def test_builtin_option_fields_get_labels(sync: Sync, emulator: EmulatorHandle) -> None:
+    fields = {f["field_code"]: f for f in emulator.control.snapshot("deal_fields")}
+    deals = sync.table("deals")
+    labels = sync.children("deals", "labels")
+    for record in emulator.control.snapshot("deals"):
+        if record["id"] not in deals:
+            continue
+        assert labels.get(record["id"], []) == [label(fields["label_ids"], i) for i in record["label_ids"]]
+        assert deals[record["id"]]["visible_to_label"] == label(fields["visible_to"], record["visible_to"])
+    names = {lab["id"]: lab["name"] for lab in emulator.control.snapshot("lead_labels")}
+    lead_labels = sync.children("leads", "labels")
+    leads = sync.table("leads")
+    checked = 0
+    for lead in emulator.control.snapshot("leads"):  # leads: UUID label ids named through lead labels
+        if lead["id"] in leads and lead["label_ids"]:
+            assert lead_labels[lead["id"]] == [names[i] for i in lead["label_ids"]]
+            checked += 1
+    assert checked
+
+
+def test_v1_comma_string_sets_and_v2_arrays_resolve_to_the_same_labels(sync: Sync,
+                                                                        emulator: EmulatorHandle) -> None:
+    defs = custom_defs(emulator, "deals")
+    lead_columns, deal_columns = column_of(sync, "leads"), column_of(sync, "deals")
+    assert set(lead_columns) == set(deal_columns)  # leads inherit the deal fields
+    set_fields = [code for code, fd in defs.items() if fd["field_type"] == "set"]
+    leads_truth = emulator.control.snapshot("leads")
+    deals_truth = emulator.control.snapshot("deals")
+    checked = 0
+    for code in set_fields:
+        fd = defs[code]
+        lead_lists = sync.children("leads", lead_columns[code])
+        deal_lists = sync.children("deals", deal_columns[code])
+        for lead in leads_truth:
+            raw = lead.get(code)
+            if raw:
+                assert isinstance(raw, str)  # v1: "11,12"
+                assert lead_lists[lead["id"]] == [label(fd, i) for i in raw.split(",")]
+                checked += 1
+        by_ids = {tuple(d["custom_fields"][code]): deal_lists[d["id"]] for d in deals_truth
+                  if d["custom_fields"].get(code) and d["id"] in deal_lists}
+        for lead in leads_truth:  # the same ids, one as a comma string, one as an array
+            raw = lead.get(code)
+            key = tuple(int(i) for i in raw.split(",")) if raw else None
+            if key in by_ids:
+                assert lead_lists[lead["id"]] == by_ids[key]
+    assert checked
+
+
+def test_custom_fields_table_describes_every_field(sync: Sync, emulator: EmulatorHandle) -> None:
+    rows = sync.query(f"SELECT * FROM {DATASET}.custom_fields WHERE entity = 'deals'")
+    defs = custom_defs(emulator, "deals")
+    assert {r["field_code"] for r in rows} == set(defs)
+    for r in rows:
+        assert r["field_name"] == defs[r["field_code"]]["field_name"]
+        assert r["field_type"] == defs[r["field_code"]]["field_type"]
+        assert r["still_exists"] is True
+    options = sync.query(f"SELECT * FROM {DATASET}.custom_field_options WHERE entity = 'deals'")
+    expected = {(code, o["id"], o["label"]) for code, fd in defs.items() for o in fd["options"] or ()}
+    assert expected <= {(o["field_code"], o["option_id"], o["label"]) for o in options}
+
+
+# --- mutations, then a second sync ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mutated(sync: Sync, emulator: EmulatorHandle) -> dict[str, Any]:
+    """Rename, relabel, add an option (and use it), delete a field, add colliding fields; sync again."""
+    defs = custom_defs(emulator, "deals")
+    by_name = {fd["field_name"]: code for code, fd in sorted(defs.items(), reverse=True)}
+    before = {
+        "columns": set(sync.columns()["deals"]),
+        "bindings": dict(sync.bindings()["deals"]),
+    }
+    tier, text, legacy = by_name["Deal Tier"], by_name["Text field"], by_name["Varchar field"]
+    relabelled = defs[tier]["options"][0]
+    deal_id = sorted(sync.table("deals"))[0]
+    result = emulator.control.mutate(ops=[
+        {"op": "rename_field", "entity": "deal", "field_code": text, "name": "Customer notes"},
+        {"op": "relabel_option", "entity": "deal", "field_code": tier, "option_id": relabelled["id"],
+         "label": "Tier One"},
+        {"op": "add_option", "entity": "deal", "field_code": tier, "label": "Tier Zero"},
+        {"op": "delete_field", "entity": "deal", "field_code": legacy},
+        {"op": "add_field", "entity": "deal", "name": "Title", "field_type": "varchar", "fill": 5},
+        {"op": "add_field", "entity": "deal", "name": "Deal Tier", "field_type": "enum",
+         "options": ["A", "B"], "fill": 5},
+    ])
+    new_option = next(f["option_id"] for f in result["fields"] if f["op"] == "add_option")
+    emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal_id,
+                                  "changes": {"custom_fields": {tier: new_option}}}])
+    sync.run()
+    return {**before, "tier": tier, "text": text, "legacy": legacy, "relabelled": relabelled["id"],
+            "new_option": new_option, "deal_id": deal_id, "result": result}
+
+
+def test_columns_stay_stable_after_rename_and_delete(sync: Sync, mutated: dict[str, Any]) -> None:
+    after = sync.bindings()["deals"]
+    for code, column in mutated["bindings"].items():
+        assert after[code] == column  # renamed and deleted fields keep their column
+    assert mutated["columns"] <= set(sync.columns()["deals"])  # no column vanished or moved
+
+
+def test_custom_fields_table_shows_the_changes(sync: Sync, mutated: dict[str, Any]) -> None:
+    rows = {r["field_code"]: r for r in sync.query(
+        f"SELECT * FROM {DATASET}.custom_fields WHERE entity = 'deals'")}
+    assert rows[mutated["text"]]["field_name"] == "Customer notes"
+    assert rows[mutated["text"]]["column_name"] == "text_field"
+    assert rows[mutated["legacy"]]["still_exists"] is False
+    assert rows[mutated["legacy"]]["column_name"] == "varchar_field"
+    options = {(o["field_code"], o["option_id"]): o["label"] for o in sync.query(
+        f"SELECT * FROM {DATASET}.custom_field_options WHERE entity = 'deals'")}
+    assert options[(mutated["tier"], mutated["relabelled"])] == "Tier One"
+    assert options[(mutated["tier"], mutated["new_option"])] == "Tier Zero"
+
+
+def test_new_option_label_lands(sync: Sync, mutated: dict[str, Any]) -> None:
+    assert sync.table("deals")[mutated["deal_id"]]["deal_tier"] == "Tier Zero"
+
+
+def test_colliding_new_fields_get_suffixes_and_builtins_survive(sync: Sync, emulator: EmulatorHandle,
+                                                               mutated: dict[str, Any]) -> None:
+    added = {f["name"]: f["field_code"] for f in mutated["result"]["fields"] if f["op"] == "add_field"}
+    after = sync.bindings()["deals"]
+    assert after[added["Title"]] == "title_cf"
+    assert after[added["Deal Tier"]] == "deal_tier_2"
+    deals = sync.table("deals")
+    truth = {r["id"]: r for r in emulator.control.snapshot("deals") if r["id"] in deals}
+    filled = [r for r in truth.values() if r["custom_fields"].get(added["Title"]) is not None]
+    assert filled
+    for record in filled:
+        assert deals[record["id"]]["title"] == record["title"]
+        assert deals[record["id"]]["title_cf"] == record["custom_fields"][added["Title"]]
+
+
+def test_no_hash_columns_after_mutations(sync: Sync, mutated: dict[str, Any]) -> None:
+    test_no_column_or_table_is_named_after_a_hash(sync)
+
+
+# --- what needs the engine ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="engine does not yet install CustomFieldResolution and its tables "
+                   "by default (pipedrive_source/source.py, see the custom-fields report)")
+def test_source_resolves_custom_fields_by_default(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    pipeline = dlt.pipeline(pipeline_name="cf_default", pipelines_dir=str(tmp_path),
+                            destination=dlt.destinations.duckdb(str(tmp_path / "d.duckdb")),
+                            dataset_name=DATASET)
+    pipeline.run(pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url,
+                                  entities=["deals"]))
+    with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
+        cols = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'deals'").fetchall()]
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert not [c for c in cols if HEX40.search(c)]
+    assert {"custom_fields", "custom_field_options"} <= tables
