@@ -30,6 +30,12 @@ def company() -> Company:
     return Company.generate(seed=7, scale="tiny")
 
 
+@pytest.fixture(scope="module")
+def small() -> Company:
+    """A read-only small company (tests that change data make their own)."""
+    return Company.generate(seed=7, scale="small")
+
+
 @pytest.fixture
 def fresh() -> Company:
     return Company.generate(seed=11, scale="tiny")
@@ -149,8 +155,8 @@ def test_relations_are_consistent(company: Company) -> None:
     assert all(r["product_id"] in t["products"].rows for r in t["product_variations"].rows.values())
 
 
-def test_history_shape_deletes_archives_and_shared_seconds() -> None:
-    c = Company.generate(seed=7, scale="small")
+def test_history_shape_deletes_archives_and_shared_seconds(small: Company) -> None:
+    c = small
     deals = list(c.t["deals"].rows.values())
     times = [d["update_time"] for d in deals]
     assert max(times) - min(times) > 3 * 365 * DAY
@@ -191,12 +197,14 @@ def test_pulling_every_page_equals_counts(company: Company) -> None:
     assert len(pull_v1(company, "/v1/notes")) == counts["notes"]
 
 
-def test_update_time_order_and_equal_seconds_at_page_boundaries() -> None:
-    c = Company.generate(seed=7, scale="small")
-    pages = pull_v2(c, "/api/v2/deals", limit=3, sort_by="update_time")
+def test_update_time_order_and_equal_seconds_at_page_boundaries(small: Company) -> None:
+    c = small
+    pages = pull_v2(c, "/api/v2/deals", limit=13, sort_by="update_time")
     keys = [(parse_rfc3339(d["update_time"]), d["id"]) for d in pages]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert len({k[0] for k in keys}) < len(keys)
+    split = [i for i in range(13, len(keys), 13) if keys[i - 1][0] == keys[i][0]]
+    assert split, "some page boundary falls inside a group of equal update_time seconds"
     expected = sorted(d["id"] for d in c.snapshot("deals") if not d["is_archived"] and not d["is_deleted"])
     assert sorted(d["id"] for d in pages) == expected
     desc = pull_v2(c, "/api/v2/deals", limit=50, sort_by="update_time", sort_direction="desc")
@@ -396,3 +404,20 @@ def test_indexes_stay_sorted_and_complete_under_mutation() -> None:
             for field in ("update_time", "id"):
                 fresh = sorted((t.key_of(field, r), r["id"]) for r in t.rows.values() if t.view_of(r) == view)
                 assert t.index(view, field) == fresh, (name, view, field)
+
+
+def test_project_status_and_task_parent_filters(fresh: Company) -> None:
+    project = pull_v2(fresh, "/api/v2/projects")[0]
+    fresh.mutate({"ops": [{"op": "delete", "table": "projects", "id": project["id"]}]})
+    assert project["id"] not in {p["id"] for p in pull_v2(fresh, "/api/v2/projects")}
+    deleted = pull_v2(fresh, "/api/v2/projects", status="deleted")
+    assert project["id"] in {p["id"] for p in deleted} and {p["status"] for p in deleted} == {"deleted"}
+    mixed = pull_v2(fresh, "/api/v2/projects", status="open,deleted")
+    assert {p["status"] for p in mixed} == {"open", "deleted"}
+    assert get(fresh, "/api/v2/projects", status="sleeping")[0] == 400
+    tasks = pull_v2(fresh, "/api/v2/tasks")
+    roots = pull_v2(fresh, "/api/v2/tasks", parent_task_id="null")
+    assert {t["id"] for t in roots} == {t["id"] for t in tasks if t["parent_task_id"] is None}
+    child = next(t for t in tasks if t["parent_task_id"] is not None)
+    subtasks = pull_v2(fresh, "/api/v2/tasks", parent_task_id=child["parent_task_id"])
+    assert child["id"] in {t["id"] for t in subtasks}

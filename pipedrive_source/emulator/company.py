@@ -3,10 +3,11 @@
 Visibility ("views") per table:
 - deals: `live` (not archived, not deleted), `archived`, `deleted`; a deleted deal is revealed
   (`/api/v2/deals?status=deleted`, snapshot) only while deleted less than 30 days ago on the emulator clock;
-- leads and projects: `live`, `archived`, `deleted`;
+- leads and projects: `live`, `archived`, `deleted`; deleted projects (status `deleted`) are revealed by
+  `/api/v2/projects?status=deleted`, so they stay in the projects snapshot;
 - notes and files: `live` unless `active_flag` is false;
 - everything else: `live` unless `is_deleted`.
-Deleted records other than recently deleted deals are never revealed again (lists exclude them).
+Other deleted records (besides recently deleted deals and deleted projects) are never revealed again.
 """
 
 from __future__ import annotations
@@ -134,8 +135,10 @@ class Company:
         t = self.t[table]
         if table == "deals":
             rows = [r for r in t.rows.values() if self.deal_revealed(r)]
-        elif table in ("leads", "projects"):
+        elif table == "leads":
             rows = [r for r in t.rows.values() if t.view_of(r) != "deleted"]
+        elif table == "projects":  # deleted projects are revealed by status=deleted
+            rows = list(t.rows.values())
         else:
             rows = [r for r in t.rows.values() if t.view_of(r) == "live"]
         if table in ("deal_products", "deal_installments"):

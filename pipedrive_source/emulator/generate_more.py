@@ -162,11 +162,12 @@ def projects(g: Generator) -> None:
         phase = phases_[int(r() * len(phases_))]
         status = ("open", "completed", "canceled")[0 if r() < 0.7 else 1 if r() < 0.8 else 2]
         archived = r() < 0.15
+        deleted = r() < DELETED_SHARE
         return {
             "id": i,
             "title": f"Project {WORDS[i % 16]} {i}",
             "description": f"Delivery project {i}",
-            "status": status,
+            "status": "deleted" if deleted else status,
             "board_id": phase["board_id"],
             "phase_id": phase["id"],
             "owner_id": 1 + int(r() * users_n),
@@ -182,7 +183,7 @@ def projects(g: Generator) -> None:
             "status_change_time": add + (upd - add) // 2,
             "archive_time": upd if archived else None,
             "custom_fields": cv.make(),
-            "_deleted": r() < DELETED_SHARE,
+            "_deleted": deleted,
         }
 
     g.timed("projects", g.n["projects"], make)
@@ -191,10 +192,14 @@ def projects(g: Generator) -> None:
 def tasks(g: Generator) -> None:
     projects_ = g.out["projects"]
     users_n = g.n["users"]
+    previous: list[dict] = [projects_[0]]
 
     def make(i: int, add: int, upd: int, rng: Any) -> dict:
         r = rng.random
-        proj = projects_[int(r() * len(projects_))]
+        # a third of the tasks join the previous task's project, half of those as its sub-task
+        same = i > 1 and r() < 0.35
+        proj = previous[0] if same else projects_[int(r() * len(projects_))]
+        previous[0] = proj
         add, upd = max(add, proj["add_time"]), max(upd, proj["add_time"])
         done = r() < 0.4
         return {
@@ -207,7 +212,7 @@ def tasks(g: Generator) -> None:
             "is_milestone": r() < 0.05,
             "due_date": iso_date(add + 14 * DAY) if r() < 0.6 else None,
             "start_date": iso_date(add) if r() < 0.3 else None,
-            "parent_task_id": i - 1 if i > 1 and r() < 0.1 else None,
+            "parent_task_id": i - 1 if same and r() < 0.5 else None,
             "assignee_ids": [1 + int(r() * users_n)],
             "priority": None if r() < 0.6 else int(r() * 3),
             "add_time": add,
@@ -216,10 +221,7 @@ def tasks(g: Generator) -> None:
             "_deleted": r() < DELETED_SHARE,
         }
 
-    rows = g.timed("tasks", g.n["tasks"], make)
-    for t in rows:  # a sub-task must live in its parent's project
-        if t["parent_task_id"] is not None and rows[t["parent_task_id"] - 1]["project_id"] != t["project_id"]:
-            t["parent_task_id"] = None
+    g.timed("tasks", g.n["tasks"], make)
 
 
 def lookups(g: Generator) -> None:

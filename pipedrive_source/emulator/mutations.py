@@ -20,7 +20,8 @@ Explicit operations — `{"ops": [...]}`, applied in order:
   changes is merged key by key; a null value clears a field); `{"op": "delete", "table", "id"}`;
   `{"op": "create", "table", "values"?}`; `{"op": "advance_clock", "seconds"}`.
 Delete semantics: a deal becomes `status: deleted`, `is_deleted: true` and stays visible through
-`status=deleted` for 30 days; leads/projects/tasks get an internal deleted flag, notes and files
+`status=deleted` for 30 days; a project becomes `status: deleted` (listed only by `status=deleted`, the
+spec's documented exception); leads and tasks get an internal deleted flag, notes and files
 `active_flag: false`, everything else `is_deleted: true` — all of those vanish from lists.
 A change to a deal product or installment also stamps its deal (its products changed), so clients that
 re-read products for changed deals see it.
@@ -185,7 +186,7 @@ class Batch:
         elif name in ("leads", "projects", "tasks"):
             fresh = {"_deleted": False, "is_archived": False} if name == "leads" else {"_deleted": False}
             if name == "projects":
-                fresh["archive_time"] = None
+                fresh.update(archive_time=None, status="open")
         elif name in ("notes", "files"):
             fresh = {"active_flag": True}
         elif "is_deleted" in rec:
@@ -249,7 +250,9 @@ class Batch:
         now = self.c.clock
         if name == "deals":
             changes: dict[str, Any] = {"is_deleted": True, "status": "deleted", "_deleted_at": now}
-        elif name in ("leads", "projects", "tasks"):
+        elif name == "projects":  # listed again only through status=deleted
+            changes = {"_deleted": True, "status": "deleted", "status_change_time": now}
+        elif name in ("leads", "tasks"):
             changes = {"_deleted": True}
         elif name in ("notes", "files"):
             changes = {"active_flag": False}

@@ -50,7 +50,6 @@ EQ_FILTERS = (
     "is_milestone",
     "phase_id",
     "board_id",
-    "parent_task_id",
     "product_id",
 )
 MAX_IDS = 100
@@ -117,6 +116,29 @@ def _ids(q: dict[str, Any]) -> set[int] | None:
     return ids
 
 
+def _parent_task(raw: str) -> Callable[[Record], bool]:
+    """Tasks' `parent_task_id`: `null` selects root tasks, an id the subtasks of that task."""
+    if raw == "null":
+        return lambda r: r.get("parent_task_id") is None
+    try:
+        parent = int(raw)
+    except ValueError:
+        raise BadRequest("Validation failed: parent_task_id: Expected an integer or null") from None
+    return lambda r: r.get("parent_task_id") == parent
+
+
+PROJECT_STATUSES = ("open", "completed", "canceled", "deleted")
+
+
+def _statuses(raw: str) -> list[str]:
+    """Projects' `status`: a comma list of open, completed, canceled, deleted."""
+    values = [x.strip() for x in raw.split(",") if x.strip()]
+    bad = [x for x in values if x not in PROJECT_STATUSES]
+    if bad or not values:
+        raise BadRequest(f"Validation failed: status: must be some of {', '.join(PROJECT_STATUSES)}")
+    return values
+
+
 def _predicate(req: Req, table: str) -> Callable[[Record], bool] | None:
     q = req.q
     checks: list[Callable[[Record], bool]] = []
@@ -128,8 +150,13 @@ def _predicate(req: Req, table: str) -> Callable[[Record], bool] | None:
         checks.append(lambda r: r["id"] in ids)
     if "assignee_id" in q:
         checks.append(lambda r, v=q["assignee_id"]: v in (r.get("assignee_ids") or ()))
+    if "parent_task_id" in q:
+        checks.append(_parent_task(q["parent_task_id"]))
     status = q.get("status")
-    if status is not None and not (table == "deals" and status == "deleted"):
+    if status is not None and table == "projects":
+        wanted = set(_statuses(status))
+        checks.append(lambda r: r.get("status") in wanted)
+    elif status is not None and not (table == "deals" and status == "deleted"):
         checks.append(lambda r: r.get("status") == status)
     if table == "deals" and status == "deleted":
         checks.append(req.company.deal_revealed)
@@ -272,10 +299,24 @@ def list_page(
 
 def v2_list(name: str, view: str = "live") -> Handler:
     def handler(req: Req) -> tuple[int, bytes]:
-        v = "deleted" if name == "deals" and req.q.get("status") == "deleted" else view
-        return list_page(req, req.company.t[name], v, _predicate(req, name))
+        table, keep = req.company.t[name], _predicate(req, name)
+        status = req.q.get("status")
+        if name == "deals" and status == "deleted":
+            return list_page(req, table, "deleted", keep)
+        if name == "projects" and status and "deleted" in _statuses(status):
+            return _with_deleted(req, table, view, keep)
+        return list_page(req, table, view, keep)
 
     return handler
+
+
+def _with_deleted(
+    req: Req, table: Table, view: str, keep: Callable[[Record], bool] | None
+) -> tuple[int, bytes]:
+    """`/projects?status=...,deleted`: deleted projects are listed too (the spec's one exception)."""
+    sort_by, _ = _sorting(req)
+    entries = sorted([*table.index(view, sort_by), *table.index("deleted", sort_by)])
+    return list_page(req, table, view, keep, Ordered.whole(entries))
 
 
 def by_deal_ids(name: str) -> Handler:
