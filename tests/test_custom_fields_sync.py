@@ -34,29 +34,35 @@ DATASET = "pipedrive"
 class Sync:
     """One pipeline (one DuckDB file) synced repeatedly, with the hook's run context captured."""
 
-    def __init__(self, emulator: EmulatorHandle, workdir: Path) -> None:
-        self.emulator = emulator
+    def __init__(self, emulator: EmulatorHandle, workdir: Path, entities: list[str] = ENTITIES,
+                 keep_option_ids: bool = False) -> None:
         self.db_path = workdir / "custom_fields.duckdb"
         self.pipeline = dlt.pipeline(
             pipeline_name="custom_fields_sync", pipelines_dir=str(workdir / "pipelines"),
             destination=dlt.destinations.duckdb(str(self.db_path)), dataset_name=DATASET,
         )
-        self.resolution = CustomFieldResolution()
+        self.source_args: dict[str, Any] = {
+            "api_token": emulator.api_token, "base_url": emulator.base_url, "entities": entities,
+        }
+        if keep_option_ids:
+            self.source_args["keep_option_ids"] = True
+        self.resolution = CustomFieldResolution(keep_option_ids=keep_option_ids)
 
     def run(self) -> None:
+        source = pipedrive_source(**self.source_args)
+        if "custom_fields" in source.resources:  # the engine resolves custom fields itself
+            self.pipeline.run(source, loader_file_format="parquet")
+            return
         contexts: list[Any] = []
 
         def capture(entity: Any, rows: list[dict], ctx: Any) -> list[dict]:
             contexts.append(ctx)
             return rows
 
-        source = pipedrive_source(
-            api_token=self.emulator.api_token, base_url=self.emulator.base_url, entities=ENTITIES,
-            record_hooks=[self.resolution, capture],
-        )
+        source = pipedrive_source(**self.source_args, record_hooks=[self.resolution, capture])
         self.pipeline.run(source, loader_file_format="parquet")
         # until the engine lists them itself: the two tables about the fields, from the same run's resolvers
-        tables = self.resolution.resources(contexts[-1], [BY_NAME[e] for e in ENTITIES])
+        tables = self.resolution.resources(contexts[-1], [BY_NAME[e] for e in self.source_args["entities"]])
         self.pipeline.run(tables, loader_file_format="parquet")
 
     def query(self, sql: str) -> list[dict[str, Any]]:
@@ -340,6 +346,32 @@ def test_colliding_new_fields_get_suffixes_and_builtins_survive(sync: Sync, emul
 
 def test_no_hash_columns_after_mutations(sync: Sync, mutated: dict[str, Any]) -> None:
     test_no_column_or_table_is_named_after_a_hash(sync)
+
+
+def test_keep_option_ids_puts_raw_ids_next_to_labels(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    try:
+        s = Sync(emulator, tmp_path, entities=["deals"], keep_option_ids=True)
+        s.run()
+    except TypeError:  # the engine does not take keep_option_ids yet: the hook alone carries it
+        s = Sync(emulator, tmp_path, entities=["deals"])
+        s.resolution = CustomFieldResolution(keep_option_ids=True)
+        s.run()
+    defs = custom_defs(emulator, "deals")
+    columns = column_of(s, "deals")
+    deals = s.table("deals")
+    enum_code = next(c for c, fd in defs.items() if fd["field_name"] == "Enum field")
+    set_code = next(c for c, fd in defs.items() if fd["field_name"] == "Set field")
+    id_lists = s.children("deals", columns[set_code] + "_ids")
+    checked = 0
+    for record in emulator.control.snapshot("deals"):
+        if record["id"] not in deals:
+            continue
+        row, values = deals[record["id"]], record["custom_fields"]
+        assert row[columns[enum_code] + "_id"] == values.get(enum_code)
+        assert row[columns[enum_code]] == label(defs[enum_code], values.get(enum_code))
+        assert id_lists.get(record["id"], []) == (values.get(set_code) or [])
+        checked += bool(values.get(enum_code))
+    assert checked
 
 
 # --- what needs the engine ------------------------------------------------------------------------------
