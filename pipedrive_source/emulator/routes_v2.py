@@ -301,8 +301,13 @@ def v2_list(name: str, view: str = "live") -> Handler:
     def handler(req: Req) -> tuple[int, bytes]:
         table, keep = req.company.t[name], _predicate(req, name)
         status = req.q.get("status")
-        if name == "deals" and status == "deleted":
-            return list_page(req, table, "deleted", keep)
+        if name == "deals" and status == "deleted":  # archived ones only through /deals/archived
+            archived = view == "archived"
+
+            def deleted_here(r: Record) -> bool:
+                return r["is_archived"] == archived and (keep is None or keep(r))
+
+            return list_page(req, table, "deleted", deleted_here)
         if name == "projects" and status and "deleted" in _statuses(status):
             return _with_deleted(req, table, view, keep)
         return list_page(req, table, view, keep)
