@@ -949,11 +949,17 @@ def _as_list(value: str | list[str]) -> list[str]:
     return value if isinstance(value, list) else [value]
 
 
+_CONDITIONAL = re.compile(r"\bincluded (when|if)\b", re.IGNORECASE)
+
+
 def type_tree(schema: Any) -> dict:
-    """Compact shape of a schema: type, nullable, enum, properties / additional_properties, items."""
+    """Compact shape of a schema: type, nullable, conditional, enum, properties or additional_properties,
+    items."""
     schema = merged(schema)
     kind = json_type(schema)
     node: dict[str, Any] = {"type": kind, "nullable": bool(schema.get("nullable"))}
+    if _CONDITIONAL.search(str(schema.get("description", ""))):
+        node["conditional"] = True  # "only included when requested via include_fields", "included if ..."
     if schema.get("enum") and kind in ("string", "integer", "number"):
         node["enum"] = [v for v in schema["enum"] if v is not None]
     if "object" in _as_list(kind):

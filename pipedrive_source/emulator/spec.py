@@ -9,6 +9,8 @@ files. Do not edit the JSON by hand: rerun the script.
 
     {"type": "string" | "integer" | "number" | "boolean" | "object" | "array" | "any" | [several of these],
      "nullable": bool,
+     "conditional": true,                 # the spec says it is only included on request / if a setting is on
+     "from_example": true,                # not in the schema, but shown by the operation's response example
      "enum": [...],                       # only when the spec lists values
      "properties": {name: node, ...},     # objects with declared properties
      "additional_properties": true,       # objects with arbitrary keys (custom_fields, maps keyed by id)

@@ -1,0 +1,436 @@
+"""Every response the emulator gives, checked against Pipedrive's spec (over real HTTP).
+
+v2: item property names and JSON types come from `spec_v2.json` (derived from the seed spec by
+`tools/derive_spec.py`): each property an item carries must be one the spec lists for that operation (the
+schema, or the operation's response example, which documents keys the schema forgot), recursively into
+nested objects and arrays, and the envelope must be `{success, data, additional_data.next_cursor}`.
+
+v1: whole responses are validated with openapi-core against
+`../shared/reference/pipedrive-api-v1-openapi.yaml`.
+
+Nulls (v2): Pipedrive renders "not set" as null even where the spec does not say `nullable`, so a null is
+accepted for a scalar (string / integer / number) or a plain object value (address, location) that is not
+marked nullable — but never for an item's identity and bookkeeping (`id`, `add_time`, `update_time`; a
+field's `field_code`, `field_name`, `field_type`), for booleans, for arrays (an empty list is `[]`) or for
+`custom_fields` (an empty map is `{}`). Everything marked `nullable` may be null.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipedrive_source.emulator import EmulatorHandle, run_emulator, spec
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+V1_SPEC = SHARED / "reference" / "pipedrive-api-v1-openapi.yaml"
+V1_HOST = "https://api.pipedrive.com"  # the v1 spec's server is https://api.pipedrive.com/v1
+
+V2_LISTS = [
+    "/api/v2/activities", "/api/v2/deals", "/api/v2/deals/archived", "/api/v2/deals/products",
+    "/api/v2/deals/installments", "/api/v2/persons", "/api/v2/organizations", "/api/v2/products",
+    "/api/v2/pipelines", "/api/v2/stages", "/api/v2/projects", "/api/v2/projects/archived", "/api/v2/tasks",
+    "/api/v2/boards", "/api/v2/phases", "/api/v2/activityFields", "/api/v2/dealFields",
+    "/api/v2/personFields", "/api/v2/organizationFields", "/api/v2/productFields", "/api/v2/projectFields",
+]
+V2_SINGLE = ["activities", "deals", "persons", "organizations", "products", "pipelines", "stages", "projects",
+             "tasks", "boards", "phases"]
+V2_FOLLOWERS = ["deals", "persons", "organizations", "products"]
+CUSTOM_FIELDS_OF = {
+    "/api/v2/deals": "/api/v2/dealFields",
+    "/api/v2/deals/archived": "/api/v2/dealFields", "/api/v2/persons": "/api/v2/personFields",
+    "/api/v2/organizations": "/api/v2/organizationFields", "/api/v2/products": "/api/v2/productFields",
+    "/api/v2/projects": "/api/v2/projectFields", "/api/v2/projects/archived": "/api/v2/projectFields",
+}
+V1_LISTS = ["/v1/leads", "/v1/leads/archived", "/v1/leadLabels", "/v1/leadSources", "/v1/notes",
+            "/v1/noteFields", "/v1/files", "/v1/users", "/v1/callLogs", "/v1/activityTypes", "/v1/currencies",
+            "/v1/filters", "/v1/roles", "/v1/permissionSets"]
+V1_PER_DEAL = ["/v1/deals/{id}/flow", "/v1/deals/{id}/participants"]
+DEALS_CHECKED = 5  # per-deal endpoints are checked on the first few deals
+IDENTITY = {"id", "add_time", "update_time", "field_code", "field_name", "field_type"}
+NULLABLE_KINDS = {"string", "integer", "number", "object", "any"}
+HASH = re.compile(r"[0-9a-f]{40}")
+
+
+# --- emulator and HTTP ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[EmulatorHandle]:
+    # limits out of the way: this module reads everything, and the cost test reads stats
+    with run_emulator(seed=7, scale="tiny", burst_limit=1_000_000, daily_budget=10**12) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emu.base_url, headers={"x-api-token": emu.api_token}, timeout=30) as c:
+        yield c
+
+
+def get_json(client: httpx.Client, path: str, params: dict[str, Any] | None = None) -> dict:
+    r = client.get(path, params=params)
+    assert r.status_code == 200, f"GET {path} {params}: {r.status_code} {r.text[:300]}"
+    return r.json()
+
+
+def v2_pages(client: httpx.Client, path: str, params: dict[str, Any] | None = None) -> Iterator[dict]:
+    """Every page of a v2 list, following `additional_data.next_cursor`."""
+    query = {**(params or {}), "limit": 20}
+    if "cursor" not in spec.match("GET", path)[0].params:
+        query.pop("limit")
+    for _ in range(1000):
+        body = get_json(client, path, query)
+        yield body
+        cursor = (body.get("additional_data") or {}).get("next_cursor")
+        if not cursor:
+            return
+        query["cursor"] = cursor
+    raise AssertionError(f"{path}: more than 1000 pages")
+
+
+def v1_pages(client: httpx.Client, path: str) -> Iterator[dict]:
+    op = spec.match("GET", path)[0]
+    query: dict[str, Any] = {"limit": 20} if "limit" in op.params else {}
+    for _ in range(1000):
+        body = get_json(client, path, query)
+        yield body
+        pagination = (body.get("additional_data") or {}).get("pagination") or {}
+        if not pagination.get("more_items_in_collection"):
+            return
+        query["start"] = pagination["next_start"]
+    raise AssertionError(f"{path}: more than 1000 pages")
+
+
+@pytest.fixture(scope="module")
+def deal_ids(client: httpx.Client) -> list[int]:
+    ids = [d["id"] for page in v2_pages(client, "/api/v2/deals") for d in page["data"]]
+    assert ids, "the tiny company has deals"
+    return ids
+
+
+def queries(client: httpx.Client, path: str, deal_ids: list[int]) -> list[dict[str, Any]]:
+    """The query (or queries) that read a whole list: some lists require a parent id."""
+    if path in ("/api/v2/deals/products", "/api/v2/deals/installments"):
+        return [{"deal_ids": ",".join(map(str, deal_ids[:100]))}]  # the spec allows up to 100 ids
+    if path == "/api/v2/phases":  # board_id is required
+        return [{"board_id": b["id"]} for page in v2_pages(client, "/api/v2/boards") for b in page["data"]]
+    return [{}]
+
+
+def all_pages(client: httpx.Client, path: str, deal_ids: list[int]) -> Iterator[dict]:
+    for query in queries(client, path, deal_ids):
+        yield from v2_pages(client, path, query)
+
+
+# --- v2 shape checking ----------------------------------------------------------------------------------
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {int: "integer", float: "number", str: "string", dict: "object", list: "array"}[type(value)]
+
+
+def type_ok(value: Any, kinds: list[str]) -> bool:
+    got = json_type(value)
+    return "any" in kinds or got in kinds or (got == "integer" and "number" in kinds)
+
+
+def null_ok(node: dict, name: str) -> bool:
+    if node.get("nullable"):
+        return True
+    kinds = node["type"] if isinstance(node["type"], list) else [node["type"]]
+    return name not in IDENTITY and name != "custom_fields" and all(k in NULLABLE_KINDS for k in kinds)
+
+
+class Problems:
+    """Deviations, aggregated so one systematic mistake reads as one line with a count."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+        self.example: dict[str, str] = {}
+
+    def add(self, key: str, example: str) -> None:
+        self.seen[key] += 1
+        self.example.setdefault(key, example)
+
+    def report(self) -> str:
+        return "\n".join(f"{k} (x{n}; e.g. {self.example[k]})" for k, n in sorted(self.seen.items()))
+
+    def __bool__(self) -> bool:
+        return bool(self.seen)
+
+
+def check_value(value: Any, node: dict, where: str, name: str, out: Problems) -> None:
+    if value is None:
+        if not null_ok(node, name):
+            out.add(f"{where}: null, spec says {node['type']} (not nullable)", "null")
+        return
+    kinds = node["type"] if isinstance(node["type"], list) else [node["type"]]
+    if not type_ok(value, kinds):
+        out.add(f"{where}: {json_type(value)}, spec says {node['type']}", repr(value)[:80])
+        return
+    if isinstance(value, dict):
+        check_object(value, node, where, out)
+    elif isinstance(value, list) and "items" in node:
+        for element in value:
+            check_value(element, node["items"], f"{where}[]", name, out)
+
+
+def check_object(value: dict, node: dict, where: str, out: Problems) -> None:
+    props = node.get("properties")
+    if props is None:
+        return  # arbitrary keys (custom_fields, maps keyed by id) or an untyped object
+    for key, sub in value.items():
+        if key in props:
+            check_value(sub, props[key], f"{where}.{key}", key, out)
+        elif not node.get("additional_properties"):
+            out.add(f"{where}.{key}: property not in the spec", repr(sub)[:80])
+
+
+def check_v2_envelope(op: spec.Operation, body: dict, out: Problems) -> None:
+    allowed = {"success", "data", *(op.envelope or {})}
+    if "cursor" in op.params:
+        allowed.add("additional_data")  # a cursor-paged list must be able to hand out the next cursor
+    for key in set(body) - allowed:
+        out.add(f"{op.path} envelope: key {key!r} not in the spec", repr(body[key])[:80])
+    if body.get("success") is not True:
+        out.add(f"{op.path} envelope: success is {body.get('success')!r}", "")
+    if json_type(body.get("data")) != op.data:
+        out.add(f"{op.path} envelope: data is {json_type(body.get('data'))}, spec says {op.data}", "")
+    if "cursor" in op.params:
+        extra = body.get("additional_data")
+        cursor = extra.get("next_cursor", "missing") if isinstance(extra, dict) else "missing"
+        if cursor is not None and not isinstance(cursor, str):
+            out.add(f"{op.path} envelope: additional_data.next_cursor is {cursor!r}", "")
+
+
+def item_node(op: spec.Operation) -> dict:
+    return {"type": "object", "nullable": False, "properties": op.item_properties or {}}
+
+
+def check_v2_body(op: spec.Operation, body: dict, out: Problems) -> list[dict]:
+    check_v2_envelope(op, body, out)
+    data = body.get("data")
+    items = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+    for item in items:
+        check_object(item, item_node(op), op.path, out)
+    return items
+
+
+def test_the_checker_flags_unknown_properties_wrong_types_and_bad_nulls() -> None:
+    op = spec.operation("v2", "GET", "/api/v2/persons")
+    email = {"value": "a@b.c", "primary": True, "label": "work"}
+    good = {"id": 1, "name": "A", "org_id": None, "emails": [email], "custom_fields": {}}
+    out = Problems()
+    check_v2_body(op, {"success": True, "data": [good], "additional_data": {"next_cursor": None}}, out)
+    assert not out, out.report()
+    bad = {**good, "nickname": "x", "name": 5, "is_deleted": None, "custom_fields": None,
+           "emails": [{"value": "a@b.c", "primary": "yes"}]}
+    check_v2_body(op, {"success": True, "data": [bad], "extra": 1}, out)
+    flagged = out.report()
+    for fragment in ("persons.nickname: property not in the spec", "persons.name: integer",
+                     "persons.is_deleted: null", "persons.custom_fields: null",
+                     "persons.emails[].primary: string", "envelope: key 'extra'"):
+        assert fragment in flagged, flagged
+
+
+# --- v2 tests -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", V2_LISTS)
+def test_v2_list_items_have_the_spec_properties_and_types(
+    client: httpx.Client, deal_ids: list[int], path: str
+) -> None:
+    op = spec.operation("v2", "GET", path)
+    assert op is not None and op.item_properties, path
+    out, items = Problems(), []
+    for body in all_pages(client, path, deal_ids):
+        items += check_v2_body(op, body, out)
+    assert items, f"{path} returned no records to check"
+    assert not out, f"{path} deviates from the spec:\n{out.report()}"
+
+
+def on_request_names() -> set[str]:
+    """Names Pipedrive returns only when asked: the values of every v2 `include_fields` enum."""
+    values = (v for op in spec.operations() if op.api == "v2" and "include_fields" in op.params
+              for v in op.params["include_fields"].enum or ())
+    return {name for value in values for name in value.split(",")}
+
+
+@pytest.mark.parametrize("path", V2_LISTS)
+def test_v2_list_renders_every_property_the_spec_lists(
+    client: httpx.Client, deal_ids: list[int], path: str
+) -> None:
+    """A property the item schema lists shows up (possibly null) in the records. Exempt: what the spec
+    says is conditional ("only included when requested", "included if contact sync is enabled") and the
+    `include_fields` namespaces (projectFields has no include_fields parameter, yet its schema lists
+    dealFields' on-request namespaces)."""
+    op = spec.operation("v2", "GET", path)
+    seen = {key for body in all_pages(client, path, deal_ids) for item in body["data"] for key in item}
+    listed = {k for k, node in (op.item_properties or {}).items()
+              if not node.get("from_example") and not node.get("conditional")}
+    missing = sorted(listed - on_request_names() - seen)
+    assert not missing, f"{path}: properties the spec lists but no record carries: {missing}"
+
+
+def test_custom_fields_checks_cover_every_list_with_custom_fields() -> None:
+    with_custom = {p for p in V2_LISTS if "custom_fields" in spec.operation("v2", "GET", p).item_properties}
+    assert with_custom == set(CUSTOM_FIELDS_OF)
+
+
+@pytest.mark.parametrize("path", sorted(CUSTOM_FIELDS_OF))
+def test_v2_custom_fields_are_keyed_by_field_codes(client: httpx.Client, path: str) -> None:
+    fields = [f for body in v2_pages(client, CUSTOM_FIELDS_OF[path]) for f in body["data"]]
+    codes = {f["field_code"] for f in fields if f.get("is_custom_field")}
+    assert codes and all(HASH.fullmatch(c) for c in codes), f"{CUSTOM_FIELDS_OF[path]}: custom field codes"
+    used = Counter(k for body in v2_pages(client, path) for item in body["data"]
+                   for k in (item.get("custom_fields") or {}))
+    strangers = sorted(set(used) - codes)
+    assert not strangers, f"{path}: custom_fields keys that are no custom field of {CUSTOM_FIELDS_OF[path]}"
+    if path.endswith("archived"):
+        return
+    assert used, f"{path}: no record carries a custom field value"
+
+
+def first_id(client: httpx.Client, name: str) -> int:
+    path = f"/api/v2/{name}"
+    query = queries(client, path, [])[0]
+    return next(item["id"] for page in v2_pages(client, path, query) for item in page["data"])
+
+
+@pytest.mark.parametrize("name", V2_SINGLE)
+def test_v2_single_record_matches_spec(client: httpx.Client, name: str) -> None:
+    op = spec.operation("v2", "GET", f"/api/v2/{name}/{{id}}")
+    assert op is not None and op.data == "object"
+    out = Problems()
+    items = check_v2_body(op, get_json(client, f"/api/v2/{name}/{first_id(client, name)}"), out)
+    assert len(items) == 1
+    assert not out, f"GET /api/v2/{name}/{{id}} deviates from the spec:\n{out.report()}"
+
+
+@pytest.mark.parametrize("name", V2_FOLLOWERS)
+def test_v2_followers_match_spec(client: httpx.Client, name: str) -> None:
+    op = spec.operation("v2", "GET", f"/api/v2/{name}/{{id}}/followers")
+    out = Problems()
+    ident = first_id(client, name)
+    for body in v2_pages(client, f"/api/v2/{name}/{ident}/followers"):
+        check_v2_body(op, body, out)
+    assert not out, f"{op.path} deviates from the spec:\n{out.report()}"
+
+
+# --- v1: openapi-core against the v1 reference -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def v1_openapi() -> Any:
+    if not V1_SPEC.is_file():
+        pytest.skip(f"v1 reference spec not present at {V1_SPEC}")
+    yaml = pytest.importorskip("yaml")
+    from openapi_core import OpenAPI
+
+    with V1_SPEC.open(encoding="utf-8") as fh:
+        return OpenAPI.from_dict(yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+
+
+def v1_problems(openapi: Any, spec_path: str, body: dict, query: dict | None = None) -> list[str]:
+    """openapi-core's schema errors for a 200 response of GET `spec_path` (a concrete /v1/... path)."""
+    from openapi_core.testing import MockRequest, MockResponse
+
+    request = MockRequest(V1_HOST, "get", spec_path, args={k: str(v) for k, v in (query or {}).items()})
+    response = MockResponse(json.dumps(body).encode(), status_code=200, content_type="application/json")
+    try:
+        openapi.validate_response(request, response)
+    except Exception as exc:  # openapi-core raises per problem kind; the schema errors sit in __cause__
+        errors = getattr(exc.__cause__, "schema_errors", None)
+        if not errors:
+            return [f"{type(exc).__name__}: {exc}"[:300]]
+        return [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in errors]
+    return []
+
+
+def generalize(problem: str) -> str:
+    return re.sub(r"/\d+/", "/[]/", re.sub(r"^data/\d+", "data/[]", problem))
+
+
+@pytest.mark.parametrize("path", V1_LISTS)
+def test_v1_list_validates_against_the_v1_spec(client: httpx.Client, v1_openapi: Any, path: str) -> None:
+    problems: Counter[str] = Counter()
+    records = 0
+    for body in v1_pages(client, path):
+        records += len(body.get("data") or [])
+        problems.update(generalize(p) for p in v1_problems(v1_openapi, path, body))
+    assert records, f"{path} returned no records to check"
+    assert not problems, f"{path} deviates from the v1 spec:\n" + "\n".join(
+        f"{p} (x{n})" for p, n in sorted(problems.items()))
+
+
+@pytest.mark.parametrize("template", V1_PER_DEAL)
+def test_v1_per_deal_lists_validate(
+    client: httpx.Client, v1_openapi: Any, deal_ids: list[int], template: str
+) -> None:
+    problems: Counter[str] = Counter()
+    for deal_id in deal_ids[:DEALS_CHECKED]:
+        path = template.replace("{id}", str(deal_id))
+        for body in v1_pages(client, path):
+            problems.update(generalize(p) for p in v1_problems(v1_openapi, path, body))
+    assert not problems, f"{template} deviates from the v1 spec:\n" + "\n".join(
+        f"{p} (x{n})" for p, n in sorted(problems.items()))
+
+
+def test_v1_goals_find_validates(client: httpx.Client, v1_openapi: Any) -> None:
+    body = get_json(client, "/v1/goals/find")
+    assert body["data"]["goals"], "the tiny company has goals"
+    assert not v1_problems(v1_openapi, "/v1/goals/find", body)
+
+
+def test_v1_lead_fields_have_the_v1_field_shape(client: httpx.Client, v1_openapi: Any) -> None:
+    """The v1 reference has no /leadFields; its items are field objects like /dealFields' (the spec's
+    generic field schema), so the body is validated as a /v1/dealFields response — except the
+    `field_type` enum, which lists deal field types only (real field lists also carry int, boolean, ...)."""
+    problems = [p for body in v1_pages(client, "/v1/leadFields")
+                for p in v1_problems(v1_openapi, "/v1/dealFields", body)
+                if not re.fullmatch(r"data/\d+/field_type: '\w+' is not one of .*", p)]
+    assert not problems, "\n".join(sorted(set(map(generalize, problems))))
+
+
+# --- token accounting -----------------------------------------------------------------------------------
+
+
+def served_requests(client: httpx.Client, deal_ids: list[int]) -> list[tuple[spec.Operation, str, dict]]:
+    reqs = [(spec.operation("v2", "GET", p), p, queries(client, p, deal_ids)[0]) for p in V2_LISTS]
+    for name in V2_SINGLE:
+        ident = first_id(client, name)
+        reqs.append((spec.operation("v2", "GET", f"/api/v2/{name}/{{id}}"), f"/api/v2/{name}/{ident}", {}))
+    for name in V2_FOLLOWERS:
+        ident = first_id(client, name)
+        reqs.append((spec.operation("v2", "GET", f"/api/v2/{name}/{{id}}/followers"),
+                     f"/api/v2/{name}/{ident}/followers", {}))
+    for path in [*V1_LISTS, "/v1/leadFields", "/v1/goals/find"]:
+        reqs.append((spec.operation("v1", "GET", path), path, {}))
+    for template in V1_PER_DEAL:
+        reqs.append((spec.operation("v1", "GET", template), template.replace("{id}", str(deal_ids[0])), {}))
+    return reqs
+
+
+def test_each_request_costs_its_operations_x_token_cost(client: httpx.Client, deal_ids: list[int]) -> None:
+    wrong = []
+    for op, path, params in served_requests(client, deal_ids):
+        assert op is not None, path
+        assert client.post("/_emulator/stats/reset").status_code == 200
+        r = client.get(path, params=params)
+        assert r.status_code == 200, f"{path}: {r.status_code} {r.text[:200]}"
+        spent = client.get("/_emulator/stats").json()["tokens_spent"]
+        if spent != op.token_cost:
+            wrong.append(f"GET {path}: charged {spent}, spec x-token-cost {op.token_cost}")
+    assert not wrong, "\n".join(wrong)
