@@ -17,10 +17,20 @@ nesting comes from the grammar, not from indentation:
   take them: an array without items / an object without properties);
 - `example:` blocks are read back by walking them against the schema they illustrate (`ExampleReader`).
 The one thing grammar cannot decide is where a nested object's `properties` end (`location: {...}` followed
-by `participants:` could be a sibling or a child). `NestingOracle` settles it from evidence, in this order:
-the same operation in the older v2 reference, names the operation's own query enums (`include_fields`,
-`sort_by`) and `required` lists put at item level, child-name vocabulary of same-named objects in the v1/v2
-references, and a short documented hint table for seed-only objects; otherwise the innermost map keeps it.
+by `participants:` could be a sibling or a child). `NestingOracle` settles it from evidence, first match wins:
+ 1. the same operation in the older v2 reference (exact, for the 87 operations both files have);
+ 2. `success` / `additional_data` belong to the response root;
+ 3. the object's own `required` list;
+ 4. what earlier operations on the same resource settled (`/dealFields` before `/dealFields/{field_code}`);
+ 5. the property's description names the innermost object ("The subfield type") -> it stays inside;
+ 6. every earlier child named the object and this one does not -> the object has ended;
+ 7. child names of same-named objects in the references and in operations parsed so far;
+ 8. names the operation's `include_fields` / `sort_by` enums list sit at item level;
+otherwise the innermost map keeps it. `--check` lists the decisions taken without reference evidence.
+
+Known limits: a block-scalar line that reads as a one-word key (`Note: ...`) ends the block; `example` is
+never taken as a property name; rules 5-8 are heuristics (the self-test shows what they get wrong without
+rule 1: three nested objects of activities/persons/organizations).
 """
 
 from __future__ import annotations
@@ -1122,13 +1132,6 @@ def _undocumented_v1(path: str) -> dict:
     }
 
 
-def v2_envelope() -> dict:
-    return {
-        "list": {"success": "boolean", "data": "array", "additional_data": {"next_cursor": "string|null"}},
-        "object": {"success": "boolean", "data": "object"},
-    }
-
-
 # ---------------------------------------------------------------------------------------------------------
 # --check: self-test on the flattened reference, and seed vs reference
 # ---------------------------------------------------------------------------------------------------------
@@ -1181,7 +1184,29 @@ def run_check(seed_text: str, ref_v2: dict, ref_v2_text: str, ref_v1: dict) -> i
         print(f"  only in reference: {key}")
     for line in disagreements:
         print("  " + line)
+    print_guesses(seed_text, ref_v2, ref_v1)
     return 0
+
+
+WEAK_RULES = {"vocabulary", "item_level", "innermost"}
+
+
+def print_guesses(seed_text: str, ref_v2: dict, ref_v1: dict) -> None:
+    """Nesting decisions in GET responses that no reference operation backs, for a human to audit."""
+    oracle = NestingOracle(reference_shapes(ref_v2), vocabulary(ref_v2, ref_v1))
+    FlatParser(tokenize(seed_text), oracle).document()
+    seen = set()
+    for where, name, inner, chosen, rule in oracle.decisions:
+        if rule not in WEAK_RULES or len(where) < 3 or where[1] != "get" or where in oracle.ref_shapes:
+            continue
+        if not where[2].startswith("response 200") or (_resource(where[0]), name, inner, chosen) in seen:
+            continue
+        if chosen == inner and not _item_relative(inner):
+            continue  # a property of a top-level item staying there: no nested object was open
+        seen.add((_resource(where[0]), name, inner, chosen))
+        print(f"  {where[0]}: {name} after {'.'.join(inner) or '<root>'} -> placed in "
+              f"{'.'.join(chosen) or '<root>'} ({rule})")
+    print(f"# {len(seen)} nesting decisions in GET responses rest on weak evidence (listed above)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1203,7 +1228,6 @@ def derive(seeds: Path, reference: Path) -> tuple[dict, dict]:
     seed = parse_seed((seeds / SEED_V2).read_text(encoding="utf-8"), ref_v2, ref_v1)
     spec_v2 = {
         "source": f"seeds/{SEED_V2} (flat YAML rebuilt by tools/derive_spec.py)",
-        "envelope": v2_envelope(),
         "operations": v2_operations(seed),
     }
     spec_v1 = {
