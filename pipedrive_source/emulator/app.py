@@ -25,7 +25,7 @@ import orjson
 from . import faults
 from .auth import MAIN, Authenticator, AuthFailure, Credential, OAuthServer, unauthorized_body
 from .faults import ERROR_INFO, FaultInjector, FaultSettings
-from .ratelimit import BURST, Decision, RateLimiter
+from .ratelimit import BURST, RateLimiter
 from .stats import INJECTED, Stats
 
 log = logging.getLogger("pipedrive_source.emulator")
@@ -143,7 +143,8 @@ class EmulatorApp:
         query = [(k, v) for k, v in query if k != "api_token"]  # a credential, not a filter for handle()
         cost = self._cost_of(method, path)
         decision = self.limiter.admit(cred.token, cost, cred.company, _now(company), cred.oauth)
-        base = decision.headers() + _daily_requests_left(cred)
+        left = _daily_requests_left(cred)
+        base = decision.headers() + left
         if not decision.allowed:
             self.stats.record(template, 429, limited=decision.kind)
             await _send(send, 429, base + _date(company), rate_limited_body(decision.kind or BURST))
@@ -151,7 +152,8 @@ class EmulatorApp:
         fault = self.faults.next()
         if fault.delay_s > 0:
             await asyncio.sleep(fault.delay_s)
-        status = await self._respond(send, company, method, path, query, base, decision, fault)
+        throttled = dataclasses.replace(decision, remaining=0, retry_after=decision.reset).headers() + left
+        status = await self._respond(send, company, method, path, query, base, throttled, fault)
         self.stats.record(template, status, tokens=cost, fault=fault.kind, limited=_injected(fault))
 
     async def _respond(
@@ -162,17 +164,18 @@ class EmulatorApp:
         path: str,
         query: list[tuple[str, str]],
         base: Headers,
-        decision: Decision,
+        throttled: Headers,
         fault: faults.Fault,
     ) -> int:
-        """Send the (possibly faulty) response; returns the status the client saw."""
+        """Send the (possibly faulty) response; returns the status the client saw.
+
+        `base` are the rate-limit headers of this admitted request, `throttled` those a spurious 429 shows."""
         if fault.kind == faults.ERROR:
             status, content_type, body = faults.error_response(fault.detail)
             await _send(send, status, base + _date(company), body, content_type)
             return status
         if fault.kind == faults.THROTTLE:
-            throttled = dataclasses.replace(decision, remaining=0, retry_after=decision.reset)
-            await _send(send, 429, throttled.headers() + _date(company), rate_limited_body(BURST))
+            await _send(send, 429, throttled + _date(company), rate_limited_body(BURST))
             return 429
         status, body, extra = self._call_handle(company, method, path, query)
         headers = base + list(extra.items()) + _date(company)

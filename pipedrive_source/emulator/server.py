@@ -28,7 +28,7 @@ import uvicorn
 from .app import EmulatorApp, EmulatorSettings
 from .control import EmulatorControl
 
-STARTUP_TIMEOUT_S = 120.0  # generating `large` takes up to a minute
+STARTUP_TIMEOUT_S = 300.0  # generating `large` takes ~35 s here; leave room for a loaded CI machine
 URL_RE = re.compile(r"https?://\S+")
 
 
