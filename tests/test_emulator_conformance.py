@@ -102,10 +102,12 @@ def v1_pages(client: httpx.Client, path: str) -> Iterator[dict]:
     for _ in range(1000):
         body = get_json(client, path, query)
         yield body
-        pagination = (body.get("additional_data") or {}).get("pagination") or {}
+        extra = body.get("additional_data") or {}
+        # most lists nest `pagination` (with next_start); the leads spec puts start/limit/more at the top
+        pagination = extra.get("pagination", extra)
         if not pagination.get("more_items_in_collection"):
             return
-        query["start"] = pagination["next_start"]
+        query["start"] = pagination.get("next_start", pagination["start"] + pagination["limit"])
     raise AssertionError(f"{path}: more than 1000 pages")
 
 
@@ -361,6 +363,16 @@ def v1_problems(openapi: Any, spec_path: str, body: dict, query: dict | None = N
 
 def generalize(problem: str) -> str:
     return re.sub(r"/\d+/", "/[]/", re.sub(r"^data/\d+", "data/[]", problem))
+
+
+def test_the_v1_validator_flags_wrong_types(client: httpx.Client, v1_openapi: Any) -> None:
+    body = get_json(client, "/v1/leads", {"limit": 1})
+    assert not v1_problems(v1_openapi, "/v1/leads", body, {"limit": 1})
+    body["data"][0]["title"] = 5
+    body["additional_data"]["start"] = "zero"
+    problems = v1_problems(v1_openapi, "/v1/leads", body, {"limit": 1})
+    assert any(p.startswith("data/0/title") for p in problems), problems
+    assert any(p.startswith("additional_data/start") for p in problems), problems
 
 
 @pytest.mark.parametrize("path", V1_LISTS)
