@@ -25,29 +25,47 @@ def item_schema(api: str, path: str) -> dict[str, Any] | None:
     return op.item_properties if op else None
 
 
+Plan = dict[str, tuple[bool, Any, Any]]  # name -> (nullable, nested object plan, array item plan)
+_plans: dict[int, Plan] = {}
+
+
+def _plan(props: dict[str, Any]) -> Plan:
+    """Per-schema lookup table, built once (spec schemas live as long as the process)."""
+    plan = _plans.get(id(props))
+    if plan is None:
+        plan = {}
+        for name, node in props.items():
+            items = node.get("items") or {}
+            plan[name] = (
+                bool(node.get("nullable")),
+                _plan(node["properties"]) if node.get("properties") else None,
+                _plan(items["properties"]) if items.get("properties") else None,
+            )
+        _plans[id(props)] = plan
+    return plan
+
+
 def conform(
     obj: dict[str, Any], props: dict[str, Any], keep_undeclared: bool, extras: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
+    return _apply(obj, _plan(props), keep_undeclared, extras)
+
+
+def _apply(obj: dict[str, Any], plan: Plan, keep: bool, extras: frozenset[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in obj.items():
-        node = props.get(k)
-        if node is None:
-            if keep_undeclared or k in extras:
+        entry = plan.get(k)
+        if entry is None:
+            if keep or k in extras:
                 out[k] = v
             continue
         if v is None:
-            if node.get("nullable"):
+            if entry[0]:
                 out[k] = None
             continue
-        out[k] = _nested(v, node, keep_undeclared)
+        if entry[1] is not None and type(v) is dict:
+            v = _apply(v, entry[1], keep, frozenset())
+        elif entry[2] is not None and type(v) is list:
+            v = [_apply(x, entry[2], keep, frozenset()) if type(x) is dict else x for x in v]
+        out[k] = v
     return out
-
-
-def _nested(v: Any, node: dict[str, Any], keep_undeclared: bool) -> Any:
-    sub = node.get("properties")
-    if sub and isinstance(v, dict):
-        return conform(v, sub, keep_undeclared)
-    items = node.get("items")
-    if items and items.get("properties") and isinstance(v, list):
-        return [conform(x, items["properties"], keep_undeclared) if isinstance(x, dict) else x for x in v]
-    return v
