@@ -158,10 +158,7 @@ def set_converter(col: str, ids_col: str | None, labels: dict[Any, str]) -> Conv
     get = labels.get
 
     def conv(v: Any, row: dict) -> None:
-        if v is None:
-            row[col] = None
-            if ids_col is not None:
-                row[ids_col] = None
+        if v is None:  # no child rows; writing None would leave dlt an untyped column to warn about
             return
         ids = set_ids(v)
         try:
@@ -206,7 +203,9 @@ def composite_converter(base: str, parts: tuple[Part, ...], parse_scalar: Parser
     """A value object spread over its columns; a bare scalar lands in the base column."""
     known = frozenset(k for p in parts for k in p.keys)
     # (first key, other keys, column, parser): most values sit under the first key, so try it alone first
-    plan = tuple((p.keys[0], p.keys[1:], p.column, p.parse) for p in parts)
+    plan = tuple((p.keys[0], p.keys[1:], p.column, p.parse) for p in parts if p.declared)
+    # undeclared parts (timezones) are written only when present: an all-null untyped column makes dlt warn
+    optional = tuple((p.keys, p.column, p.parse) for p in parts if not p.declared)
     extra_cols: dict[str, str] = {}
 
     def write_extras(v: Mapping, row: dict) -> None:
@@ -227,6 +226,10 @@ def composite_converter(base: str, parts: tuple[Part, ...], parse_scalar: Parser
             if x is None and others:
                 x = _first(v, others)
             row[col] = x if x is None or parse is None else parse(x)
+        for keys, col, parse in optional:
+            x = _first(v, keys)
+            if x is not None:
+                row[col] = x if parse is None else parse(x)
         if not known.issuperset(v):
             write_extras(v, row)
 

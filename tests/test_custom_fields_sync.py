@@ -296,6 +296,7 @@ def mutated(sync: Sync, emulator: EmulatorHandle) -> dict[str, Any]:
         {"op": "add_field", "entity": "deal", "name": "Title", "field_type": "varchar", "fill": 5},
         {"op": "add_field", "entity": "deal", "name": "Deal Tier", "field_type": "enum",
          "options": ["A", "B"], "fill": 5},
+        {"op": "add_field", "entity": "deal", "name": "Renewal date", "field_type": "date"},  # no values yet
     ])
     new_option = next(f["option_id"] for f in result["fields"] if f["op"] == "add_option")
     emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal_id,
@@ -342,6 +343,10 @@ def test_colliding_new_fields_get_suffixes_and_builtins_survive(sync: Sync, emul
     for record in filled:
         assert deals[record["id"]]["title"] == record["title"]
         assert deals[record["id"]]["title_cf"] == record["custom_fields"][added["Title"]]
+
+
+def test_field_without_values_still_gets_its_typed_column(sync: Sync, mutated: dict[str, Any]) -> None:
+    assert sync.columns()["deals"].get("renewal_date") == "DATE"  # from the resolver's column hints
 
 
 def test_no_hash_columns_after_mutations(sync: Sync, mutated: dict[str, Any]) -> None:
