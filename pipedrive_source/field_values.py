@@ -339,6 +339,6 @@ def compile_field(fd: FieldDef, base: str, keep_ids: bool) -> Compiled:
             fd.name, fd.type, base,
         )
     if kind == "json":
-        return Compiled(scalar_converter(base, None), {base: "json"}, True)
+        return Compiled(scalar_converter(base, None), {base: "json"}, False)
     parse, data_type = SCALAR_KINDS[kind]
     return Compiled(scalar_converter(base, parse), {base: data_type}, False)

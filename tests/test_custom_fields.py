@@ -294,6 +294,7 @@ def test_unknown_type_is_kept_as_json_with_one_warning(caplog: pytest.LogCapture
         for _ in range(3):
             row = r.resolve(deal_v2(custom_fields={F["picture"]: {"url": "x", "w": 3}}))
     assert row["photo"] == {"url": "x", "w": 3}
+    assert r.resolve({"id": 2, F["picture"]: "v1 scalar"})["photo"] == "v1 scalar"
     assert r.columns["photo"]["data_type"] == "json"
     assert len([m for m in caplog.messages if "hologram" in m]) == 1
 
