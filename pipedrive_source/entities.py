@@ -34,6 +34,7 @@ NONE = "none"  # everything in one response
 
 V2_DESC = {"sort_by": "update_time", "sort_direction": "desc"}
 V1_DESC = {"sort": "update_time DESC"}
+PROJECT_STATUSES = {"status": "open,completed,canceled,deleted"}
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,9 @@ ENTITIES: tuple[Entity, ...] = (
             Listing("/api/v2/deals"),
             Listing("/api/v2/deals", {"status": "deleted"}),  # deleted in the last 30 days, is_deleted true
             Listing("/api/v2/deals/archived", cost=20),
+            Listing("/api/v2/deals/archived", {"status": "deleted"}, cost=20),
         ),
-        notes="3 requests per run minimum: live, deleted (30-day window), archived.",
+        notes="4 requests per run minimum: live, deleted (30-day window), archived, archived and deleted.",
     ),
     _v2("persons", "/api/v2/persons", UPDATED_SINCE, fields_entity="person_fields"),
     _v2("organizations", "/api/v2/organizations", UPDATED_SINCE, fields_entity="organization_fields"),
@@ -132,8 +134,9 @@ ENTITIES: tuple[Entity, ...] = (
     # ---- API v2, neither filter nor sort: full read, changed rows only -----------------------------------
     _v2(
         "projects", "/api/v2/projects", FULL, fields_entity="project_fields", cursor_field=None,
-        listings=(Listing("/api/v2/projects", flags={"is_archived": False}),
-                  Listing("/api/v2/projects/archived", flags={"is_archived": True})),
+        listings=(Listing("/api/v2/projects", PROJECT_STATUSES, flags={"is_archived": False}),
+                  Listing("/api/v2/projects/archived", PROJECT_STATUSES, flags={"is_archived": True})),
+        notes="status lists every status: by default Pipedrive leaves out projects with status deleted.",
     ),
     _v2("tasks", "/api/v2/tasks", FULL, cursor_field=None),
     _v2("boards", "/api/v2/boards", FULL, paging=NONE, page_size=None, cursor_field=None),

@@ -291,6 +291,8 @@ def _changed_only(entity: Entity, rows: Iterable[Row], ctx: SyncContext) -> Iter
     changed: list[Row] = []
     for row in rows:
         key = orjson.dumps(row.get(entity.primary_key)).decode()
+        if key in current:
+            continue  # listed twice (a deleted project is also among the archived ones): first listing wins
         current[key] = _digest(row)
         if previous.get(key) != current[key]:
             changed.append(row)
