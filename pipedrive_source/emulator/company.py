@@ -12,6 +12,7 @@ Other deleted records (besides recently deleted deals and deleted projects) are 
 
 from __future__ import annotations
 
+import atexit
 import gc
 import threading
 from datetime import datetime
@@ -29,6 +30,10 @@ from .generate import HISTORY_DAYS, Generator
 from .store import Record, Table
 
 DELETED_DEAL_WINDOW = 30 * DAY
+
+# gc.freeze() (see generate) also freezes other libraries' objects; give them back to the collector at
+# exit so extension modules (duckdb's nanobind) do not report leaks at interpreter shutdown.
+atexit.register(gc.unfreeze)
 
 # Connector table name -> internal table (the ones the API lists directly).
 V2_TABLES = (

@@ -135,7 +135,7 @@ def persons(g: Generator) -> None:
             "is_deleted": r() < DELETED_SHARE,
             "visible_to": 3,
             "label_ids": _labels(rng, "person"),
-            "picture_id": None,
+            "picture_id": 10_000 + i if r() < 0.1 else None,
             "postal_address": address(rng, i) if r() < 0.3 else None,
             "notes": None,
             "im": [],
@@ -344,16 +344,18 @@ def deal_installments(g: Generator) -> None:
 
 
 def activities(g: Generator) -> None:
-    deals_, persons_ = g.out["deals"], g.out["persons"]
-    users_n = g.n["users"]
+    deals_, persons_, leads_ = g.out["deals"], g.out["persons"], g.out["leads"]
+    users_n, projects_n = g.n["users"], g.n["projects"]
     priorities = [p for p, _ in ACTIVITY_PRIORITY]
 
     def make(i: int, add: int, upd: int, rng: Any) -> dict:
         r = rng.random
         deal = deals_[int(r() * len(deals_))] if r() < 0.7 else None
+        lead = leads_[int(r() * len(leads_))] if deal is None and r() < 0.3 else None
         person_id = deal["person_id"] if deal else persons_[int(r() * len(persons_))]["id"]
         done = r() < 0.6
         due = add + int(r() * 30) * DAY
+        video = ACTIVITY_TYPES[i % 6] == "meeting" and r() < 0.5
         return {
             "id": i,
             "subject": f"{ACTIVITY_TYPES[i % 6].capitalize()} {i}",
@@ -364,10 +366,10 @@ def activities(g: Generator) -> None:
             "add_time": add,
             "update_time": upd,
             "deal_id": deal["id"] if deal else None,
-            "lead_id": None,
+            "lead_id": lead["id"] if lead else None,
             "person_id": person_id,
             "org_id": deal["org_id"] if deal else None,
-            "project_id": None,
+            "project_id": 1 + int(r() * projects_n) if r() < 0.05 else None,
             "due_date": iso_date(due) if r() < 0.95 else None,
             "due_time": f"{9 + i % 8:02d}:00:00" if r() < 0.6 else None,
             "duration": "01:00:00" if r() < 0.5 else None,
@@ -388,10 +390,10 @@ def activities(g: Generator) -> None:
             ]
             if r() < 0.2
             else [],
-            "conference_meeting_client": None,
-            "conference_meeting_url": None,
-            "conference_meeting_id": None,
-            "public_description": None,
+            "conference_meeting_client": "google_meet" if video else None,
+            "conference_meeting_url": f"https://meet.google.com/emu-{i}" if video else None,
+            "conference_meeting_id": f"emu-{i}" if video else None,
+            "public_description": f"Agenda for {ACTIVITY_TYPES[i % 6]} {i}" if r() < 0.2 else None,
             "priority": priorities[int(r() * 3)] if r() < 0.5 else None,
             "note": f"Note for activity {i}" if r() < 0.3 else None,
         }
@@ -468,7 +470,7 @@ STEPS = (
     products,
     deal_products,
     deal_installments,
-    activities,
     lead_labels,
     leads,
+    activities,
 )
