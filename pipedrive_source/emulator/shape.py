@@ -6,12 +6,13 @@ emulator resolves that conflict in favour of the spec: a property whose value is
 not nullable is left out of the item, so every property present has exactly the spec's JSON type. That
 holds at every nesting level (address objects, participants, ...).
 
-v2 items keep only the properties the spec declares (plus, on request, `include_fields` extras); v1 items
-keep undeclared keys (custom-field hashes and their `_currency`/`_until` siblings on leads).
+Items keep only the properties the spec declares, plus, on request, `include_fields` extras and, in v1
+(leads), the custom-field keys at the root: 40-hex hashes and their `_currency`/`_until`/... siblings.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -25,6 +26,7 @@ def item_schema(api: str, path: str) -> dict[str, Any] | None:
     return op.item_properties if op else None
 
 
+_HASH_KEY = re.compile(r"^[0-9a-f]{40}(_[a-z_0-9]+)?$")
 Plan = dict[str, tuple[bool, Any, Any]]  # name -> (nullable, nested object plan, array item plan)
 _plans: dict[int, Plan] = {}
 
@@ -56,7 +58,7 @@ def _apply(obj: dict[str, Any], plan: Plan, keep: bool, extras: frozenset[str]) 
     for k, v in obj.items():
         entry = plan.get(k)
         if entry is None:
-            if keep or k in extras:
+            if (keep and _HASH_KEY.match(k)) or k in extras:
                 out[k] = v
             continue
         if v is None:
