@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
@@ -491,3 +492,18 @@ def test_snapshot_equals_what_the_api_reveals_after_mutations(table: str) -> Non
     assert sorted(_api_view(c, table), key=_by_id) == sorted(c.snapshot(table), key=_by_id)
     live = [r for r in c.snapshot(table) if not r.get("is_deleted") and r.get("status") != "deleted"]
     assert len(live) == c.counts()[table]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("PIPEDRIVE_EMULATOR_LARGE"), reason="set PIPEDRIVE_EMULATOR_LARGE=1 (~20 s)"
+)
+def test_large_generation_under_a_minute_and_cheap_pages() -> None:
+    started = time.perf_counter()
+    c = Company.generate(seed=7, scale="large")
+    assert time.perf_counter() - started < 60
+    assert len(c.t["deals"]) == 100_000 and len(c.t["persons"]) == 200_000
+    first = ok(c, "/api/v2/deals", limit=500, sort_by="update_time")
+    started = time.perf_counter()
+    ok(c, "/api/v2/deals", limit=500, sort_by="update_time", cursor=first["additional_data"]["next_cursor"])
+    ok(c, "/api/v2/deals", limit=500, sort_by="update_time")
+    assert time.perf_counter() - started < 1.0

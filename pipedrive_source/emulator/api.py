@@ -18,12 +18,11 @@ import orjson
 from . import routes_v1 as v1
 from . import routes_v2 as v2
 from . import spec
+from .faults import ERROR_INFO
 from .params import BadRequest, NotFound, parse_query
 
 if TYPE_CHECKING:
     from .company import Company
-
-ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
 
 
 @dataclass
@@ -102,7 +101,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
 }
 
 
-def _error(status: int, message: str, info: str = ERROR_INFO, code: str | None = None) -> bytes:
+def _error(message: str, info: str = ERROR_INFO, code: str | None = None) -> bytes:
     return orjson.dumps(
         {
             "success": False,
@@ -115,7 +114,7 @@ def _error(status: int, message: str, info: str = ERROR_INFO, code: str | None =
 
 
 def unknown_path() -> ApiResponse:
-    return ApiResponse(404, _error(404, "Unknown method ."), 0)
+    return ApiResponse(404, _error("Unknown method ."), 0)
 
 
 def cost_of(method: str, path: str) -> int:
@@ -138,7 +137,7 @@ def handle(company: Company, method: str, path: str, query: list[tuple[str, str]
         q = parse_query(op, query)
         status, body = handler(v2.Req(company, op, path_params, q))
     except BadRequest as e:
-        return ApiResponse(400, _error(400, e.message, code=e.code), op.token_cost)
+        return ApiResponse(400, _error(e.message, code=e.code), op.token_cost)
     except NotFound:
-        return ApiResponse(404, _error(404, "Entity was not found", "Object was not found."), op.token_cost)
+        return ApiResponse(404, _error("Entity was not found", "Object was not found."), op.token_cost)
     return ApiResponse(status, body, op.token_cost)

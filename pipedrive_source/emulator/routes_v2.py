@@ -403,12 +403,12 @@ def followers(name: str) -> Handler:
         if h % 2:
             users.add(1 + h % n_users)
         items = [{"user_id": u, "add_time": rfc3339(rec["add_time"])} for u in sorted(users)]
-        return 200, _offset_list(req, items, "user_id")
+        return 200, _offset_list(req, items)
 
     return handler
 
 
-def _offset_list(req: Req, items: list[dict[str, Any]], key: str) -> bytes:
+def _offset_list(req: Req, items: list[dict[str, Any]]) -> bytes:
     """Cursor paging over a small in-memory list (followers, fields): the cursor encodes an offset."""
     limit = v2_limit(req.q)
     start = 0
@@ -427,7 +427,7 @@ def _offset_list(req: Req, items: list[dict[str, Any]], key: str) -> bytes:
 def fields_list(table: str) -> Handler:
     def handler(req: Req) -> tuple[int, bytes]:
         include = tuple(req.q.get("include_fields") or ())
-        return 200, _offset_list(req, field_items(req.company, table, include), "field_code")
+        return 200, _offset_list(req, field_items(req.company, table, include))
 
     return handler
 
