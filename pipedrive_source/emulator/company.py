@@ -181,18 +181,21 @@ class Company:
 
     def snapshot(self, table: str) -> list[dict[str, Any]]:
         """Ground truth: every record the API can still reveal, rendered as the API renders it."""
+        return orjson.loads(self.snapshot_json(table))
+
+    def snapshot_json(self, table: str) -> bytes:
+        """`snapshot(table)` as a JSON array, assembled from the cached renderings (no decode/encode)."""
         from .derived import snapshot_derived
 
         if table in FIELD_TABLES:
-            return field_items(self, table)
+            return orjson.dumps(field_items(self, table))
         if table in DERIVED_TABLES:
-            return snapshot_derived(self, table)
+            return orjson.dumps(snapshot_derived(self, table))
         if table not in self.t:
             raise KeyError(table)
         api = "v2" if table in V2_TABLES else "v1"
         t = self.t[table]
-        items = [render.record_bytes(self, t, r, api) for r in self.revealed(table)]
-        return orjson.loads(b"[" + b",".join(items) + b"]")
+        return b"[" + b",".join(render.record_bytes(self, t, r, api) for r in self.revealed(table)) + b"]"
 
     def mutate(self, body: dict[str, Any]) -> dict[str, Any]:
         from .mutations import apply
