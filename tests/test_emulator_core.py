@@ -507,3 +507,12 @@ def test_large_generation_under_a_minute_and_cheap_pages() -> None:
     ok(c, "/api/v2/deals", limit=500, sort_by="update_time", cursor=first["additional_data"]["next_cursor"])
     ok(c, "/api/v2/deals", limit=500, sort_by="update_time")
     assert time.perf_counter() - started < 1.0
+
+
+def test_single_field_and_one_deals_products(company: Company) -> None:
+    code = company.fields.custom("deal")[0].code
+    assert ok(company, f"/api/v2/dealFields/{code}")["data"]["field_code"] == code
+    assert get(company, "/api/v2/dealFields/" + "0" * 40)[0] == 404
+    deal_id = next(r["deal_id"] for r in company.snapshot("deal_products"))
+    rows = pull_v2(company, f"/api/v2/deals/{deal_id}/products")
+    assert rows and {r["deal_id"] for r in rows} == {deal_id}

@@ -46,6 +46,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("v2", "/api/v2/organizations"): v2.v2_list("organizations"),
     ("v2", "/api/v2/products"): v2.v2_list("products"),
     ("v2", "/api/v2/products/{id}/variations"): v2.variations,
+    ("v2", "/api/v2/deals/{id}/products"): v2.deal_products_of,
     ("v2", "/api/v2/pipelines"): v2.v2_list("pipelines"),
     ("v2", "/api/v2/stages"): v2.v2_list("stages"),
     ("v2", "/api/v2/projects"): v2.v2_list("projects"),
@@ -77,6 +78,10 @@ ROUTES: dict[tuple[str, str], Handler] = {
     # v2 fields
     **{
         ("v2", f"/api/v2/{entity}Fields"): v2.fields_list(f"{entity}_fields")
+        for entity in ("activity", "deal", "person", "organization", "product", "project")
+    },
+    **{
+        ("v2", f"/api/v2/{entity}Fields/{{field_code}}"): v2.field_one(f"{entity}_fields")
         for entity in ("activity", "deal", "person", "organization", "product", "project")
     },
     # v1

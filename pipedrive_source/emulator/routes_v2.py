@@ -355,6 +355,14 @@ def _grouped(
     return list_page(req, table, "live", None, Ordered.whole(entries))
 
 
+def deal_products_of(req: Req) -> tuple[int, bytes]:
+    """`/deals/{id}/products`: one deal's products (the same rows `/deals/products` gives)."""
+    did = req.path_id()
+    if not _deal_visible(req.company)(did):
+        raise NotFound()
+    return _grouped(req, "deal_products", "deal_id", {did}, lambda _: True)
+
+
 def variations(req: Req) -> tuple[int, bytes]:
     pid = req.path_id()
     products = req.company.t["products"]
@@ -428,6 +436,19 @@ def fields_list(table: str) -> Handler:
     def handler(req: Req) -> tuple[int, bytes]:
         include = tuple(req.q.get("include_fields") or ())
         return 200, _offset_list(req, field_items(req.company, table, include))
+
+    return handler
+
+
+def field_one(table: str) -> Handler:
+    """`/{entity}Fields/{field_code}`: one listed field definition."""
+
+    def handler(req: Req) -> tuple[int, bytes]:
+        include = tuple(req.q.get("include_fields") or ())
+        for item in field_items(req.company, table, include):
+            if item["field_code"] == req.path.get("field_code"):
+                return 200, single(item)
+        raise NotFound()
 
     return handler
 
