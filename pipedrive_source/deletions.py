@@ -40,10 +40,14 @@ def _vanished(pipeline: dlt.Pipeline, monitor: SyncMonitor) -> dict[str, set[Any
             entity = BY_NAME[table]
             out[table] = {key for key in _known(pipeline, table, entity.primary_key) if key not in live}
     for entity in BY_NAME.values():
-        parent_live = monitor.live_ids.get(entity.parent or "")
-        if entity.merge_key and parent_live is not None and _materialized(pipeline, entity.name):
-            rows = _known(pipeline, entity.name, entity.primary_key, entity.merge_key)
-            out[entity.name] = {key for key, parent in rows if parent not in parent_live}
+        links = [(entity.merge_key, entity.parent), *entity.references] if entity.merge_key else []
+        links = [(column, monitor.live_ids[table]) for column, table in links if table in monitor.live_ids]
+        if links and _materialized(pipeline, entity.name):
+            # child rows go with the parent (or a referenced record) they belong to
+            rows = _known(pipeline, entity.name, entity.primary_key, *(column for column, _ in links))
+            out[entity.name] = {
+                row[0] for row in rows if any(value not in live for value, (_, live) in zip(row[1:], links, strict=True))
+            }
     return out
 
 
@@ -55,7 +59,7 @@ def _materialized(pipeline: dlt.Pipeline, table: str) -> bool:
 def _known(pipeline: dlt.Pipeline, table: str, *columns: str) -> list[Any]:
     """Key columns of the destination rows not flagged deleted yet."""
     names = ", ".join(columns)
-    rows = pipeline.dataset()(f"SELECT {names} FROM {table} WHERE is_deleted IS NOT TRUE").fetchall()
+    rows = pipeline.dataset().query(f"SELECT {names} FROM {table} WHERE is_deleted IS NOT TRUE").fetchall()
     return [row[0] for row in rows] if len(columns) == 1 else [tuple(row) for row in rows]
 
 

@@ -65,6 +65,7 @@ class Entity:
     parent_param: str | None = None  # PER_PARENT: query parameter carrying the parent id
     opt_in: bool = False  # left out unless named in `entities` (per-record cost)
     merge_key: str | None = None  # rows of a parent are replaced as a set (children of changed deals)
+    references: tuple[tuple[str, str], ...] = ()  # (column, table): rows go when that record is gone
     derive: Callable[[dict[str, Any], Any], None] | None = None  # PER_RECORD: (row, parent id) adds columns
     columns: dict[str, Any] = field(default_factory=dict)  # extra dlt column hints
     notes: str = ""
@@ -78,7 +79,9 @@ def _flow_row(row: dict[str, Any], parent_id: Any) -> None:
 
 
 def _participant_row(row: dict[str, Any], parent_id: Any) -> None:
+    """A participant's `id` is the person's id, shared by every deal the person takes part in."""
     row["deal_id"] = parent_id
+    row["participant_id"] = f"{parent_id}:{row.get('id')}"
 
 
 def _variation_row(row: dict[str, Any], parent_id: Any) -> None:
@@ -157,7 +160,7 @@ ENTITIES: tuple[Entity, ...] = (
         notes="ids are UUID strings; archived leads come from /v1/leads/archived.",
     ),
     _v1("lead_labels", "/v1/leadLabels", FULL, cost=10, cursor_field=None),
-    _v1("lead_sources", "/v1/leadSources", FULL, cost=2, cursor_field=None),
+    _v1("lead_sources", "/v1/leadSources", FULL, cost=2, primary_key="name", cursor_field=None),
     _v1("notes", "/v1/notes", SORTED, fields_entity="note_fields"),
     _v1("files", "/v1/files", SORTED, page_size=100, notes="v1 caps files pages at 100."),
     _v1("users", "/v1/users", FULL, cursor_field=None),
@@ -174,9 +177,13 @@ ENTITIES: tuple[Entity, ...] = (
     # ---- opt-in: one request per changed deal -------------------------------------------------------------
     _v1("deal_flow", "/v1/deals/{id}/flow", PER_RECORD, cost=40, parent="deals", opt_in=True,
         primary_key="flow_id", cursor_field=None, paging=OFFSET, merge_key="deal_id", derive=_flow_row,
-        notes="changelog of each changed deal; flow_id = '<object>:<id>'."),
+        columns={"data__old_value": {"data_type": "text"}, "data__new_value": {"data_type": "text"}},
+        notes="changelog of each changed deal; flow_id = '<object>:<id>'; old/new values of any field "
+              "type are kept as text."),
     _v1("deal_participants", "/v1/deals/{id}/participants", PER_RECORD, cost=10, parent="deals",
-        opt_in=True, cursor_field=None, paging=OFFSET, merge_key="deal_id", derive=_participant_row),
+        opt_in=True, cursor_field=None, paging=OFFSET, merge_key="deal_id", derive=_participant_row,
+        primary_key="participant_id", references=(("id", "persons"),),
+        notes="participant_id = '<deal id>:<person id>'; a deleted person leaves every deal."),
 )
 
 BY_NAME: dict[str, Entity] = {e.name: e for e in ENTITIES}

@@ -151,35 +151,36 @@ class ProgressPrinter:
 
 
 def print_summary(pipeline: dlt.Pipeline, monitor: SyncMonitor, flagged: dict[str, int], seconds: float) -> None:
+    """One line per entity table: rows loaded (nested child-table rows apart), records read, cost, time."""
     trace = pipeline.last_trace
-    loaded = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
+    counts = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
+    loaded: dict[str, list[int]] = {}  # table -> [rows, nested rows]
+    for table, rows in counts.items():
+        if not table.startswith("_dlt"):
+            loaded.setdefault(table.split("__")[0], [0, 0])[1 if "__" in table else 0] += rows
     stats = monitor.client_stats
-    names = sorted(set(monitor.entities) | {t for t in loaded if not t.startswith("_dlt")})
-    print(f"\n{'table':<34}{'rows loaded':>12}{'read':>10}{'requests':>10}{'tokens':>9}{'seconds':>9}")
-    for name in names:
+    print(f"\n{'table':<24}{'rows':>10}{'nested':>10}{'read':>10}{'requests':>10}{'tokens':>9}{'seconds':>9}")
+    for name in sorted(set(monitor.entities) | set(loaded)):
         progress = monitor.entities.get(name, EntityProgress())
-        by_label = stats.by_label.get(name) if stats else None
+        cost = stats.by_label.get(name) if stats else None
+        rows, nested = loaded.get(name, [0, 0])
         print(
-            f"{name:<34}{loaded.get(name, 0):>12,}{progress.rows:>10,}"
-            f"{(by_label.requests if by_label else 0):>10,}{(by_label.tokens if by_label else 0):>9,}"
-            f"{progress.seconds:>9.1f}"
+            f"{name:<24}{rows:>10,}{nested:>10,}{progress.rows:>10,}{(cost.requests if cost else 0):>10,}"
+            f"{(cost.tokens if cost else 0):>9,}{progress.seconds:>9.1f}"
         )
     for table, count in sorted(flagged.items()):
         print(f"{table}: {count:,} rows no longer in Pipedrive flagged is_deleted")
-    total_rows = sum(v for k, v in loaded.items() if not k.startswith("_dlt"))
-    requests = stats.requests if stats else 0
-    tokens = stats.tokens if stats else 0
+    total = sum(rows + nested for rows, nested in loaded.values())
+    requests, tokens = (stats.requests, stats.tokens) if stats else (0, 0)
     print(
-        f"total: {total_rows:,} rows loaded into {pipeline.dataset_name} ({pipeline.destination.destination_name}), "
-        f"{requests:,} requests, {tokens:,} tokens, {seconds:.1f} s"
+        f"total: {total:,} rows loaded into {pipeline.dataset_name} ({pipeline.destination.destination_name}),"
+        f" {requests:,} requests, {tokens:,} tokens, {seconds:.1f} s"
     )
 
 
 def show_tables(pipeline: dlt.Pipeline) -> None:
-    print("\ntables (rows now in the destination):")
-    dataset = pipeline.dataset()
-    for table in sorted(pipeline.default_schema.data_table_names()):
-        count = dataset[table].count().fetchone()[0]
+    print("\ntables now in the destination (rows):")
+    for table, count in sorted(pipeline.dataset().row_counts().fetchall()):
         print(f"  {table:<40}{count:>10,}")
 
 

@@ -106,7 +106,13 @@ def load_truth(emulator: Any, workdir: Path, tables: list[str]) -> Path:
         if entity.derive:
             rows = [_derived(entity, row) for row in rows]
         resources.append(
-            dlt.resource(rows, name=table, write_disposition="replace", primary_key=entity.primary_key)
+            dlt.resource(
+                rows,
+                name=table,
+                write_disposition="replace",
+                primary_key=entity.primary_key,
+                columns=entity.columns,
+            )
         )
 
     @dlt.source(name="truth", max_table_nesting=DEFAULT_MAX_TABLE_NESTING)
@@ -132,8 +138,10 @@ class Mismatch:
     problems: list[str]
 
 
-def compare(sync_db: Path, truth_db: Path, table: str) -> list[str]:
-    """Differences between the synced table and the truth, as readable lines (empty when equal)."""
+def compare(sync_db: Path, truth_db: Path, table: str, hard_delete: bool = False) -> list[str]:
+    """Differences between the synced table and the truth, as readable lines (empty when equal).
+
+    With `hard_delete`, records the truth shows as deleted must be absent instead of flagged."""
     entity = BY_NAME[table]
     with duckdb.connect(str(sync_db), read_only=True) as con:
         con.execute(f"ATTACH '{truth_db}' AS t (READ_ONLY)")
@@ -143,9 +151,10 @@ def compare(sync_db: Path, truth_db: Path, table: str) -> list[str]:
         synced_tables = _tables(con, _catalog(con), DATASET)
         if table not in synced_tables:
             return [f"{table}: table missing in the sync"]
-        problems = _compare_rows(con, table, entity.primary_key)
+        problems = _compare_rows(con, table, entity.primary_key, hard_delete)
+        gone = _deleted_keys(con, table, entity.primary_key) if hard_delete else set()
         for child in sorted(t for t in truth_tables if t.startswith(f"{table}__")):
-            problems += _compare_children(con, table, child, entity.primary_key, child in synced_tables)
+            problems += _compare_children(con, table, child, entity.primary_key, child in synced_tables, gone)
     return problems
 
 
@@ -167,12 +176,16 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _compare_rows(con: duckdb.DuckDBPyConnection, table: str, pk: str) -> list[str]:
+def _compare_rows(con: duckdb.DuckDBPyConnection, table: str, pk: str, hard_delete: bool) -> list[str]:
     synced = {row[pk]: row for row in _fetch(con, f"SELECT * FROM {DATASET}.{table}")}
     truth = {row[pk]: row for row in _fetch(con, f"SELECT * FROM t.{TRUTH_DATASET}.{table}")}
     problems = []
     for key, want in truth.items():
         got = synced.get(key)
+        if hard_delete and want.get("is_deleted") is True:
+            if got is not None:
+                problems.append(f"{table}[{key}]: deleted in Pipedrive but still here (hard_delete)")
+            continue
         if got is None:
             problems.append(f"{table}[{key}]: missing")
             continue
@@ -186,13 +199,20 @@ def _compare_rows(con: duckdb.DuckDBPyConnection, table: str, pk: str) -> list[s
             if not same(got[column], value):
                 problems.append(f"{table}[{key}].{column}: got {got[column]!r}, want {value!r}")
     for key, got in synced.items():
-        if key not in truth and got.get("is_deleted") is not True:
+        if key not in truth and (hard_delete or got.get("is_deleted") is not True):
             problems.append(f"{table}[{key}]: not in Pipedrive any more but not flagged is_deleted")
     return problems
 
 
+def _deleted_keys(con: duckdb.DuckDBPyConnection, table: str, pk: str) -> set[Any]:
+    columns = {r[0] for r in con.execute(f"DESCRIBE t.{TRUTH_DATASET}.{table}").fetchall()}
+    if "is_deleted" not in columns:
+        return set()
+    return {r[0] for r in con.execute(f"SELECT {pk} FROM t.{TRUTH_DATASET}.{table} WHERE is_deleted").fetchall()}
+
+
 def _compare_children(
-    con: duckdb.DuckDBPyConnection, table: str, child: str, pk: str, present: bool
+    con: duckdb.DuckDBPyConnection, table: str, child: str, pk: str, present: bool, skip: set[Any]
 ) -> list[str]:
     def grouped(catalog_schema: str) -> dict[Any, list[dict[str, Any]]]:
         rows = _fetch(
@@ -213,6 +233,8 @@ def _compare_children(
     got = grouped(DATASET)
     problems = []
     for key, items in want.items():
+        if key in skip:
+            continue
         have = got.get(key, [])
         if len(have) != len(items) or not all(
             all(same(h.get(c), v) for c, v in w.items()) for h, w in zip(have, items, strict=False)
