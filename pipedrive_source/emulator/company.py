@@ -8,6 +8,8 @@ Visibility ("views") per table:
 - notes and files: `live` unless `active_flag` is false;
 - everything else: `live` unless `is_deleted`.
 Other deleted records (besides recently deleted deals and deleted projects) are never revealed again.
+The products and installments of a deleted deal are not revealed either (a deleted deal is inaccessible
+except through `status=deleted`).
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ class Company:
             rows = [r for r in t.rows.values() if t.view_of(r) == "live"]
         if table in ("deal_products", "deal_installments"):
             deals = self.t["deals"].rows
-            rows = [r for r in rows if self.deal_revealed(deals[r["deal_id"]])]
+            rows = [r for r in rows if not deals[r["deal_id"]]["is_deleted"]]
         return sorted(rows, key=lambda r: r.get("_seq", r["id"]))
 
     # --- observation ---------------------------------------------------------------------------------

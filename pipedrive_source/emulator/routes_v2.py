@@ -4,8 +4,13 @@ Query semantics (beyond the generic validation in params.py):
 - `updated_since` inclusive, `updated_until` exclusive, RFC3339 without fractional seconds, else 400;
 - `sort_by` / `sort_direction` as the operation's enum allows (default `id` / `asc`); ties broken by id;
 - `limit` default 100, 1..500 else 400; `ids` up to 100 comma-separated ids;
+- `/deals/products`, `/deals/installments`: rows of the given deals that are not deleted (a deleted
+  deal's products are inaccessible like the deal itself);
 - deals: no `status` = every not-deleted deal; `status=deleted` = deals deleted in the last 30 days of the
-  emulator clock; `/deals` never returns archived deals, `/deals/archived` only those;
+  emulator clock; `/deals` never returns archived deals, `/deals/archived` only those (with
+  `status=deleted` each returns its own kind of recently deleted deal);
+- projects: `status` is a comma list of open, completed, canceled, deleted; deleted projects are listed
+  only when `deleted` is asked for; tasks' `parent_task_id=null` selects root tasks;
 - equality filters (owner_id, person_id, org_id, pipeline_id, stage_id, deal_id, done, ...) compare the
   record field of the same name; tasks' `assignee_id` matches any of `assignee_ids`;
 - `filter_id` is accepted (it is in the spec) but not emulated: saved filters' conditions do not exist here,
@@ -339,8 +344,9 @@ def by_deal_ids(name: str) -> Handler:
 
 
 def _deal_visible(company: Company) -> Callable[[int], bool]:
+    """Products/installments are served for live and archived deals, not for deleted ones."""
     deals = company.t["deals"].rows
-    return lambda did: did in deals and company.deal_revealed(deals[did])
+    return lambda did: did in deals and not deals[did]["is_deleted"]
 
 
 def _grouped(
