@@ -516,3 +516,11 @@ def test_single_field_and_one_deals_products(company: Company) -> None:
     deal_id = next(r["deal_id"] for r in company.snapshot("deal_products"))
     rows = pull_v2(company, f"/api/v2/deals/{deal_id}/products")
     assert rows and {r["deal_id"] for r in rows} == {deal_id}
+
+
+def test_products_of_a_deleted_deal_are_not_revealed(fresh: Company) -> None:
+    row = fresh.snapshot("deal_products")[0]
+    fresh.mutate({"ops": [{"op": "delete", "table": "deals", "id": row["deal_id"]}]})
+    assert row["id"] not in {r["id"] for r in fresh.snapshot("deal_products")}
+    assert pull_v2(fresh, "/api/v2/deals/products", deal_ids=row["deal_id"]) == []
+    assert get(fresh, f"/api/v2/deals/{row['deal_id']}/products")[0] == 404
