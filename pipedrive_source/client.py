@@ -35,6 +35,10 @@ USER_AGENT = "pipedrive-source-dlt/0.1"
 class _Transient(Exception):
     """A failure worth retrying; carries a short, secret-free description."""
 
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
 
 @dataclass
 class EndpointStats:
@@ -116,6 +120,7 @@ class PipedriveClient:
         self._prepare()
         query = {k: v for k, v in (params or {}).items() if v is not None}
         failures = waits = renewals = 0
+        unreachable = False  # every failure so far was a refused/failed connection
         while True:
             try:
                 return self._attempt(path, query, cost, label, missing_ok)
@@ -126,11 +131,9 @@ class PipedriveClient:
                 self._switch_base_url(self.auth.recover(self._http, exc.sent_headers))
             except _Transient as exc:
                 failures += 1
+                unreachable = exc.unreachable and (failures == 1 or unreachable)
                 if failures >= self.settings.max_attempts:
-                    raise ApiError(
-                        f"Pipedrive kept failing on {path} after {failures} attempts (last: {exc}). "
-                        "Nothing from this run was committed; run the sync again later."
-                    ) from None
+                    raise self._gave_up(path, failures, exc, unreachable) from None
                 delay = self._backoff(failures)
                 self.stats.retries += 1
                 logger.warning("retrying %s in %.1fs after %s (attempt %d)", path, delay, exc, failures)
@@ -138,6 +141,17 @@ class PipedriveClient:
             except _RateLimited as exc:
                 waits += 1
                 self._wait_for_rate_limit(path, exc, waits)
+
+    def _gave_up(self, path: str, failures: int, exc: _Transient, unreachable: bool) -> ApiError:
+        if unreachable:
+            return ApiError(
+                f"Could not connect to {self._base_url} ({exc}, {failures} attempts). Check base_url / "
+                "company_domain (SOURCES__PIPEDRIVE__BASE_URL, SOURCES__PIPEDRIVE__COMPANY_DOMAIN) and the network."
+            )
+        return ApiError(
+            f"Pipedrive kept failing on {path} after {failures} attempts (last: {exc}). "
+            "Nothing from this run was committed; run the sync again later."
+        )
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -155,6 +169,9 @@ class PipedriveClient:
         except httpx.TimeoutException as exc:
             self._count(label, cost)
             raise _Transient(f"timeout ({type(exc).__name__})") from None
+        except httpx.ConnectError as exc:
+            self._count(label, 0)
+            raise _Transient(f"connection failed: {type(exc).__name__}", unreachable=True) from None
         except httpx.TransportError as exc:
             self._count(label, cost)
             raise _Transient(f"connection problem ({type(exc).__name__})") from None

@@ -1,0 +1,153 @@
+"""`pipelines/pipedrive_pipeline.py` as a user runs it: config from the environment, exit codes, one-line
+errors, nothing loaded and state unchanged after a failure, and no secret anywhere on disk or in the output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipedrive_source.emulator import EmulatorHandle, run_emulator
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "pipelines" / "pipedrive_pipeline.py"
+SECRET = f"pd-secret-{uuid.uuid4().hex}"  # distinctive, so a leak cannot hide behind a common word
+
+
+@pytest.fixture(scope="module")
+def secret_emulator() -> Iterator[EmulatorHandle]:
+    with run_emulator(seed=7, scale="tiny", api_token=SECRET) as handle:
+        yield handle
+
+
+def run_cli(
+    workdir: Path, emulator: EmulatorHandle, token: str, *args: str, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        **extra_env,
+        "SOURCES__PIPEDRIVE__API_TOKEN": token,
+        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
+        "DESTINATION__DUCKDB__CREDENTIALS": str(workdir / "crm.duckdb"),
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+    }
+    command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(workdir / "pipelines"), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=workdir, timeout=600)
+
+
+def data_tables(path: Path) -> dict[str, int]:
+    if not path.exists():
+        return {}
+    with duckdb.connect(str(path), read_only=True) as con:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'pipedrive'"
+            ).fetchall()
+        ]
+        return {n: con.execute(f"SELECT count(*) FROM pipedrive.{n}").fetchone()[0] for n in names}
+
+
+def state_files(workdir: Path) -> dict[str, bytes]:
+    root = workdir / "pipelines" / "pipedrive"
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.glob("state.json")}
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exactly one `error:` line, the last one (retry warnings may precede it), and no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in errors[0]
+
+
+def test_sync_then_wrong_token_fails_cleanly_and_changes_nothing(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    ok = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,persons,users")
+    assert ok.returncode == 0, ok.stderr
+    assert "total:" in ok.stdout and "requests" in ok.stdout and "tokens" in ok.stdout
+    before_tables, before_state = data_tables(tmp_path / "crm.duckdb"), state_files(tmp_path)
+    assert before_tables["deals"] > 0 and before_state
+
+    secret_emulator.control.mutate(seed=5, updates=20)  # there would be something to load
+    wrong = f"pd-wrong-{uuid.uuid4().hex}"
+    failed = run_cli(tmp_path, secret_emulator, wrong, "--entities", "deals,persons,users")
+    assert failed.returncode == 2
+    assert_one_clear_line(failed, "rejected the API token", "SOURCES__PIPEDRIVE__API_TOKEN")
+    assert data_tables(tmp_path / "crm.duckdb") == before_tables  # nothing loaded
+    assert state_files(tmp_path) == before_state  # state unchanged
+
+    assert_nowhere(tmp_path, [SECRET, wrong], ok.stdout + ok.stderr + failed.stdout + failed.stderr)
+
+    again = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,persons,users")
+    assert again.returncode == 0, again.stderr  # the next good run simply continues
+    assert data_tables(tmp_path / "crm.duckdb")["deals"] == before_tables["deals"]
+
+
+def test_first_run_with_wrong_token_loads_nothing(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    wrong = f"pd-wrong-{uuid.uuid4().hex}"
+    failed = run_cli(tmp_path, secret_emulator, wrong, "--verbose")
+    assert failed.returncode == 2
+    assert "rejected the API token" in failed.stderr
+    assert data_tables(tmp_path / "crm.duckdb") == {}
+    assert_nowhere(tmp_path, [wrong], failed.stdout + failed.stderr)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--entities", "deals,nope"], "Unknown entity nope"),
+        (["--start-date", "next tuesday-ish"], "start_date"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line(
+    secret_emulator: EmulatorHandle, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = run_cli(tmp_path, secret_emulator, SECRET, *args)
+    assert result.returncode == 2
+    assert_one_clear_line(result, needle)
+
+
+def test_missing_token_names_the_setting(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    result = run_cli(tmp_path, secret_emulator, "")
+    assert result.returncode == 2
+    assert_one_clear_line(result, "SOURCES__PIPEDRIVE__API_TOKEN")
+
+
+def test_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    class Nowhere:
+        base_url = "http://127.0.0.1:9"  # discard port: connection refused
+
+    env_token = SECRET
+    result = run_cli(
+        tmp_path, Nowhere(), env_token, "--entities", "users", SOURCES__PIPEDRIVE__BACKOFF_BASE_S="0.01"
+    )  # type: ignore[arg-type]
+    assert result.returncode == 1
+    assert_one_clear_line(result, "Could not connect to http://127.0.0.1:9", "SOURCES__PIPEDRIVE__BASE_URL")
+
+
+def test_demo_runs_without_credentials(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+    env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+    command = [sys.executable, str(SCRIPT), "--demo", "--demo-scale", "tiny", "--pipelines-dir", "p", "--show"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "deals" in result.stdout and "total:" in result.stdout
+    assert data_tables(tmp_path / "pipedrive_demo.duckdb")["deals"] > 0
+
+
+def assert_nowhere(workdir: Path, secrets: list[str], output: str) -> None:
+    for secret in secrets:
+        assert secret not in output
+        needle = secret.encode()
+        leaks = [p for p in workdir.rglob("*") if p.is_file() and needle in p.read_bytes()]
+        assert not leaks, leaks

@@ -1,0 +1,149 @@
+"""The connector's HTTP behaviour against the emulator: OAuth refresh mid-run on `api_domain`, retries on
+5xx / dropped connections / malformed bodies, 429 waits, another destination, and no token in the logs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import dlt
+import duckdb
+import pytest
+
+from connector_fixtures import compare, load_truth, make_pipeline, sync
+from pipedrive_source import FIELDS_TABLES, ApiError, AuthError, PipedriveOAuthCredentials, pipedrive_source
+
+TABLES = ["deals", "persons", "organizations", "users", "notes", "leads", "deal_products"]
+
+
+def assert_equal_to_truth(emulator, workdir: Path, tables: list[str]) -> None:
+    truth = load_truth(emulator, workdir, tables)
+    problems = {t: p for t in tables if (p := compare(workdir / "crm.duckdb", truth, t))}
+    assert not problems, {t: p[:5] for t, p in problems.items()}
+
+
+def oauth_credentials(emulator, **overrides: str) -> PipedriveOAuthCredentials:
+    credentials = PipedriveOAuthCredentials()
+    credentials.client_id = emulator.settings.oauth_client_id
+    credentials.client_secret = emulator.settings.oauth_client_secret
+    credentials.refresh_token = emulator.settings.oauth_refresh_token
+    credentials.token_url = f"{emulator.base_url}/oauth/token"
+    for name, value in overrides.items():
+        setattr(credentials, name, value)
+    return credentials
+
+
+def test_oauth_refreshes_when_the_access_token_expires_mid_run(clean_emulator, tmp_path: Path) -> None:
+    pages = []
+
+    def expire_after_first_page(entity, rows, ctx):
+        pages.append(entity.name)
+        if len(pages) == 2:
+            assert clean_emulator.control.expire_oauth() == 1  # the token the run is using
+        return rows
+
+    # base_url points nowhere: the run must continue on the api_domain the token endpoint returns
+    result = sync(
+        clean_emulator,
+        tmp_path,
+        api_token=None,
+        base_url="http://127.0.0.1:9",
+        oauth=oauth_credentials(clean_emulator),
+        entities=TABLES,
+        record_hooks=[expire_after_first_page],
+    )
+    statuses = result.emulator_stats["statuses"]
+    assert statuses.get("401") == 1  # one request saw the expired token, and was retried after a refresh
+    assert_equal_to_truth(clean_emulator, tmp_path, TABLES)
+
+
+def test_oauth_from_dlt_config_and_a_bad_refresh_token(clean_emulator, tmp_path: Path, monkeypatch) -> None:
+    prefix = "SOURCES__PIPEDRIVE__OAUTH__"
+    monkeypatch.setenv(prefix + "CLIENT_ID", clean_emulator.settings.oauth_client_id)
+    monkeypatch.setenv(prefix + "CLIENT_SECRET", clean_emulator.settings.oauth_client_secret)
+    monkeypatch.setenv(prefix + "REFRESH_TOKEN", clean_emulator.settings.oauth_refresh_token)
+    monkeypatch.setenv(prefix + "TOKEN_URL", f"{clean_emulator.base_url}/oauth/token")
+    result = sync(clean_emulator, tmp_path, api_token=None, base_url="http://127.0.0.1:9", entities=["users"])
+    assert result.loaded["users"] > 0
+
+    monkeypatch.setenv(prefix + "REFRESH_TOKEN", "not-the-refresh-token")
+    with pytest.raises(Exception) as failure:
+        sync(clean_emulator, tmp_path / "2", api_token=None, base_url="http://127.0.0.1:9", entities=["users"])
+    assert _root(failure.value, AuthError)
+    assert "invalid_grant" in str(_root(failure.value, AuthError))
+
+
+def test_transient_faults_are_retried_and_the_result_is_still_exact(clean_emulator, tmp_path: Path) -> None:
+    clean_emulator.control.settings(error_rate=0.15, drop_rate=0.05, malformed_rate=0.05, throttle_rate=0.05)
+    result = sync(clean_emulator, tmp_path, entities=TABLES)
+    faults = result.emulator_stats["faults"]
+    assert sum(faults.values()) > 0, faults
+    assert result.monitor.client_stats.retries > 0
+    clean_emulator.control.settings(error_rate=0, drop_rate=0, malformed_rate=0, throttle_rate=0)
+    assert_equal_to_truth(clean_emulator, tmp_path, TABLES)
+
+
+def test_a_persistent_failure_ends_the_run_without_advancing_state(clean_emulator, tmp_path: Path) -> None:
+    first = sync(clean_emulator, tmp_path, entities=["deals"])
+    state_before = first.pipeline.state["sources"]
+    clean_emulator.control.mutate(seed=21, updates=10)
+    clean_emulator.control.settings(error_rate=1.0)
+    with pytest.raises(Exception) as failure:
+        sync(clean_emulator, tmp_path, entities=["deals"], max_attempts=3)
+    assert "kept failing" in str(_root(failure.value, ApiError))
+    clean_emulator.control.settings(error_rate=0)
+    assert make_pipeline(tmp_path).state["sources"] == state_before
+    sync(clean_emulator, tmp_path, entities=["deals"])
+    assert_equal_to_truth(clean_emulator, tmp_path, ["deals"])
+
+
+def test_429_waits_for_the_reset_and_completes(clean_emulator, tmp_path: Path) -> None:
+    clean_emulator.control.settings(burst_limit=8)
+    lists = ["deals", "persons", "users", "filters", "roles", "currencies", "activity_types", "lead_labels"]
+    result = sync(clean_emulator, tmp_path, entities=lists + list(FIELDS_TABLES))
+    assert result.monitor.client_stats.rate_limit_waits > 0
+    assert result.emulator_stats["rate_limited"]["burst"] > 0
+    assert_equal_to_truth(clean_emulator, tmp_path, ["deals", "persons", "users"])
+
+
+def test_filesystem_destination_with_parquet(emulator, tmp_path: Path) -> None:
+    bucket = tmp_path / "lake"
+    pipeline = make_pipeline(tmp_path, destination=dlt.destinations.filesystem(bucket_url=bucket.as_uri()))
+    result = sync(emulator, tmp_path, pipeline=pipeline, entities=["deals", "persons", "users", "currencies"])
+    assert result.loaded["deals"] > 0
+    files = list(bucket.rglob("*.parquet"))
+    assert {f.parent.name for f in files} >= {"deals", "persons", "persons__emails", "users", "currencies"}
+    deal_ids = duckdb.sql(f"SELECT DISTINCT id FROM read_parquet('{bucket}/pipedrive/deals/*.parquet')").fetchall()
+    assert {r[0] for r in deal_ids} == {d["id"] for d in emulator.control.snapshot("deals")}
+    again = sync(emulator, tmp_path, pipeline=pipeline, entities=["deals", "persons", "users", "currencies"])
+    assert again.loaded == {}
+
+
+def test_no_token_in_logs_even_at_debug(clean_emulator, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    clean_emulator.control.settings(error_rate=0.2)
+    sync(clean_emulator, tmp_path, entities=["deals", "users"])
+    clean_emulator.control.settings(error_rate=0)
+    with pytest.raises(Exception):
+        sync(clean_emulator, tmp_path / "2", api_token="wrong-token-for-logs", entities=["users"])
+    text = caplog.text + "".join(str(r.args) for r in caplog.records)
+    assert "retrying" in caplog.text  # retries are logged...
+    assert clean_emulator.api_token not in text and "wrong-token-for-logs" not in text  # ...without secrets
+
+
+def test_source_iterates_without_a_pipeline(emulator) -> None:
+    """Sanity: the resources are plain dlt resources (e.g. `list(source.with_resources("users"))`)."""
+    source = pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, entities=["users"])
+    rows = list(source.with_resources("users"))
+    assert len(rows) == len(emulator.control.snapshot("users"))
+
+
+def _root(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen = set()
+    found = None
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, kind):
+            found = exc
+        exc = exc.__cause__ or exc.__context__
+    return found
