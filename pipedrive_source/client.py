@@ -2,13 +2,14 @@
 
 Transient failures (5xx, dropped connections, incomplete reads, malformed JSON bodies) are retried with
 exponential backoff and full jitter, a bounded number of times. A 429 waits for `x-ratelimit-reset` (or
-`retry-after`); a 429 asking for longer than `max_rate_limit_wait_s` means the daily budget is gone and ends the
-run with a message saying when it resets. Every message is built from the path and status only, never from
-headers or URLs that could hold a secret.
+`retry-after`); a 429 asking for longer than `max_rate_limit_wait_s` means the daily budget is gone and
+ends the run with a message saying when it resets. Every message is built from the path and status only,
+never from headers or URLs that could hold a secret.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -146,7 +147,8 @@ class PipedriveClient:
         if unreachable:
             return ApiError(
                 f"Could not connect to {self._base_url} ({exc}, {failures} attempts). Check base_url / "
-                "company_domain (SOURCES__PIPEDRIVE__BASE_URL, SOURCES__PIPEDRIVE__COMPANY_DOMAIN) and the network."
+                "company_domain (SOURCES__PIPEDRIVE__BASE_URL, SOURCES__PIPEDRIVE__COMPANY_DOMAIN) and "
+                "the network."
             )
         return ApiError(
             f"Pipedrive kept failing on {path} after {failures} attempts (last: {exc}). "
@@ -213,10 +215,8 @@ class PipedriveClient:
 
     def _note_headers(self, headers: httpx.Headers) -> None:
         if self._server_now is None and (date := headers.get("date")):
-            try:
+            with contextlib.suppress(TypeError, ValueError):  # an unreadable Date: the next response's
                 self._server_now = parsedate_to_datetime(date).astimezone(UTC)
-            except (TypeError, ValueError):
-                pass
         remaining = headers.get("x-daily-ratelimit-token-remaining")
         if remaining and remaining.isdigit():
             self.stats.daily_remaining = int(remaining)
@@ -235,8 +235,8 @@ class PipedriveClient:
             resets_at = datetime.now(UTC) + timedelta(seconds=wait)
             raise RateLimitExhausted(
                 f"Pipedrive's daily API token budget is used up (HTTP 429 on {path}); it resets in about "
-                f"{_duration(wait)} (around {resets_at:%Y-%m-%d %H:%M} UTC). Loaded data is kept; run the sync "
-                "again after that and it continues where it stopped."
+                f"{_duration(wait)} (around {resets_at:%Y-%m-%d %H:%M} UTC). Loaded data is kept; run the "
+                "sync again after that and it continues where it stopped."
             )
         if waits > self.settings.max_rate_limit_attempts:
             raise ApiError(f"Pipedrive kept answering 429 on {path}; giving up after {waits} waits.")

@@ -46,7 +46,9 @@ def _vanished(pipeline: dlt.Pipeline, monitor: SyncMonitor) -> dict[str, set[Any
             # child rows go with the parent (or a referenced record) they belong to
             rows = _known(pipeline, entity.name, entity.primary_key, *(column for column, _ in links))
             out[entity.name] = {
-                row[0] for row in rows if any(value not in live for value, (_, live) in zip(row[1:], links, strict=True))
+                row[0]
+                for row in rows
+                if any(value not in live for value, (_, live) in zip(row[1:], links, strict=True))
             }
     return out
 
@@ -66,7 +68,9 @@ def _known(pipeline: dlt.Pipeline, table: str, *columns: str) -> list[Any]:
 def _apply(pipeline: dlt.Pipeline, entity: Entity, ids: set[Any], hard_delete: bool) -> int:
     with pipeline.destination_client() as client:
         if isinstance(client, SqlJobClientBase):
-            return _update_in_place(client, entity, sorted(ids, key=str), hard_delete or bool(entity.merge_key))
+            return _update_in_place(
+                client, entity, sorted(ids, key=str), hard_delete or bool(entity.merge_key)
+            )
     pipeline.run(_tombstones(entity, ids), schema=pipeline.default_schema)
     return len(ids)
 

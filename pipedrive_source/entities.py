@@ -103,15 +103,28 @@ def _v1(name: str, path: str, strategy: str, cost: int = 20, **kw: Any) -> Entit
 def _fields(name: str, path: str, api: str, cost: int) -> Entity:
     if api == "v2":
         return Entity(name, "v2", (Listing(path),), FULL, cost, primary_key="field_code", cursor_field=None)
-    return Entity(name, "v1", (Listing(path),), FULL, cost, paging=NONE, page_size=None, primary_key="key",
-                  cursor_field=None, time_format="v1")
+    return Entity(
+        name,
+        "v1",
+        (Listing(path),),
+        FULL,
+        cost,
+        paging=NONE,
+        page_size=None,
+        primary_key="key",
+        cursor_field=None,
+        time_format="v1",
+    )
 
 
 ENTITIES: tuple[Entity, ...] = (
     # ---- API v2, changed records by `updated_since` ------------------------------------------------------
     _v2("activities", "/api/v2/activities", UPDATED_SINCE, fields_entity="activity_fields"),
     _v2(
-        "deals", "/api/v2/deals", UPDATED_SINCE, fields_entity="deal_fields",
+        "deals",
+        "/api/v2/deals",
+        UPDATED_SINCE,
+        fields_entity="deal_fields",
         listings=(
             Listing("/api/v2/deals"),
             Listing("/api/v2/deals", {"status": "deleted"}),  # deleted in the last 30 days, is_deleted true
@@ -123,28 +136,64 @@ ENTITIES: tuple[Entity, ...] = (
     _v2("persons", "/api/v2/persons", UPDATED_SINCE, fields_entity="person_fields"),
     _v2("organizations", "/api/v2/organizations", UPDATED_SINCE, fields_entity="organization_fields"),
     # ---- API v2, children of changed deals ---------------------------------------------------------------
-    _v2("deal_products", "/api/v2/deals/products", DEAL_BATCH, parent="deals", cursor_field=None,
-        merge_key="deal_id", notes="deal_ids= up to 100 changed deals per request; no request when no deal changed."),
-    _v2("deal_installments", "/api/v2/deals/installments", DEAL_BATCH, parent="deals", cursor_field=None,
-        merge_key="deal_id", notes="Growth plan and above; skipped with a warning when the plan lacks it."),
-    # ---- API v2, sortable by update_time: newest first, stop at the last loaded time -------------------------
+    _v2(
+        "deal_products",
+        "/api/v2/deals/products",
+        DEAL_BATCH,
+        parent="deals",
+        cursor_field=None,
+        merge_key="deal_id",
+        notes="deal_ids= up to 100 changed deals per request; no request when no deal changed.",
+    ),
+    _v2(
+        "deal_installments",
+        "/api/v2/deals/installments",
+        DEAL_BATCH,
+        parent="deals",
+        cursor_field=None,
+        merge_key="deal_id",
+        notes="Growth plan and above; skipped with a warning when the plan lacks it.",
+    ),
+    # ---- API v2, sortable by update_time: newest first, stop at the last loaded time ----------------------
     _v2("products", "/api/v2/products", SORTED, fields_entity="product_fields"),
-    _v2("product_variations", "/api/v2/products/{id}/variations", PER_RECORD, parent="products",
-        cursor_field=None, merge_key="product_id", derive=_variation_row,
-        notes="one request per changed product (none on a run without product changes)."),
+    _v2(
+        "product_variations",
+        "/api/v2/products/{id}/variations",
+        PER_RECORD,
+        parent="products",
+        cursor_field=None,
+        merge_key="product_id",
+        derive=_variation_row,
+        notes="one request per changed product (none on a run without product changes).",
+    ),
     _v2("pipelines", "/api/v2/pipelines", SORTED, cost=5),
     _v2("stages", "/api/v2/stages", SORTED, cost=5),
     # ---- API v2, neither filter nor sort: full read, changed rows only -----------------------------------
     _v2(
-        "projects", "/api/v2/projects", FULL, fields_entity="project_fields", cursor_field=None,
-        listings=(Listing("/api/v2/projects", PROJECT_STATUSES, flags={"is_archived": False}),
-                  Listing("/api/v2/projects/archived", PROJECT_STATUSES, flags={"is_archived": True})),
+        "projects",
+        "/api/v2/projects",
+        FULL,
+        fields_entity="project_fields",
+        cursor_field=None,
+        listings=(
+            Listing("/api/v2/projects", PROJECT_STATUSES, flags={"is_archived": False}),
+            Listing("/api/v2/projects/archived", PROJECT_STATUSES, flags={"is_archived": True}),
+        ),
         notes="status lists every status: by default Pipedrive leaves out projects with status deleted.",
     ),
     _v2("tasks", "/api/v2/tasks", FULL, cursor_field=None),
     _v2("boards", "/api/v2/boards", FULL, paging=NONE, page_size=None, cursor_field=None),
-    _v2("phases", "/api/v2/phases", PER_PARENT, paging=NONE, page_size=None, cursor_field=None,
-        parent="boards", parent_param="board_id", notes="board_id is required: one request per board."),
+    _v2(
+        "phases",
+        "/api/v2/phases",
+        PER_PARENT,
+        paging=NONE,
+        page_size=None,
+        cursor_field=None,
+        parent="boards",
+        parent_param="board_id",
+        notes="board_id is required: one request per board.",
+    ),
     # ---- API v2 field definitions --------------------------------------------------------------------------
     _fields("activity_fields", "/api/v2/activityFields", "v2", 10),
     _fields("deal_fields", "/api/v2/dealFields", "v2", 10),
@@ -154,9 +203,15 @@ ENTITIES: tuple[Entity, ...] = (
     _fields("project_fields", "/api/v2/projectFields", "v2", 10),
     # ---- API v1 only --------------------------------------------------------------------------------------
     _v1(
-        "leads", "/v1/leads", SORTED, fields_entity="lead_fields", time_format="rfc3339_ms",
-        listings=(Listing("/v1/leads", V1_DESC, flags={"is_archived": False}),
-                  Listing("/v1/leads/archived", V1_DESC, flags={"is_archived": True}, cost=40)),
+        "leads",
+        "/v1/leads",
+        SORTED,
+        fields_entity="lead_fields",
+        time_format="rfc3339_ms",
+        listings=(
+            Listing("/v1/leads", V1_DESC, flags={"is_archived": False}),
+            Listing("/v1/leads/archived", V1_DESC, flags={"is_archived": True}, cost=40),
+        ),
         notes="ids are UUID strings; archived leads come from /v1/leads/archived.",
     ),
     _v1("lead_labels", "/v1/leadLabels", FULL, cost=10, cursor_field=None),
@@ -164,8 +219,15 @@ ENTITIES: tuple[Entity, ...] = (
     _v1("notes", "/v1/notes", SORTED, fields_entity="note_fields"),
     _v1("files", "/v1/files", SORTED, page_size=100, notes="v1 caps files pages at 100."),
     _v1("users", "/v1/users", FULL, cursor_field=None),
-    _v1("call_logs", "/v1/callLogs", FULL, paging=OFFSET, page_size=50, cursor_field=None,
-        notes="no sort or filter in the API, 50 per page: a full read each run."),
+    _v1(
+        "call_logs",
+        "/v1/callLogs",
+        FULL,
+        paging=OFFSET,
+        page_size=50,
+        cursor_field=None,
+        notes="no sort or filter in the API, 50 per page: a full read each run.",
+    ),
     _v1("activity_types", "/v1/activityTypes", FULL, cursor_field=None),
     _v1("currencies", "/v1/currencies", FULL, cursor_field=None),
     _v1("filters", "/v1/filters", FULL, cursor_field=None),
@@ -175,15 +237,37 @@ ENTITIES: tuple[Entity, ...] = (
     _fields("lead_fields", "/v1/leadFields", "v1", 20),
     _fields("note_fields", "/v1/noteFields", "v1", 20),
     # ---- opt-in: one request per changed deal -------------------------------------------------------------
-    _v1("deal_flow", "/v1/deals/{id}/flow", PER_RECORD, cost=40, parent="deals", opt_in=True,
-        primary_key="flow_id", cursor_field=None, paging=OFFSET, merge_key="deal_id", derive=_flow_row,
+    _v1(
+        "deal_flow",
+        "/v1/deals/{id}/flow",
+        PER_RECORD,
+        cost=40,
+        parent="deals",
+        opt_in=True,
+        primary_key="flow_id",
+        cursor_field=None,
+        paging=OFFSET,
+        merge_key="deal_id",
+        derive=_flow_row,
         columns={"data__old_value": {"data_type": "text"}, "data__new_value": {"data_type": "text"}},
         notes="changelog of each changed deal; flow_id = '<object>:<id>'; old/new values of any field "
-              "type are kept as text."),
-    _v1("deal_participants", "/v1/deals/{id}/participants", PER_RECORD, cost=10, parent="deals",
-        opt_in=True, cursor_field=None, paging=OFFSET, merge_key="deal_id", derive=_participant_row,
-        primary_key="participant_id", references=(("id", "persons"),),
-        notes="participant_id = '<deal id>:<person id>'; a deleted person leaves every deal."),
+        "type are kept as text.",
+    ),
+    _v1(
+        "deal_participants",
+        "/v1/deals/{id}/participants",
+        PER_RECORD,
+        cost=10,
+        parent="deals",
+        opt_in=True,
+        cursor_field=None,
+        paging=OFFSET,
+        merge_key="deal_id",
+        derive=_participant_row,
+        primary_key="participant_id",
+        references=(("id", "persons"),),
+        notes="participant_id = '<deal id>:<person id>'; a deleted person leaves every deal.",
+    ),
 )
 
 BY_NAME: dict[str, Entity] = {e.name: e for e in ENTITIES}

@@ -1,8 +1,8 @@
 """User-facing errors and secret redaction.
 
-Every error a user may read derives from `PipedriveError`, whose text is one plain line that says what to fix.
-Secrets are registered with `register_secret` the moment they are configured, and `redact` scrubs them from any
-text we produce (error messages, log records), so a token can never leak through a message by accident.
+Every error a user may read derives from `PipedriveError`, whose text is one plain line that says what to
+fix. Secrets are registered with `register_secret` the moment they are configured, and `redact` scrubs them
+from any text we produce (error messages, log records), so a token cannot leak through a message by accident.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import logging
 import threading
 
 TOKEN_SETTING = "SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [sources.pipedrive] in .dlt/secrets.toml)"
-OAUTH_SETTING = "[sources.pipedrive.oauth] in .dlt/secrets.toml (SOURCES__PIPEDRIVE__OAUTH__REFRESH_TOKEN, ...)"
+OAUTH_SETTING = (
+    "[sources.pipedrive.oauth] in .dlt/secrets.toml (SOURCES__PIPEDRIVE__OAUTH__REFRESH_TOKEN, ...)"
+)
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()

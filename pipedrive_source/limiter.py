@@ -1,8 +1,8 @@
 """The slot where a shared rate limiter plugs into the HTTP client.
 
-The client calls `acquire(cost)` before every request and `observe(status, headers)` after every response, from
-any thread. A limiter that paces requests by Pipedrive's burst window and daily token budget (issue 5) only has
-to implement these two methods; the client itself still handles an unexpected 429 by waiting for
+The client calls `acquire(cost)` before every request and `observe(status, headers)` after every response,
+from any thread. A limiter that paces requests by Pipedrive's burst window and daily token budget (issue 5)
+only has to implement these two methods; the client itself still handles an unexpected 429 by waiting for
 `x-ratelimit-reset`, so pacing is an optimisation, never a correctness requirement.
 """
 

@@ -1,8 +1,8 @@
 """Authentication strategies: a personal API token, or OAuth 2.0 with refresh.
 
-Both put credentials in headers only (`x-api-token` / `Authorization: Bearer`), never in a URL. OAuth refreshes
-with the refresh-token grant (client id and secret in HTTP Basic, as Pipedrive documents) when the access token
-is missing or Pipedrive answers 401, and then talks to the `api_domain` the token endpoint returns.
+Both put credentials in headers only (`x-api-token` / `Authorization: Bearer`), never in a URL. OAuth
+refreshes with the refresh-token grant (client id and secret in HTTP Basic, as Pipedrive documents) when the
+access token is missing or Pipedrive answers 401, then talks to the `api_domain` the token endpoint returns.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .settings import OAUTH_TOKEN_URL
 
 @configspec
 class PipedriveOAuthCredentials(CredentialsConfiguration):
-    """`[sources.pipedrive.oauth]` in secrets.toml; the access token is optional (it is refreshed on demand)."""
+    """`[sources.pipedrive.oauth]` in secrets.toml; the access token is optional (refreshed on demand)."""
 
     refresh_token: TSecretStrValue = None
     client_id: str = None
@@ -97,8 +97,8 @@ class OAuthAuth:
 
     def rejected(self) -> AuthError:
         return AuthError(
-            f"Pipedrive rejected a freshly refreshed OAuth access token (HTTP 401). Check the app's scopes and "
-            f"credentials in {OAUTH_SETTING}."
+            "Pipedrive rejected a freshly refreshed OAuth access token (HTTP 401). Check the app's scopes "
+            f"and credentials in {OAUTH_SETTING}."
         )
 
     def _refresh(self, http: httpx.Client) -> str | None:

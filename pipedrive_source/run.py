@@ -105,7 +105,9 @@ class SyncContext:
                     self._check_company(me.get("data") or {})
                 now = self.client.server_now
                 if now is None:
-                    raise ApiError("Pipedrive's response had no Date header; cannot fix the run's time window.")
+                    raise ApiError(
+                        "Pipedrive's response had no Date header; cannot fix the run's time window."
+                    )
                 self._run_started = now
             return self._run_started
 
@@ -157,7 +159,7 @@ class SyncContext:
         return rows
 
     def full_rows(self, entity: Entity, params: Mapping[str, Any] | None = None) -> list[Row]:
-        """Every row of a small list, fetched once per run and shared (boards feed phases; fields feed hooks)."""
+        """Every row of a small list, fetched once per run and shared (boards feed phases, fields hooks)."""
         key = f"{entity.name}?{sorted((params or {}).items())}"
         with self._lock:
             lock = self._memo_locks.setdefault(key, threading.Lock())

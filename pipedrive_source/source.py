@@ -115,9 +115,7 @@ def _select(entities: Sequence[str] | str | None) -> set[str]:
         names = {str(name).strip() for name in raw if str(name).strip()}
         unknown = sorted(names - set(BY_NAME))
         if unknown:
-            raise ConfigError(
-                f"Unknown entity {', '.join(unknown)}. Known entities: {', '.join(BY_NAME)}."
-            )
+            raise ConfigError(f"Unknown entity {', '.join(unknown)}. Known entities: {', '.join(BY_NAME)}.")
     for name in list(names):
         parent = BY_NAME[name].parent
         if parent and BY_NAME[name].strategy in (DEAL_BATCH, PER_RECORD):
@@ -143,10 +141,12 @@ def _domain_name(company_domain: str | None) -> str | None:
 def _base_url(base_url: str | None, company_domain: str | None) -> str:
     if base_url:
         url = base_url.strip().rstrip("/")
-        if not url.startswith(("http://", "https://")) or "://" not in url or len(url.split("://", 1)[1]) == 0:
-            raise ConfigError(
-                f"base_url {url[:60]!r} is not an http(s) URL (SOURCES__PIPEDRIVE__BASE_URL)."
-            )
+        if (
+            not url.startswith(("http://", "https://"))
+            or "://" not in url
+            or len(url.split("://", 1)[1]) == 0
+        ):
+            raise ConfigError(f"base_url {url[:60]!r} is not an http(s) URL (SOURCES__PIPEDRIVE__BASE_URL).")
         return url
     domain = _domain_name(company_domain)
     if not domain:
@@ -176,7 +176,11 @@ def _resource(
     if entity.strategy in (FULL, PER_PARENT):
         return dlt.resource(_full_fetch(entity, ctx), **hints)
     if entity.strategy in (DEAL_BATCH, PER_RECORD):
-        fetch = _deal_batch_fetch(entity, ctx) if entity.strategy == DEAL_BATCH else _per_record_fetch(entity, ctx)
+        fetch = (
+            _deal_batch_fetch(entity, ctx)
+            if entity.strategy == DEAL_BATCH
+            else _per_record_fetch(entity, ctx)
+        )
         return dlt.transformer(fetch, data_from=built[entity.parent], **hints)
     raise ValueError(f"{entity.name}: unknown strategy {entity.strategy!r}")
 
@@ -230,7 +234,9 @@ def _all_ids(entity: Entity, ctx: SyncContext) -> set[Any]:
     return ids
 
 
-def _updated_since_pages(entity: Entity, listing: Any, ctx: SyncContext, since: str | None) -> Iterator[list[Row]]:
+def _updated_since_pages(
+    entity: Entity, listing: Any, ctx: SyncContext, since: str | None
+) -> Iterator[list[Row]]:
     # `updated_until` is exclusive and the Date header has whole seconds: include the run's own second.
     # Records changed later in that second come back next run (updated_since is the last loaded time).
     params = {
@@ -259,10 +265,7 @@ def _sorted_pages(entity: Entity, listing: Any, ctx: SyncContext, since: str | N
 def _full_fetch(entity: Entity, ctx: SyncContext) -> Any:
     def fetch() -> Iterator[list[Row]]:
         with ctx.timed(entity):
-            if entity.strategy == PER_PARENT:
-                rows = _per_parent_rows(entity, ctx)
-            else:
-                rows = ctx.full_rows(entity)
+            rows = _per_parent_rows(entity, ctx) if entity.strategy == PER_PARENT else ctx.full_rows(entity)
             yield from _changed_only(entity, rows, ctx)
 
     return fetch
@@ -376,6 +379,3 @@ def _ids(rows: Iterable[Row] | Row) -> list[Any]:
         if row.get("id") is not None:
             seen.setdefault(row["id"], None)
     return list(seen)
-
-
-

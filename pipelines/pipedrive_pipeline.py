@@ -44,16 +44,22 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--destination", default="duckdb", help="any dlt destination (default duckdb)")
     parser.add_argument("--dataset", default="pipedrive", help="dataset / schema name (default pipedrive)")
     parser.add_argument("--entities", default=None, help="comma-separated tables to sync (default: all)")
     parser.add_argument("--full-refresh", action="store_true", help="drop tables and state, load everything")
     parser.add_argument("--start-date", default=None, help="first load only records updated since then")
     parser.add_argument(
-        "--reconcile", action="store_true", help="list every id (a full read) and flag records deleted in Pipedrive"
+        "--reconcile",
+        action="store_true",
+        help="list every id (a full read) and flag records deleted in Pipedrive",
     )
-    parser.add_argument("--hard-delete", action="store_true", help="remove deleted records instead of flagging")
+    parser.add_argument(
+        "--hard-delete", action="store_true", help="remove deleted records instead of flagging"
+    )
     parser.add_argument("--demo", action="store_true", help="start the bundled emulator and sync it")
     parser.add_argument("--demo-scale", default="small", help=argparse.SUPPRESS)
     parser.add_argument("--show", action="store_true", help="print tables and row counts after the run")
@@ -150,7 +156,9 @@ class ProgressPrinter:
         print(f"  {entity:<22} page {progress.pages:>5}  {progress.rows:>9,} records read", flush=True)
 
 
-def print_summary(pipeline: dlt.Pipeline, monitor: SyncMonitor, flagged: dict[str, int], seconds: float) -> None:
+def print_summary(
+    pipeline: dlt.Pipeline, monitor: SyncMonitor, flagged: dict[str, int], seconds: float
+) -> None:
     """One line per entity table: rows loaded (nested child-table rows apart), records read, cost, time."""
     trace = pipeline.last_trace
     counts = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
@@ -172,10 +180,9 @@ def print_summary(pipeline: dlt.Pipeline, monitor: SyncMonitor, flagged: dict[st
         print(f"{table}: {count:,} rows no longer in Pipedrive flagged is_deleted")
     total = sum(rows + nested for rows, nested in loaded.values())
     requests, tokens = (stats.requests, stats.tokens) if stats else (0, 0)
-    print(
-        f"total: {total:,} rows loaded into {pipeline.dataset_name} ({pipeline.destination.destination_name}),"
-        f" {requests:,} requests, {tokens:,} tokens, {seconds:.1f} s"
-    )
+    where = f"{pipeline.dataset_name} ({pipeline.destination.destination_name})"
+    cost = f"{requests:,} requests, {tokens:,} tokens"
+    print(f"total: {total:,} rows loaded into {where}, {cost}, {seconds:.1f} s")
 
 
 def show_tables(pipeline: dlt.Pipeline) -> None:
@@ -203,7 +210,7 @@ def report_failure(exc: BaseException, verbose: bool) -> int:
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception, preferring our own errors (dlt wraps them in PipelineStepFailed and others)."""
+    """The innermost exception, preferring our own errors (dlt wraps them in PipelineStepFailed)."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in seen:

@@ -71,7 +71,7 @@ def sync(
     loader_file_format: str | None = "parquet",
     **source_options: Any,
 ) -> SyncResult:
-    """One run of the connector against `emulator`, then the vanished-id flagging, like the pipeline script."""
+    """One run of the connector against `emulator`, then the vanished-id flagging (as the script does)."""
     pipeline = pipeline or make_pipeline(workdir)
     monitor = SyncMonitor()
     options = {"api_token": emulator.api_token, "base_url": emulator.base_url, "backoff_base_s": 0.01}
@@ -208,7 +208,9 @@ def _deleted_keys(con: duckdb.DuckDBPyConnection, table: str, pk: str) -> set[An
     columns = {r[0] for r in con.execute(f"DESCRIBE t.{TRUTH_DATASET}.{table}").fetchall()}
     if "is_deleted" not in columns:
         return set()
-    return {r[0] for r in con.execute(f"SELECT {pk} FROM t.{TRUTH_DATASET}.{table} WHERE is_deleted").fetchall()}
+    return {
+        r[0] for r in con.execute(f"SELECT {pk} FROM t.{TRUTH_DATASET}.{table} WHERE is_deleted").fetchall()
+    }
 
 
 def _compare_children(
@@ -222,9 +224,7 @@ def _compare_children(
         )
         out: dict[Any, list[dict[str, Any]]] = {}
         for row in rows:
-            out.setdefault(row.pop("_pk"), []).append(
-                {k: v for k, v in row.items() if k not in DLT_COLUMNS}
-            )
+            out.setdefault(row.pop("_pk"), []).append({k: v for k, v in row.items() if k not in DLT_COLUMNS})
         return out
 
     want = grouped(f"t.{TRUTH_DATASET}")

@@ -1,5 +1,5 @@
 """`pipelines/pipedrive_pipeline.py` as a user runs it: config from the environment, exit codes, one-line
-errors, nothing loaded and state unchanged after a failure, and no secret anywhere on disk or in the output."""
+errors, nothing loaded and state unchanged after a failure, no secret anywhere on disk or in the output."""
 
 from __future__ import annotations
 
@@ -138,7 +138,16 @@ def test_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
 def test_demo_runs_without_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
     env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
-    command = [sys.executable, str(SCRIPT), "--demo", "--demo-scale", "tiny", "--pipelines-dir", "p", "--show"]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--demo",
+        "--demo-scale",
+        "tiny",
+        "--pipelines-dir",
+        "p",
+        "--show",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "deals" in result.stdout and "total:" in result.stdout

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from connector_fixtures import DEFAULT_TABLES, compare, load_truth, sync
+
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
 
 

@@ -6,14 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from connector_fixtures import ALL_TABLES, DEFAULT_TABLES, compare, load_truth, sync, synced_rows
+
 from pipedrive_source.entities import BY_NAME, FULL, PER_PARENT, PER_RECORD, UPDATED_SINCE
 
 INCREMENTAL_ENDPOINTS = {  # list endpoints whose request count must not grow with the company's size
-    "/api/v2/activities", "/api/v2/deals", "/api/v2/deals/archived", "/api/v2/persons",
-    "/api/v2/organizations", "/api/v2/products", "/api/v2/pipelines", "/api/v2/stages", "/v1/leads",
-    "/v1/leads/archived", "/v1/notes", "/v1/files",
+    "/api/v2/activities",
+    "/api/v2/deals",
+    "/api/v2/deals/archived",
+    "/api/v2/persons",
+    "/api/v2/organizations",
+    "/api/v2/products",
+    "/api/v2/pipelines",
+    "/api/v2/stages",
+    "/v1/leads",
+    "/v1/leads/archived",
+    "/v1/notes",
+    "/v1/files",
 }
 
 
@@ -126,15 +135,19 @@ def sync_pipeline(workdir: Path):
 
 def test_products_of_a_changed_deal_are_replaced_as_a_set(emulator, tmp_path: Path) -> None:
     sync(emulator, tmp_path, entities=["deals", "deal_products"])
-    live = {d["id"] for d in emulator.control.snapshot("deals") if not d["is_deleted"] and not d["is_archived"]}
+    live = {
+        d["id"] for d in emulator.control.snapshot("deals") if not d["is_deleted"] and not d["is_archived"]
+    }
     by_deal: dict[int, list[int]] = {}
     for row in emulator.control.snapshot("deal_products"):
         if row["deal_id"] in live:
             by_deal.setdefault(row["deal_id"], []).append(row["id"])
     single = next(d for d, ids in by_deal.items() if len(ids) == 1)
     several = next(d for d, ids in by_deal.items() if len(ids) > 1)
-    ops = [{"op": "delete", "table": "deal_products", "id": by_deal[single][0]},
-           {"op": "delete", "table": "deal_products", "id": by_deal[several][0]}]
+    ops = [
+        {"op": "delete", "table": "deal_products", "id": by_deal[single][0]},
+        {"op": "delete", "table": "deal_products", "id": by_deal[several][0]},
+    ]
     emulator.control.mutate(ops=ops)
 
     result = sync(emulator, tmp_path, entities=["deals", "deal_products"])
@@ -154,7 +167,9 @@ def test_start_date_limits_the_first_load(emulator, tmp_path: Path) -> None:
     loaded = synced_rows(result.pipeline, "deals")
     assert {d["id"] for d in loaded} == {d["id"] for d in deals if d["update_time"] >= cutoff}
     notes = emulator.control.snapshot("notes")
-    assert len(synced_rows(result.pipeline, "notes")) == sum(1 for n in notes if n["update_time"] >= cutoff[:10])
+    assert len(synced_rows(result.pipeline, "notes")) == sum(
+        1 for n in notes if n["update_time"] >= cutoff[:10]
+    )
 
 
 def test_unknown_entity_and_bad_settings_are_one_line_errors(emulator) -> None:

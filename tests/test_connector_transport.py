@@ -9,8 +9,8 @@ from pathlib import Path
 import dlt
 import duckdb
 import pytest
-
 from connector_fixtures import compare, load_truth, make_pipeline, sync
+
 from pipedrive_source import FIELDS_TABLES, ApiError, AuthError, PipedriveOAuthCredentials, pipedrive_source
 
 TABLES = ["deals", "persons", "organizations", "users", "notes", "leads", "deal_products"]
@@ -68,7 +68,9 @@ def test_oauth_from_dlt_config_and_a_bad_refresh_token(clean_emulator, tmp_path:
 
     monkeypatch.setenv(prefix + "REFRESH_TOKEN", "not-the-refresh-token")
     with pytest.raises(Exception) as failure:
-        sync(clean_emulator, tmp_path / "2", api_token=None, base_url="http://127.0.0.1:9", entities=["users"])
+        sync(
+            clean_emulator, tmp_path / "2", api_token=None, base_url="http://127.0.0.1:9", entities=["users"]
+        )
     assert _root(failure.value, AuthError)
     assert "invalid_grant" in str(_root(failure.value, AuthError))
 
@@ -113,7 +115,9 @@ def test_filesystem_destination_with_parquet(emulator, tmp_path: Path) -> None:
     assert result.loaded["deals"] > 0
     files = list(bucket.rglob("*.parquet"))
     assert {f.parent.name for f in files} >= {"deals", "persons", "persons__emails", "users", "currencies"}
-    deal_ids = duckdb.sql(f"SELECT DISTINCT id FROM read_parquet('{bucket}/pipedrive/deals/*.parquet')").fetchall()
+    deal_ids = duckdb.sql(
+        f"SELECT DISTINCT id FROM read_parquet('{bucket}/pipedrive/deals/*.parquet')"
+    ).fetchall()
     assert {r[0] for r in deal_ids} == {d["id"] for d in emulator.control.snapshot("deals")}
     again = sync(emulator, tmp_path, pipeline=pipeline, entities=["deals", "persons", "users", "currencies"])
     assert again.loaded == {}
@@ -124,8 +128,9 @@ def test_no_token_in_logs_even_at_debug(clean_emulator, tmp_path: Path, caplog) 
     clean_emulator.control.settings(error_rate=0.2)
     sync(clean_emulator, tmp_path, entities=["deals", "users"])
     clean_emulator.control.settings(error_rate=0)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception) as failure:
         sync(clean_emulator, tmp_path / "2", api_token="wrong-token-for-logs", entities=["users"])
+    assert _root(failure.value, AuthError)
     text = caplog.text + "".join(str(r.args) for r in caplog.records)
     assert "retrying" in caplog.text  # retries are logged...
     assert clean_emulator.api_token not in text and "wrong-token-for-logs" not in text  # ...without secrets
