@@ -32,7 +32,6 @@ definitions come from `SyncContext.field_definitions(entity)` (fetched once per 
 class EntityProgress:
     pages: int = 0
     rows: int = 0  # records received from Pipedrive (loaded rows are fewer when unchanged ones are skipped)
-    requests: int = 0
     seconds: float = 0.0
     skipped: str | None = None  # why the entity was skipped (plan or permission), if it was
 

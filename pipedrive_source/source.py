@@ -12,8 +12,10 @@ within the same second is still loaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -36,12 +38,14 @@ from .entities import (
     UPDATED_SINCE,
     Entity,
 )
-from .errors import TOKEN_SETTING, ConfigError
+from .errors import TOKEN_SETTING, AccessDenied, ConfigError
 from .limiter import RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .run import RecordHook, Row, SyncContext, SyncMonitor
 from .settings import COMPANY_URL, DEAL_IDS_PER_REQUEST, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
 from .timefmt import render, rfc3339, start_date_value
+
+logger = logging.getLogger("pipedrive_source")
 
 
 @dlt.source(name="pipedrive", section="pipedrive", max_table_nesting=DEFAULT_MAX_TABLE_NESTING)
@@ -172,17 +176,34 @@ def _resource(
     if entity.merge_key:
         hints["merge_key"] = entity.merge_key
     if entity.strategy in (UPDATED_SINCE, SORTED):
-        return dlt.resource(_incremental_fetch(entity, ctx, reconcile), **hints)
+        return dlt.resource(_unless_denied(entity, ctx, _incremental_fetch(entity, ctx, reconcile)), **hints)
     if entity.strategy in (FULL, PER_PARENT):
-        return dlt.resource(_full_fetch(entity, ctx), **hints)
+        return dlt.resource(_unless_denied(entity, ctx, _full_fetch(entity, ctx)), **hints)
     if entity.strategy in (DEAL_BATCH, PER_RECORD):
         fetch = (
             _deal_batch_fetch(entity, ctx)
             if entity.strategy == DEAL_BATCH
             else _per_record_fetch(entity, ctx)
         )
-        return dlt.transformer(fetch, data_from=built[entity.parent], **hints)
+        return dlt.transformer(_unless_denied(entity, ctx, fetch), data_from=built[entity.parent], **hints)
     raise ValueError(f"{entity.name}: unknown strategy {entity.strategy!r}")
+
+
+def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterator[Any]]) -> Any:
+    """An entity the plan or the user's permissions exclude (HTTP 402/403, e.g. installments below the
+    Growth plan) is skipped with a warning instead of failing the whole sync; its state stays as it was."""
+
+    @functools.wraps(fetch)
+    def guarded(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        if ctx.monitor.progress(entity.name).skipped:
+            return
+        try:
+            yield from fetch(*args, **kwargs)
+        except AccessDenied as exc:
+            ctx.monitor.progress(entity.name).skipped = exc.message
+            logger.warning("skipping %s: %s", entity.name, exc.message)
+
+    return guarded
 
 
 def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:

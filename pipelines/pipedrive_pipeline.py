@@ -136,8 +136,8 @@ def run_options(args: argparse.Namespace, pipeline: dlt.Pipeline) -> dict[str, A
     options: dict[str, Any] = {}
     if pipeline.destination.destination_name in PARQUET_DESTINATIONS:
         options["loader_file_format"] = "parquet"  # ~6x faster than insert_values into DuckDB
-    if args.full_refresh:
-        options["refresh"] = "drop_sources"
+    if args.full_refresh:  # with --entities only those tables start over; the others keep their data
+        options["refresh"] = "drop_resources" if args.entities else "drop_sources"
     return options
 
 
@@ -176,6 +176,9 @@ def print_summary(
             f"{name:<24}{rows:>10,}{nested:>10,}{progress.rows:>10,}{(cost.requests if cost else 0):>10,}"
             f"{(cost.tokens if cost else 0):>9,}{progress.seconds:>9.1f}"
         )
+    for name, progress in sorted(monitor.entities.items()):
+        if progress.skipped:
+            print(f"{name}: skipped, {progress.skipped}")
     for table, count in sorted(flagged.items()):
         print(f"{table}: {count:,} rows no longer in Pipedrive flagged is_deleted")
     total = sum(rows + nested for rows, nested in loaded.values())

@@ -135,6 +135,19 @@ def test_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert_one_clear_line(result, "Could not connect to http://127.0.0.1:9", "SOURCES__PIPEDRIVE__BASE_URL")
 
 
+def test_full_refresh_of_some_entities_keeps_the_others(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    assert run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,persons").returncode == 0
+    before = data_tables(tmp_path / "crm.duckdb")
+    again = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals", "--full-refresh")
+    assert again.returncode == 0, again.stderr
+    after = data_tables(tmp_path / "crm.duckdb")
+    assert after["persons"] == before["persons"] and after["deals"] == before["deals"]
+    deals_line = next(line for line in again.stdout.splitlines() if line.startswith("deals "))
+    assert int(deals_line.split()[1].replace(",", "")) == before["deals"]  # reloaded from scratch
+
+
 def test_demo_runs_without_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
     env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
