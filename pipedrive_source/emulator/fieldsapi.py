@@ -99,4 +99,4 @@ def field_items(company: Company, table: str, include: tuple[str, ...] = ()) -> 
     items = [field_item(fd, api, include) for fd in field_defs(company, table)]
     if not props:
         return items
-    return [conform(i, props, keep_undeclared=api == "v1", extras=frozenset(include)) for i in items]
+    return [conform(i, props, api, extras=frozenset(include)) for i in items]

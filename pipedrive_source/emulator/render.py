@@ -101,7 +101,7 @@ def finish(
         props = props["goals"]["items"]["properties"]
     if not props:
         return item
-    return conform(item, props, keep_undeclared=api == "v1", extras=requested)
+    return conform(item, props, api, extras=requested)
 
 
 def v2_dict(

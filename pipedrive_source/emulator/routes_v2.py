@@ -386,7 +386,7 @@ def get_one(name: str) -> Handler:
         item = orjson.loads(render_page(req, table, [rec])[0])
         if req.op.item_properties:  # the single-record schema can differ from the list's
             requested = frozenset(req.q.get("include_fields") or ()) | {"labels"}
-            item = conform(item, req.op.item_properties, keep_undeclared=False, extras=requested)
+            item = conform(item, req.op.item_properties, "v2", extras=requested)
         return 200, single(item)
 
     return handler

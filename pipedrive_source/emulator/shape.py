@@ -1,10 +1,15 @@
 """Make rendered items conform to the spec's item schema of the operation that serves them.
 
 The spec (spec.py, derived from Pipedrive's OpenAPI files) marks most properties non-nullable although
-Pipedrive sends `null` for unset values (an open deal's `won_time`, a person without a birthday). The
-emulator resolves that conflict in favour of the spec: a property whose value is null and whose schema is
-not nullable is left out of the item, so every property present has exactly the spec's JSON type. That
-holds at every nesting level (address objects, participants, ...).
+Pipedrive sends `null` for unset values (an open deal's `won_time`, a person without a birthday).
+
+v2 follows Pipedrive: an unset scalar or object property is rendered as `null` whatever the spec says, so
+every property the operation lists is present in every item. The exceptions are the kinds for which null
+would be a wrong type rather than "not set": a non-nullable boolean or array whose value is null is left
+out (records always carry a real value for those; an empty list is `[]`).
+v1 follows the v1 reference, which a strict OpenAPI validator checks: a null whose schema is not nullable
+is left out, so every property present has exactly the spec's JSON type. Both hold at every nesting level
+(address objects, participants, ...).
 
 Items keep only the properties the spec declares, plus, on request, `include_fields` extras and, in v1
 (leads), the custom-field keys at the root: 40-hex hashes and their `_currency`/`_until`/... siblings.
@@ -18,6 +23,9 @@ from typing import Any
 
 from . import spec
 
+# JSON types whose "not set" Pipedrive renders as null (v2), whether or not the spec says nullable.
+NULL_WHEN_UNSET = frozenset({"string", "integer", "number", "object", "any"})
+
 
 @cache
 def item_schema(api: str, path: str) -> dict[str, Any] | None:
@@ -27,30 +35,39 @@ def item_schema(api: str, path: str) -> dict[str, Any] | None:
 
 
 _HASH_KEY = re.compile(r"^[0-9a-f]{40}(_[a-z_0-9]+)?$")
-Plan = dict[str, tuple[bool, Any, Any]]  # name -> (nullable, nested object plan, array item plan)
-_plans: dict[int, Plan] = {}
+Plan = dict[str, tuple[bool, Any, Any]]  # name -> (null allowed, nested object plan, array item plan)
+_plans: dict[tuple[int, str], Plan] = {}
 
 
-def _plan(props: dict[str, Any]) -> Plan:
+def _null_allowed(node: dict[str, Any], api: str) -> bool:
+    if node.get("nullable"):
+        return True
+    kinds = node.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return api == "v2" and all(k in NULL_WHEN_UNSET for k in kinds)
+
+
+def _plan(props: dict[str, Any], api: str) -> Plan:
     """Per-schema lookup table, built once (spec schemas live as long as the process)."""
-    plan = _plans.get(id(props))
+    plan = _plans.get((id(props), api))
     if plan is None:
         plan = {}
         for name, node in props.items():
             items = node.get("items") or {}
             plan[name] = (
-                bool(node.get("nullable")),
-                _plan(node["properties"]) if node.get("properties") else None,
-                _plan(items["properties"]) if items.get("properties") else None,
+                _null_allowed(node, api),
+                _plan(node["properties"], api) if node.get("properties") else None,
+                _plan(items["properties"], api) if items.get("properties") else None,
             )
-        _plans[id(props)] = plan
+        _plans[(id(props), api)] = plan
     return plan
 
 
 def conform(
-    obj: dict[str, Any], props: dict[str, Any], keep_undeclared: bool, extras: frozenset[str] = frozenset()
+    obj: dict[str, Any], props: dict[str, Any], api: str, extras: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
-    return _apply(obj, _plan(props), keep_undeclared, extras)
+    """`obj` with only the declared properties (+ `extras`), nulls as the api renders them (see above)."""
+    return _apply(obj, _plan(props, api), api == "v1", extras)
 
 
 def _apply(obj: dict[str, Any], plan: Plan, keep: bool, extras: frozenset[str]) -> dict[str, Any]:
