@@ -95,6 +95,15 @@ def test_header_and_query_token_both_work(client: httpx.Client, emu: EmulatorHan
     assert by_header.json()["data"]
 
 
+def test_v1_is_served_under_api_v1_too(client: httpx.Client, emu: EmulatorHandle) -> None:
+    plain = client.get(V1_LIST, headers=auth(emu), params={"limit": 3})
+    prefixed = client.get(f"/api{V1_LIST}", headers=auth(emu), params={"limit": 3})
+    assert plain.status_code == prefixed.status_code == 200
+    assert prefixed.json() == plain.json() and plain.json()["data"]
+    assert emu.control.stats()["tokens_spent"] == 2 * cost(V1_LIST)
+    assert client.get("/api/v1/no_such_thing", headers=auth(emu)).status_code == 404
+
+
 def test_other_company_token_sees_a_different_company(client: httpx.Client, emu: EmulatorHandle) -> None:
     main = client.get(V2_LIST, headers=auth(emu)).json()["data"]
     other = client.get(V2_LIST, headers={"x-api-token": emu.settings.other_company_token})

@@ -64,9 +64,12 @@ def operation(api: str, method: str, path_template: str) -> Operation | None:
 def match(method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
     """Resolve a concrete request path (no query string) to its operation and path parameters.
 
-    Static paths win over templates (`/api/v2/deals/archived` is not `/api/v2/deals/{id}`)."""
+    Static paths win over templates (`/api/v2/deals/archived` is not `/api/v2/deals/{id}`). v1 operations
+    also answer under `/api/v1/...`, as Pipedrive's own hosts do (`/api/v1/leads` is `/v1/leads`)."""
     idx = _index()
     method = method.upper()
+    if path.startswith("/api/v1/"):
+        path = path[4:]
     op = idx.static.get((method, path))
     if op is not None:
         return op, {}
