@@ -1,0 +1,96 @@
+"""Optional SCD2 history: `add_history(source, ["deals"], pipeline)` adds a `deals_history` table.
+
+The history table is fed by the same records the `deals` resource loads in a run (a dlt transformer on the
+resource), so it costs no API request. It uses dlt's `scd2` merge strategy with the entity's id as merge
+key: a record that changed gets a new row, and only the previous version of *that* record is closed - records
+absent from an incremental run stay current. Columns:
+- `valid_from` / `valid_to`: when the sync that saw a version loaded it, and when a later sync saw a newer
+  one (`valid_to` is NULL for the current version). Pipedrive's time of the change is the `update_time`.
+- everything the entity table has (stage_id, status, value, ...), as the API returned it then.
+
+So stage changes between syncs are recorded with their time of sync; several changes between two syncs
+collapse into the last one (the opt-in `deal_flow` table has every change, at one request per changed deal).
+Records Pipedrive hides once deleted (anything but deals within 30 days) end their history without a
+deletion row. Destinations without the scd2 strategy (plain filesystem) are skipped with a notice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dlt
+from dlt.extract.source import DltSource
+
+from .entities import BY_NAME
+from .errors import ConfigError
+
+log = logging.getLogger("pipedrive_source")
+
+SUFFIX = "_history"
+VALIDITY_COLUMNS = ["valid_from", "valid_to"]
+
+
+def history_table(entity: str) -> str:
+    return f"{entity}{SUFFIX}"
+
+
+def historizable() -> list[str]:
+    """Entities whose records are tables of their own (not rows of a parent): deals, persons, ..."""
+    return [name for name, entity in BY_NAME.items() if entity.parent is None]
+
+
+def add_history(
+    source: DltSource, entities: Sequence[str], pipeline: dlt.Pipeline | None = None
+) -> list[str]:
+    """Add an SCD2 history table for each of `entities` that `source` loads; returns the tables added."""
+    unknown = sorted(set(entities) - set(historizable()))
+    if unknown:
+        raise ConfigError(
+            f"No history for {', '.join(unknown)}. History works for: {', '.join(historizable())}."
+        )
+    if pipeline is not None and not _supports_scd2(pipeline):
+        log.warning(
+            "history skipped: the %s destination has no scd2 merge strategy",
+            pipeline.destination.destination_name,
+        )
+        return []
+    added = []
+    for name in entities:
+        if name in source.resources:
+            source.resources.add(_history_resource(source, name))
+            added.append(history_table(name))
+    return added
+
+
+def _history_resource(source: DltSource, name: str) -> Any:
+    entity = BY_NAME[name]
+    parent = source.resources[name]
+
+    def versions(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        yield rows
+
+    return dlt.transformer(
+        versions,
+        data_from=parent,
+        name=history_table(name),
+        write_disposition={
+            "disposition": "merge",
+            "strategy": "scd2",
+            "validity_column_names": VALIDITY_COLUMNS,
+        },
+        merge_key=entity.primary_key,  # only records seen in this run can get a new version
+        columns=_plain_columns(parent.columns),
+    )
+
+
+def _plain_columns(columns: Any) -> dict[str, Any]:
+    """The entity's column types, without delete semantics: a deleted record is a version in history."""
+    if not isinstance(columns, dict):
+        return {}
+    return {name: {k: v for k, v in hint.items() if k != "hard_delete"} for name, hint in columns.items()}
+
+
+def _supports_scd2(pipeline: dlt.Pipeline) -> bool:
+    return "scd2" in (pipeline.destination.capabilities().supported_merge_strategies or ())

@@ -1,0 +1,90 @@
+"""Which columns of a table hold ids of another table: the table reference and the Dagster asset graph use it.
+
+Pipedrive names its links by convention (`owner_id` is a user, `org_id` an organization, ...). `FOREIGN_KEYS`
+lists, per table, the columns that are links; `COLUMN_TABLE` says where each kind of column points. A test
+checks both against the schema of a real sync, so a link that disappears or a new `*_id` column is noticed.
+"""
+
+from __future__ import annotations
+
+from .entities import BY_NAME
+
+COLUMN_TABLE: dict[str, str] = {
+    "activity_id": "activities",
+    "board_id": "boards",
+    "creator_id": "users",
+    "creator_user_id": "users",
+    "deal_id": "deals",
+    "last_update_user_id": "users",
+    "lead_id": "leads",
+    "org_id": "organizations",
+    "organization_id": "organizations",
+    "owner_id": "users",
+    "parent_role_id": "roles",
+    "parent_task_id": "tasks",
+    "person_id": "persons",
+    "phase_id": "phases",
+    "pipeline_id": "pipelines",
+    "product_id": "products",
+    "product_variation_id": "product_variations",
+    "project_id": "projects",
+    "role_id": "roles",
+    "stage_id": "stages",
+    "user_id": "users",
+}
+
+# `*_id` columns that are not links to a synced table: ids of things the connector does not load
+NOT_LINKS = frozenset(
+    {
+        "company_id",
+        "conference_meeting_id",
+        "custom_view_id",
+        "flow_id",
+        "mail_message_id",
+        "mail_template_id",
+        "participant_id",
+        "picture_id",
+        "remote_id",
+    }
+)
+
+FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
+    "activities": ("owner_id", "creator_user_id", "deal_id", "person_id", "org_id", "lead_id", "project_id"),
+    "deals": ("creator_user_id", "owner_id", "pipeline_id", "stage_id", "person_id", "org_id"),
+    "persons": ("owner_id", "org_id"),
+    "organizations": ("owner_id",),
+    "deal_products": ("deal_id", "product_id", "product_variation_id"),
+    "deal_installments": ("deal_id",),
+    "products": ("owner_id",),
+    "product_variations": ("product_id",),
+    "stages": ("pipeline_id",),
+    "projects": ("board_id", "phase_id", "owner_id"),
+    "tasks": ("creator_id", "project_id", "parent_task_id"),
+    "phases": ("board_id",),
+    "leads": ("owner_id", "creator_id", "person_id", "organization_id"),
+    "notes": ("user_id", "last_update_user_id", "deal_id", "person_id", "org_id", "lead_id"),
+    "files": ("user_id", "deal_id", "person_id", "org_id"),
+    "users": ("role_id",),
+    "call_logs": ("user_id", "activity_id", "person_id", "org_id", "deal_id"),
+    "filters": ("user_id",),
+    "roles": ("parent_role_id",),
+    "goals": ("owner_id",),
+    "deal_flow": ("deal_id",),
+    "deal_participants": ("deal_id",),
+}
+
+
+def references(table: str) -> list[tuple[str, str]]:
+    """(column, referenced table) for every link column of `table`."""
+    return [(column, COLUMN_TABLE[column]) for column in FOREIGN_KEYS.get(table, ())]
+
+
+def upstream(table: str) -> list[str]:
+    """Tables `table` refers to (links, its custom-field definitions, its parent), without itself, sorted."""
+    entity = BY_NAME.get(table)
+    tables = {target for _, target in references(table)}
+    if entity is not None:
+        tables |= {name for name in (entity.fields_entity, entity.parent) if name}
+        tables |= {target for _, target in entity.references}
+    tables.discard(table)
+    return sorted(tables)

@@ -1,0 +1,101 @@
+"""Optional SCD2 history (`history.add_history`): stage changes between syncs become versions, at no extra API
+request; unchanged and absent records stay current; destinations without scd2 are skipped with a notice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pytest
+from connector_fixtures import make_pipeline, synced_rows
+
+from pipedrive_source import SyncMonitor, pipedrive_source
+from pipedrive_source.emulator import EmulatorHandle
+from pipedrive_source.errors import ConfigError
+from pipedrive_source.history import add_history
+
+ENTITIES = ["deals", "stages"]
+
+
+def run(
+    emulator: EmulatorHandle, pipeline: dlt.Pipeline, history: list[str]
+) -> tuple[list[str], SyncMonitor]:
+    monitor = SyncMonitor()
+    source = pipedrive_source(
+        api_token=emulator.api_token, base_url=emulator.base_url, entities=ENTITIES, monitor=monitor
+    )
+    added = add_history(source, history, pipeline)
+    pipeline.run(source, loader_file_format="parquet")
+    return added, monitor
+
+
+def versions(pipeline: dlt.Pipeline) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for row in sorted(synced_rows(pipeline, "deals_history"), key=lambda r: (r["id"], r["valid_from"])):
+        out.setdefault(row["id"], []).append(row)
+    return out
+
+
+def requests(monitor: SyncMonitor) -> dict[str, int]:
+    """Requests per entity (the run-clock call `users/me` depends on which resource happens to go first)."""
+    stats = monitor.client_stats.by_label if monitor.client_stats else {}
+    return {label: stats[label].requests for label in ENTITIES if label in stats}
+
+
+def test_stage_changes_between_syncs_are_kept_as_versions(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    pipeline, plain = make_pipeline(tmp_path), make_pipeline(tmp_path / "plain", name="plain")
+    added, with_history = run(emulator, pipeline, ["deals"])
+    assert added == ["deals_history"]
+    assert requests(with_history) == requests(run(emulator, plain, [])[1])  # history costs no request
+    deals = emulator.control.snapshot("deals")
+    first = versions(pipeline)
+    assert set(first) == {d["id"] for d in deals}
+    assert all(len(v) == 1 and v[0]["valid_to"] is None for v in first.values())
+
+    live = [d for d in deals if d["status"] == "open" and not d["is_deleted"] and not d["is_archived"]]
+    stages = sorted({d["stage_id"] for d in deals})
+    moved = {d["id"]: next(s for s in stages if s != d["stage_id"]) for d in live[:3]}
+    emulator.control.mutate(
+        ops=[
+            {"op": "update", "table": "deals", "id": i, "changes": {"stage_id": s}} for i, s in moved.items()
+        ]
+    )
+    _, with_history = run(emulator, pipeline, ["deals"])
+    assert requests(with_history) == requests(run(emulator, plain, [])[1])
+
+    after = versions(pipeline)
+    for deal in deals:
+        history = after[deal["id"]]
+        if deal["id"] in moved:  # old stage closed when the new one was seen, new stage current
+            assert [v["stage_id"] for v in history] == [deal["stage_id"], moved[deal["id"]]]
+            assert history[0]["valid_to"] == history[1]["valid_from"]
+            assert history[1]["valid_to"] is None
+        else:  # not in the incremental run: still the one current version
+            assert len(history) == 1 and history[0]["valid_to"] is None
+    current = {row["id"]: row["stage_id"] for row in synced_rows(pipeline, "deals")}
+    assert all(current[i] == s for i, s in moved.items())
+
+
+def test_a_no_change_run_adds_no_version(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    pipeline = make_pipeline(tmp_path)
+    run(emulator, pipeline, ["deals"])
+    before = synced_rows(pipeline, "deals_history")
+    run(emulator, pipeline, ["deals"])
+    assert len(synced_rows(pipeline, "deals_history")) == len(before)
+
+
+def test_history_is_skipped_where_the_destination_has_no_scd2(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    lake = dlt.destinations.filesystem(bucket_url=(tmp_path / "lake").as_uri())
+    pipeline = make_pipeline(tmp_path, lake, name="lake")
+    source = pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, entities=ENTITIES)
+    assert add_history(source, ["deals"], pipeline) == []
+    assert "deals_history" not in source.resources
+
+
+def test_history_of_an_unknown_or_child_entity_is_refused(emulator: EmulatorHandle) -> None:
+    source = pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, entities=ENTITIES)
+    with pytest.raises(ConfigError, match="deal_products"):
+        add_history(source, ["deal_products"])
