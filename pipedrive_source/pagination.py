@@ -54,7 +54,11 @@ def offset_pages(
     label: str,
     page_size: int | None,
     missing_ok: bool = False,
+    overlap: int = 0,
 ) -> Iterator[Page]:
+    """`overlap` re-reads that many records before each next page: offsets shift left when records are
+    deleted while we page, and a record crossing the page boundary would otherwise be skipped (the
+    duplicates this causes are merged away by primary key)."""
     query = dict(params, start=0)
     if page_size:
         query["limit"] = page_size
@@ -70,7 +74,8 @@ def offset_pages(
         if not more or not items:
             return
         next_start = pagination.get("next_start")
-        query["start"] = next_start if isinstance(next_start, int) else query["start"] + len(items)
+        following = next_start if isinstance(next_start, int) else query["start"] + len(items)
+        query["start"] = max(query["start"] + 1, following - overlap)
 
 
 def single_page(

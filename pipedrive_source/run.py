@@ -17,6 +17,7 @@ from .client import ClientStats, PipedriveClient
 from .entities import BY_NAME, CURSOR, NONE, OFFSET, Entity, Listing
 from .errors import ApiError, ConfigError
 from .pagination import Page, cursor_pages, offset_pages, single_page
+from .settings import OFFSET_OVERLAP_SHARE
 
 Row = dict[str, Any]
 RecordHook = Callable[[Entity, list[Row], "SyncContext"], list[Row]]
@@ -137,7 +138,8 @@ class SyncContext:
         if entity.paging == CURSOR:
             pages = cursor_pages(self.client, path, query, page_size=page_size or self.page_size, **options)
         elif entity.paging == OFFSET:
-            pages = offset_pages(self.client, path, query, page_size=page_size, **options)
+            overlap = max(1, int((page_size or 100) * OFFSET_OVERLAP_SHARE))
+            pages = offset_pages(self.client, path, query, page_size=page_size, overlap=overlap, **options)
         elif entity.paging == NONE:
             pages = single_page(self.client, path, query, **options)
         else:

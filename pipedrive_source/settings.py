@@ -8,6 +8,7 @@ COMPANY_URL = "https://{company_domain}.pipedrive.com"
 OAUTH_TOKEN_URL = "https://oauth.pipedrive.com/oauth/token"
 
 PAGE_SIZE = 500  # v2 and most v1 lists accept up to 500 per page
+OFFSET_OVERLAP_SHARE = 0.01  # v1 start/limit pages re-read 1% (at least one record) to survive deletions
 DEAL_IDS_PER_REQUEST = 100  # /deals/products and /deals/installments take at most 100 deal ids
 
 DEFAULT_MAX_TABLE_NESTING = 1  # top-level lists become child tables; anything deeper is kept as JSON
