@@ -233,7 +233,18 @@ ENTITIES: tuple[Entity, ...] = (
     _v1("filters", "/v1/filters", FULL, cursor_field=None),
     _v1("roles", "/v1/roles", FULL, paging=OFFSET, page_size=500, cursor_field=None),
     _v1("permission_sets", "/v1/permissionSets", FULL, cursor_field=None),
-    _v1("goals", "/v1/goals/find", FULL, items_key="goals", cursor_field=None),
+    _v1(
+        "goals",
+        "/v1/goals/find",
+        FULL,
+        items_key="goals",
+        cursor_field=None,
+        listings=(
+            Listing("/v1/goals/find", {"is_active": "true"}),
+            Listing("/v1/goals/find", {"is_active": "false"}),
+        ),
+        notes="/goals/find returns only active goals unless asked for inactive ones too.",
+    ),
     _fields("lead_fields", "/v1/leadFields", "v1", 20),
     _fields("note_fields", "/v1/noteFields", "v1", 20),
     # ---- opt-in: one request per changed deal -------------------------------------------------------------
