@@ -1,0 +1,128 @@
+"""What the schedulers (cron, Airflow, Dagster) share: companies, their pipelines and sources, the after-load.
+
+One deployment can sync several Pipedrive companies. Each company is configured by a name and gets its own dlt
+pipeline (its own incremental state) and its own dataset, in the same destination:
+
+    # .dlt/config.toml
+    [pipedrive]
+    companies = ["acme", "globex"]
+
+    # .dlt/secrets.toml: dlt looks up settings under the pipeline's name first
+    [pipedrive_acme.sources.pipedrive]
+    api_token = "..."            # or env PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__API_TOKEN
+    company_domain = "acme"
+
+Company `acme` -> pipeline `pipedrive_acme`, dataset `pipedrive_acme`. Without `companies`, the one company
+is called `pipedrive` (pipeline and dataset `pipedrive`, settings in `[sources.pipedrive]`), like the CLI's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dlt
+from dlt.extract.source import DltSource
+
+from .deletions import flag_vanished
+from .errors import ConfigError
+from .history import add_history
+from .run import SyncMonitor
+from .source import pipedrive_source
+from .views import ViewsReport, refresh_views
+
+DEFAULT_COMPANY = "pipedrive"
+DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
+COMPANY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+@dataclass(frozen=True)
+class Company:
+    """A Pipedrive company in this deployment, by name."""
+
+    name: str = DEFAULT_COMPANY
+
+    def __post_init__(self) -> None:
+        if not COMPANY_NAME.match(self.name):
+            raise ConfigError(
+                f"Company name {self.name!r} must be lower-case letters, digits and _ (it names a pipeline "
+                "and a dataset)."
+            )
+
+    @property
+    def pipeline_name(self) -> str:
+        return self.name if self.name == DEFAULT_COMPANY else f"{DEFAULT_COMPANY}_{self.name}"
+
+    @property
+    def dataset_name(self) -> str:
+        return self.pipeline_name
+
+
+def configured_companies() -> list[Company]:
+    """`[pipedrive] companies` (a list or a comma-separated string); the single default company without it."""
+    names: Any = dlt.config.get("pipedrive.companies")
+    if isinstance(names, str):
+        names = [name.strip() for name in names.split(",")]
+    return [Company(str(name)) for name in names or () if str(name)] or [Company()]
+
+
+def default_destination() -> Any:
+    """DuckDB file `pipedrive_crm.duckdb`, unless `DESTINATION__DUCKDB__CREDENTIALS` names another."""
+    if os.environ.get("DESTINATION__DUCKDB__CREDENTIALS"):
+        return "duckdb"
+    return dlt.destinations.duckdb(credentials=DUCKDB_FILE)
+
+
+def company_pipeline(
+    company: Company, destination: Any = None, pipelines_dir: str | None = None
+) -> dlt.Pipeline:
+    return dlt.pipeline(
+        pipeline_name=company.pipeline_name,
+        destination=destination or default_destination(),
+        dataset_name=company.dataset_name,
+        pipelines_dir=pipelines_dir,
+    )
+
+
+@dataclass
+class Run:
+    """One sync of a company: the source to load and what to do once it is loaded."""
+
+    pipeline: dlt.Pipeline
+    source: DltSource
+    monitor: SyncMonitor
+    history: list[str] = field(default_factory=list)  # history tables added to the source
+
+    def flag_vanished(self) -> dict[str, int]:
+        """Flag rows whose records this run found gone from Pipedrive (rows flagged per table)."""
+        return flag_vanished(self.pipeline, self.monitor)
+
+    def after_load(self) -> AfterLoad:
+        """Flag records that vanished from Pipedrive, then refresh the analyst views."""
+        return AfterLoad(self.flag_vanished(), refresh_views(self.pipeline))
+
+
+@dataclass
+class AfterLoad:
+    flagged: dict[str, int]
+    views: ViewsReport
+
+
+def prepare_run(
+    pipeline: dlt.Pipeline,
+    entities: Sequence[str] | None = None,
+    history: Sequence[str] = (),
+    **options: Any,
+) -> Run:
+    """A fresh source for one run (its own monitor, clock and caches), configured under the pipeline's name.
+
+    Build one per run: a source remembers its run's server time and the lists it read.
+    """
+    monitor = SyncMonitor()
+    pipeline.activate()  # settings resolve under `<pipeline_name>.sources.pipedrive` first
+    source = pipedrive_source(monitor=monitor, entities=list(entities) if entities else None, **options)
+    added = add_history(source, [name for name in history if name in source.resources], pipeline)
+    return Run(pipeline, source, monitor, added)
