@@ -105,6 +105,7 @@ class Company:
         self.fields: FieldRegistry = build_registry(seed, start - HISTORY_DAYS * DAY)
         self.t: dict[str, Table] = {}
         self.flow_log: dict[int, list[dict[str, Any]]] = {}  # deal id -> changes mutations made
+        self.render_plans: dict[tuple[str, str, frozenset[str]], tuple[int, render.Plan]] = {}
         self._change_ids = 0
         self.tables: list[str] = [*V2_TABLES, *V1_TABLES, *FIELD_TABLES, *DERIVED_TABLES]
 

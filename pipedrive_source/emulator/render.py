@@ -13,13 +13,15 @@ so a note's rendering changes only when the note itself changes (its `update_tim
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from . import shape
 from .clock import rfc3339, rfc3339_ms, v1_time
 from .fields import FieldDef, flatten_v1, with_option_labels
-from .shape import conform, item_schema
+from .shape import item_schema
 
 if TYPE_CHECKING:
     from .company import Company
@@ -92,69 +94,90 @@ TABLE_PATH = {
 }
 
 
-def finish(
-    table: str, api: str, item: dict[str, Any], requested: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    """Conform a rendered item to its operation's item schema (see shape.py)."""
+@dataclass(frozen=True)
+class Plan:
+    """How one table's records render in one API (and with one `include_fields` set).
+
+    Built once per field-catalog version: the declared properties with their null rule and nested plans
+    (shape.py), which keys are timestamps and how they are written, and the active custom fields."""
+
+    api: str
+    props: shape.Plan
+    times: frozenset[str]
+    fmt: Callable[[int | None], str | None]
+    custom: tuple[FieldDef, ...]
+    codes: tuple[str, ...]
+    keep: frozenset[str]  # undeclared keys kept because they were asked for (include_fields)
+
+
+def plan_for(company: Company, table: str, api: str, include: frozenset[str] = frozenset()) -> Plan:
+    key = (table, api, include)
+    version = company.fields.version
+    hit = company.render_plans.get(key)
+    if hit is None or hit[0] != version:
+        hit = (version, _build_plan(company, table, api, include))
+        company.render_plans[key] = hit
+    return hit[1]
+
+
+def _build_plan(company: Company, table: str, api: str, include: frozenset[str]) -> Plan:
     props = item_schema(api, TABLE_PATH[table])
-    if props and table == "goals":
-        props = props["goals"]["items"]["properties"]
     if not props:
-        return item
-    return conform(item, props, api, extras=requested)
+        raise LookupError(f"the spec gives no item schema for {table} ({TABLE_PATH[table]})")
+    if table == "goals":
+        props = props["goals"]["items"]["properties"]
+    plan = shape.plan(props, api)
+    if api == "v2":
+        hidden = OPTIONAL_V2.get(table, frozenset()) - include
+        plan = {k: e for k, e in plan.items() if k not in hidden}
+    times, fmt = (V2_TIMES, rfc3339) if api == "v2" else V1_TIMES.get(table, V1_DEFAULT_TIMES)
+    entity = CUSTOM_ENTITY.get(table)
+    custom = tuple(company.fields.custom(entity)) if entity else ()
+    return Plan(api, plan, times, fmt, custom, tuple(fd.code for fd in custom), include)
 
 
-def v2_dict(
-    rec: Record,
-    table: str,
-    custom: list[FieldDef] | None,
-    *,
-    include: frozenset[str] = frozenset(),
-    only_custom: set[str] | None = None,
-    option_labels: bool = False,
-) -> dict[str, Any]:
-    optional = OPTIONAL_V2.get(table, frozenset()) - include
+def item(plan: Plan, rec: Record, only_custom: set[str] | None = None, option_labels: bool = False) -> dict:
+    """A record as the API renders it: declared keys only, timestamps formatted, custom fields in the api's
+    shape (v2: `custom_fields` keyed by hash; v1: flattened at the root), nulls per shape.py."""
+    props = plan.props
+    times, v1 = plan.times, plan.api == "v1"
     out: dict[str, Any] = {}
     for k, v in rec.items():
-        if k[0] == "_" or k in optional:
+        entry = props.get(k)
+        if entry is None:
+            if k == "custom_fields" and v1:
+                for fd in plan.custom:
+                    out.update(flatten_v1(fd, v.get(fd.code)))
+            elif k in plan.keep:
+                out[k] = v
             continue
-        if k in V2_TIMES:
-            v = rfc3339(v)
+        if v is None:
+            if entry[0]:
+                out[k] = None
+            continue
+        if k in times:
+            v = plan.fmt(v)
         elif k == "custom_fields":
-            v = _custom_v2(v, custom or [], only_custom, option_labels)
+            v = _custom_v2(plan, v, only_custom, option_labels)
+        elif entry[1] is not None and type(v) is dict:
+            v = shape.apply(v, entry[1], v1)
+        elif entry[2] is not None and type(v) is list:
+            v = [shape.apply(x, entry[2], v1) if type(x) is dict else x for x in v]
         out[k] = v
     return out
 
 
 def _custom_v2(
-    values: dict[str, Any], custom: list[FieldDef], only: set[str] | None, option_labels: bool
+    plan: Plan, values: dict[str, Any], only: set[str] | None, option_labels: bool
 ) -> dict[str, Any]:
+    if only is None and not option_labels:
+        return {code: values.get(code) for code in plan.codes}
     out = {}
-    for fd in custom:
-        if only is not None and fd.code not in only:
-            continue
-        v = values.get(fd.code)
-        out[fd.code] = with_option_labels(fd, v) if option_labels else v
+    for fd in plan.custom:
+        if only is None or fd.code in only:
+            v = values.get(fd.code)
+            out[fd.code] = with_option_labels(fd, v) if option_labels else v
     return out
-
-
-def v1_dict(rec: Record, table: str, custom: list[FieldDef] | None) -> dict[str, Any]:
-    times, fmt = V1_TIMES.get(table, V1_DEFAULT_TIMES)
-    out: dict[str, Any] = {}
-    for k, v in rec.items():
-        if k[0] == "_":
-            continue
-        if k == "custom_fields":
-            for fd in custom or ():
-                out.update(flatten_v1(fd, v.get(fd.code)))
-            continue
-        out[k] = fmt(v) if k in times else v
-    return out
-
-
-def custom_defs(company: Company, table: str) -> list[FieldDef] | None:
-    entity = CUSTOM_ENTITY.get(table)
-    return company.fields.custom(entity) if entity else None
 
 
 def record_bytes(company: Company, table: Table, rec: Record, api: str) -> bytes:
@@ -162,8 +185,6 @@ def record_bytes(company: Company, table: Table, rec: Record, api: str) -> bytes
     cached = table.cached(api, rec["id"])
     if cached is not None:
         return cached
-    custom = custom_defs(company, table.name)
-    d = v2_dict(rec, table.name, custom) if api == "v2" else v1_dict(rec, table.name, custom)
-    data = orjson.dumps(finish(table.name, api, d))
+    data = orjson.dumps(item(plan_for(company, table.name, api), rec))
     table.remember(api, rec["id"], data)
     return data

@@ -257,26 +257,22 @@ def _label_objects(company: Company, table: str, rec: Record) -> list[dict[str, 
 
 def render_page(req: Req, table: Table, page: list[Record]) -> list[bytes]:
     opts = _render_options(req, table.name)
-    company = req.company
     if opts is None:
-        return [render.record_bytes(company, table, r, "v2") for r in page]
-    custom = render.custom_defs(company, table.name)
+        return [render.record_bytes(req.company, table, r, "v2") for r in page]
+    return [orjson.dumps(d) for d in _items_with_options(req, table, page, opts)]
+
+
+def _items_with_options(req: Req, table: Table, page: list[Record], opts: dict[str, Any]) -> list[dict]:
+    """Items rendered for this request only (include_fields, custom_fields, labels, option labels)."""
+    company = req.company
+    plan = render.plan_for(company, table.name, "v2", opts["include"])
     out = []
     for r in page:
-        d = render.v2_dict(
-            r,
-            table.name,
-            custom,
-            include=opts["include"],
-            only_custom=opts["only"],
-            option_labels=opts["option_labels"],
-        )
-        extras = _extras(company, table.name, r, opts["include"])
+        d = render.item(plan, r, opts["only"], opts["option_labels"])
+        d.update(_extras(company, table.name, r, opts["include"]))
         if opts["labels"]:
-            extras["labels"] = _label_objects(company, table.name, r)
-        d = render.finish(table.name, "v2", d, opts["include"] | frozenset(extras))
-        d.update(extras)
-        out.append(orjson.dumps(d))
+            d["labels"] = _label_objects(company, table.name, r)
+        out.append(d)
     return out
 
 
@@ -383,7 +379,13 @@ def get_one(name: str) -> Handler:
         rec = table.get(req.path_id())
         if rec is None or not _revealed(req.company, name, rec):
             raise NotFound()
-        item = orjson.loads(render_page(req, table, [rec])[0])
+        opts = _render_options(req, name) or {
+            "include": frozenset(),
+            "only": None,
+            "labels": False,
+            "option_labels": False,
+        }
+        item = _items_with_options(req, table, [rec], opts)[0]
         if req.op.item_properties:  # the single-record schema can differ from the list's
             requested = frozenset(req.q.get("include_fields") or ()) | {"labels"}
             item = conform(item, req.op.item_properties, "v2", extras=requested)

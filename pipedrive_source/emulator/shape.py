@@ -47,33 +47,36 @@ def _null_allowed(node: dict[str, Any], api: str) -> bool:
     return api == "v2" and all(k in NULL_WHEN_UNSET for k in kinds)
 
 
-def _plan(props: dict[str, Any], api: str) -> Plan:
+def plan(props: dict[str, Any], api: str) -> Plan:
     """Per-schema lookup table, built once (spec schemas live as long as the process)."""
-    plan = _plans.get((id(props), api))
-    if plan is None:
-        plan = {}
+    found = _plans.get((id(props), api))
+    if found is None:
+        found = {}
         for name, node in props.items():
             items = node.get("items") or {}
-            plan[name] = (
+            found[name] = (
                 _null_allowed(node, api),
-                _plan(node["properties"], api) if node.get("properties") else None,
-                _plan(items["properties"], api) if items.get("properties") else None,
+                plan(node["properties"], api) if node.get("properties") else None,
+                plan(items["properties"], api) if items.get("properties") else None,
             )
-        _plans[(id(props), api)] = plan
-    return plan
+        _plans[(id(props), api)] = found
+    return found
 
 
 def conform(
     obj: dict[str, Any], props: dict[str, Any], api: str, extras: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
     """`obj` with only the declared properties (+ `extras`), nulls as the api renders them (see above)."""
-    return _apply(obj, _plan(props, api), api == "v1", extras)
+    return apply(obj, plan(props, api), api == "v1", extras)
 
 
-def _apply(obj: dict[str, Any], plan: Plan, keep: bool, extras: frozenset[str]) -> dict[str, Any]:
+def apply(
+    obj: dict[str, Any], schema: Plan, keep: bool, extras: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """`conform` with a prebuilt plan; `keep`: keep undeclared custom-field hash keys (v1)."""
     out: dict[str, Any] = {}
     for k, v in obj.items():
-        entry = plan.get(k)
+        entry = schema.get(k)
         if entry is None:
             if (keep and _HASH_KEY.match(k)) or k in extras:
                 out[k] = v
@@ -83,8 +86,8 @@ def _apply(obj: dict[str, Any], plan: Plan, keep: bool, extras: frozenset[str]) 
                 out[k] = None
             continue
         if entry[1] is not None and type(v) is dict:
-            v = _apply(v, entry[1], keep, frozenset())
+            v = apply(v, entry[1], keep)
         elif entry[2] is not None and type(v) is list:
-            v = [_apply(x, entry[2], keep, frozenset()) if type(x) is dict else x for x in v]
+            v = [apply(x, entry[2], keep) if type(x) is dict else x for x in v]
         out[k] = v
     return out
