@@ -1,10 +1,12 @@
 """The one HTTP client every resource shares: auth headers, timeouts, bounded retries, 429 waits, accounting.
 
 Transient failures (5xx, dropped connections, incomplete reads, malformed JSON bodies) are retried with
-exponential backoff and full jitter, a bounded number of times. A 429 waits for `x-ratelimit-reset` (or
-`retry-after`); a 429 asking for longer than `max_rate_limit_wait_s` means the daily budget is gone and
-ends the run with a message saying when it resets. Every message is built from the path and status only,
-never from headers or URLs that could hold a secret.
+exponential backoff and full jitter, a bounded number of times. Every attempt passes the shared rate limiter
+(`limiter.py`): `acquire` before sending, `observe` after (status 0 when no response came). A 429 is told
+apart by `limiter.classify_429`: a burst 429 waits for `x-ratelimit-reset` (or `retry-after`) and retries; a
+daily-budget 429 (or one asking for longer than `max_rate_limit_wait_s`) ends the run with a message saying
+when the budget resets. Every message is built from the path and status only, never from headers or URLs
+that could hold a secret.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Any
 import httpx
 import orjson
 
-from .errors import AccessDenied, ApiError, RateLimitExhausted, install_log_redaction, redact
-from .limiter import NoLimiter, RateLimiter
+from .errors import AccessDenied, ApiError, install_log_redaction, redact
+from .limiter import DAILY, BudgetExhausted, NoLimiter, PlanLimiter, RateLimiter, classify_429
 from .oauth import Auth
 from .settings import HttpSettings
 
@@ -54,7 +56,8 @@ class ClientStats:
     requests: int = 0
     tokens: int = 0
     retries: int = 0
-    rate_limit_waits: int = 0
+    rate_limit_waits: int = 0  # burst 429s waited out
+    daily_429s: int = 0  # daily-budget 429s (each ends the run)
     by_label: dict[str, EndpointStats] = field(default_factory=dict)
     daily_remaining: int | None = None  # last `x-daily-ratelimit-token-remaining` seen
 
@@ -168,15 +171,9 @@ class PipedriveClient:
         headers = self.auth.headers()
         try:
             response = self._http.get(self._base_url + path, params=query, headers=headers)
-        except httpx.TimeoutException as exc:
-            self._count(label, cost)
-            raise _Transient(f"timeout ({type(exc).__name__})") from None
-        except httpx.ConnectError as exc:
-            self._count(label, 0)
-            raise _Transient(f"connection failed: {type(exc).__name__}", unreachable=True) from None
         except httpx.TransportError as exc:
-            self._count(label, cost)
-            raise _Transient(f"connection problem ({type(exc).__name__})") from None
+            self.limiter.observe(0, {})
+            raise self._transport_failure(exc, label, cost) from None
         self.limiter.observe(response.status_code, response.headers)
         self._note_headers(response.headers)
         if response.status_code == 404 and missing_ok:
@@ -184,13 +181,22 @@ class PipedriveClient:
             return {}
         return self._interpret(response, path, headers, cost, label)
 
+    def _transport_failure(self, exc: httpx.TransportError, label: str, cost: int) -> _Transient:
+        if isinstance(exc, httpx.ConnectError):
+            self._count(label, 0)  # never reached the server: nothing spent
+            return _Transient(f"connection failed: {type(exc).__name__}", unreachable=True)
+        self._count(label, cost)
+        if isinstance(exc, httpx.TimeoutException):
+            return _Transient(f"timeout ({type(exc).__name__})")
+        return _Transient(f"connection problem ({type(exc).__name__})")
+
     def _interpret(
         self, response: httpx.Response, path: str, sent: dict[str, str], cost: int, label: str
     ) -> dict:
         status = response.status_code
         if status == 429:
             self._count(label, 0)
-            raise _RateLimited(response.headers, response.content)
+            raise _RateLimited(response.headers, response.content, cost)
         if status == 401:
             self._count(label, 0)
             raise _Unauthorized(sent)
@@ -231,18 +237,30 @@ class PipedriveClient:
 
     def _wait_for_rate_limit(self, path: str, exc: _RateLimited, waits: int) -> None:
         wait = exc.wait_s()
-        if exc.budget_exhausted() or wait > self.settings.max_rate_limit_wait_s:
-            resets_at = datetime.now(UTC) + timedelta(seconds=wait)
-            raise RateLimitExhausted(
-                f"Pipedrive's daily API token budget is used up (HTTP 429 on {path}); it resets in about "
-                f"{_duration(wait)} (around {resets_at:%Y-%m-%d %H:%M} UTC). Loaded data is kept; run the "
-                "sync again after that and it continues where it stopped."
-            )
+        if exc.kind == DAILY or wait > self.settings.max_rate_limit_wait_s:
+            with self._lock:
+                self.stats.daily_429s += 1
+            raise self._budget_gone(path, exc) from None
         if waits > self.settings.max_rate_limit_attempts:
             raise ApiError(f"Pipedrive kept answering 429 on {path}; giving up after {waits} waits.")
-        self.stats.rate_limit_waits += 1
-        logger.info("rate limited on %s; waiting %.1fs", path, wait)
+        with self._lock:
+            self.stats.rate_limit_waits += 1
+        logger.info("rate limited (burst) on %s; waiting %.1fs", path, wait)
         self._sleep(wait)
+
+    def _budget_gone(self, path: str, exc: _RateLimited) -> BudgetExhausted:
+        retry_after = exc.retry_after_s()
+        if isinstance(self.limiter, PlanLimiter):
+            return self.limiter.exhausted(retry_after)
+        wait = retry_after if retry_after is not None else exc.wait_s()
+        resets_at = datetime.now(UTC) + timedelta(seconds=wait)
+        return BudgetExhausted(
+            f"Pipedrive's daily API token budget is used up (HTTP 429 on {path}); it resets in about "
+            f"{_duration(wait)} (around {resets_at:%Y-%m-%d %H:%M} UTC). Loaded data is kept; run the "
+            "sync again after that and it continues where it stopped.",
+            reason=DAILY,
+            resets_at=resets_at,
+        )
 
 
 class _Unauthorized(Exception):
@@ -252,12 +270,13 @@ class _Unauthorized(Exception):
 
 
 class _RateLimited(Exception):
-    def __init__(self, headers: httpx.Headers, content: bytes) -> None:
+    def __init__(self, headers: httpx.Headers, content: bytes, cost: int) -> None:
         super().__init__("HTTP 429")
         self.headers = headers
-        self.content = content
+        self.kind = classify_429(headers, content, cost)
 
     def wait_s(self) -> float:
+        """Seconds until the burst window frees a slot."""
         for name in ("x-ratelimit-reset", "retry-after"):
             value = self.headers.get(name, "")
             try:
@@ -266,9 +285,11 @@ class _RateLimited(Exception):
                 continue
         return 2.0  # Pipedrive's burst window is 2 seconds
 
-    def budget_exhausted(self) -> bool:
-        remaining = self.headers.get("x-daily-ratelimit-token-remaining")
-        return remaining is not None and remaining.strip() == "0"
+    def retry_after_s(self) -> float | None:
+        try:
+            return max(0.0, float(self.headers.get("retry-after", "")))
+        except ValueError:
+            return None
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -1,23 +1,53 @@
-"""The slot where a shared rate limiter plugs into the HTTP client.
+"""The shared rate limiter: paces every request of a run by Pipedrive's burst window and daily token budget.
 
-The client calls `acquire(cost)` before every request and `observe(status, headers)` after every response,
-from any thread. A limiter that paces requests by Pipedrive's burst window and daily token budget (issue 5)
-only has to implement these two methods; the client itself still handles an unexpected 429 by waiting for
-`x-ratelimit-reset`, so pacing is an optimisation, never a correctness requirement.
+The client calls `acquire(cost)` before every request and `observe(status, headers)` after every attempt
+(status 0 when no response came), from any thread, always in the same thread for one request. Any object
+with these two methods fits the slot; `NoLimiter` sends at once and leaves 429s to the client's waits.
+
+`PlanLimiter` (the default of the source) knows both of Pipedrive's limits:
+- burst: at most `burst_limit` requests per rolling 2-second window per token. It keeps the send times of
+  the last window and makes a request wait until a slot is free, with `safety_s` of margin because the
+  server counts arrival, not send, times. The plan's value is an upper bound; the `x-ratelimit-limit`
+  header lowers it, and `x-ratelimit-remaining` reveals requests other integrations made with the same
+  token in the window, which are left to them. A burst 429 (should one happen anyway) pauses every sender
+  until `x-ratelimit-reset` and lowers the limit by one.
+- daily budget: every request spends its `x-token-cost` from the company's daily budget
+  (`x-daily-ratelimit-token-limit` / `-remaining` headers, or the plan's `daily_token_budget`). Before a
+  request that would overdraw what is left (minus what is in flight), or the run's own cap
+  (`max_budget_share` of the daily budget: other integrations share it), `acquire` raises
+  `BudgetExhausted` instead of sending; the engine then stops the run cleanly.
+
+A 429 is told apart by `classify_429`: the daily kind leaves fewer daily tokens than the request costs (or
+says so in its body, or asks to wait longer than a burst window could); anything else is a burst 429.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Protocol
+
+from .errors import ConfigError, RateLimitExhausted
+
+BURST = "burst"
+DAILY = "daily"
+WINDOW_S = 2.0  # Pipedrive's burst window
+LOWEST_BURST_LIMIT = 20  # the smallest API-token plan: the assumption until a response tells the real one
 
 
 class RateLimiter(Protocol):
     def acquire(self, cost: int) -> None:
-        """Block until a request costing `cost` tokens may be sent."""
+        """Block until a request costing `cost` tokens may be sent (or raise `BudgetExhausted`)."""
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
-        """Learn from a response's `x-ratelimit-*` / `x-daily-ratelimit-*` headers."""
+        """Learn from a response's `x-ratelimit-*` / `x-daily-ratelimit-*` headers (status 0: no response)."""
 
 
 class NoLimiter:
@@ -28,3 +58,260 @@ class NoLimiter:
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         return None
+
+
+class BudgetExhausted(RateLimitExhausted):
+    """The daily token budget, or this run's share of it, would be overdrawn by the next request."""
+
+    def __init__(self, message: str, *, reason: str, resets_at: datetime | None) -> None:
+        super().__init__(message)
+        self.reason = reason  # DAILY (the company's budget) | "share" (this run's cap)
+        self.resets_at = resets_at
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the account allows. None means: learn it from the response headers."""
+
+    burst_limit: int | None = None  # requests per 2 s per token (API token 20/40/100/120, OAuth 80..480)
+    daily_token_budget: int | None = None  # 30,000 x plan multiplier x seats
+    max_budget_share: float = 1.0  # share of the daily budget this run may spend
+    window_s: float = WINDOW_S
+    safety_s: float = 0.05  # added to the window: arrival times jitter around send times
+
+    def __post_init__(self) -> None:
+        if self.burst_limit is not None and self.burst_limit < 1:
+            raise ConfigError(f"burst_limit must be at least 1, not {self.burst_limit}.")
+        if self.daily_token_budget is not None and self.daily_token_budget < 1:
+            raise ConfigError(f"daily_token_budget must be positive, not {self.daily_token_budget}.")
+        if not 0 < self.max_budget_share <= 1:
+            raise ConfigError(f"max_budget_share must be in (0, 1], not {self.max_budget_share}.")
+
+
+@dataclass
+class LimiterStats:
+    """What pacing did: waits, 429s by kind, tokens this run spent (admitted requests only)."""
+
+    waits: int = 0
+    wait_s: float = 0.0
+    burst_429s: int = 0
+    daily_429s: int = 0
+    spent: int = 0
+    foreign_seen: int = 0  # most requests of other clients seen in one window (same token)
+    limits_seen: dict[str, int] = field(default_factory=dict)
+
+
+class PlanLimiter:
+    """Thread-safe pacing by burst window and daily budget; see the module docstring."""
+
+    def __init__(
+        self,
+        plan: Plan | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now_utc: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.plan = plan or Plan()
+        self.stats = LimiterStats()
+        self._clock = clock
+        self._now_utc = now_utc
+        self._cond = threading.Condition()
+        self._sends: deque[float] = deque()
+        self._header_limit: int | None = None
+        self._penalty = 0  # lowered after a burst 429 the headers did not predict
+        self._foreign = 0
+        self._foreign_until = 0.0
+        self._paused_until = 0.0
+        self._daily_limit: int | None = None
+        self._daily_remaining: int | None = None
+        self._inflight_tokens = 0
+        self._server_offset: timedelta | None = None  # server clock - our clock (Date header)
+        self._local = threading.local()
+
+    # ---- the slot ------------------------------------------------------------------------------------
+    def acquire(self, cost: int) -> None:
+        with self._cond:
+            self._check_budget(cost)
+            waited = self._wait_for_slot()
+            self._sends.append(self._clock())
+            self._inflight_tokens += cost
+            self.stats.spent += cost
+            if waited > 0:
+                self.stats.waits += 1
+                self.stats.wait_s += waited
+            self._local.sent = (cost, self._sends[-1])
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        cost, sent_at = getattr(self._local, "sent", (0, self._clock()))
+        self._local.sent = (0, sent_at)
+        with self._cond:
+            self._inflight_tokens = max(0, self._inflight_tokens - cost)
+            if status == 0 or status == 429:
+                self.stats.spent -= cost  # not admitted: Pipedrive charges nothing
+            self._learn_date(headers)
+            self._learn_daily(headers)
+            self._learn_burst(headers, sent_at, status)
+            if status == 429:
+                self._on_429(headers, cost)
+            self._cond.notify_all()
+
+    # ---- burst window ---------------------------------------------------------------------------------
+    @property
+    def burst_limit(self) -> int:
+        """Requests this run may send per window now."""
+        limit = self.plan.burst_limit or self._header_limit or LOWEST_BURST_LIMIT
+        if self._header_limit:
+            limit = min(limit, self._header_limit)
+        if self._clock() < self._foreign_until:
+            limit -= self._foreign
+        return max(1, limit - self._penalty)
+
+    def _wait_for_slot(self) -> float:
+        span = self.plan.window_s + self.plan.safety_s
+        waited = 0.0
+        while True:
+            now = self._clock()
+            while self._sends and self._sends[0] <= now - span:
+                self._sends.popleft()
+            if now < self._paused_until:
+                delay = self._paused_until - now
+            elif len(self._sends) < self.burst_limit:
+                return waited
+            else:
+                delay = self._sends[len(self._sends) - self.burst_limit] + span - now
+            delay = max(delay, 0.001)
+            self._cond.wait(delay)
+            waited += delay
+
+    def _learn_burst(self, headers: Mapping[str, str], sent_at: float, status: int) -> None:
+        limit = _int(headers.get("x-ratelimit-limit"))
+        remaining = _int(headers.get("x-ratelimit-remaining"))
+        if limit is None or limit < 1:
+            return
+        if limit != self._header_limit:
+            self._header_limit = limit
+            self.stats.limits_seen["burst"] = limit
+        if remaining is None or status == 429:
+            return
+        # the server counted `limit - remaining` requests in the window ending at this one's arrival
+        own = sum(1 for t in self._sends if sent_at - self.plan.window_s < t <= sent_at)
+        foreign = (limit - remaining) - own
+        if foreign > 1:  # one is arrival jitter; more are another client on the same token
+            self._foreign = foreign
+            self._foreign_until = self._clock() + self.plan.window_s
+            self.stats.foreign_seen = max(self.stats.foreign_seen, foreign)
+
+    def _on_429(self, headers: Mapping[str, str], cost: int) -> None:
+        if classify_429(headers, b"", cost) == DAILY:
+            self.stats.daily_429s += 1
+            return
+        self.stats.burst_429s += 1
+        reset = _float(headers.get("x-ratelimit-reset")) or _float(headers.get("retry-after")) or 1.0
+        self._paused_until = max(self._paused_until, self._clock() + min(reset, self.plan.window_s))
+        self._penalty = min(self._penalty + 1, max(0, self.burst_limit - 1))
+
+    # ---- daily budget ---------------------------------------------------------------------------------
+    @property
+    def daily_limit(self) -> int | None:
+        return self._daily_limit or self.plan.daily_token_budget
+
+    @property
+    def run_cap(self) -> int | None:
+        """Tokens this run may spend at most (`max_budget_share` of the daily budget), if known."""
+        limit = self.daily_limit
+        if limit is None or self.plan.max_budget_share >= 1:
+            return None
+        return int(limit * self.plan.max_budget_share)
+
+    def available(self) -> int | None:
+        """Daily tokens nobody has claimed yet: the last reported figure minus what is in flight."""
+        if self._daily_remaining is None:
+            return None
+        return self._daily_remaining - self._inflight_tokens
+
+    def _check_budget(self, cost: int) -> None:
+        cap = self.run_cap
+        if cap is not None and self.stats.spent + cost > cap:
+            raise BudgetExhausted(
+                f"This run reached its share of Pipedrive's daily API token budget (max_budget_share="
+                f"{self.plan.max_budget_share:g}: {cap:,} of {self.daily_limit:,} tokens). Loaded data is "
+                "kept; run the sync again to continue where it stopped (or raise max_budget_share).",
+                reason="share",
+                resets_at=None,
+            )
+        available = self.available()
+        if available is not None and available < cost:
+            raise self.exhausted(None)
+
+    def exhausted(self, retry_after_s: float | None) -> BudgetExhausted:
+        """The error for a used-up daily budget, saying when it resets."""
+        resets_at = self._reset_time(retry_after_s)
+        wait = max(0.0, (resets_at - self._now_utc()).total_seconds())
+        return BudgetExhausted(
+            f"Pipedrive's daily API token budget is used up; it resets in about {_duration(wait)} (around "
+            f"{resets_at:%Y-%m-%d %H:%M} UTC). Loaded data is kept; run the sync again after that and it "
+            "continues where it stopped.",
+            reason=DAILY,
+            resets_at=resets_at,
+        )
+
+    def _reset_time(self, retry_after_s: float | None) -> datetime:
+        now = self._now_utc()
+        if retry_after_s is not None:
+            return now + timedelta(seconds=retry_after_s)
+        server_now = now + (self._server_offset or timedelta())
+        midnight = datetime.combine(server_now.date() + timedelta(days=1), datetime.min.time(), UTC)
+        return now + (midnight - server_now)  # the budget resets when the server's (UTC) day changes
+
+    def _learn_daily(self, headers: Mapping[str, str]) -> None:
+        limit = _int(headers.get("x-daily-ratelimit-token-limit"))
+        if limit:
+            self._daily_limit = limit
+            self.stats.limits_seen["daily"] = limit
+        remaining = _int(headers.get("x-daily-ratelimit-token-remaining"))
+        if remaining is None:
+            return
+        known = self._daily_remaining
+        # responses arrive out of order: a higher figure than in-flight requests explain is a new day
+        if known is None or remaining < known or remaining > known + self._inflight_tokens + 1:
+            self._daily_remaining = remaining
+
+    def _learn_date(self, headers: Mapping[str, str]) -> None:
+        if self._server_offset is not None or not (date := headers.get("date")):
+            return
+        with contextlib.suppress(TypeError, ValueError):
+            self._server_offset = parsedate_to_datetime(date).astimezone(UTC) - self._now_utc()
+
+
+def classify_429(headers: Mapping[str, str], body: bytes, cost: int) -> str:
+    """DAILY when the company's token budget refused the request, else BURST (see the module docstring)."""
+    remaining = _int(headers.get("x-daily-ratelimit-token-remaining"))
+    if remaining is not None and remaining < max(1, cost):
+        return DAILY
+    if b"daily" in body.lower() or b"token budget" in body.lower():
+        return DAILY
+    retry_after = _float(headers.get("retry-after"))
+    if retry_after is not None and retry_after > 10 * WINDOW_S:
+        return DAILY
+    return BURST
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() else None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        result = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return result if result is not None and math.isfinite(result) and result >= 0 else None
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes >= 120:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes} min" if minutes else f"{int(seconds)} s"
