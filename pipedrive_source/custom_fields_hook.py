@@ -12,6 +12,7 @@ a failed run leaves the previous bindings in place. Leads' `label_ids` are named
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import weakref
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import dlt
+import orjson
 
 from pipedrive_source.custom_fields import Resolver
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "custom_field_bindings"
+DIGESTS_KEY = "custom_field_tables"  # digest of each table about the fields, as last loaded
 LEAD_LABELS = "lead_labels"
 INHERITED_FIELDS = {"leads": "deal_fields"}
 Row = dict[str, Any]
@@ -91,18 +94,21 @@ class CustomFieldResolution:
     # --- the tables about the fields ----------------------------------------------------------------
 
     def resources(self, ctx: SyncContext, entities: Iterable[Entity]) -> list[DltResource]:
-        """`custom_fields` and `custom_field_options` (replaced every run) for the entities with fields."""
+        """`custom_fields` and `custom_field_options` (replaced whenever they changed) for the entities
+        with fields."""
         with_fields = [e for e in entities if e.fields_entity]
+        if not with_fields:
+            return []
 
         def resolvers() -> Iterator[Resolver]:
             for entity in with_fields:
                 yield self.resolver(entity, ctx)
 
         def custom_fields() -> Iterator[list[Row]]:
-            yield [row for r in resolvers() for row in r.field_rows()]
+            yield from _if_changed([row for r in resolvers() for row in r.field_rows()])
 
         def custom_field_options() -> Iterator[list[Row]]:
-            yield [row for r in resolvers() for row in r.option_rows()]
+            yield from _if_changed([row for r in resolvers() for row in r.option_rows()])
 
         return [
             dlt.resource(custom_fields, name="custom_fields", write_disposition="replace",
@@ -130,6 +136,24 @@ OPTION_COLUMNS: dict[str, dict[str, Any]] = {
     "is_custom": {"data_type": "bool"},
     "is_deleted": {"data_type": "bool"},
 }
+
+
+def _if_changed(rows: list[Row]) -> Iterator[list[Row]]:
+    """The whole table when it differs from the last loaded one; otherwise nothing, and the table stays.
+
+    A `replace` resource that yields nothing would empty its table, so an unchanged run switches this
+    run's disposition to `append` (of nothing): a run without changes in Pipedrive loads no rows at all.
+    The digest lives in the source state (dlt resets a `replace` resource's own state every run),
+    committed with a successful load only.
+    """
+    resource = dlt.current.resource()
+    digests = dlt.current.source_state().setdefault(DIGESTS_KEY, {})
+    digest = hashlib.blake2b(orjson.dumps(rows, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+    if digests.get(resource.name) == digest:
+        resource.apply_hints(write_disposition="append")
+        return
+    digests[resource.name] = digest
+    yield rows
 
 
 def _field_definitions(entity: Entity, ctx: SyncContext) -> list[Row]:

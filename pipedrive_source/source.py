@@ -25,6 +25,7 @@ from dlt.common.typing import TSecretStrValue
 from dlt.extract.resource import DltResource
 
 from .client import PipedriveClient
+from .custom_fields_hook import CustomFieldResolution
 from .entities import (
     BY_NAME,
     CURSOR,
@@ -64,6 +65,8 @@ def pipedrive_source(
     monitor: SyncMonitor | None = None,
     limiter: RateLimiter | None = None,
     record_hooks: Sequence[RecordHook] = (),
+    resolve_custom_fields: bool = True,
+    keep_option_ids: bool = False,
 ) -> list[DltResource]:
     """All Pipedrive entities of one company as dlt resources (one table each), merged on their primary key.
 
@@ -81,7 +84,11 @@ def pipedrive_source(
         page_size: records per page (Pipedrive allows up to 500).
         monitor: receives progress and the run's figures (requests, tokens, rows per entity).
         limiter: a shared rate limiter (see `limiter.RateLimiter`); default: none, 429s are waited out.
-        record_hooks: functions applied to every page of records before it is yielded.
+        record_hooks: functions applied to every page of records before it is yielded (after the
+            custom-field resolution).
+        resolve_custom_fields: hash keys -> readable columns, option ids -> labels, plus the tables
+            `custom_fields` and `custom_field_options` (see `custom_fields.py`); False loads raw values.
+        keep_option_ids: keep the raw option ids next to their labels (`<column>_id`, `<column>_ids`).
     """
     selected = _select(entities)
     if not 1 <= page_size <= PAGE_SIZE:
@@ -90,12 +97,14 @@ def pipedrive_source(
     client = PipedriveClient(_base_url(base_url, company_domain), _auth(api_token, oauth), http, limiter)
     monitor = monitor or SyncMonitor()
     monitor.hard_delete = hard_delete
+    resolution = CustomFieldResolution(keep_option_ids=keep_option_ids) if resolve_custom_fields else None
+    hooks = (resolution, *record_hooks) if resolution else tuple(record_hooks)  # resolution first
     ctx = SyncContext(
         client,
         monitor,
         start_date_value(start_date),
         page_size,
-        record_hooks,
+        hooks,
         _domain_name(company_domain),
     )
     built: dict[str, DltResource] = {}
@@ -105,7 +114,10 @@ def pipedrive_source(
     # small full reads first: their responses fix the run's server time before incremental reads need it,
     # and field definitions are in hand before the records whose custom fields they describe
     order = sorted(ENTITIES, key=lambda e: e.strategy not in (FULL, PER_PARENT))
-    return [built[e.name] for e in order if e.name in built]
+    resources = [built[e.name] for e in order if e.name in built]
+    if resolution is not None:
+        resources += resolution.resources(ctx, [e for e in ENTITIES if e.name in built])
+    return resources
 
 
 # ---- configuration -----------------------------------------------------------------------------------------

@@ -60,6 +60,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--hard-delete", action="store_true", help="remove deleted records instead of flagging"
     )
+    parser.add_argument(
+        "--keep-option-ids",
+        action="store_true",
+        help="keep raw option ids next to custom-field labels (<column>_id, <column>_ids)",
+    )
     parser.add_argument("--demo", action="store_true", help="start the bundled emulator and sync it")
     parser.add_argument("--demo-scale", default="small", help=argparse.SUPPRESS)
     parser.add_argument("--show", action="store_true", help="print tables and row counts after the run")
@@ -127,6 +132,8 @@ def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> An
         options["reconcile"] = True
     if args.hard_delete:
         options["hard_delete"] = True
+    if args.keep_option_ids:
+        options["keep_option_ids"] = True
     if demo is not None:
         options.update(api_token=demo.api_token, base_url=demo.base_url, company_domain=None)
     return pipedrive_source(**options)

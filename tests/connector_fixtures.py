@@ -19,6 +19,7 @@ from typing import Any
 
 import dlt
 import duckdb
+from custom_field_expectations import custom_definitions, readable
 
 from pipedrive_source import ENTITIES, SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
@@ -91,7 +92,10 @@ def sync(
 
 
 def load_truth(emulator: Any, workdir: Path, tables: list[str]) -> Path:
-    """Load the emulator's snapshot of `tables` into `truth.duckdb` (replacing what was there)."""
+    """Load the emulator's snapshot of `tables` into `truth.duckdb` (replacing what was there).
+
+    Custom values are put in their readable columns by `custom_field_expectations` (the documented rules,
+    independent of the resolver), in the columns the synced `custom_fields` table names."""
     path = workdir / "ground_truth.duckdb"  # not truth.duckdb: catalog and dataset names must differ
     pipeline = dlt.pipeline(
         pipeline_name="truth",
@@ -103,6 +107,10 @@ def load_truth(emulator: Any, workdir: Path, tables: list[str]) -> Path:
     for table in tables:
         entity = BY_NAME[table]
         rows = emulator.control.snapshot(table)
+        defs = custom_definitions(emulator.control.snapshot, table)
+        if defs:
+            columns = custom_columns(workdir / "crm.duckdb", table)
+            rows = [readable(row, defs, columns) for row in rows]
         if entity.derive:
             rows = [_derived(entity, row) for row in rows]
         resources.append(
@@ -121,6 +129,17 @@ def load_truth(emulator: Any, workdir: Path, tables: list[str]) -> Path:
 
     pipeline.run(truth(), loader_file_format="parquet", refresh="drop_sources")
     return path
+
+
+def custom_columns(sync_db: Path, table: str) -> dict[str, str]:
+    """{field hash: column} of `table` as the sync bound them (empty when nothing was resolved)."""
+    with duckdb.connect(str(sync_db), read_only=True) as con:
+        if "custom_fields" not in _tables(con, _catalog(con), DATASET):
+            return {}
+        rows = con.execute(
+            f"SELECT field_code, column_name FROM {DATASET}.custom_fields WHERE entity = ?", [table]
+        ).fetchall()
+    return dict(rows)
 
 
 def _derived(entity: Any, row: dict[str, Any]) -> dict[str, Any]:

@@ -148,6 +148,27 @@ def test_full_refresh_of_some_entities_keeps_the_others(
     assert int(deals_line.split()[1].replace(",", "")) == before["deals"]  # reloaded from scratch
 
 
+def test_custom_fields_are_readable_and_keep_option_ids_keeps_ids(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    result = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals", "--keep-option-ids")
+    assert result.returncode == 0, result.stderr
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        columns = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'pipedrive' AND table_name = 'deals'"
+            ).fetchall()
+        }
+        enum_column = con.execute(
+            "SELECT column_name FROM pipedrive.custom_fields WHERE entity = 'deals' AND field_type = 'enum' "
+            "ORDER BY column_name LIMIT 1"
+        ).fetchone()[0]
+    assert enum_column in columns and f"{enum_column}_id" in columns  # the label and the raw option id
+    assert not [c for c in columns if len(c) >= 40]  # no hash-named column
+
+
 def test_demo_runs_without_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
     env["RUNTIME__DLTHUB_TELEMETRY"] = "false"

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import date, time
 from pathlib import Path
 from typing import Any
 
 import dlt
 import duckdb
 import pytest
+from custom_field_expectations import expected_columns, label
 
 from pipedrive_source import pipedrive_source
-from pipedrive_source.custom_fields_hook import STATE_KEY, CustomFieldResolution
+from pipedrive_source.custom_fields_hook import STATE_KEY
 from pipedrive_source.emulator import EmulatorHandle
-from pipedrive_source.entities import BY_NAME
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
 ENTITIES = ["deals", "persons", "organizations", "products", "projects", "leads"]
@@ -46,24 +45,9 @@ class Sync:
         }
         if keep_option_ids:
             self.source_args["keep_option_ids"] = True
-        self.resolution = CustomFieldResolution(keep_option_ids=keep_option_ids)
 
     def run(self) -> None:
-        source = pipedrive_source(**self.source_args)
-        if "custom_fields" in source.resources:  # the engine resolves custom fields itself
-            self.pipeline.run(source, loader_file_format="parquet")
-            return
-        contexts: list[Any] = []
-
-        def capture(entity: Any, rows: list[dict], ctx: Any) -> list[dict]:
-            contexts.append(ctx)
-            return rows
-
-        source = pipedrive_source(**self.source_args, record_hooks=[self.resolution, capture])
-        self.pipeline.run(source, loader_file_format="parquet")
-        # until the engine lists them itself: the two tables about the fields, from the same run's resolvers
-        tables = self.resolution.resources(contexts[-1], [BY_NAME[e] for e in self.source_args["entities"]])
-        self.pipeline.run(tables, loader_file_format="parquet")
+        self.pipeline.run(pipedrive_source(**self.source_args), loader_file_format="parquet")
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         with duckdb.connect(str(self.db_path), read_only=True) as con:
@@ -115,35 +99,6 @@ def column_of(sync: Sync, entity: str) -> dict[str, str]:
         f"SELECT field_code, column_name FROM {DATASET}.custom_fields WHERE entity = '{entity}'"
     )
     return {r["field_code"]: r["column_name"] for r in rows}
-
-
-def label(fd: dict[str, Any], option_id: Any) -> str | None:
-    return next((o["label"] for o in fd["options"] or () if str(o["id"]) == str(option_id)), None)
-
-
-def expected_columns(fd: dict[str, Any], col: str, value: Any) -> dict[str, Any]:
-    """What the warehouse row must hold for one custom value (v2 shape), by the documented rules."""
-    t = fd["field_type"]
-    if value is None:
-        return {col: None}
-    if t == "monetary":
-        return {col: float(value["value"]), f"{col}_currency": value["currency"]}
-    if t == "daterange":
-        return {col: date.fromisoformat(value["value"]), f"{col}_until": date.fromisoformat(value["until"])}
-    if t == "timerange":
-        return {col: time.fromisoformat(value["value"]), f"{col}_until": time.fromisoformat(value["until"])}
-    if t == "address":
-        parts = {f"{col}_{k}": v for k, v in value.items() if k not in ("value", "formatted_address")}
-        return {col: value.get("formatted_address") or value["value"], **parts}
-    if t == "date":
-        return {col: date.fromisoformat(value)}
-    if t == "time":
-        return {col: time.fromisoformat(value)}
-    if t == "enum":
-        return {col: label(fd, value)}
-    if t == "double":
-        return {col: float(value)}
-    return {col: value}
 
 
 # --- first sync -------------------------------------------------------------------------------------
@@ -354,13 +309,8 @@ def test_no_hash_columns_after_mutations(sync: Sync, mutated: dict[str, Any]) ->
 
 
 def test_keep_option_ids_puts_raw_ids_next_to_labels(emulator: EmulatorHandle, tmp_path: Path) -> None:
-    try:
-        s = Sync(emulator, tmp_path, entities=["deals"], keep_option_ids=True)
-        s.run()
-    except TypeError:  # the engine does not take keep_option_ids yet: the hook alone carries it
-        s = Sync(emulator, tmp_path, entities=["deals"])
-        s.resolution = CustomFieldResolution(keep_option_ids=True)
-        s.run()
+    s = Sync(emulator, tmp_path, entities=["deals"], keep_option_ids=True)
+    s.run()
     defs = custom_defs(emulator, "deals")
     columns = column_of(s, "deals")
     deals = s.table("deals")
@@ -379,10 +329,8 @@ def test_keep_option_ids_puts_raw_ids_next_to_labels(emulator: EmulatorHandle, t
     assert checked
 
 
-# --- what needs the engine ------------------------------------------------------------------------------
+# --- the engine's defaults ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="engine does not yet install CustomFieldResolution and its tables "
-                   "by default (pipedrive_source/source.py, see the custom-fields report)")
 def test_source_resolves_custom_fields_by_default(emulator: EmulatorHandle, tmp_path: Path) -> None:
     pipeline = dlt.pipeline(pipeline_name="cf_default", pipelines_dir=str(tmp_path),
                             destination=dlt.destinations.duckdb(str(tmp_path / "d.duckdb")),

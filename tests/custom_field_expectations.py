@@ -1,0 +1,89 @@
+"""What a resolved record must look like, derived from the emulator's snapshot and field definitions alone.
+
+Independent of the resolver: the documented rules (enum -> option label, set -> labels, monetary -> value +
+currency, ranges -> start + until, address -> formatted + parts, typed dates/times) written out plainly.
+The column each field lands in comes from the synced `custom_fields` table (naming is tested on its own).
+"""
+
+from __future__ import annotations
+
+from datetime import date, time
+from typing import Any
+
+V2_FIELDS_OF = {
+    "deals": "deal_fields",
+    "persons": "person_fields",
+    "organizations": "organization_fields",
+    "products": "product_fields",
+    "projects": "project_fields",
+    "activities": "activity_fields",
+}
+V1_FIELDS_OF = {"leads": ("deal_fields", "lead_fields"), "notes": ("note_fields",)}  # leads inherit deals'
+COMPOSITE = {"monetary", "daterange", "timerange", "address"}
+
+
+def label(fd: dict[str, Any], option_id: Any) -> str | None:
+    return next((o["label"] for o in fd.get("options") or () if str(o["id"]) == str(option_id)), None)
+
+
+def expected_columns(fd: dict[str, Any], col: str, value: Any) -> dict[str, Any]:
+    """What the warehouse row must hold for one custom value (v2 shape), by the documented rules."""
+    t = fd["field_type"]
+    if value is None:
+        return {col: None}
+    if t == "monetary":
+        return {col: float(value["value"]), f"{col}_currency": value["currency"]}
+    if t == "daterange":
+        return {col: date.fromisoformat(value["value"]), f"{col}_until": date.fromisoformat(value["until"])}
+    if t == "timerange":
+        return {col: time.fromisoformat(value["value"]), f"{col}_until": time.fromisoformat(value["until"])}
+    if t == "address":
+        parts = {f"{col}_{k}": v for k, v in value.items() if k not in ("value", "formatted_address")}
+        return {col: value.get("formatted_address") or value["value"], **parts}
+    if t == "date":
+        return {col: date.fromisoformat(value)}
+    if t == "time":
+        return {col: time.fromisoformat(value)}
+    if t == "enum":
+        return {col: label(fd, value)}
+    if t == "set":
+        ids = value.split(",") if isinstance(value, str) else value  # v1 "11,12", v2 [11, 12]
+        return {col: [label(fd, i) for i in ids]}
+    if t == "double":
+        return {col: float(value)}
+    if t == "int":
+        return {col: int(value)}
+    return {col: value}
+
+
+def custom_definitions(snapshot: Any, table: str) -> dict[str, dict[str, Any]]:
+    """{field hash: definition} of `table`'s custom fields; `snapshot(name)` reads the emulator's truth."""
+    if table in V2_FIELDS_OF:
+        return {f["field_code"]: f for f in snapshot(V2_FIELDS_OF[table]) if f.get("is_custom_field")}
+    defs: dict[str, dict[str, Any]] = {}
+    for fields in V1_FIELDS_OF.get(table, ()):
+        for f in snapshot(fields):
+            code = f.get("field_code") or f.get("key")
+            if f.get("is_custom_field") or f.get("edit_flag"):
+                defs[code] = f
+    return defs
+
+
+def readable(row: dict[str, Any], defs: dict[str, dict[str, Any]], columns: dict[str, str]) -> dict[str, Any]:
+    """`row` with its custom values (v2 `custom_fields` or v1 root hash keys) in their readable columns."""
+    out = dict(row)
+    values = out.pop("custom_fields", None)
+    if values is None:
+        values = {code: _pop_v1(out, code, fd) for code, fd in defs.items() if code in out}
+    for code, value in values.items():
+        out.update(expected_columns(defs[code], columns[code], value))
+    return out
+
+
+def _pop_v1(row: dict[str, Any], code: str, fd: dict[str, Any]) -> Any:
+    """v1 keeps a composite's parts in `<hash>_<part>` siblings: gather them into the v2 shape."""
+    value = row.pop(code)
+    if fd["field_type"] not in COMPOSITE:
+        return value
+    parts = {key[41:]: row.pop(key) for key in [k for k in row if k.startswith(f"{code}_")]}
+    return None if value is None else {"value": value, **parts}
