@@ -126,6 +126,7 @@ class PlanLimiter:
         self._inflight_tokens = 0
         self._server_offset: timedelta | None = None  # server clock - our clock (Date header)
         self._local = threading.local()
+        self.waiting = 0  # requests waiting for a burst slot now (the API is the bottleneck)
 
     # ---- the slot ------------------------------------------------------------------------------------
     def acquire(self, cost: int) -> None:
@@ -165,7 +166,24 @@ class PlanLimiter:
             limit -= self._foreign
         return max(1, limit - self._penalty)
 
+    @property
+    def saturated(self) -> bool:
+        """Whether the burst window is (nearly) full: more concurrency would only queue here."""
+        with self._cond:
+            if self.waiting:
+                return True
+            horizon = self._clock() - self.plan.window_s
+            recent = sum(1 for t in self._sends if t > horizon)
+            return recent >= self.burst_limit * 0.9
+
     def _wait_for_slot(self) -> float:
+        self.waiting += 1
+        try:
+            return self._wait_loop()
+        finally:
+            self.waiting -= 1
+
+    def _wait_loop(self) -> float:
         span = self.plan.window_s + self.plan.safety_s
         waited = 0.0
         while True:

@@ -1,0 +1,430 @@
+"""Concurrent fetching: one thread pool per run, and feeds of pages that resource generators drain.
+
+A sync is bound by Pipedrive's rate limit, and with network latency one request at a time reaches a fraction
+of it. Every request of a run goes through one pool of `workers` threads (and the shared limiter). Each
+resource drains its own `Feed`: pages fetched ahead, at most `capacity` buffered or in flight (memory stays
+flat whatever the company's size), taken without blocking. `Feed.pages()` yields None while nothing is ready,
+which a dlt resource passes on: dlt then serves other resources instead of waiting.
+
+How a listing is split without losing or duplicating records:
+- `TimeWindows`: v2 lists filtered by `updated_since` (inclusive) .. `updated_until` (exclusive), sorted by
+  `update_time` ascending, cursor paging. The range starts as one window; while the pool has idle workers
+  and nobody waits for the rate limiter, the window with the most records left (its last page's density
+  times its remaining time) is split at its time midpoint: it keeps the records before the midpoint (and
+  drops later ones from the page that reaches it), a new window pages [midpoint, end). Midpoints are whole
+  seconds, so windows partition the range. A record updated while we page moves past `updated_until` and
+  waits for the next run.
+- `OffsetPages`: v1 `start`/`limit` lists read in full: `ahead` pages at known offsets at once (each
+  re-reading `overlap` records of the previous one, like `pagination.offset_pages`); the first short page ends
+  the list and the speculative pages after it are discarded.
+- `Chain`: anything sequential (a cursor without a time filter, a sorted read that may stop early, a single
+  response); independent requests (deal-id batches, one per parent) are simply several chains.
+
+A `BudgetExhausted` from the limiter stops the whole pool: nothing new is sent, what arrived is still drained,
+and each job knows whether it completed (`TimeWindows.resume_from` says where an incomplete one continues).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .client import PipedriveClient
+from .limiter import BudgetExhausted
+from .pagination import _items as page_items
+
+Row = dict[str, Any]
+DEFAULT_WORKERS = 16
+DEFAULT_CAPACITY = 6  # pages per feed buffered or in flight
+SPLIT_MIN_PAGES = 8  # split a window only when it seems to hold this many pages more (a split wastes ~1/2)
+
+
+@dataclass
+class Batch:
+    """One response's records, with the job and listing tag it belongs to."""
+
+    items: list[Row]
+    tag: Any
+
+
+class FetchPool:
+    """The run's worker threads. `stop` (on a used-up budget) makes every later request a no-op."""
+
+    def __init__(self, client: PipedriveClient, workers: int = DEFAULT_WORKERS) -> None:
+        self.client = client
+        self.workers = max(1, workers)
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="pipedrive-fetch")
+        self._lock = threading.Lock()
+        self._busy = 0
+        self.stopped: BudgetExhausted | None = None
+
+    def spare(self) -> bool:
+        """Whether more concurrency would help: idle workers and no request waiting for the rate limit."""
+        saturated = getattr(self.client.limiter, "saturated", False)
+        return self._busy < self.workers and not saturated and self.stopped is None
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            self._busy += 1
+        self._executor.submit(self._run, task)
+
+    def _run(self, task: Callable[[], None]) -> None:
+        try:
+            task()
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+    def stop(self, exc: BudgetExhausted) -> None:
+        with self._lock:
+            if self.stopped is None:
+                self.stopped = exc
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+Step = Callable[[], "Outcome"]
+
+
+@dataclass
+class Outcome:
+    batch: Batch | None = None
+    follow: list[Step] = field(default_factory=list)  # next requests of the same job
+
+
+class Feed:
+    """Pages for one consumer. Steps run in the pool; their batches queue here until `take`n."""
+
+    def __init__(self, pool: FetchPool, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.pool = pool
+        self.capacity = max(1, capacity)
+        self._ready: deque[Batch] = deque()
+        self._parked: deque[Step] = deque()
+        self._inflight = 0
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def stopped(self) -> BudgetExhausted | None:
+        return self.pool.stopped
+
+    def has_room(self) -> bool:
+        with self._lock:
+            return len(self._ready) + self._inflight < self.capacity
+
+    def add(self, step: Step) -> None:
+        """Schedule a request; it waits (parked) while the feed is full."""
+        with self._lock:
+            self._parked.append(step)
+        self._dispatch()
+
+    def take(self) -> Batch | None:
+        """A ready batch, or None; raises a job's error. `finished` tells when None means the end."""
+        with self._lock:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            batch = self._ready.popleft() if self._ready else None
+        if batch is not None:
+            self._dispatch()
+        return batch
+
+    @property
+    def finished(self) -> bool:
+        with self._lock:
+            idle = not self._ready and not self._inflight
+            return idle and (not self._parked or self.pool.stopped is not None)
+
+    def pages(self) -> Iterator[Batch | None]:
+        """Every batch until all jobs are done; None whenever nothing is ready yet (do not block dlt)."""
+        while True:
+            batch = self.take()
+            if batch is not None:
+                yield batch
+            elif self.finished:
+                with self._lock:
+                    if self._error is not None:
+                        raise self._error
+                return
+            else:
+                yield None
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                if self.pool.stopped is not None or not self._parked:
+                    return
+                if len(self._ready) + self._inflight >= self.capacity:
+                    return
+                step = self._parked.popleft()
+                self._inflight += 1
+            self.pool.submit(lambda step=step: self._execute(step))
+
+    def _execute(self, step: Step) -> None:
+        outcome: Outcome | None = None
+        try:
+            if self.pool.stopped is None:
+                outcome = step()
+        except BudgetExhausted as exc:
+            self.pool.stop(exc)
+        except BaseException as exc:  # handed to the consumer, which fails the resource
+            with self._lock:
+                self._error = self._error or exc
+        with self._lock:
+            self._inflight -= 1
+            if outcome is not None:
+                if outcome.batch is not None:
+                    self._ready.append(outcome.batch)
+                # follow-ups go first: finishing a started job frees memory sooner than starting another
+                self._parked.extendleft(reversed(outcome.follow))
+        self._dispatch()
+
+
+# ---- requests ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    path: str
+    params: Mapping[str, Any]
+    cost: int
+    label: str
+    missing_ok: bool = False
+
+    def get(self, client: PipedriveClient, **extra: Any) -> dict:
+        query = {**self.params, **extra}
+        return client.get(self.path, query, cost=self.cost, label=self.label, missing_ok=self.missing_ok)
+
+
+class Chain:
+    """Sequential pages of one request: `cursor` (v2), `offset` (v1, early stop allowed) or `single`."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        request: Request,
+        paging: str,
+        tag: Any,
+        page_size: int | None = None,
+        overlap: int = 0,
+        keep_going: Callable[[list[Row]], bool] | None = None,
+    ) -> None:
+        self.feed, self.request, self.paging, self.tag = feed, request, paging, tag
+        self.page_size, self.overlap = page_size, overlap
+        self.keep_going = keep_going  # after each page: False ends the chain (sorted reads, early stop)
+        self.complete = False
+
+    def start(self) -> None:
+        self.feed.add(lambda: self._page(None))
+
+    def _page(self, position: Any) -> Outcome:
+        client = self.feed.pool.client
+        if self.paging == "cursor":
+            cursor = {"cursor": position} if position else {}
+            body = self.request.get(client, limit=self.page_size, **cursor)
+            following = (body.get("additional_data") or {}).get("next_cursor") or None
+        elif self.paging == "offset":
+            start = position or 0
+            limit = {"limit": self.page_size} if self.page_size else {}
+            body = self.request.get(client, start=start, **limit)
+            following = _next_offset(body, start, self.overlap)
+        else:
+            body = self.request.get(client)
+            following = None
+        items = page_items(body, self.request.path)
+        if following is not None and self.keep_going is not None and not self.keep_going(items):
+            following = None
+        if following is None:
+            self.complete = True
+            return Outcome(Batch(items, self.tag))
+        return Outcome(Batch(items, self.tag), [lambda: self._page(following)])
+
+
+def _next_offset(body: dict, start: int, overlap: int) -> int | None:
+    extra = body.get("additional_data") or {}
+    pagination = extra.get("pagination") or extra  # leads and per-deal lists use a flat envelope
+    items = body.get("data") or []
+    if not pagination.get("more_items_in_collection") or not items:
+        return None
+    next_start = pagination.get("next_start")
+    following = next_start if isinstance(next_start, int) else start + len(items)
+    return max(start + 1, following - overlap)
+
+
+class OffsetPages:
+    """A v1 list read in full, `ahead` pages at a time at known offsets (see the module docstring)."""
+
+    def __init__(
+        self, feed: Feed, request: Request, tag: Any, page_size: int, overlap: int, ahead: int = 4
+    ) -> None:
+        self.feed, self.request, self.tag = feed, request, tag
+        self.page_size, self.stride = page_size, max(1, page_size - overlap)
+        self.ahead = max(1, ahead)
+        self._lock = threading.Lock()
+        self._next = 0  # next page number to request
+        self._end: int | None = None  # number of the last page, once a short page showed it
+        self._received: set[int] = set()
+
+    @property
+    def complete(self) -> bool:
+        with self._lock:
+            return self._end is not None and all(n in self._received for n in range(self._end + 1))
+
+    def start(self) -> None:
+        for _ in range(self.ahead):
+            self._schedule()
+
+    def _schedule(self) -> None:
+        with self._lock:
+            if self._end is not None and self._next > self._end:
+                return
+            number, self._next = self._next, self._next + 1
+        self.feed.add(lambda: self._page(number))
+
+    def _page(self, number: int) -> Outcome:
+        with self._lock:
+            beyond = self._end is not None and number > self._end
+        if beyond:
+            return Outcome()  # the list ended before this page: no request
+        body = self.request.get(self.feed.pool.client, start=number * self.stride, limit=self.page_size)
+        items = page_items(body, self.request.path)
+        extra = body.get("additional_data") or {}
+        more = (extra.get("pagination") or extra).get("more_items_in_collection")
+        with self._lock:
+            if self._end is not None and number > self._end:
+                return Outcome()  # speculative page past the end: discarded
+            self._received.add(number)
+            if not more or len(items) < self.page_size:
+                self._end = number if self._end is None else min(self._end, number)
+        self._schedule()
+        return Outcome(Batch(items, self.tag))
+
+
+# ---- time windows -----------------------------------------------------------------------------------------
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _render(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Window:
+    since: datetime | None  # inclusive (None: from the beginning)
+    until: datetime  # exclusive, as sent to the API
+    end: datetime  # records at or after this belong to a later window (end <= until)
+    position: datetime | None = None  # update_time of the last record received
+    density: float | None = None  # records per second around the position
+    done: bool = False
+    started: bool = False
+
+
+class TimeWindows:
+    """A v2 `updated_since` listing fetched as concurrent time windows (see the module docstring)."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        request: Request,
+        tag: Any,
+        since: datetime | None,
+        until: datetime,
+        page_size: int,
+        time_field: str = "update_time",
+    ) -> None:
+        self.feed, self.request, self.tag = feed, request, tag
+        self.page_size, self.time_field = page_size, time_field
+        self.windows = [Window(since, until, until)]
+        self._lock = threading.Lock()
+        self.splits = 0
+
+    @property
+    def complete(self) -> bool:
+        with self._lock:
+            return all(w.done for w in self.windows)
+
+    def resume_from(self) -> datetime | None:
+        """Where the next run must start so that nothing is skipped (None: from the very beginning)."""
+        with self._lock:
+            pending = [w.position or w.since for w in self.windows if not w.done]
+        if not pending:
+            return None
+        if any(p is None for p in pending):
+            return None
+        return min(p for p in pending if p is not None)
+
+    def start(self) -> None:
+        self._launch(self.windows[0])
+
+    def _launch(self, window: Window) -> None:
+        window.started = True
+        self.feed.add(lambda: self._page(window, None))
+
+    def _page(self, window: Window, cursor: str | None) -> Outcome:
+        params: dict[str, Any] = {"updated_until": _render(window.until), "limit": self.page_size}
+        if window.since is not None:
+            params["updated_since"] = _render(window.since)
+        if cursor:
+            params["cursor"] = cursor
+        body = self.request.get(self.feed.pool.client, **params)
+        items = page_items(body, self.request.path)
+        following = (body.get("additional_data") or {}).get("next_cursor") or None
+        with self._lock:
+            items, reached_end = self._clip(window, items)
+            self._learn(window, items)
+            if reached_end or following is None:
+                window.done = True
+                return Outcome(Batch(items, self.tag))
+            follow: list[Step] = [lambda: self._page(window, following)]
+            split = self._split() if self.feed.pool.spare() and self.feed.has_room() else None
+        if split is not None:
+            follow.append(lambda: self._page(split, None))
+        return Outcome(Batch(items, self.tag), follow)
+
+    def _clip(self, window: Window, items: list[Row]) -> tuple[list[Row], bool]:
+        """Drop records that a later window covers (at or after `window.end`)."""
+        if window.end >= window.until or not items:
+            return items, False
+        end = _render(window.end)
+        field_name = self.time_field
+        kept = [row for row in items if (row.get(field_name) or "") < end]
+        return kept, len(kept) < len(items)
+
+    def _learn(self, window: Window, items: list[Row]) -> None:
+        times = [row.get(self.time_field) for row in (items[0], items[-1])] if items else []
+        if len(times) < 2 or not all(isinstance(t, str) for t in times):
+            return
+        first, last = _parse_time(times[0]), _parse_time(times[-1])
+        window.position = last
+        span = max((last - first).total_seconds(), 1.0)
+        window.density = len(items) / span
+
+    def _split(self) -> Window | None:
+        """Cut the window with the most records left in two; the caller launches the new half."""
+        best, best_left = None, float(SPLIT_MIN_PAGES * self.page_size)
+        for window in self.windows:
+            if window.done or window.position is None or window.density is None:
+                continue
+            left = window.density * (window.end - window.position).total_seconds()
+            if left >= best_left:
+                best, best_left = window, left
+        if best is None or best.position is None:
+            return None
+        middle = best.position + (best.end - best.position) / 2
+        middle = middle.replace(microsecond=0) + timedelta(seconds=1)
+        if not best.position < middle < best.end:
+            return None
+        half = Window(middle, best.end, best.end, started=True)
+        best.end = middle
+        self.windows.append(half)
+        self.splits += 1
+        return half
