@@ -8,9 +8,10 @@ with these two methods fits the slot; `NoLimiter` sends at once and leaves 429s 
 - burst: at most `burst_limit` requests per rolling 2-second window per token. It keeps the send times of
   the last window and makes a request wait until a slot is free, with `safety_s` of margin because the
   server counts arrival, not send, times. The plan's value is an upper bound; the `x-ratelimit-limit`
-  header lowers it, and `x-ratelimit-remaining` reveals requests other integrations made with the same
-  token in the window, which are left to them. A burst 429 (should one happen anyway) pauses every sender
-  until `x-ratelimit-reset` and lowers the limit by one.
+  header lowers it (without a plan value, one request goes first and its headers tell the limit), and
+  `x-ratelimit-remaining` reveals requests other integrations made with the same token in the window,
+  which are left to them. A burst 429 (should one happen anyway) pauses every sender until
+  `x-ratelimit-reset` and lowers the limit by one.
 - daily budget: every request spends its `x-token-cost` from the company's daily budget
   (`x-daily-ratelimit-token-limit` / `-remaining` headers, or the plan's `daily_token_budget`). Before a
   request that would overdraw what is left (minus what is in flight), or the run's own cap
@@ -122,8 +123,10 @@ class PlanLimiter:
         self._foreign_until = 0.0
         self._paused_until = 0.0
         self._daily_limit: int | None = None
-        self._daily_remaining: int | None = None
-        self._inflight_tokens = 0
+        self._daily_left: int | None = None  # estimate: last reported, minus what was sent after that
+        self._daily_seen_at = float("-inf")  # send time of the request whose headers set the estimate
+        self._inflight: dict[int, tuple[float, int]] = {}  # request number -> (send time, cost)
+        self._numbers = 0
         self._server_offset: timedelta | None = None  # server clock - our clock (Date header)
         self._local = threading.local()
         self.waiting = 0  # requests waiting for a burst slot now (the API is the bottleneck)
@@ -131,25 +134,31 @@ class PlanLimiter:
     # ---- the slot ------------------------------------------------------------------------------------
     def acquire(self, cost: int) -> None:
         with self._cond:
-            self._check_budget(cost)
             waited = self._wait_for_slot()
-            self._sends.append(self._clock())
-            self._inflight_tokens += cost
+            self._check_budget(cost)  # after the wait: answers that came meanwhile know more
+            sent_at = self._clock()
+            self._sends.append(sent_at)
+            self._numbers += 1
+            self._inflight[self._numbers] = (sent_at, cost)
+            if self._daily_left is not None:
+                self._daily_left -= cost
             self.stats.spent += cost
             if waited > 0:
                 self.stats.waits += 1
                 self.stats.wait_s += waited
-            self._local.sent = (cost, self._sends[-1])
+            self._local.sent = self._numbers
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
-        cost, sent_at = getattr(self._local, "sent", (0, self._clock()))
-        self._local.sent = (0, sent_at)
+        number = getattr(self._local, "sent", None)
+        self._local.sent = None
         with self._cond:
-            self._inflight_tokens = max(0, self._inflight_tokens - cost)
+            sent_at, cost = self._inflight.pop(number, (self._clock(), 0))
             if status == 0 or status == 429:
                 self.stats.spent -= cost  # not admitted: Pipedrive charges nothing
+                if self._daily_left is not None:
+                    self._daily_left += cost
             self._learn_date(headers)
-            self._learn_daily(headers)
+            self._learn_daily(headers, sent_at)
             self._learn_burst(headers, sent_at, status)
             if status == 429:
                 self._on_429(headers, cost)
@@ -192,6 +201,8 @@ class PlanLimiter:
                 self._sends.popleft()
             if now < self._paused_until:
                 delay = self._paused_until - now
+            elif self._probing():
+                delay = 0.05  # the first response tells the plan's limit: one request until it is back
             elif len(self._sends) < self.burst_limit:
                 return waited
             else:
@@ -199,6 +210,9 @@ class PlanLimiter:
             delay = max(delay, 0.001)
             self._cond.wait(delay)
             waited += delay
+
+    def _probing(self) -> bool:
+        return self.plan.burst_limit is None and self._header_limit is None and bool(self._sends)
 
     def _learn_burst(self, headers: Mapping[str, str], sent_at: float, status: int) -> None:
         limit = _int(headers.get("x-ratelimit-limit"))
@@ -241,10 +255,8 @@ class PlanLimiter:
         return int(limit * self.plan.max_budget_share)
 
     def available(self) -> int | None:
-        """Daily tokens nobody has claimed yet: the last reported figure minus what is in flight."""
-        if self._daily_remaining is None:
-            return None
-        return self._daily_remaining - self._inflight_tokens
+        """Daily tokens left for new requests: the last reported figure minus what was sent after it."""
+        return self._daily_left
 
     def _check_budget(self, cost: int) -> None:
         cap = self.run_cap
@@ -280,7 +292,7 @@ class PlanLimiter:
         midnight = datetime.combine(server_now.date() + timedelta(days=1), datetime.min.time(), UTC)
         return now + (midnight - server_now)  # the budget resets when the server's (UTC) day changes
 
-    def _learn_daily(self, headers: Mapping[str, str]) -> None:
+    def _learn_daily(self, headers: Mapping[str, str], sent_at: float) -> None:
         limit = _int(headers.get("x-daily-ratelimit-token-limit"))
         if limit:
             self._daily_limit = limit
@@ -288,10 +300,13 @@ class PlanLimiter:
         remaining = _int(headers.get("x-daily-ratelimit-token-remaining"))
         if remaining is None:
             return
-        known = self._daily_remaining
-        # responses arrive out of order: a higher figure than in-flight requests explain is a new day
-        if known is None or remaining < known or remaining > known + self._inflight_tokens + 1:
-            self._daily_remaining = remaining
+        if sent_at < self._daily_seen_at:
+            return  # an older request's figure: a later one's is already known
+        # the figure counts the requests admitted before this one; which of those still in flight were is
+        # unknown (arrival order is not send order), so all of them count as still to come: the estimate
+        # errs low by at most what is in flight, and a run never overdraws the budget
+        self._daily_left = remaining - sum(cost for _, cost in self._inflight.values())
+        self._daily_seen_at = sent_at
 
     def _learn_date(self, headers: Mapping[str, str]) -> None:
         if self._server_offset is not None or not (date := headers.get("date")):

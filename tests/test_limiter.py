@@ -1,0 +1,109 @@
+"""The shared rate limiter over HTTP against the emulator: pacing by the burst window, the daily budget and
+the run's share of it, and telling a burst 429 from a budget 429. No timing assertions: the emulator's own
+counters (429s by kind, tokens spent) are the evidence."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pipedrive_source.client import PipedriveClient
+from pipedrive_source.emulator import EmulatorHandle
+from pipedrive_source.errors import ConfigError
+from pipedrive_source.limiter import DAILY, BudgetExhausted, NoLimiter, Plan, PlanLimiter, RateLimiter
+from pipedrive_source.oauth import ApiTokenAuth
+from pipedrive_source.settings import HttpSettings
+
+DEALS = "/api/v2/deals"
+COST = 10  # x-token-cost of GET /api/v2/deals
+
+
+def client_for(emulator: EmulatorHandle, limiter: RateLimiter) -> PipedriveClient:
+    settings = HttpSettings(backoff_base_s=0.01, max_rate_limit_attempts=100)
+    return PipedriveClient(emulator.base_url, ApiTokenAuth(emulator.api_token), settings, limiter)
+
+
+def hammer(client: PipedriveClient, requests: int, threads: int = 8) -> None:
+    """`requests` list calls from `threads` threads at once; re-raises the first failure."""
+    with ThreadPoolExecutor(threads) as pool:
+        calls = [pool.submit(client.get, DEALS, {"limit": 1}, cost=COST, label="t") for _ in range(requests)]
+        for call in calls:
+            call.result()
+
+
+def test_concurrent_requests_paced_by_the_limiter_never_get_a_429(clean_emulator: EmulatorHandle) -> None:
+    clean_emulator.control.settings(burst_limit=10)
+    limiter = PlanLimiter()  # no plan given: the first response's x-ratelimit-limit tells it
+    client = client_for(clean_emulator, limiter)
+    hammer(client, 30)
+    stats = clean_emulator.control.stats()
+    assert stats["rate_limited"]["burst"] == 0
+    assert client.stats.requests == 30 and client.stats.rate_limit_waits == 0
+    assert limiter.stats.limits_seen["burst"] == 10 and limiter.stats.waits > 0  # it did have to pace
+
+
+def test_without_pacing_the_same_load_gets_burst_429s_waited_out(clean_emulator: EmulatorHandle) -> None:
+    """The counterpart of the test above (so that one can fail): burst 429s are retried, never fatal."""
+    clean_emulator.control.settings(burst_limit=10)
+    client = client_for(clean_emulator, NoLimiter())
+    hammer(client, 30)
+    assert clean_emulator.control.stats()["rate_limited"]["burst"] > 0
+    assert client.stats.rate_limit_waits > 0 and client.stats.daily_429s == 0
+
+
+def test_a_request_that_would_overdraw_the_budget_is_not_sent(clean_emulator: EmulatorHandle) -> None:
+    clean_emulator.control.settings(daily_budget=10 * COST)
+    limiter = PlanLimiter()
+    client = client_for(clean_emulator, limiter)
+    with pytest.raises(BudgetExhausted) as stopped:
+        hammer(client, 20, threads=4)
+    assert stopped.value.reason == DAILY and stopped.value.resets_at is not None
+    assert "daily API token budget is used up; it resets in about" in stopped.value.message
+    assert "UTC" in stopped.value.message and "continues where it stopped" in stopped.value.message
+    stats = clean_emulator.control.stats()
+    assert stats["rate_limited"]["daily"] == 0  # stopped before Pipedrive had to refuse anything
+    # ...and after spending nearly all of it (what was in flight at the last answer counts as spent)
+    assert 10 * COST - 4 * COST <= stats["tokens_spent"] <= 10 * COST
+
+
+def test_the_run_spends_at_most_its_share_of_the_budget(clean_emulator: EmulatorHandle) -> None:
+    clean_emulator.control.settings(daily_budget=20 * COST)
+    limiter = PlanLimiter(Plan(max_budget_share=0.25))
+    client = client_for(clean_emulator, limiter)
+    with pytest.raises(BudgetExhausted) as stopped:
+        hammer(client, 20, threads=4)
+    assert stopped.value.reason == "share"
+    assert "max_budget_share=0.25" in stopped.value.message and "50 of 200 tokens" in stopped.value.message
+    assert clean_emulator.control.stats()["tokens_spent"] <= 5 * COST
+    assert limiter.stats.spent <= 5 * COST
+
+
+def test_a_daily_429_is_told_from_a_burst_429_and_ends_the_run(clean_emulator: EmulatorHandle) -> None:
+    """Another integration used up the budget: the first answer we get is a daily-budget 429."""
+    clean_emulator.control.settings(daily_budget=3 * COST)
+    other = client_for(clean_emulator, NoLimiter())
+    hammer(other, 3, threads=1)
+    client = client_for(clean_emulator, NoLimiter())
+    with pytest.raises(BudgetExhausted) as stopped:
+        client.get(DEALS, {"limit": 1}, cost=COST, label="t")
+    assert stopped.value.reason == DAILY
+    assert "resets in about" in stopped.value.message
+    assert client.stats.daily_429s == 1 and client.stats.rate_limit_waits == 0 and client.stats.retries == 0
+    assert clean_emulator.control.stats()["rate_limited"]["daily"] == 1
+
+
+def test_the_plan_caps_the_burst_below_what_the_server_allows(clean_emulator: EmulatorHandle) -> None:
+    """A configured plan is an upper bound (e.g. to leave room for another integration on the same token)."""
+    limiter = PlanLimiter(Plan(burst_limit=4))
+    client = client_for(clean_emulator, limiter)
+    hammer(client, 8)
+    assert limiter.burst_limit == 4 and limiter.stats.waits > 0
+    assert clean_emulator.control.stats()["rate_limited"]["burst"] == 0
+
+
+def test_plan_settings_are_validated() -> None:
+    bad = [{"burst_limit": 0}, {"daily_token_budget": -1}, {"max_budget_share": 0}, {"max_budget_share": 9}]
+    for plan in bad:
+        with pytest.raises(ConfigError):
+            Plan(**plan)
