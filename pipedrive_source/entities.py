@@ -12,6 +12,15 @@ Strategies (how a run finds what changed; see `source.py` for the engine):
   cost; product variations: products rarely change).
 - PER_PARENT: one request per record of a small parent list (phases per board).
 
+Full-read interval (`full_read_hours`): a FULL/PER_PARENT list that can be neither filtered nor sorted and
+costs a page per 50-500 records every run (call logs, tasks, phases: one request per board) is re-read at
+most once per interval (default `settings.FULL_READ_INTERVAL_HOURS`, 24 h; the source's
+`full_read_interval_hours` overrides it, 0 = every run). The time of the last full read (server time) is in
+the resource state. A run within the interval makes no request for it and loads nothing; changes made in
+Pipedrive meanwhile arrive with the next full read, at most one interval late. A full read happens anyway on
+the first run, after a full refresh (state dropped), with `reconcile=True`, and for phases whenever the
+boards list changed. Only a full read notes live ids, so records vanished from these lists are flagged then.
+
 `cost` is the operation's `x-token-cost` in Pipedrive's spec, charged per request (per page).
 """
 
@@ -20,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .settings import FULL_READ_INTERVAL_HOURS
 
 UPDATED_SINCE = "updated_since"
 SORTED = "sorted"
@@ -67,6 +78,7 @@ class Entity:
     merge_key: str | None = None  # rows of a parent are replaced as a set (children of changed deals)
     references: tuple[tuple[str, str], ...] = ()  # (column, table): rows go when that record is gone
     derive: Callable[[dict[str, Any], Any], None] | None = None  # PER_RECORD: (row, parent id) adds columns
+    full_read_hours: float | None = None  # FULL/PER_PARENT: re-read in full at most this often (None: always)
     columns: dict[str, Any] = field(default_factory=dict)  # extra dlt column hints
     notes: str = ""
 
@@ -181,7 +193,14 @@ ENTITIES: tuple[Entity, ...] = (
         ),
         notes="status lists every status: by default Pipedrive leaves out projects with status deleted.",
     ),
-    _v2("tasks", "/api/v2/tasks", FULL, cursor_field=None),
+    _v2(
+        "tasks",
+        "/api/v2/tasks",
+        FULL,
+        cursor_field=None,
+        full_read_hours=FULL_READ_INTERVAL_HOURS,
+        notes="neither filter nor sort in the API: a full read at most once per full-read interval.",
+    ),
     _v2("boards", "/api/v2/boards", FULL, paging=NONE, page_size=None, cursor_field=None),
     _v2(
         "phases",
@@ -192,7 +211,9 @@ ENTITIES: tuple[Entity, ...] = (
         cursor_field=None,
         parent="boards",
         parent_param="board_id",
-        notes="board_id is required: one request per board.",
+        full_read_hours=FULL_READ_INTERVAL_HOURS,
+        notes="board_id is required: one request per board, once per full-read interval or when the boards "
+        "changed.",
     ),
     # ---- API v2 field definitions --------------------------------------------------------------------------
     _fields("activity_fields", "/api/v2/activityFields", "v2", 10),
@@ -226,7 +247,8 @@ ENTITIES: tuple[Entity, ...] = (
         paging=OFFSET,
         page_size=50,
         cursor_field=None,
-        notes="no sort or filter in the API, 50 per page: a full read each run.",
+        full_read_hours=FULL_READ_INTERVAL_HOURS,
+        notes="no sort or filter in the API, 50 per page: a full read at most once per full-read interval.",
     ),
     _v1("activity_types", "/v1/activityTypes", FULL, cursor_field=None),
     _v1("currencies", "/v1/currencies", FULL, cursor_field=None),

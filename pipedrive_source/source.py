@@ -16,7 +16,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dlt
@@ -67,6 +67,7 @@ def pipedrive_source(
     record_hooks: Sequence[RecordHook] = (),
     resolve_custom_fields: bool = True,
     keep_option_ids: bool = False,
+    full_read_interval_hours: float | None = None,
 ) -> list[DltResource]:
     """All Pipedrive entities of one company as dlt resources (one table each), merged on their primary key.
 
@@ -89,10 +90,15 @@ def pipedrive_source(
         resolve_custom_fields: hash keys -> readable columns, option ids -> labels, plus the tables
             `custom_fields` and `custom_field_options` (see `custom_fields.py`); False loads raw values.
         keep_option_ids: keep the raw option ids next to their labels (`<column>_id`, `<column>_ids`).
+        full_read_interval_hours: how often the lists that can be neither filtered nor sorted (call_logs,
+            tasks, phases) are re-read in full (default: each entity's own, 24 h; 0: every run). See
+            `entities.py`; `reconcile` and a full refresh read them anyway.
     """
     selected = _select(entities)
     if not 1 <= page_size <= PAGE_SIZE:
         raise ConfigError(f"page_size must be between 1 and {PAGE_SIZE}, not {page_size}.")
+    if full_read_interval_hours is not None and not full_read_interval_hours >= 0:
+        raise ConfigError(f"full_read_interval_hours must be 0 or more, not {full_read_interval_hours}.")
     http = HttpSettings(max_attempts=max(1, max_attempts), backoff_base_s=max(0.0, backoff_base_s))
     client = PipedriveClient(_base_url(base_url, company_domain), _auth(api_token, oauth), http, limiter)
     monitor = monitor or SyncMonitor()
@@ -110,10 +116,12 @@ def pipedrive_source(
     built: dict[str, DltResource] = {}
     for entity in ENTITIES:
         if entity.name in selected:
-            built[entity.name] = _resource(entity, ctx, built, hard_delete, reconcile)
+            interval = _full_read_interval(entity, full_read_interval_hours)
+            built[entity.name] = _resource(entity, ctx, built, hard_delete, reconcile, interval)
     # small full reads first: their responses fix the run's server time before incremental reads need it,
     # and field definitions are in hand before the records whose custom fields they describe
-    order = sorted(ENTITIES, key=lambda e: e.strategy not in (FULL, PER_PARENT))
+    # (lists with a full-read interval last among them: their check needs the server time)
+    order = sorted(ENTITIES, key=_read_order)
     resources = [built[e.name] for e in order if e.name in built]
     if resolution is not None:
         resources += resolution.resources(ctx, [e for e in ENTITIES if e.name in built])
@@ -137,6 +145,16 @@ def _select(entities: Sequence[str] | str | None) -> set[str]:
         if parent and BY_NAME[name].strategy in (DEAL_BATCH, PER_RECORD):
             names.add(parent)  # children follow the parents changed in this run
     return names
+
+
+def _read_order(entity: Entity) -> tuple[bool, bool]:
+    return entity.strategy not in (FULL, PER_PARENT), entity.full_read_hours is not None
+
+
+def _full_read_interval(entity: Entity, override: float | None) -> float | None:
+    if entity.full_read_hours is None:
+        return None  # read in full every run
+    return entity.full_read_hours if override is None else float(override)
 
 
 def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None) -> Auth:
@@ -177,7 +195,12 @@ def _base_url(base_url: str | None, company_domain: str | None) -> str:
 
 
 def _resource(
-    entity: Entity, ctx: SyncContext, built: dict[str, DltResource], hard_delete: bool, reconcile: bool
+    entity: Entity,
+    ctx: SyncContext,
+    built: dict[str, DltResource],
+    hard_delete: bool,
+    reconcile: bool,
+    full_read_hours: float | None,
 ) -> DltResource:
     hints: dict[str, Any] = {
         "name": entity.name,
@@ -190,7 +213,8 @@ def _resource(
     if entity.strategy in (UPDATED_SINCE, SORTED):
         return dlt.resource(_unless_denied(entity, ctx, _incremental_fetch(entity, ctx, reconcile)), **hints)
     if entity.strategy in (FULL, PER_PARENT):
-        return dlt.resource(_unless_denied(entity, ctx, _full_fetch(entity, ctx)), **hints)
+        fetch = _full_fetch(entity, ctx, full_read_hours, force=reconcile)  # reconcile lists everything
+        return dlt.resource(_unless_denied(entity, ctx, fetch), **hints)
     if entity.strategy in (DEAL_BATCH, PER_RECORD):
         fetch = (
             _deal_batch_fetch(entity, ctx)
@@ -295,13 +319,35 @@ def _sorted_pages(entity: Entity, listing: Any, ctx: SyncContext, since: str | N
             return
 
 
-def _full_fetch(entity: Entity, ctx: SyncContext) -> Any:
+def _full_fetch(entity: Entity, ctx: SyncContext, interval_hours: float | None, force: bool = False) -> Any:
     def fetch() -> Iterator[list[Row]]:
         with ctx.timed(entity):
+            state = dlt.current.resource_state()
+            parents = _parents_digest(entity, ctx)
+            if not force and not _full_read_due(state, ctx, interval_hours, parents):
+                return  # read recently: no request, nothing loaded, no live ids noted
             rows = _per_parent_rows(entity, ctx) if entity.strategy == PER_PARENT else ctx.full_rows(entity)
             yield from _changed_only(entity, rows, ctx)
+            if interval_hours is not None:
+                state["last_full_read"] = ctx.run_started().isoformat()
+                state["parents_digest"] = parents
 
     return fetch
+
+
+def _full_read_due(state: Any, ctx: SyncContext, interval_hours: float | None, parents: str | None) -> bool:
+    """Whether a list with a full-read interval must be read now (see `entities.py`)."""
+    last = state.get("last_full_read")
+    if interval_hours is None or not last or state.get("parents_digest") != parents:
+        return True
+    return ctx.run_started() - datetime.fromisoformat(last) >= timedelta(hours=interval_hours)
+
+
+def _parents_digest(entity: Entity, ctx: SyncContext) -> str | None:
+    """PER_PARENT: the parent list's content (already read this run); a changed list means a read now."""
+    if entity.strategy != PER_PARENT:
+        return None
+    return _digest({"rows": ctx.full_rows(BY_NAME[entity.parent])})
 
 
 def _per_parent_rows(entity: Entity, ctx: SyncContext) -> list[Row]:

@@ -61,6 +61,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--hard-delete", action="store_true", help="remove deleted records instead of flagging"
     )
     parser.add_argument(
+        "--full-read-interval-hours",
+        type=float,
+        default=None,
+        help="re-read call_logs, tasks and phases (no filter or sort in the API) in full at most this often "
+        "(default 24; 0 = every run)",
+    )
+    parser.add_argument(
         "--keep-option-ids",
         action="store_true",
         help="keep raw option ids next to custom-field labels (<column>_id, <column>_ids)",
@@ -132,6 +139,8 @@ def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> An
         options["reconcile"] = True
     if args.hard_delete:
         options["hard_delete"] = True
+    if args.full_read_interval_hours is not None:
+        options["full_read_interval_hours"] = args.full_read_interval_hours
     if args.keep_option_ids:
         options["keep_option_ids"] = True
     if demo is not None:

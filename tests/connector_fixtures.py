@@ -21,9 +21,9 @@ import dlt
 import duckdb
 from custom_field_expectations import custom_definitions, readable
 
-from pipedrive_source import ENTITIES, SyncMonitor, pipedrive_source
+from pipedrive_source import ENTITIES, FIELDS_TABLES, SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
-from pipedrive_source.entities import BY_NAME
+from pipedrive_source.entities import BY_NAME, SORTED, UPDATED_SINCE
 from pipedrive_source.settings import DEFAULT_MAX_TABLE_NESTING
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
@@ -294,3 +294,28 @@ def synced_rows(pipeline: dlt.Pipeline, table: str) -> list[dict[str, Any]]:
 
 ALL_TABLES = [e.name for e in ENTITIES]
 DEFAULT_TABLES = [e.name for e in ENTITIES if not e.opt_in]
+
+
+# ---- request budget of a run without changes -----------------------------------------------------------
+
+
+def incremental_listings() -> dict[str, int]:
+    """{list endpoint of an incremental entity: its listings} (deals list live and deleted on one path)."""
+    paths: dict[str, int] = {}
+    for entity in ENTITIES:
+        if entity.strategy in (UPDATED_SINCE, SORTED):
+            for listing in entity.listings:
+                paths[listing.path] = paths.get(listing.path, 0) + 1
+    return paths
+
+
+def assert_no_change_budget(result: SyncResult) -> None:
+    """Issue 3's budget: requests <= entity tables + fields endpoints (counted by the emulator); one request
+    per listing of each incremental entity; none for children of unchanged parents."""
+    entity_tables = [t for t in DEFAULT_TABLES if t not in FIELDS_TABLES]
+    per_endpoint = result.emulator_stats["requests"]
+    assert result.requests == result.emulator_stats["total_requests"]
+    assert result.requests <= len(entity_tables) + len(FIELDS_TABLES), per_endpoint
+    assert all(per_endpoint.get(path, 0) <= n for path, n in incremental_listings().items()), per_endpoint
+    for child in ("/api/v2/deals/products", "/api/v2/deals/installments", "/api/v2/products/{id}/variations"):
+        assert child not in per_endpoint

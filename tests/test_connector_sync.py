@@ -6,49 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from connector_fixtures import ALL_TABLES, DEFAULT_TABLES, compare, load_truth, sync, synced_rows
+from connector_fixtures import (
+    ALL_TABLES,
+    DEFAULT_TABLES,
+    assert_no_change_budget,
+    compare,
+    incremental_listings,
+    load_truth,
+    sync,
+    synced_rows,
+)
 
-from pipedrive_source.entities import BY_NAME, FULL, PER_PARENT, PER_RECORD, UPDATED_SINCE
-
-INCREMENTAL_ENDPOINTS = {  # list endpoints whose request count must not grow with the company's size
-    "/api/v2/activities",
-    "/api/v2/deals",
-    "/api/v2/deals/archived",
-    "/api/v2/persons",
-    "/api/v2/organizations",
-    "/api/v2/products",
-    "/api/v2/pipelines",
-    "/api/v2/stages",
-    "/v1/leads",
-    "/v1/leads/archived",
-    "/v1/notes",
-    "/v1/files",
-}
+from pipedrive_source.entities import BY_NAME, UPDATED_SINCE
+from pipedrive_source.timefmt import parse, render
 
 
 def assert_equal_to_truth(emulator, workdir: Path, tables: list[str], hard_delete: bool = False) -> None:
     truth = load_truth(emulator, workdir, tables)
     problems = {t: p for t in tables if (p := compare(workdir / "crm.duckdb", truth, t, hard_delete))}
     assert not problems, {t: p[:5] for t, p in problems.items()}
-
-
-def expected_no_change_requests(emulator, entities: list[str]) -> int:
-    """One request per list endpoint, one per board for phases; pages beyond the first only for the
-    lists that can be neither filtered nor sorted (read in full every run)."""
-    total = 0
-    counts = emulator.control.counts()
-    for name in entities:
-        entity = BY_NAME[name]
-        if entity.strategy == PER_RECORD or entity.merge_key:
-            continue  # children of changed parents: no parent changed, no request
-        if entity.strategy == PER_PARENT:
-            total += counts[entity.parent]
-        elif entity.strategy == FULL and entity.page_size:
-            size, step = entity.page_size, entity.page_size - max(1, entity.page_size // 100)  # overlap
-            total += len(entity.listings) * (1 + -(-max(0, counts[name] - size) // step))
-        else:
-            total += len(entity.listings)
-    return total
 
 
 def test_full_sync_equals_ground_truth(emulator, tmp_path: Path) -> None:
@@ -65,22 +41,40 @@ def test_no_change_run_loads_nothing_and_costs_one_request_per_endpoint(emulator
     second = sync(emulator, tmp_path)
     assert second.loaded == {}
     assert second.flagged == {}
-    assert second.requests == second.emulator_stats["total_requests"]
-    assert second.requests <= expected_no_change_requests(emulator, DEFAULT_TABLES)
-    per_endpoint = second.emulator_stats["requests"]
-    assert all(per_endpoint.get(path, 0) <= 2 for path in INCREMENTAL_ENDPOINTS), per_endpoint
-    for child in ("/api/v2/deals/products", "/api/v2/deals/installments", "/api/v2/products/{id}/variations"):
-        assert child not in per_endpoint
+    assert_no_change_budget(second)
+
+
+def test_unsortable_lists_are_read_in_full_once_per_interval(emulator, tmp_path: Path) -> None:
+    tables = ["tasks", "call_logs", "boards", "phases"]
+    unsortable = {"/api/v2/tasks", "/v1/callLogs", "/api/v2/phases"}
+    sync(emulator, tmp_path, entities=tables)
+    emulator.control.mutate(ops=[{"op": "advance_clock", "seconds": 23 * 3600}])
+    within = sync(emulator, tmp_path, entities=tables)
+    assert not unsortable & set(within.emulator_stats["requests"]), within.emulator_stats["requests"]
+
+    changes = emulator.control.mutate(seed=21, updates=30, deletes=6, advance_seconds=2 * 3600)
+    changed = {t for kind in ("updated", "deleted") for t, ids in changes[kind].items() if ids}
+    assert {"tasks", "call_logs"} & changed  # the interval's end must have something to bring
+    later = sync(emulator, tmp_path, entities=tables)  # 25 h after the last full read
+    assert unsortable <= set(later.emulator_stats["requests"])
+    assert later.loaded or later.flagged, (changes, later.loaded, later.flagged)
+    assert_equal_to_truth(emulator, tmp_path, tables)
+
+    forced = sync(emulator, tmp_path, entities=tables, reconcile=True)  # reconcile reads everything
+    assert unsortable <= set(forced.emulator_stats["requests"])
+    every_run = sync(emulator, tmp_path, entities=tables, full_read_interval_hours=0)
+    assert unsortable <= set(every_run.emulator_stats["requests"])
 
 
 def test_mutations_sync_incrementally_and_flag_deleted_deals(emulator, tmp_path: Path) -> None:
     full = sync(emulator, tmp_path, entities=ALL_TABLES)
     changes = emulator.control.mutate(seed=11, creates=12, updates=40, deletes=10, archives=6)
-    result = sync(emulator, tmp_path, entities=ALL_TABLES)
+    # interval 0: the unsortable lists are read too, so every table can be compared with the new truth
+    result = sync(emulator, tmp_path, entities=ALL_TABLES, full_read_interval_hours=0)
 
     # only the changes travelled: a handful of requests per endpoint, far fewer rows than the full sync
     per_endpoint = result.emulator_stats["requests"]
-    assert all(per_endpoint.get(path, 0) <= 2 for path in INCREMENTAL_ENDPOINTS), per_endpoint
+    assert all(per_endpoint.get(path, 0) <= n for path, n in incremental_listings().items()), per_endpoint
     assert result.requests < full.requests
     assert 0 < result.rows < full.rows / 3
     changed_deals = set(changes["created"].get("deals", []) + changes["updated"].get("deals", []))
@@ -102,7 +96,7 @@ def test_mutations_sync_incrementally_and_flag_deleted_deals(emulator, tmp_path:
 def test_reconcile_flags_every_record_pipedrive_no_longer_lists(emulator, tmp_path: Path) -> None:
     sync(emulator, tmp_path, entities=ALL_TABLES)
     changes = emulator.control.mutate(seed=12, creates=5, updates=10, deletes=12, archives=2)
-    sync(emulator, tmp_path, entities=ALL_TABLES)
+    sync(emulator, tmp_path, entities=ALL_TABLES, full_read_interval_hours=0)  # every change is loaded
     result = sync(emulator, tmp_path, entities=ALL_TABLES, reconcile=True)
 
     assert result.loaded == {}  # reconcile lists ids; it loads no rows
@@ -168,9 +162,9 @@ def test_start_date_limits_the_first_load(emulator, tmp_path: Path) -> None:
     loaded = synced_rows(result.pipeline, "deals")
     assert {d["id"] for d in loaded} == {d["id"] for d in deals if d["update_time"] >= cutoff}
     notes = emulator.control.snapshot("notes")
-    assert len(synced_rows(result.pipeline, "notes")) == sum(
-        1 for n in notes if n["update_time"] >= cutoff[:10]
-    )
+    v1_cutoff = render(parse(cutoff), "v1")  # notes write v1 timestamps
+    expected = sum(1 for n in notes if n["update_time"] >= v1_cutoff)
+    assert len(synced_rows(result.pipeline, "notes")) == expected
 
 
 def test_unknown_entity_and_bad_settings_are_one_line_errors(emulator) -> None:

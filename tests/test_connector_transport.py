@@ -136,8 +136,10 @@ def test_no_token_in_logs_even_at_debug(clean_emulator, tmp_path: Path, caplog) 
     assert clean_emulator.api_token not in text and "wrong-token-for-logs" not in text  # ...without secrets
 
 
-def test_source_iterates_without_a_pipeline(emulator) -> None:
+def test_source_iterates_without_a_pipeline(emulator, tmp_path: Path) -> None:
     """Sanity: the resources are plain dlt resources (e.g. `list(source.with_resources("users"))`)."""
+    # iterating outside `run` uses the active pipeline's state: make it a fresh one, not an earlier test's
+    dlt.pipeline(pipeline_name="iterate", pipelines_dir=str(tmp_path))
     source = pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, entities=["users"])
     rows = list(source.with_resources("users"))
     assert len(rows) == len(emulator.control.snapshot("users"))
