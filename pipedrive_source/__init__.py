@@ -1,11 +1,38 @@
-"""Pipedrive CRM -> any dlt destination: `from pipedrive_source import pipedrive_source`."""
+"""Pipedrive CRM -> any dlt destination: `from pipedrive_source import pipedrive_source`.
 
-from .entities import DEFAULT_ENTITIES, ENTITIES, FIELDS_TABLES, Entity
-from .errors import AccessDenied, ApiError, AuthError, ConfigError, PipedriveError, RateLimitExhausted
-from .oauth import PipedriveOAuthCredentials
-from .run import EntityProgress, RecordHook, SyncMonitor
-from .source import pipedrive_source
+The names below are imported on first use (PEP 562): `python -m pipedrive_source.emulator` and other
+subpackages start without importing dlt (about 3.5 s per process).
+"""
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .entities import DEFAULT_ENTITIES, ENTITIES, FIELDS_TABLES, Entity
+    from .errors import AccessDenied, ApiError, AuthError, ConfigError, PipedriveError, RateLimitExhausted
+    from .oauth import PipedriveOAuthCredentials
+    from .run import EntityProgress, RecordHook, SyncMonitor
+    from .source import pipedrive_source
+
+_HOME = {
+    "DEFAULT_ENTITIES": "entities",
+    "ENTITIES": "entities",
+    "FIELDS_TABLES": "entities",
+    "Entity": "entities",
+    "AccessDenied": "errors",
+    "ApiError": "errors",
+    "AuthError": "errors",
+    "ConfigError": "errors",
+    "PipedriveError": "errors",
+    "RateLimitExhausted": "errors",
+    "PipedriveOAuthCredentials": "oauth",
+    "EntityProgress": "run",
+    "RecordHook": "run",
+    "SyncMonitor": "run",
+    "pipedrive_source": "source",
+}
 __all__ = [
     "DEFAULT_ENTITIES",
     "ENTITIES",
@@ -23,3 +50,16 @@ __all__ = [
     "SyncMonitor",
     "pipedrive_source",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])

@@ -143,6 +143,8 @@ ENTITIES: tuple[Entity, ...] = (
             Listing("/api/v2/deals/archived", cost=20),
             Listing("/api/v2/deals/archived", {"status": "deleted"}, cost=20),
         ),
+        # The v2 spec allows `status=open,won,lost,deleted` ("Multiple statuses ... as a comma separated
+        # array"): one listing per endpoint would do, but the emulator rejects comma lists for now (400).
         notes="4 requests per run minimum: live, deleted (30-day window), archived, archived and deleted.",
     ),
     _v2("persons", "/api/v2/persons", UPDATED_SINCE, fields_entity="person_fields"),
