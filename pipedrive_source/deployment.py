@@ -6,6 +6,7 @@ pipeline (its own incremental state) and its own dataset, in the same destinatio
     # .dlt/config.toml
     [pipedrive]
     companies = ["acme", "globex"]
+    history = ["deals"]          # optional SCD2 history tables (see history.py)
 
     # .dlt/secrets.toml: dlt looks up settings under the pipeline's name first
     [pipedrive_acme.sources.pipedrive]
@@ -28,6 +29,7 @@ import dlt
 from dlt.extract.source import DltSource
 
 from .deletions import flag_vanished
+from .entities import BY_NAME
 from .errors import ConfigError
 from .history import add_history
 from .run import SyncMonitor
@@ -67,6 +69,14 @@ def configured_companies() -> list[Company]:
     if isinstance(names, str):
         names = [name.strip() for name in names.split(",")]
     return [Company(str(name)) for name in names or () if str(name)] or [Company()]
+
+
+def configured_history() -> list[str]:
+    """`[pipedrive] history`: entities to keep SCD2 history of (e.g. `["deals"]`), none by default."""
+    names: Any = dlt.config.get("pipedrive.history")
+    if isinstance(names, str):
+        names = [name.strip() for name in names.split(",")]
+    return [str(name) for name in names or () if str(name)]
 
 
 def default_destination() -> Any:
@@ -113,16 +123,21 @@ class AfterLoad:
 
 def prepare_run(
     pipeline: dlt.Pipeline,
-    entities: Sequence[str] | None = None,
+    tables: Sequence[str] | None = None,
     history: Sequence[str] = (),
     **options: Any,
 ) -> Run:
     """A fresh source for one run (its own monitor, clock and caches), configured under the pipeline's name.
 
-    Build one per run: a source remembers its run's server time and the lists it read.
+    `tables`: what to load (None: every default table). Entity tables pick the entities to read; the other
+    tables the source makes (`custom_fields`, `custom_field_options`, `<entity>_history`) are loaded only if
+    named too. Build one per run: a source remembers its run's server time and the lists it read.
     """
     monitor = SyncMonitor()
     pipeline.activate()  # settings resolve under `<pipeline_name>.sources.pipedrive` first
-    source = pipedrive_source(monitor=monitor, entities=list(entities) if entities else None, **options)
+    entities = [name for name in tables or () if name in BY_NAME]
+    source = pipedrive_source(monitor=monitor, entities=entities or None, **options)
     added = add_history(source, [name for name in history if name in source.resources], pipeline)
+    if tables is not None:
+        source = source.with_resources(*[name for name in tables if name in source.resources])
     return Run(pipeline, source, monitor, added)

@@ -31,7 +31,13 @@ if str(ROOT) not in sys.path:  # loaded with `dagster dev -f`: the package lives
 
 from pipedrive_source import pipedrive_source  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
-from pipedrive_source.deployment import Company, company_pipeline, configured_companies, prepare_run  # noqa: E402
+from pipedrive_source.deployment import (  # noqa: E402
+    Company,
+    company_pipeline,
+    configured_companies,
+    configured_history,
+    prepare_run,
+)
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
 from pipedrive_source.history import SUFFIX, add_history  # noqa: E402
 from pipedrive_source.relations import upstream  # noqa: E402
@@ -66,12 +72,16 @@ class PipedriveTranslator(DagsterDltTranslator):
 def parents(table: str) -> list[str]:
     if table.endswith(SUFFIX):
         return [table.removesuffix(SUFFIX)]
+    if table not in BY_NAME:  # custom_fields, custom_field_options: made from the *_fields tables
+        return [name for name in BY_NAME if name.endswith("_fields")]
     return upstream(table)
 
 
 def describe(table: str) -> str:
     if table.endswith(SUFFIX):
         return f"SCD2 history of {table.removesuffix(SUFFIX)} (one row per version seen by a sync)."
+    if table not in BY_NAME:
+        return f"{table}: made by the connector from the field definitions (see docs/tables.md)."
     entity = BY_NAME[table]
     paths = ", ".join(listing.path for listing in entity.listings)
     return f"Pipedrive {table} ({entity.api}: {paths}). {entity.notes}".strip()
@@ -81,7 +91,9 @@ def feeding_parent(table: str) -> str | None:
     """The table whose changed records a child's rows come from (dlt transformers need their parent)."""
     if table.endswith(SUFFIX):
         return table.removesuffix(SUFFIX)
-    entity = BY_NAME[table]
+    entity = BY_NAME.get(table)
+    if entity is None:
+        return None
     return entity.parent if entity.strategy in (DEAL_BATCH, PER_RECORD) else None
 
 
@@ -143,10 +155,9 @@ def company_assets(
                 "Select the parent table too: "
                 + ", ".join(f"{t} is loaded from the {p} changed in the same run" for t, p in orphans.items())
             )
-        base = [t for t in selected if not t.endswith(SUFFIX)]
         run = prepare_run(
             pipeline,
-            base,
+            selected,
             [t.removesuffix(SUFFIX) for t in selected if t.endswith(SUFFIX)],
             **(source_options or {}),
         )
@@ -177,13 +188,14 @@ def build_definitions(
     destination: Any = None,
     pipelines_dir: str | None = None,
     entities: Sequence[str] | None = None,
-    history: Sequence[str] = (),
+    history: Sequence[str] | None = None,
     cron: str = SCHEDULE,
     source_options: dict[str, Any] | None = None,
 ) -> dg.Definitions:
     """Assets, a job and a schedule per company (default: the companies in `[pipedrive] companies`)."""
     assets: list[dg.AssetsDefinition] = []
     jobs, schedules = [], []
+    history = configured_history() if history is None else history
     for company in companies or configured_companies():
         assets += company_assets(company, destination, pipelines_dir, entities, history, source_options)
         job = dg.define_asset_job(

@@ -21,6 +21,7 @@ dagster_dlt = pytest.importorskip("dagster_dlt", reason="dagster-dlt is in the d
 
 from connector_fixtures import DEFAULT_TABLES, compare, load_truth, synced_rows  # noqa: E402
 
+from pipedrive_source import pipedrive_source  # noqa: E402
 from pipedrive_source.deployment import Company  # noqa: E402
 from pipedrive_source.emulator import EmulatorHandle  # noqa: E402
 
@@ -56,6 +57,11 @@ def assets_for(definitions: ModuleType, workdir: Path, **options: Any) -> list[A
     )
 
 
+def source_tables() -> set[str]:
+    """Every table the source makes by default: one asset each."""
+    return set(pipedrive_source(api_token="x", base_url="http://127.0.0.1").resources)
+
+
 def materialize(assets: list[Any], selection: list[str] | None = None) -> Any:
     keys = [dg.AssetKey(["pipedrive", name]) for name in selection] if selection else None
     return dg.materialize(
@@ -76,7 +82,8 @@ def test_definitions_load_without_credentials(
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = set(graph.get_all_asset_keys())
-    assert keys == {dg.AssetKey(["pipedrive", t]) for t in DEFAULT_TABLES} | {VIEW_KEY}
+    assert keys == {dg.AssetKey(["pipedrive", t]) for t in source_tables()} | {VIEW_KEY}
+    assert set(DEFAULT_TABLES) <= source_tables()
 
     def parents(table: str) -> set[str]:
         return {key.path[-1] for key in graph.get(dg.AssetKey(["pipedrive", table])).parent_keys}
@@ -98,7 +105,7 @@ def test_materializing_every_asset_loads_the_company(
     result = materialize(assets_for(definitions, tmp_path))
     assert result.success
     events = materialized(result)
-    assert set(events) == {dg.AssetKey(["pipedrive", t]) for t in DEFAULT_TABLES} | {VIEW_KEY}
+    assert set(events) == {dg.AssetKey(["pipedrive", t]) for t in source_tables()} | {VIEW_KEY}
     deals = credentials.control.snapshot("deals")
     assert events[dg.AssetKey(["pipedrive", "deals"])].materialization.metadata["rows_loaded"].value == len(
         deals
@@ -125,16 +132,25 @@ def test_a_subset_loads_only_its_tables_and_incrementally(
     definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
 ) -> None:
     assets = assets_for(definitions, tmp_path, history=["deals"])
-    assert materialize(assets, ["deals", "deal_products", "deals_history"]).success
+    subset = [
+        "deals",
+        "deal_products",
+        "deals_history",
+        "custom_fields",
+    ]  # custom_fields: how columns are named
+    assert materialize(assets, subset).success
     changes = credentials.control.mutate(seed=21, updates=20)
     credentials.control.reset_stats()
-    result = materialize(assets, ["deals", "deal_products", "deals_history"])
+    result = materialize(assets, subset)
     assert result.success
-    assert set(materialized(result)) == {
-        dg.AssetKey(["pipedrive", t]) for t in ("deals", "deal_products", "deals_history")
-    }
+    assert set(materialized(result)) == {dg.AssetKey(["pipedrive", t]) for t in subset}
     requested = set(credentials.control.stats()["requests"]) - {"<unmatched>"}  # the run clock's users/me
-    assert requested == {"/api/v2/deals", "/api/v2/deals/archived", "/api/v2/deals/products"}
+    assert requested == {
+        "/api/v2/deals",
+        "/api/v2/deals/archived",
+        "/api/v2/deals/products",
+        "/api/v2/dealFields",
+    }
     changed = set(changes["updated"].get("deals", []))
     metadata = materialized(result)[dg.AssetKey(["pipedrive", "deals"])].materialization.metadata
     assert metadata["rows_loaded"].value == len(changed)  # only the changed deals travelled

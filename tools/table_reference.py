@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 
 from pipedrive_source import ENTITIES, pipedrive_source  # noqa: E402
 from pipedrive_source.entities import (  # noqa: E402
+    BY_NAME,
     DEAL_BATCH,
     FULL,
     PER_PARENT,
@@ -60,8 +61,12 @@ STRATEGY = {
 # ---- the schema ------------------------------------------------------------------------------------------
 
 
-def demo_schema(workdir: Path) -> tuple[Schema, dict[str, list[tuple[str, str]]]]:
-    """Schema and view columns of a sync of the emulator's tiny company (every entity, deals history)."""
+Demo = tuple[Schema, dict[str, list[tuple[str, str]]], dict[str, set[str]]]
+
+
+def demo_schema(workdir: Path) -> Demo:
+    """Schema, view columns and custom-field columns per table of a sync of the emulator's tiny company
+    (every entity, deals history)."""
     from pipedrive_source.emulator import run_emulator
 
     pipeline = dlt.pipeline(
@@ -79,7 +84,21 @@ def demo_schema(workdir: Path) -> tuple[Schema, dict[str, list[tuple[str, str]]]
         add_history(source, HISTORY_DEMO, pipeline)
         pipeline.run(source, loader_file_format="parquet")
     refresh_views(pipeline)
-    return pipeline.default_schema, view_columns(pipeline)
+    return pipeline.default_schema, view_columns(pipeline), custom_columns(pipeline)
+
+
+def custom_columns(pipeline: dlt.Pipeline) -> dict[str, set[str]]:
+    """Columns that hold custom fields, per table, from the connector's `custom_fields` table."""
+    out: dict[str, set[str]] = {}
+    if "custom_fields" not in pipeline.default_schema.tables:
+        return out
+    with pipeline.sql_client() as client:
+        table = client.make_qualified_table_name("custom_fields")
+        with client.execute_query(f"SELECT entity, column_name, columns FROM {table}") as cursor:
+            for entity, column, columns in cursor.fetchall():
+                names = {column, *re.split(r"[,\s]+", columns or "")} - {""}
+                out.setdefault(entity, set()).update(names)
+    return out
 
 
 def view_columns(pipeline: dlt.Pipeline) -> dict[str, list[tuple[str, str]]]:
@@ -100,7 +119,12 @@ def pipeline_schema(name: str, pipelines_dir: str | None) -> Schema:
 # ---- rendering -------------------------------------------------------------------------------------------
 
 
-def render(schema: Schema, views: dict[str, list[tuple[str, str]]] | None = None) -> str:
+def render(
+    schema: Schema,
+    views: dict[str, list[tuple[str, str]]] | None = None,
+    custom: dict[str, set[str]] | None = None,
+) -> str:
+    custom = custom or {}
     tables = schema.data_tables()
     names = {table["name"] for table in tables}
     lines = [
@@ -115,8 +139,8 @@ def render(schema: Schema, views: dict[str, list[tuple[str, str]]] | None = None
         "parent._dlt_id` (in order of `_dlt_list_idx`). dlt adds `_dlt_id` and `_dlt_load_id` to every table "
         "and `_dlt_parent_id`, `_dlt_list_idx` to child tables; they are left out below.",
         "",
-        "Custom fields are columns too, named after the field's key (a 40-digit hash); the `*_fields` tables "
-        "say which field each key is. They differ per company, so below they are counted, not listed.",
+        "Custom fields are columns too, named after the field (the `custom_fields` table maps each field to "
+        "its columns). They differ per company, so below they are counted, not listed.",
         "",
         "## Tables",
         "",
@@ -130,9 +154,14 @@ def render(schema: Schema, views: dict[str, list[tuple[str, str]]] | None = None
         lines.append(f"| [{table}](#{table}) | `{', '.join(_history_key(schema, table))}` | SCD2 history |")
     for entity in ENTITIES:
         if entity.name in names:
-            lines += _table_section(schema, entity.name, _entity_intro(entity))
+            lines += _table_section(
+                schema, entity.name, _entity_intro(entity), custom.get(entity.name, set())
+            )
     for table in sorted(n for n in names if n.endswith(SUFFIX) and "__" not in n):
-        lines += _table_section(schema, table, _history_intro(table))
+        base = table.removesuffix(SUFFIX)
+        lines += _table_section(schema, table, _history_intro(table), custom.get(base, set()))
+    for table in sorted(n for n in names - set(BY_NAME) if not n.endswith(SUFFIX) and "__" not in n):
+        lines += _table_section(schema, table, ["Made by the connector from the field definitions."], set())
     if views:
         lines += _views_section(views)
     return "\n".join(lines).rstrip() + "\n"
@@ -183,9 +212,9 @@ def _query(params: dict[str, Any]) -> str:
     return "&".join(f"{key}={value}" for key, value in params.items())
 
 
-def _table_section(schema: Schema, table: str, intro: Iterable[str]) -> list[str]:
+def _table_section(schema: Schema, table: str, intro: Iterable[str], custom: set[str]) -> list[str]:
     lines = ["", f"## {table}", "", *intro, "", "| column | type | |", "|---|---|---|"]
-    lines += _column_rows(schema, table)
+    lines += _column_rows(schema, table, custom)
     children = sorted(
         n for n in schema.tables if n.startswith(f"{table}__") and schema.tables[n].get("columns")
     )
@@ -199,17 +228,18 @@ def _table_section(schema: Schema, table: str, intro: Iterable[str]) -> list[str
     return lines
 
 
-def _column_rows(schema: Schema, table: str) -> list[str]:
+def _column_rows(schema: Schema, table: str, custom_names: set[str]) -> list[str]:
     rows, custom = [], []
     for name, column in schema.get_table_columns(table).items():
         if name in DLT_COLUMNS:
             continue
-        if CUSTOM_FIELD.search(name):
+        if name in custom_names or CUSTOM_FIELD.search(name):
             custom.append(name)
             continue
         rows.append(f"| `{name}` | {column.get('data_type', '?')} | {_column_notes(column)} |")
     if custom:
-        rows.append(f"| custom fields | | {len(custom)} columns in the demo company, e.g. `{custom[0]}` |")
+        examples = ", ".join(f"`{name}`" for name in custom[:3])
+        rows.append(f"| custom fields | | {len(custom)} columns in the demo company, e.g. {examples} |")
     return rows
 
 
@@ -246,8 +276,8 @@ def _views_section(views: dict[str, list[tuple[str, str]]]) -> list[str]:
 
 def generate() -> str:
     with tempfile.TemporaryDirectory() as workdir:
-        schema, views = demo_schema(Path(workdir))
-    return render(schema, views)
+        schema, views, custom = demo_schema(Path(workdir))
+    return render(schema, views, custom)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,200 @@
+"""Airflow: the Pipedrive sync as a DAG built with dlt's `PipelineTasksGroup`, one task per resource group.
+
+Install the package with the extra into Airflow's environment (`pip install "pipedrive-source[airflow]"`, or
+`uv sync --extra airflow` here), copy this file into the dags folder, and give the workers the settings the
+dlt way: `SOURCES__PIPEDRIVE__API_TOKEN` (or `.dlt/secrets.toml` in the dags folder, which dlt's helper makes
+the project folder) and the destination's credentials (`DESTINATION__DUCKDB__CREDENTIALS=/data/crm.duckdb`).
+
+One DAG per company (`[pipedrive] companies`, see `pipedrive_source.deployment`), `pipedrive_sync` for the
+default one: a task group per resource group (fields, lookups, people, deals, ...) whose task syncs those
+tables, then flags records gone from Pipedrive; `analyst_views` refreshes the views at the end. Groups run one
+after another (DuckDB has one writer) and each runs even if an earlier one failed (`all_done`). Retries: the
+HTTP client retries requests, dlt retries a failed load step (`retry_policy`), Airflow retries the task.
+The source is built when the task runs, so the DAG parses without credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag
+from dlt.helpers.airflow_helper import PipelineTasksGroup
+from tenacity import Retrying, stop_after_attempt, wait_exponential
+
+ROOT = Path(__file__).resolve().parent.parent
+if (ROOT / "pipedrive_source").is_dir() and str(ROOT) not in sys.path:  # run from a checkout of the project
+    sys.path.insert(0, str(ROOT))
+
+from pipedrive_source.deployment import (  # noqa: E402
+    Company,
+    Run,
+    company_pipeline,
+    configured_companies,
+    configured_history,
+    prepare_run,
+)
+from pipedrive_source.entities import DEFAULT_ENTITIES  # noqa: E402
+from pipedrive_source.history import history_table  # noqa: E402
+from pipedrive_source.views import refresh_views  # noqa: E402
+
+SCHEDULE = "0 * * * *"
+LOADER_FILE_FORMAT = "parquet"
+
+# Each group holds whole dlt resource groups: a child table (deal_products) sits with the parent it is read
+# from. Together the groups cover every default entity (a test checks it). The connector's custom-field
+# tables describe every entity at once, so they get a group of their own, after the entities' groups.
+RESOURCE_GROUPS: dict[str, tuple[str, ...]] = {
+    "fields": (
+        "activity_fields",
+        "deal_fields",
+        "person_fields",
+        "organization_fields",
+        "product_fields",
+        "project_fields",
+        "lead_fields",
+        "note_fields",
+    ),
+    "lookups": (
+        "users",
+        "pipelines",
+        "stages",
+        "activity_types",
+        "currencies",
+        "filters",
+        "roles",
+        "permission_sets",
+        "lead_labels",
+        "lead_sources",
+        "goals",
+    ),
+    "people": ("persons", "organizations"),
+    "deals": ("deals", "deal_products", "deal_installments"),
+    "leads": ("leads",),
+    "activities": ("activities", "notes", "files", "call_logs"),
+    "products": ("products", "product_variations"),
+    "projects": ("projects", "tasks", "boards", "phases"),
+    "custom_fields": ("custom_fields", "custom_field_options"),
+}
+
+DEFAULT_ARGS = {
+    "owner": "data",
+    "retries": int(os.environ.get("PIPEDRIVE_TASK_RETRIES", "2")),
+    "retry_delay": timedelta(minutes=5),
+    "retry_exponential_backoff": True,
+}
+# dlt retries the load step (the destination) inside the task before Airflow retries the whole task
+LOAD_RETRY = Retrying(
+    stop=stop_after_attempt(3), wait=wait_exponential(multiplier=1.5, min=4, max=30), reraise=True
+)
+
+
+class GroupRun:
+    """The callables of one group's task: a fresh source when the task runs, the after-load step after it."""
+
+    def __init__(self, pipeline: Any, tables: Sequence[str], history: Sequence[str]) -> None:
+        self.pipeline = pipeline
+        self.history = [name for name in history if name in tables]
+        self.tables = [*tables, *(history_table(name) for name in self.history)]
+        self.run: Run | None = None
+
+    def source(self) -> Any:
+        self.run = prepare_run(self.pipeline, self.tables, self.history)
+        return self.run.source
+
+    def then_flag_vanished(self, task: Callable[[], Any]) -> Callable[[], None]:
+        """`task` (dlt's run), then flag records gone from Pipedrive, then wipe the local working folder (the
+        group leaves it to us: the flagging needs the schema the run just saved there)."""
+
+        def run_and_flag() -> None:
+            try:
+                task()
+                if self.run is not None:
+                    self.run.flag_vanished()
+            finally:
+                shutil.rmtree(self.pipeline.working_dir, ignore_errors=True)
+
+        return run_and_flag
+
+
+def sync_dag(
+    company: Company, destination: Any = None, history: Sequence[str] = (), schedule: str = SCHEDULE
+) -> Any:
+    """The DAG of one company."""
+
+    @dag(
+        dag_id=f"{company.pipeline_name}_sync",
+        schedule=schedule,
+        start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["pipedrive", "dlt"],
+        doc_md=__doc__,
+    )
+    def pipedrive_sync() -> None:
+        previous: Any = None
+        for group, entities in RESOURCE_GROUPS.items():
+            task = _group_task(company, destination, group, entities, history)
+            if previous is not None:
+                previous >> task
+            previous = task
+        views = _views_task(company, destination)
+        previous >> views
+
+    return pipedrive_sync()
+
+
+def _group_task(
+    company: Company, destination: Any, group: str, entities: Sequence[str], history: Sequence[str]
+) -> Any:
+    tasks = PipelineTasksGroup(
+        group,
+        use_data_folder=False,
+        wipe_local_data=False,  # wiped by GroupRun after the after-load step
+        retry_policy=LOAD_RETRY,
+        retry_pipeline_steps=("load",),
+        abort_task_if_any_job_failed=True,
+    )
+    # created after the group: dlt's helper gives each task group its own temporary working folder
+    pipeline = company_pipeline(company, destination)
+    run = GroupRun(pipeline, entities, history)
+    (task,) = tasks.add_run(
+        pipeline,
+        run.source,  # a callable: the source is built when the task runs
+        decompose="none",
+        loader_file_format=LOADER_FILE_FORMAT,
+        trigger_rule="all_done",
+    )
+    task.python_callable = run.then_flag_vanished(task.python_callable)
+    return tasks
+
+
+def _views_task(company: Company, destination: Any) -> Any:
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    def refresh() -> None:
+        pipeline = company_pipeline(company, destination)
+        try:
+            report = refresh_views(pipeline)
+        finally:
+            shutil.rmtree(pipeline.working_dir, ignore_errors=True)
+        print(f"views created: {', '.join(report.created) or 'none'}", *report.notices(), sep="\n")
+
+    return PythonOperator(task_id="analyst_views", python_callable=refresh, trigger_rule="all_done")
+
+
+def uncovered_entities() -> list[str]:
+    """Default entities no resource group loads (must be none)."""
+    grouped = {name for names in RESOURCE_GROUPS.values() for name in names}
+    return [name for name in DEFAULT_ENTITIES if name not in grouped]
+
+
+for _company in configured_companies():
+    globals()[f"{_company.pipeline_name}_sync"] = sync_dag(_company, history=configured_history())
