@@ -1,0 +1,121 @@
+"""One connector sync in its own process, so its peak RSS is the connector's alone (the emulator is another
+process). Used by the bench scripts; prints one JSON line with the figures on stdout.
+
+    uv run python bench/sync_worker.py --base-url http://127.0.0.1:8765 --workdir /tmp/w [--entities a,b]
+
+dlt's three phases run one after the other (`extract`, `normalize`, `load`) and are timed apart; `seconds` is
+their sum. The API token comes from the `BENCH_API_TOKEN` environment variable (never a command-line flag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+
+import dlt  # noqa: E402
+
+from pipedrive_source import RateLimitExhausted, SyncMonitor, pipedrive_source  # noqa: E402
+from pipedrive_source.deletions import flag_vanished  # noqa: E402
+from pipedrive_source.limiter import Plan, PlanLimiter  # noqa: E402
+
+PLAN_KEYS = ("burst_limit", "daily_token_budget", "max_budget_share")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--workdir", required=True, help="pipelines dir and DuckDB file live here")
+    parser.add_argument("--entities", default=None)
+    parser.add_argument("--source-options", default="{}", help="JSON: extra pipedrive_source arguments")
+    parser.add_argument("--normalize-workers", type=int, default=1)
+    parser.add_argument("--file-format", default="parquet")
+    return parser.parse_args(argv)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pipeline = dlt.pipeline(
+        pipeline_name="bench",
+        destination=dlt.destinations.duckdb(credentials=str(workdir / "bench.duckdb")),
+        dataset_name="pipedrive",
+        pipelines_dir=str(workdir / "pipelines"),
+        progress=None,
+    )
+    monitor = SyncMonitor()
+    options: dict[str, Any] = {"api_token": os.environ["BENCH_API_TOKEN"], "base_url": args.base_url}
+    options.update(orjson.loads(args.source_options))
+    accepted = inspect.signature(pipedrive_source.__wrapped__).parameters  # type: ignore[attr-defined]
+    if any(key in options and key not in accepted for key in PLAN_KEYS):  # an older source: build the limiter
+        options["limiter"] = PlanLimiter(Plan(**{k: options.pop(k) for k in PLAN_KEYS if k in options}))
+    if args.entities:
+        options["entities"] = args.entities.split(",")
+    phases: dict[str, float] = {}
+    outcome = "ok"
+    started = time.perf_counter()
+    try:
+        t = time.perf_counter()
+        pipeline.extract(pipedrive_source(monitor=monitor, **options), loader_file_format=args.file_format)
+        phases["extract"] = time.perf_counter() - t
+    except Exception as exc:  # budget exhaustion is an expected outcome of some benches
+        if not _caused_by(exc, RateLimitExhausted):
+            raise
+        outcome = "budget_exhausted"
+        phases["extract"] = time.perf_counter() - t
+    t = time.perf_counter()
+    normalize_info = pipeline.normalize(workers=args.normalize_workers)
+    phases["normalize"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pipeline.load()
+    flag_vanished(pipeline, monitor)
+    phases["load"] = time.perf_counter() - t
+    seconds = time.perf_counter() - started
+    counts = {k: v for k, v in (normalize_info.row_counts or {}).items() if not k.startswith("_dlt")}
+    stats = monitor.client_stats
+    return {
+        "outcome": outcome,
+        "rows": sum(counts.values()),
+        "records": sum(p.rows for p in monitor.entities.values()),
+        "seconds": round(seconds, 3),
+        "phases": {k: round(v, 3) for k, v in phases.items()},
+        "requests": stats.requests if stats else 0,
+        "tokens": stats.tokens if stats else 0,
+        "rate_limit_waits": stats.rate_limit_waits if stats else 0,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "tables": counts,
+        "records_by_entity": {name: p.rows for name, p in monitor.entities.items()},
+        "records_by_listing": getattr(monitor, "listing_records", {}),
+        "stopped": getattr(monitor, "stopped", None),
+        "by_label": {k: [v.requests, v.tokens] for k, v in (stats.by_label.items() if stats else [])},
+    }
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+if __name__ == "__main__":
+    print(orjson.dumps(run(parse_args())).decode(), flush=True)
