@@ -41,6 +41,7 @@ from .pagination import _items as page_items
 Row = dict[str, Any]
 DEFAULT_WORKERS = 16
 DEFAULT_CAPACITY = 6  # pages per feed buffered or in flight
+DEFAULT_BUFFERED = 32  # pages of the whole run buffered or in flight (memory stays flat)
 SPLIT_MIN_PAGES = 8  # split a window only when it seems to hold this many pages more (a split wastes ~1/2)
 
 
@@ -55,12 +56,17 @@ class Batch:
 class FetchPool:
     """The run's worker threads. `stop` (on a used-up budget) makes every later request a no-op."""
 
-    def __init__(self, client: PipedriveClient, workers: int = DEFAULT_WORKERS) -> None:
+    def __init__(
+        self, client: PipedriveClient, workers: int = DEFAULT_WORKERS, max_buffered: int = DEFAULT_BUFFERED
+    ) -> None:
         self.client = client
         self.workers = max(1, workers)
+        self.max_buffered = max(1, max_buffered)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="pipedrive-fetch")
         self._lock = threading.Lock()
         self._busy = 0
+        self._held = 0  # pages buffered or in flight in all feeds
+        self._feeds: list[Feed] = []  # feeds with parked requests, waiting for room
         self.stopped: BudgetExhausted | None = None
 
     def spare(self) -> bool:
@@ -79,6 +85,34 @@ class FetchPool:
         finally:
             with self._lock:
                 self._busy -= 1
+
+    def hold(self) -> bool:
+        """Reserve room for one page in the run's buffer (False: full, try again when one is taken)."""
+        with self._lock:
+            if self._held >= self.max_buffered:
+                return False
+            self._held += 1
+            return True
+
+    def release(self) -> None:
+        """A page left the buffer: feeds that waited for room get their turn."""
+        with self._lock:
+            self._held -= 1
+        self._wake()
+
+    def wait_for_room(self, feed: Feed) -> None:
+        with self._lock:
+            if feed not in self._feeds:
+                self._feeds.append(feed)
+            room = self._held < self.max_buffered
+        if room:  # freed between the feed's try and now: no release would wake it
+            self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            feeds, self._feeds = self._feeds, []
+        for feed in feeds:
+            feed.dispatch()
 
     def stop(self, exc: BudgetExhausted) -> None:
         with self._lock:
@@ -122,7 +156,7 @@ class Feed:
         """Schedule a request; it waits (parked) while the feed is full."""
         with self._lock:
             self._parked.append(step)
-        self._dispatch()
+        self.dispatch()
 
     def take(self) -> Batch | None:
         """A ready batch, or None; raises a job's error. `finished` tells when None means the end."""
@@ -132,7 +166,8 @@ class Feed:
                 raise error
             batch = self._ready.popleft() if self._ready else None
         if batch is not None:
-            self._dispatch()
+            self.pool.release()
+            self.dispatch()
         return batch
 
     @property
@@ -155,16 +190,20 @@ class Feed:
             else:
                 yield None
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
+        """Send parked requests while this feed and the run's buffer have room."""
         while True:
             with self._lock:
                 if self.pool.stopped is not None or not self._parked:
                     return
                 if len(self._ready) + self._inflight >= self.capacity:
                     return
+                if not self.pool.hold():
+                    break
                 step = self._parked.popleft()
                 self._inflight += 1
             self.pool.submit(lambda step=step: self._execute(step))
+        self.pool.wait_for_room(self)
 
     def _execute(self, step: Step) -> None:
         outcome: Outcome | None = None
@@ -178,12 +217,15 @@ class Feed:
                 self._error = self._error or exc
         with self._lock:
             self._inflight -= 1
+            kept = outcome is not None and outcome.batch is not None
+            if kept:
+                self._ready.append(outcome.batch)
             if outcome is not None:
-                if outcome.batch is not None:
-                    self._ready.append(outcome.batch)
                 # follow-ups go first: finishing a started job frees memory sooner than starting another
                 self._parked.extendleft(reversed(outcome.follow))
-        self._dispatch()
+        if not kept:
+            self.pool.release()  # nothing to buffer: the room goes back now
+        self.dispatch()
 
 
 # ---- requests ---------------------------------------------------------------------------------------------

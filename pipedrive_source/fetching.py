@@ -1,0 +1,225 @@
+"""What one entity reads in one run, through the run's fetch pool, and where its incremental cursor stands.
+
+`EntityRead` turns an entity's strategy into concurrent jobs (`concurrency.py`): time windows for
+`updated_since` listings, pages at known offsets for v1 lists read in full, a sequential chain for a sorted
+read that stops early, independent requests for deal-id batches and per-parent calls. Its `batches()`
+yields pages as they arrive (None while none is ready) and it knows, should the run stop on the budget,
+whether every job completed and where an incomplete `updated_since` read must continue.
+
+`CursorState` is an entity's incremental position in its dlt resource state (committed by dlt with the
+load, so a failed run leaves it as it was): the last loaded `update_time` (sent as `updated_since`, which
+is inclusive) and a digest of each record loaded at exactly that time. A record that comes back unchanged
+at that boundary is dropped, so a run without changes loads nothing, while one changed again within the
+same second is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from .concurrency import Batch, Chain, Feed, OffsetPages, Request, TimeWindows
+from .entities import CURSOR, NONE, OFFSET, UPDATED_SINCE, Entity, Listing
+from .settings import DEAL_IDS_PER_REQUEST, OFFSET_OVERLAP_SHARE
+from .timefmt import parse, render
+
+Row = dict[str, Any]
+STATE_KEY = "cursor"
+LEGACY_KEY = "incremental"  # dlt.sources.incremental's state, from runs of earlier versions
+
+
+@dataclass(frozen=True)
+class Tag:
+    """Which listing (and parent, for per-parent reads) a batch came from."""
+
+    index: int
+    listing: Listing
+    parent: Any = None
+
+
+class EntityRead:
+    """The jobs of one entity in one run, feeding one `Feed`."""
+
+    def __init__(self, entity: Entity, feed: Feed, page_size: int) -> None:
+        self.entity = entity
+        self.feed = feed
+        self.page_size = min(entity.page_size, page_size) if entity.page_size else None
+        self.jobs: list[Any] = []
+        self.started = False
+
+    # ---- starting ------------------------------------------------------------------------------------------
+    def incremental(self, since: str | None, until: datetime) -> EntityRead:
+        """UPDATED_SINCE: time windows per listing; SORTED: newest first until older than `since`."""
+        for index, listing in enumerate(self.entity.listings):
+            tag = Tag(index, listing)
+            if self.entity.strategy == UPDATED_SINCE:
+                params = {**listing.params, "sort_by": "update_time", "sort_direction": "asc"}
+                start = parse(since) if since else None
+                job: Any = TimeWindows(
+                    self.feed, self._request(listing, params), tag, start, until, self.page_size or 500
+                )
+            elif since is None and self.entity.paging == OFFSET and self.page_size:
+                job = self._offset_pages(listing, listing.params, tag)  # nothing to stop at: read it all
+            else:
+                job = self._chain(listing, listing.params, tag, keep_going=_newer_than(since, self.entity))
+            self._start(job)
+        return self
+
+    def full(self, params: Mapping[str, Any] | None = None, parent: Any = None) -> EntityRead:
+        """Every page of every listing (FULL), or of one parent's list (PER_PARENT, with `params`)."""
+        for index, listing in enumerate(self.entity.listings):
+            query = {**listing.params, **(params or {})}
+            tag = Tag(index, listing, parent)
+            if self.entity.paging == OFFSET and self.page_size:
+                self._start(self._offset_pages(listing, query, tag))
+            else:
+                self._start(self._chain(listing, query, tag))
+        return self
+
+    def deal_batches(self, ids: Sequence[Any]) -> EntityRead:
+        """DEAL_BATCH: one request (and its pages) per 100 parent ids, all at once."""
+        for start in range(0, len(ids), DEAL_IDS_PER_REQUEST):
+            chunk = list(ids[start : start + DEAL_IDS_PER_REQUEST])
+            for index, listing in enumerate(self.entity.listings):
+                query = {**listing.params, "deal_ids": ",".join(str(i) for i in chunk)}
+                self._start(self._chain(listing, query, Tag(index, listing, tuple(chunk))))
+        return self
+
+    def per_record(self, ids: Sequence[Any]) -> EntityRead:
+        """PER_RECORD: one list per parent record (a parent deleted meanwhile answers 404: no rows)."""
+        for parent in ids:
+            for index, listing in enumerate(self.entity.listings):
+                path = listing.path.format(id=parent)
+                request = self._request(listing, listing.params, path=path, missing_ok=True)
+                self._start(self._paged(request, Tag(index, listing, parent)))
+        return self
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def batches(self) -> Iterator[Batch | None]:
+        if not self.started:
+            return
+        yield from self.feed.pages()
+
+    @property
+    def complete(self) -> bool:
+        return all(job.complete for job in self.jobs)
+
+    def resume_from(self) -> str | None:
+        """An incomplete `updated_since` read continues from here (entity time format); None: unknown."""
+        points = [job.resume_from() for job in self.jobs if isinstance(job, TimeWindows) and not job.complete]
+        if not points or any(point is None for point in points):
+            return None
+        return render(min(points), self.entity.time_format)
+
+    @property
+    def splits(self) -> int:
+        return sum(getattr(job, "splits", 0) for job in self.jobs)
+
+    # ---- jobs ----------------------------------------------------------------------------------------------
+    def _start(self, job: Any) -> None:
+        self.started = True
+        self.jobs.append(job)
+        job.start()
+
+    def _request(
+        self, listing: Listing, params: Mapping[str, Any], path: str | None = None, missing_ok: bool = False
+    ) -> Request:
+        cost = listing.cost or self.entity.cost
+        return Request(path or listing.path, dict(params), cost, self.entity.name, missing_ok)
+
+    def _chain(self, listing: Listing, params: Mapping[str, Any], tag: Tag, keep_going: Any = None) -> Chain:
+        return self._paged(self._request(listing, params), tag, keep_going)
+
+    def _paged(self, request: Request, tag: Tag, keep_going: Any = None) -> Chain:
+        paging = {CURSOR: "cursor", OFFSET: "offset", NONE: "single"}[self.entity.paging]
+        return Chain(self.feed, request, paging, tag, self.page_size, self._overlap(), keep_going)
+
+    def _offset_pages(self, listing: Listing, params: Mapping[str, Any], tag: Tag) -> OffsetPages:
+        size = self.page_size or 500
+        return OffsetPages(self.feed, self._request(listing, params), tag, size, self._overlap())
+
+    def _overlap(self) -> int:
+        if self.entity.paging != OFFSET:
+            return 0
+        return max(1, int((self.page_size or 100) * OFFSET_OVERLAP_SHARE))
+
+
+def _newer_than(since: str | None, entity: Entity) -> Any:
+    """Sorted newest first: keep reading while the page did not reach records older than `since`."""
+    if not since:
+        return None
+    field = entity.cursor_field
+
+    def keep_going(items: list[Row]) -> bool:
+        times = [row.get(field) for row in items if row.get(field)]
+        return not (times and min(times) < since)
+
+    return keep_going
+
+
+def run_until(server_now: datetime) -> datetime:
+    """`updated_until` of a run: exclusive and whole seconds, so the run's own second is included; records
+    changed later in that second come back next run (their `update_time` is >= the new cursor)."""
+    return server_now.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
+class CursorState:
+    """See the module docstring. `admit` filters each page before shaping; `commit` writes the state."""
+
+    def __init__(self, state: dict[str, Any], entity: Entity, initial: str | None) -> None:
+        self.field = entity.cursor_field or "update_time"
+        saved = state.get(STATE_KEY) or {}
+        legacy = ((state.get(LEGACY_KEY) or {}).get(self.field) or {}).get("last_value")
+        self.since: str | None = saved.get("last_value") or legacy or initial
+        self.boundary: dict[str, str] = dict(saved.get("boundary") or {})
+        self.top: str | None = None  # newest update_time loaded this run
+        self.at_top: dict[str, str] = {}  # key -> digest of the records loaded at `top`
+        self.key = entity.primary_key
+
+    def admit(self, rows: list[Row]) -> list[Row]:
+        """The rows to load: not the unchanged ones at the boundary; notes the newest ones loaded."""
+        field, since, boundary = self.field, self.since, self.boundary
+        kept: list[Row] = []
+        for row in rows:
+            moment = row.get(field)
+            if moment is None or not isinstance(moment, str):
+                kept.append(row)
+                continue
+            digest = None
+            if since is not None and moment == since and boundary:
+                digest = _digest(row)
+                if boundary.get(_key(row, self.key)) == digest:
+                    continue
+            if self.top is None or moment > self.top:
+                self.top, self.at_top = moment, {}
+            if moment == self.top:
+                self.at_top[_key(row, self.key)] = digest or _digest(row)
+            kept.append(row)
+        return kept
+
+    def commit(self, state: dict[str, Any], complete: bool, resume_from: str | None) -> None:
+        if complete:
+            if self.top is None:
+                return  # nothing new: the cursor stays
+            if self.since is not None and self.top == self.since:
+                boundary = {**self.boundary, **self.at_top}
+            else:
+                boundary = self.at_top
+            state[STATE_KEY] = {"last_value": max(self.top, self.since or self.top), "boundary": boundary}
+        elif resume_from is not None and (self.since is None or resume_from > self.since):
+            state[STATE_KEY] = {"last_value": resume_from, "boundary": {}}  # re-read from there next run
+        if STATE_KEY in state:
+            state.pop(LEGACY_KEY, None)
+
+
+def _key(row: Row, primary_key: str) -> str:
+    return orjson.dumps(row.get(primary_key)).decode()
+
+
+def _digest(row: Row) -> str:
+    return hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
