@@ -1,0 +1,337 @@
+"""Bad configuration and bad data: each case gets either a correct load (equal to the ground truth) or one
+clear line on stderr naming what to fix (exit 2 for configuration, 1 otherwise) with nothing loaded and the
+state untouched; never a traceback as the only message, a partial silent load or a corrupted state.
+
+Configuration goes through the pipeline script's `main()` in-process (the same code path as the command line,
+without an interpreter start per case); data cases inject values with `mutate` update ops.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from connector_fixtures import make_pipeline, sync
+from reliability_support import (
+    EXACT,
+    LEDGER,
+    AtPage,
+    ScriptRun,
+    assert_equal_to_truth,
+    assert_one_clear_line,
+    destination_snapshot,
+    ledger_logs,  # noqa: F401
+    run_main,
+    secret_emulator,
+    state_bytes,
+)
+
+from pipedrive_source.emulator import EmulatorHandle
+from pipedrive_source.emulator.mutations import RANDOM_TABLES
+
+pytestmark = pytest.mark.usefixtures("ledger_logs")
+USERS = ("--entities", "users")
+TOKEN_SETTING = "SOURCES__PIPEDRIVE__API_TOKEN"
+URL_SETTING = "SOURCES__PIPEDRIVE__BASE_URL"
+
+
+@pytest.fixture(scope="module")
+def config_emulator() -> Iterator[EmulatorHandle]:
+    with secret_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def data_emulator(tmp_path: Path) -> Iterator[EmulatorHandle]:
+    LEDGER.path(tmp_path)
+    with secret_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def cli(config_emulator: EmulatorHandle, tmp_path: Path, monkeypatch, capsys):
+    def run(*args: str, token: str | None = None, **env: str) -> ScriptRun:
+        return run_main(monkeypatch, capsys, config_emulator, tmp_path, *args, token=token, **env)
+
+    return run
+
+
+def nothing_loaded(workdir: Path) -> bool:
+    """No table in the destination and no source state (dlt writes an empty state file on creation)."""
+    states = [json.loads(raw) for raw in state_bytes(workdir / "pipelines").values()]
+    empty = all("sources" not in s and not s.get("schema_names") for s in states)
+    return destination_snapshot(workdir / "crm.duckdb") == {} and empty
+
+
+# ---- configuration ----------------------------------------------------------------------------------------
+
+
+def test_missing_token(cli, tmp_path: Path) -> None:
+    run = cli(*USERS, token="")
+    assert run.returncode == 2
+    assert_one_clear_line(run, "No Pipedrive credentials", TOKEN_SETTING)
+    assert nothing_loaded(tmp_path)
+
+
+def test_wrong_token(cli, tmp_path: Path) -> None:
+    run = cli(*USERS, token=LEDGER.secret("wrong"))
+    assert run.returncode == 2
+    assert_one_clear_line(run, "rejected the API token", TOKEN_SETTING)
+    assert nothing_loaded(tmp_path)
+
+
+def test_token_of_another_company_on_a_first_run_loads_that_company(cli, config_emulator) -> None:
+    run = cli("--entities", "users,deals", token=config_emulator.settings.other_company_token)
+    assert run.returncode == 0, run.stderr
+    assert "total:" in run.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a token of another company merges that company's records into a "
+    "dataset holding this one's (users overwritten by id, exit 0): the source does not remember "
+    "which company a pipeline holds; the emulator also lacks GET /v1/users/me to tell companies",
+)
+def test_token_of_another_company_into_an_existing_dataset_is_refused(cli, config_emulator, tmp_path) -> None:
+    assert cli("--entities", "users,deals").returncode == 0
+    before, state = destination_snapshot(tmp_path / "crm.duckdb"), state_bytes(tmp_path / "pipelines")
+    run = cli("--entities", "users,deals", token=config_emulator.settings.other_company_token)
+    assert destination_snapshot(tmp_path / "crm.duckdb") == before
+    assert state_bytes(tmp_path / "pipelines") == state
+    assert run.returncode == 2
+    assert_one_clear_line(run, "company")
+
+
+def test_unreachable_base_url(cli, tmp_path: Path) -> None:
+    run = cli(*USERS, **{URL_SETTING: "http://127.0.0.1:9"})  # the discard port: connection refused
+    assert run.returncode == 1
+    assert_one_clear_line(run, "Could not connect to http://127.0.0.1:9", URL_SETTING)
+    assert nothing_loaded(tmp_path)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com", "localhost:8000", "http://", "pipedrive.com/api"])
+def test_malformed_base_url(cli, tmp_path: Path, url: str) -> None:
+    run = cli(*USERS, **{URL_SETTING: url})
+    assert run.returncode == 2
+    assert_one_clear_line(run, "base_url", URL_SETTING)
+    assert nothing_loaded(tmp_path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="base_url 'http://[::1' passes source._base_url and fails later as "
+    "'ValueError: invalid literal for int()...' naming no setting (exit 1)",
+)
+def test_unparsable_base_url_names_the_setting(cli, tmp_path: Path) -> None:
+    run = cli(*USERS, **{URL_SETTING: "http://[::1"})
+    assert_one_clear_line(run, URL_SETTING)
+    assert run.returncode == 2
+
+
+def test_unknown_entity(cli, tmp_path: Path) -> None:
+    run = cli("--entities", "deals,nope")
+    assert run.returncode == 2
+    assert_one_clear_line(run, "Unknown entity nope", "Known entities: ")
+    assert nothing_loaded(tmp_path)
+
+
+@pytest.mark.parametrize("size", ["-5", "0", "501", "1000000"])
+def test_page_size_out_of_range(cli, tmp_path: Path, size: str) -> None:
+    run = cli(*USERS, SOURCES__PIPEDRIVE__PAGE_SIZE=size)
+    assert run.returncode == 2
+    assert_one_clear_line(run, "page_size must be between 1 and 500", size)
+    assert nothing_loaded(tmp_path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipedrive_pipeline.root_cause digs past dlt's ConfigValueCannotBeCoerced"
+    "Exception ('field `page_size` cannot be coerced') to its bare ValueError, which names no setting",
+)
+def test_page_size_that_is_not_a_number_names_the_setting(cli, tmp_path: Path) -> None:
+    run = cli(*USERS, SOURCES__PIPEDRIVE__PAGE_SIZE="abc")
+    assert_one_clear_line(run, "page_size")
+
+
+def test_a_page_size_of_one_still_loads_everything(config_emulator, tmp_path: Path) -> None:
+    tables = ["deals", "persons", "notes", "users"]
+    sync(config_emulator, tmp_path, entities=tables, page_size=1, **EXACT)
+    assert_equal_to_truth(config_emulator, tmp_path, tables)
+
+
+@pytest.mark.parametrize("value", ["next tuesday-ish", "2026-13-45", "0000-00-00"])
+def test_unparsable_start_date(cli, tmp_path: Path, value: str) -> None:
+    run = cli(*USERS, "--start-date", value)
+    assert run.returncode == 2
+    assert_one_clear_line(run, "start_date", "YYYY-MM-DD")
+    assert nothing_loaded(tmp_path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="start_date in the future is accepted (exit 0): incremental tables load "
+    "nothing now and keep loading nothing until that date, silently",
+)
+def test_start_date_in_the_future(cli, tmp_path: Path) -> None:
+    run = cli("--entities", "deals,notes", "--start-date", "2999-01-01")
+    assert run.returncode == 2
+    assert_one_clear_line(run, "start_date", "future")
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+
+DATA_TABLES = ["deals", "deal_products", "persons", "organizations", "notes", "leads", "tasks"]
+
+
+def live_ids(emulator: EmulatorHandle, table: str) -> list[Any]:
+    return [r["id"] for r in emulator.control.snapshot(table) if not r.get("is_deleted")]
+
+
+def test_an_emptied_company_then_records_coming_back(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """The emulator has no empty company (scales tiny/small/large); the nearest is one whose every record was
+    deleted: the first sync loads what is left (users, stages, fields, deleted deals); restores follow."""
+    ops = [
+        {"op": "delete", "table": t, "id": rid} for t in RANDOM_TABLES for rid in live_ids(data_emulator, t)
+    ]
+    data_emulator.control.mutate(ops=ops)
+    assert all(data_emulator.control.counts()[t] == 0 for t in ("persons", "activities", "notes", "leads"))
+    sync(data_emulator, tmp_path, entities=DATA_TABLES, **EXACT)
+    assert_equal_to_truth(data_emulator, tmp_path, DATA_TABLES)
+
+    restores = [
+        {"op": "update", "table": "persons", "id": 1, "changes": {"is_deleted": False}},
+        {"op": "update", "table": "deals", "id": 1, "changes": {"is_deleted": False, "status": "open"}},
+    ]
+    data_emulator.control.mutate(ops=restores)
+    sync(data_emulator, tmp_path, entities=DATA_TABLES, **EXACT)
+    assert_equal_to_truth(data_emulator, tmp_path, DATA_TABLES)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a custom field of an unknown type is hinted `json`, so a scalar value "
+    "(a string) goes to a variant column `<column>__v_text` and the announced column stays NULL "
+    "(field_values.compile_field, kind json)",
+)
+def test_a_field_of_an_unknown_type_keeps_its_values(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    # no mutate op can give a field a type Pipedrive might add tomorrow: change the live definition directly
+    company = data_emulator.company
+    with company.lock:
+        definition = next(f for f in company.fields.custom("deal") if f.field_type == "varchar")
+        definition.field_type = "hologram"
+        company.fields_changed("deal")
+    sync(data_emulator, tmp_path, entities=["deals"], **EXACT)
+    assert_equal_to_truth(data_emulator, tmp_path, ["deals"])
+
+
+def test_records_without_update_time_v1_and_full_lists(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    tables = ["notes", "leads", "tasks"]
+    sync(data_emulator, tmp_path, entities=tables, **EXACT)
+    lead = live_ids(data_emulator, "leads")[0]
+    ops = [
+        {"op": "update", "table": "notes", "id": 4, "changes": {"content": "no time", "update_time": None}},
+        {"op": "update", "table": "leads", "id": lead, "changes": {"title": "no time", "update_time": None}},
+        {"op": "update", "table": "tasks", "id": 4, "changes": {"title": "no time", "update_time": None}},
+    ]
+    data_emulator.control.mutate(ops=ops)
+    sync(data_emulator, tmp_path, entities=tables, **EXACT)
+    assert_equal_to_truth(data_emulator, tmp_path, tables)
+    fresh = tmp_path / "fresh"
+    sync(data_emulator, fresh, entities=tables, **EXACT)  # and on a first sync
+    assert_equal_to_truth(data_emulator, fresh, tables)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="emulator: a v2 record whose update_time is null makes every "
+    "updated_since/updated_until list answer 500 (routes_v2.in_window compares int <= None)",
+)
+def test_a_v2_record_without_update_time(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    sync(data_emulator, tmp_path, entities=["deals"], **EXACT)
+    change = {"title": "no time", "update_time": None}
+    data_emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": 7, "changes": change}])
+    sync(data_emulator, tmp_path, entities=["deals"], max_attempts=2, **EXACT)
+    assert_equal_to_truth(data_emulator, tmp_path, ["deals"])
+
+
+def test_a_custom_field_the_fields_list_did_not_show_yet(
+    data_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Unexpected properties: the emulator renders only declared properties, so the nearest is a custom field
+    created after this run read the field definitions: its values arrive under an unknown hash key."""
+
+    def add_field(pages: list[list[dict]]) -> dict:
+        op = {
+            "op": "add_field",
+            "entity": "deal",
+            "name": "Born mid-run",
+            "field_type": "varchar",
+            "fill": 20,
+        }
+        return data_emulator.control.mutate(ops=[op])
+
+    hook = AtPage("deals", 1, add_field)
+    sync(data_emulator, tmp_path, entities=["deals"], page_size=5, record_hooks=[hook], **EXACT)
+    assert hook.fired
+    sync(data_emulator, tmp_path, entities=["deals"], **EXACT)
+    assert_equal_to_truth(data_emulator, tmp_path, ["deals"])
+
+
+def test_nulls_non_ascii_long_strings_and_big_numbers(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    sync(data_emulator, tmp_path, entities=DATA_TABLES, **EXACT)  # column types come from ordinary values
+    deals, persons = live_ids(data_emulator, "deals"), live_ids(data_emulator, "persons")
+    lead = live_ids(data_emulator, "leads")[-1]
+    text = "Ünïcødé ✓ 日本語 🚀 עברית e\u0301 \t tab\nnew line " + "ж" * 10_000
+    nulls = {k: None for k in data_emulator.control.snapshot("deals")[0] if k not in NOT_NULL}
+    ops = [
+        {"op": "update", "table": "deals", "id": deals[-1], "changes": {"title": text, "value": 2**63 - 1}},
+        {"op": "update", "table": "deals", "id": deals[-2], "changes": {"value": 1.7e308}},
+        {
+            "op": "update",
+            "table": "deals",
+            "id": deals[-3],
+            "changes": {"value": -(2**63), "title": "x" * 10_000},
+        },
+        {"op": "update", "table": "deals", "id": deals[-4], "changes": nulls},
+        {
+            "op": "update",
+            "table": "persons",
+            "id": persons[-1],
+            "changes": {"name": None, "emails": [], "phones": []},
+        },
+        {"op": "update", "table": "persons", "id": persons[-2], "changes": {"name": "Zoë Ø'Brien-Łukasz 김"}},
+        {"op": "update", "table": "notes", "id": 3, "changes": {"content": "<p>" + "é" * 10_000 + "</p>"}},
+        {"op": "update", "table": "leads", "id": lead, "changes": {"title": text, "note": None}},
+        {"op": "update", "table": "tasks", "id": 3, "changes": {"title": text, "description": None}},
+    ]
+    data_emulator.control.mutate(ops=ops)
+    sync(data_emulator, tmp_path, entities=DATA_TABLES, **EXACT)
+    assert_equal_to_truth(data_emulator, tmp_path, DATA_TABLES)
+
+
+NOT_NULL = {"id", "update_time", "add_time", "is_deleted", "is_archived", "status", "custom_fields"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="numeric columns are left to type inference: a first deal with a whole "
+    "value (JSON 100) types deals.value BIGINT (fractions go to value__v_double) and an integral "
+    "float beyond int64 then fails normalize terminally; the pending package fails every later run",
+)
+def test_a_whole_number_first_then_a_huge_value(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    first = {"value": 100, "update_time": 1000}  # the oldest change: the first row of the first page
+    ops = [
+        {"op": "update", "table": "deals", "id": 1, "changes": first},
+        {"op": "update", "table": "deals", "id": 2, "changes": {"value": 1e20}},
+    ]
+    data_emulator.control.mutate(ops=ops)
+    try:
+        sync(data_emulator, tmp_path, entities=["deals"], **EXACT)
+    except Exception as exc:  # a clear failure would be acceptable, a stuck pipeline is not: run again
+        LEDGER.error("huge value", exc)
+        sync(data_emulator, tmp_path, entities=["deals"], **EXACT)
+    columns = make_pipeline(tmp_path).default_schema.tables["deals"]["columns"]
+    assert columns["value"]["data_type"] == "double" and "value__v_double" not in columns

@@ -1,0 +1,145 @@
+"""Crash and resume: `pipelines/pipedrive_pipeline.py` in a subprocess, SIGKILLed at distinct points across
+extract, normalize and load, then run again: the destination equals the ground truth, with no duplicate
+primary key, no orphaned child row and no lost row.
+
+Kill points are observable conditions polled in a bounded loop, never timings: a number of requests the
+emulator has answered (extract), or dlt's package files appearing in a stage of the pipeline's working
+directory (`normalize/extracted` = extracted, `load/new` = normalizing, `load/normalized/*/new_jobs` =
+normalized, `started_jobs` / `completed_jobs` = loading, `load/loaded` = loaded but the script not finished).
+
+CI chains the kills on one pipeline (each killed run starts by resuming what the previous one left) and
+checks the truth after the chain; with RELIABILITY_SLOW=1 every point is followed by its own resume and check.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from reliability_support import (
+    Script,
+    assert_equal_to_truth,
+    files_in,
+    ledger_logs,  # noqa: F401
+    secret_emulator,
+    served_at_least,
+)
+
+from pipedrive_source.emulator import EmulatorHandle
+
+pytestmark = pytest.mark.usefixtures("ledger_logs")
+SLOW = pytest.mark.skipif(not os.environ.get("RELIABILITY_SLOW"), reason="set RELIABILITY_SLOW=1 (~3 min)")
+
+TABLES = [
+    "deals",
+    "deal_products",
+    "persons",
+    "organizations",
+    "activities",
+    "notes",
+    "leads",
+    "users",
+    "stages",
+]
+ENTITIES = ("--entities", ",".join(TABLES))
+PIPELINE = "pipedrive"  # the script's default pipeline name
+ONE_WORKER = {"LOAD__WORKERS": "1"}  # jobs load one by one: "some loaded, some not" is a state that exists
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    name: str
+    stage: str  # extract | normalize | load
+    condition: Callable[[EmulatorHandle, Path], Callable[[], bool]]
+
+
+def _files(pattern: str, at_least: int = 1, more_than_now: bool = False):
+    def make(emulator: EmulatorHandle, pipelines: Path) -> Callable[[], bool]:
+        base = sum(1 for _ in pipelines.glob(f"{PIPELINE}/{pattern}")) if more_than_now else 0
+        return files_in(pipelines / PIPELINE, pattern, base + at_least)
+
+    return make
+
+
+def _served(count: int):
+    def make(emulator: EmulatorHandle, pipelines: Path) -> Callable[[], bool]:
+        emulator.control.reset_stats()
+        return served_at_least(emulator, count)
+
+    return make
+
+
+FIRST_RUN_POINTS = [
+    KillPoint("first request answered", "extract", _served(1)),
+    KillPoint("a few pages read", "extract", _served(4)),
+    KillPoint("most pages read", "extract", _served(14)),
+    KillPoint("package extracted", "normalize", _files("normalize/extracted/*")),
+    KillPoint("normalizing", "normalize", _files("load/new/*")),
+    KillPoint("normalized, load not started", "load", _files("load/normalized/*/new_jobs/*")),
+    KillPoint("first job loading", "load", _files("load/normalized/*/started_jobs/*")),
+    KillPoint("some jobs loaded", "load", _files("load/normalized/*/completed_jobs/*", at_least=4)),
+    KillPoint("package loaded, script not done", "load", _files("load/loaded/*", more_than_now=True)),
+]
+INCREMENTAL_POINTS = [
+    KillPoint("incremental: first pages read", "extract", _served(3)),
+    KillPoint("incremental: normalizing", "normalize", _files("load/new/*")),
+    KillPoint("incremental: merge jobs loading", "load", _files("load/normalized/*/completed_jobs/*")),
+]
+RECONCILE_POINT = KillPoint(
+    "reconcile: loaded, deletions not flagged yet", "load", _files("load/loaded/*", more_than_now=True)
+)
+
+
+@pytest.fixture(scope="module")
+def crash_emulator() -> Iterator[EmulatorHandle]:
+    with secret_emulator() as emulator:
+        yield emulator
+
+
+def kill_at(script: Script, point: KillPoint, *args: str) -> None:
+    condition = point.condition(script.emulator, script.pipelines_dir)
+    run = script.run_until(condition, *ENTITIES, *args)
+    assert run.killed and run.returncode == -9, (point.name, run.returncode, run.stderr[-1500:])
+
+
+def finish(script: Script, *args: str) -> None:
+    run = script.run(*ENTITIES, *args)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "total:" in run.stdout
+
+
+def test_killed_at_twelve_points_then_run_again_equals_the_truth(
+    crash_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    script = Script(crash_emulator, tmp_path, **ONE_WORKER)
+    stages = set()
+    for point in FIRST_RUN_POINTS:  # the very first sync, killed again and again
+        kill_at(script, point)
+        stages.add(point.stage)
+    finish(script)
+    assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+
+    changes = crash_emulator.control.mutate(seed=41, creates=6, updates=20, deletes=4, archives=2)
+    for point in INCREMENTAL_POINTS:
+        kill_at(script, point)
+    kill_at(script, RECONCILE_POINT, "--reconcile")
+    assert stages == {"extract", "normalize", "load"}
+    finish(script, "--reconcile")  # a reconcile run killed before it flagged: the user runs it again
+    assert changes["deleted"]
+    assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+
+
+@SLOW
+@pytest.mark.parametrize("point", FIRST_RUN_POINTS + INCREMENTAL_POINTS, ids=lambda p: p.name)
+def test_each_kill_point_alone_then_resume(point: KillPoint, tmp_path: Path) -> None:
+    with secret_emulator() as emulator:
+        script = Script(emulator, tmp_path, **ONE_WORKER)
+        if point in INCREMENTAL_POINTS:
+            finish(script)
+            emulator.control.mutate(seed=42, creates=6, updates=20, deletes=4, archives=2)
+        kill_at(script, point)
+        finish(script, "--reconcile")
+        assert_equal_to_truth(emulator, tmp_path, TABLES)

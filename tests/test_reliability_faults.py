@@ -1,0 +1,174 @@
+"""Faults: 10% 5xx, 5% dropped connections, 5% malformed bodies, spurious 429s and latency spikes on every
+request still give exactly the ground truth; every retry is logged and bounded; a fault that persists ends
+the run with one clear line and leaves state and destination untouched, and the next run converges."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from connector_fixtures import DEFAULT_TABLES, make_pipeline, sync
+from reliability_support import (
+    EXACT,
+    LEDGER,
+    assert_equal_to_truth,
+    assert_one_clear_line,
+    destination_snapshot,
+    ledger_logs,  # noqa: F401
+    run_main,
+    secret_emulator,
+    state_bytes,
+)
+
+from pipedrive_source.emulator import EmulatorHandle
+from pipedrive_source.settings import HttpSettings
+
+pytestmark = pytest.mark.usefixtures("ledger_logs")
+
+FAULTS = {
+    "error_rate": 0.10,
+    "drop_rate": 0.05,
+    "malformed_rate": 0.05,
+    "throttle_rate": 0.02,
+    "jitter_ms": 60.0,  # latency spikes: up to 60 ms on top of every answer
+    "fault_seed": 4242,
+}
+NO_FAULTS = {k: 0 for k in FAULTS if k != "fault_seed"}
+RETRY_LINE = re.compile(r"retrying (\S+) in [\d.]+s after (.+) \(attempt (\d+)\)")
+CLI_TABLES = "deals,persons,activities,notes,users"
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Iterator[EmulatorHandle]:
+    with secret_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emulator(faulty: EmulatorHandle) -> Iterator[EmulatorHandle]:
+    faulty.control.reset_ratelimit()
+    yield faulty
+    faulty.control.settings(**NO_FAULTS)
+
+
+def client_lines(caplog: pytest.LogCaptureFixture, needle: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "pipedrive_source.client" and needle in r.getMessage()
+    ]
+
+
+def test_every_fault_kind_at_once_still_gives_the_truth(
+    emulator: EmulatorHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    LEDGER.path(tmp_path)
+    emulator.control.settings(**FAULTS)
+    seen: dict[str, int] = {}
+    hidden: dict[str, set] = {}  # deleted records Pipedrive's lists no longer show wait for a reconcile run
+    for round_number in range(2):  # a full sync, then an incremental one after changes
+        caplog.clear()
+        result = sync(emulator, tmp_path, entities=list(DEFAULT_TABLES), **EXACT)
+        assert_retries_logged_and_bounded(caplog, result)
+        for kind, count in result.emulator_stats["faults"].items():
+            seen[kind] = seen.get(kind, 0) + count
+
+        emulator.control.settings(**NO_FAULTS)
+        assert_equal_to_truth(emulator, tmp_path, DEFAULT_TABLES, unflagged_ok=hidden)
+        changes = emulator.control.mutate(
+            seed=31 + round_number, creates=5, updates=15, deletes=3, archives=2
+        )
+        for table, ids in changes["deleted"].items():
+            hidden.setdefault(table, set()).update(ids)
+        emulator.control.settings(**FAULTS)
+    assert all(seen[kind] > 0 for kind in ("error", "drop", "malformed", "throttle")), seen
+
+
+def assert_retries_logged_and_bounded(caplog: pytest.LogCaptureFixture, result) -> None:
+    faults, limited = result.emulator_stats["faults"], result.emulator_stats["rate_limited"]
+    # every transient failure was logged once, with the path and the cause, and retried within bounds
+    lines = client_lines(caplog, "retrying ")
+    retried = faults["error"] + faults["drop"] + faults["malformed"]
+    assert len(lines) == retried == result.monitor.client_stats.retries, (lines, faults)
+    attempts = [int(RETRY_LINE.search(line).group(3)) for line in lines]
+    assert max(attempts, default=0) < HttpSettings.max_attempts
+    causes = " ".join(lines)
+    for kind, text in (("error", "HTTP 5"), ("drop", "connection problem"), ("malformed", "malformed")):
+        assert faults[kind] == 0 or text in causes, (kind, lines)
+    # every 429 (injected or a real burst) was waited out and logged
+    waits = client_lines(caplog, "rate limited")
+    assert (
+        len(waits) == limited["injected"] + limited["burst"] == result.monitor.client_stats.rate_limit_waits
+    )
+
+
+@pytest.mark.parametrize("fault", ["error_rate", "drop_rate", "malformed_rate"])
+def test_a_persistent_fault_is_one_clear_line_and_changes_nothing(
+    emulator: EmulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fault: str,
+) -> None:
+    ok = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    assert ok.returncode == 0, ok.stderr
+    state, data = state_bytes(tmp_path / "pipelines"), destination_snapshot(tmp_path / "crm.duckdb")
+    emulator.control.mutate(seed=7, creates=3, updates=10)  # there would be something to load
+
+    emulator.control.settings(**{fault: 1.0})
+    emulator.control.reset_stats()
+    failed = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    served = emulator.control.stats()
+    emulator.control.settings(**NO_FAULTS)
+
+    assert failed.returncode == 1
+    line = assert_one_clear_line(failed, "kept failing on /", f"after {HttpSettings.max_attempts} attempts")
+    assert "run the sync again" in line
+    assert served["total_requests"] == HttpSettings.max_attempts  # bounded: one request, retried, given up
+    assert state_bytes(tmp_path / "pipelines") == state  # state not advanced
+    assert destination_snapshot(tmp_path / "crm.duckdb") == data  # nothing loaded, nothing half-loaded
+
+    again = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    assert again.returncode == 0, again.stderr
+    assert_equal_to_truth(emulator, tmp_path, CLI_TABLES.split(","))
+
+
+def test_a_fault_that_starts_mid_run_commits_nothing(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """The server breaks after some entities were already read: none of them is loaded half-way."""
+    tables = ["deals", "deal_products", "persons", "organizations", "activities", "notes", "users"]
+    sync(emulator, tmp_path, entities=tables)
+    pipeline = make_pipeline(tmp_path)
+    state, data = dict(pipeline.state), destination_snapshot(tmp_path / "crm.duckdb")
+    emulator.control.mutate(seed=8, creates=6, updates=20, deletes=2)
+    pages: list[str] = []
+
+    def break_the_server(entity, rows, ctx):
+        pages.append(entity.name)
+        if len(pages) == 3:
+            emulator.control.settings(error_rate=1.0)
+        return rows
+
+    with pytest.raises(Exception) as failure:
+        sync(emulator, tmp_path, entities=tables, record_hooks=[break_the_server], max_attempts=3)
+    message = LEDGER.error("mid-run fault", failure.value)
+    assert "kept failing" in message
+    emulator.control.settings(**NO_FAULTS)
+    assert len(set(pages)) >= 2  # several entities had been read when it broke
+    assert make_pipeline(tmp_path).state == state
+    assert destination_snapshot(tmp_path / "crm.duckdb") == data
+
+    sync(emulator, tmp_path, entities=tables, reconcile=True)
+    assert_equal_to_truth(emulator, tmp_path, tables)
+
+
+def test_logs_of_retries_name_the_path_not_the_url(emulator: EmulatorHandle, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    emulator.control.settings(error_rate=0.5, fault_seed=99)
+    sync(emulator, tmp_path, entities=["users", "deals"])
+    lines = client_lines(caplog, "retrying ")
+    assert lines
+    assert all(RETRY_LINE.search(line).group(1).startswith("/") for line in lines)
+    assert not [line for line in lines if "http" in line or emulator.api_token in line]
