@@ -524,3 +524,20 @@ def test_products_of_a_deleted_deal_are_not_revealed(fresh: Company) -> None:
     assert row["id"] not in {r["id"] for r in fresh.snapshot("deal_products")}
     assert pull_v2(fresh, "/api/v2/deals/products", deal_ids=row["deal_id"]) == []
     assert get(fresh, f"/api/v2/deals/{row['deal_id']}/products")[0] == 404
+
+
+def test_prerendered_company_serves_the_same_bytes_and_re_renders_what_changes() -> None:
+    lazy, eager = Company.generate(seed=21, scale="tiny"), Company.generate(seed=21, scale="tiny")
+    assert eager.prerender() > 0
+    assert all(
+        eager.t[name].cached(api, r["id"]) is not None
+        for name, api in (("deals", "v2"), ("persons", "v2"), ("leads", "v1"), ("notes", "v1"))
+        for r in eager.revealed(name)
+    )
+    code = lazy.fields.custom("deal")[0].code
+    for c in (lazy, eager):  # a record change and a field rename both invalidate cached renderings
+        c.mutate({"seed": 5, "creates": 10, "updates": 30, "deletes": 5, "archives": 3})
+        c.mutate({"ops": [{"op": "rename_field", "entity": "deal", "field_code": code, "name": "Renamed"}]})
+    for table in ("deals", "persons", "activities", "leads", "notes", "deal_products"):
+        assert eager.snapshot_json(table) == lazy.snapshot_json(table), table
+    assert ok(eager, "/api/v2/deals", limit=500) == ok(lazy, "/api/v2/deals", limit=500)

@@ -304,6 +304,7 @@ def test_control_endpoints(emu: EmulatorHandle) -> None:
         control.snapshot("no_such_table")
     with pytest.raises(EmulatorControlError, match="400"):
         control.settings(no_such_setting=1)
+    assert control.snapshot("persons") == emu.company.snapshot("persons")
     before = emu.company.now()
     control.mutate(seed=1, creates=3, updates=3, deletes=1)
     assert emu.company.now() > before
@@ -336,3 +337,31 @@ def test_cli_prints_its_url() -> None:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
         proc.stdout.close()
+
+
+def test_cli_boolean_flags_parse_false() -> None:
+    from pipedrive_source.emulator.__main__ import parse_args
+
+    assert parse_args(["--prerender", "false"])[1].prerender is False
+    assert parse_args([])[1].prerender is True
+    with pytest.raises(SystemExit):
+        parse_args(["--prerender", "maybe"])
+
+
+def test_thread_mode_leaves_the_host_gc_alone_and_duckdb_exits_quietly() -> None:
+    """Thread mode shares the process with the connector and duckdb: it must not gc.freeze() their objects
+    (duckdb's nanobind then reports leaked instances at exit)."""
+    script = (
+        "import gc, duckdb\n"
+        "from pipedrive_source.emulator import run_emulator\n"
+        "con = duckdb.connect()\n"
+        "con.execute('create table t as select 1 as a')\n"
+        "with run_emulator(scale='tiny') as emu:\n"
+        "    assert emu.company.t['deals'].cached('v2', 1) is not None  # prerendered\n"
+        "assert gc.get_freeze_count() == 0, gc.get_freeze_count()\n"
+        "print(con.execute('select a from t').fetchone()[0])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
+    assert "leak" not in proc.stderr.lower(), proc.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import sys
@@ -41,9 +42,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Emula
     return args, settings
 
 
-def _converter(hint: object) -> type:
+def _converter(hint: object) -> typing.Callable[[str], typing.Any]:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint  # type: ignore[return-value]
+    kind = args[0] if args else hint
+    return _flag_bool if kind is bool else kind  # type: ignore[return-value]
+
+
+def _flag_bool(text: str) -> bool:
+    """`--prerender false` (bool("false") would be True)."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
 def _announce(server: _Server, url: str) -> None:
@@ -58,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     from .company import Company
 
     company = Company.generate(seed=settings.seed, scale=settings.scale)
+    # This process only serves the company: move its millions of long-lived objects out of the cyclic GC's
+    # reach for good. Thread mode must not do this (it would freeze the host's objects too).
+    gc.freeze()
+    if settings.prerender:
+        company.prerender()
     app = EmulatorApp(company, settings)
     sock = bind(args.host, args.port)
     app.base_url = url_of(sock)

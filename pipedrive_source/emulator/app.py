@@ -73,6 +73,10 @@ class EmulatorSettings:
     drop_rate: float = field(default=0.0, metadata=_opt("share whose connection drops mid-body", True))
     malformed_rate: float = field(default=0.0, metadata=_opt("share answered with truncated JSON", True))
     fault_seed: int | None = field(default=None, metadata=_opt("seed of the fault RNG (default: seed)", True))
+    prerender: bool = field(
+        default=True,
+        metadata=_opt("render every record's JSON before serving (a slower start, fast first reads)"),
+    )
 
     SECRETS = ("api_token", "other_company_token", "oauth_client_secret", "oauth_refresh_token")
 
@@ -240,7 +244,8 @@ class EmulatorApp:
             status, payload = self._control_call(method, route, orjson.loads(body) if body else {})
         except (ValueError, KeyError, TypeError) as exc:
             status, payload = 400, {"error": f"{type(exc).__name__}: {exc}"}
-        await _send(send, status, [], orjson.dumps(payload, default=str))
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload, default=str)
+        await _send(send, status, [], body)
 
     def _control_call(self, method: str, route: str, body: dict[str, Any]) -> tuple[int, Any]:
         company = self.company
@@ -252,7 +257,7 @@ class EmulatorApp:
             if table not in company.tables:
                 return 404, {"error": f"unknown table {table!r}", "tables": list(company.tables)}
             with company.lock:
-                return 200, company.snapshot(table)
+                return 200, company.snapshot_json(table)
         if (method, route) == ("POST", "mutate"):
             with company.lock:
                 return 200, company.mutate(body)

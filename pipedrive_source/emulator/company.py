@@ -14,9 +14,10 @@ except through `status=deleted`).
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import gc
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -32,10 +33,6 @@ from .generate import HISTORY_DAYS, Generator
 from .store import Record, Table
 
 DELETED_DEAL_WINDOW = 30 * DAY
-
-# gc.freeze() (see generate) also freezes other libraries' objects; give them back to the collector at
-# exit so extension modules (duckdb's nanobind) do not report leaks at interpreter shutdown.
-atexit.register(gc.unfreeze)
 
 # Connector table name -> internal table (the ones the API lists directly).
 V2_TABLES = (
@@ -95,6 +92,21 @@ VIEW_OF = {
 }
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Keep the cyclic GC from re-scanning millions of long-lived, cycle-free records while building them.
+
+    (A process that only serves the company also `gc.freeze()`s them afterwards, see __main__; a shared
+    process, e.g. tests with duckdb, must not freeze other libraries' objects.)"""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class Company:
     """A whole Pipedrive company in memory. Callers hold `lock` around handle()/mutate()/snapshot()."""
 
@@ -112,21 +124,26 @@ class Company:
     @classmethod
     def generate(cls, seed: int = 7, scale: str = "small", start: int = DEFAULT_START) -> Company:
         company = cls(seed, scale, start)
-        # Millions of long-lived dicts: keep the cyclic GC from re-scanning them during generation and
-        # afterwards (gc.freeze moves them to the permanent generation); they contain no cycles.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with _gc_paused():
             out = Generator(seed, scale, start, company.fields).build()
             for name, rows in out.items():
                 table = Table(name, VIEW_OF.get(name, _flagged))
                 table.load(rows)
                 company.t[name] = table
-        finally:
-            if was_enabled:
-                gc.enable()
-        gc.freeze()
         return company
+
+    def prerender(self) -> int:
+        """Render and cache every record the lists can serve, so that a first read costs a join of cached
+        bytes rather than a render (mutations re-render only what they change). Returns the record count."""
+        n = 0
+        with _gc_paused():
+            for name in (*V2_TABLES, *V1_TABLES):
+                api = "v2" if name in V2_TABLES else "v1"
+                t = self.t[name]
+                for rec in self.revealed(name):
+                    render.record_bytes(self, t, rec, api)
+                    n += 1
+        return n
 
     # --- clock ---------------------------------------------------------------------------------------
     def now(self) -> datetime:

@@ -132,6 +132,8 @@ def _run_thread(settings: EmulatorSettings, port: int) -> Iterator[EmulatorHandl
     from .company import Company  # late: generation is the CORE layer's business
 
     company = Company.generate(seed=settings.seed, scale=settings.scale)
+    if settings.prerender:
+        company.prerender()
     app = EmulatorApp(company, settings)
     sock = bind("127.0.0.1", port)
     app.base_url = url_of(sock)
