@@ -19,6 +19,7 @@ is called `pipedrive` (pipeline and dataset `pipedrive`, settings in `[sources.p
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -64,19 +65,21 @@ class Company:
 
 
 def configured_companies() -> list[Company]:
-    """`[pipedrive] companies` (a list or a comma-separated string); the single default company without it."""
-    names: Any = dlt.config.get("pipedrive.companies")
-    if isinstance(names, str):
-        names = [name.strip() for name in names.split(",")]
-    return [Company(str(name)) for name in names or () if str(name)] or [Company()]
+    """`[pipedrive] companies`; the single default company without it."""
+    return [Company(name) for name in _names("pipedrive.companies")] or [Company()]
 
 
 def configured_history() -> list[str]:
     """`[pipedrive] history`: entities to keep SCD2 history of (e.g. `["deals"]`), none by default."""
-    names: Any = dlt.config.get("pipedrive.history")
-    if isinstance(names, str):
-        names = [name.strip() for name in names.split(",")]
-    return [str(name) for name in names or () if str(name)]
+    return _names("pipedrive.history")
+
+
+def _names(key: str) -> list[str]:
+    """A list setting: a TOML list, or from the environment a JSON list or comma-separated names."""
+    value: Any = dlt.config.get(key)
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+    return [str(name).strip() for name in value or () if str(name).strip()]
 
 
 def default_destination() -> Any:

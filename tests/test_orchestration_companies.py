@@ -1,0 +1,89 @@
+"""Several Pipedrive companies in one deployment (`pipelines/companies.py`): configured by name, each synced
+with its own credentials into its own pipeline and dataset; a misconfigured one fails alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipedrive_source.emulator import EmulatorHandle, run_emulator
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "pipelines" / "companies.py"
+ENTITIES = "deals,pipelines,stages,users"
+
+
+@pytest.fixture(scope="module")
+def companies() -> Iterator[dict[str, EmulatorHandle]]:
+    with (
+        run_emulator(seed=7, scale="tiny", api_token="token-of-acme") as acme,
+        run_emulator(seed=8, scale="tiny", api_token="token-of-globex") as globex,
+    ):
+        yield {"acme": acme, "globex": globex}
+
+
+def run(
+    workdir: Path, companies: dict[str, EmulatorHandle], *args: str, **env: str
+) -> subprocess.CompletedProcess:
+    settings = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "PIPEDRIVE"))}
+    for name, emulator in companies.items():  # settings under the pipeline's name: pipedrive_<company>
+        settings[f"PIPEDRIVE_{name.upper()}__SOURCES__PIPEDRIVE__API_TOKEN"] = emulator.api_token
+        settings[f"PIPEDRIVE_{name.upper()}__SOURCES__PIPEDRIVE__BASE_URL"] = emulator.base_url
+    settings.update(
+        DESTINATION__DUCKDB__CREDENTIALS=str(workdir / "crm.duckdb"), RUNTIME__DLTHUB_TELEMETRY="false", **env
+    )
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        *args,
+        "--entities",
+        ENTITIES,
+        "--quiet",
+        "--pipelines-dir",
+        str(workdir / "pipelines"),
+    ]
+    return subprocess.run(command, env=settings, cwd=workdir, capture_output=True, text=True, timeout=600)
+
+
+def deal_titles(path: Path, dataset: str) -> set[str]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {row[0] for row in con.execute(f"SELECT title FROM {dataset}.deals").fetchall()}
+
+
+def truth_titles(emulator: EmulatorHandle) -> set[str]:
+    return {deal["title"] for deal in emulator.control.snapshot("deals")}
+
+
+def test_each_company_loads_into_its_own_dataset(
+    companies: dict[str, EmulatorHandle], tmp_path: Path
+) -> None:
+    result = run(tmp_path, companies, "acme", "globex")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "== company acme: ok" in result.stdout and "== company globex: ok" in result.stdout
+    acme, globex = (deal_titles(tmp_path / "crm.duckdb", f"pipedrive_{n}") for n in ("acme", "globex"))
+    assert acme == truth_titles(companies["acme"])
+    assert globex == truth_titles(companies["globex"])
+    assert acme != globex  # two different companies, not one loaded twice
+    assert {p.name for p in (tmp_path / "pipelines").iterdir()} >= {"pipedrive_acme", "pipedrive_globex"}
+
+
+def test_companies_come_from_the_config_and_a_misconfigured_one_fails_alone(
+    companies: dict[str, EmulatorHandle], tmp_path: Path
+) -> None:
+    result = run(tmp_path, companies, PIPEDRIVE__COMPANIES='["acme", "initech", "globex"]')
+    assert result.returncode == 2, result.stdout[-2000:]  # initech has no credentials
+    assert "== company initech: failed (exit 2)" in result.stdout
+    assert "error: No Pipedrive company configured" in result.stderr  # one line naming what to set
+    assert deal_titles(tmp_path / "crm.duckdb", "pipedrive_globex") == truth_titles(companies["globex"])
+
+
+def test_a_bad_company_name_is_refused(companies: dict[str, EmulatorHandle], tmp_path: Path) -> None:
+    result = run(tmp_path, companies, "Acme Corp")
+    assert result.returncode == 2
+    assert "Company name 'Acme Corp'" in result.stderr
