@@ -172,3 +172,31 @@ def test_logs_of_retries_name_the_path_not_the_url(emulator: EmulatorHandle, tmp
     assert lines
     assert all(RETRY_LINE.search(line).group(1).startswith("/") for line in lines)
     assert not [line for line in lines if "http" in line or emulator.api_token in line]
+
+
+def test_the_daily_budget_running_out_mid_run_is_one_clear_line(
+    emulator: EmulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The persistent 429 users meet most: the daily token budget is spent (exit 3, no retries)."""
+    ok = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    assert ok.returncode == 0, ok.stderr
+    state, data = state_bytes(tmp_path / "pipelines"), destination_snapshot(tmp_path / "crm.duckdb")
+    emulator.control.mutate(seed=9, updates=10)
+    emulator.control.reset_ratelimit()
+    emulator.control.settings(daily_budget=60)  # a few requests, then every request is refused
+    failed = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    emulator.control.settings(daily_budget=emulator.settings.daily_budget)
+    emulator.control.reset_ratelimit()
+
+    assert failed.returncode == 3
+    assert_one_clear_line(
+        failed, "daily API token budget is used up", "resets in about", "run the sync again"
+    )
+    assert state_bytes(tmp_path / "pipelines") == state
+    assert destination_snapshot(tmp_path / "crm.duckdb") == data
+    again = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    assert again.returncode == 0, again.stderr
+    assert_equal_to_truth(emulator, tmp_path, CLI_TABLES.split(","))
