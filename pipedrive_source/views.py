@@ -235,8 +235,13 @@ def _refresh(client: SqlJobClientBase, dialect: str, views: Sequence[View], repo
         except sqlglot.errors.SqlglotError as exc:
             report.skipped[view.name] = f"the {dialect} dialect cannot express it ({exc})"
             continue
-        for statement in statements:
-            sql.execute_sql(statement)
+        try:
+            for statement in statements:
+                sql.execute_sql(statement)
+        except Exception as exc:  # the load is committed already: a view that fails must not fail the run
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            report.skipped[view.name] = f"the destination refused it: {first_line[:200]}"
+            continue
         _comment(sql, view, dialect, path)
         report.created.append(view.name)
 
