@@ -279,13 +279,18 @@ def test_v2_list_renders_every_property_the_spec_lists(
     is enabled"), keys only the response example shows, and the `include_fields` namespaces (projectFields
     has no include_fields parameter, yet its schema lists dealFields' on-request namespaces)."""
     op = spec.operation("v2", "GET", path)
-    listed = {k for k, node in (op.item_properties or {}).items()
-              if not node.get("from_example") and not node.get("conditional")} - on_request_names()
+    listed = always_rendered(op)
     missing: Counter[str] = Counter()
     for body in all_pages(client, path, deal_ids):
         for item in body["data"]:
             missing.update(listed - set(item))
     assert not missing, f"{path}: properties the spec lists that items lack (items lacking): {dict(missing)}"
+
+
+def always_rendered(op: spec.Operation) -> set[str]:
+    """The item properties every item must carry (see the test above for what is exempt)."""
+    return {k for k, node in (op.item_properties or {}).items()
+            if not node.get("from_example") and not node.get("conditional")} - on_request_names()
 
 
 def test_custom_fields_checks_cover_every_list_with_custom_fields() -> None:
@@ -321,6 +326,8 @@ def test_v2_single_record_matches_spec(client: httpx.Client, name: str) -> None:
     items = check_v2_body(op, get_json(client, f"/api/v2/{name}/{first_id(client, name)}"), out)
     assert len(items) == 1
     assert not out, f"GET /api/v2/{name}/{{id}} deviates from the spec:\n{out.report()}"
+    missing = always_rendered(op) - set(items[0])
+    assert not missing, f"GET /api/v2/{name}/{{id}}: properties the spec lists that the item lacks: {missing}"
 
 
 @pytest.mark.parametrize("name", V2_FOLLOWERS)
