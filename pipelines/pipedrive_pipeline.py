@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the package live
 
 from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
+from pipedrive_source.deployment import configured_history  # noqa: E402
 from pipedrive_source.errors import (  # noqa: E402
     AuthError,
     ConfigError,
@@ -35,7 +36,9 @@ from pipedrive_source.errors import (  # noqa: E402
     install_log_redaction,
     redact,
 )
+from pipedrive_source.history import add_history  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
+from pipedrive_source.views import refresh_views  # noqa: E402
 
 DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
@@ -74,6 +77,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--demo", action="store_true", help="start the bundled emulator and sync it")
     parser.add_argument("--demo-scale", default="small", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--history", default=None,
+        help="entities to keep SCD2 history of, e.g. deals (default: [pipedrive] history)",
+    )
+    parser.add_argument("--no-views", action="store_true", help="do not create or refresh the analyst views")
     parser.add_argument("--show", action="store_true", help="print tables and row counts after the run")
     parser.add_argument("--pipelines-dir", default=None, help="where dlt keeps pipeline state")
     parser.add_argument("--pipeline-name", default=None, help="dlt pipeline name (default pipedrive)")
@@ -87,18 +95,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_redaction()
     started = time.perf_counter()
     monitor = SyncMonitor(on_progress=None if args.quiet else ProgressPrinter())
+    if not args.demo and args.pipeline_name is None and not pipedrive_configured():
+        print(
+            "No Pipedrive credentials configured (SOURCES__PIPEDRIVE__API_TOKEN or .dlt/secrets.toml): "
+            "syncing the bundled emulator instead (--demo).",
+            flush=True,
+        )
+        args.demo = True
+    views = None
     try:
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
             source = make_source(args, monitor, demo)
+            add_history(source, history_entities(args), pipeline)
             info = pipeline.run(source, **run_options(args, pipeline))
             flagged = flag_vanished(pipeline, monitor)
+            if not args.no_views:
+                views = refresh_views(pipeline)  # skips with a notice what the destination cannot do
     except Exception as exc:  # every failure ends in one clear line and an exit code
         return report_failure(exc, args.verbose)
     print_summary(pipeline, monitor, flagged, time.perf_counter() - started)
+    if views is not None:
+        print(f"views: {', '.join(views.created) or 'none'}", *views.notices(), sep="\n")
     if args.show:
         show_tables(pipeline)
     return EXIT_OK if not info.has_failed_jobs else EXIT_FAILED
+
+
+def pipedrive_configured() -> bool:
+    """Whether any Pipedrive connection setting is given (env, .dlt/secrets.toml or .dlt/config.toml)."""
+    keys = ("api_token", "company_domain", "base_url", "oauth.refresh_token", "oauth.access_token")
+    return any(dlt.secrets.get(f"sources.pipedrive.{key}") for key in keys)
+
+
+def history_entities(args: argparse.Namespace) -> list[str]:
+    if args.history is not None:
+        return [name.strip() for name in args.history.split(",") if name.strip()]
+    return configured_history()
 
 
 @contextmanager
