@@ -2,7 +2,11 @@
 
 Prints one line with the URL it listens on, then serves until Ctrl-C / SIGTERM. Every `EmulatorSettings`
 field is a flag (`--burst-limit`, `--daily-budget`, `--latency-ms`, `--error-rate`, `--oauth-client-id`, ...);
-secret flags also default to `PIPEDRIVE_EMULATOR_<FIELD>` environment variables.
+secret flags also default to `PIPEDRIVE_EMULATOR_<FIELD>` environment variables; boolean flags take
+true/false.
+
+Before it prints the URL it generates the company and renders every record's JSON once (`large`: about half
+a minute; `--prerender false` starts sooner but renders each record on its first read instead).
 """
 
 from __future__ import annotations
