@@ -62,7 +62,8 @@ def main() -> None:
         results = [measure(company, entity, path, args.runs) for entity, path in ENTITIES.items()]
     for r in results:
         print(
-            f"{r['entity']:<10}{r['rows']:>8,} rows  {r['rows_per_s_median']:>10,} rows/s (median of {args.runs})"
+            f"{r['entity']:<10}{r['rows']:>8,} rows  "
+            f"{r['rows_per_s_median']:>10,} rows/s (median of {args.runs})"
         )
     if args.json:
         with open(args.json, "w") as fh:
