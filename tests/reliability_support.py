@@ -112,8 +112,11 @@ LEDGER = SecretLedger()
 
 @pytest.fixture(autouse=False)
 def ledger_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Capture every log record of the test at DEBUG into the ledger (import it into a test module)."""
-    caplog.set_level(logging.DEBUG)
+    """Capture the test's log records into the ledger (import it into a test module): the connector's and
+    dlt's at DEBUG, the rest from INFO (httpcore's per-request DEBUG trace carries no header values)."""
+    caplog.set_level(logging.INFO)
+    for name in ("pipedrive_source", "dlt"):
+        caplog.set_level(logging.DEBUG, logger=name)
     yield
     records = caplog.records
     LEDGER.text("log", caplog.text + "\n".join(f"{r.msg!r} {r.args!r}" for r in records))
@@ -712,3 +715,12 @@ def assert_one_clear_line(run: ScriptRun, *needles: str) -> str:
     for needle in needles:
         assert needle in run.error_lines[0], (needle, run.error_lines[0])
     return run.error_lines[0]
+
+
+def no_files(root: Path, pattern: str) -> Callable[[], bool]:
+    """A kill condition: nothing under `root` matches `pattern`."""
+    return lambda: next(iter(root.glob(pattern)), None) is None
+
+
+def all_of(*conditions: Callable[[], bool]) -> Callable[[], bool]:
+    return lambda: all(condition() for condition in conditions)

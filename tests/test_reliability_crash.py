@@ -8,7 +8,8 @@ directory (`normalize/extracted` = extracted, `load/new` = normalizing, `load/no
 normalized, `started_jobs` / `completed_jobs` = loading, `load/loaded` = loaded but the script not finished).
 
 CI chains the kills on one pipeline (each killed run starts by resuming what the previous one left) and
-checks the truth after the chain; with RELIABILITY_SLOW=1 every point is followed by its own resume and check.
+checks the truth after the chain; with RELIABILITY_SLOW=1 every point is followed by its own resume and check,
+and the kill between normalize's commit and its cleanup (a dlt bug, strict xfail) runs too.
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ from pathlib import Path
 import pytest
 from reliability_support import (
     Script,
+    all_of,
     assert_equal_to_truth,
     files_in,
     ledger_logs,  # noqa: F401
+    no_files,
+    run_main,
+    script_module,
     secret_emulator,
     served_at_least,
 )
 
+from pipedrive_source import SyncMonitor
 from pipedrive_source.emulator import EmulatorHandle
 
 pytestmark = pytest.mark.usefixtures("ledger_logs")
@@ -64,6 +70,17 @@ def _files(pattern: str, at_least: int = 1, more_than_now: bool = False):
     return make
 
 
+def _normalized_and_cleaned_up(emulator: EmulatorHandle, pipelines: Path) -> Callable[[], bool]:
+    """The package is normalized and its extracted copy deleted (the moment between: an xfail test)."""
+    root = pipelines / PIPELINE
+    return all_of(files_in(root, "load/normalized/*"), no_files(root, "normalize/extracted/*"))
+
+
+def _between_normalize_commit_and_cleanup(emulator: EmulatorHandle, pipelines: Path) -> Callable[[], bool]:
+    root = pipelines / PIPELINE
+    return all_of(files_in(root, "load/normalized/*/new_jobs/*"), files_in(root, "normalize/extracted/*"))
+
+
 def _served(count: int):
     def make(emulator: EmulatorHandle, pipelines: Path) -> Callable[[], bool]:
         emulator.control.reset_stats()
@@ -77,7 +94,7 @@ FIRST_RUN_POINTS = [
     KillPoint("most pages read", "extract", _served(14)),
     KillPoint("package extracted", "normalize", _files("normalize/extracted/*")),
     KillPoint("normalizing", "normalize", _files("load/new/*")),
-    KillPoint("normalized, load not started", "load", _files("load/normalized/*/new_jobs/*")),
+    KillPoint("normalized, load about to start", "load", _normalized_and_cleaned_up),
     KillPoint("first job loading", "load", _files("load/normalized/*/started_jobs/*")),
     KillPoint("some jobs loaded", "load", _files("load/normalized/*/completed_jobs/*", at_least=4)),
     KillPoint("package loaded, script not done", "load", _files("load/loaded/*", more_than_now=True)),
@@ -130,6 +147,55 @@ def test_killed_at_eleven_points_then_run_again_equals_the_truth(
     assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the run after a crash that left a package pending only loads that package (dlt's run() ignores "
+    "new data then) yet exits 0 with a summary: that run's changes, --reconcile and --full-refresh are "
+    "silently skipped (pipelines/pipedrive_pipeline.py main)",
+)
+def test_the_run_after_a_crash_also_syncs(
+    crash_emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """What a kill between normalize and load leaves (a normalized package), made in-process with the script's
+    own pipeline and source; then one run of the script, as a cron job or a user would do."""
+    first = run_main(monkeypatch, capsys, crash_emulator, tmp_path, *ENTITIES)
+    assert first.returncode == 0, first.stderr
+    crash_emulator.control.mutate(seed=43, creates=3, updates=10, deletes=3)
+    script = script_module()
+    args = script.parse_args(["--pipelines-dir", str(tmp_path / "pipelines"), *ENTITIES])
+    pipeline = script.make_pipeline(args, False)
+    pipeline.extract(script.make_source(args, SyncMonitor(), None), loader_file_format="parquet")
+    pipeline.normalize()
+    assert pipeline.list_normalized_load_packages()  # pending, as after the kill
+    crash_emulator.control.mutate(seed=44, creates=2, updates=10)  # changes the next run must bring too
+    again = run_main(monkeypatch, capsys, crash_emulator, tmp_path, *ENTITIES, "--reconcile")
+    assert again.returncode == 0, again.stderr
+    assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+
+
+@SLOW
+@pytest.mark.xfail(
+    strict=True,
+    reason="dlt 1.31: killed after normalize renamed load/new/<id> to load/normalized/<id> but before it "
+    "deleted normalize/extracted/<id>, every later run re-normalizes the leftover and fails with "
+    "'OSError: [Errno 39] Directory not empty' (the pipeline is stuck until that folder is removed)",
+)
+def test_killed_between_normalize_commit_and_cleanup_then_run_again(
+    crash_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    script = Script(crash_emulator, tmp_path, **ONE_WORKER)
+    finish(script)
+    for attempt in range(3):  # the moment is short: try again if the run got past it
+        crash_emulator.control.mutate(seed=50 + attempt, creates=2, updates=8)
+        condition = _between_normalize_commit_and_cleanup(crash_emulator, script.pipelines_dir)
+        if script.run_until(condition, *ENTITIES).killed:
+            break
+    else:
+        pytest.fail("never caught the run between normalize's commit and its cleanup")
+    finish(script)
+    assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+
+
 MORE_POINTS = [  # only in the slow variant
     KillPoint("a few pages read", "extract", _served(4)),
     KillPoint("incremental: normalizing", "normalize", _files("load/new/*")),
@@ -145,5 +211,6 @@ def test_each_kill_point_alone_then_resume(point: KillPoint, tmp_path: Path) -> 
             finish(script)
             emulator.control.mutate(seed=42, creates=6, updates=20, deletes=4, archives=2)
         kill_at(script, point)
+        finish(script)  # resumes (a pending package is all this run loads: see the xfail test above)
         finish(script, "--reconcile")
         assert_equal_to_truth(emulator, tmp_path, TABLES)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from connector_fixtures import DEFAULT_TABLES, make_pipeline, sync
+from connector_fixtures import make_pipeline, sync
 from reliability_support import (
     EXACT,
     LEDGER,
@@ -39,6 +39,10 @@ FAULTS = {
 NO_FAULTS = {k: 0 for k in FAULTS if k != "fault_seed"}
 RETRY_LINE = re.compile(r"retrying (\S+) in [\d.]+s after (.+) \(attempt (\d+)\)")
 CLI_TABLES = "deals,persons,activities,notes,users"
+FAULT_TABLES = [  # every paging scheme: v2 cursor (4 deal listings), deal batches, v1 offset, full lists
+    "deals", "deal_products", "persons", "activities", "products", "projects", "leads", "notes", "users",
+    "call_logs", "stages", "deal_fields",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +75,13 @@ def test_every_fault_kind_at_once_still_gives_the_truth(
     hidden: dict[str, set] = {}  # deleted records Pipedrive's lists no longer show wait for a reconcile run
     for round_number in range(2):  # a full sync, then an incremental one after changes
         caplog.clear()
-        result = sync(emulator, tmp_path, entities=list(DEFAULT_TABLES), **EXACT)
+        result = sync(emulator, tmp_path, entities=FAULT_TABLES, **EXACT)
         assert_retries_logged_and_bounded(caplog, result)
         for kind, count in result.emulator_stats["faults"].items():
             seen[kind] = seen.get(kind, 0) + count
 
         emulator.control.settings(**NO_FAULTS)
-        assert_equal_to_truth(emulator, tmp_path, DEFAULT_TABLES, unflagged_ok=hidden)
+        assert_equal_to_truth(emulator, tmp_path, FAULT_TABLES, unflagged_ok=hidden)
         changes = emulator.control.mutate(
             seed=31 + round_number, creates=5, updates=15, deletes=3, archives=2
         )
@@ -105,31 +109,44 @@ def assert_retries_logged_and_bounded(caplog: pytest.LogCaptureFixture, result) 
     )
 
 
-@pytest.mark.parametrize("fault", ["error_rate", "drop_rate", "malformed_rate"])
-def test_a_persistent_fault_is_one_clear_line_and_changes_nothing(
+PERSISTENT = [  # (settings, exit code, what the one line must say)
+    (
+        {"error_rate": 1.0},
+        1,
+        ("kept failing on /", f"after {HttpSettings.max_attempts} attempts", "run the sync again"),
+    ),
+    ({"drop_rate": 1.0}, 1, ("kept failing on /", "connection problem", "run the sync again")),
+    ({"malformed_rate": 1.0}, 1, ("kept failing on /", "malformed JSON", "run the sync again")),
+    # the persistent 429 users meet most: the daily token budget is spent (no retries, exit 3)
+    ({"daily_budget": 60}, 3, ("daily API token budget is used up", "resets in about", "run the sync again")),
+]
+
+
+def test_persistent_faults_are_one_clear_line_and_change_nothing(
     emulator: EmulatorHandle,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    fault: str,
 ) -> None:
     ok = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
     assert ok.returncode == 0, ok.stderr
     state, data = state_bytes(tmp_path / "pipelines"), destination_snapshot(tmp_path / "crm.duckdb")
-    emulator.control.mutate(seed=7, creates=3, updates=10)  # there would be something to load
+    for number, (fault, code, needles) in enumerate(PERSISTENT):
+        emulator.control.mutate(seed=number, creates=3, updates=10)  # there would be something to load
+        emulator.control.reset_ratelimit()
+        emulator.control.settings(**fault)
+        emulator.control.reset_stats()
+        failed = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+        served = emulator.control.stats()
+        emulator.control.settings(**NO_FAULTS, daily_budget=emulator.settings.daily_budget)
+        emulator.control.reset_ratelimit()
 
-    emulator.control.settings(**{fault: 1.0})
-    emulator.control.reset_stats()
-    failed = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
-    served = emulator.control.stats()
-    emulator.control.settings(**NO_FAULTS)
-
-    assert failed.returncode == 1
-    line = assert_one_clear_line(failed, "kept failing on /", f"after {HttpSettings.max_attempts} attempts")
-    assert "run the sync again" in line
-    assert served["total_requests"] == HttpSettings.max_attempts  # bounded: one request, retried, given up
-    assert state_bytes(tmp_path / "pipelines") == state  # state not advanced
-    assert destination_snapshot(tmp_path / "crm.duckdb") == data  # nothing loaded, nothing half-loaded
+        assert failed.returncode == code, (fault, failed.stderr)
+        assert_one_clear_line(failed, *needles)
+        if code == 1:  # bounded: the first request, retried, then given up
+            assert served["total_requests"] == HttpSettings.max_attempts, served["requests"]
+        assert state_bytes(tmp_path / "pipelines") == state, fault  # state not advanced
+        assert destination_snapshot(tmp_path / "crm.duckdb") == data, fault  # nothing (half-)loaded
 
     again = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
     assert again.returncode == 0, again.stderr
@@ -172,31 +189,3 @@ def test_logs_of_retries_name_the_path_not_the_url(emulator: EmulatorHandle, tmp
     assert lines
     assert all(RETRY_LINE.search(line).group(1).startswith("/") for line in lines)
     assert not [line for line in lines if "http" in line or emulator.api_token in line]
-
-
-def test_the_daily_budget_running_out_mid_run_is_one_clear_line(
-    emulator: EmulatorHandle,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """The persistent 429 users meet most: the daily token budget is spent (exit 3, no retries)."""
-    ok = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
-    assert ok.returncode == 0, ok.stderr
-    state, data = state_bytes(tmp_path / "pipelines"), destination_snapshot(tmp_path / "crm.duckdb")
-    emulator.control.mutate(seed=9, updates=10)
-    emulator.control.reset_ratelimit()
-    emulator.control.settings(daily_budget=60)  # a few requests, then every request is refused
-    failed = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
-    emulator.control.settings(daily_budget=emulator.settings.daily_budget)
-    emulator.control.reset_ratelimit()
-
-    assert failed.returncode == 3
-    assert_one_clear_line(
-        failed, "daily API token budget is used up", "resets in about", "run the sync again"
-    )
-    assert state_bytes(tmp_path / "pipelines") == state
-    assert destination_snapshot(tmp_path / "crm.duckdb") == data
-    again = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
-    assert again.returncode == 0, again.stderr
-    assert_equal_to_truth(emulator, tmp_path, CLI_TABLES.split(","))
