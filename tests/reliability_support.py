@@ -367,6 +367,9 @@ TITLE_OF = {"deals": "title", "persons": "name", "organizations": "name", "activ
 KNOWN_BUGS = {
     "relabel": "a relabelled option keeps its old label on records not changed since "
     "(test_reliability_model.py::test_relabelled_option_reaches_unchanged_records)",
+    # a table whose ground truth is wrong: synced, not compared
+    "product_variations": "the emulator's snapshot keeps the variations of a deleted product, which its API "
+    "answers 404 for (test_reliability_model.py::test_snapshot_hides_variations_of_deleted_products)",
 }
 NASTY_NAMES = ("Title", "Status", "Value", "ÜBER wert", "id", "2nd field", "Deal Tier")
 
@@ -421,9 +424,8 @@ class ModelWalk:
         result = self.sync(reconcile=reconcile)
         if reconcile:
             self.unflagged_ok.clear()
-        comparison = compare_with_truth(
-            self.emulator, self.workdir, self.tables, unflagged_ok=self.unflagged_ok
-        )
+        compared = [t for t in self.tables if t not in self.skip]
+        comparison = compare_with_truth(self.emulator, self.workdir, compared, unflagged_ok=self.unflagged_ok)
         done = Round(
             number,
             ops,

@@ -1,13 +1,15 @@
 """Model-based sync test: a seeded random walk of emulator mutations (record creates/updates/deletes/archives,
 field renames, option relabels, new options and fields, deleted fields, same-second changes at the run
 boundary, awkward values), each round followed by a sync; after every round every default table equals the
-ground truth row by row (`reliability_support.compare_with_truth`). The long walk is `tools/soak.py`."""
+ground truth row by row (`reliability_support.compare_with_truth`; tables and mutations that expose a reported
+bug are left out, see `KNOWN_BUGS`, each with a strict xfail test below). The long walk: `tools/soak.py`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from reliability_support import LEDGER, ModelWalk, compare_with_truth, ledger_logs, secret_emulator  # noqa: F401
 
@@ -49,9 +51,36 @@ def test_relabelled_option_reaches_unchanged_records(walk_emulator: EmulatorHand
     LEDGER.path(tmp_path)
     walk = ModelWalk(walk_emulator, tmp_path, seed=CI_SEED)
     walk.sync()
-    field = next(f for f in walk_emulator.control.snapshot("deal_fields") if f.get("field_type") == "set")
+    field = next(
+        f
+        for f in walk_emulator.control.snapshot("deal_fields")
+        if f.get("is_custom_field") and f["field_type"] == "enum"
+    )
+    used = [d["custom_fields"].get(field["field_code"]) for d in walk_emulator.control.snapshot("deals")]
+    option = max({u for u in used if u is not None}, key=used.count)  # on several deals nobody changes
     op = {"op": "relabel_option", "entity": "deal", "field_code": field["field_code"]}
-    walk_emulator.control.mutate(ops=[{**op, "option_id": field["options"][0]["id"], "label": "Relabelled"}])
+    walk_emulator.control.mutate(ops=[{**op, "option_id": option, "label": "Relabelled"}])
     walk.sync()
     comparison = compare_with_truth(walk_emulator, tmp_path, ["deals"])
     assert comparison.ok, comparison.summary()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="emulator: /_emulator/snapshot/product_variations keeps the variations of a deleted product while "
+    "GET /api/v2/products/{id}/variations answers 404 (found by the soak: a reconcile run drops them, the "
+    "truth still lists them)",
+)
+def test_snapshot_hides_variations_of_deleted_products(walk_emulator: EmulatorHandle) -> None:
+    variations = walk_emulator.control.snapshot("product_variations")
+    product = variations[0]["product_id"]
+    walk_emulator.control.mutate(ops=[{"op": "delete", "table": "products", "id": product}])
+    answer = httpx.get(
+        f"{walk_emulator.base_url}/api/v2/products/{product}/variations",
+        headers={"x-api-token": walk_emulator.api_token},
+    )
+    revealed = [
+        v["id"] for v in walk_emulator.control.snapshot("product_variations") if v["product_id"] == product
+    ]
+    assert answer.status_code == 404  # the API no longer reveals them...
+    assert revealed == []  # ...so the ground truth must not list them either
