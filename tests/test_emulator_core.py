@@ -264,6 +264,25 @@ def test_deleted_deals_visible_for_thirty_days(fresh: Company) -> None:
     assert deal["id"] not in {d["id"] for d in fresh.snapshot("deals")}
 
 
+def test_deal_status_comma_list_equals_the_separate_listings(small: Company) -> None:
+    """The v2 spec: "Multiple statuses can be included as a comma separated array" for deals."""
+    for path in ("/api/v2/deals", "/api/v2/deals/archived"):
+        one = pull_v2(small, path, limit=100) + pull_v2(small, path, limit=100, status="deleted")
+        both = pull_v2(small, path, limit=100, status="open,won,lost,deleted")
+        assert sorted(map(_by_id, both)) == sorted(map(_by_id, one))
+        assert "deleted" in {d["status"] for d in both} and len({d["status"] for d in both}) > 1
+        pivot = sorted(d["update_time"] for d in both)[len(both) // 2]
+        expected = {d["id"] for d in both if d["status"] in ("won", "deleted") and d["update_time"] >= pivot}
+        for sort_by in ("update_time", "id"):
+            recent = pull_v2(small, path, status="won,deleted", updated_since=pivot, sort_by=sort_by)
+            keys = [d[sort_by] for d in recent]
+            assert keys == sorted(keys) and {d["id"] for d in recent} == expected and expected
+    assert {d["status"] for d in pull_v2(small, "/api/v2/deals", status="open,lost")} == {"open", "lost"}
+    for bad in ("open,nope", ",", "won,"):
+        status, body = get(small, "/api/v2/deals", status=bad)
+        assert (status == 400) == (bad != "won,"), (bad, body)
+
+
 def test_deal_products_and_installments_by_deal_ids(company: Company) -> None:
     ids = sorted(company.t["deals"].rows)[:20]
     rows = pull_v2(company, "/api/v2/deals/products", limit=5, deal_ids=",".join(map(str, ids)))

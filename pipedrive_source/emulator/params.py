@@ -7,9 +7,10 @@ does not have (say `updated_since` to `/v1/notes`) learns it at once instead of 
 unfiltered list. `api_token` is a credential, never a parameter, and is ignored here.
 
 Types: integer and number parse as such; v2 booleans must be `true`/`false` (v1 also takes `1`/`0`);
-array parameters (`deal_ids`) accept repeated keys and comma-separated values; `include_fields` is a
-comma list whose every member must be in the enum; v1 `sort` is `field [ASC|DESC]` pairs, fields from
-the enum when the spec gives one. A repeated scalar parameter keeps its last value.
+array parameters (`deal_ids`) accept repeated keys and comma-separated values; `include_fields` and
+deals' `status` ("Multiple statuses can be included as a comma separated array" in the v2 spec) are comma
+lists whose every member must be in the enum (parsed to a list); v1 `sort` is `field [ASC|DESC]` pairs,
+fields from the enum when the spec gives one. A repeated scalar parameter keeps its last value.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class NotFound(Exception):
 
 IGNORED = frozenset({"api_token"})
 _COMMA_ENUMS = frozenset({"include_fields"})
+_COMMA_ENUMS_OF = {"/api/v2/deals": frozenset({"status"}), "/api/v2/deals/archived": frozenset({"status"})}
 
 
 def _bool(name: str, raw: str, api: str) -> bool:
@@ -75,7 +77,7 @@ def _sort_pairs(p: Param, raw: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _scalar(p: Param, raw: str, api: str) -> Any:
+def _scalar(p: Param, raw: str, api: str, comma: bool = False) -> Any:
     t = p.type
     if t == "integer":
         v: Any = _int(p.name, raw)
@@ -85,7 +87,7 @@ def _scalar(p: Param, raw: str, api: str) -> Any:
         v = _bool(p.name, raw, api)
     else:
         v = raw
-    if p.name in _COMMA_ENUMS:
+    if comma:
         parts = [x.strip() for x in raw.split(",") if x.strip()]
         for x in parts:
             _check_enum(p, x)
@@ -112,7 +114,8 @@ def parse_query(op: Operation, query: list[tuple[str, str]]) -> dict[str, Any]:
             items = [x for x in raw.split(",") if x != ""]
             out.setdefault(name, []).extend(_int(name, x) for x in items)
         else:
-            out[name] = _scalar(p, raw, op.api)
+            comma = name in _COMMA_ENUMS or name in _COMMA_ENUMS_OF.get(op.path, ())
+            out[name] = _scalar(p, raw, op.api, comma)
     for name, p in op.params.items():
         if p.required and name not in out and name != "id":
             raise BadRequest(f"Validation failed: {name}: Required parameter '{name}' is missing")

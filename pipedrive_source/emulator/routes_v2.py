@@ -6,9 +6,10 @@ Query semantics (beyond the generic validation in params.py):
 - `limit` default 100, 1..500 else 400; `ids` up to 100 comma-separated ids;
 - `/deals/products`, `/deals/installments`: rows of the given deals that are not deleted (a deleted
   deal's products are inaccessible like the deal itself);
-- deals: no `status` = every not-deleted deal; `status=deleted` = deals deleted in the last 30 days of the
-  emulator clock; `/deals` never returns archived deals, `/deals/archived` only those (with
-  `status=deleted` each returns its own kind of recently deleted deal);
+- deals: no `status` = every not-deleted deal; `status` is a comma list of open, won, lost, deleted (the
+  spec: "Multiple statuses can be included as a comma separated array"); the `deleted` member = deals
+  deleted in the last 30 days of the emulator clock; `/deals` never returns archived deals,
+  `/deals/archived` only those (with `deleted` each returns its own kind of recently deleted deal);
 - projects: `status` is a comma list of open, completed, canceled, deleted; deleted projects are listed
   only when `deleted` is asked for; tasks' `parent_task_id=null` selects root tasks;
 - equality filters (owner_id, person_id, org_id, pipeline_id, stage_id, deal_id, done, ...) compare the
@@ -144,6 +145,18 @@ def _statuses(raw: str) -> list[str]:
     return values
 
 
+def _deal_statuses(members: list[str]) -> frozenset[str]:
+    """Deals' `status` as params.py parsed it (each member already checked against the enum)."""
+    if not members:
+        raise BadRequest("Validation failed: status: must be some of open, won, lost, deleted")
+    return frozenset(members)
+
+
+def _deal_status(company: Company, wanted: frozenset[str]) -> Callable[[Record], bool]:
+    """A deal of a wanted status; a deleted one only within its 30-day window."""
+    return lambda r: r.get("status") in wanted and company.deal_revealed(r)
+
+
 def _predicate(req: Req, table: str) -> Callable[[Record], bool] | None:
     q = req.q
     checks: list[Callable[[Record], bool]] = []
@@ -161,10 +174,10 @@ def _predicate(req: Req, table: str) -> Callable[[Record], bool] | None:
     if status is not None and table == "projects":
         wanted = set(_statuses(status))
         checks.append(lambda r: r.get("status") in wanted)
-    elif status is not None and not (table == "deals" and status == "deleted"):
+    elif status is not None and table == "deals":
+        checks.append(_deal_status(req.company, _deal_statuses(status)))
+    elif status is not None:
         checks.append(lambda r: r.get("status") == status)
-    if table == "deals" and status == "deleted":
-        checks.append(req.company.deal_revealed)
     if not checks:
         return None
     return lambda r: all(c(r) for c in checks)
@@ -189,12 +202,21 @@ def _ordered(
         rows = table.rows
         cands = sorted((table.key_of(sort_by, rows[i]), i) for _, i in tb.entries[tb.lo : tb.hi])
         return Ordered.whole(cands), keep
+    return Ordered.whole(ix), _in_window(since, until, keep)
+
+
+def _in_window(
+    since: int | None, until: int | None, keep: Callable[[Record], bool] | None
+) -> Callable[[Record], bool] | None:
+    """`keep` and since <= update_time < until (None when there is nothing to check)."""
+    if since is None and until is None:
+        return keep
     lo, hi = since if since is not None else -(2**62), until if until is not None else 2**62
 
     def in_window(r: Record) -> bool:
         return lo <= r["update_time"] < hi and (keep is None or keep(r))
 
-    return Ordered.whole(ix), in_window
+    return in_window
 
 
 # --- rendering -------------------------------------------------------------------------------------------
@@ -302,27 +324,38 @@ def v2_list(name: str, view: str = "live") -> Handler:
     def handler(req: Req) -> tuple[int, bytes]:
         table, keep = req.company.t[name], _predicate(req, name)
         status = req.q.get("status")
-        if name == "deals" and status == "deleted":  # archived ones only through /deals/archived
-            archived = view == "archived"
-
-            def deleted_here(r: Record) -> bool:
-                return r["is_archived"] == archived and (keep is None or keep(r))
-
-            return list_page(req, table, "deleted", deleted_here)
+        if name == "deals" and status and "deleted" in status:
+            return _deals_with_deleted(req, table, view, keep, status)
         if name == "projects" and status and "deleted" in _statuses(status):
-            return _with_deleted(req, table, view, keep)
+            return _with_deleted(req, table, (view, "deleted"), keep)
         return list_page(req, table, view, keep)
 
     return handler
 
 
-def _with_deleted(
-    req: Req, table: Table, view: str, keep: Callable[[Record], bool] | None
+def _deals_with_deleted(
+    req: Req, table: Table, view: str, keep: Callable[[Record], bool] | None, status: list[str]
 ) -> tuple[int, bytes]:
-    """`/projects?status=...,deleted`: deleted projects are listed too (the spec's one exception)."""
+    """Deals' `status` with `deleted`: archived deleted deals only through /deals/archived."""
+    archived = view == "archived"
+
+    def here(r: Record) -> bool:
+        return (not r.get("is_deleted") or r["is_archived"] == archived) and (keep is None or keep(r))
+
+    if set(status) == {"deleted"}:
+        return list_page(req, table, "deleted", here)
+    return _with_deleted(req, table, (view, "deleted"), here)
+
+
+def _with_deleted(
+    req: Req, table: Table, views: tuple[str, ...], keep: Callable[[Record], bool] | None
+) -> tuple[int, bytes]:
+    """A `status` list naming `deleted` (deals, projects): the records of several views in one sorted run."""
     sort_by, _ = _sorting(req)
-    entries = sorted([*table.index(view, sort_by), *table.index("deleted", sort_by)])
-    return list_page(req, table, view, keep, Ordered.whole(entries))
+    since, until = _time(req.q, "updated_since"), _time(req.q, "updated_until")
+    runs = [_ordered(table, v, sort_by, since, until, None)[0] for v in views]
+    entries = sorted(e for run in runs for e in run.entries[run.lo : run.hi])
+    return list_page(req, table, views[0], _in_window(since, until, keep), Ordered.whole(entries))
 
 
 def by_deal_ids(name: str) -> Handler:
