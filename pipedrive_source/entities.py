@@ -46,7 +46,8 @@ NONE = "none"  # everything in one response
 V2_DESC = {"sort_by": "update_time", "sort_direction": "desc"}
 V1_DESC = {"sort": "update_time DESC"}
 PROJECT_STATUSES = {"status": "open,completed,canceled,deleted"}
-DEAL_STATUSES = {"status": "open,won,lost,deleted"}
+# `source_lead_id` (the lead a deal was converted from) is returned only when asked for.
+DEAL_LISTING = {"status": "open,won,lost,deleted", "include_fields": "source_lead_id"}
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ ENTITIES: tuple[Entity, ...] = (
         # `status=...,deleted` adds the deals deleted in the last 30 days (is_deleted true) to the live ones:
         # the v2 spec allows "Multiple statuses ... as a comma separated array", so one listing per endpoint.
         listings=(
-            Listing("/api/v2/deals", DEAL_STATUSES),
-            Listing("/api/v2/deals/archived", DEAL_STATUSES, cost=20),
+            Listing("/api/v2/deals", DEAL_LISTING),
+            Listing("/api/v2/deals/archived", DEAL_LISTING, cost=20),
         ),
         notes="2 requests per run minimum: live and archived, each with deals deleted in the last 30 days.",
     ),

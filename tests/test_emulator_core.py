@@ -283,6 +283,19 @@ def test_deal_status_comma_list_equals_the_separate_listings(small: Company) -> 
         assert (status == 400) == (bad != "won,"), (bad, body)
 
 
+def test_source_lead_id_only_when_asked_for_with_its_value(fresh: Company) -> None:
+    """The spec: deals' `source_lead_id` is "Only included when requested via include_fields parameter"."""
+    lead_id = pull_v1(fresh, "/v1/leads")[0]["id"]
+    fresh.mutate({"ops": [{"op": "create", "table": "deals", "values": {"source_lead_id": lead_id}}]})
+    for path in ("/api/v2/deals", "/api/v2/deals/archived"):
+        assert all("source_lead_id" not in d for d in pull_v2(fresh, path, limit=100))
+    asked = pull_v2(fresh, "/api/v2/deals", limit=100, include_fields="source_lead_id")
+    assert [d["source_lead_id"] for d in asked if d["source_lead_id"]] == [lead_id]
+    both = pull_v2(fresh, "/api/v2/deals", limit=100, include_fields="source_lead_id,products_count")
+    assert [d["source_lead_id"] for d in both if d["source_lead_id"]] == [lead_id]
+    assert all(isinstance(d["products_count"], int) for d in both)
+
+
 def test_deal_products_and_installments_by_deal_ids(company: Company) -> None:
     ids = sorted(company.t["deals"].rows)[:20]
     rows = pull_v2(company, "/api/v2/deals/products", limit=5, deal_ids=",".join(map(str, ids)))

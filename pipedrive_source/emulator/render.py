@@ -50,8 +50,9 @@ V1_TIMES: dict[str, tuple[frozenset[str], Callable[[int | None], str | None]]] =
 }
 V1_DEFAULT_TIMES = (frozenset({"add_time", "update_time"}), v1_time)
 
-# Properties a v2 list leaves out unless asked for with `include_fields`.
-OPTIONAL_V2 = {"activities": frozenset({"attendees"})}
+# Properties a v2 list leaves out unless asked for with `include_fields` (the spec on deals' `source_lead_id`:
+# "Only included when requested via include_fields parameter").
+OPTIONAL_V2 = {"activities": frozenset({"attendees"}), "deals": frozenset({"source_lead_id"})}
 CUSTOM_ENTITY = {
     "deals": "deal",
     "persons": "person",

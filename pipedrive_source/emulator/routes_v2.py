@@ -238,12 +238,11 @@ def _render_options(req: Req, table: str) -> dict[str, Any] | None:
 
 
 def _extras(company: Company, table: str, rec: Record, names: frozenset[str]) -> dict[str, Any]:
-    """Values of `include_fields` extras: counts from the related tables, null where not emulated."""
+    """Values of `include_fields` extras the record does not hold (the plan renders those, e.g. deals'
+    `source_lead_id`): counts from the related tables, null where not emulated."""
     owner_key = {"deals": "deal_id", "persons": "person_id", "organizations": "org_id"}.get(table)
     out: dict[str, Any] = {}
     for name in sorted(names):
-        if name == "attendees":
-            continue
         related = name.removesuffix("_count").replace("done_", "").replace("undone_", "")
         source = {
             "products": "deal_products",
@@ -291,7 +290,7 @@ def _items_with_options(req: Req, table: Table, page: list[Record], opts: dict[s
     out = []
     for r in page:
         d = render.item(plan, r, opts["only"], opts["option_labels"])
-        d.update(_extras(company, table.name, r, opts["include"]))
+        d.update(_extras(company, table.name, r, opts["include"] - plan.props.keys()))
         if opts["labels"]:
             d["labels"] = _label_objects(company, table.name, r)
         out.append(d)
