@@ -94,8 +94,9 @@ class CustomFieldResolution:
     # --- the tables about the fields ----------------------------------------------------------------
 
     def resources(self, ctx: SyncContext, entities: Iterable[Entity]) -> list[DltResource]:
-        """`custom_fields` and `custom_field_options` (replaced whenever they changed) for the entities
-        with fields."""
+        """`custom_fields` and `custom_field_options` for the entities with fields: merged on `entity`, so
+        a run replaces the rows of the entities it covers (and only those whose rows changed) and leaves
+        the other entities' rows alone."""
         with_fields = [e for e in entities if e.fields_entity]
         if not with_fields:
             return []
@@ -111,10 +112,11 @@ class CustomFieldResolution:
             yield from _if_changed([row for r in resolvers() for row in r.option_rows()])
 
         return [
-            dlt.resource(custom_fields, name="custom_fields", write_disposition="replace",
+            dlt.resource(custom_fields, name="custom_fields", write_disposition="merge", merge_key="entity",
                          primary_key=("entity", "field_code"), columns=FIELD_COLUMNS),
-            dlt.resource(custom_field_options, name="custom_field_options", write_disposition="replace",
-                         primary_key=("entity", "field_code", "option_id"), columns=OPTION_COLUMNS),
+            dlt.resource(custom_field_options, name="custom_field_options", write_disposition="merge",
+                         merge_key="entity", primary_key=("entity", "field_code", "option_id"),
+                         columns=OPTION_COLUMNS),
         ]
 
 
@@ -139,21 +141,28 @@ OPTION_COLUMNS: dict[str, dict[str, Any]] = {
 
 
 def _if_changed(rows: list[Row]) -> Iterator[list[Row]]:
-    """The whole table when it differs from the last loaded one; otherwise nothing, and the table stays.
+    """The rows of each entity whose rows differ from the last loaded ones; nothing for the others.
 
-    A `replace` resource that yields nothing would empty its table, so an unchanged run switches this
-    run's disposition to `append` (of nothing): a run without changes in Pipedrive loads no rows at all.
-    The digest lives in the source state (dlt resets a `replace` resource's own state every run),
-    committed with a successful load only.
+    The tables merge on `entity`: the loaded entities' rows replace that entity's rows (a field or option
+    that is gone goes with them), the other entities' rows stay, so a run without changes in Pipedrive
+    loads no rows at all. The digests live in the source state, committed with a successful load only.
     """
     resource = dlt.current.resource()
-    digests = dlt.current.source_state().setdefault(DIGESTS_KEY, {})
-    digest = hashlib.blake2b(orjson.dumps(rows, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
-    if digests.get(resource.name) == digest:
-        resource.apply_hints(write_disposition="append")
-        return
-    digests[resource.name] = digest
-    yield rows
+    state = dlt.current.source_state().setdefault(DIGESTS_KEY, {})
+    if not isinstance(state.get(resource.name), dict):  # one digest per table before: load every entity
+        state[resource.name] = {}
+    digests = state[resource.name]
+    by_entity: dict[str, list[Row]] = {}
+    for row in rows:
+        by_entity.setdefault(row["entity"], []).append(row)
+    changed = []
+    for entity, entity_rows in by_entity.items():
+        digest = hashlib.blake2b(orjson.dumps(entity_rows, option=orjson.OPT_SORT_KEYS), digest_size=10)
+        if digests.get(entity) != digest.hexdigest():
+            digests[entity] = digest.hexdigest()
+            changed += entity_rows
+    if changed:
+        yield changed
 
 
 def _field_definitions(entity: Entity, ctx: SyncContext) -> list[Row]:

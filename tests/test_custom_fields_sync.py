@@ -343,3 +343,27 @@ def test_source_resolves_custom_fields_by_default(emulator: EmulatorHandle, tmp_
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert not [c for c in cols if HEX40.search(c)]
     assert {"custom_fields", "custom_field_options"} <= tables
+
+
+def test_a_run_over_some_entities_keeps_the_other_entities_field_rows(emulator: EmulatorHandle,
+                                                                     tmp_path: Path) -> None:
+    """`custom_fields` / `custom_field_options` merge on `entity`: `--entities deals` after a full sync
+    replaces the deals rows (here a renamed field and a new option) and leaves the persons rows alone."""
+    s = Sync(emulator, tmp_path)
+    s.run()
+    fields = "SELECT entity, field_code, field_name FROM pipedrive.custom_fields"
+    options = "SELECT entity, field_code, option_id, label FROM pipedrive.custom_field_options"
+    before = {t: s.query(f"{q} WHERE entity = 'persons'") for t, q in (("f", fields), ("o", options))}
+    assert before["f"] and before["o"]
+    code = next(c for c, fd in custom_defs(emulator, "deals").items() if fd["field_type"] == "enum")
+    emulator.control.mutate(ops=[
+        {"op": "rename_field", "entity": "deal", "field_code": code, "name": "Renamed for merge"},
+        {"op": "add_option", "entity": "deal", "field_code": code, "label": "Merged option"},
+    ])
+    s.source_args["entities"] = ["deals"]
+    s.run()
+    assert {t: s.query(f"{q} WHERE entity = 'persons'") for t, q in (("f", fields), ("o", options))} == before
+    deals = s.query(f"{fields} WHERE entity = 'deals' AND field_code = '{code}'")
+    assert [r["field_name"] for r in deals] == ["Renamed for merge"]
+    labels = [r["label"] for r in s.query(f"{options} WHERE entity = 'deals' AND field_code = '{code}'")]
+    assert "Merged option" in labels and len(labels) == len(set(labels))
