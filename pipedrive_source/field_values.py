@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import date, time
 from typing import Any
 
+import orjson
+
 from pipedrive_source.field_defs import FieldDef
 from pipedrive_source.naming import normalize
 
@@ -172,6 +174,14 @@ def set_converter(col: str, ids_col: str | None, labels: dict[Any, str]) -> Conv
 
 
 # --- scalar and composite fields ------------------------------------------------------------------
+
+def to_json_text(v: Any) -> str:
+    """A value of an unknown type as text: a string as it is, anything else as its JSON encoding.
+
+    A `json` hint would send a scalar to a dlt variant column (`<column>__v_text`) and leave the announced
+    column NULL; text keeps every value in the announced column."""
+    return v if isinstance(v, str) else orjson.dumps(v).decode()
+
 
 def scalar_converter(col: str, parse: Parser) -> Converter:
     if parse is None:
@@ -333,12 +343,13 @@ def compile_field(fd: FieldDef, base: str, keep_ids: bool) -> Compiled:
         return Compiled(set_converter(base, ids_col, option_labels(fd)), columns, False)
     if kind == "refs":
         return Compiled(scalar_converter(base, to_refs), {base: None}, False)
-    if kind == "json" and fd.type != "json":
+    if kind == "json" and fd.type != "json":  # "json": a code the fields endpoint did not list (warned there)
         logger.warning(
-            "custom field %r has type %r this connector does not know: kept as JSON in column %r",
+            "custom field %r has type %r this connector does not know: kept as text (JSON unless a string) "
+            "in column %r",
             fd.name, fd.type, base,
         )
     if kind == "json":
-        return Compiled(scalar_converter(base, None), {base: "json"}, False)
+        return Compiled(scalar_converter(base, to_json_text), {base: "text"}, False)
     parse, data_type = SCALAR_KINDS[kind]
     return Compiled(scalar_converter(base, parse), {base: data_type}, False)

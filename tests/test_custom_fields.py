@@ -9,6 +9,7 @@ options_deleted; the v1 noteFields example). Values: v2 inside `custom_fields`, 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from datetime import date, time
@@ -286,15 +287,16 @@ def test_unparseable_values_are_kept_not_dropped(resolver: Resolver) -> None:
     assert (row["signed_on"], row["seats"]) == ("someday", "many")
 
 
-def test_unknown_type_is_kept_as_json_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_type_is_kept_as_json_text_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     fields = [*DEAL_FIELDS, v2_field(F["picture"], "Photo", "hologram")]
     with caplog.at_level(logging.WARNING):
         r = Resolver("deals", fields, builtin_columns=DEAL_BUILTIN_KEYS)
         for _ in range(3):
             row = r.resolve(deal_v2(custom_fields={F["picture"]: {"url": "x", "w": 3}}))
-    assert row["photo"] == {"url": "x", "w": 3}
+    assert json.loads(row["photo"]) == {"url": "x", "w": 3}
     assert r.resolve({"id": 2, F["picture"]: "v1 scalar"})["photo"] == "v1 scalar"
-    assert r.columns["photo"]["data_type"] == "json"
+    assert r.resolve({"id": 3, F["picture"]: 7})["photo"] == "7"
+    assert r.columns["photo"]["data_type"] == "text"
     assert len([m for m in caplog.messages if "hologram" in m]) == 1
 
 
@@ -303,8 +305,8 @@ def test_unlisted_hash_never_becomes_a_column(resolver: Resolver, caplog: pytest
     with caplog.at_level(logging.WARNING):
         v2 = resolver.resolve(deal_v2(custom_fields={ghost: 5}))
         v1 = resolver.resolve({"id": 3, ghost: "x", ghost + "_until": "y"})
-    assert v2[f"cf_{ghost[:8]}"] == 5
-    assert v1[f"cf_{ghost[:8]}"] == {"value": "x", "until": "y"}
+    assert v2[f"cf_{ghost[:8]}"] == "5"  # kept as text: JSON unless a string
+    assert json.loads(v1[f"cf_{ghost[:8]}"]) == {"value": "x", "until": "y"}
     assert not [k for k in (*v1, *v2) if HEX40.search(k)]
     assert len([m for m in caplog.messages if ghost[:8] in m]) == 1
 
