@@ -65,12 +65,6 @@ def test_relabelled_option_reaches_unchanged_records(walk_emulator: EmulatorHand
     assert comparison.ok, comparison.summary()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator: /_emulator/snapshot/product_variations keeps the variations of a deleted product while "
-    "GET /api/v2/products/{id}/variations answers 404 (found by the soak: a reconcile run drops them, the "
-    "truth still lists them)",
-)
 def test_snapshot_hides_variations_of_deleted_products(walk_emulator: EmulatorHandle) -> None:
     variations = walk_emulator.control.snapshot("product_variations")
     product = variations[0]["product_id"]

@@ -183,6 +183,9 @@ class Company:
         if table in ("deal_products", "deal_installments"):
             deals = self.t["deals"].rows
             rows = [r for r in rows if not deals[r["deal_id"]]["is_deleted"]]
+        elif table == "product_variations":  # /products/{id}/variations is a 404 for a deleted product
+            products = self.t["products"]
+            rows = [r for r in rows if products.view_of(products.rows[r["product_id"]]) == "live"]
         return sorted(rows, key=lambda r: r.get("_seq", r["id"]))
 
     # --- observation ---------------------------------------------------------------------------------
@@ -192,7 +195,7 @@ class Company:
         for name in (*V2_TABLES, *V1_TABLES):
             t = self.t[name]
             out[name] = sum(1 for r in t.rows.values() if t.view_of(r) != "deleted")
-            if name in ("deal_products", "deal_installments"):
+            if name in ("deal_products", "deal_installments", "product_variations"):
                 out[name] = len(self.revealed(name))
         for name in FIELD_TABLES:
             out[name] = len(field_defs(self, name))

@@ -214,7 +214,8 @@ def _in_window(
     lo, hi = since if since is not None else -(2**62), until if until is not None else 2**62
 
     def in_window(r: Record) -> bool:
-        return lo <= r["update_time"] < hi and (keep is None or keep(r))
+        stamp = r["update_time"]  # a record without one matches no time window, as in SQL
+        return stamp is not None and lo <= stamp < hi and (keep is None or keep(r))
 
     return in_window
 
