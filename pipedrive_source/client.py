@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import orjson
 
-from .errors import AccessDenied, ApiError, install_log_redaction, redact
+from .errors import AccessDenied, ApiError, AuthError, PipedriveError, install_log_redaction, redact
 from .limiter import DAILY, BudgetExhausted, NoLimiter, PlanLimiter, RateLimiter, classify_429
 from .oauth import Auth
 from .settings import HttpSettings
@@ -89,6 +89,10 @@ class PipedriveClient:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._prepared = False
+        self._gate = threading.Lock()  # one request at a time until the first got through
+        self._open = False
+        self._fatal: PipedriveError | None = None
+        self._aborted: PipedriveError | None = None
         self._server_now: datetime | None = None
         self._http = httpx.Client(
             timeout=httpx.Timeout(self.settings.read_timeout_s, connect=self.settings.connect_timeout_s),
@@ -119,13 +123,41 @@ class PipedriveClient:
     ) -> dict:
         """GET a JSON object from `path` (e.g. `/api/v2/deals`); retries transient failures.
 
-        Raises PipedriveError subclasses; with `missing_ok` a 404 returns `{}` instead.
+        Raises PipedriveError subclasses; with `missing_ok` a 404 returns `{}` instead. Until a first
+        request got through, requests go one at a time: if Pipedrive is unreachable or refuses the
+        credentials, the run ends after one request's retries instead of every worker's.
         """
+        if not self._open:
+            with self._gate:
+                if self._fatal is not None:
+                    raise type(self._fatal)(self._fatal.message)
+                if not self._open:
+                    try:
+                        body = self._get(path, params, cost, label, missing_ok)
+                    except (AuthError, _Unavailable) as exc:
+                        self._fatal = exc
+                        raise
+                    except PipedriveError:
+                        self._open = True  # the server answered: later requests may run concurrently
+                        raise
+                    self._open = True
+                    return body
+        return self._get(path, params, cost, label, missing_ok)
+
+    def abort(self, error: PipedriveError) -> None:
+        """End every request still retrying with `error` (the run failed elsewhere)."""
+        self._aborted = error
+
+    def _get(
+        self, path: str, params: Mapping[str, Any] | None, cost: int, label: str, missing_ok: bool
+    ) -> dict:
         self._prepare()
         query = {k: v for k, v in (params or {}).items() if v is not None}
         failures = waits = renewals = 0
         unreachable = False  # every failure so far was a refused/failed connection
         while True:
+            if self._aborted is not None:
+                raise type(self._aborted)(self._aborted.message)
             try:
                 return self._attempt(path, query, cost, label, missing_ok)
             except _Unauthorized as exc:
@@ -139,7 +171,8 @@ class PipedriveClient:
                 if failures >= self.settings.max_attempts:
                     raise self._gave_up(path, failures, exc, unreachable) from None
                 delay = self._backoff(failures)
-                self.stats.retries += 1
+                with self._lock:
+                    self.stats.retries += 1
                 logger.warning("retrying %s in %.1fs after %s (attempt %d)", path, delay, exc, failures)
                 self._sleep(delay)
             except _RateLimited as exc:
@@ -148,12 +181,12 @@ class PipedriveClient:
 
     def _gave_up(self, path: str, failures: int, exc: _Transient, unreachable: bool) -> ApiError:
         if unreachable:
-            return ApiError(
+            return _Unavailable(
                 f"Could not connect to {self._base_url} ({exc}, {failures} attempts). Check base_url / "
                 "company_domain (SOURCES__PIPEDRIVE__BASE_URL, SOURCES__PIPEDRIVE__COMPANY_DOMAIN) and "
                 "the network."
             )
-        return ApiError(
+        return _Unavailable(
             f"Pipedrive kept failing on {path} after {failures} attempts (last: {exc}). "
             "Nothing from this run was committed; run the sync again later."
         )
@@ -261,6 +294,10 @@ class PipedriveClient:
             reason=DAILY,
             resets_at=resets_at,
         )
+
+
+class _Unavailable(ApiError):
+    """Retries did not help: Pipedrive is unreachable or keeps failing."""
 
 
 class _Unauthorized(Exception):

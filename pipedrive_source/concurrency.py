@@ -14,9 +14,9 @@ How a listing is split without losing or duplicating records:
   drops later ones from the page that reaches it), a new window pages [midpoint, end). Midpoints are whole
   seconds, so windows partition the range. A record updated while we page moves past `updated_until` and
   waits for the next run.
-- `OffsetPages`: v1 `start`/`limit` lists read in full: `ahead` pages at known offsets at once (each
-  re-reading `overlap` records of the previous one, like `pagination.offset_pages`); the first short page ends
-  the list and the speculative pages after it are discarded.
+- `OffsetPages`: v1 `start`/`limit` lists read in full: the first page, then (if it was full) `ahead` pages
+  at known offsets at once (each re-reading `overlap` records of the previous one, like
+  `pagination.offset_pages`); the first short page ends the list, speculative pages after it are discarded.
 - `Chain`: anything sequential (a cursor without a time filter, a sorted read that may stop early, a single
   response); independent requests (deal-id batches, one per parent) are simply several chains.
 
@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .client import PipedriveClient
+from .errors import AccessDenied, PipedriveError
 from .limiter import BudgetExhausted
 from .pagination import _items as page_items
 
@@ -68,11 +69,12 @@ class FetchPool:
         self._held = 0  # pages buffered or in flight in all feeds
         self._feeds: list[Feed] = []  # feeds with parked requests, waiting for room
         self.stopped: BudgetExhausted | None = None
+        self.failed: BaseException | None = None
 
     def spare(self) -> bool:
         """Whether more concurrency would help: idle workers and no request waiting for the rate limit."""
         saturated = getattr(self.client.limiter, "saturated", False)
-        return self._busy < self.workers and not saturated and self.stopped is None
+        return self._busy < self.workers and not saturated and not self.halted
 
     def submit(self, task: Callable[[], None]) -> None:
         with self._lock:
@@ -118,6 +120,18 @@ class FetchPool:
         with self._lock:
             if self.stopped is None:
                 self.stopped = exc
+
+    def fail(self, exc: BaseException) -> None:
+        """The run failed: no new request, and requests still retrying give up now."""
+        with self._lock:
+            if self.failed is None:
+                self.failed = exc
+        if isinstance(exc, PipedriveError):
+            self.client.abort(exc)
+
+    @property
+    def halted(self) -> bool:
+        return self.stopped is not None or self.failed is not None
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -174,7 +188,7 @@ class Feed:
     def finished(self) -> bool:
         with self._lock:
             idle = not self._ready and not self._inflight
-            return idle and (not self._parked or self.pool.stopped is not None)
+            return idle and (not self._parked or self.pool.halted)
 
     def pages(self) -> Iterator[Batch | None]:
         """Every batch until all jobs are done; None whenever nothing is ready yet (do not block dlt)."""
@@ -194,7 +208,7 @@ class Feed:
         """Send parked requests while this feed and the run's buffer have room."""
         while True:
             with self._lock:
-                if self.pool.stopped is not None or not self._parked:
+                if self.pool.halted or not self._parked:
                     return
                 if len(self._ready) + self._inflight >= self.capacity:
                     return
@@ -208,13 +222,17 @@ class Feed:
     def _execute(self, step: Step) -> None:
         outcome: Outcome | None = None
         try:
-            if self.pool.stopped is None:
+            if not self.pool.halted:
                 outcome = step()
         except BudgetExhausted as exc:
             self.pool.stop(exc)
-        except BaseException as exc:  # handed to the consumer, which fails the resource
+        except AccessDenied as exc:  # this entity only: the consumer skips it
             with self._lock:
                 self._error = self._error or exc
+        except BaseException as exc:  # the run fails: handed to the consumer, the others stop
+            with self._lock:
+                self._error = self._error or exc
+            self.pool.fail(exc)
         with self._lock:
             self._inflight -= 1
             kept = outcome is not None and outcome.batch is not None
@@ -256,11 +274,17 @@ class Chain:
         page_size: int | None = None,
         overlap: int = 0,
         keep_going: Callable[[list[Row]], bool] | None = None,
+        time_field: str | None = None,
     ) -> None:
         self.feed, self.request, self.paging, self.tag = feed, request, paging, tag
         self.page_size, self.overlap = page_size, overlap
         self.keep_going = keep_going  # after each page: False ends the chain (sorted reads, early stop)
+        self.time_field = time_field  # ascending reads: the newest time read so far is where to resume
+        self.position: str | None = None
         self.complete = False
+
+    def resume_from(self) -> str | None:
+        return self.position
 
     def start(self) -> None:
         self.feed.add(lambda: self._page(None))
@@ -280,6 +304,8 @@ class Chain:
             body = self.request.get(client)
             following = None
         items = page_items(body, self.request.path)
+        if self.time_field:
+            self.position = _newest(items, self.time_field, self.position)
         if following is not None and self.keep_going is not None and not self.keep_going(items):
             following = None
         if following is None:
@@ -303,15 +329,32 @@ class OffsetPages:
     """A v1 list read in full, `ahead` pages at a time at known offsets (see the module docstring)."""
 
     def __init__(
-        self, feed: Feed, request: Request, tag: Any, page_size: int, overlap: int, ahead: int = 4
+        self,
+        feed: Feed,
+        request: Request,
+        tag: Any,
+        page_size: int,
+        overlap: int,
+        ahead: int = 4,
+        time_field: str | None = None,
     ) -> None:
         self.feed, self.request, self.tag = feed, request, tag
         self.page_size, self.stride = page_size, max(1, page_size - overlap)
         self.ahead = max(1, ahead)
+        self.time_field = time_field  # ascending reads: resume after the pages received without a gap
         self._lock = threading.Lock()
         self._next = 0  # next page number to request
         self._end: int | None = None  # number of the last page, once a short page showed it
-        self._received: set[int] = set()
+        self._received: dict[int, str | None] = {}  # page number -> newest time on it
+
+    def resume_from(self) -> str | None:
+        """The newest time on the pages received without a gap from the first (ascending reads)."""
+        with self._lock:
+            newest, number = None, 0
+            while number in self._received:
+                newest = self._received[number] or newest
+                number += 1
+            return newest
 
     @property
     def complete(self) -> bool:
@@ -319,8 +362,7 @@ class OffsetPages:
             return self._end is not None and all(n in self._received for n in range(self._end + 1))
 
     def start(self) -> None:
-        for _ in range(self.ahead):
-            self._schedule()
+        self._schedule()  # the first page alone: a short list costs one request, not `ahead`
 
     def _schedule(self) -> None:
         with self._lock:
@@ -341,11 +383,18 @@ class OffsetPages:
         with self._lock:
             if self._end is not None and number > self._end:
                 return Outcome()  # speculative page past the end: discarded
-            self._received.add(number)
+            self._received[number] = _newest(items, self.time_field, None) if self.time_field else None
             if not more or len(items) < self.page_size:
                 self._end = number if self._end is None else min(self._end, number)
-        self._schedule()
+            wanted = self.ahead if number == 0 else 1  # after a full first page: `ahead` at a time
+        for _ in range(wanted):
+            self._schedule()
         return Outcome(Batch(items, self.tag))
+
+
+def _newest(items: list[Row], field_name: str, known: str | None) -> str | None:
+    times = [t for row in items if isinstance(t := row.get(field_name), str)]
+    return max([*times, *([known] if known else [])], default=None)
 
 
 # ---- time windows -----------------------------------------------------------------------------------------

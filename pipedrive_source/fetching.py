@@ -63,9 +63,14 @@ class EntityRead:
                 job: Any = TimeWindows(
                     self.feed, self._request(listing, params), tag, start, until, self.page_size or 500
                 )
-            elif since is None and self.entity.paging == OFFSET and self.page_size:
-                job = self._offset_pages(listing, listing.params, tag)  # nothing to stop at: read it all
-            else:
+            elif since is None:  # a first load: oldest first, so that a stopped run can resume
+                params = _ascending(listing.params, self.entity)
+                field = self.entity.cursor_field
+                if self.entity.paging == OFFSET and self.page_size:
+                    job = self._offset_pages(listing, params, tag, time_field=field)
+                else:
+                    job = self._chain(listing, params, tag, time_field=field)
+            else:  # newest first, until older than the cursor
                 job = self._chain(listing, listing.params, tag, keep_going=_newer_than(since, self.entity))
             self._start(job)
         return self
@@ -110,11 +115,19 @@ class EntityRead:
         return all(job.complete for job in self.jobs)
 
     def resume_from(self) -> str | None:
-        """An incomplete `updated_since` read continues from here (entity time format); None: unknown."""
-        points = [job.resume_from() for job in self.jobs if isinstance(job, TimeWindows) and not job.complete]
-        if not points or any(point is None for point in points):
-            return None
-        return render(min(points), self.entity.time_format)
+        """Where an incomplete read continues next run (entity time format); None: where it started.
+
+        Time windows and first loads read oldest first: every record older than the earliest point an
+        unfinished job reached is loaded. A sorted read that stops early (newest first) has no such point."""
+        points = []
+        for job in self.jobs:
+            if job.complete:
+                continue
+            point = job.resume_from() if hasattr(job, "resume_from") else None
+            if point is None:
+                return None
+            points.append(render(point, self.entity.time_format) if isinstance(point, datetime) else point)
+        return min(points) if points else None
 
     @property
     def splits(self) -> int:
@@ -132,21 +145,41 @@ class EntityRead:
         cost = listing.cost or self.entity.cost
         return Request(path or listing.path, dict(params), cost, self.entity.name, missing_ok)
 
-    def _chain(self, listing: Listing, params: Mapping[str, Any], tag: Tag, keep_going: Any = None) -> Chain:
-        return self._paged(self._request(listing, params), tag, keep_going)
+    def _chain(
+        self,
+        listing: Listing,
+        params: Mapping[str, Any],
+        tag: Tag,
+        keep_going: Any = None,
+        time_field: str | None = None,
+    ) -> Chain:
+        return self._paged(self._request(listing, params), tag, keep_going, time_field)
 
-    def _paged(self, request: Request, tag: Tag, keep_going: Any = None) -> Chain:
+    def _paged(
+        self, request: Request, tag: Tag, keep_going: Any = None, time_field: str | None = None
+    ) -> Chain:
         paging = {CURSOR: "cursor", OFFSET: "offset", NONE: "single"}[self.entity.paging]
-        return Chain(self.feed, request, paging, tag, self.page_size, self._overlap(), keep_going)
+        overlap = self._overlap()
+        return Chain(self.feed, request, paging, tag, self.page_size, overlap, keep_going, time_field)
 
-    def _offset_pages(self, listing: Listing, params: Mapping[str, Any], tag: Tag) -> OffsetPages:
+    def _offset_pages(
+        self, listing: Listing, params: Mapping[str, Any], tag: Tag, time_field: str | None = None
+    ) -> OffsetPages:
         size = self.page_size or 500
-        return OffsetPages(self.feed, self._request(listing, params), tag, size, self._overlap())
+        request = self._request(listing, params)
+        return OffsetPages(self.feed, request, tag, size, self._overlap(), time_field=time_field)
 
     def _overlap(self) -> int:
         if self.entity.paging != OFFSET:
             return 0
         return max(1, int((self.page_size or 100) * OFFSET_OVERLAP_SHARE))
+
+
+def _ascending(params: Mapping[str, Any], entity: Entity) -> dict[str, Any]:
+    """The listing's parameters, sorted by update time oldest first (v2 and v1 spellings)."""
+    if entity.api == "v1":
+        return {**params, "sort": f"{entity.cursor_field} ASC"}
+    return {**params, "sort_by": entity.cursor_field, "sort_direction": "asc"}
 
 
 def _newer_than(since: str | None, entity: Entity) -> Any:
@@ -182,7 +215,7 @@ class CursorState:
         self.key = entity.primary_key
 
     def admit(self, rows: list[Row]) -> list[Row]:
-        """The rows to load: not the unchanged ones at the boundary; notes the newest ones loaded."""
+        """The rows to load: none older than the cursor, nor unchanged at it; notes the newest loaded."""
         field, since, boundary = self.field, self.since, self.boundary
         kept: list[Row] = []
         for row in rows:
@@ -190,6 +223,8 @@ class CursorState:
             if moment is None or not isinstance(moment, str):
                 kept.append(row)
                 continue
+            if since is not None and moment < since:
+                continue  # older than the cursor: a sorted read's last page reaches back past it
             digest = None
             if since is not None and moment == since and boundary:
                 digest = _digest(row)
@@ -202,7 +237,16 @@ class CursorState:
             kept.append(row)
         return kept
 
-    def commit(self, state: dict[str, Any], complete: bool, resume_from: str | None) -> None:
+    def commit(
+        self, state: dict[str, Any], complete: bool, resume_from: str | None, rewind: str | None = None
+    ) -> None:
+        """Write the new position: the newest record loaded when the read completed, where to continue
+        when it stopped early, no later than `rewind` (children of parents loaded from there are missing)."""
+        self._advance(state, complete, resume_from)
+        if rewind is not None:
+            rewind_cursor(state, rewind)
+
+    def _advance(self, state: dict[str, Any], complete: bool, resume_from: str | None) -> None:
         if complete:
             if self.top is None:
                 return  # nothing new: the cursor stays
@@ -215,6 +259,13 @@ class CursorState:
             state[STATE_KEY] = {"last_value": resume_from, "boundary": {}}  # re-read from there next run
         if STATE_KEY in state:
             state.pop(LEGACY_KEY, None)
+
+
+def rewind_cursor(state: dict[str, Any], value: str) -> None:
+    """Move an entity's cursor back to `value` (never forward): the next run reads from there again."""
+    saved = state.get(STATE_KEY)
+    if saved is not None and saved.get("last_value") and saved["last_value"] > value:
+        state[STATE_KEY] = {"last_value": value, "boundary": {}}
 
 
 def _key(row: Row, primary_key: str) -> str:

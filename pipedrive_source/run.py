@@ -6,6 +6,7 @@ the client's request and token counts). `SyncContext` is internal: one per sourc
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -13,9 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import dlt
+
 from .client import ClientStats, PipedriveClient
+from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool
 from .entities import BY_NAME, CURSOR, NONE, OFFSET, Entity, Listing
 from .errors import ApiError, ConfigError
+from .fetching import EntityRead, Tag, rewind_cursor
 from .pagination import Page, cursor_pages, offset_pages, single_page
 from .settings import OFFSET_OVERLAP_SHARE
 
@@ -46,7 +51,14 @@ class SyncMonitor:
     client_stats: ClientStats | None = None
     live_ids: dict[str, set[Any]] = field(default_factory=dict)  # complete id listings made by this run
     hard_delete: bool = False
+    listing_records: dict[str, list[int]] = field(default_factory=dict)  # records read per listing
+    stopped: str | None = None  # why the run stopped early (daily budget): loaded data is kept
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def listing(self, entity: Entity, index: int, rows: int) -> None:
+        with self._lock:
+            counts = self.listing_records.setdefault(entity.name, [0] * len(entity.listings))
+            counts[index] += rows
 
     def page(self, entity: str, rows: int) -> None:
         with self._lock:
@@ -77,8 +89,12 @@ class SyncContext:
         page_size: int,
         hooks: Sequence[RecordHook],
         company_domain: str | None,
+        workers: int = DEFAULT_WORKERS,
+        arrow: bool = True,
     ) -> None:
         self.client = client
+        self.pool = FetchPool(client, workers)
+        self.arrow = arrow
         self.monitor = monitor
         self.start_date = start_date
         self.page_size = page_size
@@ -88,6 +104,7 @@ class SyncContext:
         self._run_started: datetime | None = None
         self._memo: dict[str, list[Row]] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
+        self.rewinds: dict[str, str] = {}  # entity -> its cursor may not pass this (see `rewind`)
         monitor.client_stats = client.stats
 
     # ---- the run clock ---------------------------------------------------------------------------------
@@ -158,6 +175,40 @@ class SyncContext:
         for hook in self.hooks:
             rows = hook(entity, rows, self)
         return rows
+
+    def read(self, entity: Entity) -> EntityRead:
+        """A fresh concurrent read of `entity` through the run's pool (see `fetching.py`)."""
+        return EntityRead(entity, Feed(self.pool), self.page_size)
+
+    def records(self, entity: Entity, batch: Batch, raw: bool = False) -> list[Row]:
+        """A fetched batch as records: unwrapped, counted, shaped by the listing flags and hooks."""
+        tag: Tag = batch.tag
+        items = _unwrap(batch.items, entity.items_key)
+        self.monitor.page(entity.name, len(items))
+        self.monitor.listing(entity, tag.index, len(items))
+        return items if raw else self.shape(entity, tag.listing, items)
+
+    def prefetch(self, entities: Sequence[Entity]) -> None:
+        """Fetch small shared lists (field definitions...) in the pool now, before a page needs them."""
+        for entity in entities:
+            self.pool.submit(lambda entity=entity: self._quietly(entity))
+
+    def _quietly(self, entity: Entity) -> None:
+        with contextlib.suppress(Exception):  # whoever needs the list asks again and gets the error then
+            self.full_rows(entity)
+
+    def rewind(self, entity: Entity, value: str) -> None:
+        """Children of `entity`'s records from `value` on were not all read (the run stopped): its cursor
+        must not pass `value`, whether its state is written already or later in this run."""
+        with self._lock:
+            known = self.rewinds.get(entity.name)
+            self.rewinds[entity.name] = value if known is None else min(known, value)
+        rewind_cursor(dlt.current.resource_state(entity.name), self.rewinds[entity.name])
+
+    def note_stop(self) -> None:
+        """Record a budget stop (once) for the monitor: the run ends cleanly with what it loaded."""
+        if self.pool.stopped is not None and self.monitor.stopped is None:
+            self.monitor.stopped = self.pool.stopped.message
 
     def full_rows(self, entity: Entity, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Every row of a small list, fetched once per run and shared (boards feed phases, fields hooks)."""

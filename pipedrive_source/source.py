@@ -4,10 +4,18 @@ Every table is written with `merge` on its primary key. How a run finds what cha
 strategy (see `entities.py`); all strategies end in the same place: pages of records, shaped by the record
 hooks (custom-field resolution plugs in there), yielded to dlt.
 
+Requests run concurrently through one pool and one rate limiter per run (`concurrency.py`, `limiter.py`;
+`fetching.py` says how each strategy is split), and every resource generator yields None while none of its
+pages is ready, so that dlt serves the others meanwhile. Inside a pipeline run pages are loaded as Arrow
+tables (`output.py`, `arrow_pages.py`).
+
 Boundary rule for incremental cursors: `updated_since` is inclusive, so the records at the last loaded
-`update_time` come back on the next run. dlt's incremental drops the ones whose *content* is unchanged (the
-dedup key is the whole record, not its id), so a no-change run loads nothing while a record changed again
-within the same second is still loaded.
+`update_time` come back on the next run; the unchanged ones are dropped (`fetching.CursorState`), so a
+no-change run loads nothing while a record changed again within the same second is still loaded.
+
+When the daily token budget (or the run's share of it, `max_budget_share`) would run out, the run stops
+cleanly: no new request, what was fetched is loaded, each entity's state points to where it must continue,
+and `SyncMonitor.stopped` says when the budget resets (the pipeline script exits with code 3).
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ from typing import Any
 
 import dlt
 import orjson
+import pyarrow as pa
 from dlt.common.typing import TSecretStrValue
 from dlt.extract.resource import DltResource
 
 from .client import PipedriveClient
-from .custom_fields_hook import CustomFieldResolution
+from .concurrency import DEFAULT_WORKERS
+from .custom_fields_hook import INHERITED_FIELDS, LEAD_LABELS, CustomFieldResolution
 from .entities import (
     BY_NAME,
     CURSOR,
@@ -40,11 +50,13 @@ from .entities import (
     Entity,
 )
 from .errors import TOKEN_SETTING, AccessDenied, ConfigError
-from .limiter import RateLimiter
+from .fetching import CursorState, run_until
+from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
+from .output import Output, destination_merges, parent_ids
 from .run import RecordHook, Row, SyncContext, SyncMonitor
-from .settings import COMPANY_URL, DEAL_IDS_PER_REQUEST, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
-from .timefmt import render, rfc3339, start_date_value
+from .settings import COMPANY_URL, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
+from .timefmt import render, start_date_value
 
 logger = logging.getLogger("pipedrive_source")
 
@@ -68,6 +80,11 @@ def pipedrive_source(
     resolve_custom_fields: bool = True,
     keep_option_ids: bool = False,
     full_read_interval_hours: float | None = None,
+    burst_limit: int | None = None,
+    daily_token_budget: int | None = None,
+    max_budget_share: float = 1.0,
+    workers: int = DEFAULT_WORKERS,
+    arrow: bool = True,
 ) -> list[DltResource]:
     """All Pipedrive entities of one company as dlt resources (one table each), merged on their primary key.
 
@@ -84,7 +101,8 @@ def pipedrive_source(
             so that `deletions.flag_vanished` can flag records deleted in Pipedrive.
         page_size: records per page (Pipedrive allows up to 500).
         monitor: receives progress and the run's figures (requests, tokens, rows per entity).
-        limiter: a shared rate limiter (see `limiter.RateLimiter`); default: none, 429s are waited out.
+        limiter: the run's rate limiter (see `limiter.py`); default: a `PlanLimiter` built from
+            `burst_limit`, `daily_token_budget` and `max_budget_share`.
         record_hooks: functions applied to every page of records before it is yielded (after the
             custom-field resolution).
         resolve_custom_fields: hash keys -> readable columns, option ids -> labels, plus the tables
@@ -93,6 +111,12 @@ def pipedrive_source(
         full_read_interval_hours: how often the lists that can be neither filtered nor sorted (call_logs,
             tasks, phases) are re-read in full (default: each entity's own, 24 h; 0: every run). See
             `entities.py`; `reconcile` and a full refresh read them anyway.
+        burst_limit: requests per 2 s the plan allows (API token 20/40/100/120, OAuth 80..480); default:
+            learned from the `x-ratelimit-limit` header. A lower value leaves room to other integrations.
+        daily_token_budget: the company's daily token budget; default: learned from the response headers.
+        max_budget_share: share of the daily budget this run may spend (0-1]; the run stops cleanly there.
+        workers: requests in flight at most (the rate limiter paces them).
+        arrow: load pages as Arrow tables (fast); False lets dlt normalize the records one by one.
     """
     selected = _select(entities)
     if not 1 <= page_size <= PAGE_SIZE:
@@ -100,6 +124,8 @@ def pipedrive_source(
     if full_read_interval_hours is not None and not full_read_interval_hours >= 0:
         raise ConfigError(f"full_read_interval_hours must be 0 or more, not {full_read_interval_hours}.")
     http = HttpSettings(max_attempts=max(1, max_attempts), backoff_base_s=max(0.0, backoff_base_s))
+    if limiter is None:
+        limiter = PlanLimiter(Plan(burst_limit, daily_token_budget, max_budget_share))
     client = PipedriveClient(_base_url(base_url, company_domain), _auth(api_token, oauth), http, limiter)
     monitor = monitor or SyncMonitor()
     monitor.hard_delete = hard_delete
@@ -112,12 +138,16 @@ def pipedrive_source(
         page_size,
         hooks,
         _domain_name(company_domain),
+        workers=max(1, workers),
+        arrow=arrow,
     )
     built: dict[str, DltResource] = {}
     for entity in ENTITIES:
         if entity.name in selected:
             interval = _full_read_interval(entity, full_read_interval_hours)
             built[entity.name] = _resource(entity, ctx, built, hard_delete, reconcile, interval)
+    if resolution is not None:  # field definitions arrive while the first pages are on their way
+        ctx.prefetch(_shared_lists(selected))
     # small full reads first: their responses fix the run's server time before incremental reads need it,
     # and field definitions are in hand before the records whose custom fields they describe
     # (lists with a full-read interval last among them: their check needs the server time)
@@ -155,6 +185,16 @@ def _full_read_interval(entity: Entity, override: float | None) -> float | None:
     if entity.full_read_hours is None:
         return None  # read in full every run
     return entity.full_read_hours if override is None else float(override)
+
+
+def _shared_lists(selected: set[str]) -> list[Entity]:
+    """Small lists the custom-field resolution of the selected entities reads."""
+    names = {BY_NAME[name].fields_entity for name in selected} | {
+        INHERITED_FIELDS[name] for name in selected if name in INHERITED_FIELDS
+    }
+    if "leads" in selected:
+        names.add(LEAD_LABELS)
+    return [BY_NAME[name] for name in sorted(n for n in names if n)]
 
 
 def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None) -> Auth:
@@ -211,15 +251,16 @@ def _resource(
     if entity.merge_key:
         hints["merge_key"] = entity.merge_key
     if entity.strategy in (UPDATED_SINCE, SORTED):
-        return dlt.resource(_unless_denied(entity, ctx, _incremental_fetch(entity, ctx, reconcile)), **hints)
+        fetch = _incremental_fetch(entity, ctx, reconcile, hard_delete)
+        return dlt.resource(_unless_denied(entity, ctx, fetch), **hints)
     if entity.strategy in (FULL, PER_PARENT):
-        fetch = _full_fetch(entity, ctx, full_read_hours, force=reconcile)  # reconcile lists everything
+        fetch = _full_fetch(entity, ctx, full_read_hours, hard_delete, force=reconcile)  # reconcile: all
         return dlt.resource(_unless_denied(entity, ctx, fetch), **hints)
     if entity.strategy in (DEAL_BATCH, PER_RECORD):
         fetch = (
-            _deal_batch_fetch(entity, ctx)
+            _deal_batch_fetch(entity, ctx, hard_delete)
             if entity.strategy == DEAL_BATCH
-            else _per_record_fetch(entity, ctx)
+            else _per_record_fetch(entity, ctx, hard_delete)
         )
         return dlt.transformer(_unless_denied(entity, ctx, fetch), data_from=built[entity.parent], **hints)
     raise ValueError(f"{entity.name}: unknown strategy {entity.strategy!r}")
@@ -227,7 +268,8 @@ def _resource(
 
 def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterator[Any]]) -> Any:
     """An entity the plan or the user's permissions exclude (HTTP 402/403, e.g. installments below the
-    Growth plan) is skipped with a warning instead of failing the whole sync; its state stays as it was."""
+    Growth plan) is skipped with a warning instead of failing the whole sync; its state stays as it was.
+    A used-up budget ends the entity cleanly too (the run stops; see the module docstring)."""
 
     @functools.wraps(fetch)
     def guarded(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -238,6 +280,9 @@ def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterat
         except AccessDenied as exc:
             ctx.monitor.progress(entity.name).skipped = exc.message
             logger.warning("skipping %s: %s", entity.name, exc.message)
+        except BudgetExhausted as exc:
+            ctx.pool.stop(exc)
+        ctx.note_stop()
 
     return guarded
 
@@ -251,30 +296,24 @@ def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
     return {"is_deleted": deleted, **entity.columns}
 
 
-def _row_content(row: Row) -> list[str]:
-    """Incremental dedup key: every column, so only identical records count as already loaded."""
-    return sorted(row)
-
-
-def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool) -> Any:
+def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_delete: bool) -> Any:
     initial = render(ctx.start_date, entity.time_format) if ctx.start_date else None
 
-    def fetch(
-        cursor: dlt.sources.incremental[str] = dlt.sources.incremental(  # noqa: B008 - dlt binds defaults
-            entity.cursor_field,
-            initial_value=initial,
-            primary_key=_row_content,
-            on_cursor_value_missing="include",
-        ),
-    ) -> Iterator[list[Row]]:
-        since = cursor.start_value
+    def fetch() -> Iterator[Any]:
+        state = dlt.current.resource_state()
+        cursor = CursorState(state, entity, initial)
+        output = Output(entity, ctx.arrow, hard_delete)
         with ctx.timed(entity):
-            for listing in entity.listings:
-                if entity.strategy == UPDATED_SINCE:
-                    yield from _updated_since_pages(entity, listing, ctx, since)
-                else:
-                    yield from _sorted_pages(entity, listing, ctx, since)
-            if reconcile:
+            until = run_until(ctx.run_started())
+            read = ctx.read(entity).incremental(cursor.since, until)
+            for batch in read.batches():
+                if batch is None:
+                    yield None  # nothing ready: dlt serves the other resources meanwhile
+                    continue
+                rows = cursor.admit(ctx.records(entity, batch, raw=True))
+                yield from output.page(ctx.shape(entity, batch.tag.listing, rows))
+            cursor.commit(state, read.complete, read.resume_from(), ctx.rewinds.get(entity.name))
+            if reconcile and read.complete:
                 ctx.monitor.record_live_ids(entity.name, _all_ids(entity, ctx))
 
     return fetch
@@ -291,48 +330,84 @@ def _all_ids(entity: Entity, ctx: SyncContext) -> set[Any]:
     return ids
 
 
-def _updated_since_pages(
-    entity: Entity, listing: Any, ctx: SyncContext, since: str | None
-) -> Iterator[list[Row]]:
-    # `updated_until` is exclusive and the Date header has whole seconds: include the run's own second.
-    # Records changed later in that second come back next run (updated_since is the last loaded time).
-    params = {
-        "sort_by": "update_time",
-        "sort_direction": "asc",
-        "updated_until": rfc3339(ctx.run_started() + timedelta(seconds=1)),
-    }
-    if since:
-        params["updated_since"] = rfc3339(since)
-    for page in ctx.pages(entity, listing, params):
-        if page.items:
-            yield page.items
-
-
-def _sorted_pages(entity: Entity, listing: Any, ctx: SyncContext, since: str | None) -> Iterator[list[Row]]:
-    """Newest first; stop after the first page that reaches records older than the last loaded time."""
-    field = entity.cursor_field
-    for page in ctx.pages(entity, listing):
-        if page.items:
-            yield page.items
-        times = [row.get(field) for row in page.items if row.get(field)]
-        if since and times and min(times) < since:
-            return
-
-
-def _full_fetch(entity: Entity, ctx: SyncContext, interval_hours: float | None, force: bool = False) -> Any:
-    def fetch() -> Iterator[list[Row]]:
+def _full_fetch(
+    entity: Entity, ctx: SyncContext, interval_hours: float | None, hard_delete: bool, force: bool = False
+) -> Any:
+    def fetch() -> Iterator[Any]:
         with ctx.timed(entity):
             state = dlt.current.resource_state()
             parents = _parents_digest(entity, ctx)
             if not force and not _full_read_due(state, ctx, interval_hours, parents):
                 return  # read recently: no request, nothing loaded, no live ids noted
-            rows = _per_parent_rows(entity, ctx) if entity.strategy == PER_PARENT else ctx.full_rows(entity)
-            yield from _changed_only(entity, rows, ctx)
+            output = Output(entity, ctx.arrow, hard_delete)
+            changes = _Changes(entity, state.get("digests") or {})
+            for rows in _full_pages(entity, ctx):
+                if rows is None:
+                    yield None
+                    continue
+                yield from output.page(changes.changed(rows))
+            if ctx.pool.stopped is not None:
+                return  # incomplete: digests and read time stay, the next run reads it all again
+            state["digests"] = changes.current
+            ctx.monitor.record_live_ids(entity.name, changes.live_ids())
             if interval_hours is not None:
                 state["last_full_read"] = ctx.run_started().isoformat()
                 state["parents_digest"] = parents
 
     return fetch
+
+
+def _full_pages(entity: Entity, ctx: SyncContext) -> Iterator[list[Row] | None]:
+    """Shaped records of a full read: shared small lists from the run's memo, others read concurrently
+    and handed on per listing once all arrived (a record in two listings: the first listing's wins)."""
+    if entity.name in _MEMO_LISTS:
+        yield ctx.full_rows(entity)
+        return
+    read = ctx.read(entity)
+    if entity.strategy == PER_PARENT:
+        for parent in ctx.full_rows(BY_NAME[entity.parent]):
+            if parent.get("id") is not None:
+                read.full({entity.parent_param: parent["id"]}, parent=parent["id"])
+    else:
+        read.full()
+    by_listing: dict[int, list[Row]] = {}
+    for batch in read.batches():
+        if batch is None:
+            yield None
+        else:
+            by_listing.setdefault(batch.tag.index, []).extend(ctx.records(entity, batch))
+    for index in sorted(by_listing):  # in listing order, whatever order the pages came in: first wins
+        yield by_listing[index]
+
+
+# lists other entities read too (field definitions, boards for phases, lead labels): fetched once per run
+_MEMO_LISTS = {e.name for e in ENTITIES if e.name.endswith("_fields")} | {"boards", LEAD_LABELS}
+
+
+class _Changes:
+    """Records of a full read whose content changed since the last run (digest per id in the state).
+
+    The digests live in the resource state, which dlt commits only with a successful load. Ids that vanished
+    are flagged after the load by `deletions.flag_vanished` from the live ids noted here."""
+
+    def __init__(self, entity: Entity, previous: dict[str, str]) -> None:
+        self.entity = entity
+        self.previous = previous
+        self.current: dict[str, str] = {}
+
+    def changed(self, rows: Iterable[Row]) -> list[Row]:
+        out: list[Row] = []
+        for row in rows:
+            key = orjson.dumps(row.get(self.entity.primary_key)).decode()
+            if key in self.current:
+                continue  # listed twice (a deleted project is also among the archived ones): first wins
+            self.current[key] = _digest(row)
+            if self.previous.get(key) != self.current[key]:
+                out.append(row)
+        return out
+
+    def live_ids(self) -> set[Any]:
+        return {orjson.loads(key) for key in self.current}
 
 
 def _full_read_due(state: Any, ctx: SyncContext, interval_hours: float | None, parents: str | None) -> bool:
@@ -350,82 +425,84 @@ def _parents_digest(entity: Entity, ctx: SyncContext) -> str | None:
     return _digest({"rows": ctx.full_rows(BY_NAME[entity.parent])})
 
 
-def _per_parent_rows(entity: Entity, ctx: SyncContext) -> list[Row]:
-    rows: list[Row] = []
-    for parent in ctx.full_rows(BY_NAME[entity.parent]):
-        if parent.get("id") is None:
-            continue
-        for listing in entity.listings:
-            for page in ctx.pages(entity, listing, {entity.parent_param: parent["id"]}):
-                rows.extend(page.items)
-    return rows
-
-
-def _changed_only(entity: Entity, rows: Iterable[Row], ctx: SyncContext) -> Iterator[list[Row]]:
-    """Yield the records whose content changed since the last run; note every id as live.
-
-    The digests live in the resource state, which dlt commits only with a successful load. Ids that vanished
-    are flagged after the load by `deletions.flag_vanished` from the live ids noted here.
-    """
-    state = dlt.current.resource_state()
-    previous: dict[str, str] = state.get("digests") or {}
-    current: dict[str, str] = {}
-    changed: list[Row] = []
-    for row in rows:
-        key = orjson.dumps(row.get(entity.primary_key)).decode()
-        if key in current:
-            continue  # listed twice (a deleted project is also among the archived ones): first listing wins
-        current[key] = _digest(row)
-        if previous.get(key) != current[key]:
-            changed.append(row)
-    if changed:
-        yield changed
-    state["digests"] = current
-    ctx.monitor.record_live_ids(entity.name, {orjson.loads(key) for key in current})
-
-
 def _digest(row: Row) -> str:
     return hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
 
 
-def _deal_batch_fetch(entity: Entity, ctx: SyncContext) -> Any:
-    def fetch(deals: list[Row]) -> Iterator[list[Row]]:
-        ids = _ids(deals)
+def _deal_batch_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:
+    def fetch(items: Any, meta: Any = None) -> Iterator[Any]:
+        ids = parent_ids(items, meta, entity.parent or "")
+        if not ids:
+            return
+        if ctx.pool.halted:
+            _rewind_parents(entity, ctx, items)  # the run stopped before these parents' children
+            return
+        output = Output(entity, ctx.arrow, hard_delete)
         with ctx.timed(entity):
-            for start in range(0, len(ids), DEAL_IDS_PER_REQUEST):
-                chunk = ids[start : start + DEAL_IDS_PER_REQUEST]
-                params = {"deal_ids": ",".join(str(i) for i in chunk)}
-                rows: list[Row] = []
-                for listing in entity.listings:
-                    for page in ctx.pages(entity, listing, params):
-                        rows.extend(page.items)
-                yield rows + _placeholders(entity, chunk, rows)
+            read = ctx.read(entity).deal_batches(ids)
+            for batch in read.batches():
+                if batch is None:
+                    yield None
+                    continue
+                rows = ctx.records(entity, batch)
+                yield from output.page(rows + _placeholders(entity, batch.tag.parent, rows))
+            if not read.complete:
+                _rewind_parents(entity, ctx, items)
 
     return fetch
 
 
-def _per_record_fetch(entity: Entity, ctx: SyncContext) -> Any:
-    def fetch(parents: list[Row]) -> Iterator[list[Row]]:
+def _per_record_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:
+    def fetch(items: Any, meta: Any = None) -> Iterator[Any]:
+        ids = parent_ids(items, meta, entity.parent or "")
+        if not ids:
+            return
+        if ctx.pool.halted:
+            _rewind_parents(entity, ctx, items)  # the run stopped before these parents' children
+            return
+        output = Output(entity, ctx.arrow, hard_delete)
         with ctx.timed(entity):
-            for parent_id in _ids(parents):
-                rows: list[Row] = []
-                for listing in entity.listings:
-                    # a parent deleted meanwhile answers 404: it simply has no rows any more
-                    for page in ctx.pages(entity, listing, path_params={"id": parent_id}, missing_ok=True):
-                        rows.extend(page.items)
+            read = ctx.read(entity).per_record(ids)
+            for batch in read.batches():
+                if batch is None:
+                    yield None
+                    continue
+                rows = ctx.records(entity, batch)
                 for row in rows:
                     if entity.derive:
-                        entity.derive(row, parent_id)
-                yield rows + _placeholders(entity, [parent_id], rows)
+                        entity.derive(row, batch.tag.parent)
+                yield from output.page(rows + _placeholders(entity, [batch.tag.parent], rows))
+            if not read.complete:
+                _rewind_parents(entity, ctx, items)
 
     return fetch
+
+
+def _rewind_parents(entity: Entity, ctx: SyncContext, items: Any) -> None:
+    """The run stopped before every child of these parents was read: the parents' cursor goes back to
+    the oldest of them, so that the next run reads them (and their children) again."""
+    parent = BY_NAME[entity.parent or ""]
+    oldest = _oldest(items, parent)
+    if oldest is not None:
+        ctx.rewind(parent, oldest)
+
+
+def _oldest(items: Any, parent: Entity) -> str | None:
+    """The oldest cursor value among the parent records of a transformer's item, in the parent's format."""
+    field = parent.cursor_field or "update_time"
+    if isinstance(items, pa.Table):
+        values = items.column(field).to_pylist() if field in items.column_names else []
+    else:
+        values = [row.get(field) for row in (items if isinstance(items, list) else [items])]
+    rendered = [render(v, parent.time_format) if isinstance(v, datetime) else v for v in values if v]
+    return min(rendered, default=None)
 
 
 def _placeholders(entity: Entity, parent_ids: Sequence[Any], rows: list[Row]) -> list[Row]:
     """Rows that only clear a parent's old children: merge on `merge_key` deletes the parent's rows in the
     destination, and `is_deleted` (a hard-delete column for these tables) keeps the placeholder out."""
     key = entity.merge_key
-    if not key or not _destination_merges():
+    if not key or not destination_merges():
         return []
     with_rows = {row.get(key) for row in rows}
     return [
@@ -439,22 +516,3 @@ def _placeholder_id(entity: Entity, parent_id: Any) -> Any:
     if entity.primary_key == "id" and isinstance(parent_id, int):
         return -parent_id  # never a real id, and of the column's type
     return f"none:{parent_id}"
-
-
-def _destination_merges() -> bool:
-    """Filesystem without a table format appends instead of merging: placeholders would become rows."""
-    try:
-        caps = dlt.current.pipeline().destination.capabilities()
-    except Exception:  # no active pipeline (e.g. iterating the source directly): nothing to clear
-        return False
-    return "delete-insert" in (caps.supported_merge_strategies or ())
-
-
-def _ids(rows: Iterable[Row] | Row) -> list[Any]:
-    if isinstance(rows, dict):
-        rows = [rows]
-    seen: dict[Any, None] = {}
-    for row in rows:
-        if row.get("id") is not None:
-            seen.setdefault(row["id"], None)
-    return list(seen)

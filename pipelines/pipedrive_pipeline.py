@@ -6,6 +6,8 @@
 
 Exit codes (for cron): 0 ok, 2 configuration or credentials, 3 daily API budget used up, 1 anything else.
 On failure one line on stderr says what to fix; nothing partial is committed and the next run continues.
+When the daily API token budget (or --max-budget-share of it) runs out, the run stops cleanly: what was
+fetched is loaded, the next run continues where this one stopped, and the message says when it resets.
 """
 
 from __future__ import annotations
@@ -75,6 +77,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep raw option ids next to custom-field labels (<column>_id, <column>_ids)",
     )
+    parser.add_argument(
+        "--burst-limit", type=int, default=None, help="requests per 2 s (default: from Pipedrive's headers)"
+    )
+    parser.add_argument(
+        "--max-budget-share",
+        type=float,
+        default=None,
+        help="share (0-1] of the company's daily API token budget this run may spend (default 1)",
+    )
     parser.add_argument("--demo", action="store_true", help="start the bundled emulator and sync it")
     parser.add_argument("--demo-scale", default="small", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -119,7 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"views: {', '.join(views.created) or 'none'}", *views.notices(), sep="\n")
     if args.show:
         show_tables(pipeline)
-    return EXIT_OK if not info.has_failed_jobs else EXIT_FAILED
+    if info.has_failed_jobs:
+        return EXIT_FAILED
+    if monitor.stopped:  # the budget ran out: what was fetched is loaded, the next run continues
+        print(f"stopped early: {monitor.stopped}", file=sys.stderr, flush=True)
+        return EXIT_BUDGET
+    return EXIT_OK
 
 
 def pipedrive_configured() -> bool:
@@ -176,6 +192,10 @@ def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> An
         options["full_read_interval_hours"] = args.full_read_interval_hours
     if args.keep_option_ids:
         options["keep_option_ids"] = True
+    if args.burst_limit is not None:
+        options["burst_limit"] = args.burst_limit
+    if args.max_budget_share is not None:
+        options["max_budget_share"] = args.max_budget_share
     if demo is not None:
         options.update(api_token=demo.api_token, base_url=demo.base_url, company_domain=None)
     return pipedrive_source(**options)

@@ -12,6 +12,8 @@ import pytest
 from connector_fixtures import compare, load_truth, make_pipeline, sync
 
 from pipedrive_source import FIELDS_TABLES, ApiError, AuthError, PipedriveOAuthCredentials, pipedrive_source
+from pipedrive_source.concurrency import DEFAULT_WORKERS
+from pipedrive_source.limiter import NoLimiter
 
 TABLES = ["deals", "persons", "organizations", "users", "notes", "leads", "deal_products"]
 
@@ -53,7 +55,8 @@ def test_oauth_refreshes_when_the_access_token_expires_mid_run(clean_emulator, t
         record_hooks=[expire_after_first_page],
     )
     statuses = result.emulator_stats["statuses"]
-    assert statuses.get("401") == 1  # one request saw the expired token, and was retried after a refresh
+    # the requests in flight when it expired saw the expired token; each was retried after a refresh
+    assert 1 <= statuses.get("401", 0) <= DEFAULT_WORKERS
     assert_equal_to_truth(clean_emulator, tmp_path, TABLES)
 
 
@@ -102,7 +105,8 @@ def test_a_persistent_failure_ends_the_run_without_advancing_state(clean_emulato
 def test_429_waits_for_the_reset_and_completes(clean_emulator, tmp_path: Path) -> None:
     clean_emulator.control.settings(burst_limit=8)
     lists = ["deals", "persons", "users", "filters", "roles", "currencies", "activity_types", "lead_labels"]
-    result = sync(clean_emulator, tmp_path, entities=lists + list(FIELDS_TABLES))
+    # without pacing (the default limiter never meets a 429 here): the client's own wait is tested
+    result = sync(clean_emulator, tmp_path, entities=lists + list(FIELDS_TABLES), limiter=NoLimiter())
     assert result.monitor.client_stats.rate_limit_waits > 0
     assert result.emulator_stats["rate_limited"]["burst"] > 0
     assert_equal_to_truth(clean_emulator, tmp_path, ["deals", "persons", "users"])

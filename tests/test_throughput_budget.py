@@ -1,0 +1,124 @@
+"""The connector under rate limits, over HTTP against the emulator: concurrent fetching paced to a small burst
+limit without a 429, a run that stops cleanly when the daily budget (or its share of it) runs out and a next
+run that continues where it stopped, and time windows that read every record exactly once.
+
+Every run ends compared with the emulator's ground truth, so "stopped cleanly" means: nothing loaded was
+lost, nothing skipped, the state pointed to the right place.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from connector_fixtures import DEFAULT_TABLES, compare, load_truth, make_pipeline, sync
+
+from pipedrive_source.emulator import EmulatorHandle, run_emulator
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ["deals", "persons", "organizations", "activities", "notes", "leads", "users", "deal_fields"]
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorHandle]:
+    with run_emulator(seed=11, scale="tiny") as handle:
+        yield handle
+
+
+@pytest.fixture
+def fresh(emulator: EmulatorHandle) -> EmulatorHandle:
+    emulator.control.settings(burst_limit=100, daily_budget=1_500_000, budget_period_s=0)
+    emulator.control.reset_ratelimit()
+    emulator.control.reset_stats()
+    return emulator
+
+
+def assert_equal_to_truth(emulator: EmulatorHandle, workdir: Path, tables: list[str]) -> None:
+    truth = load_truth(emulator, workdir, tables)
+    problems = {t: p for t in tables if (p := compare(workdir / "crm.duckdb", truth, t))}
+    assert not problems, {t: p[:5] for t, p in problems.items()}
+
+
+def test_concurrent_sync_at_a_small_burst_limit_gets_no_429(fresh: EmulatorHandle, tmp_path: Path) -> None:
+    fresh.control.settings(burst_limit=6)
+    result = sync(fresh, tmp_path, entities=TABLES, page_size=10)  # many small pages: many requests
+    assert result.requests > 40
+    assert result.emulator_stats["rate_limited"] == {"burst": 0, "daily": 0, "injected": 0}
+    assert result.monitor.client_stats.rate_limit_waits == 0
+    assert_equal_to_truth(fresh, tmp_path, TABLES)
+
+
+def test_time_windows_read_every_record_once(fresh: EmulatorHandle, tmp_path: Path) -> None:
+    """Pages of 5 make the `updated_since` lists long enough to be split into concurrent windows."""
+    result = sync(fresh, tmp_path, entities=["activities", "persons", "deals"], page_size=5)
+    assert_equal_to_truth(fresh, tmp_path, ["activities", "persons", "deals"])
+    fresh.control.mutate(seed=5, creates=6, updates=12)  # (deletions need a reconcile run to show)
+    again = sync(fresh, tmp_path, pipeline=result.pipeline, entities=["activities", "persons", "deals"])
+    assert again.rows > 0
+    assert_equal_to_truth(fresh, tmp_path, ["activities", "persons", "deals"])
+
+
+def test_a_used_up_budget_stops_cleanly_and_the_next_run_continues(
+    fresh: EmulatorHandle, tmp_path: Path
+) -> None:
+    (tmp_path / "measure").mkdir()
+    full = sync(fresh, tmp_path / "measure", page_size=10)
+    fresh.control.settings(daily_budget=full.tokens // 2)
+    fresh.control.reset_ratelimit()
+
+    stopped = sync(fresh, tmp_path, page_size=10)  # returns normally: a clean stop is not a failure
+    assert stopped.monitor.stopped and "resets in about" in stopped.monitor.stopped
+    assert stopped.emulator_stats["rate_limited"]["daily"] == 0  # it stopped before Pipedrive refused
+    assert 0 < stopped.tokens <= full.tokens // 2
+    assert stopped.rows > 0  # what was fetched was loaded
+
+    fresh.control.settings(daily_budget=1_500_000)  # the next day
+    fresh.control.reset_ratelimit()
+    resumed = sync(fresh, tmp_path, pipeline=stopped.pipeline, page_size=10)
+    assert resumed.monitor.stopped is None
+    assert resumed.tokens < full.tokens  # it did not start over
+    assert_equal_to_truth(fresh, tmp_path, DEFAULT_TABLES)
+
+
+def test_runs_capped_by_their_budget_share_complete_a_sync_together(
+    fresh: EmulatorHandle, tmp_path: Path
+) -> None:
+    (tmp_path / "measure").mkdir()
+    full = sync(fresh, tmp_path / "measure", entities=TABLES, page_size=10)
+    fresh.control.settings(daily_budget=full.tokens * 2)
+    pipeline = make_pipeline(tmp_path)
+    runs = []
+    for _ in range(6):  # a run's share must exceed what every run reads anyway (field definitions...)
+        fresh.control.reset_ratelimit()  # each run gets its share of a fresh day
+        run = sync(fresh, tmp_path, pipeline=pipeline, entities=TABLES, page_size=10, max_budget_share=0.35)
+        runs.append(run)
+        assert run.tokens <= full.tokens * 2 * 0.35
+        if run.monitor.stopped is None:
+            break
+    assert len(runs) > 1 and "max_budget_share=0.35" in (runs[0].monitor.stopped or "")
+    assert runs[-1].monitor.stopped is None
+    assert_equal_to_truth(fresh, tmp_path, TABLES)
+
+
+def test_cli_exits_3_with_the_reset_time_when_the_budget_runs_out(
+    fresh: EmulatorHandle, tmp_path: Path
+) -> None:
+    fresh.control.settings(daily_budget=150)
+    env = {
+        **os.environ,
+        "SOURCES__PIPEDRIVE__API_TOKEN": fresh.api_token,
+        "SOURCES__PIPEDRIVE__BASE_URL": fresh.base_url,
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+    }
+    script = ROOT / "pipelines" / "pipedrive_pipeline.py"
+    command = [sys.executable, str(script), "--pipelines-dir", str(tmp_path / "pipelines"), "--quiet"]
+    command.append("--no-views")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 3, done.stderr
+    assert "daily API token budget is used up; it resets in about" in done.stderr
+    assert "total:" in done.stdout  # the summary of what was loaded
