@@ -34,7 +34,7 @@ FAULTS = {
     "malformed_rate": 0.05,
     "throttle_rate": 0.02,
     "jitter_ms": 60.0,  # latency spikes: up to 60 ms on top of every answer
-    "fault_seed": 4242,
+    "fault_seed": 28,  # its first 12 requests already draw every fault kind (a sync makes few requests)
 }
 NO_FAULTS = {k: 0 for k in FAULTS if k != "fault_seed"}
 RETRY_LINE = re.compile(r"retrying (\S+) in [\d.]+s after (.+) \(attempt (\d+)\)")
