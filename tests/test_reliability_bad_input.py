@@ -106,7 +106,7 @@ def test_token_of_another_company_into_an_existing_dataset_is_refused(cli, confi
 
 
 def test_unreachable_base_url(cli, tmp_path: Path) -> None:
-    run = cli(*USERS, **{URL_SETTING: "http://127.0.0.1:9"})  # the discard port: connection refused
+    run = cli(*USERS, **{URL_SETTING: "http://127.0.0.1:9", "SOURCES__PIPEDRIVE__MAX_ATTEMPTS": "2"})
     assert run.returncode == 1
     assert_one_clear_line(run, "Could not connect to http://127.0.0.1:9", URL_SETTING)
     assert nothing_loaded(tmp_path)

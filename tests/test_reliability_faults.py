@@ -16,6 +16,7 @@ from reliability_support import (
     LEDGER,
     assert_equal_to_truth,
     assert_one_clear_line,
+    compare_with_truth,
     destination_snapshot,
     ledger_logs,  # noqa: F401
     run_main,
@@ -75,7 +76,7 @@ def test_every_fault_kind_at_once_still_gives_the_truth(
     hidden: dict[str, set] = {}  # deleted records Pipedrive's lists no longer show wait for a reconcile run
     for round_number in range(2):  # a full sync, then an incremental one after changes
         caplog.clear()
-        result = sync(emulator, tmp_path, entities=FAULT_TABLES, **EXACT)
+        result = sync(emulator, tmp_path, entities=FAULT_TABLES, page_size=10, **EXACT)  # many pages
         assert_retries_logged_and_bounded(caplog, result)
         for kind, count in result.emulator_stats["faults"].items():
             seen[kind] = seen.get(kind, 0) + count
@@ -117,8 +118,6 @@ PERSISTENT = [  # (settings, exit code, what the one line must say)
     ),
     ({"drop_rate": 1.0}, 1, ("kept failing on /", "connection problem", "run the sync again")),
     ({"malformed_rate": 1.0}, 1, ("kept failing on /", "malformed JSON", "run the sync again")),
-    # the persistent 429 users meet most: the daily token budget is spent (no retries, exit 3)
-    ({"daily_budget": 60}, 3, ("daily API token budget is used up", "resets in about", "run the sync again")),
 ]
 
 
@@ -133,18 +132,16 @@ def test_persistent_faults_are_one_clear_line_and_change_nothing(
     state, data = state_bytes(tmp_path / "pipelines"), destination_snapshot(tmp_path / "crm.duckdb")
     for number, (fault, code, needles) in enumerate(PERSISTENT):
         emulator.control.mutate(seed=number, creates=3, updates=10)  # there would be something to load
-        emulator.control.reset_ratelimit()
         emulator.control.settings(**fault)
         emulator.control.reset_stats()
         failed = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
         served = emulator.control.stats()
-        emulator.control.settings(**NO_FAULTS, daily_budget=emulator.settings.daily_budget)
-        emulator.control.reset_ratelimit()
+        emulator.control.settings(**NO_FAULTS)
 
         assert failed.returncode == code, (fault, failed.stderr)
         assert_one_clear_line(failed, *needles)
-        if code == 1:  # bounded: the first request, retried, then given up
-            assert served["total_requests"] == HttpSettings.max_attempts, served["requests"]
+        # bounded: the first request, retried, then given up
+        assert served["total_requests"] == HttpSettings.max_attempts, served["requests"]
         assert state_bytes(tmp_path / "pipelines") == state, fault  # state not advanced
         assert destination_snapshot(tmp_path / "crm.duckdb") == data, fault  # nothing (half-)loaded
 
@@ -189,3 +186,37 @@ def test_logs_of_retries_name_the_path_not_the_url(emulator: EmulatorHandle, tmp
     assert lines
     assert all(RETRY_LINE.search(line).group(1).startswith("/") for line in lines)
     assert not [line for line in lines if "http" in line or emulator.api_token in line]
+
+
+def test_the_daily_budget_running_out_stops_cleanly_and_the_next_run_continues(
+    emulator: EmulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The persistent 429 users meet most: the company's daily token budget is spent mid-run. The run stops
+    without retrying, keeps what it fetched (exit 3, one line saying when the budget resets), and the run
+    after the reset converges to the truth: nothing lost, nothing duplicated."""
+    ok = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    assert ok.returncode == 0, ok.stderr
+    emulator.control.mutate(seed=9, creates=4, updates=20, deletes=2)
+    emulator.control.reset_ratelimit()
+    emulator.control.settings(daily_budget=60)  # a few requests, then every request is refused
+    stopped = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    emulator.control.settings(daily_budget=emulator.settings.daily_budget)
+    emulator.control.reset_ratelimit()
+
+    assert stopped.returncode == 3, stopped.stderr
+    last = [line for line in stopped.stderr.splitlines() if line.strip()][-1]
+    for needle in ("daily API token budget is used up", "resets in about", "run the sync again"):
+        assert needle in last, last
+    assert "Traceback" not in stopped.stderr + stopped.stdout
+    partial = compare_with_truth(emulator, tmp_path, CLI_TABLES.split(","))
+    broken = [
+        p for ps in partial.problems.values() for p in ps if "primary key" in p or "without a parent" in p
+    ]
+    assert not broken, broken  # what was kept is whole
+
+    again = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES, "--reconcile")
+    assert again.returncode == 0, again.stderr
+    assert_equal_to_truth(emulator, tmp_path, CLI_TABLES.split(","))

@@ -73,7 +73,7 @@ def test_oauth_run_with_a_refresh_mid_run_and_debug_logs(tmp_path: Path) -> None
             record_hooks=[expire],
             **EXACT,
         )
-        assert expire.fired and result.emulator_stats["statuses"].get("401") == 1
+        assert expire.fired and result.emulator_stats["statuses"].get("401", 0) >= 1  # refreshed mid-run
         LEDGER.secrets.update(emu.app.oauth._tokens)  # every access token the emulator issued
         LEDGER.path(tmp_path)
         LEDGER.text("trace", pipeline_trace_text(result.pipeline))
