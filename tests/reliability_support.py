@@ -111,12 +111,13 @@ LEDGER = SecretLedger()
 
 
 @pytest.fixture(autouse=False)
-def ledger_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+def ledger_logs(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> Iterator[None]:
     """Capture the test's log records into the ledger (import it into a test module): the connector's at
     DEBUG, the rest from INFO (httpcore's per-request DEBUG trace carries no header values; dlt's logger keeps
     its own level: lowering it makes dlt's own handler write to a stream an earlier test's capture closed)."""
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="pipedrive_source")
+    LEDGER.path(tmp_path)  # the test's files: DuckDB, pipelines (state, load packages, trace), outputs
     yield
     records = caplog.records
     LEDGER.text("log", caplog.text + "\n".join(f"{r.msg!r} {r.args!r}" for r in records))
