@@ -309,12 +309,6 @@ def test_nulls_non_ascii_long_strings_and_big_numbers(data_emulator: EmulatorHan
 NOT_NULL = {"id", "update_time", "add_time", "is_deleted", "is_archived", "status", "custom_fields"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="numeric columns are left to type inference: a first deal with a whole "
-    "value (JSON 100) types deals.value BIGINT (fractions go to value__v_double) and an integral "
-    "float beyond int64 then fails normalize terminally; the pending package fails every later run",
-)
 def test_a_whole_number_first_then_a_huge_value(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
     first = {"value": 100, "update_time": 1000}  # the oldest change: the first row of the first page
     ops = [
