@@ -67,12 +67,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.entities:
         options["entities"] = args.entities.split(",")
     phases: dict[str, float] = {}
+    peaks: dict[str, float] = {}
     outcome = "ok"
     started = time.perf_counter()
     try:
         t = time.perf_counter()
         pipeline.extract(pipedrive_source(monitor=monitor, **options), loader_file_format=args.file_format)
         phases["extract"] = time.perf_counter() - t
+        peaks["extract"] = peak_rss_mb()
     except Exception as exc:  # budget exhaustion is an expected outcome of some benches
         if not _caused_by(exc, RateLimitExhausted):
             raise
@@ -81,10 +83,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t = time.perf_counter()
     normalize_info = pipeline.normalize(workers=args.normalize_workers)
     phases["normalize"] = time.perf_counter() - t
+    peaks["normalize"] = peak_rss_mb()
     t = time.perf_counter()
     pipeline.load()
     flag_vanished(pipeline, monitor)
     phases["load"] = time.perf_counter() - t
+    peaks["load"] = peak_rss_mb()
     seconds = time.perf_counter() - started
     counts = {k: v for k, v in (normalize_info.row_counts or {}).items() if not k.startswith("_dlt")}
     stats = monitor.client_stats
@@ -98,6 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tokens": stats.tokens if stats else 0,
         "rate_limit_waits": stats.rate_limit_waits if stats else 0,
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb_after": {phase: round(mb, 1) for phase, mb in peaks.items()},
         "tables": counts,
         "records_by_entity": {name: p.rows for name, p in monitor.entities.items()},
         "records_by_listing": getattr(monitor, "listing_records", {}),

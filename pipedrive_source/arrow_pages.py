@@ -232,6 +232,8 @@ class PageShaper:
         arrays: dict[str, pa.Array] = {}
         hints: dict[str, dict[str, Any]] = {}
         fallback = False
+        if is_root:  # hinted columns first, as dlt orders them when it normalizes records itself
+            values = {**self._hinted_first(values, size), **values}
         for name, column in values.items():
             data_type = types.get(name) or self._infer(table, name, column)
             if data_type is None:
@@ -248,6 +250,10 @@ class PageShaper:
         if fallback:
             return Shaped(table, _rows(values, size, types), hints, is_root)
         return Shaped(table, pa.table(arrays), hints, is_root)
+
+    def _hinted_first(self, values: dict[str, list[Any]], size: int) -> dict[str, list[Any]]:
+        hinted = [name for name, hint in self.hints().items() if hint.get("data_type")]
+        return {name: values.get(name) or [None] * size for name in hinted}
 
     def _known_types(self, table: str) -> dict[str, str]:
         known = {DLT_ID: "text", LOAD_ID: "text", ROOT_KEY: "text", PARENT_ID: "text", LIST_IDX: "bigint"}
@@ -280,33 +286,59 @@ CHILD_DISPOSITION = {"disposition": "merge", "strategy": "delete-insert"}
 DELETED_COLUMN = {"name": DELETED, "data_type": "bool", "nullable": True, "hard_delete": True}
 
 
-def emit(resource: Any, parts: list[Shaped], declared: set[str]) -> Iterator[Any]:
-    """dlt items for the shaped parts of a page, from inside the running `resource`.
+def prepare(resource: Any, part: Shaped, declared: set[str]) -> None:
+    """Give dlt the hints a shaped part needs before its data, from inside the running `resource`.
 
     A child table is a table variant of the resource, declared on first sight with its own keys and
     without the root table's column hints (a variant starts as a copy of the resource's hints)."""
-    for part in parts:
-        if part.is_root:
-            if part.columns:
-                resource.apply_hints(columns=part.columns)
-            yield part.data
-            continue
-        if part.table not in declared:
-            declared.add(part.table)
-            resource.apply_hints(
-                table_name=part.table,
-                write_disposition=CHILD_DISPOSITION,
-                primary_key=DLT_ID,
-                merge_key=ROOT_KEY,
-                columns={},  # empty: drop the copied root columns
-                create_table_variant=True,
-            )
-            resource.apply_hints(
-                table_name=part.table, columns={DELETED: DELETED_COLUMN}, create_table_variant=True
-            )
+    if part.is_root:
         if part.columns:
-            resource.apply_hints(table_name=part.table, columns=part.columns, create_table_variant=True)
-        yield dlt.mark.with_table_name(part.data, part.table)
+            resource.apply_hints(columns=part.columns)
+        return
+    if part.table not in declared:
+        declared.add(part.table)
+        resource.apply_hints(
+            table_name=part.table,
+            write_disposition=CHILD_DISPOSITION,
+            primary_key=DLT_ID,
+            merge_key=ROOT_KEY,
+            columns={},  # empty: drop the copied root columns
+            create_table_variant=True,
+        )
+    if _has_placeholders(part) and f"{part.table}:{DELETED}" not in declared:
+        declared.add(f"{part.table}:{DELETED}")  # the column exists once a parent's list was emptied
+        resource.apply_hints(
+            table_name=part.table, columns={DELETED: DELETED_COLUMN}, create_table_variant=True
+        )
+    if part.columns:
+        resource.apply_hints(table_name=part.table, columns=part.columns, create_table_variant=True)
+
+
+def _has_placeholders(part: Shaped) -> bool:
+    if isinstance(part.data, pa.Table):
+        return DELETED in part.data.column_names
+    return any(DELETED in row for row in part.data)
+
+
+def item(part: Shaped) -> Any:
+    """The dlt item of a part: the root table's data as is, a child table's marked with its name."""
+    return part.data if part.is_root else dlt.mark.with_table_name(part.data, part.table)
+
+
+def emit(resource: Any, parts: list[Shaped], declared: set[str]) -> Iterator[Any]:
+    """dlt items for the shaped parts of a page (one item per table and page)."""
+    for part in parts:
+        prepare(resource, part, declared)
+        yield item(part)
+
+
+def concat(parts: list[Shaped]) -> Shaped:
+    """Parts of one table as one: fewer, larger items cost dlt less per row (schema work is per item)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    data = pa.concat_tables([p.data for p in parts], promote_options="default")
+    return Shaped(first.table, data, {}, first.is_root)
 
 
 def _array(values: list[Any], data_type: str) -> pa.Array | None:

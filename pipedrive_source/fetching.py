@@ -211,11 +211,14 @@ class CursorState:
         self.since: str | None = saved.get("last_value") or legacy or initial
         self.boundary: dict[str, str] = dict(saved.get("boundary") or {})
         self.top: str | None = None  # newest update_time loaded this run
-        self.at_top: dict[str, str] = {}  # key -> digest of the records loaded at `top`
+        self.at_top: dict[str, Row] = {}  # key -> the records loaded at `top`
         self.key = entity.primary_key
 
     def admit(self, rows: list[Row]) -> list[Row]:
-        """The rows to load: none older than the cursor, nor unchanged at it; notes the newest loaded."""
+        """The rows to load: none older than the cursor, nor unchanged at it; notes the newest loaded.
+
+        Digests are taken of the records as loaded (after the record hooks), and only of those at the
+        boundary: when checking them, and for the newest ones when the state is written."""
         field, since, boundary = self.field, self.since, self.boundary
         kept: list[Row] = []
         for row in rows:
@@ -225,15 +228,13 @@ class CursorState:
                 continue
             if since is not None and moment < since:
                 continue  # older than the cursor: a sorted read's last page reaches back past it
-            digest = None
-            if since is not None and moment == since and boundary:
-                digest = _digest(row)
-                if boundary.get(_key(row, self.key)) == digest:
-                    continue
+            at_boundary = since is not None and moment == since and boundary
+            if at_boundary and boundary.get(_key(row, self.key)) == _digest(row):
+                continue
             if self.top is None or moment > self.top:
                 self.top, self.at_top = moment, {}
             if moment == self.top:
-                self.at_top[_key(row, self.key)] = digest or _digest(row)
+                self.at_top[_key(row, self.key)] = row
             kept.append(row)
         return kept
 
@@ -250,10 +251,8 @@ class CursorState:
         if complete:
             if self.top is None:
                 return  # nothing new: the cursor stays
-            if self.since is not None and self.top == self.since:
-                boundary = {**self.boundary, **self.at_top}
-            else:
-                boundary = self.at_top
+            newest = {key: _digest(row) for key, row in self.at_top.items()}
+            boundary = {**self.boundary, **newest} if self.top == self.since else newest
             state[STATE_KEY] = {"last_value": max(self.top, self.since or self.top), "boundary": boundary}
         elif resume_from is not None and (self.since is None or resume_from > self.since):
             state[STATE_KEY] = {"last_value": resume_from, "boundary": {}}  # re-read from there next run
@@ -273,4 +272,5 @@ def _key(row: Row, primary_key: str) -> str:
 
 
 def _digest(row: Row) -> str:
-    return hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(text, digest_size=10).hexdigest()

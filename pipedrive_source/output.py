@@ -1,16 +1,17 @@
 """Shaped pages of one entity -> dlt items: Arrow tables inside a pipeline run, plain dict pages otherwise.
 
 Inside `pipeline.run`/`extract` a page becomes Arrow tables for its root and child tables
-(`arrow_pages.py`), which skips dlt's per-row JSON normalization. Plain dict pages, normalized by dlt as
-before, are yielded when iterating a resource outside a pipeline (`list(source.with_resources(...))`),
-when the source was built with `arrow=False`, and for a resource that also feeds a transformer not of this
-connector (such as the SCD2 history of `history.py`, which expects records), so that it sees what it always
-saw.
+(`arrow_pages.py`), which skips dlt's per-row JSON normalization. The tables of several pages are joined
+before they go to dlt (up to `FLUSH_BYTES` per entity): dlt's own work is per item, not per row. Plain
+dict pages, normalized by dlt as before, are yielded when iterating a resource outside a pipeline
+(`list(source.with_resources(...))`), when the source was built with `arrow=False`, and for a resource
+that also feeds a transformer not of this connector (such as the SCD2 history of `history.py`, which
+expects records), so that it sees what it always saw.
 """
 
 from __future__ import annotations
 
-import weakref
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,58 +19,110 @@ import dlt
 import pyarrow as pa
 from dlt.extract.items import TableNameMeta
 
-from .arrow_pages import PageShaper, emit
+from .arrow_pages import PageShaper, Shaped, concat, item, prepare
 from .entities import BY_NAME, Entity
 
 Row = dict[str, Any]
-_merges: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+FLUSH_BYTES = 8 * 1024 * 1024  # Arrow data an entity holds back before handing it to dlt
 
 
-class Output:
-    """One per entity and run; `page(rows)` yields the dlt items for a page of shaped records."""
+class Outputs:
+    """Per run: each entity's choice (Arrow or records) and page shaper, shared by its resource and its
+    transformer calls, and whether the destination merges (asked once: dlt resolves its configuration
+    every time, ~25 ms)."""
 
-    def __init__(self, entity: Entity, arrow: bool, hard_delete: bool) -> None:
-        self.entity = entity
-        self.want_arrow = arrow
-        self.hard_delete = hard_delete
-        self._shaper: PageShaper | None = None
-        self._resource: Any = None
-        self._declared: set[str] = set()
-        self._decided = False
+    def __init__(self, arrow: bool) -> None:
+        self.arrow = arrow
+        self._shapers: dict[str, PageShaper | None] = {}
+        self._declared: dict[str, set[str]] = {}
+        self._merges: bool | None = None
+        self._lock = threading.Lock()
 
-    def page(self, rows: list[Row]) -> Iterator[Any]:
-        if not rows:
-            return
-        if not self._decided:
-            self._decide()
-        if self._shaper is None:
-            yield rows
-            return
-        deleted = _deleted if (self.hard_delete or self.entity.merge_key) else None
-        yield from emit(self._resource, self._shaper.shape(rows, deleted), self._declared)
+    def output(self, entity: Entity, hard_delete: bool) -> Output:
+        return Output(self, entity, hard_delete)
 
-    def _decide(self) -> None:
-        self._decided = True
-        if not self.want_arrow:
-            return
+    def merges(self) -> bool:
+        """Whether the running pipeline's destination merges (filesystem without a table format appends, so
+        rows that only clear a parent's old children would become rows)."""
+        if self._merges is None:
+            try:
+                caps = dlt.current.pipeline().destination.capabilities()
+                self._merges = "delete-insert" in (caps.supported_merge_strategies or ())
+            except Exception:  # no pipeline or destination (e.g. iterating the source directly)
+                self._merges = False
+        return self._merges
+
+    def shaper(self, entity: Entity) -> PageShaper | None:
+        with self._lock:
+            if entity.name not in self._shapers:
+                self._shapers[entity.name] = self._new_shaper(entity)
+            return self._shapers[entity.name]
+
+    def declared(self, entity: Entity) -> set[str]:
+        return self._declared.setdefault(entity.name, set())
+
+    def _new_shaper(self, entity: Entity) -> PageShaper | None:
+        if not self.arrow:
+            return None
         try:
             load_id = dlt.current.load_package_state()["load_id"]
             resource = dlt.current.resource()
             schema = dlt.current.source_schema()
         except Exception:  # not inside a pipeline's extract: plain records
-            return
+            return None
         if _fed_to_foreign_transformer(resource):
-            return
-        existed = bool(schema.tables.get(self.entity.name, {}).get("columns"))
-        self._resource = resource
-        self._shaper = PageShaper(
-            self.entity.name,
-            self.entity.primary_key,
+            return None
+        existed = bool(schema.tables.get(entity.name, {}).get("columns"))
+
+        def hints() -> dict[str, Any]:
+            return resource.columns if isinstance(resource.columns, dict) else {}
+
+        return PageShaper(
+            entity.name,
+            entity.primary_key,
             schema,
-            lambda: resource.columns if isinstance(resource.columns, dict) else {},
+            hints,
             load_id,
-            replace_children=existed and destination_merges(),
+            replace_children=existed and self.merges(),
         )
+
+
+class Output:
+    """The dlt items of one resource call: `page(rows)` for every page, then `flush()` once."""
+
+    def __init__(self, outputs: Outputs, entity: Entity, hard_delete: bool) -> None:
+        self.outputs = outputs
+        self.entity = entity
+        self.hard_delete = hard_delete
+        self._held: dict[str, list[Shaped]] = {}
+        self._bytes = 0
+        self._resource: Any = None
+
+    def page(self, rows: list[Row]) -> Iterator[Any]:
+        if not rows:
+            return
+        shaper = self.outputs.shaper(self.entity)
+        if shaper is None:
+            yield rows
+            return
+        resource = self._resource = self._resource or dlt.current.resource()
+        declared = self.outputs.declared(self.entity)
+        deleted = _deleted if (self.hard_delete or self.entity.merge_key) else None
+        for part in shaper.shape(rows, deleted):
+            prepare(resource, part, declared)
+            if isinstance(part.data, pa.Table):
+                self._held.setdefault(part.table, []).append(part)
+                self._bytes += part.data.nbytes
+            else:
+                yield item(part)  # records for dlt's JSON path: as they come
+        if self._bytes >= FLUSH_BYTES:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[Any]:
+        """Everything held back, one item per table."""
+        held, self._held, self._bytes = self._held, {}, 0
+        for parts in held.values():
+            yield item(concat(parts))
 
 
 def _deleted(row: Row) -> bool:
@@ -98,20 +151,3 @@ def parent_ids(items: Any, meta: Any, parent: str, key: str = "id") -> list[Any]
     else:
         values = [row.get(key) for row in (items if isinstance(items, list) else [items])]
     return [value for value in dict.fromkeys(values) if value is not None]
-
-
-def destination_merges() -> bool:
-    """Whether the running pipeline's destination merges (filesystem without a table format appends, so
-    rows that only clear a parent's old children would become rows). Cached per pipeline: asking dlt
-    resolves the destination's configuration every time (~50 ms)."""
-    try:
-        pipeline = dlt.current.pipeline()
-    except Exception:
-        return False
-    if pipeline not in _merges:
-        try:
-            caps = pipeline.destination.capabilities()
-        except Exception:  # no destination configured (e.g. iterating the source directly)
-            return False
-        _merges[pipeline] = "delete-insert" in (caps.supported_merge_strategies or ())
-    return _merges[pipeline]

@@ -21,6 +21,7 @@ from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool
 from .entities import BY_NAME, CURSOR, NONE, OFFSET, Entity, Listing
 from .errors import ApiError, ConfigError
 from .fetching import EntityRead, Tag, rewind_cursor
+from .output import Outputs
 from .pagination import Page, cursor_pages, offset_pages, single_page
 from .settings import OFFSET_OVERLAP_SHARE
 
@@ -94,7 +95,7 @@ class SyncContext:
     ) -> None:
         self.client = client
         self.pool = FetchPool(client, workers)
-        self.arrow = arrow
+        self.outputs = Outputs(arrow)
         self.monitor = monitor
         self.start_date = start_date
         self.page_size = page_size
@@ -186,7 +187,7 @@ class SyncContext:
         items = _unwrap(batch.items, entity.items_key)
         self.monitor.page(entity.name, len(items))
         self.monitor.listing(entity, tag.index, len(items))
-        return items if raw else self.shape(entity, tag.listing, items)
+        return items if raw or not items else self.shape(entity, tag.listing, items)
 
     def prefetch(self, entities: Sequence[Entity]) -> None:
         """Fetch small shared lists (field definitions...) in the pool now, before a page needs them."""

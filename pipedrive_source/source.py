@@ -53,7 +53,7 @@ from .errors import TOKEN_SETTING, AccessDenied, ConfigError
 from .fetching import CursorState, run_until
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
-from .output import Output, destination_merges, parent_ids
+from .output import parent_ids
 from .run import RecordHook, Row, SyncContext, SyncMonitor
 from .settings import COMPANY_URL, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
 from .timefmt import render, start_date_value
@@ -302,7 +302,7 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_d
     def fetch() -> Iterator[Any]:
         state = dlt.current.resource_state()
         cursor = CursorState(state, entity, initial)
-        output = Output(entity, ctx.arrow, hard_delete)
+        output = ctx.outputs.output(entity, hard_delete)
         with ctx.timed(entity):
             until = run_until(ctx.run_started())
             read = ctx.read(entity).incremental(cursor.since, until)
@@ -310,8 +310,8 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_d
                 if batch is None:
                     yield None  # nothing ready: dlt serves the other resources meanwhile
                     continue
-                rows = cursor.admit(ctx.records(entity, batch, raw=True))
-                yield from output.page(ctx.shape(entity, batch.tag.listing, rows))
+                yield from output.page(cursor.admit(ctx.records(entity, batch)))
+            yield from output.flush()
             cursor.commit(state, read.complete, read.resume_from(), ctx.rewinds.get(entity.name))
             if reconcile and read.complete:
                 ctx.monitor.record_live_ids(entity.name, _all_ids(entity, ctx))
@@ -339,13 +339,14 @@ def _full_fetch(
             parents = _parents_digest(entity, ctx)
             if not force and not _full_read_due(state, ctx, interval_hours, parents):
                 return  # read recently: no request, nothing loaded, no live ids noted
-            output = Output(entity, ctx.arrow, hard_delete)
+            output = ctx.outputs.output(entity, hard_delete)
             changes = _Changes(entity, state.get("digests") or {})
             for rows in _full_pages(entity, ctx):
                 if rows is None:
                     yield None
                     continue
                 yield from output.page(changes.changed(rows))
+            yield from output.flush()
             if ctx.pool.stopped is not None:
                 return  # incomplete: digests and read time stay, the next run reads it all again
             state["digests"] = changes.current
@@ -437,7 +438,7 @@ def _deal_batch_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> An
         if ctx.pool.halted:
             _rewind_parents(entity, ctx, items)  # the run stopped before these parents' children
             return
-        output = Output(entity, ctx.arrow, hard_delete)
+        output = ctx.outputs.output(entity, hard_delete)
         with ctx.timed(entity):
             read = ctx.read(entity).deal_batches(ids)
             for batch in read.batches():
@@ -445,7 +446,8 @@ def _deal_batch_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> An
                     yield None
                     continue
                 rows = ctx.records(entity, batch)
-                yield from output.page(rows + _placeholders(entity, batch.tag.parent, rows))
+                yield from output.page(rows + _placeholders(entity, ctx, batch.tag.parent, rows))
+            yield from output.flush()
             if not read.complete:
                 _rewind_parents(entity, ctx, items)
 
@@ -460,7 +462,7 @@ def _per_record_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> An
         if ctx.pool.halted:
             _rewind_parents(entity, ctx, items)  # the run stopped before these parents' children
             return
-        output = Output(entity, ctx.arrow, hard_delete)
+        output = ctx.outputs.output(entity, hard_delete)
         with ctx.timed(entity):
             read = ctx.read(entity).per_record(ids)
             for batch in read.batches():
@@ -471,7 +473,8 @@ def _per_record_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> An
                 for row in rows:
                     if entity.derive:
                         entity.derive(row, batch.tag.parent)
-                yield from output.page(rows + _placeholders(entity, [batch.tag.parent], rows))
+                yield from output.page(rows + _placeholders(entity, ctx, [batch.tag.parent], rows))
+            yield from output.flush()
             if not read.complete:
                 _rewind_parents(entity, ctx, items)
 
@@ -498,11 +501,11 @@ def _oldest(items: Any, parent: Entity) -> str | None:
     return min(rendered, default=None)
 
 
-def _placeholders(entity: Entity, parent_ids: Sequence[Any], rows: list[Row]) -> list[Row]:
+def _placeholders(entity: Entity, ctx: SyncContext, parent_ids: Sequence[Any], rows: list[Row]) -> list[Row]:
     """Rows that only clear a parent's old children: merge on `merge_key` deletes the parent's rows in the
     destination, and `is_deleted` (a hard-delete column for these tables) keeps the placeholder out."""
     key = entity.merge_key
-    if not key or not destination_merges():
+    if not key or not ctx.outputs.merges():
         return []
     with_rows = {row.get(key) for row in rows}
     return [
