@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the package live
 from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import configured_history  # noqa: E402
+from pipedrive_source.destinations import duckdb as duckdb_destination  # noqa: E402
 from pipedrive_source.errors import (  # noqa: E402
     AuthError,
     ConfigError,
@@ -166,8 +167,11 @@ def demo_emulator(args: argparse.Namespace) -> Iterator[Any]:
 
 def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
     destination: Any = args.destination
-    if args.destination == "duckdb" and not os.environ.get("DESTINATION__DUCKDB__CREDENTIALS"):
-        destination = dlt.destinations.duckdb(credentials=DEMO_DUCKDB_FILE if demo else DUCKDB_FILE)
+    if args.destination == "duckdb":  # a file path (not a connection string): with our load settings
+        default = DEMO_DUCKDB_FILE if demo else DUCKDB_FILE
+        path = os.environ.get("DESTINATION__DUCKDB__CREDENTIALS") or default
+        if "://" not in path and not path.startswith("md:"):
+            destination = duckdb_destination(path)
     name = args.pipeline_name or ("pipedrive_demo" if demo else "pipedrive")
     return dlt.pipeline(
         pipeline_name=name,

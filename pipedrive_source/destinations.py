@@ -1,0 +1,23 @@
+"""The DuckDB destination as the pipeline script creates it: faster loads in bounded memory.
+
+DuckDB runs inside the sync's process, so its memory is the sync's memory. `preserve_insertion_order =
+false` lets it copy and merge without keeping row order (about 20% faster loads here; dlt's merge does not
+depend on it), `memory_limit` caps its buffer pool (it spills to disk beyond that) so a sync's peak memory
+does not grow with the size of the company.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dlt
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+DUCKDB_SETTINGS: dict[str, Any] = {"preserve_insertion_order": False, "memory_limit": "192MB"}
+
+
+def duckdb(path: str, **settings: Any) -> Any:
+    """A dlt DuckDB destination writing to `path`, with `DUCKDB_SETTINGS` (overridable by keyword)."""
+    credentials = DuckDbCredentials(path)
+    credentials.global_config = {**DUCKDB_SETTINGS, **settings}
+    return dlt.destinations.duckdb(credentials=credentials)
