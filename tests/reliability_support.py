@@ -231,13 +231,27 @@ def compare_with_truth(
         truth_tables = _tables(con, "t", TRUTH_DATASET)
         synced_tables = _tables(con, con.execute("SELECT current_database()").fetchone()[0], DATASET)
         for table in tables:
-            tolerated = (unflagged_ok or {}).get(table, set())
+            tolerated = _tolerated(table, unflagged_ok or {}, con) if table in synced_tables else set()
             problems = _table_problems(
                 con, table, truth_tables, synced_tables, tolerated, hard_delete, result
             )
             if problems:
                 result.problems[table] = problems
     return result
+
+
+def _tolerated(table: str, unflagged_ok: Mapping[str, set[Any]], con: duckdb.DuckDBPyConnection) -> set[Any]:
+    """Ids of `table` that may stay unflagged: its own, and rows whose parent (merge key) may (a deleted
+    product's variations go with the product, at the reconcile run that notices it)."""
+    entity = BY_NAME[table]
+    ids = set(unflagged_ok.get(table, set()))
+    parents = unflagged_ok.get(entity.parent or "", set()) if entity.merge_key else set()
+    if parents:
+        rows = _fetch(
+            con, f"SELECT {entity.primary_key} AS k, {entity.merge_key} AS p FROM {DATASET}.{table}"
+        )
+        ids |= {row["k"] for row in rows if row["p"] in parents}
+    return ids
 
 
 def _table_problems(
