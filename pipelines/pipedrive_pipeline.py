@@ -32,6 +32,7 @@ from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # no
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import configured_history  # noqa: E402
 from pipedrive_source.destinations import duckdb as duckdb_destination  # noqa: E402
+from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.errors import (  # noqa: E402
     AuthError,
     ConfigError,
@@ -45,7 +46,6 @@ from pipedrive_source.views import refresh_views  # noqa: E402
 
 DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
-PARQUET_DESTINATIONS = {"duckdb", "filesystem", "motherduck", "snowflake", "bigquery", "athena", "databricks"}
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
 
 
@@ -207,8 +207,9 @@ def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> An
 
 def run_options(args: argparse.Namespace, pipeline: dlt.Pipeline) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    if pipeline.destination.destination_name in PARQUET_DESTINATIONS:
-        options["loader_file_format"] = "parquet"  # ~6x faster than insert_values into DuckDB
+    file_format = loader_file_format(pipeline.destination.destination_name)
+    if file_format:
+        options["loader_file_format"] = file_format
     if args.full_refresh:  # with --entities only those tables start over; the others keep their data
         options["refresh"] = "drop_resources" if args.entities else "drop_sources"
     return options

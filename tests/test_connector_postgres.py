@@ -1,0 +1,128 @@
+"""The connector into PostgreSQL, unchanged: a real server (Debian's postgresql package) for this module.
+
+The synced tables are copied from Postgres into a DuckDB file and compared row by row with the emulator's
+snapshot by the same code as the DuckDB tests. Skipped only where no PostgreSQL server binaries are installed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dlt
+import duckdb
+import pytest
+from connector_fixtures import DATASET, compare, load_truth, make_pipeline, sync
+
+from pipedrive_source.destinations import loader_file_format
+
+FORMAT = loader_file_format("postgres")  # as the pipeline script picks it: CSV would lose empty strings
+TABLES = ["deals", "persons", "organizations", "users", "currencies"]
+
+
+def _pg_bin() -> Path | None:
+    found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))), None)
+    return Path(found).resolve().parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    """Postgres refuses to run as root (CI runs as root): run it as the package's `postgres` user then."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server installed (Debian: apt-get install postgresql)")
+    # not under pytest's tmp dir: that is private to root, and the server runs as `postgres`
+    root = Path(tempfile.mkdtemp(prefix="pipedrive-pg-"))
+    data = root / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        root.chmod(0o755)
+        shutil.chown(data, "postgres")
+    ctl = str(bin_dir / "pg_ctl")
+    options = f"-p {_free_port()} -k {data} -h 127.0.0.1 -c fsync=off -c full_page_writes=off"
+    _server(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust")
+    _server(ctl, "-D", str(data), "-o", options, "-w", "-l", str(data / "server.log"), "start")
+    try:  # trust auth: dlt insists on a password, the server ignores it
+        yield f"postgresql://postgres:unused@127.0.0.1:{options.split()[1]}/postgres"
+    finally:
+        subprocess.run(
+            _as_server_user([ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _server(*command: str) -> None:
+    done = subprocess.run(_as_server_user(list(command)), capture_output=True, text=True)
+    assert done.returncode == 0, f"{command[0]} failed: {done.stdout}{done.stderr}"
+
+
+def _copy_to_duckdb(pipeline: dlt.Pipeline, path: Path) -> None:
+    """Every data table of the sync, from Postgres into `path` (schema `pipedrive`), for the comparison."""
+    path.unlink(missing_ok=True)
+    dataset = pipeline.dataset()
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"CREATE SCHEMA {DATASET}")
+        for table in pipeline.default_schema.data_table_names():
+            frame = dataset[table].arrow()  # noqa: F841 (read by DuckDB's replacement scan below)
+            con.execute(f'CREATE TABLE {DATASET}."{table}" AS SELECT * FROM frame')
+
+
+def _pg_pipeline(tmp_path: Path, credentials: str) -> dlt.Pipeline:
+    return make_pipeline(tmp_path, destination=dlt.destinations.postgres(credentials=credentials), name="pg")
+
+
+def _assert_equal(emulator: Any, tmp_path: Path, pipeline: dlt.Pipeline) -> None:
+    _copy_to_duckdb(pipeline, tmp_path / "crm.duckdb")
+    truth = load_truth(emulator, tmp_path, TABLES)
+    problems = {t: p[:5] for t in TABLES if (p := compare(tmp_path / "crm.duckdb", truth, t))}
+    assert not problems
+
+
+def test_full_then_incremental_sync_into_postgres(emulator: Any, postgres: str, tmp_path: Path) -> None:
+    pipeline = _pg_pipeline(tmp_path, postgres)
+    first = sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=TABLES)
+    assert first.loaded["deals"] == len(emulator.control.snapshot("deals"))
+    assert first.loaded["persons__emails"] > 0  # child tables too
+    _assert_equal(emulator, tmp_path, pipeline)
+
+    emulator.control.mutate(seed=31, creates=6, updates=20, deletes=5, archives=3)
+    second = sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=TABLES)
+    assert 0 < second.rows < first.rows
+    _assert_equal(emulator, tmp_path, pipeline)
+
+    third = sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=TABLES)
+    assert third.loaded == {}
+
+
+def test_column_types_in_postgres(emulator: Any, postgres: str, tmp_path: Path) -> None:
+    pipeline = _pg_pipeline(tmp_path, postgres)
+    sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=["deals"])
+    with pipeline.sql_client() as client:
+        rows = client.execute_sql(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'deals'",
+            DATASET,
+        )
+    types = dict(rows)
+    assert types["id"] == "bigint"
+    assert types["value"] == "double precision"
+    assert types["add_time"] == "timestamp with time zone"
+    assert types["is_deleted"] == "boolean"
+    assert not [c for c in types if "__v_" in c]  # no variant columns
