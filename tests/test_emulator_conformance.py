@@ -425,6 +425,19 @@ def test_v1_lead_fields_have_the_v1_field_shape(client: httpx.Client, v1_openapi
     assert not problems, "\n".join(sorted(set(map(generalize, problems))))
 
 
+def test_v1_users_me_validates_and_tells_the_companies_apart(
+    emu: EmulatorHandle, client: httpx.Client, v1_openapi: Any
+) -> None:
+    body = get_json(client, "/v1/users/me")
+    assert not v1_problems(v1_openapi, "/v1/users/me", body)
+    me = body["data"]
+    assert me["is_you"] is True and isinstance(me["company_id"], int) and me["company_domain"]
+    other_token = {"x-api-token": emu.settings.other_company_token}
+    other = client.get("/v1/users/me", headers=other_token).json()["data"]
+    assert not v1_problems(v1_openapi, "/v1/users/me", {"success": True, "data": other})
+    assert other["company_id"] != me["company_id"] and other["company_domain"] != me["company_domain"]
+
+
 # --- token accounting -----------------------------------------------------------------------------------
 
 
@@ -437,7 +450,7 @@ def served_requests(client: httpx.Client, deal_ids: list[int]) -> list[tuple[spe
         ident = first_id(client, name)
         reqs.append((spec.operation("v2", "GET", f"/api/v2/{name}/{{id}}/followers"),
                      f"/api/v2/{name}/{ident}/followers", {}))
-    for path in [*V1_LISTS, "/v1/leadFields", "/v1/goals/find"]:
+    for path in [*V1_LISTS, "/v1/leadFields", "/v1/goals/find", "/v1/users/me"]:
         reqs.append((spec.operation("v1", "GET", path), path, {}))
     for template in V1_PER_DEAL:
         reqs.append((spec.operation("v1", "GET", template), template.replace("{id}", str(deal_ids[0])), {}))

@@ -1105,7 +1105,7 @@ def v2_operations(doc: dict) -> dict[str, dict]:
 # v1 GET operations the emulator serves (lists for what v2 lacks); the v1 reference has no `/leadFields`
 V1_SERVED = (
     "/leads", "/leads/archived", "/leadLabels", "/leadSources", "/leadFields", "/notes", "/noteFields",
-    "/files", "/users", "/callLogs", "/activityTypes", "/currencies", "/filters", "/roles",
+    "/files", "/users", "/users/me", "/callLogs", "/activityTypes", "/currencies", "/filters", "/roles",
     "/permissionSets", "/goals/find", "/deals/{id}/flow", "/deals/{id}/participants",
 )
 

@@ -94,6 +94,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("v1", "/v1/leadFields"): v1.fields_list("lead_fields"),
     ("v1", "/v1/files"): v1.v1_list("files"),
     ("v1", "/v1/users"): v1.v1_all("users"),
+    ("v1", "/v1/users/me"): v1.current_user,
     ("v1", "/v1/callLogs"): v1.v1_list("call_logs", "live", "start_time"),
     ("v1", "/v1/activityTypes"): v1.v1_all("activity_types"),
     ("v1", "/v1/currencies"): v1.currencies,

@@ -4,7 +4,8 @@ Envelopes follow each endpoint's v1 response schema: `additional_data.pagination
 more_items_in_collection, next_start} for notes, files, call logs and roles; the flat `additional_data`
 {start, limit, more_items_in_collection} for leads and the per-deal flow/participants lists; no
 `additional_data` for the unpaginated lookup lists (users, activity types, currencies, filters, lead labels,
-lead sources, permission sets) and `data.goals` for `/goals/find`.
+lead sources, permission sets), `data.goals` for `/goals/find`, and one object for `/users/me` (the token's
+user with its company's id, name and domain: each emulated company is told apart by its seed).
 
 v1 ordering and filters:
 - leads (+ archived): oldest first by creation unless `sort` says otherwise; `owner_id`, `person_id`,
@@ -171,3 +172,25 @@ def per_deal(kind: str) -> Callable[[Req], tuple[int, bytes]]:
         return 200, paged_body([orjson.dumps(i) for i in items], start, limit, more, False)
 
     return handler
+
+
+def current_user(req: Req) -> tuple[int, bytes]:
+    """`/v1/users/me`: the credentials' user (`is_you`) plus its company's data (GetCurrentUser)."""
+    table = req.company.t["users"]
+    me = next((r for _, i in table.index("live", "id") if (r := table.rows[i]).get("is_you")), None)
+    if me is None:
+        raise NotFound()
+    user = orjson.loads(render.record_bytes(req.company, table, me, "v1"))
+    return 200, orjson.dumps({"success": True, "data": {**user, **company_data(req.company.seed)}})
+
+
+def company_data(seed: int) -> dict[str, Any]:
+    """The company part of `/users/me`; deterministic per seed (the second company is seed + 1)."""
+    return {
+        "company_id": 7_000_000 + seed,
+        "company_name": f"Emulated Company {seed}",
+        "company_domain": f"emulated-{seed}",
+        "company_country": "EE",
+        "company_industry": "IT Services",
+        "language": {"language_code": "en", "country_code": "US"},
+    }
