@@ -15,15 +15,20 @@ from datetime import datetime
 from typing import Any
 
 import dlt
+from dlt.common.configuration.container import Container
+from dlt.common.exceptions import PipelineStateNotAvailable, SourceSectionNotAvailable
+from dlt.common.pipeline import pipeline_state
 
 from .client import ClientStats, PipedriveClient
 from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool
 from .entities import BY_NAME, CURSOR, NONE, OFFSET, Entity, Listing
-from .errors import ApiError, ConfigError
+from .errors import AccessDenied, ApiError, ConfigError
 from .fetching import EntityRead, Tag, rewind_cursor
 from .output import Outputs
 from .pagination import Page, cursor_pages, offset_pages, single_page
 from .settings import OFFSET_OVERLAP_SHARE
+
+COMPANY_KEY = "company"  # source state: {id, domain} of the Pipedrive company whose data the pipeline holds
 
 Row = dict[str, Any]
 RecordHook = Callable[[Entity, list[Row], "SyncContext"], list[Row]]
@@ -103,33 +108,68 @@ class SyncContext:
         self.company_domain = company_domain
         self._lock = threading.RLock()
         self._run_started: datetime | None = None
+        self._me: dict[str, Any] | None = None
+        self._company_checked = False
         self._memo: dict[str, list[Row]] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
         self.rewinds: dict[str, str] = {}  # entity -> its cursor may not pass this (see `rewind`)
         monitor.client_stats = client.stats
 
-    # ---- the run clock ---------------------------------------------------------------------------------
+    # ---- the run clock and the company -------------------------------------------------------------------
     def run_started(self) -> datetime:
-        """Server time at the start of the run: the `Date` header of the run's first response.
-
-        The engine orders resources so that full reads of small lists go first and usually provide it;
-        otherwise (or when `company_domain` is set, to check the credentials belong to that company) one
-        `/v1/users/me` call does. A server without that endpoint still answers 404 with a Date header.
-        """
+        """Server time at the start of the run: the `Date` header of the run's first response (the
+        `/v1/users/me` call of `identity` at the latest). A `start_date` after it is refused."""
         with self._lock:
             if self._run_started is None:
-                if self.company_domain or self.client.server_now is None:
-                    me = self.client.get("/v1/users/me", cost=2, label="users/me", missing_ok=True)
-                    self._check_company(me.get("data") or {})
+                self.check_company()
+                self.identity()  # once per run: also where no pipeline state lets `check_company` ask
                 now = self.client.server_now
                 if now is None:
                     raise ApiError(
                         "Pipedrive's response had no Date header; cannot fix the run's time window."
                     )
+                _refuse_future_start(self.start_date, now)
                 self._run_started = now
             return self._run_started
 
-    def _check_company(self, me: Mapping[str, Any]) -> None:
+    def identity(self) -> Mapping[str, Any]:
+        """The credentials' user and company (`/v1/users/me`, cost 2), asked at most once per run; checked
+        against `company_domain` when that is set. Empty when the server does not say (404, 403)."""
+        with self._lock:
+            if self._me is None:
+                try:
+                    me = self.client.get("/v1/users/me", cost=2, label="users/me", missing_ok=True)
+                except AccessDenied:
+                    me = {}
+                data = me.get("data")
+                self._me = data if isinstance(data, dict) else {}
+                self._check_domain(self._me)
+            return self._me
+
+    def check_company(self) -> None:
+        """Refuse credentials of another company than the one whose data this pipeline holds.
+
+        The company loaded first is remembered in the source state (id and domain, no secret). Called before
+        anything is read or yielded; it acts only where the state is writable (the thread running the
+        resources of a pipeline run), so that a refusal fails the extraction: nothing is loaded and the
+        state stays as it was."""
+        if self._company_checked:
+            return
+        state = _writable_source_state()
+        if state is None:
+            return
+        with self._lock:
+            if self._company_checked:
+                return
+            company = _company(self.identity())
+            known = state.get(COMPANY_KEY)
+            if company is not None:
+                if isinstance(known, Mapping) and known.get("id") != company["id"]:
+                    raise ConfigError(_other_company_message(known, company))
+                state[COMPANY_KEY] = company  # first run (or the domain was renamed)
+            self._company_checked = True
+
+    def _check_domain(self, me: Mapping[str, Any]) -> None:
         actual = me.get("company_domain")
         if self.company_domain and actual and actual != self.company_domain:
             raise ConfigError(
@@ -179,10 +219,12 @@ class SyncContext:
 
     def read(self, entity: Entity) -> EntityRead:
         """A fresh concurrent read of `entity` through the run's pool (see `fetching.py`)."""
+        self.check_company()
         return EntityRead(entity, Feed(self.pool), self.page_size)
 
     def records(self, entity: Entity, batch: Batch, raw: bool = False) -> list[Row]:
         """A fetched batch as records: unwrapped, counted, shaped by the listing flags and hooks."""
+        self.check_company()
         tag: Tag = batch.tag
         items = _unwrap(batch.items, entity.items_key)
         self.monitor.page(entity.name, len(items))
@@ -196,7 +238,7 @@ class SyncContext:
 
     def _quietly(self, entity: Entity) -> None:
         with contextlib.suppress(Exception):  # whoever needs the list asks again and gets the error then
-            self.full_rows(entity)
+            self._full_rows(entity)
 
     def rewind(self, entity: Entity, value: str) -> None:
         """Children of `entity`'s records from `value` on were not all read (the run stopped): its cursor
@@ -213,6 +255,10 @@ class SyncContext:
 
     def full_rows(self, entity: Entity, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Every row of a small list, fetched once per run and shared (boards feed phases, fields hooks)."""
+        self.check_company()
+        return self._full_rows(entity, params)
+
+    def _full_rows(self, entity: Entity, params: Mapping[str, Any] | None = None) -> list[Row]:
         key = f"{entity.name}?{sorted((params or {}).items())}"
         with self._lock:
             lock = self._memo_locks.setdefault(key, threading.Lock())
@@ -245,6 +291,44 @@ class _Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.seconds += time.perf_counter() - self.started
+
+
+def _writable_source_state() -> dict[str, Any] | None:
+    """The source state where a pipeline run persists what is written to it, else None (a fetch thread,
+    a source built or iterated outside a pipeline run)."""
+    try:
+        state = dlt.current.source_state()
+    except (SourceSectionNotAvailable, PipelineStateNotAvailable):
+        return None
+    return state if pipeline_state(Container())[1] else None
+
+
+def _company(me: Mapping[str, Any]) -> dict[str, Any] | None:
+    if me.get("company_id") is None:
+        return None
+    return {"id": me["company_id"], "domain": me.get("company_domain")}
+
+
+def _describe(company: Mapping[str, Any]) -> str:
+    return f"'{company.get('domain')}' (id {company.get('id')})"
+
+
+def _other_company_message(known: Mapping[str, Any], actual: Mapping[str, Any]) -> str:
+    return (
+        f"This pipeline holds data of the Pipedrive company {_describe(known)} but the credentials belong to "
+        f"the company {_describe(actual)}; nothing was loaded. Use a token of {_describe(known)}, or load "
+        "the other company with its own pipeline and dataset (--pipeline-name, --dataset), or start this "
+        "pipeline over with --full-refresh (all entities)."
+    )
+
+
+def _refuse_future_start(start_date: datetime | None, now: datetime) -> None:
+    if start_date is not None and start_date > now:
+        raise ConfigError(
+            f"start_date {start_date:%Y-%m-%d %H:%M:%S} UTC is in the future (Pipedrive's clock says "
+            f"{now:%Y-%m-%d %H:%M:%S} UTC): nothing would load until then. Use a past date or leave it "
+            "unset (SOURCES__PIPEDRIVE__START_DATE, --start-date)."
+        )
 
 
 def _unwrap(items: list[Row], items_key: str | None) -> list[Row]:

@@ -89,12 +89,6 @@ def test_token_of_another_company_on_a_first_run_loads_that_company(cli, config_
     assert "total:" in run.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a token of another company merges that company's records into a "
-    "dataset holding this one's (users overwritten by id, exit 0): the source does not remember "
-    "which company a pipeline holds; the emulator also lacks GET /v1/users/me to tell companies",
-)
 def test_token_of_another_company_into_an_existing_dataset_is_refused(cli, config_emulator, tmp_path) -> None:
     assert cli("--entities", "users,deals").returncode == 0
     before, state = destination_snapshot(tmp_path / "crm.duckdb"), state_bytes(tmp_path / "pipelines")
@@ -170,11 +164,6 @@ def test_unparsable_start_date(cli, tmp_path: Path, value: str) -> None:
     assert nothing_loaded(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="start_date in the future is accepted (exit 0): incremental tables load "
-    "nothing now and keep loading nothing until that date, silently",
-)
 def test_start_date_in_the_future(cli, tmp_path: Path) -> None:
     run = cli("--entities", "deals,notes", "--start-date", "2999-01-01")
     assert run.returncode == 2
