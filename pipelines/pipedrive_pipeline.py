@@ -103,6 +103,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pipedrive_source.recovery import recover  # here: the module's imports belong to another change
+
     args = parse_args(argv)
     install_log_redaction()
     started = time.perf_counter()
@@ -118,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
+            for notice in recover(pipeline):  # what a killed run left: this run then syncs as usual
+                print(notice, flush=True)
             source = make_source(args, monitor, demo)
             add_history(source, history_entities(args), pipeline)
             info = pipeline.run(source, **run_options(args, pipeline))

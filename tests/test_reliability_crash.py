@@ -9,19 +9,24 @@ normalized, `started_jobs` / `completed_jobs` = loading, `load/loaded` = loaded 
 
 CI chains the kills on one pipeline (each killed run starts by resuming what the previous one left) and
 checks the truth after the chain; with RELIABILITY_SLOW=1 every point is followed by its own resume and check,
-and the kill between normalize's commit and its cleanup (a dlt bug, strict xfail) runs too.
+and the kill between normalize's commit and its cleanup (a dlt 1.31 bug that `pipedrive_source.recovery`
+works around) runs too; CI makes that moment's files in-process instead.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from dlt.pipeline.exceptions import PipelineStepFailed
 from reliability_support import (
     Script,
+    ScriptRun,
     all_of,
     assert_equal_to_truth,
     files_in,
@@ -71,7 +76,7 @@ def _files(pattern: str, at_least: int = 1, more_than_now: bool = False):
 
 
 def _normalized_and_cleaned_up(emulator: EmulatorHandle, pipelines: Path) -> Callable[[], bool]:
-    """The package is normalized and its extracted copy deleted (the moment between: an xfail test)."""
+    """The package is normalized and its extracted copy deleted (the moment between has tests of its own)."""
     root = pipelines / PIPELINE
     return all_of(files_in(root, "load/normalized/*"), no_files(root, "normalize/extracted/*"))
 
@@ -120,10 +125,11 @@ def kill_at(script: Script, point: KillPoint, *args: str) -> None:
     assert run.killed and run.returncode == -9, (point.name, run.returncode, run.stderr[-1500:])
 
 
-def finish(script: Script, *args: str) -> None:
+def finish(script: Script, *args: str) -> ScriptRun:
     run = script.run(*ENTITIES, *args)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "total:" in run.stdout
+    return run
 
 
 def test_killed_at_eleven_points_then_run_again_equals_the_truth(
@@ -147,39 +153,78 @@ def test_killed_at_eleven_points_then_run_again_equals_the_truth(
     assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the run after a crash that left a package pending only loads that package (dlt's run() ignores "
-    "new data then) yet exits 0 with a summary: that run's changes, --reconcile and --full-refresh are "
-    "silently skipped (pipelines/pipedrive_pipeline.py main)",
-)
 def test_the_run_after_a_crash_also_syncs(
-    crash_emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    crash_emulator: EmulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """What a kill between normalize and load leaves (a normalized package), made in-process with the script's
     own pipeline and source; then one run of the script, as a cron job or a user would do."""
     first = run_main(monkeypatch, capsys, crash_emulator, tmp_path, *ENTITIES)
     assert first.returncode == 0, first.stderr
     crash_emulator.control.mutate(seed=43, creates=3, updates=10, deletes=3)
-    script = script_module()
-    args = script.parse_args(["--pipelines-dir", str(tmp_path / "pipelines"), *ENTITIES])
-    pipeline = script.make_pipeline(args, False)
-    pipeline.extract(script.make_source(args, SyncMonitor(), None), loader_file_format="parquet")
+    pipeline = script_pipeline(tmp_path)
+    pipeline.extract(script_source(tmp_path), loader_file_format="parquet")
     pipeline.normalize()
     assert pipeline.list_normalized_load_packages()  # pending, as after the kill
     crash_emulator.control.mutate(seed=44, creates=2, updates=10)  # changes the next run must bring too
     again = run_main(monkeypatch, capsys, crash_emulator, tmp_path, *ENTITIES, "--reconcile")
     assert again.returncode == 0, again.stderr
+    assert "resumed: loaded 1 package(s)" in again.stdout
+    assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+
+
+def script_args(workdir: Path) -> Any:
+    return script_module().parse_args(["--pipelines-dir", str(workdir / "pipelines"), *ENTITIES])
+
+
+def script_pipeline(workdir: Path) -> Any:
+    """The script's own pipeline (run_main has set the environment it reads)."""
+    return script_module().make_pipeline(script_args(workdir), False)
+
+
+def script_source(workdir: Path) -> Any:
+    return script_module().make_source(script_args(workdir), SyncMonitor(), None)
+
+
+@pytest.mark.parametrize("dlt_retried", [False, True], ids=["as the kill left it", "after dlt retried"])
+def test_a_stale_extracted_copy_is_removed_and_the_run_syncs(
+    crash_emulator: EmulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    dlt_retried: bool,
+) -> None:
+    """The files a kill between normalize's commit (load/new/<id> renamed to load/normalized/<id>) and its
+    cleanup (deleting normalize/extracted/<id>) leaves, made in-process: the extracted package is copied aside
+    before normalize and put back after. With `dlt_retried`, dlt's own normalize has then run once more, as a
+    run without the recovery does: it re-normalizes the leftover into load/new/<id> and fails renaming it."""
+    first = run_main(monkeypatch, capsys, crash_emulator, tmp_path, *ENTITIES)
+    assert first.returncode == 0, first.stderr
+    crash_emulator.control.mutate(seed=45, creates=3, updates=10)
+    pipeline = script_pipeline(tmp_path)
+    pipeline.extract(script_source(tmp_path), loader_file_format="parquet")
+    (load_id,) = pipeline.list_extracted_load_packages()
+    extracted = Path(pipeline.working_dir, "normalize", "extracted", load_id)
+    shutil.copytree(extracted, tmp_path / "aside")
+    pipeline.normalize()
+    shutil.copytree(tmp_path / "aside", extracted)
+    if dlt_retried:
+        with pytest.raises(PipelineStepFailed, match="Directory not empty"):
+            pipeline.normalize()
+        assert Path(pipeline.working_dir, "load", "new", load_id).is_dir()
+    crash_emulator.control.mutate(seed=46, creates=2, updates=6)
+    again = run_main(monkeypatch, capsys, crash_emulator, tmp_path, *ENTITIES)
+    assert again.returncode == 0, again.stderr
+    notice = "discarded a half-committed normalized copy" if dlt_retried else "removed the extracted copy"
+    assert f"package {load_id}: {notice}" in again.stdout
+    assert "resumed: loaded 1 package(s)" in again.stdout
+    assert not script_pipeline(tmp_path).has_pending_data
     assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
 
 
 @SLOW
-@pytest.mark.xfail(
-    strict=True,
-    reason="dlt 1.31: killed after normalize renamed load/new/<id> to load/normalized/<id> but before it "
-    "deleted normalize/extracted/<id>, every later run re-normalizes the leftover and fails with "
-    "'OSError: [Errno 39] Directory not empty' (the pipeline is stuck until that folder is removed)",
-)
 def test_killed_between_normalize_commit_and_cleanup_then_run_again(
     crash_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
@@ -192,7 +237,7 @@ def test_killed_between_normalize_commit_and_cleanup_then_run_again(
             break
     else:
         pytest.fail("never caught the run between normalize's commit and its cleanup")
-    finish(script)
+    assert "removed the extracted copy an interrupted normalize left" in finish(script).stdout
     assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
 
 
@@ -211,6 +256,6 @@ def test_each_kill_point_alone_then_resume(point: KillPoint, tmp_path: Path) -> 
             finish(script)
             emulator.control.mutate(seed=42, creates=6, updates=20, deletes=4, archives=2)
         kill_at(script, point)
-        finish(script)  # resumes (a pending package is all this run loads: see the xfail test above)
+        finish(script)  # finishes the pending package, then syncs
         finish(script, "--reconcile")
         assert_equal_to_truth(emulator, tmp_path, TABLES)

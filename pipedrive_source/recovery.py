@@ -1,0 +1,96 @@
+"""Resume a pipeline a killed run left behind, before the next run extracts anything.
+
+Two things can be left in the pipeline's working folder (`pipeline.working_dir`) by a crash or a SIGKILL:
+
+- Pending load packages (extracted or normalized, maybe partly loaded). dlt's `pipeline.run(data)` then
+  only finishes those and ignores `data`, so that run would skip its own changes. `finish_pending` normalizes
+  and loads them first; the caller's `run()` then extracts as usual. A package carries the incremental state
+  of the run that extracted it (dlt saves that state locally right after committing the package), and the
+  destination only trusts state of completed loads; `run()` syncs state with the destination before it
+  extracts, so it continues from the loaded package's cursors even if the kill came before the local save:
+  nothing is read twice or skipped.
+- A stale extracted copy (dlt 1.31): normalize commits a package by renaming `load/new/<id>` to
+  `load/normalized/<id>` and only then deletes `normalize/extracted/<id>`. Killed in between, every later
+  normalize re-reads the leftover and fails renaming onto the existing package (`OSError: [Errno 39] Directory
+  not empty`). `remove_stale_packages` removes such leftovers, and only them.
+
+`recover(pipeline)` does both and returns one notice per thing it did (empty when there was nothing to do).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dlt
+from dlt.common.storages.load_package import PackageStorage
+from dlt.common.storages.load_storage import LoadStorage
+from dlt.common.storages.normalize_storage import NormalizeStorage
+
+NORMALIZE_VOLUME, LOAD_VOLUME = "normalize", "load"  # dlt's Pipeline._normalize/_load_storage_config
+LOAD_WORK = (
+    PackageStorage.STARTED_JOBS_FOLDER,
+    PackageStorage.COMPLETED_JOBS_FOLDER,
+    PackageStorage.FAILED_JOBS_FOLDER,
+)
+
+
+def recover(pipeline: dlt.Pipeline) -> list[str]:
+    """Remove stale leftovers, then finish the packages an interrupted run left; notices of what was done."""
+    return remove_stale_packages(pipeline) + finish_pending(pipeline)
+
+
+def finish_pending(pipeline: dlt.Pipeline) -> list[str]:
+    """Normalize and load the packages an interrupted run left, so the next `run()` extracts new data."""
+    if not pipeline.has_pending_data:
+        return []
+    if pipeline.list_extracted_load_packages():
+        pipeline.normalize()
+    load_ids = list(pipeline.list_normalized_load_packages())
+    if load_ids:
+        pipeline.load()
+    ids = ", ".join(load_ids) or "none"
+    return [f"resumed: loaded {len(load_ids)} package(s) an interrupted run left ({ids}); now syncing"]
+
+
+def remove_stale_packages(pipeline: dlt.Pipeline) -> list[str]:
+    """Delete extracted packages that dlt already committed as normalized (or loaded) packages.
+
+    A package whose only complete copy is the extracted one is never touched: that is pending data.
+    """
+    root = Path(pipeline.working_dir)
+    extracted = root / NORMALIZE_VOLUME / NormalizeStorage.EXTRACTED_FOLDER
+    if not extracted.is_dir():
+        return []
+    notices = []
+    for package in sorted(path for path in extracted.iterdir() if path.is_dir()):
+        notice = _resolve(package, root / LOAD_VOLUME)
+        if notice:
+            notices.append(notice)
+    return notices
+
+
+def _resolve(extracted: Path, load: Path) -> str | None:
+    load_id = extracted.name
+    new = load / LoadStorage.NEW_PACKAGES_FOLDER / load_id
+    normalized = load / LoadStorage.NORMALIZED_FOLDER / load_id
+    loaded = load / LoadStorage.LOADED_FOLDER / load_id
+    if not (normalized.is_dir() or loaded.is_dir()):
+        return None  # not normalized yet: normalize takes it (and replaces a half-built load/new/<id>)
+    if new.is_dir() and normalized.is_dir() and not _load_started(normalized):
+        # Both copies in load/: a rename done file by file (dlt's fallback when out of file handles) was cut
+        # short, or dlt normalized the leftover again and failed renaming it. Which load/normalized/<id> is
+        # whole is unknown; the extracted package is: normalize it again. The normalized copy goes first so
+        # that a kill in between leaves this case again (or a plain pending package), never a lone partial
+        # normalized copy.
+        shutil.rmtree(normalized)
+        shutil.rmtree(new)
+        return f"package {load_id}: discarded a half-committed normalized copy; it is normalized again"
+    # dlt's commit (an atomic rename of load/new/<id>) finished, or the load already used the package
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(extracted)
+    return f"package {load_id}: removed the extracted copy an interrupted normalize left (already normalized)"
+
+
+def _load_started(package: Path) -> bool:
+    return any(any((package / folder).glob("*")) for folder in LOAD_WORK)
