@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import dlt
 import orjson
@@ -215,12 +216,17 @@ def _domain_name(company_domain: str | None) -> str | None:
 def _base_url(base_url: str | None, company_domain: str | None) -> str:
     if base_url:
         url = base_url.strip().rstrip("/")
-        if (
-            not url.startswith(("http://", "https://"))
-            or "://" not in url
-            or len(url.split("://", 1)[1]) == 0
-        ):
-            raise ConfigError(f"base_url {url[:60]!r} is not an http(s) URL (SOURCES__PIPEDRIVE__BASE_URL).")
+        try:
+            parts = urlsplit(url)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+            usable = usable and not any(ch.isspace() for ch in url)
+        except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+            usable = False
+        if not usable:
+            raise ConfigError(
+                f"base_url {url[:60]!r} is not an http(s) URL such as https://acme.pipedrive.com "
+                "(SOURCES__PIPEDRIVE__BASE_URL)."
+            )
         return url
     domain = _domain_name(company_domain)
     if not domain:

@@ -13,6 +13,7 @@ fetched is loaded, the next run continues where this one stopped, and the messag
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package lives next to this folder
@@ -291,15 +293,30 @@ def report_failure(exc: BaseException, verbose: bool) -> int:
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception, preferring our own errors (dlt wraps them in PipelineStepFailed)."""
+    """The innermost exception, preferring our own errors (dlt wraps them in PipelineStepFailed) and a
+    setting dlt could not read (its own cause, a bare ValueError, would not name the setting)."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in seen:
         if isinstance(current, PipedriveError):
             return current
+        if isinstance(current, ConfigValueCannotBeCoercedException):
+            return setting_error(current)
         seen.append(current)
         current = current.__cause__ or current.__context__ or getattr(current, "exception", None)
     return seen[-1]
+
+
+def setting_error(exc: ConfigValueCannotBeCoercedException) -> ConfigError:
+    """A setting of the wrong type, named as the user sets it (the value only when it is no secret)."""
+    name = str(exc.field_name)
+    expected = getattr(exc.hint, "__name__", str(exc.hint))
+    secret = any(word in name for word in ("token", "secret", "password", "credentials"))
+    value = "" if secret else f" {str(exc.field_value)[:40]!r}"
+    where = "it in the environment or .dlt/config.toml"
+    if name in inspect.signature(pipedrive_source).parameters:
+        where = f"SOURCES__PIPEDRIVE__{name.upper()} (or {name} in [sources.pipedrive] of .dlt/config.toml)"
+    return ConfigError(f"The setting {name}{value} is not a valid {expected}; fix {where}.")
 
 
 if __name__ == "__main__":

@@ -114,11 +114,6 @@ def test_malformed_base_url(cli, tmp_path: Path, url: str) -> None:
     assert nothing_loaded(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="base_url 'http://[::1' passes source._base_url and fails later as "
-    "'ValueError: invalid literal for int()...' naming no setting (exit 1)",
-)
 def test_unparsable_base_url_names_the_setting(cli, tmp_path: Path) -> None:
     run = cli(*USERS, **{URL_SETTING: "http://[::1"})
     assert_one_clear_line(run, URL_SETTING)
@@ -140,11 +135,6 @@ def test_page_size_out_of_range(cli, tmp_path: Path, size: str) -> None:
     assert nothing_loaded(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipedrive_pipeline.root_cause digs past dlt's ConfigValueCannotBeCoerced"
-    "Exception ('field `page_size` cannot be coerced') to its bare ValueError, which names no setting",
-)
 def test_page_size_that_is_not_a_number_names_the_setting(cli, tmp_path: Path) -> None:
     run = cli(*USERS, SOURCES__PIPEDRIVE__PAGE_SIZE="abc")
     assert_one_clear_line(run, "page_size")
