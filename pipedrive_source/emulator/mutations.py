@@ -1,7 +1,8 @@
 """Changes to a running company: `Company.mutate(body)`.
 
 Every batch first advances the emulator clock (`advance_seconds`, default 60, at least 1) and stamps every
-record it changes with the new time as `update_time`, so incremental clients see exactly those records.
+record it changes with the new time as `update_time`, so incremental clients see exactly those records
+(an explicit `update_time` in an op's changes is kept; a null one is stamped: the spec has no null there).
 
 Random batch — `{"seed": 1, "creates": 10, "updates": 50, "deletes": 5, "archives": 2}`:
 - creates/updates/deletes spread over deals, persons, organizations, activities, products, leads, notes,
@@ -115,8 +116,10 @@ class Batch:
 
     def stamp(self, name: str, rec: Record, changes: dict[str, Any], kind: str = "updated") -> None:
         t = self.table(name)
-        if "update_time" in rec:
-            changes.setdefault("update_time", self.c.clock)
+        if "update_time" in rec and changes.get("update_time") is None:
+            # Pipedrive stamps every change, and every list's spec has update_time as a non-nullable
+            # string: a change asking for none gets the batch's time too (an explicit time is kept)
+            changes["update_time"] = self.c.clock
         if name == "deals":
             for key, new in changes.items():
                 if (
