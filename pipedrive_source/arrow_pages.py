@@ -8,8 +8,11 @@ skip the normalize work. What comes out is what dlt's relational normalizer make
   JSON); a list becomes a child table `<table>__<list>` (a list of scalars gives a `value` column; objects
   inside list items are JSON);
 - column names through the schema's naming convention; a column's type is the one the schema already has,
-  else the resource's column hint, else dlt's own inference on its first non-null value (type detections such
-  as ISO timestamps and preferred types included); all-null columns without a type are left out, as dlt does.
+  else its hint (the resource's for the root table, which carries the spec's types, `column_types.py`, and
+  the custom fields'; the spec's for a child table, declared with the child table), else dlt's own inference
+  on its first non-null value (type detections such as ISO timestamps and preferred types included); hinted
+  columns are always there, all-null columns without a type are left out, as dlt does. Whole numbers in a
+  `double` column become doubles, also beyond int64.
 - `_dlt_id` of a root row is a hash of (table, primary key), so a record keeps its id across loads; child rows
   carry `_dlt_parent_id` (= `_dlt_root_id`), `_dlt_list_idx` and `_dlt_id` = `<parent id>.<index>`
   (unique in the child table, stable across loads); every row carries `_dlt_load_id`.
@@ -20,9 +23,10 @@ whose list became empty gets a placeholder row marked `_dlt_deleted` (a hard-del
 old child rows and is not inserted itself; placeholders are only needed when the child table may already
 hold rows (`replace_children`).
 
-A column whose values do not fit its type in some page (say a text in a number column) sends that page of
-that table through dlt's own JSON normalizer instead, as flat dicts with the same ids, so dlt makes its usual
-variant column; nothing is lost or reinterpreted here.
+A column whose values do not fit its type in some page (say a text in a number column, a fraction in a
+`bigint` one) sends that page of that table through dlt's own JSON normalizer instead, as flat dicts with the
+same ids, so dlt coerces what it can and makes its usual variant column for the rest; nothing is lost or
+reinterpreted here.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ import pyarrow.compute as pc
 from dlt.common.data_types import py_type_to_sc_type
 from dlt.common.schema import Schema, utils
 from dlt.common.utils import digest128
+
+from . import column_types
 
 Row = dict[str, Any]
 ID_BYTES = 10  # dlt's DLT_ID_LENGTH_BYTES
@@ -119,6 +125,7 @@ class PageShaper:
         self._names: dict[str, str] = {}
         self._types: dict[str, dict[str, str]] = {}  # table -> column -> dlt data type decided
         self._announced: dict[str, set[str]] = {}  # table -> columns whose hints were passed on
+        self._child_hints = column_types.child_columns(table)
         self.children_seen: set[str] = set(self.existing_children())  # tables that may need placeholders
 
     # ---- public ----------------------------------------------------------------------------------------
@@ -228,12 +235,14 @@ class PageShaper:
     # ---- typing --------------------------------------------------------------------------------------------
     def _table(self, table: str, values: dict[str, list[Any]], size: int, is_root: bool) -> Shaped:
         types = self._types.setdefault(table, self._known_types(table))
+        hints: dict[str, dict[str, Any]] = {}
+        if not is_root and table not in self._announced:  # a child table's spec types go with its variant
+            hints = {name: {"name": name, **hint} for name, hint in self._declared(table).items()}
         announced = self._announced.setdefault(table, set())
         arrays: dict[str, pa.Array] = {}
-        hints: dict[str, dict[str, Any]] = {}
         fallback = False
-        if is_root:  # hinted columns first, as dlt orders them when it normalizes records itself
-            values = {**self._hinted_first(values, size), **values}
+        # hinted columns first, as dlt orders them when it normalizes records itself
+        values = {**self._hinted_first(table, values, size), **values}
         for name, column in values.items():
             data_type = types.get(name) or self._infer(table, name, column)
             if data_type is None:
@@ -251,17 +260,21 @@ class PageShaper:
             return Shaped(table, _rows(values, size, types), hints, is_root)
         return Shaped(table, pa.table(arrays), hints, is_root)
 
-    def _hinted_first(self, values: dict[str, list[Any]], size: int) -> dict[str, list[Any]]:
-        hinted = [name for name, hint in self.hints().items() if hint.get("data_type")]
+    def _declared(self, table: str) -> Mapping[str, Mapping[str, Any]]:
+        """Column hints of `table`: the resource's (spec types, custom fields) for the root table, the
+        spec's for a child table (`column_types.py`)."""
+        return self.hints() if table == self.table else self._child_hints.get(table, {})
+
+    def _hinted_first(self, table: str, values: dict[str, list[Any]], size: int) -> dict[str, list[Any]]:
+        hinted = [name for name, hint in self._declared(table).items() if hint.get("data_type")]
         return {name: values.get(name) or [None] * size for name in hinted}
 
     def _known_types(self, table: str) -> dict[str, str]:
         known = {DLT_ID: "text", LOAD_ID: "text", ROOT_KEY: "text", PARENT_ID: "text", LIST_IDX: "bigint"}
         known[DELETED] = "bool"
-        if table == self.table:
-            for name, hint in self.hints().items():
-                if hint.get("data_type"):
-                    known[name] = hint["data_type"]
+        for name, hint in self._declared(table).items():
+            if hint.get("data_type"):
+                known[name] = hint["data_type"]
         if table in self.schema.tables:
             for name, column in self.schema.tables[table]["columns"].items():
                 if column.get("data_type"):
@@ -269,10 +282,9 @@ class PageShaper:
         return known
 
     def _infer(self, table: str, name: str, column: list[Any]) -> str | None:
-        if table == self.table:
-            hint = self.hints().get(name)
-            if hint and hint.get("data_type"):
-                return hint["data_type"]
+        hint = self._declared(table).get(name)
+        if hint and hint.get("data_type"):
+            return hint["data_type"]
         value = next((v for v in column if v is not None), None)
         if value is None:
             return None
@@ -284,13 +296,20 @@ class PageShaper:
 
 CHILD_DISPOSITION = {"disposition": "merge", "strategy": "delete-insert"}
 DELETED_COLUMN = {"name": DELETED, "data_type": "bool", "nullable": True, "hard_delete": True}
+NESTED = ":nested_hints"  # marks, among the declared tables, that the resource's nested hints are gone
 
 
 def prepare(resource: Any, part: Shaped, declared: set[str]) -> None:
     """Give dlt the hints a shaped part needs before its data, from inside the running `resource`.
 
     A child table is a table variant of the resource, declared on first sight with its own keys and
-    without the root table's column hints (a variant starts as a copy of the resource's hints)."""
+    without the root table's column hints (a variant starts as a copy of the resource's hints). The
+    resource's `nested_hints` (the child tables' types for records that dlt normalizes itself) are dropped
+    first: dlt would declare the same tables again as nested tables of the root table."""
+    if NESTED not in declared:
+        declared.add(NESTED)
+        if resource.nested_hints:
+            resource.apply_hints(nested_hints={})
     if part.is_root:
         if part.columns:
             resource.apply_hints(columns=part.columns)
@@ -354,9 +373,20 @@ def _array(values: list[Any], data_type: str) -> pa.Array | None:
             return _parsed(values, data_type)
         if str in kinds and data_type != "text":
             return None  # strings mixed with objects: rare, dlt's JSON path coerces them
+        if data_type == "double" and int in kinds:
+            return _doubles(values)
         return pa.array(values, ARROW_TYPES[data_type])
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, OverflowError):
         return None
+
+
+def _doubles(values: list[Any]) -> pa.Array:
+    """Whole numbers in a double column (`value` 100 next to 99.5); Arrow converts Python ints through
+    int64, so a page holding an integer beyond it (1e20 written without a fraction) is converted here."""
+    try:
+        return pa.array(values, pa.float64())
+    except (pa.ArrowInvalid, OverflowError):
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
 
 
 def _parsed(values: list[Any], data_type: str) -> pa.Array:

@@ -34,6 +34,7 @@ import pyarrow as pa
 from dlt.common.typing import TSecretStrValue
 from dlt.extract.resource import DltResource
 
+from . import column_types
 from .client import PipedriveClient
 from .concurrency import DEFAULT_WORKERS
 from .custom_fields_hook import INHERITED_FIELDS, LEAD_LABELS, CustomFieldResolution
@@ -294,12 +295,13 @@ def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterat
 
 
 def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
+    """Every column's type from the spec (`column_types.py`), the entity's own hints winning."""
     deleted: dict[str, Any] = {"data_type": "bool", "nullable": True}
     if hard_delete or entity.merge_key:
         # child rows of a changed parent are replaced as a set: a placeholder marked deleted clears the
         # rows of a parent that has none left
         deleted["hard_delete"] = True
-    return {"is_deleted": deleted, **entity.columns}
+    return {**column_types.root_columns(entity), "is_deleted": deleted, **entity.columns}
 
 
 def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_delete: bool) -> Any:
