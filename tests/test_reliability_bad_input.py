@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from connector_fixtures import make_pipeline, sync
 from reliability_support import (
@@ -96,7 +98,33 @@ def test_token_of_another_company_into_an_existing_dataset_is_refused(cli, confi
     assert destination_snapshot(tmp_path / "crm.duckdb") == before
     assert state_bytes(tmp_path / "pipelines") == state
     assert run.returncode == 2
-    assert_one_clear_line(run, "company")
+    assert_one_clear_line(run, "company", "--pipeline-name", "--full-refresh")
+
+
+def test_the_fixes_the_other_company_refusal_names_work(cli, config_emulator, tmp_path) -> None:
+    """Its own pipeline and dataset take the other company; a full refresh switches this one over, after
+    which this pipeline refuses the first company's token in turn."""
+    other = config_emulator.settings.other_company_token
+    assert cli("--entities", "users,deals").returncode == 0
+    own = ("--pipeline-name", "other_company", "--dataset", "other_company")
+    assert cli("--entities", "users,deals", *own, token=other).returncode == 0
+    assert cli("--entities", "users,deals", "--full-refresh", token=other).returncode == 2  # some entities
+    switched = cli("--full-refresh", token=other)
+    assert switched.returncode == 0, switched.stderr
+    back = cli("--entities", "users,deals")
+    assert back.returncode == 2
+    assert_one_clear_line(back, "company")
+
+
+def test_company_domain_of_another_company(cli, config_emulator, tmp_path: Path) -> None:
+    domain = httpx.get(
+        f"{config_emulator.base_url}/v1/users/me", headers={"x-api-token": config_emulator.api_token}
+    ).json()["data"]["company_domain"]
+    run = cli(*USERS, SOURCES__PIPEDRIVE__COMPANY_DOMAIN="not-" + domain)
+    assert run.returncode == 2
+    assert_one_clear_line(run, domain, "SOURCES__PIPEDRIVE__COMPANY_DOMAIN")
+    assert nothing_loaded(tmp_path)
+    assert cli(*USERS, SOURCES__PIPEDRIVE__COMPANY_DOMAIN=domain).returncode == 0
 
 
 def test_unreachable_base_url(cli, tmp_path: Path) -> None:
@@ -118,6 +146,7 @@ def test_unparsable_base_url_names_the_setting(cli, tmp_path: Path) -> None:
     run = cli(*USERS, **{URL_SETTING: "http://[::1"})
     assert_one_clear_line(run, URL_SETTING)
     assert run.returncode == 2
+    assert nothing_loaded(tmp_path)
 
 
 def test_unknown_entity(cli, tmp_path: Path) -> None:
@@ -137,7 +166,9 @@ def test_page_size_out_of_range(cli, tmp_path: Path, size: str) -> None:
 
 def test_page_size_that_is_not_a_number_names_the_setting(cli, tmp_path: Path) -> None:
     run = cli(*USERS, SOURCES__PIPEDRIVE__PAGE_SIZE="abc")
-    assert_one_clear_line(run, "page_size")
+    assert_one_clear_line(run, "page_size", "SOURCES__PIPEDRIVE__PAGE_SIZE")
+    assert run.returncode == 2
+    assert nothing_loaded(tmp_path)
 
 
 def test_a_page_size_of_one_still_loads_everything(config_emulator, tmp_path: Path) -> None:
@@ -154,10 +185,20 @@ def test_unparsable_start_date(cli, tmp_path: Path, value: str) -> None:
     assert nothing_loaded(tmp_path)
 
 
-def test_start_date_in_the_future(cli, tmp_path: Path) -> None:
-    run = cli("--entities", "deals,notes", "--start-date", "2999-01-01")
+@pytest.mark.parametrize("days", [1, 356_000], ids=["tomorrow by pipedrive", "far future"])
+def test_start_date_in_the_future(cli, config_emulator, tmp_path: Path, days: int) -> None:
+    """Future by Pipedrive's clock (the `Date` header), which the emulator keeps behind the real one."""
+    day = (config_emulator.company.now() + timedelta(days=days)).date().isoformat()
+    run = cli("--entities", "deals,notes", "--start-date", day)
     assert run.returncode == 2
     assert_one_clear_line(run, "start_date", "future")
+    assert nothing_loaded(tmp_path)
+
+
+def test_start_date_yesterday_on_pipedrives_clock_loads(cli, config_emulator) -> None:
+    day = (config_emulator.company.now() - timedelta(days=1)).date().isoformat()
+    run = cli("--entities", "deals,notes", "--start-date", day)
+    assert run.returncode == 0, run.stderr
 
 
 # ---- data -------------------------------------------------------------------------------------------------
