@@ -81,7 +81,7 @@ class Entity:
     references: tuple[tuple[str, str], ...] = ()  # (column, table): rows go when that record is gone
     derive: Callable[[dict[str, Any], Any], None] | None = None  # PER_RECORD: (row, parent id) adds columns
     full_read_hours: float | None = None  # FULL/PER_PARENT: re-read in full at most this often (None: always)
-    columns: dict[str, Any] = field(default_factory=dict)  # extra dlt column hints
+    columns: dict[str, Any] = field(default_factory=dict)  # hints winning over the spec types (column_types)
     notes: str = ""
 
 
@@ -284,7 +284,12 @@ ENTITIES: tuple[Entity, ...] = (
         paging=OFFSET,
         merge_key="deal_id",
         derive=_flow_row,
-        columns={"data__old_value": {"data_type": "text"}, "data__new_value": {"data_type": "text"}},
+        columns={
+            "flow_id": {"data_type": "text"},
+            "deal_id": {"data_type": "bigint"},
+            "data__old_value": {"data_type": "text"},
+            "data__new_value": {"data_type": "text"},
+        },
         notes="changelog of each changed deal; flow_id = '<object>:<id>'; old/new values of any field "
         "type are kept as text.",
     ),
@@ -300,6 +305,7 @@ ENTITIES: tuple[Entity, ...] = (
         merge_key="deal_id",
         derive=_participant_row,
         primary_key="participant_id",
+        columns={"participant_id": {"data_type": "text"}, "deal_id": {"data_type": "bigint"}},
         references=(("id", "persons"),),
         notes="participant_id = '<deal id>:<person id>'; a deleted person leaves every deal.",
     ),
