@@ -44,6 +44,7 @@ def finish_pending(pipeline: dlt.Pipeline) -> list[str]:
     """Normalize and load the packages an interrupted run left, so the next `run()` extracts new data."""
     if not pipeline.has_pending_data:
         return []
+    pipeline.activate()  # settings resolve under this pipeline's name (one process may run several)
     if pipeline.list_extracted_load_packages():
         pipeline.normalize()
     load_ids = list(pipeline.list_normalized_load_packages())

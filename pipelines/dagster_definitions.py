@@ -40,6 +40,7 @@ from pipedrive_source.deployment import (  # noqa: E402
 )
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
 from pipedrive_source.history import SUFFIX, add_history  # noqa: E402
+from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.relations import upstream  # noqa: E402
 from pipedrive_source.views import VIEWS, refresh_views  # noqa: E402
 
@@ -155,6 +156,8 @@ def company_assets(
                 "Select the parent table too: "
                 + ", ".join(f"{t} is loaded from the {p} changed in the same run" for t, p in orphans.items())
             )
+        for notice in recover(pipeline):  # a killed run's packages first: dlt's run() would load only those
+            context.log.info(notice)
         run = prepare_run(
             pipeline,
             selected,

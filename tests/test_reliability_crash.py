@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dlt
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 from reliability_support import (
+    EXACT_ENV,
     Script,
     ScriptRun,
     all_of,
@@ -39,6 +41,7 @@ from reliability_support import (
 )
 
 from pipedrive_source import SyncMonitor
+from pipedrive_source.deployment import Company, company_pipeline, prepare_run
 from pipedrive_source.emulator import EmulatorHandle
 
 pytestmark = pytest.mark.usefixtures("ledger_logs")
@@ -222,6 +225,63 @@ def test_a_stale_extracted_copy_is_removed_and_the_run_syncs(
     assert "resumed: loaded 1 package(s)" in again.stdout
     assert not script_pipeline(tmp_path).has_pending_data
     assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pydantic v1 shims inside dagster
+def test_a_dagster_run_after_a_crash_also_syncs(
+    crash_emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dagster assets (pipelines/dagster_definitions.py) after a crash that left a normalized package."""
+    dg = pytest.importorskip("dagster", reason="Dagster is an optional extra: uv sync --extra dagster")
+    dagster_dlt = pytest.importorskip("dagster_dlt", reason="dagster-dlt is in the dagster extra")
+    for name, value in {
+        "SOURCES__PIPEDRIVE__API_TOKEN": crash_emulator.api_token,
+        "SOURCES__PIPEDRIVE__BASE_URL": crash_emulator.base_url,
+        **EXACT_ENV,
+    }.items():
+        monkeypatch.setenv(name, value)
+    destination = dlt.destinations.duckdb(credentials=str(tmp_path / "crm.duckdb"))
+    pipelines = str(tmp_path / "pipelines")
+    assets = dagster_module().company_assets(
+        Company(), destination=destination, pipelines_dir=pipelines, entities=TABLES
+    )
+
+    def materialize() -> Any:
+        return dg.materialize(assets, resources={"dlt": dagster_dlt.DagsterDltResource()})
+
+    assert materialize().success
+    before = changed_deals(crash_emulator.control.mutate(seed=47, creates=3, updates=12))
+    pipeline = company_pipeline(Company(), destination, pipelines)
+    pipeline.extract(prepare_run(pipeline, TABLES).source, loader_file_format="parquet")
+    pipeline.normalize()
+    assert pipeline.list_normalized_load_packages()  # pending, as after the kill
+    after = changed_deals(crash_emulator.control.mutate(seed=48, creates=2, updates=8))
+    assert after and before - after  # the pending package holds deals this run must not read again
+    result = materialize()
+    assert result.success
+    deals = next(
+        event.materialization.metadata["rows_loaded"].value
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == dg.AssetKey(["pipedrive", "deals"])
+    )
+    assert deals == len(after)  # the package was loaded, not dropped and read again (dagster-dlt drops it)
+    assert not pipeline.has_pending_data
+    assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+
+
+def changed_deals(changes: dict[str, Any]) -> set[Any]:
+    return set(changes["created"].get("deals", [])) | set(changes["updated"].get("deals", []))
+
+
+def dagster_module() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "pipelines" / "dagster_definitions.py"
+    spec = importlib.util.spec_from_file_location("dagster_definitions_crash", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @SLOW
