@@ -11,6 +11,9 @@ tables, then flags records gone from Pipedrive; `analyst_views` refreshes the vi
 after another (DuckDB has one writer) and each runs even if an earlier one failed (`all_done`). Retries: the
 HTTP client retries requests, dlt retries a failed load step (`retry_policy`), Airflow retries the task.
 The source is built when the task runs, so the DAG parses without credentials.
+A killed task leaves nothing to resume (so no `pipedrive_source.recovery` here): dlt's helper gives each task
+a fresh working folder and drops local state first; the next task takes the state of the last completed load
+from the destination and reads again from there (merges make that re-read harmless).
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def company_assets(
                 "Select the parent table too: "
                 + ", ".join(f"{t} is loaded from the {p} changed in the same run" for t, p in orphans.items())
             )
-        for notice in recover(pipeline):  # a killed run's packages first: dlt's run() would load only those
+        for notice in recover(pipeline):  # a killed run's packages: dagster-dlt would drop them, then re-read
             context.log.info(notice)
         run = prepare_run(
             pipeline,
