@@ -8,12 +8,17 @@ Both yield one `Page` per HTTP response, so callers can stop early (sorted reads
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .client import PipedriveClient
 from .errors import ApiError
+
+logger = logging.getLogger(__name__)
+MAX_STEPS_BACK = 32  # per listing: a list that keeps shifting this often is read on, with a warning
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,18 @@ def offset_pages(
 ) -> Iterator[Page]:
     """`overlap` re-reads that many records before each next page: offsets shift left when records are
     deleted while we page, and a record crossing the page boundary would otherwise be skipped (the
-    duplicates this causes are merged away by primary key)."""
+    duplicates this causes are merged away by primary key).
+
+    With an overlap, each page must share a record with the pages before it (`Anchor`); when more records
+    vanished ahead of the offset than the overlap covers, it does not, and the read steps back (one
+    stride, then twice as far, ... down to the start) until a page shares one again, then goes on from
+    there. A normal read makes no extra request; records created meanwhile land at the end of the list
+    (v1 sorts by id, or by update time when asked), so they never shift a page."""
     query = dict(params, start=0)
     if page_size:
         query["limit"] = page_size
-    number = 0
+    anchor = Anchor(_sort_field(params)) if overlap > 0 else None
+    number, back, steps = 0, 0, 0
     while True:
         body = client.get(path, query, cost=cost, label=label, missing_ok=missing_ok)
         number += 1
@@ -70,12 +82,62 @@ def offset_pages(
         pagination = extra.get("pagination") or extra  # leads and per-deal lists use a flat envelope
         more = bool(pagination.get("more_items_in_collection"))
         items = _items(body, path)
+        start = query["start"]
         yield Page(items, number, more)
+        if anchor is not None and start > 0 and not anchor.holds(items):
+            if steps < MAX_STEPS_BACK:
+                steps += 1
+                back = back * 2 if back else max(1, (page_size or 100) - overlap)
+                logger.info("%s: the list shifted while paging; stepping back %d records", label, back)
+                query["start"] = max(0, start - back)
+                continue
+            logger.warning("%s: the list kept shifting while paging; records may be missed", label)
+        back = 0
+        if anchor is not None:
+            anchor.keep(items)
         if not more or not items:
             return
         next_start = pagination.get("next_start")
-        following = next_start if isinstance(next_start, int) else query["start"] + len(items)
-        query["start"] = max(query["start"] + 1, following - overlap)
+        following = next_start if isinstance(next_start, int) else start + len(items)
+        query["start"] = max(start + 1, following - overlap)
+
+
+class Anchor:
+    """The records of the last pages of an offset listing, to tell whether the next page still overlaps.
+
+    A record is known by its id and the value of the field the list is sorted by (a record updated in a
+    list sorted by update time moves, so it cannot anchor). `BACK` pages are remembered, so a step back
+    that lands in an earlier page still finds its anchor."""
+
+    BACK = 8
+
+    def __init__(self, sort_field: str | None) -> None:
+        self.field = sort_field or "update_time"
+        self.recent: deque[set[Any]] = deque(maxlen=self.BACK)
+
+    def mark(self, item: dict[str, Any]) -> Any:
+        return (_hashable(item.get("id")), _hashable(item.get(self.field)))
+
+    def holds(self, items: list[dict[str, Any]]) -> bool:
+        """Whether `items` (the page after the remembered ones) shares a record with them."""
+        if not self.recent:
+            return True
+        marks = {self.mark(item) for item in items}
+        return any(not marks.isdisjoint(page) for page in self.recent)
+
+    def keep(self, items: list[dict[str, Any]]) -> None:
+        if items:
+            self.recent.append({self.mark(item) for item in items})
+
+
+def _sort_field(params: Mapping[str, Any]) -> str | None:
+    """The first field of a v1 `sort` parameter (`"update_time DESC"` -> `update_time`)."""
+    sort = params.get("sort")
+    return sort.split(",")[0].split()[0] if isinstance(sort, str) and sort.strip() else None
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
 
 
 def single_page(

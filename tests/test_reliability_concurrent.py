@@ -26,7 +26,10 @@ from reliability_support import (
     secret_emulator,
 )
 
+from pipedrive_source.client import PipedriveClient
 from pipedrive_source.emulator import EmulatorHandle
+from pipedrive_source.oauth import ApiTokenAuth
+from pipedrive_source.pagination import offset_pages
 
 pytestmark = pytest.mark.usefixtures("ledger_logs")
 PAGE = 5
@@ -160,11 +163,6 @@ def test_a_change_in_the_run_s_own_second_behind_the_cursor(emulator, tmp_path: 
     assert_equal_to_truth(emulator, tmp_path, TABLES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="v1 offset paging: more deletions ahead of the offset between two page "
-    "requests than the fixed overlap skips records for good (pagination.offset_pages)",
-)
 def test_deletions_while_v1_notes_page_through_lose_nothing(emulator, tmp_path: Path) -> None:
     def delete_what_was_read(pages: list[list[dict]]) -> dict:
         read = ids_of(pages)[:3]  # three records before the next offset vanish: the list shifts by three
@@ -175,6 +173,29 @@ def test_deletions_while_v1_notes_page_through_lose_nothing(emulator, tmp_path: 
     assert hook.fired
     run(emulator, tmp_path, reconcile=True)  # even a reconcile run afterwards
     assert_equal_to_truth(emulator, tmp_path, ["notes"])
+
+
+@pytest.mark.parametrize("deleted", [0, 3, 12])
+def test_an_id_listing_that_shifts_while_paging_still_lists_every_live_id(emulator, deleted: int) -> None:
+    """The reconcile run's id listing (sequential v1 offset pages, sorted by id): records deleted behind
+    the offset shift the list; each page must still overlap the ones before it, or the listing steps
+    back, so no live id goes missing (a missing one would be flagged deleted). Without deletions it
+    makes exactly the requests it always made."""
+    client = PipedriveClient(emulator.base_url, ApiTokenAuth(emulator.api_token))
+    before = [r["id"] for r in live(emulator, "notes")]
+    pages = offset_pages(
+        client, "/v1/notes", {"sort": "id ASC"}, cost=20, label="notes", page_size=PAGE, overlap=1
+    )
+    listed: list[Any] = []
+    for number, page in enumerate(pages, start=1):
+        listed += [row["id"] for row in page.items]
+        if number == 2 and deleted:
+            ops = [{"op": "delete", "table": "notes", "id": rid} for rid in listed[-deleted:]]
+            emulator.control.mutate(ops=ops)
+    assert set(r["id"] for r in live(emulator, "notes")) <= set(listed)
+    assert set(listed) <= set(before)
+    if not deleted:
+        assert client.stats.requests == -(-(len(before) - 1) // (PAGE - 1))  # pages of 5 re-reading 1
 
 
 def synced_rows_of(workdir: Path, table: str) -> list[dict]:
