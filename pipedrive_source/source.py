@@ -37,7 +37,13 @@ from dlt.extract.resource import DltResource
 from . import column_types
 from .client import PipedriveClient
 from .concurrency import DEFAULT_WORKERS
-from .custom_fields_hook import INHERITED_FIELDS, LEAD_LABELS, CustomFieldResolution
+from .custom_fields_hook import (
+    INHERITED_FIELDS,
+    LEAD_LABELS,
+    CustomFieldResolution,
+    options_summary,
+    relabelled_options,
+)
 from .entities import (
     BY_NAME,
     CURSOR,
@@ -45,13 +51,16 @@ from .entities import (
     DEFAULT_ENTITIES,
     ENTITIES,
     FULL,
+    OFFSET,
     PER_PARENT,
     PER_RECORD,
     SORTED,
     UPDATED_SINCE,
     Entity,
 )
-from .errors import TOKEN_SETTING, AccessDenied, ConfigError
+from .errors import TOKEN_SETTING, AccessDenied, ConfigError, PipedriveError
+from .fetching import LEGACY_KEY as LEGACY_CURSOR_KEY
+from .fetching import STATE_KEY as CURSOR_STATE_KEY
 from .fetching import CursorState, run_until
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
@@ -309,8 +318,10 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_d
 
     def fetch() -> Iterator[Any]:
         state = dlt.current.resource_state()
+        _reread_if_relabelled(entity, ctx, state)
         cursor = CursorState(state, entity, initial)
         output = ctx.outputs.output(entity, hard_delete)
+        coverage = _Coverage(entity)
         with ctx.timed(entity):
             until = run_until(ctx.run_started())
             read = ctx.read(entity).incremental(cursor.since, until)
@@ -318,13 +329,125 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_d
                 if batch is None:
                     yield None  # nothing ready: dlt serves the other resources meanwhile
                     continue
-                yield from output.page(cursor.admit(ctx.records(entity, batch)))
+                rows = ctx.records(entity, batch)
+                coverage.add(batch.tag.index, rows)
+                yield from output.page(cursor.admit(rows))
             yield from output.flush()
-            cursor.commit(state, read.complete, read.resume_from(), ctx.rewinds.get(entity.name))
+            gap = coverage.gap()
+            if gap is not None:
+                logger.info(
+                    "%s: records vanished ahead of the offset while paging; next run reads from %s",
+                    entity.name,
+                    gap,
+                )
+            rewind = _earliest(ctx.rewinds.get(entity.name), gap)
+            cursor.commit(state, read.complete, read.resume_from(), rewind)
             if reconcile and read.complete:
                 ctx.monitor.record_live_ids(entity.name, _all_ids(entity, ctx))
 
     return fetch
+
+
+# the entity's option labels as its rows were last labelled (custom_fields_hook.options_summary)
+_OPTION_LABELS_KEY = "option_labels"
+
+
+def _reread_if_relabelled(entity: Entity, ctx: SyncContext, state: Any) -> None:
+    """An option relabelled (or removed) since the last run: read `entity` again from the start date.
+
+    Pipedrive does not stamp records when an option of an enum/set field (or a deal or lead label) gets
+    another label, so the records not changed since would keep the old label for good. The field
+    definitions the run reads anyway tell it (compared with a summary kept in the entity's state, a few
+    bytes per option); the cursor is then forgotten, so this run reads the entity in full, stopping and
+    resuming like a first load. Cost: one full read of that entity per run that sees such a change
+    (rare: an admin action), no request otherwise. Renamed fields keep their columns and new options or
+    fields change no stored value: neither triggers a re-read.
+    """
+    resolution = next((h for h in ctx.hooks if isinstance(h, CustomFieldResolution)), None)
+    if resolution is None or not entity.fields_entity:
+        return
+    try:
+        labels = resolution.option_labels(entity, ctx)
+    except PipedriveError:
+        return  # no definitions now: the first page's resolution reports why; the summary stays
+    changed = relabelled_options(state.get(_OPTION_LABELS_KEY), labels)
+    state[_OPTION_LABELS_KEY] = options_summary(labels)
+    if changed and (state.get(CURSOR_STATE_KEY) or state.get(LEGACY_CURSOR_KEY)):
+        logger.info(
+            "%s: option labels changed in Pipedrive (%s); reading every %s record again so that records "
+            "not changed since get the new labels",
+            entity.name,
+            ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""),
+            entity.name,
+        )
+        state.pop(CURSOR_STATE_KEY, None)
+        state.pop(LEGACY_CURSOR_KEY, None)
+
+
+def _earliest(*values: str | None) -> str | None:
+    return min((v for v in values if v is not None), default=None)
+
+
+class _Coverage:
+    """Whether the pages of a v1 offset listing covered it without a gap, from their contents alone.
+
+    Offsets shift left when records ahead of the read position are deleted (or, in a list sorted by update
+    time, updated) between two page requests; pages overlap a little, but more shifting than the overlap
+    skips records, and concurrent pages are requested at offsets known in advance. Two pages that share a
+    record (same id and same update time, so the record did not move) cover everything between them, so
+    the pages cover the listing without a gap when the graph of shared records is connected. Otherwise
+    the cursor may not pass the newest record of the part holding the oldest record read (the records
+    beyond the gap are read by the next run). No request is added; per page only the ids at its two ends
+    are kept (enough for the small overlaps of offset paging; a wider shift only costs a re-read).
+    """
+
+    EDGE = 32  # records kept from each end of a page
+
+    def __init__(self, entity: Entity) -> None:
+        self.on = entity.paging == OFFSET and bool(entity.cursor_field)
+        self.key, self.field = entity.primary_key, entity.cursor_field or ""
+        self.pages: dict[int, list[tuple[frozenset[int], frozenset[int], str, str]]] = {}
+
+    def add(self, listing: int, rows: list[Row]) -> None:
+        if not self.on:
+            return
+        marks = [(hash((r.get(self.key), t)), t) for r in rows if isinstance(t := r.get(self.field), str)]
+        if marks:
+            head = frozenset(m for m, _ in marks[: self.EDGE])
+            tail = frozenset(m for m, _ in marks[-self.EDGE :])
+            times = [t for _, t in marks]
+            self.pages.setdefault(listing, []).append((head, tail, min(times), max(times)))
+
+    def gap(self) -> str | None:
+        """Where the cursor must stay when a listing's pages left a gap (None: no gap)."""
+        points = [_covered_up_to(pages) for pages in self.pages.values()]
+        return _earliest(*points)
+
+
+def _covered_up_to(pages: list[tuple[frozenset[int], frozenset[int], str, str]]) -> str | None:
+    """The newest time covered without a gap from the oldest record read; None when pages connect."""
+    parent = list(range(len(pages)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_head: dict[int, int] = {}
+    for index, (head, _tail, _low, _high) in enumerate(pages):
+        for mark in head:
+            by_head.setdefault(mark, index)
+    for index, (_head, tail, _low, _high) in enumerate(pages):
+        for mark in tail:
+            other = by_head.get(mark)
+            if other is not None:
+                parent[root(other)] = root(index)
+    groups = {root(i) for i in range(len(pages))}
+    if len(groups) <= 1:
+        return None
+    oldest = root(min(range(len(pages)), key=lambda i: pages[i][2]))
+    return max(pages[i][3] for i in range(len(pages)) if root(i) == oldest)
 
 
 def _all_ids(entity: Entity, ctx: SyncContext) -> set[Any]:
