@@ -244,6 +244,19 @@ class Resolver:
             })
         return rows
 
+    def labelled_options(self) -> dict[str, tuple[str, dict[str, str | None]]]:
+        """Every option field this resolver labels: key -> (readable name, {option id as text: label}).
+
+        Custom enum/set fields under their code, built-in ones (deal labels, visible_to, lead labels)
+        under their record key; deleted options keep the label records holding them get."""
+        out: dict[str, tuple[str, dict[str, str | None]]] = {}
+        fields = [(fd.code, fd) for fd in self.custom.values() if kind_of(fd.type) in ("enum", "set")]
+        fields += [(b.keys[0], b.field) for b in self._builtin_labels]
+        for key, fd in fields:
+            labels = {str(oid): label for oid, label in (*fd.deleted_options, *fd.options)}
+            out[key] = (fd.name or key, labels)
+        return out
+
     def option_rows(self) -> list[dict[str, Any]]:
         """Rows of the `custom_field_options` table: option id -> current label, custom and built-in."""
         rows = []

@@ -37,6 +37,7 @@ DIGESTS_KEY = "custom_field_tables"  # digest of each table about the fields, as
 LEAD_LABELS = "lead_labels"
 INHERITED_FIELDS = {"leads": "deal_fields"}
 Row = dict[str, Any]
+OptionLabels = dict[str, tuple[str, dict[str, Any]]]  # option field -> (name, {option id: label})
 
 
 class CustomFieldResolution:
@@ -83,6 +84,10 @@ class CustomFieldResolution:
         )
         bindings[entity.name] = resolver.bindings
         return resolver
+
+    def option_labels(self, entity: Entity, ctx: SyncContext) -> OptionLabels:
+        """The option labels the run's resolver of `entity` applies (see `Resolver.labelled_options`)."""
+        return self.resolver(entity, ctx).labelled_options()
 
     def _bindings(self) -> dict[str, dict[str, str]]:
         try:
@@ -163,6 +168,36 @@ def _if_changed(rows: list[Row]) -> Iterator[list[Row]]:
             changed += entity_rows
     if changed:
         yield changed
+
+
+def options_summary(labels: OptionLabels) -> dict[str, Any]:
+    """What the state keeps of an entity's option labels: per option field its option ids and one digest
+    of their labels (a few bytes per option, whatever the labels' length)."""
+    summary = {}
+    for key, (_name, by_id) in labels.items():
+        ids = sorted(by_id)
+        summary[key] = {"ids": ids, "digest": _labels_digest(by_id, ids)}
+    return summary
+
+
+def relabelled_options(previous: Any, labels: OptionLabels) -> list[str]:
+    """Names of the option fields where an option listed in the `previous` summary has another label now
+    or is gone: records not changed since hold stale labels (Pipedrive does not stamp records when an
+    option is relabelled). New options change no stored value, and neither does a deleted field (its
+    column keeps the last values; `custom_fields.still_exists` tells it is gone)."""
+    changed = []
+    for key, before in sorted((previous or {}).items()):
+        if key not in labels or not isinstance(before, dict):
+            continue
+        name, by_id = labels[key]
+        ids = [str(i) for i in before.get("ids") or ()]
+        if any(i not in by_id for i in ids) or _labels_digest(by_id, ids) != before.get("digest"):
+            changed.append(name)
+    return changed
+
+
+def _labels_digest(by_id: dict[str, Any], ids: list[str]) -> str:
+    return hashlib.blake2b(orjson.dumps([by_id.get(i) for i in ids]), digest_size=8).hexdigest()
 
 
 def _field_definitions(entity: Entity, ctx: SyncContext) -> list[Row]:

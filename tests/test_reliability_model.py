@@ -2,15 +2,20 @@
 field renames, option relabels, new options and fields, deleted fields, same-second changes at the run
 boundary, awkward values), each round followed by a sync; after every round every default table equals the
 ground truth row by row (`reliability_support.compare_with_truth`; tables and mutations that expose a reported
-bug are left out, see `KNOWN_BUGS`, each with a strict xfail test below). The long walk: `tools/soak.py`."""
+bug are left out, see `KNOWN_BUGS`, each with a strict xfail test). The long walk: `tools/soak.py`.
+
+A relabelled option reaches records not changed since by one full re-read of the entities using it (see
+`source._reread_if_relabelled`): the tests below check that, and that other field changes cost no re-read."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
+from connector_fixtures import DATASET
 from reliability_support import LEDGER, ModelWalk, compare_with_truth, ledger_logs, secret_emulator  # noqa: F401
 
 from pipedrive_source.emulator import EmulatorHandle
@@ -41,12 +46,6 @@ def test_random_walk_keeps_every_table_equal_to_the_truth(
     assert len(kinds) >= 2, kinds  # the walk really mutated (the seed is fixed: this is deterministic)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a relabelled enum/set option keeps its old label in every record not "
-    "changed since: Pipedrive does not stamp records on a relabel, and the resolver only labels "
-    "the records a run reads (custom_fields_hook / custom_fields.Resolver)",
-)
 def test_relabelled_option_reaches_unchanged_records(walk_emulator: EmulatorHandle, tmp_path: Path) -> None:
     LEDGER.path(tmp_path)
     walk = ModelWalk(walk_emulator, tmp_path, seed=CI_SEED)
@@ -63,6 +62,64 @@ def test_relabelled_option_reaches_unchanged_records(walk_emulator: EmulatorHand
     walk.sync()
     comparison = compare_with_truth(walk_emulator, tmp_path, ["deals"])
     assert comparison.ok, comparison.summary()
+
+
+def test_relabelled_built_in_label_reaches_unchanged_records(
+    walk_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Deal labels are a built-in set: the readable `labels` column of every deal follows a relabel."""
+    LEDGER.path(tmp_path)
+    walk = ModelWalk(walk_emulator, tmp_path, seed=CI_SEED)
+    walk.sync()
+    deals = walk_emulator.control.snapshot("deals")
+    option = max({i for d in deals for i in d.get("label_ids") or ()}, key=lambda i: str(i))
+    op = {"op": "relabel_option", "entity": "deal", "field_code": "label_ids", "option_id": option}
+    walk_emulator.control.mutate(ops=[{**op, "label": "Relabelled label"}])
+    walk.sync()
+    (field,) = [f for f in walk_emulator.control.snapshot("deal_fields") if f["field_code"] == "label_ids"]
+    label = {o["id"]: o["label"] for o in field["options"]}
+    want = {d["id"]: sorted(label[i] for i in d.get("label_ids") or ()) for d in deals}
+    assert "Relabelled label" in {x for labels in want.values() for x in labels}
+    assert synced_labels(tmp_path) == {k: v for k, v in want.items() if v}
+
+
+def test_only_a_relabel_costs_a_re_read(walk_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """Renamed fields, new options and new fields change no stored value: no re-read. A relabel re-reads
+    the entities using the option once (deals and leads, which inherit the deal fields), then no more."""
+    LEDGER.path(tmp_path)
+    walk = ModelWalk(walk_emulator, tmp_path, seed=CI_SEED)
+    walk.sync()
+    fd = next(
+        f
+        for f in walk_emulator.control.snapshot("deal_fields")
+        if f.get("is_custom_field") and f["field_type"] == "set"
+    )
+    code = {"entity": "deal", "field_code": fd["field_code"]}
+    rename = {"op": "rename_field", **code, "name": "Renamed set"}
+    walk_emulator.control.mutate(ops=[rename, {"op": "add_option", **code, "label": "New"}])
+    quiet = walk.sync()
+    assert quiet.loaded.get("deals", 0) == 0 and quiet.loaded.get("leads", 0) == 0, quiet.loaded
+    relabel = {"op": "relabel_option", **code, "option_id": fd["options"][0]["id"], "label": "Relabelled set"}
+    walk_emulator.control.mutate(ops=[relabel])
+    reread = walk.sync()
+    live_deals = len(walk_emulator.control.snapshot("deals"))
+    assert reread.loaded.get("deals", 0) >= live_deals, reread.loaded
+    assert reread.loaded.get("persons", 0) == 0, reread.loaded  # another entity's options: no re-read
+    again = walk.sync()
+    assert again.loaded.get("deals", 0) == 0, again.loaded
+    assert compare_with_truth(walk_emulator, tmp_path, ["deals", "leads", "persons"]).ok
+
+
+def synced_labels(workdir: Path) -> dict[int, list[str]]:
+    with duckdb.connect(str(workdir / "crm.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            f"SELECT d.id, l.value FROM {DATASET}.deals d JOIN {DATASET}.deals__labels l "
+            "ON l._dlt_parent_id = d._dlt_id"
+        ).fetchall()
+    out: dict[int, list[str]] = {}
+    for deal, value in rows:
+        out.setdefault(deal, []).append(value)
+    return {deal: sorted(values) for deal, values in out.items()}
 
 
 def test_snapshot_hides_variations_of_deleted_products(walk_emulator: EmulatorHandle) -> None:
