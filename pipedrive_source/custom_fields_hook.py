@@ -8,6 +8,18 @@ The hook builds one `Resolver` per entity per run (per `SyncContext`) from the e
 (`ctx.field_definitions`, fetched once per run and shared with the field tables) and the bindings kept in
 the source state under `custom_field_bindings[<table>]`, which dlt commits with a successful load only, so
 a failed run leaves the previous bindings in place. Leads' `label_ids` are named through `lead_labels`.
+
+Pipedrive does not stamp records when an option is relabelled, so a label stored with a record not changed
+since would stay old for good. `option_labels` / `options_summary` / `relabelled_options` let the engine
+notice it from the definitions it reads anyway (`source._reread_if_relabelled` keeps the summary in each
+entity's state and then reads that entity in full once). Which field-definition changes alter stored values:
+- relabelled or removed option (custom enum/set, built-in deal/person labels, visible_to, lead labels; a
+  deal field's also for leads, which inherit them): stale labels -> one full read of the entity;
+- renamed field: bindings keep its columns, only `custom_fields.field_name` changes -> nothing to re-read;
+- new option or new field: no record holds it until it is changed (and so stamped) -> nothing to re-read;
+- deleted field: its column keeps the last values (`custom_fields.still_exists` is false) -> no re-read;
+- a custom field moved off a column a built-in one turned out to use (`Resolver._rebind_around`): old rows
+  keep the value in the old column (rare; logged as a warning).
 """
 
 from __future__ import annotations

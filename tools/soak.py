@@ -37,7 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", default="tiny", help="emulator scale (tiny | small)")
     parser.add_argument("--entities", choices=("default", "all"), default="default")
     parser.add_argument(
-        "--with-known-bugs", action="store_true", help=f"also walk into: {', '.join(KNOWN_BUGS)}"
+        "--with-known-bugs",
+        action="store_true",
+        help=f"also walk into the mutations of known bugs: {', '.join(KNOWN_BUGS) or 'none at the moment'}",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the DuckDB files here")
     parser.add_argument("--out", type=Path, default=Path("soak-result.json"))
