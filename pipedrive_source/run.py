@@ -141,9 +141,9 @@ class SyncContext:
                     me = self.client.get("/v1/users/me", cost=2, label="users/me", missing_ok=True)
                 except AccessDenied:
                     me = {}
-                data = me.get("data")
-                self._me = data if isinstance(data, dict) else {}
-                self._check_domain(self._me)
+                data = me.get("data") if isinstance(me.get("data"), dict) else {}
+                self._check_domain(data)  # before memoizing: a refused identity stays refused
+                self._me = data
             return self._me
 
     def check_company(self) -> None:
