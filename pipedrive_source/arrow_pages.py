@@ -310,6 +310,14 @@ def prepare(resource: Any, part: Shaped, declared: set[str]) -> None:
         declared.add(NESTED)
         if resource.nested_hints:
             resource.apply_hints(nested_hints={})
+        # the source's hints were checked against the stored schema when it was built (`source._columns`);
+        # the schema of the run decides: the source may have been built before its pipeline was active,
+        # or a full refresh dropped the table since (then the spec's types apply again)
+        columns = resource.columns if isinstance(resource.columns, dict) else {}
+        live = dlt.current.source_schema().tables.get(resource.name, {}).get("columns", {})
+        kept = column_types.keep_stored_types(resource.name, columns, live)
+        if kept:
+            resource.apply_hints(columns=kept)
     if part.is_root:
         if part.columns:
             resource.apply_hints(columns=part.columns)

@@ -27,20 +27,30 @@ OpenAPI type -> dlt type:
 
 `entities.Entity.columns` win over these (see `source._columns`); custom-field columns are hinted at run time
 by the custom-field resolution, after these, under names that never hit a built-in column.
+
+A column that already exists with another type (a dataset loaded before types came from the spec:
+`deals.value` BIGINT) keeps its type (`keep_stored_types`): dlt would retype the column in its schema but
+not in the destination, which would then cast every value to the old type (99.5 -> 100 in a BIGINT
+column). A warning names the columns; a full refresh of the table (`refresh="drop_resources"`) retypes them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
+from dlt.common.configuration.container import Container
 from dlt.common.normalizers.naming.snake_case import NamingConvention
+from dlt.common.pipeline import PipelineContext
 
 from .emulator import spec
 from .entities import BY_NAME, Entity
 
 Hints = dict[str, dict[str, Any]]
+logger = logging.getLogger(__name__)
+SCHEMA_NAME = "pipedrive"  # the source's schema (`@dlt.source(name="pipedrive")`)
 
 NAMING = NamingConvention()  # dlt's default naming: the names dlt gives the columns
 SCALARS = {"integer": "bigint", "number": "double", "boolean": "bool"}
@@ -96,6 +106,32 @@ def table_columns(table: str) -> Hints:
     if root not in BY_NAME:
         return {}
     return dict(_tables(root).get(table, {}))
+
+
+def keep_stored_types(
+    table: str, hints: Mapping[str, Mapping[str, Any]], stored: Mapping[str, Any] | None = None
+) -> Hints:
+    """The hints whose type differs from the one the column already has (`stored`: the table's columns in a
+    schema, by default the active pipeline's), changed to that type; and, for a column the table does not
+    have (any more: a full refresh dropped it), hints an earlier call changed, back to the spec's type.
+    Empty when nothing changes."""
+    stored = _stored_columns(table) if stored is None else stored
+    spec_types = _spec_types(table)
+    kept: Hints = {}
+    for name, hint in hints.items():
+        have = (stored.get(name) or {}).get("data_type") or spec_types.get(name)
+        if have and hint.get("data_type") and hint["data_type"] != have:
+            kept[name] = {**hint, "data_type": have}
+    retyped = {name for name in kept if (stored.get(name) or {}).get("data_type")}
+    if retyped:
+        logger.warning(
+            "%s: column(s) %s keep the type they have in the destination instead of the spec's (%s); a full "
+            "refresh of the table retypes them",
+            table,
+            ", ".join(f"{name} {kept[name]['data_type']}" for name in sorted(retyped)),
+            ", ".join(f"{name} {hints[name]['data_type']}" for name in sorted(retyped)),
+        )
+    return kept
 
 
 def column_type(name: str, node: Mapping[str, Any]) -> str | None:
@@ -192,6 +228,28 @@ def _item_properties(entity: Entity) -> dict[str, Any]:
         for key, node in props.items():
             merged.setdefault(key, node)
     return merged
+
+
+def _spec_types(table: str) -> dict[str, str]:
+    """The types `table`'s own hints give (spec, then the entity's), by column."""
+    entity = BY_NAME.get(table)
+    if entity is None:
+        return {}
+    hints = {**root_columns(entity), **entity.columns}
+    return {name: hint["data_type"] for name, hint in hints.items() if hint.get("data_type")}
+
+
+def _stored_columns(table: str) -> Mapping[str, Any]:
+    context = Container()[PipelineContext]
+    if not context.is_active():  # no pipeline: nothing stored (asking would create a default pipeline)
+        return {}
+    try:
+        pipeline = context.pipeline()
+        if SCHEMA_NAME not in pipeline.schema_names:
+            return {}
+        return pipeline.schemas[SCHEMA_NAME].tables.get(table, {}).get("columns", {})
+    except Exception:  # a pipeline that cannot read its schemas: the load itself will say why
+        return {}
 
 
 def _name(key: str) -> str:

@@ -310,7 +310,8 @@ def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
         # child rows of a changed parent are replaced as a set: a placeholder marked deleted clears the
         # rows of a parent that has none left
         deleted["hard_delete"] = True
-    return {**column_types.root_columns(entity), "is_deleted": deleted, **entity.columns}
+    hints = {**column_types.root_columns(entity), "is_deleted": deleted, **entity.columns}
+    return {**hints, **column_types.keep_stored_types(entity.name, hints)}
 
 
 def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_delete: bool) -> Any:

@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dlt
 import duckdb
 import pytest
-from connector_fixtures import ALL_TABLES, DATASET, sync
+from connector_fixtures import ALL_TABLES, DATASET, make_pipeline, sync
 
+from pipedrive_source import pipedrive_source
 from pipedrive_source.column_types import child_columns, root_columns, table_columns
 from pipedrive_source.emulator import EmulatorHandle, run_emulator, spec
 from pipedrive_source.entities import BY_NAME, ENTITIES
@@ -192,6 +194,32 @@ def test_a_whole_value_first_then_fractions_and_huge_values_load_as_double(
     with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
         values = dict(con.execute(f"SELECT id, value FROM {DATASET}.deals WHERE id <= 4").fetchall())
     assert values == {1: 100.0, 2: 99.5, 3: float(HUGE_INT), 4: 1e20}
+
+
+# ---- datasets typed before the spec types ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_a_column_typed_bigint_by_an_older_load_keeps_its_type_without_losing_fractions(
+    company: EmulatorHandle, tmp_path: Path, arrow: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """dlt retypes a column in its schema when a hint says so, not in the destination, which then casts
+    (99.5 would load as 100): an existing column keeps its type, a fraction goes to dlt's variant column."""
+    pipeline = make_pipeline(tmp_path)
+    old = dlt.resource([{"id": 10**9, "value": 100}], name="deals", primary_key="id")
+    pipeline.run(old, schema=dlt.Schema("pipedrive"), write_disposition="merge")  # typed by inference
+    company.control.mutate(ops=[{"op": "update", "table": "deals", "id": 2, "changes": {"value": 99.5}}])
+    sync(company, tmp_path, pipeline=pipeline, entities=["deals"], arrow=arrow)
+    types = column_types_of(tmp_path / "crm.duckdb")["deals"]
+    assert types["value"] == "BIGINT" and types["value__v_double"] == "DOUBLE"
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        row = con.execute(f"SELECT value, value__v_double FROM {DATASET}.deals WHERE id = 2").fetchone()
+    assert row == (None, 99.5)
+    assert "value bigint keep the type they have in the destination" in caplog.text
+    if arrow:  # a full refresh retypes (dlt's record path keeps the hints the source was built with)
+        source = pipedrive_source(api_token=company.api_token, base_url=company.base_url, entities=["deals"])
+        pipeline.run(source, loader_file_format="parquet", refresh="drop_sources")
+        assert column_types_of(tmp_path / "crm.duckdb")["deals"]["value"] == "DOUBLE"
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
