@@ -178,6 +178,29 @@ def test_the_run_after_a_crash_also_syncs(
     assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
 
 
+def test_a_deleted_working_folder_is_restored_from_the_destination(
+    crash_emulator: EmulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's last resort for a stuck pipeline: delete its working folder and run again. The run takes
+    the state of the last completed load from the destination: it continues incrementally, nothing lost."""
+    first = run_main(monkeypatch, capsys, crash_emulator, tmp_path, *ENTITIES)
+    assert first.returncode == 0, first.stderr
+    crash_emulator.control.mutate(seed=49, creates=2, updates=8)
+    shutil.rmtree(tmp_path / "pipelines" / PIPELINE)
+    again = run_main(monkeypatch, capsys, crash_emulator, tmp_path, *ENTITIES)
+    assert again.returncode == 0, again.stderr
+    assert 0 < total_loaded(again.stdout) < total_loaded(first.stdout) / 4  # the changes, not everything
+    assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+
+
+def total_loaded(stdout: str) -> int:
+    line = next(line for line in stdout.splitlines() if line.startswith("total: "))
+    return int(line.split()[1].replace(",", ""))
+
+
 def script_args(workdir: Path) -> Any:
     return script_module().parse_args(["--pipelines-dir", str(workdir / "pipelines"), *ENTITIES])
 
