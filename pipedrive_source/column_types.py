@@ -247,7 +247,10 @@ def _stored_columns(table: str) -> Mapping[str, Any]:
         pipeline = context.pipeline()
         if SCHEMA_NAME not in pipeline.schema_names:
             return {}
-        return pipeline.schemas[SCHEMA_NAME].tables.get(table, {}).get("columns", {})
+        # the schema in memory when there is one: asking the storage reloads it (~30 ms, per table)
+        live = getattr(pipeline.schemas, "live_schemas", {}).get(SCHEMA_NAME)
+        schema = live if live is not None else pipeline.schemas[SCHEMA_NAME]
+        return schema.tables.get(table, {}).get("columns", {})
     except Exception:  # a pipeline that cannot read its schemas: the load itself will say why
         return {}
 
