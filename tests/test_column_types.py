@@ -64,7 +64,10 @@ def synced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     workdir = tmp_path_factory.mktemp(f"types_{request.param}")
     with run_emulator(seed=7, scale="tiny") as emulator:
         sync(emulator, workdir, entities=ALL_TABLES, arrow=request.param)
-    return {"arrow": request.param, "types": column_types_of(workdir / "crm.duckdb")}
+    db = workdir / "crm.duckdb"
+    with duckdb.connect(str(db), read_only=True) as con:
+        custom = con.execute(f"SELECT entity, column_name FROM {DATASET}.custom_fields").fetchall()
+    return {"arrow": request.param, "types": column_types_of(db), "custom": custom}
 
 
 def test_every_entity_table_has_the_spec_types(synced: dict[str, Any]) -> None:
@@ -159,6 +162,15 @@ def test_hints_name_the_columns_dlt_makes(synced: dict[str, Any]) -> None:
     for table, columns in types.items():
         for column in columns:
             assert not column.endswith("_"), f"{table}.{column}"  # dlt's mark of a clash of names
+
+
+def test_custom_field_columns_never_take_a_spec_column(synced: dict[str, Any]) -> None:
+    """Custom fields are typed by their own hints (custom_fields.py); none is bound to a built-in column."""
+    assert synced["custom"]
+    for entity, column in synced["custom"]:
+        assert column not in root_columns(BY_NAME[entity]), (entity, column)
+        # a column, or a child table for a set field (its values are a list)
+        assert column in synced["types"][entity] or f"{entity}__{column}" in synced["types"], (entity, column)
 
 
 # ---- numbers whose first value is whole ------------------------------------------------------------------
