@@ -90,6 +90,7 @@ class CustomFieldResolution:
             entity.name,
             _field_definitions(entity, ctx),
             bindings=bindings.get(entity.name) or {},
+            builtin_columns=_builtin_columns(entity),
             keep_option_ids=self.keep_option_ids,
             builtin_labels=self.builtin_labels,
             extra_options={"label_ids": _lead_label_options(ctx)} if entity.name == "leads" else None,
@@ -230,6 +231,20 @@ def _field_definitions(entity: Entity, ctx: SyncContext) -> list[Row]:
         own = []
     custom = [f for f in ctx.full_rows(BY_NAME[inherited]) if f.get("is_custom_field")]
     return [*custom, *own]  # later definitions win: the entity's own come last
+
+
+def _builtin_columns(entity: Entity) -> set[str]:
+    """The columns the entity's records fill themselves: the spec's (objects by their flattened and their
+    own name, lists by their child table's), the engine's (`is_deleted`, listing flags, its hints). A custom
+    field named like one ("ID", "Emails") is bound elsewhere from the start, rather than moved once a
+    record shows the clash (which left `custom_fields` naming the old column for that run)."""
+    from pipedrive_source import column_types  # imports the engine's table: late, as above
+
+    names = set(column_types.root_columns(entity)) | set(entity.columns)
+    names |= {name.split("__", 1)[0] for name in names}
+    names |= {child.removeprefix(f"{entity.name}__") for child in column_types.child_columns(entity.name)}
+    names |= {entity.primary_key, "is_deleted", *(flag for lst in entity.listings for flag in lst.flags)}
+    return names | ({entity.cursor_field} if entity.cursor_field else set())
 
 
 def _lead_label_options(ctx: SyncContext) -> dict[Any, str]:

@@ -110,6 +110,27 @@ def test_only_a_relabel_costs_a_re_read(walk_emulator: EmulatorHandle, tmp_path:
     assert compare_with_truth(walk_emulator, tmp_path, ["deals", "leads", "persons"]).ok
 
 
+def test_new_fields_named_like_built_in_columns(walk_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """Found by the soak: a person field named "id" was bound to the column `id` until a record showed the
+    clash, so that run's `custom_fields` named `id` (and the truth built from it lost every person id)."""
+    LEDGER.path(tmp_path)
+    walk = ModelWalk(walk_emulator, tmp_path, seed=CI_SEED)
+    walk.sync()
+    names = ("id", "Emails", "Postal address", "Update time", "is_deleted")
+    add = {"op": "add_field", "entity": "person", "field_type": "varchar", "fill": 3}
+    walk_emulator.control.mutate(ops=[{**add, "name": name} for name in names])
+    walk.sync()
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        columns = dict(
+            con.execute(
+                f"SELECT field_name, column_name FROM {DATASET}.custom_fields WHERE entity = 'persons'"
+            ).fetchall()
+        )
+    taken = {"id", "emails", "postal_address", "update_time", "is_deleted"}
+    assert set(names) <= set(columns) and not taken & {columns[n] for n in names}, columns
+    assert compare_with_truth(walk_emulator, tmp_path, ["persons"]).ok
+
+
 def synced_labels(workdir: Path) -> dict[int, list[str]]:
     with duckdb.connect(str(workdir / "crm.duckdb"), read_only=True) as con:
         rows = con.execute(
