@@ -111,15 +111,18 @@ def table_columns(table: str) -> Hints:
 def keep_stored_types(
     table: str, hints: Mapping[str, Mapping[str, Any]], stored: Mapping[str, Any] | None = None
 ) -> Hints:
-    """The hints whose type differs from the one the column already has (`stored`: the table's columns in a
-    schema, by default the active pipeline's), changed to that type; and, for a column the table does not
-    have (any more: a full refresh dropped it), hints an earlier call changed, back to the spec's type.
-    Empty when nothing changes."""
+    """Of the spec's and the entity's hints among `hints`, those whose type differs from the one the column
+    already has (`stored`: the table's columns in a schema, by default the active pipeline's), changed to
+    that type; and, for a column the table does not have (any more: a full refresh dropped it), those an
+    earlier call changed, back to the spec's type. Empty when nothing changes. Custom-field hints are left
+    to the custom-field resolution."""
     stored = _stored_columns(table) if stored is None else stored
     spec_types = _spec_types(table)
     kept: Hints = {}
     for name, hint in hints.items():
-        have = (stored.get(name) or {}).get("data_type") or spec_types.get(name)
+        if name not in spec_types:
+            continue
+        have = (stored.get(name) or {}).get("data_type") or spec_types[name]
         if have and hint.get("data_type") and hint["data_type"] != have:
             kept[name] = {**hint, "data_type": have}
     retyped = {name for name in kept if (stored.get(name) or {}).get("data_type")}
