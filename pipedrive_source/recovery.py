@@ -14,11 +14,18 @@ Two things can be left in the pipeline's working folder (`pipeline.working_dir`)
   normalize re-reads the leftover and fails renaming onto the existing package (`OSError: [Errno 39] Directory
   not empty`). `remove_stale_packages` removes such leftovers, and only them.
 
-`recover(pipeline)` does both and returns one notice per thing it did (empty when there was nothing to do).
+- Unfinished extracts: dlt extracts into `normalize/<random folder>/` and moves the package to
+  `normalize/extracted/` when the extract completes. A killed or failed extract leaves its folder behind for
+  good (its state was never saved: those records are read again); `remove_unfinished_extracts` deletes them so
+  that repeated crashes do not fill the disk.
+
+`recover(pipeline)` does all three and returns one notice per thing it did (empty when there was nothing to
+do). It assumes no other process runs the same pipeline at the same time (dlt does not support that either).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -28,6 +35,7 @@ from dlt.common.storages.load_storage import LoadStorage
 from dlt.common.storages.normalize_storage import NormalizeStorage
 
 NORMALIZE_VOLUME, LOAD_VOLUME = "normalize", "load"  # dlt's Pipeline._normalize/_load_storage_config
+EXTRACT_FOLDER = re.compile(r"[0-9a-f]{16}")  # dlt's ExtractStorage: uniq_id(8)
 LOAD_WORK = (
     PackageStorage.STARTED_JOBS_FOLDER,
     PackageStorage.COMPLETED_JOBS_FOLDER,
@@ -37,7 +45,7 @@ LOAD_WORK = (
 
 def recover(pipeline: dlt.Pipeline) -> list[str]:
     """Remove stale leftovers, then finish the packages an interrupted run left; notices of what was done."""
-    return remove_stale_packages(pipeline) + finish_pending(pipeline)
+    return remove_unfinished_extracts(pipeline) + remove_stale_packages(pipeline) + finish_pending(pipeline)
 
 
 def finish_pending(pipeline: dlt.Pipeline) -> list[str]:
@@ -54,6 +62,25 @@ def finish_pending(pipeline: dlt.Pipeline) -> list[str]:
     return [f"resumed: loaded {len(load_ids)} package(s) an interrupted run left ({ids}); now syncing"]
 
 
+def remove_unfinished_extracts(pipeline: dlt.Pipeline) -> list[str]:
+    """Delete the folders of extracts that never completed (their packages never reached `extracted`)."""
+    normalize = Path(pipeline.working_dir) / NORMALIZE_VOLUME
+    extracted = normalize / NormalizeStorage.EXTRACTED_FOLDER
+    folders = [path for path in _subfolders(normalize) if EXTRACT_FOLDER.fullmatch(path.name)]
+    # a package also in extracted/: its move was cut short (dlt's file-by-file fallback); not ours to judge
+    unfinished = [f for f in folders if not any((extracted / p.name).exists() for p in _subfolders(f))]
+    if not unfinished:
+        return []
+    size = sum(file.stat().st_size for folder in unfinished for file in folder.rglob("*") if file.is_file())
+    for folder in unfinished:
+        shutil.rmtree(folder)
+    return [f"removed {len(unfinished)} unfinished extract(s) of failed or killed runs ({size / 1e6:.1f} MB)"]
+
+
+def _subfolders(path: Path) -> list[Path]:
+    return sorted(child for child in path.iterdir() if child.is_dir()) if path.is_dir() else []
+
+
 def remove_stale_packages(pipeline: dlt.Pipeline) -> list[str]:
     """Delete extracted packages that dlt already committed as normalized (or loaded) packages.
 
@@ -61,14 +88,8 @@ def remove_stale_packages(pipeline: dlt.Pipeline) -> list[str]:
     """
     root = Path(pipeline.working_dir)
     extracted = root / NORMALIZE_VOLUME / NormalizeStorage.EXTRACTED_FOLDER
-    if not extracted.is_dir():
-        return []
-    notices = []
-    for package in sorted(path for path in extracted.iterdir() if path.is_dir()):
-        notice = _resolve(package, root / LOAD_VOLUME)
-        if notice:
-            notices.append(notice)
-    return notices
+    notices = [_resolve(package, root / LOAD_VOLUME) for package in _subfolders(extracted)]
+    return [notice for notice in notices if notice]
 
 
 def _resolve(extracted: Path, load: Path) -> str | None:

@@ -16,6 +16,7 @@ works around) runs too; CI makes that moment's files in-process instead.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -128,6 +129,11 @@ def kill_at(script: Script, point: KillPoint, *args: str) -> None:
     assert run.killed and run.returncode == -9, (point.name, run.returncode, run.stderr[-1500:])
 
 
+def unfinished_extracts(pipelines: Path) -> list[Path]:
+    """Folders dlt extracts into (`normalize/<16 hex>`): a completed extract removes its own."""
+    return [p for p in pipelines.glob(f"{PIPELINE}/normalize/*") if re.fullmatch("[0-9a-f]{16}", p.name)]
+
+
 def finish(script: Script, *args: str) -> ScriptRun:
     run = script.run(*ENTITIES, *args)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -145,6 +151,7 @@ def test_killed_at_eleven_points_then_run_again_equals_the_truth(
         stages.add(point.stage)
     finish(script)
     assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+    assert not unfinished_extracts(script.pipelines_dir)  # the killed extracts' folders are gone
 
     changes = crash_emulator.control.mutate(seed=41, creates=6, updates=20, deletes=4, archives=2)
     for point in INCREMENTAL_POINTS:
@@ -375,3 +382,4 @@ def test_each_kill_point_alone_then_resume(point: KillPoint, tmp_path: Path) -> 
         finish(script)  # finishes the pending package, then syncs
         finish(script, "--reconcile")
         assert_equal_to_truth(emulator, tmp_path, TABLES)
+        assert not unfinished_extracts(script.pipelines_dir)
