@@ -16,7 +16,9 @@ COLUMN_TABLE: dict[str, str] = {
     "creator_user_id": "users",
     "deal_id": "deals",
     "last_update_user_id": "users",
+    "last_activity_id": "activities",
     "lead_id": "leads",
+    "next_activity_id": "activities",
     "org_id": "organizations",
     "organization_id": "organizations",
     "owner_id": "users",
@@ -29,6 +31,7 @@ COLUMN_TABLE: dict[str, str] = {
     "product_variation_id": "product_variations",
     "project_id": "projects",
     "role_id": "roles",
+    "source_lead_id": "leads",
     "stage_id": "stages",
     "user_id": "users",
 }
@@ -36,23 +39,33 @@ COLUMN_TABLE: dict[str, str] = {
 # `*_id` columns that are not links to a synced table: ids of things the connector does not load
 NOT_LINKS = frozenset(
     {
+        "channel_id",
         "company_id",
         "conference_meeting_id",
         "custom_view_id",
         "flow_id",
+        "log_id",
         "mail_message_id",
         "mail_template_id",
+        "origin_id",
         "participant_id",
         "picture_id",
+        "related_item_id",
         "remote_id",
     }
 )
 
+# links Pipedrive keeps as a summary of other records (a lead's next activity): real links, but no order of
+# loading follows from them, and as upstream edges they would close cycles (activities -> deals -> leads)
+SUMMARY_LINKS = frozenset({"last_activity_id", "next_activity_id"})
+
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "activities": ("owner_id", "creator_user_id", "deal_id", "person_id", "org_id", "lead_id", "project_id"),
-    "deals": ("creator_user_id", "owner_id", "pipeline_id", "stage_id", "person_id", "org_id"),
+    "deals": (
+        "creator_user_id", "owner_id", "pipeline_id", "stage_id", "person_id", "org_id", "source_lead_id",
+    ),  # fmt: skip
     "persons": ("owner_id", "org_id"),
-    "organizations": ("owner_id",),
+    "organizations": ("owner_id", "org_id"),  # org_id: the spec's example has it (the record's own id)
     "deal_products": ("deal_id", "product_id", "product_variation_id"),
     "deal_installments": ("deal_id",),
     "products": ("owner_id",),
@@ -61,16 +74,16 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "projects": ("board_id", "phase_id", "owner_id"),
     "tasks": ("creator_id", "project_id", "parent_task_id"),
     "phases": ("board_id",),
-    "leads": ("owner_id", "creator_id", "person_id", "organization_id"),
-    "notes": ("user_id", "last_update_user_id", "deal_id", "person_id", "org_id", "lead_id"),
-    "files": ("user_id", "deal_id", "person_id", "org_id"),
+    "leads": ("owner_id", "creator_id", "person_id", "organization_id", "next_activity_id"),
+    "notes": ("user_id", "last_update_user_id", "deal_id", "person_id", "org_id", "lead_id", "project_id"),
+    "files": ("user_id", "deal_id", "person_id", "org_id", "activity_id", "lead_id", "product_id"),
     "users": ("role_id",),
-    "call_logs": ("user_id", "activity_id", "person_id", "org_id", "deal_id"),
+    "call_logs": ("user_id", "activity_id", "person_id", "org_id", "deal_id", "lead_id"),
     "filters": ("user_id",),
     "roles": ("parent_role_id",),
     "goals": ("owner_id",),
     "deal_flow": ("deal_id",),
-    "deal_participants": ("deal_id",),
+    "deal_participants": ("deal_id", "last_activity_id", "next_activity_id"),
 }
 
 
@@ -82,7 +95,7 @@ def references(table: str) -> list[tuple[str, str]]:
 def upstream(table: str) -> list[str]:
     """Tables `table` refers to (links, its custom-field definitions, its parent), without itself, sorted."""
     entity = BY_NAME.get(table)
-    tables = {target for _, target in references(table)}
+    tables = {target for column, target in references(table) if column not in SUMMARY_LINKS}
     if entity is not None:
         tables |= {name for name in (entity.fields_entity, entity.parent) if name}
         tables |= {target for _, target in entity.references}

@@ -263,6 +263,7 @@ def _resource(
         "primary_key": entity.primary_key,
         "write_disposition": {"disposition": "merge", "strategy": "delete-insert"},
         "columns": _columns(entity, hard_delete),
+        "nested_hints": column_types.nested_hints(entity) or None,  # child tables of records dlt normalizes
     }
     if entity.merge_key:
         hints["merge_key"] = entity.merge_key

@@ -41,9 +41,6 @@ ALLOWED = {
 }
 NUMBER_IDS = {"id", "visible_to"}  # the v2 spec types product and variation ids `number`
 MONEY_INTEGERS = {("goals", "expected_outcome__target")}
-CHILDREN_VIA_NESTED_HINTS = (
-    "child tables of dlt's record path are typed once source._resource passes column_types.nested_hints"
-)
 
 
 def column_types_of(db: Path) -> dict[str, dict[str, str]]:
@@ -82,9 +79,7 @@ def test_every_entity_table_has_the_spec_types(synced: dict[str, Any]) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-def test_child_tables_have_the_spec_types(synced: dict[str, Any], request: pytest.FixtureRequest) -> None:
-    if not synced["arrow"]:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=CHILDREN_VIA_NESTED_HINTS))
+def test_child_tables_have_the_spec_types(synced: dict[str, Any]) -> None:
     types = synced["types"]
     wrong = []
     for entity in ENTITIES:

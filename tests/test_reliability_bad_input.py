@@ -344,12 +344,6 @@ def test_nulls_non_ascii_long_strings_and_big_numbers(data_emulator: EmulatorHan
 NOT_NULL = {"id", "update_time", "add_time", "is_deleted", "is_archived", "status", "custom_fields"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky until fixed: an integral value beyond int64 fails the Arrow page build "
-    "(pyarrow OverflowError) when it lands in a page typed int64;"
-    " numeric columns need types from the spec, not from the first page",
-)
 def test_a_whole_number_first_then_a_huge_value(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
     first = {"value": 100, "update_time": 1000}  # the oldest change: the first row of the first page
     ops = [
