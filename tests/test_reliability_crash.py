@@ -46,7 +46,7 @@ from pipedrive_source.deployment import Company, company_pipeline, prepare_run
 from pipedrive_source.emulator import EmulatorHandle
 
 pytestmark = pytest.mark.usefixtures("ledger_logs")
-SLOW = pytest.mark.skipif(not os.environ.get("RELIABILITY_SLOW"), reason="set RELIABILITY_SLOW=1 (~3 min)")
+SLOW = pytest.mark.skipif(not os.environ.get("RELIABILITY_SLOW"), reason="set RELIABILITY_SLOW=1 (~6 min)")
 
 TABLES = [
     "deals",
