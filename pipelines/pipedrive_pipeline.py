@@ -25,6 +25,7 @@ from typing import Any
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException
+from dlt.common.pipeline import get_dlt_pipelines_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package lives next to this folder
@@ -43,12 +44,18 @@ from pipedrive_source.errors import (  # noqa: E402
     redact,
 )
 from pipedrive_source.history import add_history  # noqa: E402
+from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
 DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
+DEFAULT_PIPELINE = "pipedrive"
+LOST_CREDENTIALS = (
+    "No Pipedrive credentials configured, but the pipeline 'pipedrive' in {dir} has synced a company before. "
+    "Set SOURCES__PIPEDRIVE__API_TOKEN (or .dlt/secrets.toml); --demo syncs the bundled emulator instead."
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -105,13 +112,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipedrive_source.recovery import recover  # here: the module's imports belong to another change
-
     args = parse_args(argv)
     install_log_redaction()
     started = time.perf_counter()
     monitor = SyncMonitor(on_progress=None if args.quiet else ProgressPrinter())
     if not args.demo and args.pipeline_name is None and not pipedrive_configured():
+        if synced_a_company_before(args):  # lost secrets must fail a scheduled run, not sync the demo
+            return report_failure(ConfigError(LOST_CREDENTIALS.format(dir=pipelines_dir(args))), args.verbose)
         print(
             "No Pipedrive credentials configured (SOURCES__PIPEDRIVE__API_TOKEN or .dlt/secrets.toml): "
             "syncing the bundled emulator instead (--demo).",
@@ -143,6 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stopped early: {monitor.stopped}", file=sys.stderr, flush=True)
         return EXIT_BUDGET
     return EXIT_OK
+
+
+def pipelines_dir(args: argparse.Namespace) -> Path:
+    return Path(args.pipelines_dir or get_dlt_pipelines_dir())
+
+
+def synced_a_company_before(args: argparse.Namespace) -> bool:
+    """Whether the default (non-demo) pipeline exists here: then missing credentials are an error."""
+    return (pipelines_dir(args) / DEFAULT_PIPELINE / "state.json").exists()
 
 
 def pipedrive_configured() -> bool:
@@ -178,7 +194,7 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
         path = os.environ.get("DESTINATION__DUCKDB__CREDENTIALS") or default
         if "://" not in path and not path.startswith("md:"):
             destination = duckdb_destination(path)
-    name = args.pipeline_name or ("pipedrive_demo" if demo else "pipedrive")
+    name = args.pipeline_name or ("pipedrive_demo" if demo else DEFAULT_PIPELINE)
     return dlt.pipeline(
         pipeline_name=name,
         destination=destination,

@@ -194,3 +194,15 @@ def assert_nowhere(workdir: Path, secrets: list[str], output: str) -> None:
         needle = secret.encode()
         leaks = [p for p in workdir.rglob("*") if p.is_file() and needle in p.read_bytes()]
         assert not leaks, leaks
+
+
+def test_lost_credentials_after_real_syncs_fail_instead_of_syncing_the_demo(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    assert run_cli(tmp_path, secret_emulator, SECRET, "--entities", "users").returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__PIPEDRIVE__")}
+    command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(tmp_path / "pipelines")]
+    lost = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert lost.returncode == 2, lost.stdout + lost.stderr
+    assert_one_clear_line(lost, "SOURCES__PIPEDRIVE__API_TOKEN", "--demo")
+    assert not (tmp_path / "pipedrive_demo.duckdb").exists()  # no demo sync behind the user's back
