@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import logging
 import os
 import sys
@@ -157,8 +158,13 @@ def pipelines_dir(args: argparse.Namespace) -> Path:
 
 
 def synced_a_company_before(args: argparse.Namespace) -> bool:
-    """Whether the default (non-demo) pipeline exists here: then missing credentials are an error."""
-    return (pipelines_dir(args) / DEFAULT_PIPELINE / "state.json").exists()
+    """Whether the default (non-demo) pipeline has loaded here: then missing credentials are an error."""
+    path = pipelines_dir(args) / DEFAULT_PIPELINE / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(state.get("schema_names"))  # a pipeline that failed before its first load has none
 
 
 def pipedrive_configured() -> bool:
