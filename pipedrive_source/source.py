@@ -274,11 +274,7 @@ def _resource(
         fetch = _full_fetch(entity, ctx, full_read_hours, hard_delete, force=reconcile)  # reconcile: all
         return dlt.resource(_unless_denied(entity, ctx, fetch), **hints)
     if entity.strategy in (DEAL_BATCH, PER_RECORD):
-        fetch = (
-            _deal_batch_fetch(entity, ctx, hard_delete)
-            if entity.strategy == DEAL_BATCH
-            else _per_record_fetch(entity, ctx, hard_delete)
-        )
+        fetch = _children_fetch(entity, ctx, hard_delete)
         return dlt.transformer(_unless_denied(entity, ctx, fetch), data_from=built[entity.parent], **hints)
     raise ValueError(f"{entity.name}: unknown strategy {entity.strategy!r}")
 
@@ -563,7 +559,10 @@ def _digest(row: Row) -> str:
     return hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
 
 
-def _deal_batch_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:
+def _children_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:
+    """Children of the parents changed in this run: batched by deal ids (DEAL_BATCH) or one request per
+    parent (PER_RECORD); a placeholder per parent without children clears rows it had before."""
+
     def fetch(items: Any, meta: Any = None) -> Iterator[Any]:
         ids = parent_ids(items, meta, entity.parent or "")
         if not ids:
@@ -573,40 +572,18 @@ def _deal_batch_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> An
             return
         output = ctx.outputs.output(entity, hard_delete)
         with ctx.timed(entity):
-            read = ctx.read(entity).deal_batches(ids)
+            listing = ctx.read(entity)
+            read = listing.deal_batches(ids) if entity.strategy == DEAL_BATCH else listing.per_record(ids)
             for batch in read.batches():
                 if batch is None:
                     yield None
                     continue
                 rows = ctx.records(entity, batch)
-                yield from output.page(rows + _placeholders(entity, ctx, batch.tag.parent, rows))
-            yield from output.flush()
-            if not read.complete:
-                _rewind_parents(entity, ctx, items)
-
-    return fetch
-
-
-def _per_record_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:
-    def fetch(items: Any, meta: Any = None) -> Iterator[Any]:
-        ids = parent_ids(items, meta, entity.parent or "")
-        if not ids:
-            return
-        if ctx.pool.halted:
-            _rewind_parents(entity, ctx, items)  # the run stopped before these parents' children
-            return
-        output = ctx.outputs.output(entity, hard_delete)
-        with ctx.timed(entity):
-            read = ctx.read(entity).per_record(ids)
-            for batch in read.batches():
-                if batch is None:
-                    yield None
-                    continue
-                rows = ctx.records(entity, batch)
-                for row in rows:
-                    if entity.derive:
+                parents = batch.tag.parent if entity.strategy == DEAL_BATCH else [batch.tag.parent]
+                if entity.derive:
+                    for row in rows:
                         entity.derive(row, batch.tag.parent)
-                yield from output.page(rows + _placeholders(entity, ctx, [batch.tag.parent], rows))
+                yield from output.page(rows + _placeholders(entity, ctx, parents, rows))
             yield from output.flush()
             if not read.complete:
                 _rewind_parents(entity, ctx, items)
