@@ -430,20 +430,20 @@ class ModelWalk:
         return self._finish(len(self.rounds), ops, reconcile, started)
 
     def _finish(self, number: int, ops: list[str], reconcile: bool, started: float) -> Round:
-        result = self.sync(reconcile=reconcile)
-        if reconcile:
-            self.unflagged_ok.clear()
-        compared = [t for t in self.tables if t not in self.skip]
-        comparison = compare_with_truth(self.emulator, self.workdir, compared, unflagged_ok=self.unflagged_ok)
-        done = Round(
-            number,
-            ops,
-            reconcile,
-            result.rows,
-            comparison.rows,
-            time.perf_counter() - started,
-            comparison.summary(),
-        )
+        """Sync and compare; a sync or comparison that raises is this round's problem (the walk goes on)."""
+        loaded, compared_rows = 0, 0
+        try:
+            loaded = self.sync(reconcile=reconcile).rows
+            if reconcile:
+                self.unflagged_ok.clear()
+            compared = [t for t in self.tables if t not in self.skip]
+            comparison = compare_with_truth(
+                self.emulator, self.workdir, compared, unflagged_ok=self.unflagged_ok
+            )
+            compared_rows, problems = comparison.rows, comparison.summary()
+        except Exception as exc:  # noqa: BLE001 - the soak reports it with the round's mutations
+            problems = {"exception": [f"{type(exc).__name__}: {str(exc)[:1500]}"]}
+        done = Round(number, ops, reconcile, loaded, compared_rows, time.perf_counter() - started, problems)
         self.rounds.append(done)
         return done
 
