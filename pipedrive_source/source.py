@@ -402,19 +402,23 @@ class _Coverage:
     EDGE = 32  # records kept from each end of a page
 
     def __init__(self, entity: Entity) -> None:
-        self.on = entity.paging == OFFSET and bool(entity.cursor_field)
-        self.key, self.field = entity.primary_key, entity.cursor_field or ""
+        self.on = entity.paging == OFFSET
+        self.key, self.field = entity.primary_key, entity.cursor_field
         self.pages: dict[int, list[tuple[frozenset[int], frozenset[int], str, str]]] = {}
 
     def add(self, listing: int, rows: list[Row]) -> None:
         if not self.on:
             return
-        marks = [(hash((r.get(self.key), t)), t) for r in rows if isinstance(t := r.get(self.field), str)]
+        # a list without a cursor (a full read) is covered or not: its records all count as "" in time
+        marks = [(hash((r.get(self.key), t)), t) for r in rows if isinstance(t := self._time(r), str)]
         if marks:
             head = frozenset(m for m, _ in marks[: self.EDGE])
             tail = frozenset(m for m, _ in marks[-self.EDGE :])
             times = [t for _, t in marks]
             self.pages.setdefault(listing, []).append((head, tail, min(times), max(times)))
+
+    def _time(self, row: Row) -> Any:
+        return row.get(self.field) if self.field else ""
 
     def gap(self) -> str | None:
         """Where the cursor must stay when a listing's pages left a gap (None: no gap)."""
@@ -470,7 +474,8 @@ def _full_fetch(
                 return  # read recently: no request, nothing loaded, no live ids noted
             output = ctx.outputs.output(entity, hard_delete)
             changes = _Changes(entity, state.get("digests") or {})
-            for rows in _full_pages(entity, ctx):
+            coverage = _Coverage(entity)
+            for rows in _full_pages(entity, ctx, coverage):
                 if rows is None:
                     yield None
                     continue
@@ -478,6 +483,10 @@ def _full_fetch(
             yield from output.flush()
             if ctx.pool.stopped is not None:
                 return  # incomplete: digests and read time stay, the next run reads it all again
+            if coverage.gap() is not None:  # unlisted records must not count as deleted: no live ids now
+                logger.info("%s: records vanished while paging; the next run reads all again", entity.name)
+                state.pop("last_full_read", None)
+                return
             state["digests"] = changes.current
             ctx.monitor.record_live_ids(entity.name, changes.live_ids())
             if interval_hours is not None:
@@ -487,7 +496,7 @@ def _full_fetch(
     return fetch
 
 
-def _full_pages(entity: Entity, ctx: SyncContext) -> Iterator[list[Row] | None]:
+def _full_pages(entity: Entity, ctx: SyncContext, coverage: _Coverage) -> Iterator[list[Row] | None]:
     """Shaped records of a full read: shared small lists from the run's memo, others read concurrently
     and handed on per listing once all arrived (a record in two listings: the first listing's wins)."""
     if entity.name in _MEMO_LISTS:
@@ -505,7 +514,9 @@ def _full_pages(entity: Entity, ctx: SyncContext) -> Iterator[list[Row] | None]:
         if batch is None:
             yield None
         else:
-            by_listing.setdefault(batch.tag.index, []).extend(ctx.records(entity, batch))
+            rows = ctx.records(entity, batch)
+            coverage.add(batch.tag.index, rows)
+            by_listing.setdefault(batch.tag.index, []).extend(rows)
     for index in sorted(by_listing):  # in listing order, whatever order the pages came in: first wins
         yield by_listing[index]
 
