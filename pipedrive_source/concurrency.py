@@ -22,17 +22,32 @@ How a listing is split without losing or duplicating records:
 
 A `BudgetExhausted` from the limiter stops the whole pool: nothing new is sent, what arrived is still drained,
 and each job knows whether it completed (`TimeWindows.resume_from` says where an incomplete one continues).
+
+Memory: decoded pages are Python objects several times the size of their JSON, so the run buffers few of
+them (`DEFAULT_BUFFERED`). What a sync frees mostly stayed with the process, and DuckDB then loaded on top
+of it: pages are decoded in the worker threads and freed in the extract thread, and glibc gives every thread
+its own malloc arena (16 arenas each kept its freed chunks). So the pool caps the malloc arenas at
+`MALLOC_ARENAS` (unless the environment sets `MALLOC_ARENA_MAX`), and `release_memory()` hands freed memory
+back to the OS: from the extract thread as it goes (also Arrow's pool, whose cache only the thread that
+freed can release), and from a short-lived thread every second until `RELEASE_AFTER_S` after the last page
+(dlt frees its buffers after the last page, while it writes its files).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pyarrow as pa
 
 from .client import PipedriveClient
 from .errors import AccessDenied, PipedriveError
@@ -42,7 +57,9 @@ from .pagination import _items as page_items
 Row = dict[str, Any]
 DEFAULT_WORKERS = 16
 DEFAULT_CAPACITY = 6  # pages per feed buffered or in flight
-DEFAULT_BUFFERED = 32  # pages of the whole run buffered or in flight (memory stays flat)
+DEFAULT_BUFFERED = 12  # pages of the whole run buffered or in flight (memory stays flat)
+MALLOC_ARENAS = 2  # glibc malloc arenas of the process (see the module docstring)
+RELEASE_AFTER_S = 30.0  # memory is released every second until this long after the last page was taken
 SPLIT_MIN_PAGES = 8  # split a window only when it seems to hold this many pages more (a split wastes ~1/2)
 
 
@@ -54,12 +71,70 @@ class Batch:
     tag: Any
 
 
+def _libc() -> Any:
+    """glibc, or None (another C library or platform: nothing to tune)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+_M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
+_released_at = 0.0
+_last_page_at = 0.0
+_releaser: threading.Thread | None = None
+_releaser_lock = threading.Lock()
+
+
+def bound_process_memory() -> None:
+    """Cap glibc's malloc arenas (see the module docstring) and keep releasing freed memory until a while
+    after the last page. Before the worker threads start."""
+    global _releaser
+    if _LIBC is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        _LIBC.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+    _note_page()
+    with _releaser_lock:
+        if _releaser is None or not _releaser.is_alive():
+            _releaser = threading.Thread(target=_keep_releasing, name="pipedrive-release", daemon=True)
+            _releaser.start()
+
+
+def _note_page() -> None:
+    global _last_page_at
+    _last_page_at = time.monotonic()
+
+
+def _keep_releasing() -> None:
+    while time.monotonic() - _last_page_at < RELEASE_AFTER_S:
+        time.sleep(1.0)
+        release_memory(min_interval_s=0.5)
+
+
+def release_memory(min_interval_s: float = 1.0) -> None:
+    """Give memory freed since the last call back to the OS (glibc's free chunks, Arrow's pool cache).
+
+    At most once per `min_interval_s` (a call takes milliseconds); 0 releases now."""
+    global _released_at
+    now = time.monotonic()
+    if now - _released_at < min_interval_s:
+        return
+    _released_at = now
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    pa.default_memory_pool().release_unused()  # a no-op for malloc; mimalloc: this thread's cache
+
+
 class FetchPool:
     """The run's worker threads. `stop` (on a used-up budget) makes every later request a no-op."""
 
     def __init__(
         self, client: PipedriveClient, workers: int = DEFAULT_WORKERS, max_buffered: int = DEFAULT_BUFFERED
     ) -> None:
+        bound_process_memory()
         self.client = client
         self.workers = max(1, workers)
         self.max_buffered = max(1, max_buffered)
@@ -180,6 +255,7 @@ class Feed:
                 raise error
             batch = self._ready.popleft() if self._ready else None
         if batch is not None:
+            _note_page()
             self.pool.release()
             self.dispatch()
         return batch

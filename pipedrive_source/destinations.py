@@ -2,8 +2,11 @@
 
 DuckDB runs inside the sync's process, so its memory is the sync's memory. `preserve_insertion_order =
 false` lets it copy and merge without keeping row order (about 20% faster loads here; dlt's merge does not
-depend on it), `memory_limit` caps its buffer pool (it spills to disk beyond that) so a sync's peak memory
-does not grow with the size of the company.
+depend on it). `memory_limit` caps its buffer pool (it spills to disk beyond that) and the allocator hands
+freed memory back after each task past `allocator_flush_threshold`, so a sync's peak memory does not grow
+with the size of the company. The limit is shared by the queries running at once: dlt would run up to 20
+load jobs together, and a merge of a large table (a window over the staged rows for deduplication) then ran
+out of memory at 192 MB; `LOAD_JOBS` jobs of one DuckDB thread each keep both cores busy and fit.
 """
 
 from __future__ import annotations
@@ -13,14 +16,21 @@ from typing import Any
 import dlt
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
-DUCKDB_SETTINGS: dict[str, Any] = {"preserve_insertion_order": False, "memory_limit": "192MB"}
+DUCKDB_SETTINGS: dict[str, Any] = {
+    "preserve_insertion_order": False,
+    "memory_limit": "128MB",
+    "threads": 1,
+    "checkpoint_threshold": "1GB",
+    "allocator_flush_threshold": "8MB",
+}
+LOAD_JOBS = 4  # load jobs DuckDB runs at once (see the module docstring)
 
 
 def duckdb(path: str, **settings: Any) -> Any:
     """A dlt DuckDB destination writing to `path`, with `DUCKDB_SETTINGS` (overridable by keyword)."""
     credentials = DuckDbCredentials(path)
     credentials.global_config = {**DUCKDB_SETTINGS, **settings}
-    return dlt.destinations.duckdb(credentials=credentials)
+    return dlt.destinations.duckdb(credentials=credentials, max_parallel_load_jobs=LOAD_JOBS)
 
 
 # destinations whose parquet loading dlt supports: several times faster than insert_values

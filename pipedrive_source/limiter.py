@@ -5,9 +5,11 @@ The client calls `acquire(cost)` before every request and `observe(status, heade
 with these two methods fits the slot; `NoLimiter` sends at once and leaves 429s to the client's waits.
 
 `PlanLimiter` (the default of the source) knows both of Pipedrive's limits:
-- burst: at most `burst_limit` requests per rolling 2-second window per token. It keeps the send times of
-  the last window and makes a request wait until a slot is free, with `safety_s` of margin because the
-  server counts arrival, not send, times. The plan's value is an upper bound; the `x-ratelimit-limit`
+- burst: at most `burst_limit` requests per rolling 2-second window per token. It keeps the times of the
+  last window's requests and makes a request wait until a slot is free. The server counts arrival times,
+  which lie anywhere between the send and the response (a thread may wait for the GIL between `acquire` and
+  the socket while the extract thread works): a request counts from its send until its response, then
+  from the response time on, plus `safety_s`. The plan's value is an upper bound; the `x-ratelimit-limit`
   header lowers it (without a plan value, one request goes first and its headers tell the limit), and
   `x-ratelimit-remaining` reveals requests other integrations made with the same token in the window,
   which are left to them. A burst 429 (should one happen anyway) pauses every sender until
@@ -24,6 +26,7 @@ says so in its body, or asks to wait longer than a burst window could); anything
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import math
 import threading
@@ -116,7 +119,8 @@ class PlanLimiter:
         self._clock = clock
         self._now_utc = now_utc
         self._cond = threading.Condition()
-        self._sends: deque[float] = deque()
+        self._sends: list[float] = []  # sorted: send times of requests in flight, response times of others
+        self._sent_times: deque[float] = deque()  # send times of the last window (others' share, see below)
         self._header_limit: int | None = None
         self._penalty = 0  # lowered after a burst 429 the headers did not predict
         self._foreign = 0
@@ -138,6 +142,7 @@ class PlanLimiter:
             self._check_budget(cost)  # after the wait: answers that came meanwhile know more
             sent_at = self._clock()
             self._sends.append(sent_at)
+            self._sent_times.append(sent_at)
             self._numbers += 1
             self._inflight[self._numbers] = (sent_at, cost)
             if self._daily_left is not None:
@@ -152,7 +157,10 @@ class PlanLimiter:
         number = getattr(self._local, "sent", None)
         self._local.sent = None
         with self._cond:
-            sent_at, cost = self._inflight.pop(number, (self._clock(), 0))
+            known = self._inflight.pop(number, None)
+            sent_at, cost = known or (self._clock(), 0)
+            if known is not None:
+                self._restamp(sent_at)
             if status == 0 or status == 429:
                 self.stats.spent -= cost  # not admitted: Pipedrive charges nothing
                 if self._daily_left is not None:
@@ -197,8 +205,10 @@ class PlanLimiter:
         waited = 0.0
         while True:
             now = self._clock()
-            while self._sends and self._sends[0] <= now - span:
-                self._sends.popleft()
+            expired = bisect.bisect_right(self._sends, now - span)
+            del self._sends[:expired]
+            while self._sent_times and self._sent_times[0] <= now - span:
+                self._sent_times.popleft()
             if now < self._paused_until:
                 delay = self._paused_until - now
             elif self._probing():
@@ -210,6 +220,13 @@ class PlanLimiter:
             delay = max(delay, 0.001)
             self._cond.wait(delay)
             waited += delay
+
+    def _restamp(self, sent_at: float) -> None:
+        """The request sent at `sent_at` arrived no later than now: it holds its slot from now on."""
+        index = bisect.bisect_left(self._sends, sent_at)
+        if index < len(self._sends) and self._sends[index] == sent_at:
+            del self._sends[index]
+        bisect.insort(self._sends, self._clock())
 
     def _probing(self) -> bool:
         return self.plan.burst_limit is None and self._header_limit is None and bool(self._sends)
@@ -225,7 +242,7 @@ class PlanLimiter:
         if remaining is None or status == 429:
             return
         # the server counted `limit - remaining` requests in the window ending at this one's arrival
-        own = sum(1 for t in self._sends if sent_at - self.plan.window_s < t <= sent_at)
+        own = sum(1 for t in self._sent_times if sent_at - self.plan.window_s < t <= sent_at)
         foreign = (limit - remaining) - own
         if foreign > 1:  # one is arrival jitter; more are another client on the same token
             self._foreign = foreign

@@ -2,7 +2,9 @@
 
 Inside `pipeline.run`/`extract` a page becomes Arrow tables for its root and child tables
 (`arrow_pages.py`), which skips dlt's per-row JSON normalization. The tables of several pages are joined
-before they go to dlt (up to `FLUSH_BYTES` per entity): dlt's own work is per item, not per row. Plain
+before they go to dlt (up to `FLUSH_BYTES` per entity, `HELD_BYTES` for all entities of the run together:
+an entity adding a page past the run's limit hands its own tables on): dlt's own work is per item, not per
+row, and the memory held stays flat however many entities read at once. Plain
 dict pages, normalized by dlt as before, are yielded when iterating a resource outside a pipeline
 (`list(source.with_resources(...))`), when the source was built with `arrow=False`, and for a resource
 that also feeds a transformer not of this connector (such as the SCD2 history of `history.py`, which
@@ -20,10 +22,12 @@ import pyarrow as pa
 from dlt.extract.items import TableNameMeta
 
 from .arrow_pages import PageShaper, Shaped, concat, item, prepare
+from .concurrency import release_memory
 from .entities import BY_NAME, Entity
 
 Row = dict[str, Any]
 FLUSH_BYTES = 8 * 1024 * 1024  # Arrow data an entity holds back before handing it to dlt
+HELD_BYTES = 16 * 1024 * 1024  # Arrow data all entities of a run hold back together
 
 
 class Outputs:
@@ -37,8 +41,11 @@ class Outputs:
         self._declared: dict[str, set[str]] = {}
         self._merges: bool | None = None
         self._lock = threading.Lock()
+        self.held = 0  # bytes all outputs hold back now (changed by the extract thread only)
+        self.open = 0  # outputs not flushed yet (likewise)
 
     def output(self, entity: Entity, hard_delete: bool) -> Output:
+        self.open += 1
         return Output(self, entity, hard_delete)
 
     def merges(self) -> bool:
@@ -113,14 +120,24 @@ class Output:
             if isinstance(part.data, pa.Table):
                 self._held.setdefault(part.table, []).append(part)
                 self._bytes += part.data.nbytes
+                self.outputs.held += part.data.nbytes
             else:
                 yield item(part)  # records for dlt's JSON path: as they come
-        if self._bytes >= FLUSH_BYTES:
-            yield from self.flush()
+        if self._bytes >= FLUSH_BYTES or self.outputs.held >= HELD_BYTES:
+            yield from self._hand_on()
+            release_memory()  # the pages just shaped are freed: their memory goes back now and then
 
     def flush(self) -> Iterator[Any]:
-        """Everything held back, one item per table."""
-        held, self._held, self._bytes = self._held, {}, 0
+        """Everything held back, one item per table; the end of this resource call."""
+        yield from self._hand_on()
+        self.outputs.open -= 1
+        if self.outputs.open == 0:  # nothing else reading (the end of extraction, usually)
+            release_memory(min_interval_s=0.2)
+
+    def _hand_on(self) -> Iterator[Any]:
+        held, self._held = self._held, {}
+        self.outputs.held -= self._bytes
+        self._bytes = 0
         for parts in held.values():
             yield item(concat(parts))
 

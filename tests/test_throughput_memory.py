@@ -1,0 +1,54 @@
+"""What keeps a sync's memory flat, checked for behaviour (the figures themselves are `bench/memory.py`'s):
+the DuckDB destination runs with its memory settings, and Arrow tables handed on early, when the run holds
+more than its limit, load exactly what a run handing them on at the end loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from connector_fixtures import DEFAULT_TABLES, compare, load_truth, make_pipeline, sync
+
+from pipedrive_source import output
+from pipedrive_source.destinations import DUCKDB_SETTINGS, LOAD_JOBS
+from pipedrive_source.destinations import duckdb as duckdb_destination
+from pipedrive_source.emulator import EmulatorHandle, run_emulator
+
+TABLES = ["deals", "persons", "organizations", "activities", "notes", "leads"]
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorHandle]:
+    with run_emulator(seed=5, scale="tiny") as handle:
+        yield handle
+
+
+def test_the_duckdb_destination_loads_with_its_memory_settings(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    destination = duckdb_destination(str(tmp_path / "crm.duckdb"))
+    pipeline = make_pipeline(tmp_path, destination=destination)
+    result = sync(emulator, tmp_path, pipeline=pipeline, entities=["users", "deals"])
+    assert result.loaded.get("deals")
+    assert destination.capabilities().max_parallel_load_jobs == LOAD_JOBS
+    with pipeline.sql_client() as client:
+        limit = client.execute_sql("SELECT current_setting('memory_limit')")[0][0]
+        threads = client.execute_sql("SELECT current_setting('threads')")[0][0]
+    expected = duckdb.connect(config={"memory_limit": DUCKDB_SETTINGS["memory_limit"]})
+    assert limit == expected.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert threads == DUCKDB_SETTINGS["threads"]
+
+
+def test_tables_handed_on_at_the_run_limit_load_every_row(
+    emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a run limit of one byte every page is handed on as it comes, across all entities at once."""
+    monkeypatch.setattr(output, "HELD_BYTES", 1)
+    result = sync(emulator, tmp_path, entities=TABLES)
+    assert result.loaded.get("deals__label_ids") or result.loaded.get("persons__emails")
+    truth = load_truth(emulator, tmp_path, [t for t in TABLES if t in DEFAULT_TABLES])
+    problems = {t: p for t in TABLES if (p := compare(tmp_path / "crm.duckdb", truth, t))}
+    assert not problems, {t: p[:5] for t, p in problems.items()}
