@@ -39,6 +39,7 @@ FAULTS = {
 }
 NO_FAULTS = {k: 0 for k in FAULTS if k != "fault_seed"}
 RETRY_LINE = re.compile(r"retrying (\S+) in [\d.]+s after (.+) \(attempt (\d+)\)")
+RETRY_CAUSES = {"error": "HTTP 5", "drop": "connection problem", "malformed": "malformed"}
 CLI_TABLES = "deals,persons,activities,notes,users"
 FAULT_TABLES = [  # every paging scheme: v2 cursor (4 deal listings), deal batches, v1 offset, full lists
     "deals", "deal_products", "persons", "activities", "products", "projects", "leads", "notes", "users",
@@ -96,13 +97,15 @@ def assert_retries_logged_and_bounded(caplog: pytest.LogCaptureFixture, result) 
     faults, limited = result.emulator_stats["faults"], result.emulator_stats["rate_limited"]
     # every transient failure was logged once, with the path and the cause, and retried within bounds
     lines = client_lines(caplog, "retrying ")
-    retried = faults["error"] + faults["drop"] + faults["malformed"]
-    assert len(lines) == retried == result.monitor.client_stats.retries, (lines, faults)
+    assert len(lines) == result.monitor.client_stats.retries, (lines, faults)
     attempts = [int(RETRY_LINE.search(line).group(3)) for line in lines]
     assert max(attempts, default=0) < HttpSettings.max_attempts
-    causes = " ".join(lines)
-    for kind, text in (("error", "HTTP 5"), ("drop", "connection problem"), ("malformed", "malformed")):
-        assert faults[kind] == 0 or text in causes, (kind, lines)
+    by_cause = {kind: [line for line in lines if text in line] for kind, text in RETRY_CAUSES.items()}
+    assert sum(len(found) for found in by_cause.values()) == len(lines), lines  # no other cause
+    assert len(by_cause["error"]) == faults["error"] and len(by_cause["malformed"]) == faults["malformed"]
+    # a dropped connection the emulator injected, or (rarely, on a loaded machine) a kept-alive connection the
+    # server closed just as it was reused: both are retried the same way
+    assert len(by_cause["drop"]) >= faults["drop"], (lines, faults)
     # every 429 (injected or a real burst) was waited out and logged
     waits = client_lines(caplog, "rate limited")
     assert (
