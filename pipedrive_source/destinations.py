@@ -20,7 +20,6 @@ DUCKDB_SETTINGS: dict[str, Any] = {
     "preserve_insertion_order": False,
     "memory_limit": "128MB",
     "threads": 1,
-    "checkpoint_threshold": "1GB",
     "allocator_flush_threshold": "8MB",
 }
 LOAD_JOBS = 4  # load jobs DuckDB runs at once (see the module docstring)
