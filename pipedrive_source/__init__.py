@@ -6,8 +6,14 @@ subpackages start without importing dlt (about 3.5 s per process).
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+# Arrow's default allocator keeps freed memory that only the freeing thread can return; with the system
+# allocator the connector's periodic release (concurrency.py) gives it back from any thread (a large sync's
+# peak: 503 -> 414 MB). Set before pyarrow is imported; an explicit setting wins.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 if TYPE_CHECKING:
     from .entities import DEFAULT_ENTITIES, ENTITIES, FIELDS_TABLES, Entity
