@@ -23,6 +23,13 @@ whose list became empty gets a placeholder row marked `_dlt_deleted` (a hard-del
 old child rows and is not inserted itself; placeholders are only needed when the child table may already
 hold rows (`replace_children`).
 
+An entity whose rows are replaced as a set per parent record (`Entity.merge_key`, say a deal's participants
+by `deal_id`) loses rows without naming them: a participant removed from a deal is just absent from the
+deal's next set, so merge key `_dlt_root_id` would leave its child rows behind. Its child rows carry the
+root row's merge-key value in `_root_<merge key>` (`_root_deal_id`), and that column is the child tables'
+merge key instead: loading a deal's participants (or the placeholder of a deal left without any) replaces
+the child rows of all of that deal's participants, as dlt's own normalizer does for nested tables.
+
 A column whose values do not fit its type in some page (say a text in a number column, a fraction in a
 `bigint` one) sends that page of that table through dlt's own JSON normalizer instead, as flat dicts with the
 same ids, so dlt coerces what it can and makes its usual variant column for the rest; nothing is lost or
@@ -84,6 +91,7 @@ class Shaped:
     data: pa.Table | list[Row]
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)  # hints for columns first seen now
     is_root: bool = True
+    merge_key: str = ROOT_KEY  # a child table's: the column whose values replace rows as a set
 
     @property
     def rows(self) -> int:
@@ -115,6 +123,7 @@ class PageShaper:
         hints: Callable[[], Mapping[str, Mapping[str, Any]]],
         load_id: str,
         replace_children: bool,
+        set_key: str | None = None,
     ) -> None:
         self.table = table
         self.primary_key = primary_key
@@ -122,6 +131,8 @@ class PageShaper:
         self.hints = hints  # the resource's current column hints (custom fields add theirs per run)
         self.load_id = load_id
         self.replace_children = replace_children
+        self.set_key = set_key  # the root's merge key, when its rows are replaced as a set per parent
+        self.child_key = set_key_column(set_key, schema) if set_key else ROOT_KEY
         self._names: dict[str, str] = {}
         self._types: dict[str, dict[str, str]] = {}  # table -> column -> dlt data type decided
         self._announced: dict[str, set[str]] = {}  # table -> columns whose hints were passed on
@@ -144,13 +155,16 @@ class PageShaper:
         values[DLT_ID] = ids
         out = [self._table(self.table, values, len(rows), is_root=True)]
         self.children_seen.update(lists)
+        owners = None
+        if self.set_key:
+            owners = dict(zip(ids, values.get(self._name(self.set_key)) or [None] * len(ids), strict=True))
         for name in sorted(self.children_seen):
             items = lists.get(name, [])
             if self.replace_children:
                 with_rows = {parent for parent, _, _ in items}
                 items = items + [(parent, -1, None) for parent in ids if parent not in with_rows]
             if items:
-                cols = self._child_columns(name, items)
+                cols = self._child_columns(name, items, owners)
                 out.append(self._table(name, cols.values, cols.size, is_root=False))
         return out
 
@@ -207,8 +221,11 @@ class PageShaper:
         children = {f"{self.table}__{self._name(key)}": items for key, items in lists.items()}
         return values, children
 
-    def _child_columns(self, table: str, items: list[tuple[str, int, Any]]) -> _Columns:
-        """Child rows; index -1 is a placeholder that clears a parent's old rows (hard-deleted on load)."""
+    def _child_columns(
+        self, table: str, items: list[tuple[str, int, Any]], owners: dict[str, Any] | None
+    ) -> _Columns:
+        """Child rows; index -1 is a placeholder that clears a parent's old rows (hard-deleted on load).
+        `owners` maps a root row's id to its merge-key value (entities replaced as a set per parent)."""
         cols = _Columns(len(items))
         column, name_of = cols.column, self._name
         for index, (_, position, item) in enumerate(items):
@@ -220,6 +237,8 @@ class PageShaper:
         parents = [parent for parent, _, _ in items]
         cols.values[ROOT_KEY] = parents
         cols.values[PARENT_ID] = parents
+        if owners is not None:
+            cols.values[self.child_key] = [owners[parent] for parent in parents]
         cols.values[LIST_IDX] = [position for _, position, _ in items]
         # unique within the child table and stable across loads: the parent's id and the position
         cols.values[DLT_ID] = [f"{parent}.{position}" for parent, position, _ in items]
@@ -256,9 +275,10 @@ class PageShaper:
             else:
                 arrays[name] = array
         announced.update(hints)
+        key = ROOT_KEY if is_root else self.child_key
         if fallback:
-            return Shaped(table, _rows(values, size, types), hints, is_root)
-        return Shaped(table, pa.table(arrays), hints, is_root)
+            return Shaped(table, _rows(values, size, types), hints, is_root, key)
+        return Shaped(table, pa.table(arrays), hints, is_root, key)
 
     def _declared(self, table: str) -> Mapping[str, Mapping[str, Any]]:
         """Column hints of `table`: the resource's (spec types, custom fields) for the root table, the
@@ -328,10 +348,15 @@ def prepare(resource: Any, part: Shaped, declared: set[str]) -> None:
             table_name=part.table,
             write_disposition=CHILD_DISPOSITION,
             primary_key=DLT_ID,
-            merge_key=ROOT_KEY,
+            merge_key=part.merge_key,
             columns={},  # empty: drop the copied root columns
             create_table_variant=True,
         )
+        if part.merge_key != ROOT_KEY:  # nullable: a table that held rows before the column came gets it
+            column = {"name": part.merge_key, "nullable": True}
+            resource.apply_hints(
+                table_name=part.table, columns={part.merge_key: column}, create_table_variant=True
+            )
     if _has_placeholders(part) and f"{part.table}:{DELETED}" not in declared:
         declared.add(f"{part.table}:{DELETED}")  # the column exists once a parent's list was emptied
         resource.apply_hints(
@@ -365,7 +390,12 @@ def concat(parts: list[Shaped]) -> Shaped:
     if len(parts) == 1:
         return first
     data = pa.concat_tables([p.data for p in parts], promote_options="default")
-    return Shaped(first.table, data, {}, first.is_root)
+    return Shaped(first.table, data, {}, first.is_root, first.merge_key)
+
+
+def set_key_column(merge_key: str, schema: Schema) -> str:
+    """The child tables' column holding their root row's `merge_key` value (`_root_deal_id`)."""
+    return schema.naming.normalize_identifier(f"_root_{merge_key}")
 
 
 def _array(values: list[Any], data_type: str) -> pa.Array | None:

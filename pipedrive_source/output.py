@@ -91,6 +91,7 @@ class Outputs:
             hints,
             load_id,
             replace_children=existed and self.merges(),
+            set_key=entity.merge_key,
         )
 
 
