@@ -35,6 +35,7 @@ freed can release), and from a short-lived thread every second until `RELEASE_AF
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import sys
@@ -88,6 +89,7 @@ _released_at = 0.0
 _last_page_at = 0.0
 _releaser: threading.Thread | None = None
 _releaser_lock = threading.Lock()
+_exiting = threading.Event()
 
 
 def bound_process_memory() -> None:
@@ -109,9 +111,17 @@ def _note_page() -> None:
 
 
 def _keep_releasing() -> None:
-    while time.monotonic() - _last_page_at < RELEASE_AFTER_S:
-        time.sleep(1.0)
+    while not _exiting.wait(1.0) and time.monotonic() - _last_page_at < RELEASE_AFTER_S:
         release_memory(min_interval_s=0.5)
+
+
+@atexit.register
+def _stop_releasing() -> None:
+    """A daemon thread still running when the interpreter finalizes keeps DuckDB's objects from being
+    collected in order (DuckDB then prints a 'nanobind: leaked ...' list on exit)."""
+    _exiting.set()
+    if _releaser is not None:
+        _releaser.join(timeout=5)
 
 
 def release_memory(min_interval_s: float = 1.0) -> None:
