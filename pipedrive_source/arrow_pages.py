@@ -38,6 +38,7 @@ reinterpreted here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -55,6 +56,18 @@ from dlt.common.utils import digest128
 from . import column_types
 
 Row = dict[str, Any]
+
+
+class _HintsKept(logging.Filter):
+    """dlt warns, per resource and run, that an Arrow table's column differs from the resource's hint (JSON
+    columns arrive as text, dlt's id columns as nullable) and that it keeps the hint: which is the point of
+    the hints, so the warning says nothing a user can act on (dlt logs the details at INFO)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "when merging arrow schema with dlt schema" not in str(record.msg)
+
+
+logging.getLogger("dlt").addFilter(_HintsKept())
 ID_BYTES = 10  # dlt's DLT_ID_LENGTH_BYTES
 DELETED = "_dlt_deleted"
 ROOT_KEY = "_dlt_root_id"
