@@ -96,7 +96,9 @@ def test_every_fault_kind_at_once_still_gives_the_truth(
 def assert_retries_logged_and_bounded(caplog: pytest.LogCaptureFixture, result) -> None:
     faults, limited = result.emulator_stats["faults"], result.emulator_stats["rate_limited"]
     # every transient failure was logged once, with the path and the cause, and retried within bounds
-    lines = client_lines(caplog, "retrying ")
+    # "connection failed" (server unreachable) never happens here: such lines come from threads of an earlier
+    # test still retrying against its stopped emulator (pool threads can outlive a failed run)
+    lines = [line for line in client_lines(caplog, "retrying ") if "connection failed:" not in line]
     assert len(lines) == result.monitor.client_stats.retries, (lines, faults)
     attempts = [int(RETRY_LINE.search(line).group(3)) for line in lines]
     assert max(attempts, default=0) < HttpSettings.max_attempts
