@@ -295,6 +295,9 @@ def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterat
             logger.warning("skipping %s: %s", entity.name, exc.message)
         except BudgetExhausted as exc:
             ctx.pool.stop(exc)
+        except PipedriveError as exc:  # the run fails: requests still retrying in the pool give up now
+            ctx.pool.fail(exc)
+            raise
         ctx.note_stop()
 
     return guarded
