@@ -266,7 +266,9 @@ class PageShaper:
 
     # ---- typing --------------------------------------------------------------------------------------------
     def _table(self, table: str, values: dict[str, list[Any]], size: int, is_root: bool) -> Shaped:
-        types = self._types.setdefault(table, self._known_types(table))
+        types = self._types.get(table)
+        if types is None:  # once per table and run: every later page only adds what it shows new
+            types = self._types[table] = self._known_types(table)
         hints: dict[str, dict[str, Any]] = {}
         if not is_root and table not in self._announced:  # a child table's spec types go with its variant
             hints = {name: {"name": name, **hint} for name, hint in self._declared(table).items()}
