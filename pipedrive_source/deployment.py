@@ -30,6 +30,7 @@ import dlt
 from dlt.extract.source import DltSource
 
 from .deletions import flag_vanished
+from .destinations import duckdb as duckdb_destination
 from .entities import BY_NAME
 from .errors import ConfigError
 from .history import add_history
@@ -86,7 +87,7 @@ def default_destination() -> Any:
     """DuckDB file `pipedrive_crm.duckdb`, unless `DESTINATION__DUCKDB__CREDENTIALS` names another."""
     if os.environ.get("DESTINATION__DUCKDB__CREDENTIALS"):
         return "duckdb"
-    return dlt.destinations.duckdb(credentials=DUCKDB_FILE)
+    return duckdb_destination(DUCKDB_FILE)
 
 
 def company_pipeline(

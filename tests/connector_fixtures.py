@@ -23,6 +23,7 @@ from custom_field_expectations import custom_definitions, readable
 
 from pipedrive_source import ENTITIES, FIELDS_TABLES, SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
+from pipedrive_source.destinations import duckdb as duckdb_destination
 from pipedrive_source.entities import BY_NAME, SORTED, UPDATED_SINCE
 from pipedrive_source.settings import DEFAULT_MAX_TABLE_NESTING
 
@@ -58,7 +59,7 @@ class SyncResult:
 def make_pipeline(workdir: Path, destination: Any = None, name: str = "pipedrive_test") -> dlt.Pipeline:
     return dlt.pipeline(
         pipeline_name=name,
-        destination=destination or dlt.destinations.duckdb(credentials=str(workdir / "crm.duckdb")),
+        destination=destination or duckdb_destination(str(workdir / "crm.duckdb")),
         dataset_name=DATASET,
         pipelines_dir=str(workdir / "pipelines"),
     )

@@ -13,7 +13,7 @@ import pytest
 from connector_fixtures import DEFAULT_TABLES, compare, load_truth, make_pipeline, sync
 
 from pipedrive_source import output
-from pipedrive_source.destinations import DUCKDB_SETTINGS, LOAD_JOBS
+from pipedrive_source.destinations import DUCKDB_SETTINGS, LOAD_JOBS, MIN_MEMORY_MB, memory_limit_mb
 from pipedrive_source.destinations import duckdb as duckdb_destination
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
 
@@ -37,7 +37,8 @@ def test_the_duckdb_destination_loads_with_its_memory_settings(
     with pipeline.sql_client() as client:
         limit = client.execute_sql("SELECT current_setting('memory_limit')")[0][0]
         threads = client.execute_sql("SELECT current_setting('threads')")[0][0]
-    expected = duckdb.connect(config={"memory_limit": DUCKDB_SETTINGS["memory_limit"]})
+    needed = max(memory_limit_mb(pipeline.default_schema), MIN_MEMORY_MB)
+    expected = duckdb.connect(config={"memory_limit": f"{needed}MB"})
     assert limit == expected.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     assert threads == DUCKDB_SETTINGS["threads"]
 

@@ -1,0 +1,88 @@
+"""The DuckDB destination's merge (`merge_sql.py`, `destinations.py`): the rows dlt's own dedup keeps, without
+its sort of the whole load, and tables too wide for the default memory limit still load."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import dlt
+import duckdb
+import pyarrow as pa
+import pytest
+from dlt.destinations.sql_jobs import SqlMergeFollowupJob
+
+from pipedrive_source.destinations import MIN_MEMORY_MB
+from pipedrive_source.destinations import duckdb as duckdb_destination
+from pipedrive_source.merge_sql import UniqueFirstMergeJob
+
+STAGED = [  # id, part, version, is_deleted
+    (1, "a", 1, None),
+    (2, "a", 1, False),
+    (2, "a", 3, False),  # id 2 twice: version 3 wins when sorted
+    (2, "b", 2, None),
+    (3, "a", 5, True),  # deleted: kept out by the condition
+    (4, "a", 1, None),
+    (4, "a", 2, True),  # the winning row of id 4 is deleted
+    (5, "a", 7, False),
+]
+
+
+@pytest.fixture()
+def con() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute('CREATE TABLE staged ("id" BIGINT, "part" VARCHAR, "version" BIGINT, "is_deleted" BOOLEAN)')
+    con.executemany("INSERT INTO staged VALUES (?, ?, ?, ?)", STAGED)
+    return con
+
+
+@pytest.mark.parametrize(
+    "keys, condition",
+    list(itertools.product([['"id"'], ['"id"', '"part"']], [None, '"is_deleted" IS DISTINCT FROM TRUE'])),
+)
+def test_the_merge_keeps_the_rows_dlts_dedup_keeps(
+    con: duckdb.DuckDBPyConnection, keys: list[str], condition: str | None
+) -> None:
+    columns = ['"id"', '"part"', '"version"', '"is_deleted"']
+    sort = ('"version"', "desc")
+
+    def select(job: type[SqlMergeFollowupJob]) -> list[tuple]:
+        sql = job.gen_select_from_dedup_sql("staged", keys, columns, sort, condition)
+        return sorted(con.execute(sql).fetchall(), key=repr)
+
+    ours, dlts = select(UniqueFirstMergeJob), select(SqlMergeFollowupJob)
+    assert ours == dlts
+    assert (2, "a", 3, False) in ours and (2, "a", 1, False) not in ours
+    assert (4, "a", 1, None) not in ours  # the newest row of id 4 is the deleted one
+    assert ((4, "a", 2, True) in ours) is (condition is None)
+
+
+def test_without_a_sort_every_key_keeps_one_row(con: duckdb.DuckDBPyConnection) -> None:
+    sql = UniqueFirstMergeJob.gen_select_from_dedup_sql("staged", ['"id"'], ['"id"', '"version"'])
+    rows = con.execute(sql).fetchall()
+    assert sorted(r[0] for r in rows) == [1, 2, 3, 4, 5]
+    assert {r for r in rows if r[0] in (1, 3, 5)} == {(1, 1), (3, 5), (5, 7)}
+
+
+def test_a_table_wider_than_the_default_memory_allows_loads(tmp_path: Path) -> None:
+    """400 columns x 20,000 rows: DuckDB needs a block per column to write it, more than 64 MB."""
+    width, rows = 400, 20_000
+    columns = {f"c{i}": pa.array([i] * rows) for i in range(width)}
+    table = pa.table({"id": pa.array(range(rows), pa.int64()), **columns})
+
+    @dlt.resource(name="wide", write_disposition="merge", primary_key="id")
+    def wide() -> object:
+        yield table
+
+    pipeline = dlt.pipeline(
+        pipeline_name="wide",
+        destination=duckdb_destination(str(tmp_path / "crm.duckdb")),
+        dataset_name="wide",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    pipeline.run(wide(), loader_file_format="parquet")
+    with pipeline.sql_client() as client:
+        assert client.execute_sql("SELECT count(*), count(DISTINCT id) FROM wide")[0] == (rows, rows)
+        limit = client.execute_sql("SELECT current_setting('memory_limit')")[0][0]
+    default = duckdb.connect(config={"memory_limit": f"{MIN_MEMORY_MB}MB"})
+    assert limit != default.execute("SELECT current_setting('memory_limit')").fetchone()[0]
