@@ -63,10 +63,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.burst_limit:
         figures["min_seconds"] = figures["requests"] / (args.burst_limit / 2.0)
         figures["over_minimum_time"] = figures["seconds"] / figures["min_seconds"] - 1
+        figures["rate_by_tenth"] = rate_by_tenth(runs[-1]["requests_per_second"], args.burst_limit / 2.0)
     title = f"full sync, scale {args.scale}, {settings}, median of {len(runs)}"
     harness.print_figures(title, figures)
     harness.write_json(args.json, figures)
     return figures
+
+
+def rate_by_tenth(per_second: list[int], allowed: float) -> list[float]:
+    """The request rate in each tenth of the time from the first to the last request, as a share of the
+    rate the plan allows: where a run fell short of it (start, tail, or all along)."""
+    if not per_second:
+        return []
+    first = next(i for i, n in enumerate(per_second) if n)
+    busy = per_second[first:]
+    tenths = [busy[len(busy) * i // 10 : len(busy) * (i + 1) // 10] for i in range(10)]
+    return [round(sum(t) / len(t) / allowed, 2) if t else 0.0 for t in tenths]
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ def sync(
     stats = handle.control.stats()
     result["emulator_429"] = stats.get("rate_limited", {})
     result["emulator_tokens"] = stats.get("tokens_spent")
+    result["requests_per_second"] = stats.get("per_second", [])
     return result
 
 
@@ -171,6 +172,7 @@ def print_figures(title: str, figures: dict[str, Any]) -> None:
         f"peak RSS {figures['peak_rss_mb']:.0f} MB, "
         f"429s {figures['emulator_429']}"
     )
-    for key in ("min_seconds", "over_minimum_time"):
+    for key in ("min_seconds", "over_minimum_time", "rate_by_tenth"):
         if key in figures:
-            print(f"  {key}: {figures[key]:.3f}")
+            value = figures[key]
+            print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")

@@ -1,7 +1,8 @@
 """Render bench/RESULTS.md from the JSON files the bench scripts wrote.
 
-    uv run python bench/results.py --full full.json --plan20 b20.json --plan120 b120.json \
-        --incremental incremental.json --memory memory.json [--before before.json] > bench/RESULTS.md
+    uv run python bench/results.py --full full.json --plan20 b20.json [b20_small.json] \
+        --plan120 b120.json [b120_small.json] --incremental incremental.json --memory memory.json \
+        [--before before.json] > bench/RESULTS.md
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ def render(args: argparse.Namespace) -> str:
     for label, path in (("before (sequential, JSON normalizer)", args.before), ("now", args.full)):
         if (f := load(path)) is not None:
             lines.append(full_row(f"{label}, {f.get('scale', '')}", f))
-    plans = [(label, load(path)) for label, path in (("burst 20", args.plan20), ("burst 120", args.plan120))]
+    plans = [
+        (label, load(path))
+        for label, paths in (("burst 20", args.plan20), ("burst 120", args.plan120))
+        for path in paths or ()
+    ]
     if any(f for _, f in plans):
         lines += [
             "",
@@ -101,8 +106,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for name in ("full", "before", "plan20", "plan120", "incremental", "memory"):
+    for name in ("full", "before", "incremental", "memory"):
         parser.add_argument(f"--{name}", default=None)
+    for name in ("plan20", "plan120"):
+        parser.add_argument(f"--{name}", nargs="*", default=None, help="one JSON per scale")
     print(render(parser.parse_args()), end="")
 
 

@@ -202,12 +202,21 @@ class PipedriveClient:
     def _attempt(self, path: str, query: dict[str, Any], cost: int, label: str, missing_ok: bool) -> dict:
         self.limiter.acquire(cost)
         headers = self.auth.headers()
+        request = self._http.build_request("GET", self._base_url + path, params=query, headers=headers)
         try:
-            response = self._http.get(self._base_url + path, params=query, headers=headers)
+            response = self._http.send(request, stream=True)
         except httpx.TransportError as exc:
             self.limiter.observe(0, {})
             raise self._transport_failure(exc, label, cost) from None
+        # as soon as the headers are in (the request arrived before them), not after the body: the limiter
+        # counts the request's burst slot from this moment
         self.limiter.observe(response.status_code, response.headers)
+        try:
+            response.read()
+        except httpx.TransportError as exc:
+            raise self._transport_failure(exc, label, cost) from None
+        finally:
+            response.close()
         self._note_headers(response.headers)
         if response.status_code == 404 and missing_ok:
             self._count(label, 0)

@@ -27,10 +27,13 @@ Memory: decoded pages are Python objects several times the size of their JSON, s
 them (`DEFAULT_BUFFERED`). What a sync frees mostly stayed with the process, and DuckDB then loaded on top
 of it: pages are decoded in the worker threads and freed in the extract thread, and glibc gives every thread
 its own malloc arena (16 arenas each kept its freed chunks). So the pool caps the malloc arenas at
-`MALLOC_ARENAS` (unless the environment sets `MALLOC_ARENA_MAX`), and `release_memory()` hands freed memory
-back to the OS: from the extract thread as it goes (also Arrow's pool, whose cache only the thread that
-freed can release), and from a short-lived thread every second until `RELEASE_AFTER_S` after the last page
-(dlt frees its buffers after the last page, while it writes its files).
+`MALLOC_ARENAS` (unless the environment sets `MALLOC_ARENA_MAX`), fixes glibc's mmap threshold at
+`MMAP_THRESHOLD` (glibc raises it after every large free, and response bodies and Arrow buffers of a
+megabyte then came from the heap, which fragmented: about 20 MB more at the peak of a large sync), and
+`release_memory()` hands freed memory back to the OS: from the extract thread as it goes (also Arrow's
+pool, whose cache only the thread that freed can release), and from a short-lived thread every second
+until `RELEASE_AFTER_S` after the last page (dlt frees its buffers after the last page, while it writes its
+files).
 """
 
 from __future__ import annotations
@@ -84,7 +87,9 @@ def _libc() -> Any:
 
 
 _LIBC = _libc()
-_M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
+_M_MMAP_THRESHOLD = -3  # mallopt parameters (malloc.h)
+_M_ARENA_MAX = -8
+MMAP_THRESHOLD = 256 * 1024  # allocations from this size get their own mapping, unmapped when freed
 _released_at = 0.0
 _last_page_at = 0.0
 _releaser: threading.Thread | None = None
@@ -98,6 +103,8 @@ def bound_process_memory() -> None:
     global _releaser
     if _LIBC is not None and "MALLOC_ARENA_MAX" not in os.environ:
         _LIBC.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+    if _LIBC is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     _note_page()
     with _releaser_lock:
         if _releaser is None or not _releaser.is_alive():

@@ -26,8 +26,8 @@ from .concurrency import release_memory
 from .entities import BY_NAME, Entity
 
 Row = dict[str, Any]
-FLUSH_BYTES = 8 * 1024 * 1024  # Arrow data an entity holds back before handing it to dlt
-HELD_BYTES = 16 * 1024 * 1024  # Arrow data all entities of a run hold back together
+FLUSH_BYTES = 4 * 1024 * 1024  # Arrow data an entity holds back before handing it to dlt
+HELD_BYTES = 8 * 1024 * 1024  # Arrow data all entities of a run hold back together
 
 
 class Outputs:

@@ -32,8 +32,13 @@ def hammer(client: PipedriveClient, requests: int, threads: int = 8) -> None:
             call.result()
 
 
-def test_concurrent_requests_paced_by_the_limiter_never_get_a_429(clean_emulator: EmulatorHandle) -> None:
-    clean_emulator.control.settings(burst_limit=10)
+@pytest.mark.parametrize("latency_ms", [0, 200])
+def test_concurrent_requests_paced_by_the_limiter_never_get_a_429(
+    clean_emulator: EmulatorHandle, latency_ms: int
+) -> None:
+    """With latency, Pipedrive counts a request halfway through its round trip (the emulator too): the
+    limiter's estimate of that moment must never fall before it."""
+    clean_emulator.control.settings(burst_limit=10, latency_ms=latency_ms, jitter_ms=latency_ms / 4)
     limiter = PlanLimiter()  # no plan given: the first response's x-ratelimit-limit tells it
     client = client_for(clean_emulator, limiter)
     hammer(client, 30)

@@ -146,6 +146,8 @@ class EmulatorApp:
         company = self._company_for(cred)
         query = [(k, v) for k, v in query if k != "api_token"]  # a credential, not a filter for handle()
         cost = self._cost_of(method, path)
+        if (way_there := self.faults.settings.way_there_s) > 0:
+            await asyncio.sleep(way_there)
         decision = self.limiter.admit(cred.token, cost, cred.company, _now(company), cred.oauth)
         left = _daily_requests_left(cred)
         base = decision.headers() + left

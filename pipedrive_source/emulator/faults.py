@@ -31,8 +31,14 @@ class FaultSettings:
     throttle_rate: float = 0.0  # share answered with a spurious burst 429
     drop_rate: float = 0.0  # share whose connection is closed mid-body
     malformed_rate: float = 0.0  # share answered 200 with a truncated JSON body
-    latency_ms: float = 0.0  # fixed delay added to every admitted request
+    # round trip of every request: half of `latency_ms` passes before the rate limiter counts the request
+    # (the way there), the other half plus the jitter after it (processing and the way back)
+    latency_ms: float = 0.0
     jitter_ms: float = 0.0  # plus a uniform random delay in [0, jitter_ms)
+
+    @property
+    def way_there_s(self) -> float:
+        return self.latency_ms / 2000.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class FaultInjector:
         with self._lock:
             pick, jitter, detail = self._rng.random(), self._rng.random(), self._rng.random()
             s = self.settings
-        delay = (s.latency_ms + jitter * s.jitter_ms) / 1000.0
+        delay = (s.latency_ms + jitter * s.jitter_ms) / 1000.0 - s.way_there_s
         edge = 0.0
         rates = (s.error_rate, s.throttle_rate, s.drop_rate, s.malformed_rate)
         for kind, rate in zip(KINDS, rates, strict=True):

@@ -1,8 +1,13 @@
-"""Request counters served by `GET /_emulator/stats` (not part of Pipedrive)."""
+"""Request counters served by `GET /_emulator/stats` (not part of Pipedrive).
+
+`per_second` counts the requests that arrived in each second since the last reset: how evenly a client
+kept to its plan's rate (benchmarks read it; its length is the seconds from the reset to the last request).
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, defaultdict
 
 from .faults import KINDS
@@ -26,6 +31,8 @@ class Stats:
             self._status: Counter[str] = Counter()
             self._limited: Counter[str] = Counter({BURST: 0, DAILY: 0, INJECTED: 0})
             self._faults: Counter[str] = Counter(dict.fromkeys(KINDS, 0))
+            self._since = time.monotonic()
+            self._per_second: list[int] = []
 
     def record(
         self,
@@ -36,7 +43,11 @@ class Stats:
         fault: str | None = None,
     ) -> None:
         """Count one Pipedrive request; `tokens` is what the rate limiter charged for it."""
+        second = int(time.monotonic() - self._since)
         with self._lock:
+            if second >= len(self._per_second):
+                self._per_second.extend([0] * (second + 1 - len(self._per_second)))
+            self._per_second[second] += 1
             self._requests[template] += 1
             self._tokens[template] += tokens
             self._statuses[template][str(status)] += 1
@@ -57,4 +68,5 @@ class Stats:
                 "statuses": dict(self._status),
                 "rate_limited": dict(self._limited),
                 "faults": dict(self._faults),
+                "per_second": list(self._per_second),
             }
