@@ -26,15 +26,15 @@ from dlt.common.schema import Schema
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.destinations.impl.duckdb.duck import DuckDbClient
 
-from .merge_sql import merge_jobs
+from .merge_sql import UniqueFirstMergeJob
 
+MIN_MEMORY_MB = 64
 DUCKDB_SETTINGS: dict[str, Any] = {
     "preserve_insertion_order": False,
-    "memory_limit": "64MB",
+    "memory_limit": f"{MIN_MEMORY_MB}MB",
     "threads": 1,
     "allocator_flush_threshold": "8MB",
 }
-MIN_MEMORY_MB = 64  # DUCKDB_SETTINGS' memory_limit
 MB_PER_COLUMN = 0.5  # DuckDB's unspillable memory per column of a table being written (see above)
 LOAD_JOBS = 2  # load jobs DuckDB runs at once (see the module docstring)
 
@@ -64,16 +64,16 @@ def _size_mb(value: Any) -> float | None:
 class _DuckDbClient(DuckDbClient):
     def initialize_storage(self, truncate_tables: Any = None) -> None:
         """Raise DuckDB's memory limit for a schema with wide tables, before anything is written."""
-        config = self.config.credentials.global_config
+        config = self.config.credentials.global_config or {}
         needed = memory_limit_mb(self.schema)
-        configured = _size_mb(config.get("memory_limit")) if config else None
-        if config is not None and configured is not None and configured < needed:
+        configured = _size_mb(config.get("memory_limit"))
+        if configured is not None and configured < needed:
             config["memory_limit"] = f"{needed}MB"  # for connections opened later in this load
             self.sql_client.execute_sql(f"SET GLOBAL memory_limit = '{needed}MB'")
         super().initialize_storage(truncate_tables)
 
     def _create_merge_followup_jobs(self, table_chain: Any) -> list[Any]:
-        return merge_jobs(table_chain, self.sql_client)
+        return [UniqueFirstMergeJob.from_table_chain(table_chain, self.sql_client)]
 
 
 class _DuckDb(dlt.destinations.duckdb):

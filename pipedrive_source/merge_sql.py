@@ -2,18 +2,18 @@
 
 dlt deduplicates the staged rows of a merge by primary key with `ROW_NUMBER() OVER (PARTITION BY key)`
 over every staged row and column: a sort of the whole load, which in DuckDB under our memory cap was most of
-a full sync's load time (5.5 s of 0.6 s for 196k persons, spilling to disk). Staged rows are almost always
-unique already; duplicates come from v1 offset pages that overlap, a record updated while it was paged, or
-a copy job retried after a crash, and they must still go. So the select below takes the rows whose key is
-unique as they are and runs dlt's own dedup (same order, same `dedup_sort`, same condition) over the rows
-whose key repeats: the same rows come out, and without duplicates the cost is one grouping of the key
-columns. Everything else (deletes, temp tables, hard deletes, child tables) is dlt's merge unchanged.
+a full sync's load time (196k persons: 1.5-5.5 s, against 0.6 s for copying them as they are). Staged
+rows are almost always unique already; duplicates come from v1 offset pages that overlap, a record updated
+while it was paged, or a copy job retried after a crash, and they must still go. So the select below
+takes the rows whose key is unique as they are and runs dlt's own dedup (same order, same `dedup_sort`,
+same condition) over the rows whose key repeats: the same rows come out, and without duplicates the cost is
+one grouping of the key columns. Everything else (deletes, temp tables, hard deletes, child tables) is
+dlt's merge unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from dlt.common.schema.typing import TSortOrder
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
@@ -51,7 +51,3 @@ class UniqueFirstMergeJob(SqlMergeFollowupJob):
             repeated_rows, primary_keys, columns, dedup_sort, condition, condition_columns
         )
         return f"{unique_rows}\nUNION ALL\n{deduplicated}"
-
-
-def merge_jobs(table_chain: Sequence[Any], sql_client: Any) -> list[Any]:
-    return [UniqueFirstMergeJob.from_table_chain(table_chain, sql_client)]
