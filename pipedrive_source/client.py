@@ -202,7 +202,9 @@ class PipedriveClient:
     def _attempt(self, path: str, query: dict[str, Any], cost: int, label: str, missing_ok: bool) -> dict:
         self.limiter.acquire(cost)
         headers = self.auth.headers()
-        request = self._http.build_request("GET", self._base_url + path, params=query, headers=headers)
+        request = self._http.build_request(
+            "GET", self._base_url + path, params=query, headers=headers, extensions={"trace": self._trace}
+        )
         try:
             response = self._http.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -222,6 +224,14 @@ class PipedriveClient:
             self._count(label, 0)
             return {}
         return self._interpret(response, path, headers, cost, label)
+
+    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's progress events: the moment the request is on the wire is when its burst slot starts
+        (the thread may have waited for the GIL since `acquire`)."""
+        if event.endswith("send_request_body.complete"):
+            written = getattr(self.limiter, "written", None)
+            if written is not None:
+                written()
 
     def _transport_failure(self, exc: httpx.TransportError, label: str, cost: int) -> _Transient:
         if isinstance(exc, httpx.ConnectError):

@@ -1,19 +1,24 @@
 """The shared rate limiter: paces every request of a run by Pipedrive's burst window and daily token budget.
 
-The client calls `acquire(cost)` before every request and `observe(status, headers)` after every attempt
-(status 0 when no response came), from any thread, always in the same thread for one request. Any object
-with these two methods fits the slot; `NoLimiter` sends at once and leaves 429s to the client's waits.
+The client calls `acquire(cost)` before every request, `written()` (if the limiter has it) once the request
+is on the wire, and `observe(status, headers)` after every attempt (status 0 when no response came), from
+any thread, always in the same thread for one request. Any object with `acquire` and `observe` fits the
+slot; `NoLimiter` sends at once and leaves 429s to the client's waits.
 
 `PlanLimiter` (the default of the source) knows both of Pipedrive's limits:
 - burst: at most `burst_limit` requests per rolling 2-second window per token. It keeps the times of the
   last window's requests and makes a request wait until a slot is free. The server counts arrival times,
-  which lie between the send and the response (a thread may wait for the GIL between `acquire` and
-  the socket while the extract thread works): a request counts from its send until its response headers
-  arrive, then from the middle of its round trip on, plus `safety_s`. The middle is when the request
-  reached Pipedrive on a network about as fast both ways (the way back also carries Pipedrive's processing
-  time, which only moves the real arrival earlier); counting from the response, as a first version did,
-  left a round trip of every 2-second slot unused (5% of the plan at 100 ms). A request without a response
-  counts from the moment it failed. The plan's value is an upper bound; the `x-ratelimit-limit`
+  which lie between the send and the response: a request counts from `acquire`, then from the moment
+  the client reports it written to the socket (`written`; a thread may wait for the GIL in between while
+  the extract thread works), and once its response headers arrive from the middle of the round trip
+  since that write, plus `safety_s`. The middle is when the request reached Pipedrive on a network about
+  as fast both ways (the way back also carries Pipedrive's processing time, which only moves the real
+  arrival earlier; time Pipedrive queued it before counting moves the middle later too). Counting from
+  the write itself got burst 429s when the emulator, on a loaded machine, queued requests for more than
+  `safety_s`; counting from the response, as a first version did, left a round trip of every slot unused.
+  A request without a response counts from the moment it failed.
+  Within the window, sends are spaced evenly after the first window's burst (`_spacing_delay` says why).
+  The plan's value is an upper bound; the `x-ratelimit-limit`
   header lowers it (without a plan value, one request goes first and its headers tell the limit), and
   `x-ratelimit-remaining` reveals requests other integrations made with the same token in the window,
   which are left to them. A burst 429 (should one happen anyway) pauses every sender until
@@ -86,6 +91,7 @@ class Plan:
     max_budget_share: float = 1.0  # share of the daily budget this run may spend
     window_s: float = WINDOW_S
     safety_s: float = 0.05  # added to the window: arrival times jitter around send times
+    tolerance_s: float = 0.2  # how far sends may bunch up after the first window (see `PlanLimiter`)
 
     def __post_init__(self) -> None:
         if self.burst_limit is not None and self.burst_limit < 1:
@@ -134,10 +140,13 @@ class PlanLimiter:
         self._daily_left: int | None = None  # estimate: last reported, minus what was sent after that
         self._daily_seen_at = float("-inf")  # send time of the request whose headers set the estimate
         self._inflight: dict[int, tuple[float, int]] = {}  # request number -> (send time, cost)
+        self._written: dict[int, float] = {}  # request number -> when it was written to the socket
         self._numbers = 0
         self._server_offset: timedelta | None = None  # server clock - our clock (Date header)
         self._local = threading.local()
         self.waiting = 0  # requests waiting for a burst slot now (the API is the bottleneck)
+        self._credit: float | None = None  # sends allowed now by the spacing (None: the first window)
+        self._credited_at = 0.0
 
     # ---- the slot ------------------------------------------------------------------------------------
     def acquire(self, cost: int) -> None:
@@ -157,6 +166,15 @@ class PlanLimiter:
                 self.stats.wait_s += waited
             self._local.sent = self._numbers
 
+    def written(self) -> None:
+        """This thread's request was just written to the socket: its burst slot counts from now."""
+        number = getattr(self._local, "sent", None)
+        with self._cond:
+            known = self._inflight.get(number)
+            if known is not None and number not in self._written:
+                self._written[number] = now = self._clock()
+                self._restamp(known[0], now)
+
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         number = getattr(self._local, "sent", None)
         self._local.sent = None
@@ -164,8 +182,9 @@ class PlanLimiter:
             known = self._inflight.pop(number, None)
             sent_at, cost = known or (self._clock(), 0)
             if known is not None:
-                now = self._clock()
-                self._restamp(sent_at, now if status == 0 else sent_at + (now - sent_at) / 2)
+                written = self._written.pop(number, None)
+                stamp, now = written or sent_at, self._clock()
+                self._restamp(stamp, now if status == 0 else stamp + (now - stamp) / 2)
             if status == 0 or status == 429:
                 self.stats.spent -= cost  # not admitted: Pipedrive charges nothing
                 if self._daily_left is not None:
@@ -218,13 +237,33 @@ class PlanLimiter:
                 delay = self._paused_until - now
             elif self._probing():
                 delay = 0.05  # the first response tells the plan's limit: one request until it is back
-            elif len(self._sends) < self.burst_limit:
-                return waited
-            else:
+            elif len(self._sends) >= self.burst_limit:
                 delay = self._sends[len(self._sends) - self.burst_limit] + span - now
+            elif (spaced := self._spacing_delay(now)) > 0:
+                delay = spaced
+            else:
+                self._credit = (self._credit or 0.0) - 1
+                return waited
             delay = max(delay, 0.001)
             self._cond.wait(delay)
             waited += delay
+
+    def _spacing_delay(self, now: float) -> float:
+        """How long the next send must wait to keep sends evenly spaced (0: it may go now).
+
+        The window alone lets a run send its whole burst at once, and those slots then free up together
+        one window later, every window: each time, requests must be ready at that very moment or the slots
+        go unused (at 20 per 2 s a run kept only 80% of the plan that way). So after the first window's
+        burst, sends are spaced by a window's share, `(window + safety) / limit` (the rate the window
+        allows), with `tolerance_s` of credit to catch up after a late request."""
+        interval = (self.plan.window_s + self.plan.safety_s) / self.burst_limit
+        most = max(1.0, self.plan.tolerance_s / interval)
+        if self._credit is None:  # the first window: the whole burst may go at once
+            self._credit, self._credited_at = float(self.burst_limit), now
+        elif self._credit < most:
+            self._credit = min(most, self._credit + (now - self._credited_at) / interval)
+        self._credited_at = now
+        return 0.0 if self._credit >= 1 else (1 - self._credit) * interval
 
     def _restamp(self, sent_at: float, arrived: float) -> None:
         """The request sent at `sent_at` arrived (by the estimate) at `arrived`: its slot counts from then."""

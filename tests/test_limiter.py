@@ -48,6 +48,22 @@ def test_concurrent_requests_paced_by_the_limiter_never_get_a_429(
     assert limiter.stats.limits_seen["burst"] == 10 and limiter.stats.waits > 0  # it did have to pace
 
 
+def test_after_the_first_window_sends_are_spread_out_not_bunched(clean_emulator: EmulatorHandle) -> None:
+    """A window's worth of requests sent at once frees its slots at once one window later, every window, and
+    whatever is not ready right then goes unused (runs kept ~80% of the plan). After the first window's
+    burst the limiter spaces its sends evenly: no second gets much more than its share (10 at burst 20)
+    even with 16 requests always ready, where bunched sends put ~20 in one second and none in the next."""
+    clean_emulator.control.settings(burst_limit=20, latency_ms=100, jitter_ms=20)
+    client = client_for(clean_emulator, PlanLimiter())
+    hammer(client, 80, threads=16)
+    stats = clean_emulator.control.stats()
+    assert stats["rate_limited"]["burst"] == 0
+    per_second = stats["per_second"]
+    seconds = per_second[next(i for i, n in enumerate(per_second) if n) :]  # from the first request on
+    later = seconds[3:-1]  # after the first window's burst; the last second is partial
+    assert len(later) >= 3 and max(later) <= 13, seconds
+
+
 def test_without_pacing_the_same_load_gets_burst_429s_waited_out(clean_emulator: EmulatorHandle) -> None:
     """The counterpart of the test above (so that one can fail): burst 429s are retried, never fatal."""
     clean_emulator.control.settings(burst_limit=10)
