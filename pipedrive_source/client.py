@@ -12,11 +12,12 @@ that could hold a secret.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -94,6 +95,7 @@ class PipedriveClient:
         self._fatal: PipedriveError | None = None
         self._aborted: PipedriveError | None = None
         self._server_now: datetime | None = None
+        self._reading = threading.local()  # `before_read` of the request this thread is making
         self._http = httpx.Client(
             timeout=httpx.Timeout(self.settings.read_timeout_s, connect=self.settings.connect_timeout_s),
             headers={"accept": "application/json", "user-agent": USER_AGENT},
@@ -143,6 +145,17 @@ class PipedriveClient:
                     self._open = True
                     return body
         return self._get(path, params, cost, label, missing_ok)
+
+    @contextlib.contextmanager
+    def before_read(self, hook: Callable[[], None]) -> Iterator[None]:
+        """Requests this thread makes meanwhile call `hook` once their response headers are in, before
+        the body is read: it may block (the body waits in the socket, not in memory), which is how the
+        fetch pool bounds the pages decoded at once."""
+        self._reading.hook = hook
+        try:
+            yield
+        finally:
+            self._reading.hook = None
 
     def abort(self, error: PipedriveError) -> None:
         """End every request still retrying with `error` (the run failed elsewhere)."""
@@ -213,7 +226,10 @@ class PipedriveClient:
         # as soon as the headers are in (the request arrived before them), not after the body: the limiter
         # counts the request's burst slot from this moment
         self.limiter.observe(response.status_code, response.headers)
+        hook = getattr(self._reading, "hook", None)
         try:
+            if hook is not None:
+                hook()
             response.read()
         except httpx.TransportError as exc:
             raise self._transport_failure(exc, label, cost) from None
@@ -259,10 +275,19 @@ class PipedriveClient:
             raise AccessDenied(f"{path}: not available to these credentials ({_error_text(response)}).")
         if status >= 400:
             raise ApiError(f"Pipedrive rejected GET {path} with HTTP {status}: {_error_text(response)}")
+        # A page decodes into thousands of containers that all stay alive until the page is shaped: the
+        # cyclic collections its allocations trigger (one per 700) free nothing and promote the page to
+        # older generations, whose full collections then walk every live object again (~10 s of CPU
+        # and GIL in a sync of a million records). So the collector pauses while a body is decoded.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             raise _Transient("malformed JSON body") from None
+        finally:
+            if collecting:
+                gc.enable()
         if not isinstance(body, dict):
             raise _Transient("unexpected JSON body")
         return body

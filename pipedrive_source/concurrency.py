@@ -63,8 +63,12 @@ DEFAULT_WORKERS = 16
 # Requests waiting for the rate limiter count here too (they hold no memory): at 120 requests per 2 s and a
 # round trip of ~150 ms about 10 are in flight, and the limiter needs a few more waiting to use every slot;
 # 12 (6 per feed) kept a run at 80-90% of that plan, and one entity left alone at 50 requests per second.
+# What holds memory is a page from the moment its body is read until the extract thread took it: capped
+# apart (`max_decoded`), so that a run bound by its own processing (no rate limit, every answer at once)
+# holds a few pages, not 20: a response whose page has no room yet waits unread, in the socket.
 DEFAULT_CAPACITY = 12  # pages per feed buffered, in flight or waiting for the rate limiter
-DEFAULT_BUFFERED = 20  # pages of the whole run buffered, in flight or waiting (memory stays flat)
+DEFAULT_BUFFERED = 20  # pages of the whole run buffered, in flight or waiting
+DEFAULT_DECODED = 4  # pages of the whole run read or decoded and not taken yet
 MALLOC_ARENAS = 2  # glibc malloc arenas of the process (see the module docstring)
 RELEASE_AFTER_S = 30.0  # memory is released every second until this long after the last page was taken
 SPLIT_MIN_PAGES = 8  # split a window only when it seems to hold this many pages more (a split wastes ~1/2)
@@ -76,6 +80,27 @@ class Batch:
 
     items: list[Row]
     tag: Any
+    room: PageRoom | None = None  # its place among the run's decoded pages, given back when taken
+
+
+class PageRoom:
+    """A step's place among the pages a run holds decoded (`FetchPool.max_decoded`): taken when its first
+    response is about to be read (the client's `before_read` hook; a retry keeps it), given back once the
+    page was taken or the step ended without one."""
+
+    def __init__(self, slots: threading.Semaphore) -> None:
+        self._slots = slots
+        self._taken = False
+
+    def __call__(self) -> None:
+        if not self._taken:
+            self._slots.acquire()
+            self._taken = True
+
+    def give_back(self) -> None:
+        if self._taken:
+            self._taken = False
+            self._slots.release()
 
 
 def _libc() -> Any:
@@ -152,12 +177,17 @@ class FetchPool:
     """The run's worker threads. `stop` (on a used-up budget) makes every later request a no-op."""
 
     def __init__(
-        self, client: PipedriveClient, workers: int = DEFAULT_WORKERS, max_buffered: int = DEFAULT_BUFFERED
+        self,
+        client: PipedriveClient,
+        workers: int = DEFAULT_WORKERS,
+        max_buffered: int = DEFAULT_BUFFERED,
+        max_decoded: int = DEFAULT_DECODED,
     ) -> None:
         bound_process_memory()
         self.client = client
         self.workers = max(1, workers)
         self.max_buffered = max(1, max_buffered)
+        self._decoded = threading.BoundedSemaphore(max(1, max_decoded))
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="pipedrive-fetch")
         self._lock = threading.Lock()
         self._busy = 0
@@ -196,6 +226,9 @@ class FetchPool:
         with self._lock:
             self._held -= 1
         self._wake()
+
+    def page_room(self) -> PageRoom:
+        return PageRoom(self._decoded)
 
     def wait_for_room(self, feed: Feed) -> None:
         with self._lock:
@@ -251,6 +284,7 @@ class Feed:
         self._parked: deque[Step] = deque()
         self._inflight = 0
         self._error: BaseException | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -276,6 +310,8 @@ class Feed:
             batch = self._ready.popleft() if self._ready else None
         if batch is not None:
             _note_page()
+            if batch.room is not None:
+                batch.room.give_back()
             self.pool.release()
             self.dispatch()
         return batch
@@ -288,23 +324,38 @@ class Feed:
 
     def pages(self) -> Iterator[Batch | None]:
         """Every batch until all jobs are done; None whenever nothing is ready yet (do not block dlt)."""
-        while True:
-            batch = self.take()
-            if batch is not None:
-                yield batch
-            elif self.finished:
-                with self._lock:
-                    if self._error is not None:
-                        raise self._error
-                return
-            else:
-                yield None
+        try:
+            while True:
+                batch = self.take()
+                if batch is not None:
+                    yield batch
+                elif self.finished:
+                    with self._lock:
+                        if self._error is not None:
+                            raise self._error
+                    return
+                else:
+                    yield None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """The consumer is gone (done, or stopped by an error): pages still buffered or arriving give their
+        room back instead of holding it for good, and nothing new is sent for it."""
+        with self._lock:
+            self._closed = True
+            dropped, self._ready = self._ready, deque()
+            self._parked.clear()
+        for batch in dropped:
+            if batch.room is not None:
+                batch.room.give_back()
+            self.pool.release()
 
     def dispatch(self) -> None:
         """Send parked requests while this feed and the run's buffer have room."""
         while True:
             with self._lock:
-                if self.pool.halted or not self._parked:
+                if self.pool.halted or self._closed or not self._parked:
                     return
                 if len(self._ready) + self._inflight >= self.capacity:
                     return
@@ -317,9 +368,11 @@ class Feed:
 
     def _execute(self, step: Step) -> None:
         outcome: Outcome | None = None
+        room = self.pool.page_room()
         try:
             if not self.pool.halted:
-                outcome = step()
+                with self.pool.client.before_read(room):
+                    outcome = step()
         except BudgetExhausted as exc:
             self.pool.stop(exc)
         except AccessDenied as exc:  # this entity only: the consumer skips it
@@ -331,13 +384,15 @@ class Feed:
             self.pool.fail(exc)
         with self._lock:
             self._inflight -= 1
-            kept = outcome is not None and outcome.batch is not None
+            kept = outcome is not None and outcome.batch is not None and not self._closed
             if kept:
+                outcome.batch.room = room
                 self._ready.append(outcome.batch)
             if outcome is not None:
                 # follow-ups go first: finishing a started job frees memory sooner than starting another
                 self._parked.extendleft(reversed(outcome.follow))
         if not kept:
+            room.give_back()
             self.pool.release()  # nothing to buffer: the room goes back now
         self.dispatch()
 

@@ -130,6 +130,8 @@ def pipedrive_source(
         arrow: load pages as Arrow tables (fast); False lets dlt normalize the records one by one.
     """
     selected = _select(entities)
+    if arrow:
+        _write_items_as_they_come()
     if not 1 <= page_size <= PAGE_SIZE:
         raise ConfigError(f"page_size must be between 1 and {PAGE_SIZE}, not {page_size}.")
     if full_read_interval_hours is not None and not full_read_interval_hours >= 0:
@@ -170,6 +172,19 @@ def pipedrive_source(
 
 
 # ---- configuration -----------------------------------------------------------------------------------------
+
+
+# dlt's extract writers hold up to 5,000 rows of every table before writing them out. This source's Arrow
+# items come batched already (`output.FLUSH_BYTES`), so that buffer only adds memory, and memory that grows
+# with the company: at a large one every table fills it (25 MB more than at a small one, measured).
+EXTRACT_BUFFER = "sources.pipedrive.data_writer.buffer_max_items"
+
+
+def _write_items_as_they_come() -> None:
+    """Unless configured otherwise, dlt writes each item of this source as it comes (only this source's
+    extraction: dlt's normalizer writes row by row and keeps its buffer)."""
+    if dlt.config.get(EXTRACT_BUFFER) is None and dlt.config.get("data_writer.buffer_max_items") is None:
+        dlt.config[EXTRACT_BUFFER] = 1
 
 
 def _select(entities: Sequence[str] | str | None) -> set[str]:
