@@ -9,13 +9,20 @@ takes the rows whose key is unique as they are and runs dlt's own dedup (same or
 same condition) over the rows whose key repeats: the same rows come out, and without duplicates the cost is
 one grouping of the key columns. Everything else (deletes, temp tables, hard deletes, child tables) is
 dlt's merge unchanged.
+
+`EmptyTableMergeJob` finishes a table whose rows were copied straight into its empty destination table
+instead of the staging dataset (`destinations.py`): it leaves there the rows the merge would have inserted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from dlt.common.destination import PreparedTableSchema
 from dlt.common.schema.typing import TSortOrder
+from dlt.common.schema.utils import get_columns_names_with_prop, get_dedup_sort_tuple
+from dlt.destinations.sql_client import SqlClientBase
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
 
 _ROWS = "_dlt_staged"  # alias of the staged table in the queries below
@@ -51,3 +58,61 @@ class UniqueFirstMergeJob(SqlMergeFollowupJob):
             repeated_rows, primary_keys, columns, dedup_sort, condition, condition_columns
         )
         return f"{unique_rows}\nUNION ALL\n{deduplicated}"
+
+
+class EmptyTableMergeJob(SqlMergeFollowupJob):
+    """The merge of a table (delete-insert, no nested tables) whose rows were copied straight into its
+    destination table, which held no rows of other loads: it leaves the rows dlt's merge would insert into
+    an empty table. That is one row per primary key, the one dlt's dedup keeps (its select, with the same
+    `dedup_sort`, over the rows whose key repeats: set aside, deleted, the kept ones inserted again), then
+    none that the hard delete column marks deleted (dlt applies that condition to the rows its dedup kept).
+    A merge key deletes nothing: there are no older rows. Without duplicates (almost always) this costs a
+    grouping of the key columns and a scan. Not DuckDB's `rowid` to tell duplicates apart: DuckDB 2.0 picks
+    wrong rows, or fails, when a `rowid` subquery repeats another subquery of the statement.
+    """
+
+    @classmethod
+    def generate_sql(
+        cls, table_chain: Sequence[PreparedTableSchema], sql_client: SqlClientBase[Any]
+    ) -> list[str]:
+        (table,) = table_chain
+        name = sql_client.make_qualified_table_name(table["name"])
+        escape = sql_client.escape_column_name
+        keys = cls._escape_list(get_columns_names_with_prop(table, "primary_key"), escape)
+        sql = []
+        if keys and not table.get("x-stage-data-deduplicated", False):
+            sql += cls._gen_dedup_in_place_sql(table, name, keys, sql_client)
+        _, not_deleted = cls._get_hard_delete_col_and_cond(
+            table, escape, sql_client.capabilities.escape_literal, invert=True
+        )
+        if not_deleted:
+            sql.append(f"DELETE FROM {name} WHERE NOT ({not_deleted})")
+        return sql
+
+    @classmethod
+    def _gen_dedup_in_place_sql(
+        cls, table: PreparedTableSchema, name: str, keys: Sequence[str], sql_client: SqlClientBase[Any]
+    ) -> list[str]:
+        repeated_keys = cls._new_temp_table_name(table["name"], "repeated_keys", sql_client)
+        repeated_rows = cls._new_temp_table_name(table["name"], "repeated_rows", sql_client)
+        joined = ", ".join(keys)
+        same_key = " AND ".join(f"{repeated_keys}.{key} = {_ROWS}.{key}" for key in keys)
+        key_repeats = f"EXISTS (SELECT 1 FROM {repeated_keys} WHERE {same_key})"
+        columns = cls._escape_list(get_columns_names_with_prop(table, "name"), sql_client.escape_column_name)
+        sort = get_dedup_sort_tuple(table)
+        if sort:
+            sort = (sql_client.escape_column_name(sort[0]), sort[1])
+        kept = cls.gen_select_from_dedup_sql(repeated_rows, keys, columns, sort)
+        return [
+            cls._to_temp_table(
+                f"SELECT {joined} FROM {name} GROUP BY {joined} HAVING count(*) > 1",
+                repeated_keys,
+                keys[0],
+                sql_client,
+            ),
+            cls._to_temp_table(
+                f"SELECT * FROM {name} AS {_ROWS} WHERE {key_repeats}", repeated_rows, keys[0], sql_client
+            ),
+            f"DELETE FROM {name} AS {_ROWS} WHERE {key_repeats}",
+            f"INSERT INTO {name}({', '.join(columns)}) {kept}",
+        ]
