@@ -23,11 +23,14 @@ How a listing is split without losing or duplicating records:
 A `BudgetExhausted` from the limiter stops the whole pool: nothing new is sent, what arrived is still drained,
 and each job knows whether it completed (`TimeWindows.resume_from` says where an incomplete one continues).
 
-Memory: decoded pages are Python objects several times the size of their JSON, so the run buffers few of
-them (`DEFAULT_BUFFERED`). What a sync frees mostly stayed with the process, and DuckDB then loaded on top
-of it: pages are decoded in the worker threads and freed in the extract thread, and glibc gives every thread
-its own malloc arena (16 arenas each kept its freed chunks). So the pool caps the malloc arenas at
-`MALLOC_ARENAS` (unless the environment sets `MALLOC_ARENA_MAX`), fixes glibc's mmap threshold at
+Memory: decoded pages are Python objects several times the size of their JSON, so the run holds few of
+them (`DEFAULT_DECODED`: a response is read only once its page has room, `PageRoom`), while more requests
+may wait for the rate limiter or be on their way (`DEFAULT_BUFFERED`, `DEFAULT_CAPACITY`): those hold no
+memory, and a run paced by the plan needs them. What a sync frees mostly stayed with the process, and
+DuckDB then loaded on top of it: pages are decoded in the worker threads and freed in the extract thread,
+and glibc gives every thread its own malloc arena (16 arenas each kept its freed chunks). So the pool caps
+the malloc arenas at `MALLOC_ARENAS` (unless the environment sets `MALLOC_ARENA_MAX`), fixes glibc's mmap
+threshold at
 `MMAP_THRESHOLD` (glibc raises it after every large free, and response bodies and Arrow buffers of a
 megabyte then came from the heap, which fragmented: about 20 MB more at the peak of a large sync), and
 `release_memory()` hands freed memory back to the OS: from the extract thread as it goes (also Arrow's
