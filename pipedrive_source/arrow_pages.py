@@ -51,11 +51,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.data_types import py_type_to_sc_type
 from dlt.common.schema import Schema, utils
-from dlt.common.utils import digest128
+from dlt.common.utils import digest128b
 
 from . import column_types
 
 Row = dict[str, Any]
+Item = tuple[str, int, Any]  # a list item: (parent row's id, position in the list, the item)
 
 
 class _HintsKept(logging.Filter):
@@ -94,6 +95,7 @@ FITS: dict[str, frozenset[type]] = {
     "time": frozenset({str, dt_time}),
 }
 NONE_TYPE = type(None)
+STRICT = frozenset({"text", "timestamp", "date", "bool"})  # see `_strict`
 
 
 @dataclass
@@ -161,7 +163,7 @@ class PageShaper:
         """The page as tables: root first, then its child tables (placeholders included).
 
         `deleted` marks rows whose child rows must only be removed (a hard-deleted parent)."""
-        ids = [self._root_id(row) for row in rows]
+        ids = self._root_ids(rows)
         skip = {i for i, row in enumerate(rows) if deleted(row)} if deleted is not None else set()
         values, lists = self._flatten(rows, ids, skip)
         values[LOAD_ID] = [self.load_id] * len(rows)
@@ -191,26 +193,25 @@ class PageShaper:
 
     def _flatten(
         self, rows: list[Row], ids: list[str], skip: set[int]
-    ) -> tuple[dict[str, list[Any]], dict[str, list[tuple[str, int, Any]]]]:
-        """Root columns by name, and the list items per child table: one pass, raw keys named once."""
+    ) -> tuple[dict[str, list[Any]], dict[str, list[Item]]]:
+        """Root columns by name, and the list items per child table: one pass, raw keys named once.
+
+        The pass is the larger part of shaping, so it stores into a column and catches the miss for a new
+        one (a subscript costs less than a `get` call). Row by row reads each record's memory in order:
+        gathering a column at a time (`[row.get(key) for row in rows]`) measured slower."""
         size = len(rows)
         flat: dict[str, list[Any]] = {}  # raw key -> values
         nested: dict[str, dict[str, list[Any]]] = {}  # raw key -> inner raw key -> values
         order: list[tuple[str, str | None]] = []  # first appearance, as dlt meets the columns
-        lists: dict[str, list[tuple[str, int, Any]]] = {}
+        lists: dict[str, list[Item]] = {}
         for index, row in enumerate(rows):
             for key, value in row.items():
                 kind = type(value)
                 if kind is dict:
-                    inner_columns = nested.get(key)
-                    if inner_columns is None:
-                        inner_columns = nested[key] = {}
-                    for inner, inner_value in value.items():
-                        column = inner_columns.get(inner)
-                        if column is None:
-                            column = inner_columns[inner] = [None] * size
-                            order.append((key, inner))
-                        column[index] = inner_value
+                    members = nested.get(key)
+                    if members is None:
+                        members = nested[key] = {}
+                    _spread(members, key, value, index, size, order)
                 elif kind is list:
                     if value and index not in skip:
                         found = lists.get(key)
@@ -219,11 +220,11 @@ class PageShaper:
                         parent = ids[index]
                         found.extend([(parent, i, item) for i, item in enumerate(value)])
                 else:
-                    column = flat.get(key)
-                    if column is None:
-                        column = flat[key] = [None] * size
+                    try:
+                        flat[key][index] = value
+                    except KeyError:
+                        flat[key] = _column(size, index, value)
                         order.append((key, None))
-                    column[index] = value
         values: dict[str, list[Any]] = {}
         for key, inner in order:
             name = self._name(key) if inner is None else f"{self._name(key)}__{self._name(inner)}"
@@ -234,19 +235,10 @@ class PageShaper:
         children = {f"{self.table}__{self._name(key)}": items for key, items in lists.items()}
         return values, children
 
-    def _child_columns(
-        self, table: str, items: list[tuple[str, int, Any]], owners: dict[str, Any] | None
-    ) -> _Columns:
+    def _child_columns(self, table: str, items: list[Item], owners: dict[str, Any] | None) -> _Columns:
         """Child rows; index -1 is a placeholder that clears a parent's old rows (hard-deleted on load).
         `owners` maps a root row's id to its merge-key value (entities replaced as a set per parent)."""
-        cols = _Columns(len(items))
-        column, name_of = cols.column, self._name
-        for index, (_, position, item) in enumerate(items):
-            if type(item) is dict:
-                for key, value in item.items():
-                    column(name_of(key))[index] = value
-            elif position >= 0:
-                column("value")[index] = item
+        cols = self._item_values(items)
         parents = [parent for parent, _, _ in items]
         cols.values[ROOT_KEY] = parents
         cols.values[PARENT_ID] = parents
@@ -260,9 +252,44 @@ class PageShaper:
             cols.values[DELETED] = [True if position < 0 else None for _, position, _ in items]
         return cols
 
-    def _root_id(self, row: Row) -> str:
-        key = row.get(self.primary_key)
-        return digest128(f"{self.table}:{orjson.dumps(key).decode()}", ID_BYTES)
+    def _item_values(self, items: list[Item]) -> _Columns:
+        """The list items' own columns: an object's members by name, any other item in `value`."""
+        size = len(items)
+        by_key: dict[str | None, list[Any]] = {}  # raw key (None: an item that is not an object) -> values
+        for index, (_, position, item) in enumerate(items):
+            if type(item) is dict:
+                for key, value in item.items():
+                    try:
+                        by_key[key][index] = value
+                    except KeyError:
+                        by_key[key] = _column(size, index, value)
+            elif position >= 0:
+                try:
+                    by_key[None][index] = item
+                except KeyError:
+                    by_key[None] = _column(size, index, item)
+        cols = _Columns(size)
+        named = [("value" if key is None else self._name(key), column) for key, column in by_key.items()]
+        cols.values.update(named)
+        if len(cols.values) < len(named):  # two keys with one name: an item's later key wins, as in dlt
+            cols.values = self._item_values_by_name(items)
+        return cols
+
+    def _item_values_by_name(self, items: list[Item]) -> dict[str, list[Any]]:
+        cols = _Columns(len(items))
+        column, name_of = cols.column, self._name
+        for index, (_, position, item) in enumerate(items):
+            if type(item) is dict:
+                for key, value in item.items():
+                    column(name_of(key))[index] = value
+            elif position >= 0:
+                column("value")[index] = item
+        return cols.values
+
+    def _root_ids(self, rows: list[Row]) -> list[str]:
+        """A hash of (table, primary key) per row: `digest128` of the same text, without re-encoding it."""
+        prefix, key, dumps = f"{self.table}:".encode(), self.primary_key, orjson.dumps
+        return [digest128b(prefix + dumps(row.get(key)), ID_BYTES) for row in rows]
 
     # ---- typing --------------------------------------------------------------------------------------------
     def _table(self, table: str, values: dict[str, list[Any]], size: int, is_root: bool) -> Shaped:
@@ -408,6 +435,30 @@ def concat(parts: list[Shaped]) -> Shaped:
     return Shaped(first.table, data, {}, first.is_root, first.merge_key)
 
 
+def _column(size: int, index: int, value: Any) -> list[Any]:
+    """A new column of `size` nulls holding `value` at `index`."""
+    column: list[Any] = [None] * size
+    column[index] = value
+    return column
+
+
+def _spread(
+    columns: dict[str, list[Any]],
+    key: str,
+    value: dict[str, Any],
+    index: int,
+    size: int,
+    order: list[tuple[str, str | None]],
+) -> None:
+    """A nested object's members into their columns (`key__inner`), noting the columns new to the page."""
+    for inner, inner_value in value.items():
+        try:
+            columns[inner][index] = inner_value
+        except KeyError:
+            columns[inner] = _column(size, index, inner_value)
+            order.append((key, inner))
+
+
 def set_key_column(merge_key: str, schema: Schema) -> str:
     """The child tables' column holding their root row's `merge_key` value (`_root_deal_id`)."""
     return schema.naming.normalize_identifier(f"_root_{merge_key}")
@@ -417,10 +468,44 @@ def _array(values: list[Any], data_type: str) -> pa.Array | None:
     """The Arrow array for a column of `data_type`, or None when some value does not fit it."""
     if data_type == "json":
         return pa.array([None if v is None else orjson.dumps(v).decode() for v in values], pa.string())
+    if data_type in STRICT:
+        array = _strict(values, data_type)
+        if array is not None:
+            return array
+    return _checked(values, data_type)
+
+
+def _strict(values: list[Any], data_type: str) -> pa.Array | None:
+    """The array where Arrow's conversion itself takes just the values `FITS` allows, so that nobody needs
+    to look at each value's type first (the larger part of the cost of a text column): a column Arrow
+    infers as `string` holds only strings (and None), a `bool` conversion takes only bools. None: some
+    value is something else, `_checked` decides."""
+    if data_type in ("timestamp", "date") and type(_first(values)) is not str:
+        return None  # objects (a custom date field's dates) or only nulls: for `_checked`
+    try:
+        array = pa.array(values, ARROW_TYPES[data_type] if data_type == "bool" else None)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        return None
+    if array.type == pa.null():  # only None
+        return pa.nulls(len(values), ARROW_TYPES[data_type])
+    if data_type == "bool":
+        return array
+    if array.type != pa.string():
+        return None
+    try:
+        return array if data_type == "text" else _cast(array, data_type)
+    except pa.ArrowInvalid:  # not an ISO date or timestamp: dlt's JSON path decides
+        return None
+
+
+def _checked(values: list[Any], data_type: str) -> pa.Array | None:
+    """The array once every value's type is known to fit `data_type`, else None."""
     fits = FITS.get(data_type)
     kinds = set(map(type, values)) - {NONE_TYPE}
     if fits is None or not kinds <= fits:
         return None
+    if not kinds:  # no value (an unused custom field): no per-value conversion
+        return pa.nulls(len(values), ARROW_TYPES[data_type])
     try:
         if kinds == {str} and data_type in ("timestamp", "date", "time"):
             return _parsed(values, data_type)
@@ -431,6 +516,10 @@ def _array(values: list[Any], data_type: str) -> pa.Array | None:
         return pa.array(values, ARROW_TYPES[data_type])
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, OverflowError):
         return None
+
+
+def _first(values: list[Any]) -> Any:
+    return next((v for v in values if v is not None), None)
 
 
 def _doubles(values: list[Any]) -> pa.Array:
@@ -446,7 +535,11 @@ def _parsed(values: list[Any], data_type: str) -> pa.Array:
     """ISO strings as timestamps (UTC), dates or times."""
     if data_type == "time":
         return pa.array([None if v is None else dt_time.fromisoformat(v) for v in values], pa.time64("us"))
-    strings = pa.array(values, pa.string())
+    return _cast(pa.array(values, pa.string()), data_type)
+
+
+def _cast(strings: pa.Array, data_type: str) -> pa.Array:
+    """ISO strings as dates or timestamps (UTC)."""
     if data_type == "date":
         return pc.cast(strings, pa.date32())
     try:

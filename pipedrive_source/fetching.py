@@ -211,7 +211,7 @@ class CursorState:
         self.since: str | None = saved.get("last_value") or legacy or initial
         self.boundary: dict[str, str] = dict(saved.get("boundary") or {})
         self.top: str | None = None  # newest update_time loaded this run
-        self.at_top: dict[str, Row] = {}  # key -> the records loaded at `top`
+        self.at_top: list[Row] = []  # the records loaded at `top` (keyed when the state is written)
         self.key = entity.primary_key
 
     def admit(self, rows: list[Row]) -> list[Row]:
@@ -219,7 +219,7 @@ class CursorState:
 
         Digests are taken of the records as loaded (after the record hooks), and only of those at the
         boundary: when checking them, and for the newest ones when the state is written."""
-        field, since, boundary = self.field, self.since, self.boundary
+        field, since, boundary, top = self.field, self.since, self.boundary, self.top
         kept: list[Row] = []
         for row in rows:
             moment = row.get(field)
@@ -231,10 +231,11 @@ class CursorState:
             at_boundary = since is not None and moment == since and boundary
             if at_boundary and boundary.get(_key(row, self.key)) == _digest(row):
                 continue
-            if self.top is None or moment > self.top:
-                self.top, self.at_top = moment, {}
-            if moment == self.top:
-                self.at_top[_key(row, self.key)] = row
+            if top is None or moment > top:  # a full read ascends: nearly every record is the newest
+                top = self.top = moment
+                self.at_top = []
+            if moment == top:
+                self.at_top.append(row)
             kept.append(row)
         return kept
 
@@ -251,7 +252,7 @@ class CursorState:
         if complete:
             if self.top is None:
                 return  # nothing new: the cursor stays
-            newest = {key: _digest(row) for key, row in self.at_top.items()}
+            newest = {_key(row, self.key): _digest(row) for row in self.at_top}  # a key's last record
             boundary = {**self.boundary, **newest} if self.top == self.since else newest
             state[STATE_KEY] = {"last_value": max(self.top, self.since or self.top), "boundary": boundary}
         elif resume_from is not None and (self.since is None or resume_from > self.since):
