@@ -123,11 +123,17 @@ class CustomFieldResolution:
             for entity in with_fields:
                 yield self.resolver(entity, ctx)
 
+        def field_rows() -> list[Row]:
+            return [row for r in resolvers() for row in r.field_rows()]
+
+        def option_rows() -> list[Row]:
+            return [row for r in resolvers() for row in r.option_rows()]
+
         def custom_fields() -> Iterator[list[Row]]:
-            yield from _if_changed([row for r in resolvers() for row in r.field_rows()])
+            yield from ctx.until_budget_runs_out(lambda: _if_changed(field_rows()))
 
         def custom_field_options() -> Iterator[list[Row]]:
-            yield from _if_changed([row for r in resolvers() for row in r.option_rows()])
+            yield from ctx.until_budget_runs_out(lambda: _if_changed(option_rows()))
 
         return [
             dlt.resource(custom_fields, name="custom_fields", write_disposition="merge", merge_key="entity",

@@ -24,6 +24,7 @@ from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool
 from .entities import BY_NAME, CURSOR, NONE, OFFSET, Entity, Listing
 from .errors import AccessDenied, ApiError, ConfigError
 from .fetching import EntityRead, Tag, rewind_cursor
+from .limiter import BudgetExhausted
 from .output import Outputs
 from .pagination import Page, cursor_pages, offset_pages, single_page
 from .settings import OFFSET_OVERLAP_SHARE
@@ -252,6 +253,16 @@ class SyncContext:
         """Record a budget stop (once) for the monitor: the run ends cleanly with what it loaded."""
         if self.pool.stopped is not None and self.monitor.stopped is None:
             self.monitor.stopped = self.pool.stopped.message
+
+    def until_budget_runs_out(self, items: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+        """The items of a resource that is no entity's (the custom-field tables): when the budget runs
+        out while it reads (field definitions no entity had asked for yet), the run stops cleanly as
+        for entities, instead of failing with what the others read."""
+        try:
+            yield from items()
+        except BudgetExhausted as exc:
+            self.pool.stop(exc)
+        self.note_stop()
 
     def full_rows(self, entity: Entity, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Every row of a small list, fetched once per run and shared (boards feed phases, fields hooks)."""

@@ -84,6 +84,19 @@ def test_a_used_up_budget_stops_cleanly_and_the_next_run_continues(
     assert_equal_to_truth(fresh, tmp_path, DEFAULT_TABLES)
 
 
+def test_a_budget_used_up_before_anything_was_read_stops_every_resource_cleanly(
+    fresh: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Nothing can be afforded: the entities and the custom-field tables (whose field definitions no entity
+    fetched) all stop on the budget, and the run ends as a budget stop, not as a failure (it failed now
+    and then when the custom-field tables were the first to need a request after the budget ran out)."""
+    fresh.control.settings(daily_budget=1)
+    stopped = sync(fresh, tmp_path, entities=["deals", "persons"])  # returns: a clean stop, not a failure
+    assert stopped.monitor.stopped and "resets in about" in stopped.monitor.stopped
+    assert stopped.rows == 0 and stopped.tokens == 0
+    assert stopped.emulator_stats["rate_limited"]["daily"] > 0  # Pipedrive was the one to say so
+
+
 def test_runs_capped_by_their_budget_share_complete_a_sync_together(
     fresh: EmulatorHandle, tmp_path: Path
 ) -> None:
