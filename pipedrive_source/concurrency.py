@@ -75,6 +75,10 @@ DEFAULT_DECODED = 4  # pages of the whole run read or decoded and not taken yet
 MALLOC_ARENAS = 2  # glibc malloc arenas of the process (see the module docstring)
 RELEASE_AFTER_S = 30.0  # memory is released every second until this long after the last page was taken
 SPLIT_MIN_PAGES = 8  # split a window only when it seems to hold this many pages more (a split wastes ~1/2)
+# a listing read as one window gets a page per round trip while lists of independent requests (one per
+# product, per 100 deals) fill the limiter's queue: split into this many even when the plan is the limit,
+# or the largest lists were left for the end of a run, read at the pace of the extract thread alone
+MIN_WINDOWS = 4
 
 
 @dataclass
@@ -630,7 +634,8 @@ class TimeWindows:
                 window.done = True
                 return Outcome(Batch(items, self.tag))
             follow: list[Step] = [lambda: self._page(window, following)]
-            split = self._split() if self.feed.pool.spare() and self.feed.has_room() else None
+            wanted = self.feed.pool.spare() or self._active() < MIN_WINDOWS
+            split = self._split() if wanted and self.feed.has_room() else None
         if split is not None:
             follow.append(lambda: self._page(split, None))
         return Outcome(Batch(items, self.tag), follow)
@@ -652,6 +657,9 @@ class TimeWindows:
         window.position = last
         span = max((last - first).total_seconds(), 1.0)
         window.density = len(items) / span
+
+    def _active(self) -> int:
+        return sum(1 for window in self.windows if not window.done)
 
     def _split(self) -> Window | None:
         """Cut the window with the most records left in two; the caller launches the new half."""
