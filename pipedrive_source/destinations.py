@@ -7,11 +7,15 @@ freed memory back after each task past `allocator_flush_threshold`, so a sync's 
 with the size of the company. The limit is shared by the queries running at once, `LOAD_JOBS` jobs of one
 DuckDB thread each (dlt would run 20).
 
-What DuckDB cannot spill is a block (256 KiB) per column of each row group it writes: an insert into a table
-of 400 columns failed at 64 MB, one of 300 at 112 MB (measured: about 0.4 MB per column). So the limit is
-`MIN_MEMORY_MB` or, for a schema with wider tables (many custom fields), enough for the widest `LOAD_JOBS`
-tables at once (a `memory_limit` given to `duckdb()` is raised too when the schema needs more: the load
-would fail otherwise). The merge deduplicates staged rows only where keys repeat (`merge_sql.py`).
+What DuckDB cannot spill is a block (256 KiB) per column of each row group it writes, and a commit writes
+every column of the rows inserted at once: loading a table of 120 text columns needs 112 MB (about 0.9 MB
+per column; 74 columns of deals at scale large, 56 MB), 400 integer columns about 0.4 MB each. So a load
+job claims `MB_PER_COLUMN` per column of its table from the memory limit before it runs and waits while
+the jobs running hold too much of it (`_MemoryShares`): two wide tables are written one after the other
+instead of failing (dlt retried such a job, logging the error, and gave up after five tries). The limit is
+`MIN_MEMORY_MB` or, for a schema with a wider table (many custom fields), that table's claim (a
+`memory_limit` given to `duckdb()` is raised too when the schema needs more: the load would fail
+otherwise). The merge deduplicates staged rows only where keys repeat (`merge_sql.py`).
 
 A first sync loads merge tables straight into their destination tables. dlt copies every file of a merge
 table into the staging dataset and then inserts the staged rows into the destination table: the same rows
@@ -29,8 +33,11 @@ conditions, or without `_dlt_load_id`, and every table of an incremental sync, t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import dlt
@@ -54,7 +61,7 @@ DUCKDB_SETTINGS: dict[str, Any] = {
     "threads": 1,
     "allocator_flush_threshold": "8MB",
 }
-MB_PER_COLUMN = 0.5  # DuckDB's unspillable memory per column of a table being written (see above)
+MB_PER_COLUMN = 0.9  # DuckDB's unspillable memory per column of a table being written (see above)
 LOAD_JOBS = 2  # load jobs DuckDB runs at once (see the module docstring)
 
 
@@ -65,10 +72,34 @@ def duckdb(path: str, **settings: Any) -> Any:
     return _DuckDb(credentials=credentials, max_parallel_load_jobs=LOAD_JOBS)
 
 
-def memory_limit_mb(schema: Schema, jobs: int = LOAD_JOBS) -> int:
-    """DuckDB's memory limit for loading `schema`: room for its `jobs` widest tables written at once."""
-    widths = sorted((len(t.get("columns") or {}) for t in schema.data_tables()), reverse=True)
-    return max(MIN_MEMORY_MB, math.ceil(MB_PER_COLUMN * sum(widths[:jobs])))
+def memory_limit_mb(schema: Schema) -> int:
+    """DuckDB's memory limit for loading `schema`: room for its widest table's load job."""
+    widest = max((len(t.get("columns") or {}) for t in schema.data_tables()), default=0)
+    return max(MIN_MEMORY_MB, math.ceil(MB_PER_COLUMN * widest))
+
+
+class _MemoryShares:
+    """The share of a DuckDB database's memory limit its running load jobs claim (module docstring)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._claimed = 0.0
+
+    @contextlib.contextmanager
+    def claim(self, mb: float, limit_mb: float) -> Iterator[None]:
+        with self._cond:  # a claim larger than the limit runs alone rather than never
+            self._cond.wait_for(lambda: self._claimed == 0 or self._claimed + mb <= limit_mb)
+            self._claimed += mb
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._claimed -= mb
+                self._cond.notify_all()
+
+
+_SHARES: dict[str, _MemoryShares] = {}  # by database file
+_SHARES_LOCK = threading.Lock()
 
 
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?)I?B?\s*$", re.IGNORECASE)
@@ -98,6 +129,23 @@ class _DuckDbClient(DuckDbClient):
             config["memory_limit"] = f"{needed}MB"  # for connections opened later in this load
             self.sql_client.execute_sql(f"SET GLOBAL memory_limit = '{needed}MB'")
         super().initialize_storage(truncate_tables)
+
+    def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False) -> Any:
+        """The job, made to wait for its table's share of DuckDB's memory limit before it runs."""
+        job = super().create_load_job(table, file_path, load_id, restore)
+        limit = _size_mb((self.config.credentials.global_config or {}).get("memory_limit"))
+        if job is None or limit is None:
+            return job
+        with _SHARES_LOCK:
+            shares = _SHARES.setdefault(str(self.config.credentials.database), _MemoryShares())
+        claim, run = MB_PER_COLUMN * len(table.get("columns") or {}), job.run
+
+        def run_within_share() -> None:
+            with shares.claim(claim, limit):
+                run()
+
+        job.run = run_within_share
+        return job
 
     def should_load_data_to_staging_dataset(self, table_name: str) -> bool:
         if self._loads_directly(table_name):

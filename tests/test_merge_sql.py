@@ -9,6 +9,7 @@ from pathlib import Path
 import dlt
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
 
@@ -86,3 +87,33 @@ def test_a_table_wider_than_the_default_memory_allows_loads(tmp_path: Path) -> N
         limit = client.execute_sql("SELECT current_setting('memory_limit')")[0][0]
     default = duckdb.connect(config={"memory_limit": f"{MIN_MEMORY_MB}MB"})
     assert limit != default.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+
+def test_two_wide_text_tables_load_without_a_job_failing(tmp_path: Path) -> None:
+    """120 text columns x 30,000 rows, twice: a commit of one needs about 100 MB; two at once failed
+    (`failed to pin block`), and dlt retried the job with an error in the log."""
+    width, rows, chunk = 120, 30_000, 2_000
+
+    def text_table(table: str) -> object:
+        @dlt.resource(name=table, write_disposition="merge", primary_key="id")
+        def pages() -> object:
+            for start in range(0, rows, chunk):
+                ids = pa.array(range(start, start + chunk), pa.int64())
+                numbers = [pc.cast(pc.add(ids, i * 7919), pa.string()) for i in range(width)]
+                texts = {f"c{i}": pc.binary_join_element_wise(n, f"f{i}", " ") for i, n in enumerate(numbers)}
+                yield pa.table({"id": ids, **texts})
+
+        return pages
+
+    pipeline = dlt.pipeline(
+        pipeline_name="wide_text",
+        destination=duckdb_destination(str(tmp_path / "crm.duckdb")),
+        dataset_name="wide",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    pipeline.run([text_table("wide_a"), text_table("wide_b")], loader_file_format="parquet")
+    failures = (tmp_path / "pipelines").rglob(".exceptions/*")  # dlt keeps one file per failed attempt
+    assert not [f"{path.name}: {path.read_text()[-300:]}" for path in failures]
+    with pipeline.sql_client() as client:
+        for table in ("wide_a", "wide_b"):
+            assert client.execute_sql(f"SELECT count(DISTINCT id) FROM {table}")[0][0] == rows
