@@ -4,6 +4,7 @@ counters (429s by kind, tokens spent) are the evidence."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -62,6 +63,30 @@ def test_after_the_first_window_sends_are_spread_out_not_bunched(clean_emulator:
     seconds = per_second[next(i for i, n in enumerate(per_second) if n) :]  # from the first request on
     later = seconds[3:-1]  # after the first window's burst; the last second is partial
     assert len(later) >= 3 and max(later) <= 13, seconds
+
+
+def test_requests_of_another_client_on_the_same_token_are_left_their_share(
+    clean_emulator: EmulatorHandle,
+) -> None:
+    """Another integration sends 5 of the 20 requests a window allows with the same token: the limiter sees
+    them in `x-ratelimit-remaining` (the server counts more than this run sent) and keeps to the rest."""
+    clean_emulator.control.settings(burst_limit=20, latency_ms=50, jitter_ms=10)
+    limiter = PlanLimiter()
+    ours, other = client_for(clean_emulator, limiter), client_for(clean_emulator, NoLimiter())
+    done = threading.Event()
+
+    def steady_other_client() -> None:
+        while not done.wait(0.4):  # 5 requests per 2-second window
+            other.get(DEALS, {"limit": 1}, cost=COST, label="other")
+
+    with ThreadPoolExecutor(1) as background:
+        background.submit(steady_other_client)
+        try:
+            hammer(ours, 60, threads=16)
+        finally:
+            done.set()
+    assert ours.stats.rate_limit_waits == 0  # no 429 for this run
+    assert limiter.stats.foreign_seen >= 3
 
 
 def test_without_pacing_the_same_load_gets_burst_429s_waited_out(clean_emulator: EmulatorHandle) -> None:
