@@ -288,9 +288,10 @@ class PlanLimiter:
         # the server counted `limit - remaining` requests in the window ending at this one's arrival
         # `_sent_times` keeps sends of the last `window + safety` before now, a round trip after this one's
         # send: `own` misses that round trip's sends, and the estimate of others' requests holds them too.
-        # That surplus is the margin against our own arrivals bunching up (network, Pipedrive's queues):
-        # counted exactly, with the most of the last window left free, large runs at burst 120 got 429s
-        # at the start and the steady rate did not rise (0.90-0.91 of the plan either way)
+        # That surplus is the margin against our own arrivals bunching up (network, Pipedrive's queues).
+        # Tried: counted exactly, large runs at burst 120 got burst 429s (3 of 5 probes); counted exactly
+        # with the most of the last window left free, no faster (0.90-0.91 of the plan, as now) and the
+        # test with another client on the token got a 429 as that client's share built up
         own = sum(1 for t in self._sent_times if sent_at - self.plan.window_s < t <= sent_at)
         foreign = (limit - remaining) - own
         if foreign > 1:  # one is arrival jitter; more are another client on the same token
