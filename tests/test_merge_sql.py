@@ -65,6 +65,15 @@ def test_without_a_sort_every_key_keeps_one_row(con: duckdb.DuckDBPyConnection) 
     assert {r for r in rows if r[0] in (1, 3, 5)} == {(1, 1), (3, 5), (5, 7)}
 
 
+def wide_pipeline(tmp_path: Path) -> dlt.Pipeline:
+    return dlt.pipeline(
+        pipeline_name="wide",
+        destination=duckdb_destination(str(tmp_path / "crm.duckdb")),
+        dataset_name="wide",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+
+
 def test_a_table_wider_than_the_default_memory_allows_loads(tmp_path: Path) -> None:
     """400 columns x 20,000 rows: DuckDB needs a block per column to write it, more than 64 MB."""
     width, rows = 400, 20_000
@@ -75,12 +84,7 @@ def test_a_table_wider_than_the_default_memory_allows_loads(tmp_path: Path) -> N
     def wide() -> object:
         yield table
 
-    pipeline = dlt.pipeline(
-        pipeline_name="wide",
-        destination=duckdb_destination(str(tmp_path / "crm.duckdb")),
-        dataset_name="wide",
-        pipelines_dir=str(tmp_path / "pipelines"),
-    )
+    pipeline = wide_pipeline(tmp_path)
     pipeline.run(wide(), loader_file_format="parquet")
     with pipeline.sql_client() as client:
         assert client.execute_sql("SELECT count(*), count(DISTINCT id) FROM wide")[0] == (rows, rows)
@@ -105,12 +109,7 @@ def test_two_wide_text_tables_load_without_a_job_failing(tmp_path: Path) -> None
 
         return pages
 
-    pipeline = dlt.pipeline(
-        pipeline_name="wide_text",
-        destination=duckdb_destination(str(tmp_path / "crm.duckdb")),
-        dataset_name="wide",
-        pipelines_dir=str(tmp_path / "pipelines"),
-    )
+    pipeline = wide_pipeline(tmp_path)
     pipeline.run([text_table("wide_a"), text_table("wide_b")], loader_file_format="parquet")
     failures = (tmp_path / "pipelines").rglob(".exceptions/*")  # dlt keeps one file per failed attempt
     assert not [f"{path.name}: {path.read_text()[-300:]}" for path in failures]
