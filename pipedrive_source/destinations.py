@@ -158,7 +158,7 @@ class _DuckDbClient(DuckDbClient):
 
     def _loads_directly(self, table_name: str) -> bool:
         """Whether the package being loaded copies `table_name` straight into its destination table."""
-        if not (self.direct_load and self._may_load_directly(table_name)):
+        if not self.direct_load:
             return False
         try:
             load_id = load_package_state()["load_id"]
@@ -170,8 +170,9 @@ class _DuckDbClient(DuckDbClient):
             answers = {}
             _DIRECT[database] = (load_id, answers)
         table = self.sql_client.make_qualified_table_name(table_name)
-        if table not in answers:
-            answers[table] = not self._holds_other_loads(table, load_id)
+        if table not in answers:  # asked first: preparing the table schema took 0.7 s of a 10 s load
+            direct = self._may_load_directly(table_name)
+            answers[table] = direct and not self._holds_other_loads(table, load_id)
         return answers[table]
 
     def _may_load_directly(self, table_name: str) -> bool:
