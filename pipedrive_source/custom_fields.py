@@ -83,8 +83,9 @@ class Resolver:
         builtin_defs += extra.values()
         self._warned: set[str] = set()
         self._initial_bindings = dict(bindings or {})
-        self._builtins = {normalize(c) for c in builtin_columns} | {normalize(fd.code) for fd in defs
-                                                                    if not fd.is_custom}
+        self._builtins = {normalize(c) for c in builtin_columns} | {
+            normalize(fd.code) for fd in defs if not fd.is_custom
+        }
         self._builtin_labels = self._compile_builtin_labels(builtin_defs) if builtin_labels else []
         self._builtins |= {b.column for b in self._builtin_labels}
         # v1 deals call the labels field `label`, v2 `label_ids`: a record has one of them
@@ -103,8 +104,11 @@ class Resolver:
             column = next(c for c in (stem, *(f"{stem}_{n}" for n in range(2, 1000))) if c not in taken)
             taken.add(column)
             labels = option_labels(fd)
-            conv = (set_converter(column, None, labels) if kind_of(fd.type) == "set"
-                    else enum_converter(column, None, labels))
+            conv = (
+                set_converter(column, None, labels)
+                if kind_of(fd.type) == "set"
+                else enum_converter(column, None, labels)
+            )
             keys = BUILTIN_KEY_ALIASES.get(fd.code, (fd.code,))
             out.append(BuiltinLabels(fd, keys, column, conv))
         return out
@@ -123,8 +127,7 @@ class Resolver:
             self._v1_keys[code] = (code, "value" if c.composite else None)
             self._v1_keys.update({f"{code}_{m}": (code, m) for m in c.members if m != "value"})
         self._out_columns = frozenset(
-            col for code, fd in self.custom.items()
-            for col in group(self.bindings[code], suffixes_for(fd))
+            col for code, fd in self.custom.items() for col in group(self.bindings[code], suffixes_for(fd))
         )
 
     @property
@@ -207,7 +210,8 @@ class Resolver:
         """A record carries a built-in column a custom field was bound to: move the custom field away."""
         logger.warning(
             "%s: built-in column(s) %s clash with custom field columns; re-binding those custom fields",
-            self.entity, sorted(clashing),
+            self.entity,
+            sorted(clashing),
         )
         self._builtins |= clashing
         self._bind(self.bindings)
@@ -217,8 +221,9 @@ class Resolver:
         column = self.bindings.get(code) or f"cf_{code[:8]}"
         if code not in self._warned:
             self._warned.add(code)
-            logger.warning("%s: value for unlisted custom field %s kept as JSON in %r", self.entity,
-                           code[:8], column)
+            logger.warning(
+                "%s: value for unlisted custom field %s kept as JSON in %r", self.entity, code[:8], column
+            )
         fd = FieldDef(code, None, "json", True)
         compiled = compile_field(fd, column, False)
         self._compiled[code] = compiled
@@ -233,15 +238,17 @@ class Resolver:
         for code in sorted(self.bindings):
             fd = self.custom.get(code)
             compiled = self._compiled.get(code)
-            rows.append({
-                "entity": self.entity,
-                "field_code": code,
-                "field_name": fd.name if fd else None,
-                "column_name": self.bindings[code],
-                "field_type": fd.type if fd else None,
-                "columns": ", ".join(compiled.columns) if compiled and fd else None,
-                "still_exists": fd is not None,
-            })
+            rows.append(
+                {
+                    "entity": self.entity,
+                    "field_code": code,
+                    "field_name": fd.name if fd else None,
+                    "column_name": self.bindings[code],
+                    "field_type": fd.type if fd else None,
+                    "columns": ", ".join(compiled.columns) if compiled and fd else None,
+                    "still_exists": fd is not None,
+                }
+            )
         return rows
 
     def labelled_options(self) -> dict[str, tuple[str, dict[str, str | None]]]:
@@ -271,8 +278,15 @@ def _options_of(entity: str, fd: FieldDef, column: str, is_custom: bool) -> list
     listed = [(oid, label, False) for oid, label in fd.options]
     listed += [(oid, label, True) for oid, label in fd.deleted_options]
     return [
-        {"entity": entity, "field_code": fd.code, "column_name": column, "option_id": oid, "label": label,
-         "is_custom": is_custom, "is_deleted": deleted}
+        {
+            "entity": entity,
+            "field_code": fd.code,
+            "column_name": column,
+            "option_id": oid,
+            "label": label,
+            "is_custom": is_custom,
+            "is_deleted": deleted,
+        }
         for oid, label, deleted in listed
         if isinstance(oid, int)  # lead labels (UUIDs) have their own table, lead_labels
     ]

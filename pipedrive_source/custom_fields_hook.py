@@ -136,11 +136,22 @@ class CustomFieldResolution:
             yield from ctx.until_budget_runs_out(lambda: _if_changed(option_rows()))
 
         return [
-            dlt.resource(custom_fields, name="custom_fields", write_disposition="merge", merge_key="entity",
-                         primary_key=("entity", "field_code"), columns=FIELD_COLUMNS),
-            dlt.resource(custom_field_options, name="custom_field_options", write_disposition="merge",
-                         merge_key="entity", primary_key=("entity", "field_code", "option_id"),
-                         columns=OPTION_COLUMNS),
+            dlt.resource(
+                custom_fields,
+                name="custom_fields",
+                write_disposition="merge",
+                merge_key="entity",
+                primary_key=("entity", "field_code"),
+                columns=FIELD_COLUMNS,
+            ),
+            dlt.resource(
+                custom_field_options,
+                name="custom_field_options",
+                write_disposition="merge",
+                merge_key="entity",
+                primary_key=("entity", "field_code", "option_id"),
+                columns=OPTION_COLUMNS,
+            ),
         ]
 
 

@@ -21,9 +21,9 @@ class FieldDef:
     name: str | None
     type: str
     is_custom: bool
-    options: tuple[tuple[Any, str], ...] = ()          # (option id, label), as the API lists them
+    options: tuple[tuple[Any, str], ...] = ()  # (option id, label), as the API lists them
     deleted_options: tuple[tuple[Any, str], ...] = ()  # v1 `options_deleted`: ids old records may still hold
-    subfields: tuple[str, ...] = field(default=())      # subfield codes without the parent prefix
+    subfields: tuple[str, ...] = field(default=())  # subfield codes without the parent prefix
 
 
 def _options(raw: Any, label_key: str = "label") -> tuple[tuple[Any, str], ...]:

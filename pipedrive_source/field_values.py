@@ -31,20 +31,33 @@ REFS_TYPES = {"deals", "projects", "leads", "persons", "orgs"}
 ENUM_TYPES = {"enum", "visible_to", "status"}
 SAME_KIND = {"int", "double", "date", "time", "daterange", "timerange", "monetary", "address", "set"}
 ADDRESS_COMPONENTS = (
-    "street_number", "route", "subpremise", "sublocality", "locality",
-    "admin_area_level_1", "admin_area_level_2", "country", "postal_code",
+    "street_number",
+    "route",
+    "subpremise",
+    "sublocality",
+    "locality",
+    "admin_area_level_1",
+    "admin_area_level_2",
+    "country",
+    "postal_code",
 )
 START_KEYS = ("value", "start", "from")
 UNTIL_KEYS = ("until", "end", "to")
 TZ_NAME_KEYS = ("timezone_name", "timezone")
 TZ_ID_KEYS = ("timezone_id",)
 ALL_SUFFIXES = (
-    "_currency", "_until", "_timezone", "_timezone_id", "_id", "_ids",
+    "_currency",
+    "_until",
+    "_timezone",
+    "_timezone_id",
+    "_id",
+    "_ids",
     *("_" + c for c in ADDRESS_COMPONENTS),
 )
 
 
 # --- scalar parsers (never raise) -------------------------------------------------------------------
+
 
 def to_float(v: Any) -> Any:
     try:
@@ -112,6 +125,7 @@ def to_refs(v: Any) -> Any:
 
 # --- option fields --------------------------------------------------------------------------------
 
+
 def option_labels(fd: FieldDef) -> dict[Any, str]:
     """Option id -> label, keyed by the id as int and as str (v1 sends "12" where v2 sends 12)."""
     labels: dict[Any, str] = {}
@@ -175,6 +189,7 @@ def set_converter(col: str, ids_col: str | None, labels: dict[Any, str]) -> Conv
 
 # --- scalar and composite fields ------------------------------------------------------------------
 
+
 def to_json_text(v: Any) -> str:
     """A value of an unknown type as text: a string as it is, anything else as its JSON encoding.
 
@@ -185,11 +200,14 @@ def to_json_text(v: Any) -> str:
 
 def scalar_converter(col: str, parse: Parser) -> Converter:
     if parse is None:
+
         def conv(v: Any, row: dict) -> None:
             row[col] = v
     else:
+
         def conv(v: Any, row: dict) -> None:
             row[col] = v if v is None else parse(v)
+
     return conv
 
 
@@ -248,12 +266,13 @@ def composite_converter(base: str, parts: tuple[Part, ...], parse_scalar: Parser
 
 # --- compiling a field ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Compiled:
     conv: Converter
     columns: dict[str, str | None]  # column -> dlt data_type (None: a list, i.e. a child table)
-    composite: bool                  # the value may be an object spread over several columns
-    members: tuple[str, ...] = ()    # keys of that object (v1 sends them as `<hash>_<member>` siblings)
+    composite: bool  # the value may be an object spread over several columns
+    members: tuple[str, ...] = ()  # keys of that object (v1 sends them as `<hash>_<member>` siblings)
 
 
 SCALAR_KINDS: dict[str, tuple[Parser, str]] = {
@@ -308,8 +327,10 @@ def suffixes_for(fd: FieldDef) -> tuple[str, ...]:
 
 def _composite_parts(kind: str, base: str, fd: FieldDef) -> tuple[tuple[Part, ...], Parser]:
     # Pipedrive documents no timezone member in v2 values; v1 has `<hash>_timezone_id` on some accounts.
-    tz = (Part(TZ_NAME_KEYS, base + "_timezone", None, False),
-          Part(TZ_ID_KEYS, base + "_timezone_id", to_int, False))
+    tz = (
+        Part(TZ_NAME_KEYS, base + "_timezone", None, False),
+        Part(TZ_ID_KEYS, base + "_timezone_id", to_int, False),
+    )
     if kind == "monetary":
         return (Part(("value",), base, to_float), Part(("currency",), base + "_currency", None)), to_float
     if kind == "daterange":
@@ -347,7 +368,9 @@ def compile_field(fd: FieldDef, base: str, keep_ids: bool) -> Compiled:
         logger.warning(
             "custom field %r has type %r this connector does not know: kept as text (JSON unless a string) "
             "in column %r",
-            fd.name, fd.type, base,
+            fd.name,
+            fd.type,
+            base,
         )
     if kind == "json":
         return Compiled(scalar_converter(base, to_json_text), {base: "text"}, False)

@@ -31,9 +31,31 @@ NAMING = NamingConvention()
 # Letters NFKD does not decompose into ASCII; enough for the Latin-script languages Pipedrive is used in.
 _SPELLED_OUT = str.maketrans(
     {
-        "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
-        "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH", "ł": "l", "Ł": "L",
-        "ı": "i", "ħ": "h", "Ħ": "H", "€": "eur", "£": "gbp", "$": "usd", "%": "pct", "&": "and", "#": "no",
+        "ß": "ss",
+        "ẞ": "SS",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ø": "o",
+        "Ø": "O",
+        "đ": "d",
+        "Đ": "D",
+        "ð": "d",
+        "Ð": "D",
+        "þ": "th",
+        "Þ": "TH",
+        "ł": "l",
+        "Ł": "L",
+        "ı": "i",
+        "ħ": "h",
+        "Ħ": "H",
+        "€": "eur",
+        "£": "gbp",
+        "$": "usd",
+        "%": "pct",
+        "&": "and",
+        "#": "no",
     }
 )
 _EDGE_NON_ALNUM = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$")

@@ -62,7 +62,13 @@ SUMMARY_LINKS = frozenset({"last_activity_id", "next_activity_id"})
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "activities": ("owner_id", "creator_user_id", "deal_id", "person_id", "org_id", "lead_id", "project_id"),
     "deals": (
-        "creator_user_id", "owner_id", "pipeline_id", "stage_id", "person_id", "org_id", "source_lead_id",
+        "creator_user_id",
+        "owner_id",
+        "pipeline_id",
+        "stage_id",
+        "person_id",
+        "org_id",
+        "source_lead_id",
     ),  # fmt: skip
     "persons": ("owner_id", "org_id"),
     "organizations": ("owner_id", "org_id"),  # org_id: the spec's example has it (the record's own id)

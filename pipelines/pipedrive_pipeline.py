@@ -100,7 +100,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--demo", action="store_true", help="start the bundled emulator and sync it")
     parser.add_argument("--demo-scale", default="small", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--history", default=None,
+        "--history",
+        default=None,
         help="entities to keep SCD2 history of, e.g. deals (default: [pipedrive] history)",
     )
     parser.add_argument("--no-views", action="store_true", help="do not create or refresh the analyst views")

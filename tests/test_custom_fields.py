@@ -29,29 +29,71 @@ def h(name: str) -> str:
 
 def v2_field(code, name, ftype, options=None, subfields=None, custom=True):
     return {
-        "field_name": name, "field_code": code, "description": "", "field_type": ftype,
+        "field_name": name,
+        "field_code": code,
+        "description": "",
+        "field_type": ftype,
         "options": [{"id": i, "label": lab, "color": None} for i, lab in options] if options else None,
-        "subfields": subfields, "is_custom_field": custom, "is_optional_response_field": False,
+        "subfields": subfields,
+        "is_custom_field": custom,
+        "is_optional_response_field": False,
     }
 
 
 ADDRESS_SUBFIELDS = [
     {"field_code": c, "field_name": c, "field_type": "varchar"}
-    for c in ("value", "street_number", "route", "subpremise", "locality", "admin_area_level_1",
-              "admin_area_level_2", "country", "postal_code", "formatted_address")
+    for c in (
+        "value",
+        "street_number",
+        "route",
+        "subpremise",
+        "locality",
+        "admin_area_level_1",
+        "admin_area_level_2",
+        "country",
+        "postal_code",
+        "formatted_address",
+    )
 ]
-MONETARY_SUBFIELDS = [{"field_code": "value", "field_name": "Amount", "field_type": "double"},
-                      {"field_code": "currency", "field_name": "Currency", "field_type": "varchar"}]
+MONETARY_SUBFIELDS = [
+    {"field_code": "value", "field_name": "Amount", "field_type": "double"},
+    {"field_code": "currency", "field_name": "Currency", "field_type": "varchar"},
+]
 TIER = [(11, "Bronze"), (12, "Silver"), (13, "Gold")]
 LABELS = [(1, "Hot"), (2, "Warm"), (3, "Cold")]
 VISIBLE_TO = [(1, "Owner & followers"), (3, "Entire company")]
 
 # Hashes named after what they hold, so a failing test says which field it is about.
-F = {name: h(name) for name in (
-    "varchar", "text", "phone", "varchar_auto", "int", "double", "boolean", "monetary", "date", "daterange",
-    "time", "timerange", "enum", "set", "address", "user", "org", "people", "status", "value", "region_a",
-    "region_b", "regiao", "tier", "picture",
-)}
+F = {
+    name: h(name)
+    for name in (
+        "varchar",
+        "text",
+        "phone",
+        "varchar_auto",
+        "int",
+        "double",
+        "boolean",
+        "monetary",
+        "date",
+        "daterange",
+        "time",
+        "timerange",
+        "enum",
+        "set",
+        "address",
+        "user",
+        "org",
+        "people",
+        "status",
+        "value",
+        "region_a",
+        "region_b",
+        "regiao",
+        "tier",
+        "picture",
+    )
+}
 
 DEAL_FIELDS = [
     # built-ins, as the seed spec's dealFields example shows them
@@ -85,22 +127,55 @@ DEAL_FIELDS = [
     v2_field(F["region_b"], "Region", "enum", TIER),
     v2_field(F["regiao"], "Região de venda", "enum", TIER),
 ]
-DEAL_BUILTIN_KEYS = ["id", "title", "value", "currency", "status", "label_ids", "visible_to", "custom_fields",
-                     "owner_id", "update_time"]
+DEAL_BUILTIN_KEYS = [
+    "id",
+    "title",
+    "value",
+    "currency",
+    "status",
+    "label_ids",
+    "visible_to",
+    "custom_fields",
+    "owner_id",
+    "update_time",
+]
 
-ADDRESS = {"value": "Main street 5, 10115 Berlin, Germany", "street_number": "5", "route": "Main street",
-           "subpremise": None, "locality": "Berlin", "admin_area_level_1": "Berlin",
-           "admin_area_level_2": None, "country": "Germany", "postal_code": "10115",
-           "formatted_address": "Main street 5, 10115 Berlin, Germany"}
+ADDRESS = {
+    "value": "Main street 5, 10115 Berlin, Germany",
+    "street_number": "5",
+    "route": "Main street",
+    "subpremise": None,
+    "locality": "Berlin",
+    "admin_area_level_1": "Berlin",
+    "admin_area_level_2": None,
+    "country": "Germany",
+    "postal_code": "10115",
+    "formatted_address": "Main street 5, 10115 Berlin, Germany",
+}
 V2_VALUES = {
-    F["varchar"]: "hello", F["text"]: "long\ntext ✓", F["phone"]: "+372 5555555", F["varchar_auto"]: "auto",
-    F["int"]: 42, F["double"]: 12.5, F["boolean"]: True,
+    F["varchar"]: "hello",
+    F["text"]: "long\ntext ✓",
+    F["phone"]: "+372 5555555",
+    F["varchar_auto"]: "auto",
+    F["int"]: 42,
+    F["double"]: 12.5,
+    F["boolean"]: True,
     F["monetary"]: {"value": 1500.25, "currency": "EUR"},
-    F["date"]: "2025-03-01", F["daterange"]: {"value": "2025-03-01", "until": "2025-03-31"},
-    F["time"]: "09:30:00", F["timerange"]: {"value": "09:00:00", "until": "17:30:00"},
-    F["enum"]: 12, F["set"]: [11, 13], F["address"]: ADDRESS,
-    F["user"]: 7, F["org"]: 8, F["people"]: 9, F["status"]: 13, F["value"]: 3.5,
-    F["region_a"]: "EMEA", F["region_b"]: 11, F["regiao"]: 12,
+    F["date"]: "2025-03-01",
+    F["daterange"]: {"value": "2025-03-01", "until": "2025-03-31"},
+    F["time"]: "09:30:00",
+    F["timerange"]: {"value": "09:00:00", "until": "17:30:00"},
+    F["enum"]: 12,
+    F["set"]: [11, 13],
+    F["address"]: ADDRESS,
+    F["user"]: 7,
+    F["org"]: 8,
+    F["people"]: 9,
+    F["status"]: 13,
+    F["value"]: 3.5,
+    F["region_a"]: "EMEA",
+    F["region_b"]: 11,
+    F["regiao"]: 12,
 }
 
 
@@ -122,9 +197,19 @@ def v1_values() -> dict:
 
 
 def deal_v2(**extra) -> dict:
-    return {"id": 1, "title": "Big deal", "value": 100.0, "currency": "USD", "status": "open",
-            "label_ids": [1, 3], "visible_to": 3, "owner_id": 5, "update_time": "2025-03-01T10:00:00Z",
-            "custom_fields": dict(V2_VALUES), **extra}
+    return {
+        "id": 1,
+        "title": "Big deal",
+        "value": 100.0,
+        "currency": "USD",
+        "status": "open",
+        "label_ids": [1, 3],
+        "visible_to": 3,
+        "owner_id": 5,
+        "update_time": "2025-03-01T10:00:00Z",
+        "custom_fields": dict(V2_VALUES),
+        **extra,
+    }
 
 
 def deal_v1() -> dict:
@@ -140,33 +225,55 @@ def resolver() -> Resolver:
 
 
 EXPECTED = {
-    "varchar_field": "hello", "notes_long": "long\ntext ✓", "phone_field": "+372 5555555",
-    "auto_field": "auto", "seats": 42, "score": 12.5, "is_partner": True,
-    "budget": 1500.25, "budget_currency": "EUR",
-    "signed_on": date(2025, 3, 1), "campaign": date(2025, 3, 1), "campaign_until": date(2025, 3, 31),
-    "call_time": time(9, 30), "office_hours": time(9, 0), "office_hours_until": time(17, 30),
-    "deal_tier": "Silver", "interests": ["Bronze", "Gold"],
-    "billing_address": "Main street 5, 10115 Berlin, Germany", "billing_address_street_number": "5",
-    "billing_address_route": "Main street", "billing_address_locality": "Berlin",
-    "billing_address_country": "Germany", "billing_address_postal_code": "10115",
+    "varchar_field": "hello",
+    "notes_long": "long\ntext ✓",
+    "phone_field": "+372 5555555",
+    "auto_field": "auto",
+    "seats": 42,
+    "score": 12.5,
+    "is_partner": True,
+    "budget": 1500.25,
+    "budget_currency": "EUR",
+    "signed_on": date(2025, 3, 1),
+    "campaign": date(2025, 3, 1),
+    "campaign_until": date(2025, 3, 31),
+    "call_time": time(9, 30),
+    "office_hours": time(9, 0),
+    "office_hours_until": time(17, 30),
+    "deal_tier": "Silver",
+    "interests": ["Bronze", "Gold"],
+    "billing_address": "Main street 5, 10115 Berlin, Germany",
+    "billing_address_street_number": "5",
+    "billing_address_route": "Main street",
+    "billing_address_locality": "Berlin",
+    "billing_address_country": "Germany",
+    "billing_address_postal_code": "10115",
     "billing_address_subpremise": None,
-    "account_manager": 7, "partner_org": 8, "champion": 9,
-    "status_cf": "Gold", "value_cf": 3.5, "regiao_de_venda": "Silver",
+    "account_manager": 7,
+    "partner_org": 8,
+    "champion": 9,
+    "status_cf": "Gold",
+    "value_cf": 3.5,
+    "regiao_de_venda": "Silver",
 }
 
 
 # --- naming ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "column"), [
-    ("Deal Tier", "deal_tier"),
-    ("Região de venda", "regiao_de_venda"),
-    ("Straße", "strasse"),
-    ("Budget (€)", "budget_eur"),
-    ("dealTier", "deal_tier"),
-    ("  Net   value  ", "net_value"),
-    ("2nd contact", "_2nd_contact"),
-    ("Ünïcödé — name", "unicode_name"),
-])
+
+@pytest.mark.parametrize(
+    ("name", "column"),
+    [
+        ("Deal Tier", "deal_tier"),
+        ("Região de venda", "regiao_de_venda"),
+        ("Straße", "strasse"),
+        ("Budget (€)", "budget_eur"),
+        ("dealTier", "deal_tier"),
+        ("  Net   value  ", "net_value"),
+        ("2nd contact", "_2nd_contact"),
+        ("Ünïcödé — name", "unicode_name"),
+    ],
+)
 def test_column_stem_is_readable_ascii_snake_case(name: str, column: str) -> None:
     assert column_stem(name, h(name)) == column
     assert NAMING.normalize_identifier(column) == column  # dlt creates exactly the column we bind
@@ -182,7 +289,7 @@ def test_bindings_name_every_field_and_handle_collisions(resolver: Resolver) -> 
     b = resolver.bindings
     assert b[F["enum"]] == "deal_tier"
     assert b[F["regiao"]] == "regiao_de_venda"
-    assert b[F["status"]] == "status_cf"   # built-in `status` is never overwritten
+    assert b[F["status"]] == "status_cf"  # built-in `status` is never overwritten
     assert b[F["value"]] == "value_cf"
     first, second = sorted([F["region_a"], F["region_b"]])  # the lower hash wins the plain name
     assert (b[first], b[second]) == ("region", "region_2")
@@ -200,14 +307,19 @@ def test_group_collision_moves_the_whole_group() -> None:
 
 def test_binding_survives_rename_and_same_name_field_gets_suffix() -> None:
     first = Resolver("deals", DEAL_FIELDS, builtin_columns=DEAL_BUILTIN_KEYS)
-    renamed = [dict(fd, field_name="Customer tier") if fd["field_code"] == F["enum"] else fd
-               for fd in DEAL_FIELDS]
+    renamed = [
+        dict(fd, field_name="Customer tier") if fd["field_code"] == F["enum"] else fd for fd in DEAL_FIELDS
+    ]
     renamed.append(v2_field(h("new tier"), "Deal Tier", "enum", TIER))
     again = Resolver("deals", renamed, bindings=first.bindings, builtin_columns=DEAL_BUILTIN_KEYS)
     assert again.bindings[F["enum"]] == "deal_tier"
     assert again.bindings[h("new tier")] == "deal_tier_2"
-    assert again.changed and not Resolver("deals", DEAL_FIELDS, bindings=first.bindings,
-                                          builtin_columns=DEAL_BUILTIN_KEYS).changed
+    assert (
+        again.changed
+        and not Resolver(
+            "deals", DEAL_FIELDS, bindings=first.bindings, builtin_columns=DEAL_BUILTIN_KEYS
+        ).changed
+    )
     rows = {r["field_code"]: r for r in again.field_rows()}
     assert rows[F["enum"]]["field_name"] == "Customer tier"
     assert rows[F["enum"]]["column_name"] == "deal_tier"
@@ -238,6 +350,7 @@ def test_binding_is_deterministic_whatever_the_order_of_definitions() -> None:
 
 # --- values ---------------------------------------------------------------------------------------
 
+
 def test_v2_values_land_in_their_columns_with_types(resolver: Resolver) -> None:
     row = resolver.resolve(deal_v2())
     for col, value in EXPECTED.items():
@@ -260,13 +373,16 @@ def test_v1_root_level_values_resolve_to_the_same_columns(resolver: Resolver) ->
     for col in EXPECTED:
         assert v1[col] == v2[col], col
     assert v1["interests"] == ["Bronze", "Gold"]  # "11,13" -> labels, like [11, 13]
-    assert v1["labels"] == ["Hot", "Cold"]        # v1 `label: "1,3"`
+    assert v1["labels"] == ["Hot", "Cold"]  # v1 `label: "1,3"`
 
 
 def test_option_labels_objects_and_keep_ids() -> None:
     r = Resolver("deals", DEAL_FIELDS, builtin_columns=DEAL_BUILTIN_KEYS, keep_option_ids=True)
-    row = r.resolve(deal_v2(custom_fields={F["enum"]: {"id": 13, "label": "Gold"},
-                                           F["set"]: [{"id": 12, "label": "Silver"}]}))
+    row = r.resolve(
+        deal_v2(
+            custom_fields={F["enum"]: {"id": 13, "label": "Gold"}, F["set"]: [{"id": 12, "label": "Silver"}]}
+        )
+    )
     assert (row["deal_tier"], row["deal_tier_id"]) == ("Gold", 13)
     assert (row["interests"], row["interests_ids"]) == (["Silver"], [12])
     v1 = r.resolve({"id": 2, F["enum"]: "11", F["set"]: "12,13"})
@@ -274,8 +390,17 @@ def test_option_labels_objects_and_keep_ids() -> None:
 
 
 def test_nulls_and_unknown_option_ids(resolver: Resolver) -> None:
-    row = resolver.resolve(deal_v2(custom_fields={F["enum"]: 999, F["set"]: None, F["monetary"]: None,
-                                                  F["date"]: None, F["address"]: None}))
+    row = resolver.resolve(
+        deal_v2(
+            custom_fields={
+                F["enum"]: 999,
+                F["set"]: None,
+                F["monetary"]: None,
+                F["date"]: None,
+                F["address"]: None,
+            }
+        )
+    )
     assert row["deal_tier"] is None
     assert "interests" not in row  # no child rows (and no untyped all-null column for dlt)
     assert row["budget"] is None and row["signed_on"] is None
@@ -328,21 +453,48 @@ def test_leads_labels_from_lead_labels_and_v1_note_fields() -> None:
     row = r.resolve({"id": "a1", "title": "Lead", "label_ids": [cold, hot], **v1_values()})
     assert row["labels"] == ["Cold", "Hot"]
     assert row["interests"] == ["Bronze", "Gold"]
-    notes = Resolver("notes", [  # the v1 noteFields example from the v1 spec
-        {"id": 1, "key": "content", "name": "Content", "field_type": "text", "active_flag": True,
-         "edit_flag": False, "bulk_edit_allowed": True, "mandatory_flag": True},
-        {"id": 2, "key": "pinned_to_deal_flag", "name": "Note is pinned to deal", "field_type": "enum",
-         "active_flag": True, "edit_flag": True, "bulk_edit_allowed": True,
-         "options": [{"id": 1, "label": "Yes"}, {"id": 0, "label": "No"}], "mandatory_flag": True},
-    ])
+    notes = Resolver(
+        "notes",
+        [  # the v1 noteFields example from the v1 spec
+            {
+                "id": 1,
+                "key": "content",
+                "name": "Content",
+                "field_type": "text",
+                "active_flag": True,
+                "edit_flag": False,
+                "bulk_edit_allowed": True,
+                "mandatory_flag": True,
+            },
+            {
+                "id": 2,
+                "key": "pinned_to_deal_flag",
+                "name": "Note is pinned to deal",
+                "field_type": "enum",
+                "active_flag": True,
+                "edit_flag": True,
+                "bulk_edit_allowed": True,
+                "options": [{"id": 1, "label": "Yes"}, {"id": 0, "label": "No"}],
+                "mandatory_flag": True,
+            },
+        ],
+    )
     note = notes.resolve({"id": 1, "content": "hi", "pinned_to_deal_flag": True})
     assert note["pinned_to_deal_flag_label"] == "Yes" and notes.bindings == {}
 
 
 def test_v1_field_definitions_parse() -> None:
     code = h("v1 field")
-    fd = parse_field({"id": 9, "key": code, "name": "Tier", "field_type": "set",
-                      "options": [{"id": 1, "label": "A"}], "options_deleted": [{"id": 2, "label": "Old"}]})
+    fd = parse_field(
+        {
+            "id": 9,
+            "key": code,
+            "name": "Tier",
+            "field_type": "set",
+            "options": [{"id": 1, "label": "A"}],
+            "options_deleted": [{"id": 2, "label": "Old"}],
+        }
+    )
     assert (fd.code, fd.name, fd.type, fd.is_custom) == (code, "Tier", "set", True)
     r = Resolver("persons", [fd])
     assert r.resolve({"id": 1, code: "1,2"})["tier"] == ["A", "Old"]
@@ -351,8 +503,12 @@ def test_v1_field_definitions_parse() -> None:
 
 def test_spec_example_custom_code_is_resolved_by_is_custom_field() -> None:
     """The seed spec's example uses a non-hex placeholder code; v2 tells custom fields by the flag."""
-    fd = v2_field("40characterhashforcustomfieldidentifier", "Priority", "enum",
-                  [(1, "Low"), (2, "Medium"), (3, "High")])
+    fd = v2_field(
+        "40characterhashforcustomfieldidentifier",
+        "Priority",
+        "enum",
+        [(1, "Low"), (2, "Medium"), (3, "High")],
+    )
     r = Resolver("deals", [fd])
     row = r.resolve({"id": 1, "custom_fields": {"40characterhashforcustomfieldidentifier": 3}})
     assert row == {"id": 1, "priority": "High"}
@@ -360,18 +516,29 @@ def test_spec_example_custom_code_is_resolved_by_is_custom_field() -> None:
 
 # --- tables about the fields ----------------------------------------------------------------------
 
+
 def test_field_and_option_rows(resolver: Resolver) -> None:
     fields = {r["field_code"]: r for r in resolver.field_rows()}
     assert fields[F["monetary"]] == {
-        "entity": "deals", "field_code": F["monetary"], "field_name": "Budget", "column_name": "budget",
-        "field_type": "monetary", "columns": "budget, budget_currency", "still_exists": True,
+        "entity": "deals",
+        "field_code": F["monetary"],
+        "field_name": "Budget",
+        "column_name": "budget",
+        "field_type": "monetary",
+        "columns": "budget, budget_currency",
+        "still_exists": True,
     }
     options = {(o["field_code"], o["option_id"]): o for o in resolver.option_rows()}
     assert options[(F["enum"], 12)]["label"] == "Silver"
     assert options[(F["enum"], 12)]["column_name"] == "deal_tier"
     assert options[("label_ids", 1)] | {} == {
-        "entity": "deals", "field_code": "label_ids", "column_name": "labels", "option_id": 1,
-        "label": "Hot", "is_custom": False, "is_deleted": False,
+        "entity": "deals",
+        "field_code": "label_ids",
+        "column_name": "labels",
+        "option_id": 1,
+        "label": "Hot",
+        "is_custom": False,
+        "is_deleted": False,
     }
 
 

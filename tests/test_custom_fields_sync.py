@@ -25,23 +25,38 @@ from pipedrive_source.emulator import EmulatorHandle
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
 ENTITIES = ["deals", "persons", "organizations", "products", "projects", "leads"]
-FIELDS_OF = {"deals": "deal_fields", "persons": "person_fields", "organizations": "organization_fields",
-             "products": "product_fields", "projects": "project_fields", "leads": "deal_fields"}
+FIELDS_OF = {
+    "deals": "deal_fields",
+    "persons": "person_fields",
+    "organizations": "organization_fields",
+    "products": "product_fields",
+    "projects": "project_fields",
+    "leads": "deal_fields",
+}
 DATASET = "pipedrive"
 
 
 class Sync:
     """One pipeline (one DuckDB file) synced repeatedly, with the hook's run context captured."""
 
-    def __init__(self, emulator: EmulatorHandle, workdir: Path, entities: list[str] = ENTITIES,
-                 keep_option_ids: bool = False) -> None:
+    def __init__(
+        self,
+        emulator: EmulatorHandle,
+        workdir: Path,
+        entities: list[str] = ENTITIES,
+        keep_option_ids: bool = False,
+    ) -> None:
         self.db_path = workdir / "custom_fields.duckdb"
         self.pipeline = dlt.pipeline(
-            pipeline_name="custom_fields_sync", pipelines_dir=str(workdir / "pipelines"),
-            destination=dlt.destinations.duckdb(str(self.db_path)), dataset_name=DATASET,
+            pipeline_name="custom_fields_sync",
+            pipelines_dir=str(workdir / "pipelines"),
+            destination=dlt.destinations.duckdb(str(self.db_path)),
+            dataset_name=DATASET,
         )
         self.source_args: dict[str, Any] = {
-            "api_token": emulator.api_token, "base_url": emulator.base_url, "entities": entities,
+            "api_token": emulator.api_token,
+            "base_url": emulator.base_url,
+            "entities": entities,
         }
         if keep_option_ids:
             self.source_args["keep_option_ids"] = True
@@ -103,6 +118,7 @@ def column_of(sync: Sync, entity: str) -> dict[str, str]:
 
 # --- first sync -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("entity", ["deals", "persons", "organizations", "products", "projects"])
 def test_every_field_type_lands_in_its_columns(sync: Sync, emulator: EmulatorHandle, entity: str) -> None:
     defs = custom_defs(emulator, entity)
@@ -132,9 +148,20 @@ def test_column_types_in_duckdb(sync: Sync, emulator: EmulatorHandle) -> None:
     defs = custom_defs(emulator, "deals")
     columns = column_of(sync, "deals")
     types = sync.columns()["deals"]
-    want = {"date": "DATE", "time": "TIME", "double": "DOUBLE", "int": "BIGINT", "boolean": "BOOLEAN",
-            "enum": "VARCHAR", "varchar": "VARCHAR", "monetary": "DOUBLE", "daterange": "DATE",
-            "user": "BIGINT", "org": "BIGINT", "people": "BIGINT"}
+    want = {
+        "date": "DATE",
+        "time": "TIME",
+        "double": "DOUBLE",
+        "int": "BIGINT",
+        "boolean": "BOOLEAN",
+        "enum": "VARCHAR",
+        "varchar": "VARCHAR",
+        "monetary": "DOUBLE",
+        "daterange": "DATE",
+        "user": "BIGINT",
+        "org": "BIGINT",
+        "people": "BIGINT",
+    }
     for code, fd in defs.items():
         if fd["field_type"] in want:
             assert types[columns[code]] == want[fd["field_type"]], fd["field_name"]
@@ -186,8 +213,9 @@ def test_builtin_option_fields_get_labels(sync: Sync, emulator: EmulatorHandle) 
     assert checked
 
 
-def test_v1_comma_string_sets_and_v2_arrays_resolve_to_the_same_labels(sync: Sync,
-                                                                        emulator: EmulatorHandle) -> None:
+def test_v1_comma_string_sets_and_v2_arrays_resolve_to_the_same_labels(
+    sync: Sync, emulator: EmulatorHandle
+) -> None:
     defs = custom_defs(emulator, "deals")
     lead_columns, deal_columns = column_of(sync, "leads"), column_of(sync, "deals")
     assert set(lead_columns) == set(deal_columns)  # leads inherit the deal fields
@@ -205,8 +233,11 @@ def test_v1_comma_string_sets_and_v2_arrays_resolve_to_the_same_labels(sync: Syn
                 assert isinstance(raw, str)  # v1: "11,12"
                 assert lead_lists[lead["id"]] == [label(fd, i) for i in raw.split(",")]
                 checked += 1
-        by_ids = {tuple(d["custom_fields"][code]): deal_lists[d["id"]] for d in deals_truth
-                  if d["custom_fields"].get(code) and d["id"] in deal_lists}
+        by_ids = {
+            tuple(d["custom_fields"][code]): deal_lists[d["id"]]
+            for d in deals_truth
+            if d["custom_fields"].get(code) and d["id"] in deal_lists
+        }
         for lead in leads_truth:  # the same ids, one as a comma string, one as an array
             raw = lead.get(code)
             key = tuple(int(i) for i in raw.split(",")) if raw else None
@@ -230,6 +261,7 @@ def test_custom_fields_table_describes_every_field(sync: Sync, emulator: Emulato
 
 # --- mutations, then a second sync ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mutated(sync: Sync, emulator: EmulatorHandle) -> dict[str, Any]:
     """Rename, relabel, add an option (and use it), delete a field, add colliding fields; sync again."""
@@ -242,23 +274,57 @@ def mutated(sync: Sync, emulator: EmulatorHandle) -> dict[str, Any]:
     tier, text, legacy = by_name["Deal Tier"], by_name["Text field"], by_name["Varchar field"]
     relabelled = defs[tier]["options"][0]
     deal_id = sorted(sync.table("deals"))[0]
-    result = emulator.control.mutate(ops=[
-        {"op": "rename_field", "entity": "deal", "field_code": text, "name": "Customer notes"},
-        {"op": "relabel_option", "entity": "deal", "field_code": tier, "option_id": relabelled["id"],
-         "label": "Tier One"},
-        {"op": "add_option", "entity": "deal", "field_code": tier, "label": "Tier Zero"},
-        {"op": "delete_field", "entity": "deal", "field_code": legacy},
-        {"op": "add_field", "entity": "deal", "name": "Title", "field_type": "varchar", "fill": 5},
-        {"op": "add_field", "entity": "deal", "name": "Deal Tier", "field_type": "enum",
-         "options": ["A", "B"], "fill": 5},
-        {"op": "add_field", "entity": "deal", "name": "Renewal date", "field_type": "date"},  # no values yet
-    ])
+    result = emulator.control.mutate(
+        ops=[
+            {"op": "rename_field", "entity": "deal", "field_code": text, "name": "Customer notes"},
+            {
+                "op": "relabel_option",
+                "entity": "deal",
+                "field_code": tier,
+                "option_id": relabelled["id"],
+                "label": "Tier One",
+            },
+            {"op": "add_option", "entity": "deal", "field_code": tier, "label": "Tier Zero"},
+            {"op": "delete_field", "entity": "deal", "field_code": legacy},
+            {"op": "add_field", "entity": "deal", "name": "Title", "field_type": "varchar", "fill": 5},
+            {
+                "op": "add_field",
+                "entity": "deal",
+                "name": "Deal Tier",
+                "field_type": "enum",
+                "options": ["A", "B"],
+                "fill": 5,
+            },
+            {
+                "op": "add_field",
+                "entity": "deal",
+                "name": "Renewal date",
+                "field_type": "date",
+            },  # no values yet
+        ]
+    )
     new_option = next(f["option_id"] for f in result["fields"] if f["op"] == "add_option")
-    emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal_id,
-                                  "changes": {"custom_fields": {tier: new_option}}}])
+    emulator.control.mutate(
+        ops=[
+            {
+                "op": "update",
+                "table": "deals",
+                "id": deal_id,
+                "changes": {"custom_fields": {tier: new_option}},
+            }
+        ]
+    )
     sync.run()
-    return {**before, "tier": tier, "text": text, "legacy": legacy, "relabelled": relabelled["id"],
-            "new_option": new_option, "deal_id": deal_id, "result": result}
+    return {
+        **before,
+        "tier": tier,
+        "text": text,
+        "legacy": legacy,
+        "relabelled": relabelled["id"],
+        "new_option": new_option,
+        "deal_id": deal_id,
+        "result": result,
+    }
 
 
 def test_columns_stay_stable_after_rename_and_delete(sync: Sync, mutated: dict[str, Any]) -> None:
@@ -269,14 +335,18 @@ def test_columns_stay_stable_after_rename_and_delete(sync: Sync, mutated: dict[s
 
 
 def test_custom_fields_table_shows_the_changes(sync: Sync, mutated: dict[str, Any]) -> None:
-    rows = {r["field_code"]: r for r in sync.query(
-        f"SELECT * FROM {DATASET}.custom_fields WHERE entity = 'deals'")}
+    rows = {
+        r["field_code"]: r
+        for r in sync.query(f"SELECT * FROM {DATASET}.custom_fields WHERE entity = 'deals'")
+    }
     assert rows[mutated["text"]]["field_name"] == "Customer notes"
     assert rows[mutated["text"]]["column_name"] == "text_field"
     assert rows[mutated["legacy"]]["still_exists"] is False
     assert rows[mutated["legacy"]]["column_name"] == "varchar_field"
-    options = {(o["field_code"], o["option_id"]): o["label"] for o in sync.query(
-        f"SELECT * FROM {DATASET}.custom_field_options WHERE entity = 'deals'")}
+    options = {
+        (o["field_code"], o["option_id"]): o["label"]
+        for o in sync.query(f"SELECT * FROM {DATASET}.custom_field_options WHERE entity = 'deals'")
+    }
     assert options[(mutated["tier"], mutated["relabelled"])] == "Tier One"
     assert options[(mutated["tier"], mutated["new_option"])] == "Tier Zero"
 
@@ -285,8 +355,9 @@ def test_new_option_label_lands(sync: Sync, mutated: dict[str, Any]) -> None:
     assert sync.table("deals")[mutated["deal_id"]]["deal_tier"] == "Tier Zero"
 
 
-def test_colliding_new_fields_get_suffixes_and_builtins_survive(sync: Sync, emulator: EmulatorHandle,
-                                                               mutated: dict[str, Any]) -> None:
+def test_colliding_new_fields_get_suffixes_and_builtins_survive(
+    sync: Sync, emulator: EmulatorHandle, mutated: dict[str, Any]
+) -> None:
     added = {f["name"]: f["field_code"] for f in mutated["result"]["fields"] if f["op"] == "add_field"}
     after = sync.bindings()["deals"]
     assert after[added["Title"]] == "title_cf"
@@ -331,22 +402,32 @@ def test_keep_option_ids_puts_raw_ids_next_to_labels(emulator: EmulatorHandle, t
 
 # --- the engine's defaults ------------------------------------------------------------------------------
 
+
 def test_source_resolves_custom_fields_by_default(emulator: EmulatorHandle, tmp_path: Path) -> None:
-    pipeline = dlt.pipeline(pipeline_name="cf_default", pipelines_dir=str(tmp_path),
-                            destination=dlt.destinations.duckdb(str(tmp_path / "d.duckdb")),
-                            dataset_name=DATASET)
-    pipeline.run(pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url,
-                                  entities=["deals"]))
+    pipeline = dlt.pipeline(
+        pipeline_name="cf_default",
+        pipelines_dir=str(tmp_path),
+        destination=dlt.destinations.duckdb(str(tmp_path / "d.duckdb")),
+        dataset_name=DATASET,
+    )
+    pipeline.run(
+        pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, entities=["deals"])
+    )
     with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
-        cols = [r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'deals'").fetchall()]
+        cols = [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'deals'"
+            ).fetchall()
+        ]
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert not [c for c in cols if HEX40.search(c)]
     assert {"custom_fields", "custom_field_options"} <= tables
 
 
-def test_a_run_over_some_entities_keeps_the_other_entities_field_rows(emulator: EmulatorHandle,
-                                                                     tmp_path: Path) -> None:
+def test_a_run_over_some_entities_keeps_the_other_entities_field_rows(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
     """`custom_fields` / `custom_field_options` merge on `entity`: `--entities deals` after a full sync
     replaces the deals rows (here a renamed field and a new option) and leaves the persons rows alone."""
     s = Sync(emulator, tmp_path)
@@ -356,10 +437,12 @@ def test_a_run_over_some_entities_keeps_the_other_entities_field_rows(emulator: 
     before = {t: s.query(f"{q} WHERE entity = 'persons'") for t, q in (("f", fields), ("o", options))}
     assert before["f"] and before["o"]
     code = next(c for c, fd in custom_defs(emulator, "deals").items() if fd["field_type"] == "enum")
-    emulator.control.mutate(ops=[
-        {"op": "rename_field", "entity": "deal", "field_code": code, "name": "Renamed for merge"},
-        {"op": "add_option", "entity": "deal", "field_code": code, "label": "Merged option"},
-    ])
+    emulator.control.mutate(
+        ops=[
+            {"op": "rename_field", "entity": "deal", "field_code": code, "name": "Renamed for merge"},
+            {"op": "add_option", "entity": "deal", "field_code": code, "label": "Merged option"},
+        ]
+    )
     s.source_args["entities"] = ["deals"]
     s.run()
     assert {t: s.query(f"{q} WHERE entity = 'persons'") for t, q in (("f", fields), ("o", options))} == before

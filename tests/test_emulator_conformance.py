@@ -34,24 +34,67 @@ V1_SPEC = SHARED / "reference" / "pipedrive-api-v1-openapi.yaml"
 V1_HOST = "https://api.pipedrive.com"  # the v1 spec's server is https://api.pipedrive.com/v1
 
 V2_LISTS = [
-    "/api/v2/activities", "/api/v2/deals", "/api/v2/deals/archived", "/api/v2/deals/products",
-    "/api/v2/deals/installments", "/api/v2/persons", "/api/v2/organizations", "/api/v2/products",
-    "/api/v2/pipelines", "/api/v2/stages", "/api/v2/projects", "/api/v2/projects/archived", "/api/v2/tasks",
-    "/api/v2/boards", "/api/v2/phases", "/api/v2/activityFields", "/api/v2/dealFields",
-    "/api/v2/personFields", "/api/v2/organizationFields", "/api/v2/productFields", "/api/v2/projectFields",
+    "/api/v2/activities",
+    "/api/v2/deals",
+    "/api/v2/deals/archived",
+    "/api/v2/deals/products",
+    "/api/v2/deals/installments",
+    "/api/v2/persons",
+    "/api/v2/organizations",
+    "/api/v2/products",
+    "/api/v2/pipelines",
+    "/api/v2/stages",
+    "/api/v2/projects",
+    "/api/v2/projects/archived",
+    "/api/v2/tasks",
+    "/api/v2/boards",
+    "/api/v2/phases",
+    "/api/v2/activityFields",
+    "/api/v2/dealFields",
+    "/api/v2/personFields",
+    "/api/v2/organizationFields",
+    "/api/v2/productFields",
+    "/api/v2/projectFields",
 ]
-V2_SINGLE = ["activities", "deals", "persons", "organizations", "products", "pipelines", "stages", "projects",
-             "tasks", "boards", "phases"]
+V2_SINGLE = [
+    "activities",
+    "deals",
+    "persons",
+    "organizations",
+    "products",
+    "pipelines",
+    "stages",
+    "projects",
+    "tasks",
+    "boards",
+    "phases",
+]
 V2_FOLLOWERS = ["deals", "persons", "organizations", "products"]
 CUSTOM_FIELDS_OF = {
     "/api/v2/deals": "/api/v2/dealFields",
-    "/api/v2/deals/archived": "/api/v2/dealFields", "/api/v2/persons": "/api/v2/personFields",
-    "/api/v2/organizations": "/api/v2/organizationFields", "/api/v2/products": "/api/v2/productFields",
-    "/api/v2/projects": "/api/v2/projectFields", "/api/v2/projects/archived": "/api/v2/projectFields",
+    "/api/v2/deals/archived": "/api/v2/dealFields",
+    "/api/v2/persons": "/api/v2/personFields",
+    "/api/v2/organizations": "/api/v2/organizationFields",
+    "/api/v2/products": "/api/v2/productFields",
+    "/api/v2/projects": "/api/v2/projectFields",
+    "/api/v2/projects/archived": "/api/v2/projectFields",
 }
-V1_LISTS = ["/v1/leads", "/v1/leads/archived", "/v1/leadLabels", "/v1/leadSources", "/v1/notes",
-            "/v1/noteFields", "/v1/files", "/v1/users", "/v1/callLogs", "/v1/activityTypes", "/v1/currencies",
-            "/v1/filters", "/v1/roles", "/v1/permissionSets"]
+V1_LISTS = [
+    "/v1/leads",
+    "/v1/leads/archived",
+    "/v1/leadLabels",
+    "/v1/leadSources",
+    "/v1/notes",
+    "/v1/noteFields",
+    "/v1/files",
+    "/v1/users",
+    "/v1/callLogs",
+    "/v1/activityTypes",
+    "/v1/currencies",
+    "/v1/filters",
+    "/v1/roles",
+    "/v1/permissionSets",
+]
 V1_PER_DEAL = ["/v1/deals/{id}/flow", "/v1/deals/{id}/participants"]
 DEALS_CHECKED = 5  # per-deal endpoints are checked on the first few deals
 IDENTITY = {"id", "add_time", "update_time", "field_code", "field_name", "field_type"}
@@ -237,13 +280,24 @@ def test_the_checker_flags_unknown_properties_wrong_types_and_bad_nulls() -> Non
     out = Problems()
     check_v2_body(op, {"success": True, "data": [good], "additional_data": {"next_cursor": None}}, out)
     assert not out, out.report()
-    bad = {**good, "nickname": "x", "name": 5, "is_deleted": None, "custom_fields": None,
-           "emails": [{"value": "a@b.c", "primary": "yes"}]}
+    bad = {
+        **good,
+        "nickname": "x",
+        "name": 5,
+        "is_deleted": None,
+        "custom_fields": None,
+        "emails": [{"value": "a@b.c", "primary": "yes"}],
+    }
     check_v2_body(op, {"success": True, "data": [bad], "extra": 1}, out)
     flagged = out.report()
-    for fragment in ("persons.nickname: property not in the spec", "persons.name: integer",
-                     "persons.is_deleted: null", "persons.custom_fields: null",
-                     "persons.emails[].primary: string", "envelope: key 'extra'"):
+    for fragment in (
+        "persons.nickname: property not in the spec",
+        "persons.name: integer",
+        "persons.is_deleted: null",
+        "persons.custom_fields: null",
+        "persons.emails[].primary: string",
+        "envelope: key 'extra'",
+    ):
         assert fragment in flagged, flagged
 
 
@@ -265,8 +319,12 @@ def test_v2_list_items_have_the_spec_properties_and_types(
 
 def on_request_names() -> set[str]:
     """Names Pipedrive returns only when asked: the values of every v2 `include_fields` enum."""
-    values = (v for op in spec.operations() if op.api == "v2" and "include_fields" in op.params
-              for v in op.params["include_fields"].enum or ())
+    values = (
+        v
+        for op in spec.operations()
+        if op.api == "v2" and "include_fields" in op.params
+        for v in op.params["include_fields"].enum or ()
+    )
     return {name for value in values for name in value.split(",")}
 
 
@@ -289,8 +347,11 @@ def test_v2_list_renders_every_property_the_spec_lists(
 
 def always_rendered(op: spec.Operation) -> set[str]:
     """The item properties every item must carry (see the test above for what is exempt)."""
-    return {k for k, node in (op.item_properties or {}).items()
-            if not node.get("from_example") and not node.get("conditional")} - on_request_names()
+    return {
+        k
+        for k, node in (op.item_properties or {}).items()
+        if not node.get("from_example") and not node.get("conditional")
+    } - on_request_names()
 
 
 def test_custom_fields_checks_cover_every_list_with_custom_fields() -> None:
@@ -303,8 +364,12 @@ def test_v2_custom_fields_are_keyed_by_field_codes(client: httpx.Client, path: s
     fields = [f for body in v2_pages(client, CUSTOM_FIELDS_OF[path]) for f in body["data"]]
     codes = {f["field_code"] for f in fields if f.get("is_custom_field")}
     assert codes and all(HASH.fullmatch(c) for c in codes), f"{CUSTOM_FIELDS_OF[path]}: custom field codes"
-    used = Counter(k for body in v2_pages(client, path) for item in body["data"]
-                   for k in (item.get("custom_fields") or {}))
+    used = Counter(
+        k
+        for body in v2_pages(client, path)
+        for item in body["data"]
+        for k in (item.get("custom_fields") or {})
+    )
     strangers = sorted(set(used) - codes)
     assert not strangers, f"{path}: custom_fields keys that are no custom field of {CUSTOM_FIELDS_OF[path]}"
     if path.endswith("archived"):
@@ -393,7 +458,8 @@ def test_v1_list_validates_against_the_v1_spec(client: httpx.Client, v1_openapi:
         problems.update(generalize(p) for p in v1_problems(v1_openapi, path, body))
     assert records, f"{path} returned no records to check"
     assert not problems, f"{path} deviates from the v1 spec:\n" + "\n".join(
-        f"{p} (x{n})" for p, n in sorted(problems.items()))
+        f"{p} (x{n})" for p, n in sorted(problems.items())
+    )
 
 
 @pytest.mark.parametrize("template", V1_PER_DEAL)
@@ -406,7 +472,8 @@ def test_v1_per_deal_lists_validate(
         for body in v1_pages(client, path):
             problems.update(generalize(p) for p in v1_problems(v1_openapi, path, body))
     assert not problems, f"{template} deviates from the v1 spec:\n" + "\n".join(
-        f"{p} (x{n})" for p, n in sorted(problems.items()))
+        f"{p} (x{n})" for p, n in sorted(problems.items())
+    )
 
 
 def test_v1_goals_find_validates(client: httpx.Client, v1_openapi: Any) -> None:
@@ -419,9 +486,12 @@ def test_v1_lead_fields_have_the_v1_field_shape(client: httpx.Client, v1_openapi
     """The v1 reference has no /leadFields; its items are field objects like /dealFields' (the spec's
     generic field schema), so the body is validated as a /v1/dealFields response — except the
     `field_type` enum, which lists deal field types only (real field lists also carry int, boolean, ...)."""
-    problems = [p for body in v1_pages(client, "/v1/leadFields")
-                for p in v1_problems(v1_openapi, "/v1/dealFields", body)
-                if not re.fullmatch(r"data/\d+/field_type: '\w+' is not one of .*", p)]
+    problems = [
+        p
+        for body in v1_pages(client, "/v1/leadFields")
+        for p in v1_problems(v1_openapi, "/v1/dealFields", body)
+        if not re.fullmatch(r"data/\d+/field_type: '\w+' is not one of .*", p)
+    ]
     assert not problems, "\n".join(sorted(set(map(generalize, problems))))
 
 
@@ -448,8 +518,13 @@ def served_requests(client: httpx.Client, deal_ids: list[int]) -> list[tuple[spe
         reqs.append((spec.operation("v2", "GET", f"/api/v2/{name}/{{id}}"), f"/api/v2/{name}/{ident}", {}))
     for name in V2_FOLLOWERS:
         ident = first_id(client, name)
-        reqs.append((spec.operation("v2", "GET", f"/api/v2/{name}/{{id}}/followers"),
-                     f"/api/v2/{name}/{ident}/followers", {}))
+        reqs.append(
+            (
+                spec.operation("v2", "GET", f"/api/v2/{name}/{{id}}/followers"),
+                f"/api/v2/{name}/{ident}/followers",
+                {},
+            )
+        )
     for path in [*V1_LISTS, "/v1/leadFields", "/v1/goals/find", "/v1/users/me"]:
         reqs.append((spec.operation("v1", "GET", path), path, {}))
     for template in V1_PER_DEAL:

@@ -126,9 +126,7 @@ def test_oauth_refresh_grant_and_bearer_use(client: httpx.Client, emu: EmulatorH
     assert int(response.headers["x-ratelimit-limit"]) == emu.settings.oauth_burst_limit
 
 
-def test_oauth_expired_token_gets_401_and_refresh_recovers(
-    client: httpx.Client, emu: EmulatorHandle
-) -> None:
+def test_oauth_expired_token_gets_401_and_refresh_recovers(client: httpx.Client, emu: EmulatorHandle) -> None:
     token = oauth_grant(client).json()["access_token"]
     assert emu.control.expire_oauth() >= 1
     expired = client.get(V1_LIST, headers={"Authorization": f"Bearer {token}"})

@@ -124,7 +124,15 @@ def test_columns_keep_the_order_a_walk_through_the_records_meets_them() -> None:
     ]
     table = _root(rows)
     assert table.column_names == [
-        "id", "a", "b", "address__city", "address__zip", "c", "address__street", "_dlt_load_id", "_dlt_id"
+        "id",
+        "a",
+        "b",
+        "address__city",
+        "address__zip",
+        "c",
+        "address__street",
+        "_dlt_load_id",
+        "_dlt_id",
     ]  # `address` only ever null: no column, as dlt makes none without a value
     assert table.column("a").to_pylist() == ["x", None, "y"]
     assert table.column("address__city").to_pylist() == [None, "Tallinn", None]

@@ -42,7 +42,10 @@ def derive_spec() -> ModuleType:
 def test_rederiving_reproduces_the_committed_json_byte_for_byte(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, str(REPO / "tools" / "derive_spec.py"), "--out", str(tmp_path)],
-        check=True, cwd=REPO, capture_output=True, timeout=300,
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
     )
     for name in ("spec_v2.json", "spec_v1.json"):
         fresh, committed = (tmp_path / name).read_bytes(), (PACKAGE / name).read_bytes()
@@ -111,10 +114,24 @@ def test_activity_nested_objects_close_at_the_right_property() -> None:
 def test_field_endpoints_shapes() -> None:
     props = op("/api/v2/dealFields").item_properties
     assert props is not None
-    assert {"field_code", "field_name", "field_type", "options", "subfields", "is_custom_field",
-            "ui_visibility", "important_fields", "required_fields"} <= set(props)
+    assert {
+        "field_code",
+        "field_name",
+        "field_type",
+        "options",
+        "subfields",
+        "is_custom_field",
+        "ui_visibility",
+        "important_fields",
+        "required_fields",
+    } <= set(props)
     assert props["options"]["nullable"] and set(props["options"]["items"]["properties"]) == {
-        "id", "label", "color", "update_time", "add_time"}
+        "id",
+        "label",
+        "color",
+        "update_time",
+        "add_time",
+    }
     assert set(props["subfields"]["items"]["properties"]) == {"field_code", "field_name", "field_type"}
     assert "monetary" in props["field_type"]["enum"]
     assert "show_in_pipelines" in props["ui_visibility"]["properties"]
@@ -122,9 +139,18 @@ def test_field_endpoints_shapes() -> None:
 
 
 def test_seed_only_endpoints_are_present() -> None:
-    for path in ("/api/v2/projects", "/api/v2/projects/archived", "/api/v2/tasks", "/api/v2/boards",
-                 "/api/v2/phases", "/api/v2/projectFields", "/api/v2/activityFields",
-                 "/api/v2/deals/archived", "/api/v2/deals/products", "/api/v2/deals/installments"):
+    for path in (
+        "/api/v2/projects",
+        "/api/v2/projects/archived",
+        "/api/v2/tasks",
+        "/api/v2/boards",
+        "/api/v2/phases",
+        "/api/v2/projectFields",
+        "/api/v2/activityFields",
+        "/api/v2/deals/archived",
+        "/api/v2/deals/products",
+        "/api/v2/deals/installments",
+    ):
         o = op(path)
         assert o.data == "array" and o.item_properties, path
 

@@ -160,8 +160,19 @@ class MapOf:
     key_ok: Callable[[str], bool] = lambda _k: True
 
 
-_HTTP_STATUSES = {*range(100, 104), *range(200, 209), 226, *range(300, 309), *range(400, 419),
-                  *range(421, 427), 428, 429, 431, 451, *range(500, 512)}
+_HTTP_STATUSES = {
+    *range(100, 104),
+    *range(200, 209),
+    226,
+    *range(300, 309),
+    *range(400, 419),
+    *range(421, 427),
+    428,
+    429,
+    431,
+    451,
+    *range(500, 512),
+}
 
 
 def _is_status(key: str) -> bool:
@@ -177,57 +188,141 @@ def _is_media_type(key: str) -> bool:
 
 GRAMMAR: dict[str, dict[str, Any]] = {
     "root": {
-        "openapi": S, "info": "info", "servers": ListOf("server"), "tags": ListOf("tag"),
-        "paths": MapOf("path_item", lambda k: k.startswith("/")), "components": "components",
-        "security": ListOf(MapOf(ListOf(S))), "externalDocs": "external_docs",
+        "openapi": S,
+        "info": "info",
+        "servers": ListOf("server"),
+        "tags": ListOf("tag"),
+        "paths": MapOf("path_item", lambda k: k.startswith("/")),
+        "components": "components",
+        "security": ListOf(MapOf(ListOf(S))),
+        "externalDocs": "external_docs",
     },
-    "info": {"title": S, "version": S, "description": S, "termsOfService": S, "contact": "contact",
-             "license": "license"},
+    "info": {
+        "title": S,
+        "version": S,
+        "description": S,
+        "termsOfService": S,
+        "contact": "contact",
+        "license": "license",
+    },
     "contact": {"name": S, "url": S, "email": S},
     "license": {"name": S, "url": S},
     "external_docs": {"url": S, "description": S},
     "server": {"url": S, "description": S},
     "tag": {"name": S, "description": S},
-    "path_item": {**{m: "operation" for m in METHODS}, "parameters": ListOf("parameter"), "summary": S,
-                  "description": S},
-    "operation": {
-        "summary": S, "description": S, "operationId": S, "tags": ListOf(S), "deprecated": S,
-        "security": ListOf(MapOf(ListOf(S))), "parameters": ListOf("parameter"),
-        "requestBody": "request_body", "responses": MapOf("response", _is_status),
+    "path_item": {
+        **{m: "operation" for m in METHODS},
+        "parameters": ListOf("parameter"),
+        "summary": S,
+        "description": S,
     },
-    "parameter": {"in": S, "name": S, "description": S, "required": S, "schema": SCHEMA, "example": EXAMPLE,
-                  "deprecated": S, "style": S, "explode": S, "allowEmptyValue": S},
+    "operation": {
+        "summary": S,
+        "description": S,
+        "operationId": S,
+        "tags": ListOf(S),
+        "deprecated": S,
+        "security": ListOf(MapOf(ListOf(S))),
+        "parameters": ListOf("parameter"),
+        "requestBody": "request_body",
+        "responses": MapOf("response", _is_status),
+    },
+    "parameter": {
+        "in": S,
+        "name": S,
+        "description": S,
+        "required": S,
+        "schema": SCHEMA,
+        "example": EXAMPLE,
+        "deprecated": S,
+        "style": S,
+        "explode": S,
+        "allowEmptyValue": S,
+    },
     "request_body": {"content": MapOf("media", _is_media_type), "required": S, "description": S},
     "response": {"description": S, "content": MapOf("media", _is_media_type), "headers": MapOf("header")},
     "header": {"description": S, "schema": SCHEMA},
     "media": {"schema": SCHEMA, "example": EXAMPLE},
-    "components": {"schemas": MapOf(SCHEMA, lambda k: k not in ("securitySchemes",)),
-                   "securitySchemes": MapOf("security_scheme")},
-    "security_scheme": {"type": S, "scheme": S, "description": S, "name": S, "in": S, "bearerFormat": S,
-                        "flows": "oauth_flows"},
-    "oauth_flows": {f: "oauth_flow" for f in ("authorizationCode", "implicit", "password",
-                                               "clientCredentials")},
+    "components": {
+        "schemas": MapOf(SCHEMA, lambda k: k not in ("securitySchemes",)),
+        "securitySchemes": MapOf("security_scheme"),
+    },
+    "security_scheme": {
+        "type": S,
+        "scheme": S,
+        "description": S,
+        "name": S,
+        "in": S,
+        "bearerFormat": S,
+        "flows": "oauth_flows",
+    },
+    "oauth_flows": {
+        f: "oauth_flow" for f in ("authorizationCode", "implicit", "password", "clientCredentials")
+    },
     "oauth_flow": {"authorizationUrl": S, "tokenUrl": S, "refreshUrl": S, "scopes": MapOf(S)},
 }
 
 # schema keywords that take a scalar on their own line
 SCHEMA_SCALARS = {
-    "type", "format", "title", "description", "default", "nullable", "example", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
-    "uniqueItems", "readOnly", "writeOnly", "deprecated", "multipleOf", "additionalProperties", "enum",
-    "required", "minProperties", "maxProperties",
+    "type",
+    "format",
+    "title",
+    "description",
+    "default",
+    "nullable",
+    "example",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "multipleOf",
+    "additionalProperties",
+    "enum",
+    "required",
+    "minProperties",
+    "maxProperties",
 }
-SCHEMA_BLOCKS = {"properties", "items", "allOf", "oneOf", "anyOf", "not", "additionalProperties", "enum",
-                 "required", "default", "example"}
+SCHEMA_BLOCKS = {
+    "properties",
+    "items",
+    "allOf",
+    "oneOf",
+    "anyOf",
+    "not",
+    "additionalProperties",
+    "enum",
+    "required",
+    "default",
+    "example",
+}
 SCHEMA_KEYWORDS = SCHEMA_SCALARS | SCHEMA_BLOCKS
 COMBINERS = ("allOf", "oneOf", "anyOf")
+
+
 def _is_structural_key(key: str) -> bool:
     """Keys that continue the enclosing OpenAPI document, never an example's data."""
     return key in STRUCTURAL_KEYS or key.startswith(("/", "x-")) or _is_status(key)
 
 
-STRUCTURAL_KEYS = {k for table in GRAMMAR.values() for k in table} - {"name", "description", "type", "title",
-                                                                       "summary", "required", "url", "in"}
+STRUCTURAL_KEYS = {k for table in GRAMMAR.values() for k in table} - {
+    "name",
+    "description",
+    "type",
+    "title",
+    "summary",
+    "required",
+    "url",
+    "in",
+}
 
 
 def _is_keyword(key: str | None) -> bool:
@@ -255,6 +350,7 @@ def is_free_form(schema: Any) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 # Where a property name belongs when several `properties` maps are open
 # ---------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Frame:
@@ -288,8 +384,16 @@ class NestingOracle:
         if not frames[-1].names:
             return len(frames) - 1  # `properties:` is followed by at least one of its own properties
         self.description = description
-        for rule in (self._reference, self._envelope, self._required, self._learned, self._mentions_owner,
-                     self._breaks_pattern, self._vocabulary, self._item_level):
+        for rule in (
+            self._reference,
+            self._envelope,
+            self._required,
+            self._learned,
+            self._mentions_owner,
+            self._breaks_pattern,
+            self._vocabulary,
+            self._item_level,
+        ):
             hit = rule(name, frames, open_)
             if hit is not None:
                 self._note(rule.__name__.strip("_"), name, frames, hit)
@@ -364,8 +468,14 @@ class NestingOracle:
         if name not in self.item_level:
             return None
         # a map holding `success`/`data` is an envelope even at an item path (`data[].data` in some schemas)
-        return next((i for i in reversed(open_) if _is_item_path(frames[i].spath)
-                     and not ENVELOPE_KEYS & frames[i].names.keys()), None)
+        return next(
+            (
+                i
+                for i in reversed(open_)
+                if _is_item_path(frames[i].spath) and not ENVELOPE_KEYS & frames[i].names.keys()
+            ),
+            None,
+        )
 
     def _vocabulary(self, name: str, frames: list[Frame], open_: list[int]) -> int | None:
         return self._closed_by(name, frames, open_, self.vocab)
@@ -475,12 +585,18 @@ class FlatParser:
             return self.map_of(kind)
         return self.obj(kind)
 
-    def _run(self, accepts: Callable[[Tok], bool], consume: Callable[[Tok], None], first_dash: bool = False,
-             continues: Callable[[Tok], bool] | None = None) -> None:
+    def _run(
+        self,
+        accepts: Callable[[Tok], bool],
+        consume: Callable[[Tok], None],
+        first_dash: bool = False,
+        continues: Callable[[Tok], bool] | None = None,
+    ) -> None:
         """Feed tokens to a container while it accepts them (only its first token may be a list item).
 
         Open containers register `continues` (default: `accepts`) so an example can ask whether a token
         continues the document rather than the example."""
+
         def takes(t: Tok) -> bool:
             return not t.dash and accepts(t)
 
@@ -540,8 +656,12 @@ class FlatParser:
         out: dict = {}
 
         def accepts(t: Tok) -> bool:
-            return (t.key is not None and t.key not in out and kind.key_ok(t.key)
-                    and self._map_value_fits(kind.kind, t))
+            return (
+                t.key is not None
+                and t.key not in out
+                and kind.key_ok(t.key)
+                and self._map_value_fits(kind.kind, t)
+            )
 
         def consume(t: Tok) -> None:
             with self._context("map", t.key):
@@ -1073,8 +1193,9 @@ def response_facts(op: dict) -> dict:
     }
 
 
-def operation_record(api: str, prefix: str, path: str, method: str, path_item: dict, op: dict,
-                     default_cost: int | None = None) -> dict:
+def operation_record(
+    api: str, prefix: str, path: str, method: str, path_item: dict, op: dict, default_cost: int | None = None
+) -> dict:
     cost = op.get("x-token-cost", default_cost)
     rec = {
         "api": api,
@@ -1104,9 +1225,25 @@ def v2_operations(doc: dict) -> dict[str, dict]:
 
 # v1 GET operations the emulator serves (lists for what v2 lacks); the v1 reference has no `/leadFields`
 V1_SERVED = (
-    "/leads", "/leads/archived", "/leadLabels", "/leadSources", "/leadFields", "/notes", "/noteFields",
-    "/files", "/users", "/users/me", "/callLogs", "/activityTypes", "/currencies", "/filters", "/roles",
-    "/permissionSets", "/goals/find", "/deals/{id}/flow", "/deals/{id}/participants",
+    "/leads",
+    "/leads/archived",
+    "/leadLabels",
+    "/leadSources",
+    "/leadFields",
+    "/notes",
+    "/noteFields",
+    "/files",
+    "/users",
+    "/users/me",
+    "/callLogs",
+    "/activityTypes",
+    "/currencies",
+    "/filters",
+    "/roles",
+    "/permissionSets",
+    "/goals/find",
+    "/deals/{id}/flow",
+    "/deals/{id}/participants",
 )
 
 
@@ -1126,9 +1263,19 @@ def v1_operations(doc: dict) -> dict[str, dict]:
 def _undocumented_v1(path: str) -> dict:
     """An endpoint the emulator serves although the v1 reference lacks it: no params, list cost."""
     return {
-        "api": "v1", "method": "GET", "path": "/v1" + path, "spec_path": path, "operation_id": None,
-        "token_cost": V1_LIST_COST, "path_params": {}, "params": {}, "deprecated": False, "data": "array",
-        "item_properties": None, "envelope": None, "documented": False,
+        "api": "v1",
+        "method": "GET",
+        "path": "/v1" + path,
+        "spec_path": path,
+        "operation_id": None,
+        "token_cost": V1_LIST_COST,
+        "path_params": {},
+        "params": {},
+        "deprecated": False,
+        "data": "array",
+        "item_properties": None,
+        "envelope": None,
+        "documented": False,
     }
 
 
@@ -1170,16 +1317,20 @@ def run_check(seed_text: str, ref_v2: dict, ref_v2_text: str, ref_v1: dict) -> i
     truth = v2_operations(ref_v2)
     blind = NestingOracle({}, vocabulary(ref_v1))
     self_test = diff_ops(v2_operations(parse_flat(flatten(ref_v2_text), blind)), truth, "parsed", "yaml")
-    print(f"# self-test: flattened v2 reference parsed without same-operation evidence: "
-          f"{len(self_test)} differences from the YAML parse")
+    print(
+        f"# self-test: flattened v2 reference parsed without same-operation evidence: "
+        f"{len(self_test)} differences from the YAML parse"
+    )
     for line in self_test:
         print("  " + line)
     seed = v2_operations(parse_seed(seed_text, ref_v2, ref_v1))
     common = seed.keys() & truth.keys()
     disagreements = diff_ops(seed, truth, "seed", "reference")
     only_seed, only_ref = len(seed.keys() - truth.keys()), len(truth.keys() - seed.keys())
-    print(f"# seed vs older reference: {len(common)} common operations, {only_seed} only in the seed, "
-          f"{only_ref} only in the reference, {len(disagreements)} disagreements (the seed wins)")
+    print(
+        f"# seed vs older reference: {len(common)} common operations, {only_seed} only in the seed, "
+        f"{only_ref} only in the reference, {len(disagreements)} disagreements (the seed wins)"
+    )
     for key in sorted(truth.keys() - seed.keys()):
         print(f"  only in reference: {key}")
     for line in disagreements:
@@ -1204,8 +1355,10 @@ def print_guesses(seed_text: str, ref_v2: dict, ref_v1: dict) -> None:
         if chosen == inner and not _item_relative(inner):
             continue  # a property of a top-level item staying there: no nested object was open
         seen.add((_resource(where[0]), name, inner, chosen))
-        print(f"  {where[0]}: {name} after {'.'.join(inner) or '<root>'} -> placed in "
-              f"{'.'.join(chosen) or '<root>'} ({rule})")
+        print(
+            f"  {where[0]}: {name} after {'.'.join(inner) or '<root>'} -> placed in "
+            f"{'.'.join(chosen) or '<root>'} ({rule})"
+        )
     print(f"# {len(seen)} nesting decisions in GET responses rest on weak evidence (listed above)")
 
 
@@ -1242,8 +1395,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=Path, default=REPO.parent / "shared" / "seeds")
     ap.add_argument("--reference", type=Path, default=REPO.parent / "shared" / "reference")
     ap.add_argument("--out", type=Path, default=OUT_DIR)
-    ap.add_argument("--check", action="store_true",
-                    help="report the parser self-test and seed/reference disagreements; write nothing")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="report the parser self-test and seed/reference disagreements; write nothing",
+    )
     args = ap.parse_args(argv)
     if args.check:
         ref_text = (args.reference / REF_V2).read_text(encoding="utf-8")

@@ -112,9 +112,7 @@ class Authenticator:
         self.other_company_token = other_company_token
         self.oauth = oauth
 
-    def authenticate(
-        self, headers: dict[str, str], query: list[tuple[str, str]]
-    ) -> Credential | AuthFailure:
+    def authenticate(self, headers: dict[str, str], query: list[tuple[str, str]]) -> Credential | AuthFailure:
         bearer = _bearer(headers.get("authorization"))
         if bearer is not None:
             state = self.oauth.check(bearer)
