@@ -43,7 +43,9 @@ def _vanished(pipeline: dlt.Pipeline, monitor: SyncMonitor) -> dict[str, set[Any
         for table, links in checks.items():
             rows = _known(dataset, table, BY_NAME[table].primary_key, *(column for column, _ in links))
             lives = [live for _, live in links]
-            out[table] = {row[0] for row in rows if any(map(_absent, row[1:], lives))}
+            out[table] = {
+                row[0] for row in rows if any(v not in live for v, live in zip(row[1:], lives, strict=True))
+            }
         return out
 
 
@@ -58,10 +60,6 @@ def _links(monitor: SyncMonitor) -> dict[str, list[tuple[str, set[Any]]]]:
         if known:
             out[entity.name] = known
     return out
-
-
-def _absent(value: Any, live: set[Any]) -> bool:
-    return value not in live
 
 
 def _materialized(pipeline: dlt.Pipeline, table: str) -> bool:

@@ -9,7 +9,7 @@ DuckDB thread each (dlt would run 20).
 
 What DuckDB cannot spill is a block (256 KiB) per column of each row group it writes, and a commit writes
 every column of the rows inserted at once: loading a table of 120 text columns needs 112 MB (about 0.9 MB
-per column; 74 columns of deals at scale large, 56 MB), 400 integer columns about 0.4 MB each. So a load
+per column; 74 columns of deals at scale large, 48-56 MB), 400 integer columns about 0.4 MB each. So a load
 job claims `MB_PER_COLUMN` per column of its table from the memory limit before it runs and waits while
 the jobs running hold too much of it (`_MemoryShares`): two wide tables are written one after the other
 instead of failing (dlt retried such a job, logging the error, and gave up after five tries). The limit is
@@ -99,7 +99,6 @@ class _MemoryShares:
 
 
 _SHARES: dict[str, _MemoryShares] = {}  # by database file
-_SHARES_LOCK = threading.Lock()
 
 
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?)I?B?\s*$", re.IGNORECASE)
@@ -136,8 +135,7 @@ class _DuckDbClient(DuckDbClient):
         limit = _size_mb((self.config.credentials.global_config or {}).get("memory_limit"))
         if job is None or limit is None:
             return job
-        with _SHARES_LOCK:
-            shares = _SHARES.setdefault(str(self.config.credentials.database), _MemoryShares())
+        shares = _SHARES.setdefault(str(self.config.credentials.database), _MemoryShares())  # atomic
         claim, run = MB_PER_COLUMN * len(table.get("columns") or {}), job.run
 
         def run_within_share() -> None:
