@@ -8,6 +8,11 @@ Each run: fresh pipeline, full sync (its figures are kept for reference), `POST 
 creates/updates/deletes/archives summing to `change-share` of the live records, incremental sync, no-change
 sync. Later runs mutate the same company further (every run starts from a fresh pipeline, so its full sync
 sees the changes of earlier runs too).
+
+The emulator's clock stands still between requests, so syncs would all run in the second of the last
+change, which a schedule never does. `--minutes-between-syncs` (default 15, a cron interval) advances it
+before each sync. With 0, every change stays in the boundary second the connector must read again (it could
+still gain records), the worst case: the no-change run then reads every changed record once more.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source-options", default="{}", help="JSON: extra pipedrive_source arguments")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--minutes-between-syncs", type=float, default=15.0)
     return parser.parse_args(argv)
 
 
@@ -44,6 +50,11 @@ def mutation(handle: Any, share: float, seed: int) -> dict[str, int]:
     body = {kind: max(1, round(changed * part)) for kind, part in SPLIT.items()}
     handle.control.mutate(seed=seed, **body)
     return {"live_records": live, "changed_records": sum(body.values()), **body}
+
+
+def later(handle: Any, minutes: float) -> None:
+    if minutes > 0:
+        handle.control.mutate(ops=[{"op": "advance_clock", "seconds": round(minutes * 60)}])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -57,10 +68,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             harness.prepare(handle)
             full_runs.append(harness.sync(handle, where, options))
             changes.append(mutation(handle, args.change_share, seed=1000 + number))
-            harness.prepare(handle)
-            incremental_runs.append(harness.sync(handle, where, options))
-            harness.prepare(handle)
-            quiet_runs.append(harness.sync(handle, where, options))
+            for runs in (incremental_runs, quiet_runs):
+                later(handle, args.minutes_between_syncs)
+                harness.prepare(handle)
+                runs.append(harness.sync(handle, where, options))
             inc, quiet = incremental_runs[-1], quiet_runs[-1]
             print(
                 f"run {number}: {changes[-1]['changed_records']:,} records changed -> incremental "
@@ -72,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures = {
         "scale": args.scale,
         "change_share": args.change_share,
+        "minutes_between_syncs": args.minutes_between_syncs,
         "changes": changes,
         "full": harness.summarize(full_runs),
         "incremental": harness.summarize(incremental_runs),

@@ -10,7 +10,10 @@ whether every job completed and where an incomplete `updated_since` read must co
 load, so a failed run leaves it as it was): the last loaded `update_time` (sent as `updated_since`, which
 is inclusive) and a digest of each record loaded at exactly that time. A record that comes back unchanged
 at that boundary is dropped, so a run without changes loads nothing, while one changed again within the
-same second is loaded.
+same second is loaded. Once a complete read started `SETTLED_AFTER_S` or more after the boundary second,
+no record can still appear in that second: the cursor moves on to the run's start minus that margin, so
+the next run does not read the boundary's records again (after a bulk update, thousands of them, every
+run until something newer changed).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import orjson
 
 from .concurrency import Batch, Chain, Feed, OffsetPages, Request, TimeWindows
 from .entities import CURSOR, NONE, OFFSET, UPDATED_SINCE, Entity, Listing
-from .settings import DEAL_IDS_PER_REQUEST, OFFSET_OVERLAP_SHARE
+from .settings import DEAL_IDS_PER_REQUEST, OFFSET_OVERLAP_SHARE, SETTLED_AFTER_S
 from .timefmt import parse, render
 
 Row = dict[str, Any]
@@ -195,6 +198,16 @@ def _newer_than(since: str | None, entity: Entity) -> Any:
     return keep_going
 
 
+def settled_before(server_now: datetime, time_format: str) -> str:
+    """The time before which a read starting at `server_now` sees every record (entity time format).
+
+    A record is stamped when it is written and readable once committed, moments later; a read that starts
+    `SETTLED_AFTER_S` after a second ended finds every record of that second. Only a record committed more
+    than that after its stamp would be missed (one within it is read next run, like one of the run's own
+    second)."""
+    return render(server_now - timedelta(seconds=SETTLED_AFTER_S), time_format)
+
+
 def run_until(server_now: datetime) -> datetime:
     """`updated_until` of a run: exclusive and whole seconds, so the run's own second is included; records
     changed later in that second come back next run (their `update_time` is >= the new cursor)."""
@@ -240,21 +253,34 @@ class CursorState:
         return kept
 
     def commit(
-        self, state: dict[str, Any], complete: bool, resume_from: str | None, rewind: str | None = None
+        self,
+        state: dict[str, Any],
+        complete: bool,
+        resume_from: str | None,
+        rewind: str | None = None,
+        settled: str | None = None,
     ) -> None:
-        """Write the new position: the newest record loaded when the read completed, where to continue
-        when it stopped early, no later than `rewind` (children of parents loaded from there are missing)."""
-        self._advance(state, complete, resume_from)
+        """Write the new position: the newest record loaded when the read completed (or `settled`, the
+        time before which the read saw every record, when that is later), where to continue when it
+        stopped early, no later than `rewind` (children of parents loaded from there are missing)."""
+        self._advance(state, complete, resume_from, settled)
         if rewind is not None:
             rewind_cursor(state, rewind)
 
-    def _advance(self, state: dict[str, Any], complete: bool, resume_from: str | None) -> None:
+    def _advance(
+        self, state: dict[str, Any], complete: bool, resume_from: str | None, settled: str | None
+    ) -> None:
         if complete:
-            if self.top is None:
+            newest = max(self.top or "", self.since or "")
+            if settled is not None and settled > newest:
+                # every record before `settled` was there to be read: none can come back at the boundary
+                state[STATE_KEY] = {"last_value": settled, "boundary": {}}
+            elif self.top is None:
                 return  # nothing new: the cursor stays
-            newest = {_key(row, self.key): _digest(row) for row in self.at_top}  # a key's last record
-            boundary = {**self.boundary, **newest} if self.top == self.since else newest
-            state[STATE_KEY] = {"last_value": max(self.top, self.since or self.top), "boundary": boundary}
+            else:
+                at_top = {_key(row, self.key): _digest(row) for row in self.at_top}  # a key's last record
+                boundary = {**self.boundary, **at_top} if self.top == self.since else at_top
+                state[STATE_KEY] = {"last_value": newest, "boundary": boundary}
         elif resume_from is not None and (self.since is None or resume_from > self.since):
             state[STATE_KEY] = {"last_value": resume_from, "boundary": {}}  # re-read from there next run
         if STATE_KEY in state:

@@ -11,6 +11,10 @@ PAGE_SIZE = 500  # v2 and most v1 lists accept up to 500 per page
 OFFSET_OVERLAP_SHARE = 0.01  # v1 start/limit pages re-read 1% (at least one record) to survive deletions
 DEAL_IDS_PER_REQUEST = 100  # /deals/products and /deals/installments take at most 100 deal ids
 
+# a cursor second this far behind a read's start is settled: every record stamped in it was readable
+# (`fetching.settled_before`); a minute is far more than a write takes to commit
+SETTLED_AFTER_S = 60
+
 # lists with neither filter nor sort (call logs, tasks, phases per board): a no-change run should not page
 # through them all, so they are re-read in full at most this often (see `entities.Entity.full_read_hours`)
 FULL_READ_INTERVAL_HOURS = 24.0

@@ -11,7 +11,8 @@ tables (`output.py`, `arrow_pages.py`).
 
 Boundary rule for incremental cursors: `updated_since` is inclusive, so the records at the last loaded
 `update_time` come back on the next run; the unchanged ones are dropped (`fetching.CursorState`), so a
-no-change run loads nothing while a record changed again within the same second is still loaded.
+no-change run loads nothing while a record changed again within the same second is still loaded. A
+boundary more than a minute older than the run's start is settled, and the cursor moves past it.
 
 When the daily token budget (or the run's share of it, `max_budget_share`) would run out, the run stops
 cleanly: no new request, what was fetched is loaded, each entity's state points to where it must continue,
@@ -61,7 +62,7 @@ from .entities import (
 from .errors import TOKEN_SETTING, AccessDenied, ConfigError, PipedriveError
 from .fetching import LEGACY_KEY as LEGACY_CURSOR_KEY
 from .fetching import STATE_KEY as CURSOR_STATE_KEY
-from .fetching import CursorState, run_until
+from .fetching import CursorState, run_until, settled_before
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .output import parent_ids
@@ -339,8 +340,8 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_d
         output = ctx.outputs.output(entity, hard_delete)
         coverage = _Coverage(entity)
         with ctx.timed(entity):
-            until = run_until(ctx.run_started())
-            read = ctx.read(entity).incremental(cursor.since, until)
+            started = ctx.run_started()
+            read = ctx.read(entity).incremental(cursor.since, run_until(started))
             for batch in read.batches():
                 if batch is None:
                     yield None  # nothing ready: dlt serves the other resources meanwhile
@@ -357,7 +358,8 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_d
                     gap,
                 )
             rewind = _earliest(ctx.rewinds.get(entity.name), gap)
-            cursor.commit(state, read.complete, read.resume_from(), rewind)
+            settled = settled_before(started, entity.time_format)
+            cursor.commit(state, read.complete, read.resume_from(), rewind, settled)
             if reconcile and read.complete:
                 ctx.monitor.record_live_ids(entity.name, _all_ids(entity, ctx))
 

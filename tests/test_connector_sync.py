@@ -3,6 +3,7 @@ reconcile, hard deletes, child sets of changed deals. Every comparison is row by
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,42 @@ def test_unknown_entity_and_bad_settings_are_one_line_errors(emulator) -> None:
         pipedrive_source(api_token=emulator.api_token, base_url="ftp://x")
     with pytest.raises(ConfigError, match="page_size"):
         pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, page_size=501)
+
+
+def test_a_bulk_update_s_second_is_read_again_only_until_it_is_settled(emulator, tmp_path: Path) -> None:
+    """A bulk update stamps many records with one second, the cursor's boundary. While that second could
+    still gain records (the run started less than a minute after it) the next run reads them again; the
+    first run starting later moves the cursor past it, so runs after that cost one request per listing. A
+    record written late with a stamp inside the margin is still loaded."""
+    deals = [r for r in emulator.control.snapshot("deals") if not r.get("is_deleted")]
+    sync(emulator, tmp_path, entities=["deals"], page_size=10)
+    bulk = [
+        {"op": "update", "table": "deals", "id": r["id"], "changes": {"title": f"bulk {r['id']}"}}
+        for r in deals
+    ]
+    stamped = emulator.control.mutate(ops=bulk)["clock"]
+    listings = incremental_listings()["/api/v2/deals"]
+
+    def deal_requests(result) -> int:
+        assert result.emulator_stats["total_requests"] == result.requests
+        return result.emulator_stats["requests"]["/api/v2/deals"]
+
+    assert sync(emulator, tmp_path, entities=["deals"], page_size=10).loaded["deals"] >= len(deals)
+    unsettled = sync(emulator, tmp_path, entities=["deals"], page_size=10)  # the same second, for Pipedrive
+    assert unsettled.loaded == {} and deal_requests(unsettled) > len(deals) // 10
+    later = emulator.control.mutate(ops=[{"op": "advance_clock", "seconds": 1}])["clock"]  # a minute on
+    assert parse(later) - parse(stamped) >= timedelta(seconds=61)
+    settling = sync(
+        emulator, tmp_path, entities=["deals"], page_size=10
+    )  # reads them once more, then moves on
+    assert settling.loaded == {} and deal_requests(settling) > len(deals) // 10
+    settled = sync(emulator, tmp_path, entities=["deals"], page_size=10)
+    assert settled.loaded == {} and deal_requests(settled) == listings
+
+    stamp = int((parse(later) - timedelta(seconds=30)).timestamp())  # within the margin of `settled`'s start
+    late = {"title": "written late", "update_time": stamp}
+    emulator.control.mutate(
+        advance_seconds=1, ops=[{"op": "update", "table": "deals", "id": deals[0]["id"], "changes": late}]
+    )
+    assert sync(emulator, tmp_path, entities=["deals"], page_size=10).loaded["deals"] == 1
+    assert_equal_to_truth(emulator, tmp_path, ["deals"])
