@@ -15,8 +15,8 @@ DEAL_IDS_PER_REQUEST = 100  # /deals/products and /deals/installments take at mo
 # (`fetching.settled_before`); a minute is far more than a write takes to commit
 SETTLED_AFTER_S = 60
 
-# lists with neither filter nor sort (call logs, tasks, phases per board): a no-change run should not page
-# through them all, so they are re-read in full at most this often (see `entities.Entity.full_read_hours`)
+# lists with neither filter nor sort (call logs, projects, tasks, phases per board): a no-change run should
+# not page through them all, so they are re-read in full at most this often (`Entity.full_read_hours`)
 FULL_READ_INTERVAL_HOURS = 24.0
 
 DEFAULT_MAX_TABLE_NESTING = 1  # top-level lists become child tables; anything deeper is kept as JSON

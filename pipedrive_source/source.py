@@ -121,7 +121,7 @@ def pipedrive_source(
             `custom_fields` and `custom_field_options` (see `custom_fields.py`); False loads raw values.
         keep_option_ids: keep the raw option ids next to their labels (`<column>_id`, `<column>_ids`).
         full_read_interval_hours: how often the lists that can be neither filtered nor sorted (call_logs,
-            tasks, phases) are re-read in full (default: each entity's own, 24 h; 0: every run). See
+            projects, tasks, phases) are re-read in full (default: each entity's own, 24 h; 0: every run). See
             `entities.py`; `reconcile` and a full refresh read them anyway.
         burst_limit: requests per 2 s the plan allows (API token 20/40/100/120, OAuth 80..480); default:
             learned from the `x-ratelimit-limit` header. A lower value leaves room to other integrations.

@@ -46,8 +46,14 @@ def test_no_change_run_loads_nothing_and_costs_one_request_per_endpoint(emulator
 
 
 def test_unsortable_lists_are_read_in_full_once_per_interval(emulator, tmp_path: Path) -> None:
-    tables = ["tasks", "call_logs", "boards", "phases"]
-    unsortable = {"/api/v2/tasks", "/v1/callLogs", "/api/v2/phases"}
+    tables = ["tasks", "call_logs", "projects", "boards", "phases"]
+    unsortable = {
+        "/api/v2/tasks",
+        "/v1/callLogs",
+        "/api/v2/projects",
+        "/api/v2/projects/archived",
+        "/api/v2/phases",
+    }
     sync(emulator, tmp_path, entities=tables)
     emulator.control.mutate(ops=[{"op": "advance_clock", "seconds": 23 * 3600}])
     within = sync(emulator, tmp_path, entities=tables)
@@ -55,7 +61,7 @@ def test_unsortable_lists_are_read_in_full_once_per_interval(emulator, tmp_path:
 
     changes = emulator.control.mutate(seed=21, updates=30, deletes=6, advance_seconds=2 * 3600)
     changed = {t for kind in ("updated", "deleted") for t, ids in changes[kind].items() if ids}
-    assert {"tasks", "call_logs"} & changed  # the interval's end must have something to bring
+    assert {"tasks", "call_logs", "projects"} & changed  # the interval's end must have something to bring
     later = sync(emulator, tmp_path, entities=tables)  # 25 h after the last full read
     assert unsortable <= set(later.emulator_stats["requests"])
     assert later.loaded or later.flagged, (changes, later.loaded, later.flagged)
