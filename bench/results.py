@@ -1,7 +1,7 @@
 """Render bench/RESULTS.md from the JSON files the bench scripts wrote.
 
     uv run python bench/results.py --full full.json --plan20 b20.json [b20_small.json] \
-        --plan120 b120.json [b120_small.json] --incremental incremental.json --memory memory.json \
+        --plan120 b120.json [b120_small.json] --incremental inc.json [inc_large.json] --memory memory.json \
         [--before before.json] > bench/RESULTS.md
 """
 
@@ -73,8 +73,8 @@ def render(args: argparse.Namespace) -> str:
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         lines += [plan_row(label, f) for label, f in plans if f]
-    if (inc := load(args.incremental)) is not None:
-        lines += incremental_section(inc)
+    for path in args.incremental or ():
+        lines += incremental_section(load(path) or {})
     if (mem := load(args.memory)) is not None:
         peaks = ", ".join(f"{scale} {mb:.0f} MB" for scale, mb in mem["peak_rss_mb"].items())
         lines += ["", "## Memory (peak RSS of the connector process, full sync)", "", peaks]
@@ -93,9 +93,11 @@ def incremental_section(inc: dict[str, Any]) -> list[str]:
             f"| {label} | {f['requests']:,.0f} | {f['tokens']:,.0f} | {f['rows']:,.0f} | {f['seconds']:.1f} |"
         )
     changed = inc["changes"][0]["changed_records"]
+    between = inc.get("minutes_between_syncs", 0)
     return [
         "",
-        f"## Incremental ({inc['scale']}, {inc['change_share']:.0%} of records changed: {changed:,} records)",
+        f"## Incremental ({inc['scale']}, {inc['change_share']:.0%} of records changed: {changed:,} records; "
+        f"{between:g} minutes between syncs)",
         "",
         "| run | requests | tokens | rows | seconds |",
         "|---|---|---|---|---|",
@@ -110,8 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for name in ("full", "before", "incremental", "memory"):
+    for name in ("full", "before", "memory"):
         parser.add_argument(f"--{name}", default=None)
+    parser.add_argument("--incremental", nargs="*", default=None, help="one JSON per scale")
     for name in ("plan20", "plan120"):
         parser.add_argument(f"--{name}", nargs="*", default=None, help="one JSON per scale")
     print(render(parser.parse_args()), end="")
