@@ -137,7 +137,8 @@ class PlanLimiter:
         self._paused_until = 0.0
         self._daily_limit: int | None = None
         self._daily_left: int | None = None  # estimate: last reported, minus what was sent after that
-        self._daily_seen_at = float("-inf")  # send time of the request whose headers set the estimate
+        self._daily_seen_at = float("-inf")  # send time of the newest-sent request answered with a figure
+        self._daily_figures: deque[tuple[float, int]] = deque()  # (answered at, figure) since then
         self._inflight: dict[int, tuple[float, int]] = {}  # request number -> (send time, cost)
         self._written: dict[int, float] = {}  # request number -> when it was written to the socket
         self._numbers = 0
@@ -375,13 +376,21 @@ class PlanLimiter:
         remaining = _int(headers.get("x-daily-ratelimit-token-remaining"))
         if remaining is None:
             return
-        if sent_at < self._daily_seen_at:
-            return  # an older request's figure: a later one's is already known
-        # the figure counts the requests admitted before this one; which of those still in flight were is
-        # unknown (arrival order is not send order), so all of them count as still to come: the estimate
-        # errs low by at most what is in flight, and a run never overdraws the budget
-        self._daily_left = remaining - sum(cost for _, cost in self._inflight.values())
-        self._daily_seen_at = sent_at
+        # Pipedrive charges requests in arrival order, not send order, so a figure counts an unknown part of
+        # what is in flight: all of it counts as still to come, and the estimate errs low by at most that.
+        # Among answered requests, a lower figure means a later charge. Every request charged after the
+        # newest-sent answered one (N) was in flight when N was sent, or sent later: it is answered after N
+        # was sent, or still in flight. So the lowest figure answered since N was sent counts every charge
+        # but those in flight now. (N's own figure alone missed a request sent before N, charged after it
+        # and answered first: the run then overdrew the budget by one request now and then.)
+        if sent_at >= self._daily_seen_at:
+            self._daily_seen_at = sent_at
+        figures = self._daily_figures
+        figures.append((self._clock(), remaining))
+        while figures[0][0] < self._daily_seen_at:
+            figures.popleft()
+        lowest = min(figure for _, figure in figures)
+        self._daily_left = lowest - sum(cost for _, cost in self._inflight.values())
 
     def _learn_date(self, headers: Mapping[str, str]) -> None:
         if self._server_offset is not None or not (date := headers.get("date")):

@@ -98,24 +98,24 @@ def test_without_pacing_the_same_load_gets_burst_429s_waited_out(clean_emulator:
     assert client.stats.rate_limit_waits > 0 and client.stats.daily_429s == 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky, about 1 run in 6 (also before this session's limiter change): once in a while one request "
-    "is refused for the daily budget; cause not found yet (limiter estimate or emulator accounting)",
-)
 def test_a_request_that_would_overdraw_the_budget_is_not_sent(clean_emulator: EmulatorHandle) -> None:
+    """Four threads at once: answers come back in another order than Pipedrive charged the requests. An
+    estimate from the newest-sent request's figure alone missed one charged after it but answered first:
+    about 1 round in 20 got a daily 429 that way, so the test runs 30 rounds."""
     clean_emulator.control.settings(daily_budget=10 * COST)
-    limiter = PlanLimiter()
-    client = client_for(clean_emulator, limiter)
-    with pytest.raises(BudgetExhausted) as stopped:
-        hammer(client, 20, threads=4)
-    assert stopped.value.reason == DAILY and stopped.value.resets_at is not None
-    assert "daily API token budget is used up; it resets in about" in stopped.value.message
-    assert "UTC" in stopped.value.message and "continues where it stopped" in stopped.value.message
-    stats = clean_emulator.control.stats()
-    assert stats["rate_limited"]["daily"] == 0  # stopped before Pipedrive had to refuse anything
-    # ...and after spending nearly all of it (what was in flight at the last answer counts as spent)
-    assert 10 * COST - 4 * COST <= stats["tokens_spent"] <= 10 * COST
+    for _ in range(30):
+        clean_emulator.control.reset_ratelimit()
+        clean_emulator.control.reset_stats()
+        client = client_for(clean_emulator, PlanLimiter())
+        with pytest.raises(BudgetExhausted) as stopped:
+            hammer(client, 20, threads=4)
+        assert stopped.value.reason == DAILY and stopped.value.resets_at is not None
+        assert "daily API token budget is used up; it resets in about" in stopped.value.message
+        assert "UTC" in stopped.value.message and "continues where it stopped" in stopped.value.message
+        stats = clean_emulator.control.stats()
+        assert stats["rate_limited"]["daily"] == 0  # stopped before Pipedrive had to refuse anything
+        # ...and after spending nearly all of it (what was in flight at the last answer counts as spent)
+        assert 10 * COST - 4 * COST <= stats["tokens_spent"] <= 10 * COST
 
 
 def test_the_run_spends_at_most_its_share_of_the_budget(clean_emulator: EmulatorHandle) -> None:
