@@ -133,12 +133,12 @@ class PlanLimiter:
         self._sent_times: deque[float] = deque()  # send times of the last window (others' share, see below)
         self._header_limit: int | None = None
         self._penalty = 0  # lowered after a burst 429 the headers did not predict
-        self._foreign: deque[tuple[float, int]] = deque()  # (seen at, others' requests in that window)
+        self._foreign = _RecentExtreme(largest=True)  # others' requests in a window, by when seen
         self._paused_until = 0.0
         self._daily_limit: int | None = None
         self._daily_left: int | None = None  # estimate: last reported, minus what was sent after that
         self._daily_seen_at = float("-inf")  # send time of the newest-sent request answered with a figure
-        self._daily_figures: deque[tuple[float, int]] = deque()  # (answered at, figure) since then
+        self._daily_figures = _RecentExtreme(largest=False)  # daily figures, by when answered
         self._inflight: dict[int, tuple[float, int]] = {}  # request number -> (send time, cost)
         self._written: dict[int, float] = {}  # request number -> when it was written to the socket
         self._numbers = 0
@@ -294,7 +294,7 @@ class PlanLimiter:
         own = sum(1 for t in self._sent_times if sent_at - self.plan.window_s < t <= sent_at)
         foreign = (limit - remaining) - own
         if foreign > 1:  # one is arrival jitter; more are another client on the same token
-            self._foreign.append((self._clock(), foreign))
+            self._foreign.note(self._clock(), foreign)
             self.stats.foreign_seen = max(self.stats.foreign_seen, foreign)
 
     def _foreign_share(self) -> int:
@@ -303,10 +303,8 @@ class PlanLimiter:
         A figure is what they held in the window ending at one of our arrivals; by our next arrival they may
         have sent again (a steady client sending 5 per window holds 4 or 5 at any moment). The last figure
         alone went stale that way and got this run a 429 in about 1 test run of 3."""
-        horizon = self._clock() - self.plan.window_s
-        while self._foreign and self._foreign[0][0] <= horizon:
-            self._foreign.popleft()
-        return max(n for _, n in self._foreign) + 1 if self._foreign else 0
+        most = self._foreign.since(self._clock() - self.plan.window_s, inclusive=False)
+        return most + 1 if most is not None else 0
 
     def _on_429(self, headers: Mapping[str, str], cost: int) -> None:
         if classify_429(headers, b"", cost) == DAILY:
@@ -385,11 +383,9 @@ class PlanLimiter:
         # and answered first: the run then overdrew the budget by one request now and then.)
         if sent_at >= self._daily_seen_at:
             self._daily_seen_at = sent_at
-        figures = self._daily_figures
-        figures.append((self._clock(), remaining))
-        while figures[0][0] < self._daily_seen_at:
-            figures.popleft()
-        lowest = min(figure for _, figure in figures)
+        self._daily_figures.note(self._clock(), remaining)
+        lowest = self._daily_figures.since(self._daily_seen_at, inclusive=True)
+        assert lowest is not None  # just noted, at or after any send time
         self._daily_left = lowest - sum(cost for _, cost in self._inflight.values())
 
     def _learn_date(self, headers: Mapping[str, str]) -> None:
@@ -397,6 +393,29 @@ class PlanLimiter:
             return
         with contextlib.suppress(TypeError, ValueError):
             self._server_offset = parsedate_to_datetime(date).astimezone(UTC) - self._now_utc()
+
+
+class _RecentExtreme:
+    """The largest (or smallest) value noted since a horizon that only moves forward.
+
+    Asked before every send (`burst_limit`) and after every answer: a value that is outdone by a later one
+    can never be the answer again, so it is dropped when noted and the answer is always the first kept."""
+
+    def __init__(self, largest: bool) -> None:
+        self._sign = 1 if largest else -1
+        self._kept: deque[tuple[float, int]] = deque()  # (noted at, value), values strictly worse to the back
+
+    def note(self, at: float, value: int) -> None:
+        while self._kept and self._kept[-1][1] * self._sign <= value * self._sign:
+            self._kept.pop()
+        self._kept.append((at, value))
+
+    def since(self, horizon: float, inclusive: bool) -> int | None:
+        """The extreme of the values noted after `horizon` (or at it, if `inclusive`); None if none."""
+        kept = self._kept
+        while kept and (kept[0][0] < horizon or (not inclusive and kept[0][0] == horizon)):
+            kept.popleft()
+        return kept[0][1] if kept else None
 
 
 def classify_429(headers: Mapping[str, str], body: bytes, cost: int) -> str:

@@ -210,9 +210,8 @@ def test_a_bulk_update_s_second_is_read_again_only_until_it_is_settled(emulator,
     assert unsettled.loaded == {} and deal_requests(unsettled) > len(deals) // 10
     later = emulator.control.mutate(ops=[{"op": "advance_clock", "seconds": 1}])["clock"]  # a minute on
     assert parse(later) - parse(stamped) >= timedelta(seconds=61)
-    settling = sync(
-        emulator, tmp_path, entities=["deals"], page_size=10
-    )  # reads them once more, then moves on
+    # reads them once more, then moves on
+    settling = sync(emulator, tmp_path, entities=["deals"], page_size=10)
     assert settling.loaded == {} and deal_requests(settling) > len(deals) // 10
     settled = sync(emulator, tmp_path, entities=["deals"], page_size=10)
     assert settled.loaded == {} and deal_requests(settled) == listings
