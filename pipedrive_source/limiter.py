@@ -52,6 +52,7 @@ from .errors import ConfigError, RateLimitExhausted
 BURST = "burst"
 DAILY = "daily"
 WINDOW_S = 2.0  # Pipedrive's burst window
+REORDER_S = 0.02  # requests written this soon after one may reach Pipedrive before it (a burst)
 LOWEST_BURST_LIMIT = 20  # the smallest API-token plan: the assumption until a response tells the real one
 
 
@@ -130,7 +131,7 @@ class PlanLimiter:
         self._now_utc = now_utc
         self._cond = threading.Condition()
         self._sends: list[float] = []  # sorted: send times of requests in flight, response times of others
-        self._sent_times: deque[float] = deque()  # send times of the last window (others' share, see below)
+        self._writes: list[float] = []  # when requests of the last two windows were written (sorted)
         self._header_limit: int | None = None
         self._penalty = 0  # lowered after a burst 429 the headers did not predict
         self._foreign = _RecentExtreme(largest=True)  # others' requests in a window, by when seen
@@ -155,7 +156,6 @@ class PlanLimiter:
             self._check_budget(cost)  # after the wait: answers that came meanwhile know more
             sent_at = self._clock()
             self._sends.append(sent_at)
-            self._sent_times.append(sent_at)
             self._numbers += 1
             self._inflight[self._numbers] = (sent_at, cost)
             if self._daily_left is not None:
@@ -174,6 +174,8 @@ class PlanLimiter:
             if known is not None and number not in self._written:
                 self._written[number] = now = self._clock()
                 self._restamp(known[0], now)
+                del self._writes[: bisect.bisect_right(self._writes, now - 2 * self.plan.window_s)]
+                self._writes.append(now)
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         number = getattr(self._local, "sent", None)
@@ -181,6 +183,7 @@ class PlanLimiter:
         with self._cond:
             known = self._inflight.pop(number, None)
             sent_at, cost = known or (self._clock(), 0)
+            stamp = sent_at
             if known is not None:
                 written = self._written.pop(number, None)
                 stamp, now = written or sent_at, self._clock()
@@ -191,7 +194,7 @@ class PlanLimiter:
                     self._daily_left += cost
             self._learn_date(headers)
             self._learn_daily(headers, sent_at)
-            self._learn_burst(headers, sent_at, status)
+            self._learn_burst(headers, stamp, status)
             if status == 429:
                 self._on_429(headers, cost)
             self._cond.notify_all()
@@ -230,8 +233,6 @@ class PlanLimiter:
             now = self._clock()
             expired = bisect.bisect_right(self._sends, now - span)
             del self._sends[:expired]
-            while self._sent_times and self._sent_times[0] <= now - span:
-                self._sent_times.popleft()
             if now < self._paused_until:
                 delay = self._paused_until - now
             elif self._probing():
@@ -274,7 +275,7 @@ class PlanLimiter:
     def _probing(self) -> bool:
         return self.plan.burst_limit is None and self._header_limit is None and bool(self._sends)
 
-    def _learn_burst(self, headers: Mapping[str, str], sent_at: float, status: int) -> None:
+    def _learn_burst(self, headers: Mapping[str, str], written: float, status: int) -> None:
         limit = _int(headers.get("x-ratelimit-limit"))
         remaining = _int(headers.get("x-ratelimit-remaining"))
         if limit is None or limit < 1:
@@ -284,14 +285,19 @@ class PlanLimiter:
             self.stats.limits_seen["burst"] = limit
         if remaining is None or status == 429:
             return
-        # the server counted `limit - remaining` requests in the window ending at this one's arrival
-        # `_sent_times` keeps sends of the last `window + safety` before now, a round trip after this one's
-        # send: `own` misses that round trip's sends, and the estimate of others' requests holds them too.
-        # That surplus is the margin against our own arrivals bunching up (network, Pipedrive's queues).
-        # Tried: counted exactly, large runs at burst 120 got burst 429s (3 of 5 probes); counted exactly
-        # with the most of the last window left free, no faster (0.90-0.91 of the plan, as now) and the
-        # test with another client on the token got a 429 as that client's share built up
-        own = sum(1 for t in self._sent_times if sent_at - self.plan.window_s < t <= sent_at)
+        # The server counted `limit - remaining` requests in the window ending at this one's arrival, ours
+        # among them those written in the window before it (the way there takes about as long for each) and
+        # any written just after it that Pipedrive's queues let overtake it (`REORDER_S`); the rest are
+        # other clients'. Counted by send time and forgotten a window after the response, ours missed a
+        # round trip of them: every answer then seemed to show 2-20 other requests at 120 per window, and
+        # the most of those, left free, was 10% of the plan. Counted by the middle of their round trips,
+        # they moved with the time Pipedrive took to answer each (a page of 500 records): as many as 9 too
+        # few in a burst. What remains are spikes of 2-10 when Pipedrive's queue holds one request longer
+        # than others (about 1.5 per second at 120 per window, the limit is 117 on average).
+        writes = self._writes
+        own = bisect.bisect_right(writes, written + REORDER_S) - bisect.bisect_right(
+            writes, written - self.plan.window_s
+        )
         foreign = (limit - remaining) - own
         if foreign > 1:  # one is arrival jitter; more are another client on the same token
             self._foreign.note(self._clock(), foreign)

@@ -89,6 +89,18 @@ def test_requests_of_another_client_on_the_same_token_are_left_their_share(
     assert limiter.stats.foreign_seen >= 3
 
 
+def test_alone_on_the_token_no_slot_is_left_to_other_clients(clean_emulator: EmulatorHandle) -> None:
+    """The counterpart of the test above: the server's count in `x-ratelimit-remaining` is all ours. With a
+    round trip of 200 ms the limiter once counted its own requests by send time, missed a round trip of
+    them and took them for another client's (3 to 15 in a window, left unused)."""
+    clean_emulator.control.settings(burst_limit=20, latency_ms=200, jitter_ms=50)
+    limiter = PlanLimiter()
+    client = client_for(clean_emulator, limiter)
+    hammer(client, 80, threads=16)
+    assert client.stats.rate_limit_waits == 0
+    assert limiter.stats.foreign_seen == 0
+
+
 def test_without_pacing_the_same_load_gets_burst_429s_waited_out(clean_emulator: EmulatorHandle) -> None:
     """The counterpart of the test above (so that one can fail): burst 429s are retried, never fatal."""
     clean_emulator.control.settings(burst_limit=10)
