@@ -6,23 +6,22 @@ any thread, always in the same thread for one request. Any object with `acquire`
 slot; `NoLimiter` sends at once and leaves 429s to the client's waits.
 
 `PlanLimiter` (the default of the source) knows both of Pipedrive's limits:
-- burst: at most `burst_limit` requests per rolling 2-second window per token. It keeps the times of the
-  last window's requests and makes a request wait until a slot is free. The server counts arrival times,
-  which lie between the send and the response: a request counts from `acquire`, then from the moment
-  the client reports it written to the socket (`written`; a thread may wait for the GIL in between while
-  the extract thread works), and once its response headers arrive from the middle of the round trip
-  since that write, plus `safety_s`. The middle is when the request reached Pipedrive on a network about
-  as fast both ways (the way back also carries Pipedrive's processing time, which only moves the real
-  arrival earlier; time Pipedrive queued it before counting moves the middle later too). Counting from
-  the write itself got burst 429s when the emulator, on a loaded machine, queued requests for more than
-  `safety_s`; counting from the response, as a first version did, left a round trip of every slot unused.
-  A request without a response counts from the moment it failed.
+- burst: at most `burst_limit` requests per rolling 2-second window per token. It keeps when the last
+  window's requests took their slots and makes a request wait until a slot is free. The server counts a
+  request when it arrives, somewhere between its send and its answer: a slot counts from `acquire`, then
+  from the moment the client reports the request written to the socket (`written`; a thread may wait for
+  the GIL in between while the extract thread works), and once the answer is in from that answer less
+  the quickest round trip seen (`_slot_start` says why that is safe), plus `safety_s`. Taking the middle
+  of the round trip for the arrival, as the limiter once did, was early whenever Pipedrive (or the
+  emulator on a busy machine) held a request in a queue before counting it: burst 429s. Counting from
+  the answer itself is never early but kept every slot a round trip longer than needed (4% of the plan
+  at 100 ms). A request without a response counts from the moment it failed.
   Within the window, sends are spaced evenly after the first window's burst (`_spacing_delay` says why).
   The plan's value is an upper bound; the `x-ratelimit-limit`
   header lowers it (without a plan value, one request goes first and its headers tell the limit), and
   `x-ratelimit-remaining` reveals requests other integrations made with the same token in the window,
   which are left to them. A burst 429 (should one happen anyway) pauses every sender until
-  `x-ratelimit-reset` and lowers the limit by one.
+  `x-ratelimit-reset` and lowers the limit by one for a while (`_current_penalty`).
 - daily budget: every request spends its `x-token-cost` from the company's daily budget
   (`x-daily-ratelimit-token-limit` / `-remaining` headers, or the plan's `daily_token_budget`). Before a
   request that would overdraw what is left (minus what is in flight), or the run's own cap
@@ -53,6 +52,7 @@ BURST = "burst"
 DAILY = "daily"
 WINDOW_S = 2.0  # Pipedrive's burst window
 REORDER_S = 0.02  # requests written this soon after one may reach Pipedrive before it (a burst)
+PENALTY_DECAY_S = 60.0  # after a burst 429, how long the limit stays lowered by one
 LOWEST_BURST_LIMIT = 20  # the smallest API-token plan: the assumption until a response tells the real one
 
 
@@ -91,7 +91,7 @@ class Plan:
     daily_token_budget: int | None = None  # 30,000 x plan multiplier x seats
     max_budget_share: float = 1.0  # share of the daily budget this run may spend
     window_s: float = WINDOW_S
-    safety_s: float = 0.05  # added to the window: arrival times jitter around send times
+    safety_s: float = 0.01  # added to the window (see `PlanLimiter`)
     tolerance_s: float = 0.2  # how far sends may bunch up after the first window (see `PlanLimiter`)
 
     def __post_init__(self) -> None:
@@ -134,6 +134,9 @@ class PlanLimiter:
         self._writes: list[float] = []  # when requests of the last two windows were written (sorted)
         self._header_limit: int | None = None
         self._penalty = 0  # lowered after a burst 429 the headers did not predict
+        self._penalized_at = 0.0
+        self._quickest = math.inf  # the shortest round trip seen, from a write to its answer
+        self._answers_since: float | None = None
         self._foreign = _RecentExtreme(largest=True)  # others' requests in a window, by when seen
         self._paused_until = 0.0
         self._daily_limit: int | None = None
@@ -187,7 +190,7 @@ class PlanLimiter:
             if known is not None:
                 written = self._written.pop(number, None)
                 stamp, now = written or sent_at, self._clock()
-                self._restamp(stamp, now if status == 0 else stamp + (now - stamp) / 2)
+                self._restamp(stamp, now if status == 0 else self._slot_start(stamp, now))
             if status == 0 or status == 429:
                 self.stats.spent -= cost  # not admitted: Pipedrive charges nothing
                 if self._daily_left is not None:
@@ -207,7 +210,7 @@ class PlanLimiter:
         if self._header_limit:
             limit = min(limit, self._header_limit)
         limit -= self._foreign_share()
-        return max(1, limit - self._penalty)
+        return max(1, limit - self._current_penalty())
 
     @property
     def saturated(self) -> bool:
@@ -272,6 +275,22 @@ class PlanLimiter:
             del self._sends[index]
         bisect.insort(self._sends, arrived)
 
+    def _slot_start(self, written: float, answered: float) -> float:
+        """Where the slot of a request written and answered then starts, for a window (plus `safety_s`).
+
+        Pipedrive counted it no later than the answer less its way back, and counts the request that
+        takes the slot next no sooner than that one's send plus its way there: a way back and a way there
+        take at least the quickest round trip seen (less the little time Pipedrive spent on that one,
+        which `safety_s` covers). A queue before counting only lengthens the way there. Until a run has
+        seen answers for two windows, its quickest may itself have waited in such a queue, and the slot
+        starts at the answer."""
+        self._quickest = min(self._quickest, answered - written)
+        if self._answers_since is None:
+            self._answers_since = answered
+        if answered - self._answers_since < 2 * self.plan.window_s:
+            return answered
+        return answered - self._quickest
+
     def _probing(self) -> bool:
         return self.plan.burst_limit is None and self._header_limit is None and bool(self._sends)
 
@@ -319,7 +338,16 @@ class PlanLimiter:
         self.stats.burst_429s += 1
         reset = _float(headers.get("x-ratelimit-reset")) or _float(headers.get("retry-after")) or 1.0
         self._paused_until = max(self._paused_until, self._clock() + min(reset, self.plan.window_s))
-        self._penalty = min(self._penalty + 1, max(0, self.burst_limit - 1))
+        self._penalty = min(self._current_penalty() + 1, max(0, self.burst_limit - 1))
+        self._penalized_at = self._clock()
+
+    def _current_penalty(self) -> int:
+        """The limit is lowered by one per burst 429 and raised again by one per `PENALTY_DECAY_S` without
+        one: a 429 caused by a moment's queue at Pipedrive then costs a minute, not the rest of the run
+        (at 20 per window, one less is 5% of the plan)."""
+        if not self._penalty:
+            return 0
+        return max(0, self._penalty - int((self._clock() - self._penalized_at) / PENALTY_DECAY_S))
 
     # ---- daily budget ---------------------------------------------------------------------------------
     @property

@@ -288,6 +288,10 @@ def test_latency_is_applied(client: httpx.Client, emu: EmulatorHandle) -> None:
     started = time.perf_counter()
     assert client.get(V2_LIST, headers=auth(emu)).status_code == 200
     assert 0.25 <= time.perf_counter() - started < 5
+    emu.control.settings(burst_limit=1)  # a 429 takes the way there and the way back too
+    started = time.perf_counter()
+    assert client.get(V2_LIST, headers=auth(emu)).status_code == 429
+    assert 0.25 <= time.perf_counter() - started < 5
 
 
 # ---- control API -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import time
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
@@ -68,6 +69,9 @@ class EmulatorSettings:
     )
     latency_ms: float = field(default=0.0, metadata=_opt("fixed latency per request", True))
     jitter_ms: float = field(default=0.0, metadata=_opt("plus uniform random latency up to this", True))
+    queue_ms: float = field(
+        default=0.0, metadata=_opt("plus uniform random delay up to this before a request is counted", True)
+    )
     error_rate: float = field(default=0.0, metadata=_opt("share of requests answered 5xx", True))
     throttle_rate: float = field(default=0.0, metadata=_opt("share answered with a spurious 429", True))
     drop_rate: float = field(default=0.0, metadata=_opt("share whose connection drops mid-body", True))
@@ -115,6 +119,7 @@ class EmulatorApp:
         )
         self.auth = Authenticator(s.api_token, s.other_company_token or None, self.oauth)
         self.stats = Stats()
+        self._started = time.monotonic()
         self._other: Any = None
         self._other_lock = threading.Lock()
 
@@ -146,13 +151,15 @@ class EmulatorApp:
         company = self._company_for(cred)
         query = [(k, v) for k, v in query if k != "api_token"]  # a credential, not a filter for handle()
         cost = self._cost_of(method, path)
-        if (way_there := self.faults.settings.way_there_s) > 0:
+        if (way_there := self.faults.settings.way_there_s(time.monotonic() - self._started)) > 0:
             await asyncio.sleep(way_there)
         decision = self.limiter.admit(cred.token, cost, cred.company, _now(company), cred.oauth)
         left = _daily_requests_left(cred)
         base = decision.headers() + left
         if not decision.allowed:
             self.stats.record(template, 429, limited=decision.kind)
+            if (way_back := self.faults.settings.latency_ms / 2000.0) > 0:
+                await asyncio.sleep(way_back)  # a 429 takes the way back too
             await _send(send, 429, base + _date(company), rate_limited_body(decision.kind or BURST))
             return
         fault = self.faults.next()

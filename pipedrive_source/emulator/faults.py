@@ -18,6 +18,7 @@ THROTTLE = "throttle"
 DROP = "drop"
 MALFORMED = "malformed"
 KINDS = (ERROR, THROTTLE, DROP, MALFORMED)
+QUEUE_PERIOD_S = 3.0  # not a multiple of the 2-second burst window
 
 BAD_GATEWAY_HTML = (
     b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
@@ -35,10 +36,14 @@ class FaultSettings:
     # (the way there), the other half plus the jitter after it (processing and the way back)
     latency_ms: float = 0.0
     jitter_ms: float = 0.0  # plus a uniform random delay in [0, jitter_ms)
+    # a queue at Pipedrive's edge that builds and drains: in the first half of every QUEUE_PERIOD_S a
+    # request waits this long more before the rate limiter counts it, the way there is then longer than the
+    # way back, and a request sent a window after a queued one can be counted less than a window after it
+    queue_ms: float = 0.0
 
-    @property
-    def way_there_s(self) -> float:
-        return self.latency_ms / 2000.0
+    def way_there_s(self, uptime_s: float) -> float:
+        queued = self.queue_ms / 1000.0 if uptime_s % QUEUE_PERIOD_S < QUEUE_PERIOD_S / 2 else 0.0
+        return self.latency_ms / 2000.0 + queued
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class FaultInjector:
         with self._lock:
             pick, jitter, detail = self._rng.random(), self._rng.random(), self._rng.random()
             s = self.settings
-        delay = (s.latency_ms + jitter * s.jitter_ms) / 1000.0 - s.way_there_s
+        delay = (s.latency_ms + jitter * s.jitter_ms) / 1000.0 - s.latency_ms / 2000.0
         edge = 0.0
         rates = (s.error_rate, s.throttle_rate, s.drop_rate, s.malformed_rate)
         for kind, rate in zip(KINDS, rates, strict=True):
