@@ -190,8 +190,8 @@ def test_a_queue_before_pipedrive_counts_requests_gets_no_429(clean_emulator: Em
     """Pipedrive may hold requests in a queue before counting them (400 ms here, every other 1.5 s): the way
     there is then longer than the way back, and the middle of a round trip, once taken for the moment the
     request was counted, fell up to 200 ms before it; a request sent a window later, when the queue had
-    drained, was counted within the same window. The latest a request can have been counted is its answer
-    less the quickest way back seen, and its slot is not given again before that is a window old."""
+    drained, was counted within the same window. A slot now starts at the answer less the quickest round trip
+    seen (at the answer itself in the first two windows): a queue only lengthens the way there."""
     clean_emulator.control.settings(burst_limit=20, latency_ms=100, jitter_ms=20, queue_ms=400)
     limiter = PlanLimiter()
     client = client_for(clean_emulator, limiter)

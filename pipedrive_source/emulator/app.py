@@ -70,7 +70,7 @@ class EmulatorSettings:
     latency_ms: float = field(default=0.0, metadata=_opt("fixed latency per request", True))
     jitter_ms: float = field(default=0.0, metadata=_opt("plus uniform random latency up to this", True))
     queue_ms: float = field(
-        default=0.0, metadata=_opt("plus uniform random delay up to this before a request is counted", True)
+        default=0.0, metadata=_opt("delay before a request is counted, in the first half of every 3 s", True)
     )
     error_rate: float = field(default=0.0, metadata=_opt("share of requests answered 5xx", True))
     throttle_rate: float = field(default=0.0, metadata=_opt("share answered with a spurious 429", True))
@@ -158,7 +158,7 @@ class EmulatorApp:
         base = decision.headers() + left
         if not decision.allowed:
             self.stats.record(template, 429, limited=decision.kind)
-            if (way_back := self.faults.settings.latency_ms / 2000.0) > 0:
+            if (way_back := self.faults.settings.way_back_s) > 0:
                 await asyncio.sleep(way_back)  # a 429 takes the way back too
             await _send(send, 429, base + _date(company), rate_limited_body(decision.kind or BURST))
             return

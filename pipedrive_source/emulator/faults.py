@@ -41,9 +41,13 @@ class FaultSettings:
     # way back, and a request sent a window after a queued one can be counted less than a window after it
     queue_ms: float = 0.0
 
+    @property
+    def way_back_s(self) -> float:
+        return self.latency_ms / 2000.0
+
     def way_there_s(self, uptime_s: float) -> float:
         queued = self.queue_ms / 1000.0 if uptime_s % QUEUE_PERIOD_S < QUEUE_PERIOD_S / 2 else 0.0
-        return self.latency_ms / 2000.0 + queued
+        return self.way_back_s + queued
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class FaultInjector:
         with self._lock:
             pick, jitter, detail = self._rng.random(), self._rng.random(), self._rng.random()
             s = self.settings
-        delay = (s.latency_ms + jitter * s.jitter_ms) / 1000.0 - s.latency_ms / 2000.0
+        delay = s.way_back_s + jitter * s.jitter_ms / 1000.0
         edge = 0.0
         rates = (s.error_rate, s.throttle_rate, s.drop_rate, s.malformed_rate)
         for kind, rate in zip(KINDS, rates, strict=True):
