@@ -176,3 +176,38 @@ def test_dags_test_loads_the_company_then_its_changes(
     assert tasks[task_id]["is_deleted"] is True
     views = synced_rows(reader, "v_deals")
     assert len(views) == sum(1 for d in emulator.control.snapshot("deals") if not d["is_deleted"])
+
+
+AIRFLOW_PROBE = """
+import json, os, sys
+{first}
+import dlt
+import pipedrive_source
+dlt.pipeline(pipeline_name="probe", destination="duckdb", pipelines_dir=sys.argv[1])
+print(json.dumps({{"airflow_imported": "airflow" in sys.modules,
+                  "setting": os.environ.get("PROVIDERS__ENABLE_AIRFLOW_SECRETS")}}))
+"""
+
+
+@pytest.mark.parametrize("first", ["", "import airflow"], ids=["outside_airflow", "inside_airflow"])
+def test_airflow_is_imported_only_where_it_already_runs(
+    airflow_env: dict[str, str], tmp_path: Path, first: str
+) -> None:
+    """dlt imports an installed Airflow for its secrets provider as a pipeline is made: 90 MB more for every
+    sync outside Airflow. The package turns that provider off unless Airflow is already imported (a task)."""
+    env = {k: v for k, v in airflow_env.items() if k != "PROVIDERS__ENABLE_AIRFLOW_SECRETS"}
+    done = subprocess.run(
+        [sys.executable, "-c", AIRFLOW_PROBE.format(first=first), str(tmp_path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    if first:
+        assert seen == {"airflow_imported": True, "setting": None}  # Airflow's secrets provider stays on
+    else:
+        assert seen == {"airflow_imported": False, "setting": "false"}
