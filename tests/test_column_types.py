@@ -17,6 +17,7 @@ import dlt
 import duckdb
 import pytest
 from connector_fixtures import ALL_TABLES, DATASET, make_pipeline, sync
+from dlt.common.schema.utils import get_first_column_name_with_prop, is_nested_table
 
 from pipedrive_source import pipedrive_source
 from pipedrive_source.column_types import child_columns, root_columns, table_columns
@@ -64,7 +65,8 @@ def synced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     db = workdir / "crm.duckdb"
     with duckdb.connect(str(db), read_only=True) as con:
         custom = con.execute(f"SELECT entity, column_name FROM {DATASET}.custom_fields").fetchall()
-    return {"arrow": request.param, "types": column_types_of(db), "custom": custom}
+    schema = make_pipeline(workdir).default_schema
+    return {"arrow": request.param, "types": column_types_of(db), "custom": custom, "schema": schema}
 
 
 def test_every_entity_table_has_the_spec_types(synced: dict[str, Any]) -> None:
@@ -143,6 +145,20 @@ def test_money_is_double_and_ids_are_bigint(synced: dict[str, Any]) -> None:
 def test_no_variant_columns(synced: dict[str, Any]) -> None:
     variants = [f"{t}.{c}" for t, cols in synced["types"].items() for c in cols if "__v_" in c]
     assert not variants
+
+
+def test_no_table_has_a_parent_key_without_a_parent(synced: dict[str, Any]) -> None:
+    """The connector's child tables are top-level tables. A child table whose first page went through dlt's
+    record path (a value that did not fit its column) got dlt's default nested-table hints, `parent_key` on
+    `_dlt_parent_id` among them, and dlt then warned in every run that such a table is not linked to a
+    parent (`Table lead_fields__options has parent_key ...`)."""
+    schema = synced["schema"]
+    orphans = [
+        table["name"]
+        for table in schema.data_tables()
+        if get_first_column_name_with_prop(table, "parent_key") and not is_nested_table(table)
+    ]
+    assert not orphans
 
 
 def test_hints_name_the_columns_dlt_makes(synced: dict[str, Any]) -> None:
