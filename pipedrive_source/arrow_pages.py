@@ -317,23 +317,12 @@ class PageShaper:
             else:
                 arrays[name] = array
         if fallback and not is_root:
-            hints.update(self._link_hints(table, announced))
+            hints.update(_link_hints(types, announced))
         announced.update(hints)
         key = ROOT_KEY if is_root else self.child_key
         if fallback:
             return Shaped(table, _rows(values, size, types), hints, is_root, key)
         return Shaped(table, pa.table(arrays), hints, is_root, key)
-
-    def _link_hints(self, table: str, announced: set[str]) -> dict[str, dict[str, Any]]:
-        """The link columns of a child table whose page goes to dlt's record path, typed as its Arrow pages
-        type them. Left to dlt, a new `_dlt_parent_id` gets its nested-table hint `parent_key`, and this
-        table has no parent table: dlt then warns in every run that the table is not linked to one."""
-        types = self._types[table]
-        return {
-            name: {"name": name, "data_type": types[name], "nullable": True}
-            for name in (PARENT_ID, LIST_IDX, LOAD_ID)
-            if name not in announced
-        }
 
     def _declared(self, table: str) -> Mapping[str, Mapping[str, Any]]:
         """Column hints of `table`: the resource's (spec types, custom fields) for the root table, the
@@ -559,6 +548,17 @@ def _cast(strings: pa.Array, data_type: str) -> pa.Array:
         return pc.cast(strings, ARROW_TYPES["timestamp"])
     except pa.ArrowInvalid:  # v1 writes "2025-01-01 10:20:00" (UTC) without a zone
         return pc.cast(pc.cast(strings, pa.timestamp("us")), ARROW_TYPES["timestamp"])
+
+
+def _link_hints(types: Mapping[str, str], announced: set[str]) -> dict[str, dict[str, Any]]:
+    """The link columns of a child table whose page goes to dlt's record path, typed as its Arrow pages type
+    them. Left to dlt, a new `_dlt_parent_id` gets its nested-table hint `parent_key`, and this table has no
+    parent table: dlt then warns in every run that the table is not linked to one."""
+    return {
+        name: {"name": name, "data_type": types[name], "nullable": True}
+        for name in (PARENT_ID, LIST_IDX, LOAD_ID)
+        if name not in announced
+    }
 
 
 def _rows(values: dict[str, list[Any]], size: int, types: Mapping[str, str]) -> list[Row]:
