@@ -517,8 +517,11 @@ def _full_fetch(
 
 
 def _full_pages(entity: Entity, ctx: SyncContext, coverage: _Coverage) -> Iterator[list[Row] | None]:
-    """Shaped records of a full read: shared small lists from the run's memo, others read concurrently
-    and handed on per listing once all arrived (a record in two listings: the first listing's wins)."""
+    """Shaped records of a full read: shared small lists from the run's memo, others read concurrently.
+
+    The first listing's pages go on as they arrive (a large list is never held whole); a later listing's
+    are held until every page arrived and go on in listing order, so that a record in two listings is the
+    first listing's (`_Changes` keeps the first it sees)."""
     if entity.name in _MEMO_LISTS:
         yield ctx.full_rows(entity)
         return
@@ -529,16 +532,19 @@ def _full_pages(entity: Entity, ctx: SyncContext, coverage: _Coverage) -> Iterat
                 read.full({entity.parent_param: parent["id"]}, parent=parent["id"])
     else:
         read.full()
-    by_listing: dict[int, list[Row]] = {}
+    held: dict[int, list[Row]] = {}
     for batch in read.batches():
         if batch is None:
             yield None
+            continue
+        rows = ctx.records(entity, batch)
+        coverage.add(batch.tag.index, rows)
+        if batch.tag.index == 0:
+            yield rows
         else:
-            rows = ctx.records(entity, batch)
-            coverage.add(batch.tag.index, rows)
-            by_listing.setdefault(batch.tag.index, []).extend(rows)
-    for index in sorted(by_listing):  # in listing order, whatever order the pages came in: first wins
-        yield by_listing[index]
+            held.setdefault(batch.tag.index, []).extend(rows)
+    for index in sorted(held):
+        yield held[index]
 
 
 # lists other entities read too (field definitions, boards for phases, lead labels): fetched once per run
