@@ -16,7 +16,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import dlt
+from dlt.common.schema import Schema
 from dlt.destinations.job_client_impl import SqlJobClientBase
+from dlt.destinations.sql_client import SqlClientBase
 
 from .entities import BY_NAME, Entity
 from .run import SyncMonitor
@@ -34,14 +36,15 @@ def flag_vanished(pipeline: dlt.Pipeline, monitor: SyncMonitor) -> dict[str, int
 
 
 def _vanished(pipeline: dlt.Pipeline, monitor: SyncMonitor) -> dict[str, set[Any]]:
-    checks = {table: links for table, links in _links(monitor).items() if _materialized(pipeline, table)}
+    schema = pipeline.default_schema if pipeline.default_schema_name else None  # read once: dlt reloads it
+    checks = {table: links for table, links in _links(monitor).items() if _materialized(schema, table)}
     if not checks:
         return {}
     # one connection for every query: a connection each cost 1.7 s for 22 tables at scale large
-    with pipeline.dataset() as dataset:
+    with pipeline.sql_client() as client:
         out: dict[str, set[Any]] = {}
         for table, links in checks.items():
-            rows = _known(dataset, table, BY_NAME[table].primary_key, *(column for column, _ in links))
+            rows = _known(client, table, BY_NAME[table].primary_key, *(column for column, _ in links))
             lives = [live for _, live in links]
             out[table] = {
                 row[0] for row in rows if any(v not in live for v, live in zip(row[1:], lives, strict=True))
@@ -62,15 +65,20 @@ def _links(monitor: SyncMonitor) -> dict[str, list[tuple[str, set[Any]]]]:
     return out
 
 
-def _materialized(pipeline: dlt.Pipeline, table: str) -> bool:
-    schema = pipeline.default_schema if pipeline.default_schema_name else None
+def _materialized(schema: Schema | None, table: str) -> bool:
     return bool(schema and table in schema.tables and schema.tables[table].get("columns"))
 
 
-def _known(dataset: Any, table: str, *columns: str) -> list[Any]:
-    """Key columns of the destination rows not flagged deleted yet."""
-    names = ", ".join(columns)
-    return dataset.query(f"SELECT {names} FROM {table} WHERE is_deleted IS NOT TRUE").fetchall()
+def _known(client: SqlClientBase[Any], table: str, *columns: str) -> Sequence[Sequence[Any]]:
+    """Key columns of the destination rows not flagged deleted yet.
+
+    Plain SQL on the destination's client: a query through dlt's dataset relations first modelled every
+    column of the schema for each table, and `flag_vanished` took 0.9-1.2 s after a small sync's load
+    (with nothing to flag) instead of 0.1 s."""
+    names = ", ".join(client.escape_column_name(column) for column in columns)
+    flag = client.escape_column_name("is_deleted")
+    query = f"SELECT {names} FROM {client.make_qualified_table_name(table)} WHERE {flag} IS NOT TRUE"
+    return client.execute_sql(query) or []
 
 
 def _apply(pipeline: dlt.Pipeline, entity: Entity, ids: set[Any], hard_delete: bool) -> int:
