@@ -51,7 +51,7 @@ from .errors import ConfigError, RateLimitExhausted
 BURST = "burst"
 DAILY = "daily"
 WINDOW_S = 2.0  # Pipedrive's burst window
-REORDER_S = 0.02  # requests written this soon after one may reach Pipedrive before it (a burst)
+REORDER_S = 0.02  # slack on either side of a request's possible arrival (Pipedrive's own time varies)
 PENALTY_DECAY_S = 60.0  # after a burst 429, how long the limit stays lowered by one
 LOWEST_BURST_LIMIT = 20  # the smallest API-token plan: the assumption until a response tells the real one
 
@@ -132,6 +132,8 @@ class PlanLimiter:
         self._cond = threading.Condition()
         self._sends: list[float] = []  # sorted: send times of requests in flight, response times of others
         self._writes: list[float] = []  # when requests of the last two windows were written (sorted)
+        self._answered: dict[float, float] = {}  # write time -> when its answer (or failure) came
+        self._slowest = 0.0  # the longest round trip seen: how far back a late arrival may have been written
         self._header_limit: int | None = None
         self._penalty = 0  # lowered after a burst 429 the headers did not predict
         self._penalized_at = 0.0
@@ -177,7 +179,7 @@ class PlanLimiter:
             if known is not None and number not in self._written:
                 self._written[number] = now = self._clock()
                 self._restamp(known[0], now)
-                del self._writes[: bisect.bisect_right(self._writes, now - 2 * self.plan.window_s)]
+                self._forget_writes(now - 2 * (self.plan.window_s + min(self._slowest, self.plan.window_s)))
                 self._writes.append(now)
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
@@ -186,18 +188,22 @@ class PlanLimiter:
         with self._cond:
             known = self._inflight.pop(number, None)
             sent_at, cost = known or (self._clock(), 0)
-            stamp = sent_at
+            stamp = answered = sent_at
             if known is not None:
                 written = self._written.pop(number, None)
-                stamp, now = written or sent_at, self._clock()
-                self._restamp(stamp, now if status == 0 else self._slot_start(stamp, now))
+                stamp, answered = written or sent_at, self._clock()
+                self._restamp(stamp, answered if status == 0 else self._slot_start(stamp, answered))
+                if written is not None:
+                    self._answered[written] = answered
+                    if status:
+                        self._slowest = max(self._slowest, answered - written)
             if status == 0 or status == 429:
                 self.stats.spent -= cost  # not admitted: Pipedrive charges nothing
                 if self._daily_left is not None:
                     self._daily_left += cost
             self._learn_date(headers)
             self._learn_daily(headers, sent_at)
-            self._learn_burst(headers, stamp, status)
+            self._learn_burst(headers, stamp, answered, status)
             if status == 429:
                 self._on_429(headers, cost)
             self._cond.notify_all()
@@ -294,7 +300,7 @@ class PlanLimiter:
     def _probing(self) -> bool:
         return self.plan.burst_limit is None and self._header_limit is None and bool(self._sends)
 
-    def _learn_burst(self, headers: Mapping[str, str], written: float, status: int) -> None:
+    def _learn_burst(self, headers: Mapping[str, str], written: float, answered: float, status: int) -> None:
         limit = _int(headers.get("x-ratelimit-limit"))
         remaining = _int(headers.get("x-ratelimit-remaining"))
         if limit is None or limit < 1:
@@ -304,23 +310,48 @@ class PlanLimiter:
             self.stats.limits_seen["burst"] = limit
         if remaining is None or status == 429:
             return
-        # The server counted `limit - remaining` requests in the window ending at this one's arrival, ours
-        # among them those written in the window before it (the way there takes about as long for each) and
-        # any written just after it that Pipedrive's queues let overtake it (`REORDER_S`); the rest are
-        # other clients'. Counted by send time and forgotten a window after the response, ours missed a
-        # round trip of them: every answer then seemed to show 2-20 other requests at 120 per window, and
-        # the most of those, left free, was 10% of the plan. Counted by the middle of their round trips,
-        # they moved with the time Pipedrive took to answer each (a page of 500 records): as many as 9 too
-        # few in a burst. What remains are spikes of 2-10 when Pipedrive's queue holds one request longer
-        # than others (about 1.5 per second at 120 per window, the limit is 117 on average).
-        writes = self._writes
-        own = bisect.bisect_right(writes, written + REORDER_S) - bisect.bisect_right(
-            writes, written - self.plan.window_s
-        )
+        # The server counted `limit - remaining` requests in the window ending at this one's arrival; ours
+        # among them are those `_own_in_window` finds, the rest are other clients'. Counted by send time and
+        # forgotten a window after the response, ours missed a round trip of them: every answer then seemed
+        # to show 2-20 other requests at 120 per window, and the most of those, left free, was 10% of the
+        # plan. Counted by the middle of their round trips, they moved with the time Pipedrive took to answer
+        # each (a page of 500 records): as many as 9 too few in a burst.
+        own = self._own_in_window(written, answered)
         foreign = (limit - remaining) - own
         if foreign > 1:  # one is arrival jitter; more are another client on the same token
             self._foreign.note(self._clock(), foreign)
             self.stats.foreign_seen = max(self.stats.foreign_seen, foreign)
+
+    def _own_in_window(self, written: float, answered: float) -> int:
+        """How many of our requests Pipedrive may have counted in the window ending at the arrival of the one
+        written and answered then.
+
+        Arrivals are known only within a round trip: a request arrives no sooner than half the quickest
+        round trip after its write, and no later than that before its answer. Ours in the window are those
+        written in the window before this one's write, plus those whose arrival may fall on the other side
+        of either edge: written after it but before its latest arrival (its own way there was slow), or
+        written before the window but answered late enough to have arrived inside it (theirs was slow: the
+        first window's burst waits in Pipedrive's queue, and a slot opened by it is taken the moment it
+        frees). Counted by write time alone, with `REORDER_S` as the only slack, those showed as another
+        client's requests (spikes of 3-5 at 200 ms round trips, one window's slots left unused)."""
+        quickest = min(self._quickest, answered - written)
+        writes, edge = self._writes, written - self.plan.window_s
+        inside = bisect.bisect_right(writes, edge)
+        own = bisect.bisect_right(writes, answered - quickest + REORDER_S) - inside
+        late = edge + quickest - REORDER_S  # an earlier request answered after this may have arrived inside
+        oldest = edge - (min(self._slowest, self.plan.window_s) - quickest) - REORDER_S
+        for index in range(inside - 1, -1, -1):
+            if writes[index] <= oldest:
+                break
+            if self._answered.get(writes[index], math.inf) > late:
+                own += 1
+        return own
+
+    def _forget_writes(self, horizon: float) -> None:
+        gone = bisect.bisect_right(self._writes, horizon)
+        for stamp in self._writes[:gone]:
+            self._answered.pop(stamp, None)
+        del self._writes[:gone]
 
     def _foreign_share(self) -> int:
         """Slots left to other clients on the token: the most they held in one window lately, plus one.
