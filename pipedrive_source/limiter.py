@@ -133,7 +133,7 @@ class PlanLimiter:
         self._sends: list[float] = []  # sorted: send times of requests in flight, response times of others
         self._writes: list[float] = []  # when requests of the last two windows were written (sorted)
         self._answered: dict[float, float] = {}  # write time -> when its answer (or failure) came
-        self._slowest = 0.0  # the longest round trip seen: how far back a late arrival may have been written
+        self._slowest = 0.0  # longest round trip seen (up to a window): how early a late arrival was written
         self._header_limit: int | None = None
         self._penalty = 0  # lowered after a burst 429 the headers did not predict
         self._penalized_at = 0.0
@@ -179,7 +179,7 @@ class PlanLimiter:
             if known is not None and number not in self._written:
                 self._written[number] = now = self._clock()
                 self._restamp(known[0], now)
-                self._forget_writes(now - 2 * (self.plan.window_s + min(self._slowest, self.plan.window_s)))
+                self._forget_writes(now - 2 * (self.plan.window_s + self._slowest))
                 self._writes.append(now)
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
@@ -195,8 +195,8 @@ class PlanLimiter:
                 self._restamp(stamp, answered if status == 0 else self._slot_start(stamp, answered))
                 if written is not None:
                     self._answered[written] = answered
-                    if status:
-                        self._slowest = max(self._slowest, answered - written)
+                    if status:  # capped: it bounds the writes kept, and scanned for each answer
+                        self._slowest = min(self.plan.window_s, max(self._slowest, answered - written))
             if status == 0 or status == 429:
                 self.stats.spent -= cost  # not admitted: Pipedrive charges nothing
                 if self._daily_left is not None:
@@ -339,7 +339,7 @@ class PlanLimiter:
         inside = bisect.bisect_right(writes, edge)
         own = bisect.bisect_right(writes, answered - quickest + REORDER_S) - inside
         late = edge + quickest - REORDER_S  # an earlier request answered after this may have arrived inside
-        oldest = edge - (min(self._slowest, self.plan.window_s) - quickest) - REORDER_S
+        oldest = edge - (self._slowest - quickest) - REORDER_S
         for index in range(inside - 1, -1, -1):
             if writes[index] <= oldest:
                 break
