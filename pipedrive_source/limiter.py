@@ -18,7 +18,8 @@ slot; `NoLimiter` sends at once and leaves 429s to the client's waits.
   at 100 ms). A request without a response counts from the moment it failed.
   Within the window, sends are spaced evenly after the first window's burst (`_spacing_delay` says why).
   The plan's value is an upper bound; the `x-ratelimit-limit`
-  header lowers it (without a plan value, one request goes first and its headers tell the limit), and
+  header lowers it (without a plan value, one request goes first and its headers tell the limit, which
+  then sizes the first window's burst), and
   `x-ratelimit-remaining` reveals requests other integrations made with the same token in the window,
   which are left to them. A burst 429 (should one happen anyway) pauses every sender until
   `x-ratelimit-reset` and lowers the limit by one for a while (`_current_penalty`).
@@ -306,6 +307,8 @@ class PlanLimiter:
         if limit is None or limit < 1:
             return
         if limit != self._header_limit:
+            if self._header_limit is None and self.plan.burst_limit is None:
+                self._credit = None  # the first window's burst is the limit's, not the probe's assumed one
             self._header_limit = limit
             self.stats.limits_seen["burst"] = limit
         if remaining is None or status == 429:

@@ -65,6 +65,20 @@ def test_after_the_first_window_sends_are_spread_out_not_bunched(clean_emulator:
     assert len(later) >= 3 and max(later) <= 13, seconds
 
 
+def test_the_first_window_is_the_limit_the_first_answer_tells(clean_emulator: EmulatorHandle) -> None:
+    """Told no plan, the limiter sends one request and assumes the smallest plan (20 per window) until its
+    answer tells the limit. The first window's burst is then the told limit's: a run of 100 requests at 100
+    per window waits only for that first answer. (The burst was once the assumed 20, and the rest went at
+    the spaced pace of 50 per second: some 80 waits, a second lost at the start of every run.)"""
+    clean_emulator.control.settings(burst_limit=100)
+    limiter = PlanLimiter()
+    client = client_for(clean_emulator, limiter)
+    hammer(client, 100, threads=16)
+    assert clean_emulator.control.stats()["rate_limited"]["burst"] == 0
+    assert limiter.stats.limits_seen["burst"] == 100
+    assert limiter.stats.waits <= 15  # the other threads' first requests, waiting for the first answer
+
+
 def test_requests_of_another_client_on_the_same_token_are_left_their_share(
     clean_emulator: EmulatorHandle,
 ) -> None:
