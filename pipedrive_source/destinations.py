@@ -38,8 +38,11 @@ follow-up job, which runs once all of them are in.
 dlt opens the database when a job borrows a connection while none is borrowed and closes it (writing a
 checkpoint) when the last one is returned: between jobs, 16 times in a small sync's load, under the lock
 every job takes to borrow. So the load of a package holds one connection from the start of the package to
-its `complete_load` (`_HELD`): the database is opened once and checkpointed once (a small sync's load 1.9
-s against 2.2 s).
+its `complete_load` (`_HELD`): the database is opened once. Closing it was also what wrote the loaded rows
+to the database file (dlt sets `checkpoint_threshold` to 1 GB): until then DuckDB keeps them in memory, and
+past its memory limit in a temporary file, read back when it checkpoints. So each job ends with a
+`CHECKPOINT`, which DuckDB refuses while another job writes (a later job's or the final close then
+writes those rows): a large sync's load 5.8-6.1 s against 6.9 s without it, and 240-251 MB against 253 MB.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from dlt.common.storages.load_package import ParsedLoadJobFileName, load_package
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.destinations.impl.duckdb.duck import DuckDbClient
+from duckdb import TransactionException
 
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
 
@@ -193,6 +197,7 @@ class _DuckDbClient(DuckDbClient):
         def run_within_share() -> None:
             with shares.claim(claim, limit):
                 run()
+                _checkpoint(job)
 
         job.run = run_within_share
         return job
@@ -280,6 +285,13 @@ class _DuckDbClient(DuckDbClient):
                 return bool(self.sql_client.execute_sql(query, load_id))
         except DatabaseUndefinedRelation:
             return False  # not created yet
+
+
+def _checkpoint(job: Any) -> None:
+    """Write what `job` committed (and any job before it) to the database file, unless another job is
+    writing (module docstring: `_HELD`)."""
+    with contextlib.suppress(TransactionException):  # "other write transactions active": a later job, or
+        job._job_client.sql_client.native_connection.execute("CHECKPOINT")  # the close at the end, writes
 
 
 def _with_dedup(job: Any, table: Any) -> Any:
