@@ -26,23 +26,24 @@ with: the files go into it directly and `EmptyTableMergeJob` then leaves what th
 inserted (deduplicated, without hard deleted rows). The answer cannot change while the package loads
 (only the package writes to the table, and a staged table's merge, which may delete the other loads'
 rows, runs after its copies), so the database is asked once per table and package (dlt asks again for
-each job, `_DIRECT`) and a process resuming the package after a crash gets the same answer. Tables with
+each job, `_PACKAGES`) and a process resuming the package after a crash gets the same answer. Tables with
 nested tables (the connector's child tables are top-level tables), other merge strategies, dlt's merge
 conditions, or without `_dlt_load_id`, and every table of an incremental sync, take dlt's staging and merge.
 A table loaded directly from one file of the package (most tables: dlt rotates files only past
-`file_max_items`) gets the dedup of `EmptyTableMergeJob` in its copy job, in the copy's transaction,
-instead of a follow-up job: dlt's coordination of a job costs more than the job itself at small tables (a
+`file_max_items`) gets the dedup of `EmptyTableMergeJob` in its copy job, right after the copy, instead
+of a follow-up job: dlt's coordination of a job costs more than the job itself at small tables (a
 small sync's load: 1.5 s with 77 follow-up jobs, 1.0 s without them). A table in several files keeps the
 follow-up job, which runs once all of them are in.
 
 dlt opens the database when a job borrows a connection while none is borrowed and closes it (writing a
 checkpoint) when the last one is returned: between jobs, 16 times in a small sync's load, under the lock
 every job takes to borrow. So the load of a package holds one connection from the start of the package to
-its `complete_load` (`_HELD`): the database is opened once. Closing it was also what wrote the loaded rows
-to the database file (dlt sets `checkpoint_threshold` to 1 GB): until then DuckDB keeps them in memory, and
-past its memory limit in a temporary file, read back when it checkpoints. So each job ends with a
-`CHECKPOINT`, which DuckDB refuses while another job writes (a later job's or the final close then
-writes those rows): a large sync's load 5.8-6.1 s against 6.9 s without it, and 240-251 MB against 253 MB.
+its `complete_load`, or until a job fails (`_HELD`): the database is opened once. Closing it was also what
+wrote the loaded rows to the database file (dlt sets `checkpoint_threshold` to 1 GB): until then DuckDB
+keeps them in memory, and past its memory limit in a temporary file, read back when it checkpoints. So each
+job ends with a `CHECKPOINT`, which DuckDB refuses while another job writes (a later job's or the final
+close then writes those rows): a large sync's load 5.8-6.1 s against 6.9 s without it, and 240-251 MB
+against 253 MB.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class _Package:
 # and dlt asks them of a new client for each job: asking DuckDB each time opened and closed the database when
 # no job held it (6 s of a 16 s load, 77 tables)
 _PACKAGES: dict[str, _Package] = {}
-_HELD: dict[str, tuple[str, Any, Any]] = {}  # database -> (load id, pool, connection held for its load)
+_HELD = "_pipedrive_held"  # attribute of dlt's connection pool: the connection held for a package's load
 _JOB_FOLDERS = ("new_jobs", "started_jobs", "completed_jobs", "failed_jobs")
 
 
@@ -168,21 +169,19 @@ class _DuckDbClient(DuckDbClient):
         self._release_connection()
 
     def _hold_connection(self) -> None:
-        """At the start of a package's load: keep the database open until `complete_load`."""
-        package = self._package()
-        if package is None:
+        """At the start of a package's load: keep the database open until `complete_load` (or a job fails)."""
+        if self._package() is None:
             return
-        self._release_connection()  # a package that failed before completing
         pool = self.config.credentials.conn_pool
-        _HELD[self._database] = (package.load_id, pool, pool.borrow_conn())
+        self._release_connection()  # a package that failed before completing
+        setattr(pool, _HELD, pool.borrow_conn())
 
     def _release_connection(self) -> None:
-        held = _HELD.pop(self._database, None)
-        if held is not None:
-            held[1].return_conn(held[2])
+        _release(self.config.credentials.conn_pool)
 
     def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False) -> Any:
-        """The job, made to wait for its table's share of DuckDB's memory limit before it runs."""
+        """The job, made to wait for its table's share of DuckDB's memory limit before it runs, to run its
+        table's dedup when it is the table's only file loaded directly, and to checkpoint after it."""
         job = super().create_load_job(table, file_path, load_id, restore)
         if job is None:
             return job
@@ -196,7 +195,12 @@ class _DuckDbClient(DuckDbClient):
 
         def run_within_share() -> None:
             with shares.claim(claim, limit):
-                run()
+                try:
+                    run()
+                except BaseException:
+                    # the load may stop here: the database must not stay open (and locked) after it
+                    _release(self.config.credentials.conn_pool)
+                    raise
                 _checkpoint(job)
 
         job.run = run_within_share
@@ -287,6 +291,13 @@ class _DuckDbClient(DuckDbClient):
             return False  # not created yet
 
 
+def _release(pool: Any) -> None:
+    """Give back the connection held for a package's load in `pool`, if any (from any thread)."""
+    held = pool.__dict__.pop(_HELD, None)  # atomic: a failing job and `complete_load` may both release
+    if held is not None:
+        pool.return_conn(held)
+
+
 def _checkpoint(job: Any) -> None:
     """Write what `job` committed (and any job before it) to the database file, unless another job is
     writing (module docstring: `_HELD`)."""
@@ -295,15 +306,16 @@ def _checkpoint(job: Any) -> None:
 
 
 def _with_dedup(job: Any, table: Any) -> Any:
-    """`job`'s run, followed by its table's dedup (`EmptyTableMergeJob`) in the copy's transaction."""
+    """`job`'s run, followed by its table's dedup (`EmptyTableMergeJob`). A crash in between leaves the
+    job to run again, copying its file again: the dedup then removes both copies' duplicates."""
     copy = job.run
 
     def copy_then_dedup() -> None:
+        copy()  # its own transaction: a job of another file format (insert_values) opens one itself
         sql_client = job._job_client.sql_client  # the worker thread's client, set before `run`
-        with sql_client.begin_transaction():
-            copy()
-            statements = EmptyTableMergeJob.generate_sql([table], sql_client)
-            if statements:
+        statements = EmptyTableMergeJob.generate_sql([table], sql_client)
+        if statements:
+            with sql_client.begin_transaction():
                 sql_client.execute_many(statements)
 
     return copy_then_dedup

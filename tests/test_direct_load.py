@@ -5,6 +5,8 @@ load after a refresh emptied the tables."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,17 @@ def _staged_load_ids(pipeline: dlt.Pipeline, table: str) -> set[str]:
     return {row[0] for row in _query(pipeline, f"SELECT DISTINCT _dlt_load_id FROM {STAGING}.{table}")}
 
 
+def _assert_free_for_another_process(database: Path) -> None:
+    """Another process (a query, the next run) can open `database` for writing: no connection is left open."""
+    opened = subprocess.run(
+        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(database)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert opened.returncode == 0, opened.stderr[-500:]
+
+
 def test_a_first_load_copies_into_the_tables_and_leaves_what_dlts_merge_leaves(tmp_path: Path) -> None:
     ours, stock = _pipelines(tmp_path)
     info = ours.run(_resources(FIRST_DEALS, 1), loader_file_format="parquet")
@@ -150,7 +163,7 @@ def test_a_first_load_copies_into_the_tables_and_leaves_what_dlts_merge_leaves(t
     assert sorted(f.file_format for f in files if f.table_name == "deals") == ["parquet", "parquet", "sql"]
     for table in ("notes", "deal_items"):  # one file each: the copy job ran the dedup, no follow-up job
         assert [f.file_format for f in files if f.table_name == table] == ["parquet"], table
-    assert not destinations._HELD  # the connection held for the package's load was given back
+    _assert_free_for_another_process(tmp_path / "ours.duckdb")  # the connection held for the load is back
     assert [r[1] for r in _query(ours, "SELECT id, name FROM deals ORDER BY id")] == ["one", "two", "five"]
     assert _query(ours, "SELECT count(*) FROM notes")[0][0] == 3
     for table in DIRECT:
@@ -207,6 +220,24 @@ def test_a_load_resumed_after_a_crash_leaves_the_same_tables(
     assert _tables(ours) == _tables(stock)
     for table in DIRECT:
         assert _staged_rows(ours, table) == 0, table
+
+
+def test_a_failed_load_leaves_the_database_free_for_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load holds the database open for its package; a load that fails gives it back too (a scheduler's
+    process may live on, and another process could not open the file while it is held)."""
+    ours, _ = _pipelines(tmp_path)
+
+    def die(job: DuckDbCopyJob) -> None:
+        raise DestinationTransientException("the disk is full")
+
+    monkeypatch.setattr(DuckDbCopyJob, "run", die)
+    monkeypatch.setenv("LOAD__RAISE_ON_MAX_RETRIES", "1")
+    with pytest.raises(PipelineStepFailed) as failed:
+        _run(ours, _resources(FIRST_DEALS, 1))
+    assert "the disk is full" in str(failed.value)
+    _assert_free_for_another_process(tmp_path / "ours.duckdb")
 
 
 def test_a_table_emptied_by_a_refresh_loads_directly(tmp_path: Path) -> None:
