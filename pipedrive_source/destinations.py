@@ -188,18 +188,16 @@ class _DuckDbClient(DuckDbClient):
         if self._folds(table, file_path):
             job.run = _with_dedup(job, table)
         limit = _size_mb((self.config.credentials.global_config or {}).get("memory_limit"))
-        if limit is None:
-            return job
         shares = _SHARES.setdefault(self._database, _MemoryShares())  # atomic
         claim, run = MB_PER_COLUMN * len(table.get("columns") or {}), job.run
+        pool = self.config.credentials.conn_pool
 
         def run_within_share() -> None:
-            with shares.claim(claim, limit):
+            with shares.claim(claim, limit) if limit is not None else contextlib.nullcontext():
                 try:
                     run()
                 except BaseException:
-                    # the load may stop here: the database must not stay open (and locked) after it
-                    _release(self.config.credentials.conn_pool)
+                    _release(pool)  # the load may stop here: the database must not stay open (and locked)
                     raise
                 _checkpoint(job)
 
