@@ -138,8 +138,7 @@ class _Package:
 
     load_id: str
     direct: dict[str, bool] = field(default_factory=dict)  # qualified table -> `_loads_directly`
-    files: Counter[str] | None = None  # data files of each table in the package
-    folded: set[str] = field(default_factory=set)  # tables whose copy job ran their dedup
+    files: Counter[str] | None = None  # data files of each table in the package (counted by its first job)
 
 
 # The package loading in each database. The answers cannot change while a package loads (module docstring),
@@ -166,18 +165,15 @@ class _DuckDbClient(DuckDbClient):
 
     def complete_load(self, load_id: str) -> None:
         super().complete_load(load_id)
-        self._release_connection()
+        _release(self.config.credentials.conn_pool)
 
     def _hold_connection(self) -> None:
         """At the start of a package's load: keep the database open until `complete_load` (or a job fails)."""
         if self._package() is None:
             return
         pool = self.config.credentials.conn_pool
-        self._release_connection()  # a package that failed before completing
+        _release(pool)  # held twice, it would never be given back
         setattr(pool, _HELD, pool.borrow_conn())
-
-    def _release_connection(self) -> None:
-        _release(self.config.credentials.conn_pool)
 
     def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False) -> Any:
         """The job, made to wait for its table's share of DuckDB's memory limit before it runs, to run its
@@ -185,8 +181,8 @@ class _DuckDbClient(DuckDbClient):
         job = super().create_load_job(table, file_path, load_id, restore)
         if job is None:
             return job
-        if self._folds(table, file_path):
-            job.run = _with_dedup(job, table)
+        self._count_files(file_path)
+        dedup = ParsedLoadJobFileName.parse(file_path).file_format != "sql" and self._folds(table["name"])
         limit = _size_mb((self.config.credentials.global_config or {}).get("memory_limit"))
         shares = _SHARES.setdefault(self._database, _MemoryShares())  # atomic
         claim, run = MB_PER_COLUMN * len(table.get("columns") or {}), job.run
@@ -195,7 +191,9 @@ class _DuckDbClient(DuckDbClient):
         def run_within_share() -> None:
             with shares.claim(claim, limit) if limit is not None else contextlib.nullcontext():
                 try:
-                    run()
+                    run()  # its own transaction: a job of another file format (insert_values) opens one
+                    if dedup:  # a crash before it runs the job again, and this then removes both copies
+                        _dedup(job, table)
                 except BaseException:
                     _release(pool)  # the load may stop here: the database must not stay open (and locked)
                     raise
@@ -204,21 +202,23 @@ class _DuckDbClient(DuckDbClient):
         job.run = run_within_share
         return job
 
-    def _folds(self, table: Any, file_path: str) -> bool:
-        """Whether the copy job of `file_path` runs its table's dedup (the package's only file of a table
-        loaded directly; module docstring)."""
+    def _count_files(self, file_path: str) -> None:
+        """Count the package's data files by table, once per package (they do not change while it loads)."""
         package = self._package()
-        if package is None or ParsedLoadJobFileName.parse(file_path).file_format == "sql":
-            return False
-        if package.files is None:
-            folder = Path(file_path).parent.parent
-            paths = [p for sub in _JOB_FOLDERS if (folder / sub).is_dir() for p in (folder / sub).iterdir()]
-            parsed = (ParsedLoadJobFileName.parse(p.name) for p in paths)
-            package.files = Counter(f.table_name for f in parsed if f.file_format != "sql")
-        if package.files[table["name"]] != 1 or not self._loads_directly(table["name"]):
-            return False
-        package.folded.add(table["name"])
-        return True
+        if package is None or package.files is not None:
+            return
+        folder = Path(file_path).parent.parent
+        paths = [p for sub in _JOB_FOLDERS if (folder / sub).is_dir() for p in (folder / sub).iterdir()]
+        parsed = (ParsedLoadJobFileName.parse(p.name) for p in paths)
+        package.files = Counter(f.table_name for f in parsed if f.file_format != "sql")
+
+    def _folds(self, table_name: str) -> bool:
+        """Whether the copy job of `table_name` runs its dedup, instead of a follow-up job (the package's only
+        file of a table loaded directly; module docstring). Not known in a process that resumed the package
+        after the table's copy: the follow-up job then runs the dedup again, which changes nothing."""
+        package = self._package()
+        files = package.files if package is not None else None
+        return files is not None and files[table_name] == 1 and self._loads_directly(table_name)
 
     def should_load_data_to_staging_dataset(self, table_name: str) -> bool:
         if self._loads_directly(table_name):
@@ -229,8 +229,7 @@ class _DuckDbClient(DuckDbClient):
         name = table_chain[0]["name"]
         if not self._loads_directly(name):
             return [UniqueFirstMergeJob.from_table_chain(table_chain, self.sql_client)]
-        package = self._package()
-        if package is not None and name in package.folded:
+        if self._folds(name):
             return []
         return [EmptyTableMergeJob.from_table_chain(table_chain, self.sql_client)]
 
@@ -303,20 +302,13 @@ def _checkpoint(job: Any) -> None:
         job._job_client.sql_client.native_connection.execute("CHECKPOINT")  # the close at the end, writes
 
 
-def _with_dedup(job: Any, table: Any) -> Any:
-    """`job`'s run, followed by its table's dedup (`EmptyTableMergeJob`). A crash in between leaves the
-    job to run again, copying its file again: the dedup then removes both copies' duplicates."""
-    copy = job.run
-
-    def copy_then_dedup() -> None:
-        copy()  # its own transaction: a job of another file format (insert_values) opens one itself
-        sql_client = job._job_client.sql_client  # the worker thread's client, set before `run`
-        statements = EmptyTableMergeJob.generate_sql([table], sql_client)
-        if statements:
-            with sql_client.begin_transaction():
-                sql_client.execute_many(statements)
-
-    return copy_then_dedup
+def _dedup(job: Any, table: Any) -> None:
+    """What the follow-up `EmptyTableMergeJob` would run, run by the job that copied the table's only file."""
+    sql_client = job._job_client.sql_client  # the worker thread's client, set before `run`
+    statements = EmptyTableMergeJob.generate_sql([table], sql_client)
+    if statements:
+        with sql_client.begin_transaction():
+            sql_client.execute_many(statements)
 
 
 class _DuckDb(dlt.destinations.duckdb):
