@@ -79,6 +79,9 @@ SCALES: dict[str, dict[str, int]] = {
         boards=4,
     ),
 }
+# twice `large`: whether a sync's peak memory still grows past `large` (`bench/memory.py --scales large
+# xlarge`); the emulator itself then needs about 6 GB
+SCALES["xlarge"] = {table: count * 2 for table, count in SCALES["large"].items()}
 HISTORY_DAYS = 6 * 365
 CURRENCIES = ["EUR", "USD", "GBP", "BRL", "JPY"]
 FIRST = [
