@@ -7,15 +7,20 @@ freed memory back after each task past `allocator_flush_threshold`, so a sync's 
 with the size of the company. The limit is shared by the queries running at once, `LOAD_JOBS` jobs of one
 DuckDB thread each (dlt would run 20).
 
-What DuckDB cannot spill is a block (256 KiB) per column of each row group it writes, and a commit writes
-every column of the rows inserted at once: loading a table of 120 text columns needs 112 MB (about 0.9 MB
-per column; 74 columns of deals at scale large, 48-56 MB), 400 integer columns about 0.4 MB each. So a load
-job claims `MB_PER_COLUMN` per column of its table from the memory limit before it runs and waits while
-the jobs running hold too much of it (`_MemoryShares`): two wide tables are written one after the other
-instead of failing (dlt retried such a job, logging the error, and gave up after five tries). The limit is
-`MIN_MEMORY_MB` or, for a schema with a wider table (many custom fields), that table's claim (a
-`memory_limit` given to `duckdb()` is raised too when the schema needs more: the load would fail
-otherwise). The merge deduplicates staged rows only where keys repeat (`merge_sql.py`).
+What DuckDB cannot spill is the row group it is writing: a block (256 KiB) or more per column, and a
+commit writes every column of the rows inserted at once, up to a row group of rows. So the database is
+attached with row groups of `ROW_GROUP_SIZE` rows, a quarter of DuckDB's default (`ATTACH` takes the
+option, `duckdb.connect` does not: `_AttachingPool`); the file stays an ordinary DuckDB database, opened
+by anyone with the default. A load job claims `MB_PER_COLUMN` per column of its table (by type: text 0.9
+MB, needed by 120 columns of distinct strings; 0.4 MB by 400 integer columns) from the memory limit
+before it runs and waits while the jobs running hold too much of it (`_MemoryShares`): two wide tables are
+written one after the other instead of failing (dlt retried such a job, logging the error, and gave up
+after five tries). The limit is `MIN_MEMORY_MB` or the schema's largest claim (deals at scale large: 46
+MB; a `memory_limit` given to `duckdb()` is raised too when the schema needs more: the load would fail
+otherwise). With row groups of DuckDB's default size the same tables needed 0.9 MB per column whatever
+their type (67 MB for deals), and every large table being loaded filled the limit: a large sync's load
+peaked 116 MB over its start against 95 MB now (62 against 60 MB at small; load only, 3 runs each).
+The merge deduplicates staged rows only where keys repeat (`merge_sql.py`).
 
 A first sync loads merge tables straight into their destination tables. dlt copies every file of a merge
 table into the staging dataset and then inserts the staged rows into the destination table: the same rows
@@ -49,6 +54,7 @@ against 253 MB.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import re
 import threading
@@ -67,20 +73,25 @@ from dlt.common.schema.utils import get_nested_tables
 from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
 from dlt.common.storages.load_package import ParsedLoadJobFileName, load_package_state
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+from dlt.destinations.impl.duckdb.configuration import DuckDbConnectionPool, DuckDbCredentials
 from dlt.destinations.impl.duckdb.duck import DuckDbClient
-from duckdb import TransactionException
+from duckdb import DuckDBPyConnection, TransactionException
 
+from .concurrency import release_memory
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
 
-MIN_MEMORY_MB = 64
+MIN_MEMORY_MB = 40
+ROW_GROUP_SIZE = 30_720  # rows of a DuckDB row group (its default: 122,880), see the module docstring
 DUCKDB_SETTINGS: dict[str, Any] = {
     "preserve_insertion_order": False,
     "memory_limit": f"{MIN_MEMORY_MB}MB",
     "threads": 1,
     "allocator_flush_threshold": "8MB",
 }
-MB_PER_COLUMN = 0.9  # DuckDB's unspillable memory per column of a table being written (see above)
+# DuckDB's unspillable memory per column of a table being written (see above): a text column's strings
+# need more than the fixed-width values of other types
+MB_PER_COLUMN = {"text": 0.9, "json": 0.9, "binary": 0.9}
+MB_PER_OTHER_COLUMN = 0.4
 # load jobs DuckDB runs at once (see the module docstring): a small sync's 77 tables loaded in 3.0 s with 4
 # against 3.95 s with 2 (most jobs are small, and wait on DuckDB's commits more than they compute), a large
 # one's in 10.1 s against 10.8 s, with the same peak memory (350 against 352 MB; 4 runs each); 8 was no faster
@@ -96,8 +107,14 @@ def duckdb(path: str, **settings: Any) -> Any:
 
 def memory_limit_mb(schema: Schema) -> int:
     """DuckDB's memory limit for loading `schema`: room for its widest table's load job."""
-    widest = max((len(t.get("columns") or {}) for t in schema.data_tables()), default=0)
-    return max(MIN_MEMORY_MB, math.ceil(MB_PER_COLUMN * widest))
+    widest = max((table_claim_mb(t) for t in schema.data_tables()), default=0)
+    return max(MIN_MEMORY_MB, math.ceil(widest))
+
+
+def table_claim_mb(table: Any) -> float:
+    """The memory a load job of `table` claims from DuckDB's limit (module docstring)."""
+    columns = (table.get("columns") or {}).values()
+    return sum(MB_PER_COLUMN.get(c.get("data_type"), MB_PER_OTHER_COLUMN) for c in columns)
 
 
 class _MemoryShares:
@@ -149,11 +166,60 @@ _HELD = "_pipedrive_held"  # attribute of dlt's connection pool: the connection 
 _JOB_FOLDERS = ("new_jobs", "started_jobs", "completed_jobs", "failed_jobs")
 
 
+class _AttachingPool(DuckDbConnectionPool):
+    """dlt's pool, opening the database file by `ATTACH` with `ROW_GROUP_SIZE` (not a connect option)."""
+
+    _catalog = ""
+
+    def borrow_conn(self, *args: Any, **kwargs: Any) -> DuckDBPyConnection:
+        with self._conn_lock:
+            if self._conn is None and self._conn_owner and not self.always_open_connection:
+                self._conn, self._catalog = _attach(self.credentials)
+        return super().borrow_conn(*args, **kwargs)
+
+    def _apply_local_config(self, conn: DuckDBPyConnection, *args: Any, **kwargs: Any) -> None:
+        # a cursor starts in the instance's default database (the in-memory one), before `search_path`
+        if self._catalog:
+            conn.execute(f'USE "{_escape(self._catalog, quote=chr(34))}"')
+        super()._apply_local_config(conn, *args, **kwargs)
+
+
+def _attach(credentials: Any) -> tuple[DuckDBPyConnection, str]:
+    """A connection to the database file of `credentials` as `duckdb.connect(path)` would open it (same
+    catalog name and temporary directory), with DuckDB row groups of `ROW_GROUP_SIZE` rows; the catalog."""
+    import duckdb as duckdb_module
+
+    path = str(credentials._conn_str())
+    conn = duckdb_module.connect(":memory:", config={"temp_directory": f"{path}.tmp"})
+    try:
+        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if credentials.read_only else "")
+        conn.execute(f"ATTACH '{_escape(path)}' ({options})")
+        query = "SELECT database_name FROM duckdb_databases() WHERE path IS NOT NULL"
+        (catalog,) = conn.execute(query).fetchone()
+        conn.execute(f'USE "{_escape(catalog, quote=chr(34))}"')
+    except Exception:
+        conn.close()
+        raise
+    return conn, catalog
+
+
+def _escape(text: str, quote: str = "'") -> str:
+    return text.replace(quote, quote * 2)
+
+
 class _DuckDbClient(DuckDbClient):
     direct_load = True  # False: every merge table goes through the staging dataset, as in dlt
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pool = self.config.credentials.conn_pool
+        if type(pool) is DuckDbConnectionPool:  # made by dlt's credentials (a copy of ours, which it keeps)
+            pool.__class__ = _AttachingPool
+
     def initialize_storage(self, truncate_tables: Any = None) -> None:
         """Raise DuckDB's memory limit for a schema with wide tables, before anything is written."""
+        if self._package() is not None:
+            _free_extraction_garbage()
         config = self.config.credentials.global_config or {}
         needed = memory_limit_mb(self.schema)
         configured = _size_mb(config.get("memory_limit"))
@@ -185,7 +251,7 @@ class _DuckDbClient(DuckDbClient):
         dedup = ParsedLoadJobFileName.parse(file_path).file_format != "sql" and self._folds(table["name"])
         limit = _size_mb((self.config.credentials.global_config or {}).get("memory_limit"))
         shares = _SHARES.setdefault(self._database, _MemoryShares())  # atomic
-        claim, run = MB_PER_COLUMN * len(table.get("columns") or {}), job.run
+        claim, run = table_claim_mb(table), job.run
         pool = self.config.credentials.conn_pool
 
         def run_within_share() -> None:
@@ -286,6 +352,15 @@ class _DuckDbClient(DuckDbClient):
                 return bool(self.sql_client.execute_sql(query, load_id))
         except DatabaseUndefinedRelation:
             return False  # not created yet
+
+
+def _free_extraction_garbage() -> None:
+    """Before a package loads: free what the extraction left in reference cycles. dlt's file writers are in
+    such cycles, and each keeps its Parquet file's metadata (about 0.85 KB per column chunk) until a full
+    collection, which a process runs seldom: DuckDB then loaded on top of it. At scale large the collection
+    and a trim took the process from 268-271 MB to 191-199 MB (extraction only, one-off script)."""
+    gc.collect()
+    release_memory(min_interval_s=0)
 
 
 def _release(pool: Any) -> None:

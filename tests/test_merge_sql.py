@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pytest
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
 
-from pipedrive_source.destinations import MIN_MEMORY_MB
+from pipedrive_source.destinations import MIN_MEMORY_MB, ROW_GROUP_SIZE
 from pipedrive_source.destinations import duckdb as duckdb_destination
 from pipedrive_source.merge_sql import UniqueFirstMergeJob
 
@@ -116,3 +116,26 @@ def test_two_wide_text_tables_load_without_a_job_failing(tmp_path: Path) -> None
     with pipeline.sql_client() as client:
         for table in ("wide_a", "wide_b"):
             assert client.execute_sql(f"SELECT count(DISTINCT id) FROM {table}")[0][0] == rows
+
+
+def test_tables_are_written_in_small_row_groups_to_an_ordinary_database_file(tmp_path: Path) -> None:
+    """The destination attaches the file with DuckDB row groups of `ROW_GROUP_SIZE` rows (what a commit
+    cannot spill is a row group per column); the file keeps the catalog name `duckdb.connect` gives it, and
+    opens with DuckDB's defaults afterwards."""
+    rows = 3 * ROW_GROUP_SIZE + 100
+
+    @dlt.resource(name="deals", write_disposition="merge", primary_key="id")
+    def deals() -> object:
+        ids = pa.array(range(rows), pa.int64())
+        yield pa.table({"id": ids, "title": pc.cast(ids, pa.string())})
+
+    pipeline = wide_pipeline(tmp_path)
+    pipeline.run(deals(), loader_file_format="parquet")
+    with pipeline.sql_client() as client:
+        catalog = client.execute_sql("SELECT current_database()")[0][0]
+    con = duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True)
+    storage = "SELECT row_group_id, max(count) FROM pragma_storage_info('wide.deals') WHERE column_id = 0"
+    groups = con.execute(f"{storage} GROUP BY 1").fetchall()
+    assert catalog == con.execute("SELECT current_database()").fetchone()[0] == "crm"
+    assert con.execute("SELECT count(DISTINCT id) FROM wide.deals").fetchone()[0] == rows
+    assert len(groups) == 4 and max(count for _, count in groups) == ROW_GROUP_SIZE
