@@ -3,8 +3,10 @@
 Inside `pipeline.run`/`extract` a page becomes Arrow tables for its root and child tables
 (`arrow_pages.py`), which skips dlt's per-row JSON normalization. The tables of several pages are joined
 before they go to dlt (up to `FLUSH_BYTES` per entity, `HELD_BYTES` for all entities of the run together:
-an entity adding a page past the run's limit hands its own tables on): dlt's own work is per item, not per
-row, and the memory held stays flat however many entities read at once. Plain
+past the run's limit the entity holding the most hands its tables on): dlt's own work is per item, not per
+row, and the memory held stays flat however many entities read at once. Each item becomes a Parquet row
+group, whose metadata stays in memory until the file closes: when the entity adding a page handed its own
+tables on, a large sync wrote 24,401 column chunks (1,365 row groups), 14,975 (849) now. Plain
 dict pages, normalized by dlt as before, are yielded when iterating a resource outside a pipeline
 (`list(source.with_resources(...))`), when the source was built with `arrow=False`, and for a resource
 that also feeds a transformer not of this connector (such as the SCD2 history of `history.py`, which
@@ -44,6 +46,7 @@ class Outputs:
         self._lock = threading.Lock()
         self.held = 0  # bytes all outputs hold back now (changed by the extract thread only)
         self.open = 0  # outputs not flushed yet (likewise)
+        self.holding: set[Output] = set()  # outputs holding back some (likewise)
 
     def output(self, entity: Entity, hard_delete: bool) -> Output:
         self.open += 1
@@ -106,6 +109,7 @@ class Output:
         self.hard_delete = hard_delete
         self._held: dict[str, list[Shaped]] = {}
         self._bytes = 0
+        self._due = False  # hand on at the next page: the largest holder when the run held too much
         self._resource: Any = None
 
     def page(self, rows: list[Row]) -> Iterator[Any]:
@@ -129,9 +133,24 @@ class Output:
                 self.outputs.held += size
             else:
                 yield item(part)  # records for dlt's JSON path: as they come
-        if self._bytes >= FLUSH_BYTES or self.outputs.held >= HELD_BYTES:
+        if self._bytes:
+            self.outputs.holding.add(self)
+        if self._hands_on():
             yield from self._hand_on()
             release_memory()  # the pages just shaped are freed: their memory goes back now and then
+
+    def _hands_on(self) -> bool:
+        """Whether this output hands on what it holds now. Past the run's limit the largest holder does (at
+        its next page when that is another output's, or now past twice the limit): row groups stay large,
+        and every row group's metadata stays in memory until its file closes (about 0.85 KB a column)."""
+        if self._bytes >= FLUSH_BYTES or self._due:
+            return True
+        outputs = self.outputs
+        if outputs.held < HELD_BYTES:
+            return False
+        largest = max(outputs.holding, key=lambda o: o._bytes)
+        largest._due = True
+        return largest is self or outputs.held >= 2 * HELD_BYTES
 
     def flush(self) -> Iterator[Any]:
         """Everything held back, one item per table; the end of this resource call."""
@@ -143,7 +162,9 @@ class Output:
     def _hand_on(self) -> Iterator[Any]:
         held, self._held = self._held, {}
         self.outputs.held -= self._bytes
+        self.outputs.holding.discard(self)
         self._bytes = 0
+        self._due = False
         for parts in held.values():
             yield item(concat(parts))
 
