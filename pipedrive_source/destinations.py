@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+from dlt.common.data_writers.escape import escape_duckdb_literal, escape_postgres_identifier
 from dlt.common.destination.reference import DestinationReference
 from dlt.common.destination.utils import resolve_merge_strategy
 from dlt.common.schema import Schema
@@ -76,6 +77,7 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbConnectionPool, DuckDbCredentials
 from dlt.destinations.impl.duckdb.duck import DuckDbClient
 from duckdb import DuckDBPyConnection, TransactionException
+from duckdb import connect as duckdb_connect
 
 from .concurrency import release_memory
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
@@ -180,32 +182,25 @@ class _AttachingPool(DuckDbConnectionPool):
     def _apply_local_config(self, conn: DuckDBPyConnection, *args: Any, **kwargs: Any) -> None:
         # a cursor starts in the instance's default database (the in-memory one), before `search_path`
         if self._catalog:
-            conn.execute(f"USE {_identifier(self._catalog)}")
+            conn.execute(f"USE {escape_postgres_identifier(self._catalog)}")
         super()._apply_local_config(conn, *args, **kwargs)
 
 
 def _attach(credentials: Any) -> tuple[DuckDBPyConnection, str]:
     """A connection to the database file of `credentials` as `duckdb.connect(path)` would open it (same
     catalog name and temporary directory), with DuckDB row groups of `ROW_GROUP_SIZE` rows; the catalog."""
-    import duckdb as duckdb_module
-
     path = str(credentials._conn_str())
-    conn = duckdb_module.connect(":memory:", config={"temp_directory": f"{path}.tmp"})
+    conn = duckdb_connect(":memory:", config={"temp_directory": f"{path}.tmp"})
     try:
         options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if credentials.read_only else "")
-        quoted = "'" + path.replace("'", "''") + "'"
-        conn.execute(f"ATTACH {quoted} ({options})")
+        conn.execute(f"ATTACH {escape_duckdb_literal(path)} ({options})")
         query = "SELECT database_name FROM duckdb_databases() WHERE path IS NOT NULL"
         (catalog,) = conn.execute(query).fetchone()
-        conn.execute(f"USE {_identifier(catalog)}")
+        conn.execute(f"USE {escape_postgres_identifier(catalog)}")  # dlt's DuckDB identifier quoting
     except Exception:
         conn.close()
         raise
     return conn, catalog
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class _DuckDbClient(DuckDbClient):
@@ -214,7 +209,8 @@ class _DuckDbClient(DuckDbClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         pool = self.config.credentials.conn_pool
-        if type(pool) is DuckDbConnectionPool:  # made by dlt's credentials (a copy of ours, which it keeps)
+        # dlt resolves our credentials into its own class, whose pool is dlt's: made ours once, before use
+        if type(pool) is DuckDbConnectionPool:
             pool.__class__ = _AttachingPool
 
     def initialize_storage(self, truncate_tables: Any = None) -> None:
