@@ -18,16 +18,14 @@ run until something newer changed).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
 from .concurrency import Batch, Chain, Feed, OffsetPages, Request, TimeWindows
 from .entities import CURSOR, NONE, OFFSET, UPDATED_SINCE, Entity, Listing
+from .record_digests import digest, key_text
 from .settings import DEAL_IDS_PER_REQUEST, OFFSET_OVERLAP_SHARE, SETTLED_AFTER_S
 from .timefmt import parse, render
 
@@ -242,7 +240,7 @@ class CursorState:
             if since is not None and moment < since:
                 continue  # older than the cursor: a sorted read's last page reaches back past it
             at_boundary = since is not None and moment == since and boundary
-            if at_boundary and boundary.get(_key(row, self.key)) == _digest(row):
+            if at_boundary and boundary.get(key_text(row, self.key)) == digest(row):
                 continue
             if top is None or moment > top:  # a full read ascends: nearly every record is the newest
                 top = self.top = moment
@@ -278,7 +276,7 @@ class CursorState:
             elif self.top is None:
                 return  # nothing new: the cursor stays
             else:
-                at_top = {_key(row, self.key): _digest(row) for row in self.at_top}  # a key's last record
+                at_top = {key_text(row, self.key): digest(row) for row in self.at_top}  # a key's last record
                 boundary = {**self.boundary, **at_top} if self.top == self.since else at_top
                 state[STATE_KEY] = {"last_value": newest, "boundary": boundary}
         elif resume_from is not None and (self.since is None or resume_from > self.since):
@@ -292,12 +290,3 @@ def rewind_cursor(state: dict[str, Any], value: str) -> None:
     saved = state.get(STATE_KEY)
     if saved is not None and saved.get("last_value") and saved["last_value"] > value:
         state[STATE_KEY] = {"last_value": value, "boundary": {}}
-
-
-def _key(row: Row, primary_key: str) -> str:
-    return orjson.dumps(row.get(primary_key)).decode()
-
-
-def _digest(row: Row) -> str:
-    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
-    return hashlib.blake2b(text, digest_size=10).hexdigest()

@@ -22,7 +22,6 @@ and `SyncMonitor.stopped` says when the budget resets (the pipeline script exits
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -30,7 +29,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import dlt
-import orjson
 import pyarrow as pa
 from dlt.common.typing import TSecretStrValue
 from dlt.extract.resource import DltResource
@@ -66,6 +64,7 @@ from .fetching import CursorState, run_until, settled_before
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .output import parent_ids
+from .record_digests import DigestTable, DigestTableBuilder, digest, key_text
 from .run import RecordHook, Row, SyncContext, SyncMonitor
 from .settings import COMPANY_URL, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
 from .timefmt import render, start_date_value
@@ -493,7 +492,7 @@ def _full_fetch(
             if not force and not _full_read_due(state, ctx, interval_hours, parents):
                 return  # read recently: no request, nothing loaded, no live ids noted
             output = ctx.outputs.output(entity, hard_delete)
-            changes = _Changes(entity, state.get("digests") or {})
+            changes = _Changes(entity, state.get("digests"))
             coverage = _Coverage(entity)
             for rows in _full_pages(entity, ctx, coverage):
                 if rows is None:
@@ -507,7 +506,7 @@ def _full_fetch(
                 logger.info("%s: records vanished while paging; the next run reads all again", entity.name)
                 state.pop("last_full_read", None)
                 return
-            state["digests"] = changes.current
+            state["digests"] = changes.current.pack()
             ctx.monitor.record_live_ids(entity.name, changes.live_ids())
             if interval_hours is not None:
                 state["last_full_read"] = ctx.run_started().isoformat()
@@ -552,29 +551,33 @@ _MEMO_LISTS = {e.name for e in ENTITIES if e.name.endswith("_fields")} | {"board
 
 
 class _Changes:
-    """Records of a full read whose content changed since the last run (digest per id in the state).
+    """Records of a full read whose content changed since the last run (`record_digests`: a packed digest
+    per record in the state).
 
     The digests live in the resource state, which dlt commits only with a successful load. Ids that vanished
     are flagged after the load by `deletions.flag_vanished` from the live ids noted here."""
 
-    def __init__(self, entity: Entity, previous: dict[str, str]) -> None:
+    def __init__(self, entity: Entity, saved: Any) -> None:
         self.entity = entity
-        self.previous = previous
-        self.current: dict[str, str] = {}
+        self.previous = DigestTable.from_state(saved)
+        self.current = DigestTableBuilder()
+        self.seen: set[Any] = set()  # the ids listed
 
     def changed(self, rows: Iterable[Row]) -> list[Row]:
         out: list[Row] = []
         for row in rows:
-            key = orjson.dumps(row.get(self.entity.primary_key)).decode()
-            if key in self.current:
+            key = row.get(self.entity.primary_key)
+            if key in self.seen:
                 continue  # listed twice (a deleted project is also among the archived ones): first wins
-            self.current[key] = _digest(row)
-            if self.previous.get(key) != self.current[key]:
+            self.seen.add(key)
+            text, content = key_text(row, self.entity.primary_key), digest(row)
+            self.current.add(text, content)
+            if not self.previous.unchanged(text, content):
                 out.append(row)
         return out
 
     def live_ids(self) -> set[Any]:
-        return {orjson.loads(key) for key in self.current}
+        return self.seen
 
 
 def _full_read_due(state: Any, ctx: SyncContext, interval_hours: float | None, parents: str | None) -> bool:
@@ -589,11 +592,7 @@ def _parents_digest(entity: Entity, ctx: SyncContext) -> str | None:
     """PER_PARENT: the parent list's content (already read this run); a changed list means a read now."""
     if entity.strategy != PER_PARENT:
         return None
-    return _digest({"rows": ctx.full_rows(BY_NAME[entity.parent])})
-
-
-def _digest(row: Row) -> str:
-    return hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+    return digest({"rows": ctx.full_rows(BY_NAME[entity.parent])})
 
 
 def _children_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:

@@ -22,8 +22,9 @@ from dlt.common.validation import validate_dict
 from pipedrive_source.arrow_pages import PageShaper, Shaped
 from pipedrive_source.client import PipedriveClient
 from pipedrive_source.entities import BY_NAME
-from pipedrive_source.fetching import STATE_KEY, CursorState, _digest
+from pipedrive_source.fetching import STATE_KEY, CursorState
 from pipedrive_source.oauth import ApiTokenAuth
+from pipedrive_source.record_digests import digest
 from pipedrive_source.spec_hints import cache_spec_hints
 
 Row = dict[str, Any]
@@ -171,7 +172,7 @@ def test_the_newest_records_are_digested_for_the_boundary_when_the_state_is_writ
     cursor.commit(state, complete=True, resume_from=None)
     assert state[STATE_KEY] == {
         "last_value": "2024-01-02T00:00:00Z",
-        "boundary": {"2": _digest(again), "3": _digest(other)},
+        "boundary": {"2": digest(again), "3": digest(other)},
     }
 
 

@@ -1,0 +1,132 @@
+"""Digests of records, the packed table of them a full read keeps in its state, and compact id listings.
+
+A full read loads only the records whose content changed since the last run (`source._Changes`), so the
+state keeps a digest of every record it listed. Kept as a dict of key text to hex digest, a record cost
+about 250 bytes of memory (two strings and a dict slot) through the sync and its load, and 35 bytes of
+state: 10 MB for the 38,000 call logs, tasks and projects of a large company, taken while their pages were
+decoded. Packed (`DigestTable`), a record costs 16 bytes: an 8-byte hash of its key and the first 8 bytes
+of its digest, sorted by key hash, stored as base64 (the state is JSON).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sys
+from array import array
+from bisect import bisect_left
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from typing import Any
+
+import orjson
+
+DIGEST_BYTES = 10  # `digest` (hex); a packed table keeps the first 8 bytes
+_PACKED = "Q"  # unsigned 64-bit, little-endian in the state
+
+
+def key_text(row: Mapping[str, Any], primary_key: str) -> str:
+    """A record's key as JSON text (ids are numbers or strings)."""
+    return orjson.dumps(row.get(primary_key)).decode()
+
+
+def digest(row: Any) -> str:
+    """A digest of a record's content (hex), independent of key order."""
+    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(text, digest_size=DIGEST_BYTES).hexdigest()
+
+
+def _key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def _packed_digest(hex_digest: str) -> int:
+    return int.from_bytes(bytes.fromhex(hex_digest)[:8], "little")
+
+
+class DigestTable:
+    """Records' digests by key, packed: sorted key hashes and, in the same order, digests."""
+
+    def __init__(self, keys: array | None = None, digests: array | None = None) -> None:
+        self._keys = keys if keys is not None else array(_PACKED)
+        self._digests = digests if digests is not None else array(_PACKED)
+
+    @classmethod
+    def from_state(cls, saved: Any) -> DigestTable:
+        """The table a state holds: packed text, or the dict of key text to hex digest of earlier versions
+        (converted, so that an upgrade does not load every record again)."""
+        if isinstance(saved, dict):
+            pairs = sorted((_key_hash(k), _packed_digest(v)) for k, v in saved.items())
+            return cls(array(_PACKED, (k for k, _ in pairs)), array(_PACKED, (d for _, d in pairs)))
+        if not saved:
+            return cls()
+        raw = base64.b64decode(saved)
+        keys, digests = array(_PACKED), array(_PACKED)
+        half = len(raw) // 2
+        keys.frombytes(raw[:half])
+        digests.frombytes(raw[half:])
+        if sys.byteorder == "big":
+            keys.byteswap()
+            digests.byteswap()
+        return cls(keys, digests)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def unchanged(self, key: str, hex_digest: str) -> bool:
+        """Whether the table holds `key` with this digest."""
+        wanted = _key_hash(key)
+        at = bisect_left(self._keys, wanted)
+        if at == len(self._keys) or self._keys[at] != wanted:
+            return False
+        return self._digests[at] == _packed_digest(hex_digest)
+
+
+class DigestTableBuilder:
+    """Collects (key, digest) pairs in any order; `pack` gives the state's text of the table."""
+
+    def __init__(self) -> None:
+        self._keys = array(_PACKED)
+        self._digests = array(_PACKED)
+
+    def add(self, key: str, hex_digest: str) -> None:
+        self._keys.append(_key_hash(key))
+        self._digests.append(_packed_digest(hex_digest))
+
+    def pack(self) -> str:
+        order = sorted(range(len(self._keys)), key=self._keys.__getitem__)
+        keys = array(_PACKED, (self._keys[i] for i in order))
+        digests = array(_PACKED, (self._digests[i] for i in order))
+        if sys.byteorder == "big":
+            keys.byteswap()
+            digests.byteswap()
+        return base64.b64encode(keys.tobytes() + digests.tobytes()).decode()
+
+
+class IdListing(Collection[Any]):
+    """A complete listing of ids, kept from the read until the deletion check after the load: integer ids
+    as one sorted array of 8 bytes each (a set of the 38,000 ids of a large company's full-read lists held
+    3 MB through the load), other ids (leads' uuids) as a set."""
+
+    def __init__(self, ids: Iterable[Any]) -> None:
+        ids = list(ids)
+        self._ints = array("q", sorted(i for i in ids if _is_int64(i)))
+        self._others = frozenset(i for i in ids if not _is_int64(i))
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # as a set would: 7.0 == 7
+        if not _is_int64(value):
+            return value in self._others
+        at = bisect_left(self._ints, value)
+        return at < len(self._ints) and self._ints[at] == value
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self._ints
+        yield from self._others
+
+    def __len__(self) -> int:
+        return len(self._ints) + len(self._others)
+
+
+def _is_int64(value: object) -> bool:
+    return type(value) is int and -(2**63) <= value < 2**63
