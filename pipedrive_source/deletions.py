@@ -12,7 +12,7 @@ It is idempotent: if it is interrupted, the next run's call flags whatever is st
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import dlt
@@ -52,9 +52,9 @@ def _vanished(pipeline: dlt.Pipeline, monitor: SyncMonitor) -> dict[str, set[Any
         return out
 
 
-def _links(monitor: SyncMonitor) -> dict[str, list[tuple[str, set[Any]]]]:
+def _links(monitor: SyncMonitor) -> dict[str, list[tuple[str, Collection[Any]]]]:
     """Per table, the columns whose value must be a live id, each with the ids listed live."""
-    out: dict[str, list[tuple[str, set[Any]]]] = {}
+    out: dict[str, list[tuple[str, Collection[Any]]]] = {}
     for entity in BY_NAME.values():
         links = [(entity.primary_key, entity.name)]
         if entity.merge_key:  # child rows go with the parent (or a referenced record) they belong to

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,6 +27,7 @@ from .fetching import EntityRead, Tag, rewind_cursor
 from .limiter import BudgetExhausted
 from .output import Outputs
 from .pagination import Page, cursor_pages, offset_pages, single_page
+from .record_digests import IdListing
 from .settings import OFFSET_OVERLAP_SHARE
 
 COMPANY_KEY = "company"  # source state: {id, domain} of the Pipedrive company whose data the pipeline holds
@@ -56,7 +57,7 @@ class SyncMonitor:
     on_progress: Callable[[str, EntityProgress], None] | None = None
     entities: dict[str, EntityProgress] = field(default_factory=dict)
     client_stats: ClientStats | None = None
-    live_ids: dict[str, set[Any]] = field(default_factory=dict)  # complete id listings made by this run
+    live_ids: dict[str, IdListing] = field(default_factory=dict)  # complete id listings made by this run
     hard_delete: bool = False
     listing_records: dict[str, list[int]] = field(default_factory=dict)  # records read per listing
     stopped: str | None = None  # why the run stopped early (daily budget): loaded data is kept
@@ -75,10 +76,11 @@ class SyncMonitor:
         if self.on_progress:
             self.on_progress(entity, progress)
 
-    def record_live_ids(self, table: str, ids: set[Any]) -> None:
+    def record_live_ids(self, table: str, ids: Iterable[Any]) -> None:
         """Every id `table` has in Pipedrive right now (a complete listing), for `deletions.flag_vanished`."""
+        listing = IdListing(ids)
         with self._lock:
-            self.live_ids[table] = ids
+            self.live_ids[table] = listing
 
     def progress(self, entity: str) -> EntityProgress:
         with self._lock:

@@ -1,0 +1,74 @@
+"""The digests a full read keeps of the records it listed (`record_digests`): 16 bytes per record in the
+state, found again by key; a state written by an earlier version (a dict of key text to hex digest) still
+tells which records are unchanged, so an upgrade does not load every record again."""
+
+from __future__ import annotations
+
+import base64
+import random
+from pathlib import Path
+
+from connector_fixtures import sync
+
+from pipedrive_source.record_digests import DigestTable, DigestTableBuilder, IdListing, digest, key_text
+
+FULL_READS = ["tasks", "call_logs", "projects"]
+
+
+def _records() -> list[dict]:
+    ids = random.Random(5).sample(range(1, 10**9), 2000)
+    numbered = [{"id": i, "subject": f"call {i}", "done": i % 2 == 0} for i in ids]
+    return numbered + [{"id": f"c0ffee-{i}", "title": None} for i in range(300)]  # leads' ids are text
+
+
+def test_a_packed_table_finds_each_record_by_key_and_tells_changed_content() -> None:
+    records = _records()
+    builder = DigestTableBuilder()
+    for row in records:
+        builder.add(key_text(row, "id"), digest(row))
+    packed = builder.pack()
+    assert len(base64.b64decode(packed)) == 16 * len(records)
+
+    table = DigestTable.from_state(packed)
+    assert all(table.unchanged(key_text(row, "id"), digest(row)) for row in records)
+    edited = {**records[7], "subject": "edited"}
+    assert not table.unchanged(key_text(edited, "id"), digest(edited))
+    assert not table.unchanged(key_text({"id": 0}, "id"), digest(records[7]))  # a key it never saw
+    assert not DigestTable.from_state(None).unchanged(key_text(records[0], "id"), digest(records[0]))
+
+
+def test_a_state_of_the_earlier_dict_format_still_tells_unchanged_records() -> None:
+    records = _records()
+    earlier = {key_text(row, "id"): digest(row) for row in records}  # what versions before kept
+    table = DigestTable.from_state(earlier)
+    assert all(table.unchanged(key_text(row, "id"), digest(row)) for row in records)
+    edited = {**records[-1], "title": "now titled"}
+    assert not table.unchanged(key_text(edited, "id"), digest(edited))
+
+
+def test_full_reads_keep_16_bytes_per_record_and_load_only_what_changed(emulator, tmp_path: Path) -> None:
+    first = sync(emulator, tmp_path, entities=FULL_READS, full_read_interval_hours=0)
+    resources = first.pipeline.state["sources"]["pipedrive"]["resources"]
+    for table in FULL_READS:
+        listed = first.monitor.live_ids[table]
+        assert first.loaded[table] == len(listed) > 0
+        assert len(base64.b64decode(resources[table]["digests"])) == 16 * len(listed), table
+
+    assert sync(emulator, tmp_path, entities=FULL_READS, full_read_interval_hours=0).loaded == {}
+
+    changes = emulator.control.mutate(seed=4, updates=40, deletes=0, advance_seconds=60)
+    updated = {t: len(changes["updated"].get(t) or []) for t in FULL_READS}
+    assert any(updated.values()), changes["updated"]
+    third = sync(emulator, tmp_path, entities=FULL_READS, full_read_interval_hours=0)
+    loaded = {t: n for t, n in third.loaded.items() if t in FULL_READS}
+    assert loaded == {t: n for t, n in updated.items() if n}
+
+
+def test_an_id_listing_answers_membership_as_the_set_of_its_ids() -> None:
+    ids = {int(r["id"]) for r in _records()[:2000]} | {"c0ffee-1", 2**70}  # text ids; too big for 8 bytes
+    listing = IdListing(ids)
+    assert len(listing) == len(ids) and set(listing) == ids
+    assert all(i in listing for i in ids)
+    assert 7.0 in IdListing({7}) and 7.5 not in IdListing({7})  # a value from a float column, as in a set
+    probes = [0, -1, 10**9, "c0ffee-2", None, 2**70 + 1, *random.Random(6).sample(range(1, 10**9), 500)]
+    assert [p in listing for p in probes] == [p in ids for p in probes]
