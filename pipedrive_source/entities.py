@@ -6,7 +6,8 @@ Strategies (how a run finds what changed; see `source.py` for the engine):
 - SORTED: the endpoint sorts by update time descending; read pages until records are older than the last
   loaded `update_time` (early stop). v2 `sort_by=update_time&sort_direction=desc`, v1 `sort=update_time DESC`.
 - FULL: read the whole (small) list every run; only records whose content changed are loaded (a digest per
-  id is kept in the resource state) and ids that vanished are flagged `is_deleted`.
+  id is kept in the resource state, 16 bytes packed: `record_digests.py`) and ids that vanished are flagged
+  `is_deleted`.
 - DEAL_BATCH: child rows of the deals that changed in this run, `deal_ids=` up to 100 per request.
 - PER_RECORD: one request per changed parent record (deal flow and participants: opt-in because of the
   cost; product variations: products rarely change).
