@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests": stats.requests if stats else 0,
         "tokens": stats.tokens if stats else 0,
         "rate_limit_waits": stats.rate_limit_waits if stats else 0,
+        # dlt retries a load job that failed transiently (DuckDB out of memory...): the sync still ends well
+        "failed_job_attempts": len(list((workdir / "pipelines").rglob(".exceptions/*"))),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_after": {phase: round(mb, 1) for phase, mb in peaks.items()},
         "tables": counts,
