@@ -73,8 +73,7 @@ def sync(
     if done.returncode != 0:
         raise RuntimeError(f"sync worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    if result.get("failed_job_attempts"):
-        failed = result["failed_job_attempts"]
+    if failed := result.get("failed_job_attempts"):
         print(f"  warning: {failed} load job attempts failed and were retried:\n{done.stderr[-1500:]}")
     stats = handle.control.stats()
     result["emulator_429"] = stats.get("rate_limited", {})

@@ -31,72 +31,74 @@ def key_text(row: Mapping[str, Any], primary_key: str) -> str:
 
 def digest(row: Any) -> str:
     """A digest of a record's content (hex), independent of key order."""
-    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
-    return hashlib.blake2b(text, digest_size=DIGEST_BYTES).hexdigest()
+    return hashlib.blake2b(_content_text(row), digest_size=DIGEST_BYTES).hexdigest()
+
+
+def entry(row: Mapping[str, Any], primary_key: str) -> tuple[int, int]:
+    """A record's entry in a `DigestTable`: its key's hash and its packed digest, each computed once."""
+    content = hashlib.blake2b(_content_text(row), digest_size=DIGEST_BYTES).digest()
+    return _key_hash(key_text(row, primary_key)), int.from_bytes(content[:8], "little")
+
+
+def _content_text(row: Any) -> bytes:
+    return orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
 
 
 def _key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
-def _packed_digest(hex_digest: str) -> int:
-    return int.from_bytes(bytes.fromhex(hex_digest)[:8], "little")
-
-
 class DigestTable:
-    """Records' digests by key, packed: sorted key hashes and, in the same order, digests."""
-
-    def __init__(self, keys: array | None = None, digests: array | None = None) -> None:
-        self._keys = keys if keys is not None else array(_PACKED)
-        self._digests = digests if digests is not None else array(_PACKED)
-
-    @classmethod
-    def from_state(cls, saved: Any) -> DigestTable:
-        """The table a state holds: packed text, or the dict of key text to hex digest of earlier versions
-        (converted, so that an upgrade does not load every record again)."""
-        if isinstance(saved, dict):
-            pairs = sorted((_key_hash(k), _packed_digest(v)) for k, v in saved.items())
-            return cls(array(_PACKED, (k for k, _ in pairs)), array(_PACKED, (d for _, d in pairs)))
-        if not saved:
-            return cls()
-        raw = base64.b64decode(saved)
-        keys, digests = array(_PACKED), array(_PACKED)
-        half = len(raw) // 2
-        keys.frombytes(raw[:half])
-        digests.frombytes(raw[half:])
-        if sys.byteorder == "big":
-            keys.byteswap()
-            digests.byteswap()
-        return cls(keys, digests)
-
-    def unchanged(self, key: str, hex_digest: str) -> bool:
-        """Whether the table holds `key` with this digest."""
-        wanted = _key_hash(key)
-        at = bisect_left(self._keys, wanted)
-        if at == len(self._keys) or self._keys[at] != wanted:
-            return False
-        return self._digests[at] == _packed_digest(hex_digest)
-
-
-class DigestTableBuilder:
-    """Collects (key, digest) pairs in any order; `pack` gives the state's text of the table."""
+    """Records' digests by key, packed: key hashes and, in the same order, digests; sorted by key hash
+    when read from the state or packed into it, and looked up by bisection."""
 
     def __init__(self) -> None:
         self._keys = array(_PACKED)
         self._digests = array(_PACKED)
 
-    def add(self, key: str, hex_digest: str) -> None:
-        self._keys.append(_key_hash(key))
-        self._digests.append(_packed_digest(hex_digest))
+    @classmethod
+    def from_state(cls, saved: Any) -> DigestTable:
+        """The table a state holds: packed text, or the dict of key text to hex digest of earlier versions
+        (converted, so that an upgrade does not load every record again)."""
+        table = cls()
+        if isinstance(saved, dict):
+            for key, hex_digest in saved.items():
+                table.add(_key_hash(key), int.from_bytes(bytes.fromhex(hex_digest)[:8], "little"))
+        elif saved:
+            raw = base64.b64decode(saved)
+            table._keys.frombytes(raw[: len(raw) // 2])
+            table._digests.frombytes(raw[len(raw) // 2 :])
+            _little_endian(table._keys, table._digests)
+        table._sort()
+        return table
+
+    def add(self, key_hash: int, packed_digest: int) -> None:
+        self._keys.append(key_hash)
+        self._digests.append(packed_digest)
+
+    def holds(self, key_hash: int, packed_digest: int) -> bool:
+        """Whether the (sorted) table holds this key with this digest."""
+        at = bisect_left(self._keys, key_hash)
+        return at < len(self._keys) and self._keys[at] == key_hash and self._digests[at] == packed_digest
 
     def pack(self) -> str:
-        order = sorted(range(len(self._keys)), key=self._keys.__getitem__)
-        keys = array(_PACKED, (self._keys[i] for i in order))
-        digests = array(_PACKED, (self._digests[i] for i in order))
-        if sys.byteorder == "big":
-            keys.byteswap()
-            digests.byteswap()
+        """The state's text of the table."""
+        self._sort()
+        keys, digests = array(_PACKED, self._keys), array(_PACKED, self._digests)
+        _little_endian(keys, digests)
         return base64.b64encode(keys.tobytes() + digests.tobytes()).decode()
+
+    def _sort(self) -> None:
+        order = sorted(range(len(self._keys)), key=self._keys.__getitem__)
+        self._keys = array(_PACKED, (self._keys[i] for i in order))
+        self._digests = array(_PACKED, (self._digests[i] for i in order))
+
+
+def _little_endian(*arrays: array) -> None:
+    """The state's byte order, from and to this machine's (a byte swap is its own inverse)."""
+    if sys.byteorder == "big":
+        for packed in arrays:
+            packed.byteswap()
 
 
 class IdListing(Collection[Any]):

@@ -64,7 +64,7 @@ from .fetching import CursorState, run_until, settled_before
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .output import parent_ids
-from .record_digests import DigestTable, DigestTableBuilder, digest, key_text
+from .record_digests import DigestTable, digest, entry
 from .run import RecordHook, Row, SyncContext, SyncMonitor
 from .settings import COMPANY_URL, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
 from .timefmt import render, start_date_value
@@ -560,7 +560,7 @@ class _Changes:
     def __init__(self, entity: Entity, saved: Any) -> None:
         self.entity = entity
         self.previous = DigestTable.from_state(saved)
-        self.current = DigestTableBuilder()
+        self.current = DigestTable()
         self.seen: set[Any] = set()  # the ids listed
 
     def changed(self, rows: Iterable[Row]) -> list[Row]:
@@ -570,9 +570,9 @@ class _Changes:
             if key in self.seen:
                 continue  # listed twice (a deleted project is also among the archived ones): first wins
             self.seen.add(key)
-            text, content = key_text(row, self.entity.primary_key), digest(row)
-            self.current.add(text, content)
-            if not self.previous.unchanged(text, content):
+            packed = entry(row, self.entity.primary_key)
+            self.current.add(*packed)
+            if not self.previous.holds(*packed):
                 out.append(row)
         return out
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from connector_fixtures import sync
 
-from pipedrive_source.record_digests import DigestTable, DigestTableBuilder, IdListing, digest, key_text
+from pipedrive_source.record_digests import DigestTable, IdListing, digest, entry, key_text
 
 FULL_READS = ["tasks", "call_logs", "projects"]
 
@@ -23,27 +23,27 @@ def _records() -> list[dict]:
 
 def test_a_packed_table_finds_each_record_by_key_and_tells_changed_content() -> None:
     records = _records()
-    builder = DigestTableBuilder()
+    built = DigestTable()
     for row in records:
-        builder.add(key_text(row, "id"), digest(row))
-    packed = builder.pack()
+        built.add(*entry(row, "id"))
+    packed = built.pack()
     assert len(base64.b64decode(packed)) == 16 * len(records)
 
     table = DigestTable.from_state(packed)
-    assert all(table.unchanged(key_text(row, "id"), digest(row)) for row in records)
+    assert all(table.holds(*entry(row, "id")) for row in records)
     edited = {**records[7], "subject": "edited"}
-    assert not table.unchanged(key_text(edited, "id"), digest(edited))
-    assert not table.unchanged(key_text({"id": 0}, "id"), digest(records[7]))  # a key it never saw
-    assert not DigestTable.from_state(None).unchanged(key_text(records[0], "id"), digest(records[0]))
+    assert not table.holds(*entry(edited, "id"))
+    assert not table.holds(entry({"id": 0}, "id")[0], entry(records[7], "id")[1])  # a key it never saw
+    assert not DigestTable.from_state(None).holds(*entry(records[0], "id"))
 
 
 def test_a_state_of_the_earlier_dict_format_still_tells_unchanged_records() -> None:
     records = _records()
     earlier = {key_text(row, "id"): digest(row) for row in records}  # what versions before kept
     table = DigestTable.from_state(earlier)
-    assert all(table.unchanged(key_text(row, "id"), digest(row)) for row in records)
+    assert all(table.holds(*entry(row, "id")) for row in records)
     edited = {**records[-1], "title": "now titled"}
-    assert not table.unchanged(key_text(edited, "id"), digest(edited))
+    assert not table.holds(*entry(edited, "id"))
 
 
 def test_full_reads_keep_16_bytes_per_record_and_load_only_what_changed(emulator, tmp_path: Path) -> None:
