@@ -29,8 +29,10 @@ may wait for the rate limiter or be on their way (`DEFAULT_BUFFERED`, `DEFAULT_C
 memory, and a run paced by the plan needs them. What a sync frees mostly stayed with the process, and
 DuckDB then loaded on top of it: pages are decoded in the worker threads and freed in the extract thread,
 and glibc gives every thread its own malloc arena (16 arenas each kept its freed chunks). So the pool caps
-the malloc arenas at `MALLOC_ARENAS` (unless the environment sets `MALLOC_ARENA_MAX`), fixes glibc's mmap
-threshold at
+the malloc arenas at `MALLOC_ARENAS` (unless the environment sets `MALLOC_ARENA_MAX`): one arena, whose
+free chunks every thread reuses (with 2, half the workers shared the extract thread's arena and the other
+half kept their own; a large sync's extraction peaked about 5 MB higher and its load about 8 MB, 6 runs
+each; the GIL serializes the Python work anyway, so the lock costs no time), fixes glibc's mmap threshold at
 `MMAP_THRESHOLD` (glibc raises it after every large free, and response bodies and Arrow buffers of a
 megabyte then came from the heap, which fragmented: about 20 MB more at the peak of a large sync), and
 `release_memory()` hands freed memory back to the OS: from the extract thread as it goes (also Arrow's
@@ -72,7 +74,7 @@ DEFAULT_WORKERS = 16
 DEFAULT_CAPACITY = 12  # pages per feed buffered, in flight or waiting for the rate limiter
 DEFAULT_BUFFERED = 20  # pages of the whole run buffered, in flight or waiting
 DEFAULT_DECODED = 4  # pages of the whole run read or decoded and not taken yet
-MALLOC_ARENAS = 2  # glibc malloc arenas of the process (see the module docstring)
+MALLOC_ARENAS = 1  # glibc malloc arenas of the process (see the module docstring)
 RELEASE_AFTER_S = 30.0  # memory is released every second until this long after the last page was taken
 SPLIT_MIN_PAGES = 8  # split a window only when it seems to hold this many pages more (a split wastes ~1/2)
 # a listing read as one window gets a page per round trip while lists of independent requests (one per
