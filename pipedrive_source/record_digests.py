@@ -31,17 +31,17 @@ def key_text(row: Mapping[str, Any], primary_key: str) -> str:
 
 def digest(row: Any) -> str:
     """A digest of a record's content (hex), independent of key order."""
-    return hashlib.blake2b(_content_text(row), digest_size=DIGEST_BYTES).hexdigest()
+    return _content_digest(row).hex()
 
 
 def entry(row: Mapping[str, Any], primary_key: str) -> tuple[int, int]:
     """A record's entry in a `DigestTable`: its key's hash and its packed digest, each computed once."""
-    content = hashlib.blake2b(_content_text(row), digest_size=DIGEST_BYTES).digest()
-    return _key_hash(key_text(row, primary_key)), int.from_bytes(content[:8], "little")
+    return _key_hash(key_text(row, primary_key)), int.from_bytes(_content_digest(row)[:8], "little")
 
 
-def _content_text(row: Any) -> bytes:
-    return orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
+def _content_digest(row: Any) -> bytes:
+    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(text, digest_size=DIGEST_BYTES).digest()
 
 
 def _key_hash(key: str) -> int:

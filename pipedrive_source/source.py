@@ -507,7 +507,7 @@ def _full_fetch(
                 state.pop("last_full_read", None)
                 return
             state["digests"] = changes.current.pack()
-            ctx.monitor.record_live_ids(entity.name, changes.live_ids())
+            ctx.monitor.record_live_ids(entity.name, changes.seen)
             if interval_hours is not None:
                 state["last_full_read"] = ctx.run_started().isoformat()
                 state["parents_digest"] = parents
@@ -561,7 +561,7 @@ class _Changes:
         self.entity = entity
         self.previous = DigestTable.from_state(saved)
         self.current = DigestTable()
-        self.seen: set[Any] = set()  # the ids listed
+        self.seen: set[Any] = set()  # the ids listed: the live ids for the deletion check
 
     def changed(self, rows: Iterable[Row]) -> list[Row]:
         out: list[Row] = []
@@ -575,9 +575,6 @@ class _Changes:
             if not self.previous.holds(*packed):
                 out.append(row)
         return out
-
-    def live_ids(self) -> set[Any]:
-        return self.seen
 
 
 def _full_read_due(state: Any, ctx: SyncContext, interval_hours: float | None, parents: str | None) -> bool:
