@@ -283,6 +283,18 @@ def test_fault_sequence_is_deterministic_under_a_seed(client: httpx.Client, emu:
     assert [outcome(client, emu) for _ in range(40)] != runs[0]
 
 
+def test_faults_in_a_row_are_capped_per_request(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(error_rate=1.0, max_in_a_row=2)
+    other = f"{V2_LIST}?limit=7"
+    seen = []
+    for path in (V2_LIST, other, V2_LIST, other, V2_LIST, other, V2_LIST):
+        seen.append(client.get(path, headers=auth(emu)).status_code >= 500)
+    # each request on its own: two faults, then a normal answer, then faults again
+    assert seen == [True, True, True, True, False, False, True]
+    emu.control.settings(max_in_a_row=0)  # no cap: a fault that persists
+    assert all(client.get(V2_LIST, headers=auth(emu)).status_code >= 500 for _ in range(4))
+
+
 def test_latency_is_applied(client: httpx.Client, emu: EmulatorHandle) -> None:
     emu.control.settings(latency_ms=250, jitter_ms=50)
     started = time.perf_counter()

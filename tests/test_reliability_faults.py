@@ -36,6 +36,9 @@ FAULTS = {
     "throttle_rate": 0.02,
     "jitter_ms": 60.0,  # latency spikes: up to 60 ms on top of every answer
     "fault_seed": 28,  # its first 12 requests already draw every fault kind (a sync makes few requests)
+    # transient faults pass: no request fails more than 3 times in a row (the client tries 6 times). Which
+    # request draws which fault depends on thread order, and one drawing six in a row failed a CI run
+    "max_in_a_row": 3,
 }
 NO_FAULTS = {k: 0 for k in FAULTS if k != "fault_seed"}
 RETRY_LINE = re.compile(r"retrying (\S+) in [\d.]+s after (.+) \(attempt (\d+)\)")

@@ -77,6 +77,9 @@ class EmulatorSettings:
     drop_rate: float = field(default=0.0, metadata=_opt("share whose connection drops mid-body", True))
     malformed_rate: float = field(default=0.0, metadata=_opt("share answered with truncated JSON", True))
     fault_seed: int | None = field(default=None, metadata=_opt("seed of the fault RNG (default: seed)", True))
+    max_in_a_row: int = field(
+        default=0, metadata=_opt("faults one request (method, path, query) gets in a row; 0: no cap", True)
+    )
     prerender: bool = field(
         default=True,
         metadata=_opt("render every record's JSON before serving (a slower start, fast first reads)"),
@@ -162,7 +165,7 @@ class EmulatorApp:
                 await asyncio.sleep(way_back)  # a 429 takes the way back too
             await _send(send, 429, base + _date(company), rate_limited_body(decision.kind or BURST))
             return
-        fault = self.faults.next()
+        fault = self.faults.next((method, path, tuple(query)))
         if fault.delay_s > 0:
             await asyncio.sleep(fault.delay_s)
         throttled = dataclasses.replace(decision, remaining=0, retry_after=decision.reset).headers() + left

@@ -3,12 +3,19 @@
 Off by default. One seeded RNG is consulted for every admitted Pipedrive request in arrival order, always with
 the same number of draws per request, so the same seed and the same request sequence give the same faults
 whatever the rates are changed to in between (changing `seed` at runtime restarts the sequence).
+
+Concurrent requests arrive in whatever order their threads run, so which request draws which fault is not
+fixed, and at 20% faults one of a few thousand requests now and then drew six in a row: a client that gives
+up after six attempts then failed a run that was meant to show it riding transient faults out. A transient
+fault passes: `max_in_a_row` caps the faults one request (method, path and query) gets in a row, the
+answer after them is normal (0: no cap, for faults that persist).
 """
 
 from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass
 
 import orjson
@@ -40,6 +47,7 @@ class FaultSettings:
     # request waits this long more before the rate limiter counts it, the way there is then longer than the
     # way back, and a request sent a window after a queued one can be counted less than a window after it
     queue_ms: float = 0.0
+    max_in_a_row: float = 0.0  # faults one request gets in a row before a normal answer (0: no cap)
 
     @property
     def way_back_s(self) -> float:
@@ -65,6 +73,7 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.seed = seed
+        self._streaks: dict[Hashable, int] = {}  # requests whose last answers were faults: how many
 
     def configure(self, **changes: object) -> None:
         with self._lock:
@@ -72,6 +81,7 @@ class FaultInjector:
                 if name == "fault_seed":
                     self.seed = int(value)  # type: ignore[call-overload]
                     self._rng = random.Random(self.seed)
+                    self._streaks.clear()
                 elif hasattr(self.settings, name):
                     setattr(self.settings, name, float(value))  # type: ignore[arg-type]
                 else:
@@ -80,19 +90,35 @@ class FaultInjector:
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self.settings), "fault_seed": self.seed}
 
-    def next(self) -> Fault:
-        """Decide the fate of the next request (three draws, whatever the settings)."""
+    def next(self, request: Hashable = None) -> Fault:
+        """Decide the fate of the next request (three draws, whatever the settings); `request` identifies it
+        for `max_in_a_row` (None: never capped)."""
         with self._lock:
             pick, jitter, detail = self._rng.random(), self._rng.random(), self._rng.random()
             s = self.settings
-        delay = s.way_back_s + jitter * s.jitter_ms / 1000.0
-        edge = 0.0
-        rates = (s.error_rate, s.throttle_rate, s.drop_rate, s.malformed_rate)
-        for kind, rate in zip(KINDS, rates, strict=True):
-            edge += rate
-            if pick < edge:
-                return Fault(kind, delay, detail)
-        return Fault(None, delay, detail)
+            kind = self._streak(request, _kind(pick, s))
+        return Fault(kind, s.way_back_s + jitter * s.jitter_ms / 1000.0, detail)
+
+    def _streak(self, request: Hashable, kind: str | None) -> str | None:
+        """`kind`, or None where it would exceed the request's faults in a row (under the lock)."""
+        cap = int(self.settings.max_in_a_row)
+        if request is None or cap <= 0:
+            return kind
+        streak = self._streaks.pop(request, 0)
+        if kind is None or streak >= cap:
+            return None
+        self._streaks[request] = streak + 1
+        return kind
+
+
+def _kind(pick: float, s: FaultSettings) -> str | None:
+    edge = 0.0
+    rates = (s.error_rate, s.throttle_rate, s.drop_rate, s.malformed_rate)
+    for kind, rate in zip(KINDS, rates, strict=True):
+        edge += rate
+        if pick < edge:
+            return kind
+    return None
 
 
 def error_response(detail: float) -> tuple[int, str, bytes]:
