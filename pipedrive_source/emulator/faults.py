@@ -90,9 +90,9 @@ class FaultInjector:
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self.settings), "fault_seed": self.seed}
 
-    def next(self, request: Hashable = None) -> Fault:
+    def next(self, request: Hashable) -> Fault:
         """Decide the fate of the next request (three draws, whatever the settings); `request` identifies it
-        for `max_in_a_row` (None: never capped)."""
+        for `max_in_a_row`."""
         with self._lock:
             pick, jitter, detail = self._rng.random(), self._rng.random(), self._rng.random()
             s = self.settings
@@ -102,7 +102,7 @@ class FaultInjector:
     def _streak(self, request: Hashable, kind: str | None) -> str | None:
         """`kind`, or None where it would exceed the request's faults in a row (under the lock)."""
         cap = int(self.settings.max_in_a_row)
-        if request is None or cap <= 0:
+        if cap <= 0:
             return kind
         streak = self._streaks.pop(request, 0)
         if kind is None or streak >= cap:
