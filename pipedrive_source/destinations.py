@@ -125,17 +125,22 @@ class _MemoryShares:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._claimed = 0.0
+        self._running = 0
 
     @contextlib.contextmanager
     def claim(self, mb: float, limit_mb: float) -> Iterator[None]:
         with self._cond:  # a claim larger than the limit runs alone rather than never
-            self._cond.wait_for(lambda: self._claimed == 0 or self._claimed + mb <= limit_mb)
+            self._cond.wait_for(lambda: self._running == 0 or self._claimed + mb <= limit_mb)
             self._claimed += mb
+            self._running += 1
         try:
             yield
         finally:
             with self._cond:
-                self._claimed -= mb
+                self._running -= 1
+                # claims of 0.9 and 0.4 added and taken back in another order leave 2e-16, not 0: a claim
+                # equal to the limit then waited for ever (a load hung with every job waiting)
+                self._claimed = self._claimed - mb if self._running else 0.0
                 self._cond.notify_all()
 
 

@@ -4,6 +4,7 @@ its sort of the whole load, and tables too wide for the default memory limit sti
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 
 import dlt
@@ -13,7 +14,7 @@ import pyarrow.compute as pc
 import pytest
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
 
-from pipedrive_source.destinations import MIN_MEMORY_MB, ROW_GROUP_SIZE
+from pipedrive_source.destinations import MIN_MEMORY_MB, ROW_GROUP_SIZE, _MemoryShares
 from pipedrive_source.destinations import duckdb as duckdb_destination
 from pipedrive_source.merge_sql import UniqueFirstMergeJob
 
@@ -116,6 +117,25 @@ def test_two_wide_text_tables_load_without_a_job_failing(tmp_path: Path) -> None
     with pipeline.sql_client() as client:
         for table in ("wide_a", "wide_b"):
             assert client.execute_sql(f"SELECT count(DISTINCT id) FROM {table}")[0][0] == rows
+
+
+def test_a_claim_larger_than_the_limit_runs_once_the_other_jobs_are_done() -> None:
+    """Claims of 0.9, 0.4 and 1.3 MB given back in the order they were taken left 2e-16 MB claimed: a
+    claim larger than the limit, which runs alone, then waited for ever, and every job after it."""
+    shares = _MemoryShares()
+    jobs = [shares.claim(mb, 30.0) for mb in (0.9, 0.4, 1.3)]
+    for job in jobs:
+        job.__enter__()
+    for job in jobs:
+        job.__exit__(None, None, None)
+    entered = threading.Event()
+
+    def wide_job() -> None:
+        with shares.claim(46.0, 30.0):
+            entered.set()
+
+    threading.Thread(target=wide_job, daemon=True).start()
+    assert entered.wait(timeout=10), "a job claiming more than the limit never started with nothing running"
 
 
 def test_tables_are_written_in_small_row_groups_to_an_ordinary_database_file(tmp_path: Path) -> None:
