@@ -138,8 +138,8 @@ class _MemoryShares:
         finally:
             with self._cond:
                 self._running -= 1
-                # claims of 0.9 and 0.4 added and taken back in another order leave 2e-16, not 0: a claim
-                # equal to the limit then waited for ever (a load hung with every job waiting)
+                # claims of 0.9, 0.4 and 1.3 taken and given back leave 2e-16, not 0: a claim larger than
+                # the limit then waited for ever for "nothing claimed" (a load hung with every job waiting)
                 self._claimed = self._claimed - mb if self._running else 0.0
                 self._cond.notify_all()
 
