@@ -54,11 +54,14 @@ def sync(
     source_options: dict[str, Any] | None = None,
     normalize_workers: int = 1,
     timeout_s: float = 3600,
+    worker: Path = WORKER,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One sync in a worker process; its figures plus the emulator's 429 counts."""
+    """One sync in a worker process (`worker`: another checkout's, to compare code; `env`: settings added to
+    its environment); its figures plus the emulator's 429 counts."""
     cmd = [
         sys.executable,
-        str(WORKER),
+        str(worker),
         "--base-url",
         handle.base_url,
         "--workdir",
@@ -68,8 +71,11 @@ def sync(
         "--normalize-workers",
         str(normalize_workers),
     ]
-    env = {**os.environ, "BENCH_API_TOKEN": handle.api_token, "RUNTIME__DLTHUB_TELEMETRY": "false"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s, check=False)
+    environment = {**os.environ, **(env or {}), "BENCH_API_TOKEN": handle.api_token}
+    environment["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env=environment, timeout=timeout_s, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"sync worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
