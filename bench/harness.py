@@ -71,8 +71,12 @@ def sync(
         "--normalize-workers",
         str(normalize_workers),
     ]
-    environment = {**os.environ, **(env or {}), "BENCH_API_TOKEN": handle.api_token}
-    environment["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+    environment = {
+        **os.environ,
+        **(env or {}),
+        "BENCH_API_TOKEN": handle.api_token,
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+    }
     done = subprocess.run(
         cmd, capture_output=True, text=True, env=environment, timeout=timeout_s, check=False
     )

@@ -92,9 +92,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reference = summary[args.variant[0].name]
     print(f"\nscale {args.scale}, medians of {args.runs} (ratio to {args.variant[0].name}):")
     for name, figs in summary.items():
-        ratios = {k: figs[k] / reference[k] for k in ("peak_rss_mb", "seconds") if reference[k]}
+        peak, time = (figs[k] / reference[k] if reference[k] else 0 for k in ("peak_rss_mb", "seconds"))
         shown = ", ".join(f"{k} {v:.1f}" for k, v in figs.items())
-        peak, time = ratios.get("peak_rss_mb", 0), ratios.get("seconds", 0)
         print(f"  {name}: {shown}; peak x{peak:.3f}, time x{time:.3f}")
     variants = {v.name: {"checkout": str(v.worker.parent.parent), "env": v.env} for v in args.variant}
     payload = {"scale": args.scale, "variants": variants, "medians": summary, "runs": runs}
