@@ -131,7 +131,7 @@ def pipedrive_source(
     """
     selected = _select(entities)
     if arrow:
-        _write_items_as_they_come()
+        _extract_writer_defaults()
     if not 1 <= page_size <= PAGE_SIZE:
         raise ConfigError(f"page_size must be between 1 and {PAGE_SIZE}, not {page_size}.")
     if full_read_interval_hours is not None and not full_read_interval_hours >= 0:
@@ -178,13 +178,23 @@ def pipedrive_source(
 # items come batched already (`output.FLUSH_BYTES`), so that buffer only adds memory, and memory that grows
 # with the company: at a large one every table fills it (25 MB more than at a small one, measured).
 EXTRACT_BUFFER = "sources.pipedrive.data_writer.buffer_max_items"
+# A Parquet writer keeps every row group's metadata until its file closes (about 0.4-0.85 KB per column
+# chunk): the one part of the extraction's memory that grows with the company (heaptrack at twice large:
+# 20 MB of it when the extraction peaks, 6-7 MB at large). A new file every `EXTRACT_FILE_ROWS` rows of a
+# table bounds it; a table in several files loads with one follow-up job more (a large sync's load: the
+# same 5.5 s; bench/RESULTS.md, stop 26).
+EXTRACT_FILE_ROWS_KEY = "sources.pipedrive.data_writer.file_max_items"
+EXTRACT_FILE_ROWS = 100_000
+_EXTRACT_DEFAULTS = {EXTRACT_BUFFER: 1, EXTRACT_FILE_ROWS_KEY: EXTRACT_FILE_ROWS}
 
 
-def _write_items_as_they_come() -> None:
-    """Unless configured otherwise, dlt writes each item of this source as it comes (only this source's
-    extraction: dlt's normalizer writes row by row and keeps its buffer)."""
-    if dlt.config.get(EXTRACT_BUFFER) is None and dlt.config.get("data_writer.buffer_max_items") is None:
-        dlt.config[EXTRACT_BUFFER] = 1
+def _extract_writer_defaults() -> None:
+    """Unless configured otherwise (for this source or for every writer), dlt writes each item of this
+    source as it comes and starts a new file every `EXTRACT_FILE_ROWS` rows (only this source's extraction:
+    dlt's normalizer writes row by row and keeps its buffer)."""
+    for key, value in _EXTRACT_DEFAULTS.items():
+        if dlt.config.get(key) is None and dlt.config.get(key.removeprefix("sources.pipedrive.")) is None:
+            dlt.config[key] = value
 
 
 def _select(entities: Sequence[str] | str | None) -> set[str]:

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dlt
 import duckdb
 import httpx
 import pytest
 from connector_fixtures import DEFAULT_TABLES, compare, load_truth, make_pipeline, sync
 from dlt.extract.pipe import Pipe
 
-from pipedrive_source import destinations, output
+from pipedrive_source import destinations, output, pipedrive_source, source
 from pipedrive_source.client import PipedriveClient
 from pipedrive_source.destinations import DUCKDB_SETTINGS, LOAD_JOBS, MIN_MEMORY_MB, memory_limit_mb
 from pipedrive_source.destinations import duckdb as duckdb_destination
@@ -61,6 +62,24 @@ def test_tables_handed_on_at_the_run_limit_load_every_row(
     monkeypatch.setattr(output, "HELD_BYTES", held)
     result = sync(emulator, tmp_path, entities=TABLES)
     assert result.loaded.get("deals__label_ids") or result.loaded.get("persons__emails")
+    truth = load_truth(emulator, tmp_path, [t for t in TABLES if t in DEFAULT_TABLES])
+    problems = {t: p for t in TABLES if (p := compare(tmp_path / "crm.duckdb", truth, t))}
+    assert not problems, {t: p[:5] for t, p in problems.items()}
+
+
+def test_tables_in_several_extraction_files_load_every_row(
+    emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The extraction starts a new file every `EXTRACT_FILE_ROWS` rows of a table (the Parquet writers'
+    metadata then stays bounded); a table in several files loads the rows one file would. Here every 20
+    rows, with pages of 10 handed on as they come."""
+    pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url)
+    assert dlt.config.get(source.EXTRACT_FILE_ROWS_KEY) == source.EXTRACT_FILE_ROWS
+    monkeypatch.setenv("SOURCES__PIPEDRIVE__DATA_WRITER__FILE_MAX_ITEMS", "20")  # a user's setting wins
+    monkeypatch.setattr(output, "HELD_BYTES", 1)
+    sync(emulator, tmp_path, entities=TABLES, page_size=10)
+    files = {t: len(list((tmp_path / "pipelines").rglob(f"{t}.*.parquet"))) for t in ("deals", "persons")}
+    assert all(n >= 2 for n in files.values()), files
     truth = load_truth(emulator, tmp_path, [t for t in TABLES if t in DEFAULT_TABLES])
     problems = {t: p for t in TABLES if (p := compare(tmp_path / "crm.duckdb", truth, t))}
     assert not problems, {t: p[:5] for t, p in problems.items()}

@@ -51,7 +51,7 @@ class EmulatorSettings:
     """
 
     seed: int = field(default=7, metadata=_opt("seed of the synthetic company (and of faults by default)"))
-    scale: str = field(default="small", metadata=_opt("tiny | small | large"))
+    scale: str = field(default="small", metadata=_opt("tiny | small | medium | large | xlarge"))
     api_token: str = field(default="emulator-token", metadata=_opt("the valid API token"))
     other_company_token: str = field(
         default="other-company-token",
