@@ -36,9 +36,9 @@ nested tables (the connector's child tables are top-level tables), other merge s
 conditions, or without `_dlt_load_id`, and every table of an incremental sync, take dlt's staging and merge.
 A table loaded directly from one file of the package (most tables: the extraction starts a new file only
 every `source.EXTRACT_FILE_ROWS` rows of a table) gets the dedup of `EmptyTableMergeJob` in its copy job,
-right after the copy, instead of a follow-up job: dlt's coordination of a job costs more than the job itself at small tables (a
-small sync's load: 1.5 s with 77 follow-up jobs, 1.0 s without them). A table in several files keeps the
-follow-up job, which runs once all of them are in.
+right after the copy, instead of a follow-up job: dlt's coordination of a job costs more than the job itself
+at small tables (a small sync's load: 1.5 s with 77 follow-up jobs, 1.0 s without them). A table in several
+files keeps the follow-up job, which runs once all of them are in.
 
 dlt opens the database when a job borrows a connection while none is borrowed and closes it (writing a
 checkpoint) when the last one is returned: between jobs, 16 times in a small sync's load, under the lock
