@@ -79,8 +79,8 @@ SCALES: dict[str, dict[str, int]] = {
         boards=4,
     ),
 }
-# between `small` and `large` (4 times `small`, a fifth of `large`): where on the way a sync's peak memory
-# stops growing (`bench/memory.py --scales small medium large`)
+# between `small` and `large` (4 times `small`, a fifth of `large`): how a sync's peak memory grows on the
+# way (`bench/memory.py --scales small medium large`)
 SCALES["medium"] = {table: count * 4 for table, count in SCALES["small"].items()}
 # twice `large`: whether a sync's peak memory still grows past `large` (`bench/memory.py --scales large
 # xlarge`); the emulator itself then needs about 6 GB
