@@ -180,9 +180,9 @@ def pipedrive_source(
 EXTRACT_BUFFER = "sources.pipedrive.data_writer.buffer_max_items"
 # A Parquet writer keeps every row group's metadata until its file closes (about 0.4-0.85 KB per column
 # chunk): memory that grew with the company, file by file (heaptrack at twice large: 20 MB of it when the
-# extraction peaks, 6-7 MB at large). A new file every `EXTRACT_FILE_ROWS` rows of a
-# table bounds it; a table in several files loads with one follow-up job more (a large sync's load: the
-# same 5.5 s; bench/RESULTS.md, stop 26).
+# extraction peaks, 6-7 MB at large). A new file every `EXTRACT_FILE_ROWS` rows of a table bounds it; a table
+# in several files loads with one follow-up job more (a large sync's load: the same 5.5 s; bench/RESULTS.md,
+# stop 26).
 EXTRACT_FILE_ROWS_KEY = "sources.pipedrive.data_writer.file_max_items"
 EXTRACT_FILE_ROWS = 100_000
 _EXTRACT_DEFAULTS = {EXTRACT_BUFFER: 1, EXTRACT_FILE_ROWS_KEY: EXTRACT_FILE_ROWS}
