@@ -16,6 +16,7 @@ import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -104,16 +105,32 @@ def _little_endian(*arrays: array) -> None:
 class IdListing(Collection[Any]):
     """A complete listing of ids, kept from the read until the deletion check after the load: integer ids
     as one sorted array of 8 bytes each (the sets of the 38,000 ids of a large company's full-read lists
-    held 3.5 MB through the load), other ids (leads' uuids) as a set."""
+    held 3.5 MB through the load), text ids (call logs', leads' uuids) as their sorted UTF-8 bytes in one
+    buffer (the 20,000 call log ids of a large company held 3.6 MB as a set of strings, strings that the
+    read had made and that then stayed scattered through the memory of the load), other ids as a set."""
 
     def __init__(self, ids: Iterable[Any]) -> None:
-        ids = list(ids)
-        self._ints = array("q", sorted(i for i in ids if _is_int64(i)))
-        self._others = frozenset(i for i in ids if not _is_int64(i))
+        ints: list[int] = []
+        texts: set[bytes] = set()
+        others: list[Any] = []
+        for i in ids:
+            if _is_int64(i):
+                ints.append(i)
+            elif type(i) is str:
+                texts.add(i.encode())
+            else:
+                others.append(i)
+        self._ints = array("q", sorted(ints))
+        ordered = sorted(texts)
+        self._text = b"".join(ordered)
+        self._text_ends = array("q", accumulate(map(len, ordered)))
+        self._others = frozenset(others)
 
     def __contains__(self, value: object) -> bool:
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # as a set would: 7.0 == 7
+        if type(value) is str:
+            return self._has_text(value.encode())
         if not _is_int64(value):
             return value in self._others
         at = bisect_left(self._ints, value)
@@ -121,10 +138,24 @@ class IdListing(Collection[Any]):
 
     def __iter__(self) -> Iterator[Any]:
         yield from self._ints
+        yield from (self._text_at(at).decode() for at in range(len(self._text_ends)))
         yield from self._others
 
     def __len__(self) -> int:
-        return len(self._ints) + len(self._others)
+        return len(self._ints) + len(self._text_ends) + len(self._others)
+
+    def _text_at(self, at: int) -> bytes:
+        return self._text[self._text_ends[at - 1] if at else 0 : self._text_ends[at]]
+
+    def _has_text(self, text: bytes) -> bool:
+        low, high = 0, len(self._text_ends)
+        while low < high:
+            middle = (low + high) // 2
+            if self._text_at(middle) < text:
+                low = middle + 1
+            else:
+                high = middle
+        return low < len(self._text_ends) and self._text_at(low) == text
 
 
 def _is_int64(value: object) -> bool:

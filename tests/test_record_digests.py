@@ -5,7 +5,9 @@ tells which records are unchanged, so an upgrade does not load every record agai
 from __future__ import annotations
 
 import base64
+import gc
 import random
+import tracemalloc
 from pathlib import Path
 
 from connector_fixtures import sync
@@ -65,10 +67,28 @@ def test_full_reads_keep_16_bytes_per_record_and_load_only_what_changed(emulator
 
 
 def test_an_id_listing_answers_membership_as_the_set_of_its_ids() -> None:
-    ids = {int(r["id"]) for r in _records()[:2000]} | {"c0ffee-1", 2**70}  # text ids; too big for 8 bytes
+    texts = {f"CA{random.Random(n).getrandbits(120):x}" for n in range(300)} | {"", "é-1", "c0ffee-1"}
+    ids = {int(r["id"]) for r in _records()[:2000]} | texts | {2**70, (1, 2)}  # too big for 8 bytes; a tuple
     listing = IdListing(ids)
     assert len(listing) == len(ids) and set(listing) == ids
     assert all(i in listing for i in ids)
     assert 7.0 in IdListing({7}) and 7.5 not in IdListing({7})  # a value from a float column, as in a set
-    probes = [0, -1, 10**9, "c0ffee-2", None, 2**70 + 1, *random.Random(6).sample(range(1, 10**9), 500)]
+    probes = [0, -1, 10**9, "c0ffee-2", "c0ffee-", "CA", "é", "é-1", None, 2**70 + 1, (1, 3), b"c0ffee-1"]
+    probes += random.Random(6).sample(range(1, 10**9), 500)
+    probes += [*(t + "0" for t in texts), *(t[:-1] for t in texts)]  # text ids around the listed ones
     assert [p in listing for p in probes] == [p in ids for p in probes]
+
+
+def test_an_id_listing_of_text_ids_holds_their_bytes_not_the_strings() -> None:
+    """The strings a read made are not kept through the load: a set of 20,000 call log ids of 30 characters
+    takes 2.1 MB besides the strings (1.6 MB); their bytes in one buffer and its offsets, under 1 MB."""
+    ids = [f"CA{random.Random(n).getrandbits(112):028x}" for n in range(20_000)]
+    tracemalloc.start()
+    try:
+        listing = IdListing(ids)
+        del ids
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(listing) == 20_000 and held < 1_000_000, held
