@@ -152,6 +152,10 @@ def summarize(runs: list[dict[str, Any]], extra: dict[str, Any] | None = None) -
     out["phases"] = {
         phase: statistics.median(run["phases"][phase] for run in runs) for phase in runs[0]["phases"]
     }
+    for key in ("peak_rss_mb_after", "rss_mb_at_start"):  # by phase (runs of an older worker lack them)
+        phases = [run[key] for run in runs if run.get(key)]
+        if phases:
+            out[key] = {phase: median_of(phases, phase) for phase in phases[0]}
     out["emulator_429"] = {
         kind: max(run["emulator_429"].get(kind, 0) for run in runs) for kind in ("burst", "daily", "injected")
     }
@@ -184,6 +188,12 @@ def print_figures(title: str, figures: dict[str, Any]) -> None:
         f"peak RSS {figures['peak_rss_mb']:.0f} MB, "
         f"429s {figures['emulator_429']}"
     )
+    after, at_start = figures.get("peak_rss_mb_after"), figures.get("rss_mb_at_start")
+    if after and at_start and {"extract", "load"} <= after.keys() & at_start.keys():
+        print(
+            f"  memory: extraction from {at_start['extract']:.0f} to a peak of {after['extract']:.0f} MB; "
+            f"the load from {at_start['load']:.0f} MB (what the extraction kept) to {after['load']:.0f} MB"
+        )
     for key in ("min_seconds", "over_minimum_time", "rate_by_tenth"):
         if key in figures:
             value = figures[key]

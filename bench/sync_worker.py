@@ -49,6 +49,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def rss_mb() -> float | None:
+    """The process's resident memory now (Linux; None elsewhere): at the start of a phase, what the phases
+    before it left (the load runs on top of what the extraction kept)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            kib = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+    return round(int(kib) / 1024, 1)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         options["entities"] = args.entities.split(",")
     phases: dict[str, float] = {}
     peaks: dict[str, float] = {}
+    at_start: dict[str, float | None] = {"extract": rss_mb()}
     outcome = "ok"
     started = time.perf_counter()
     try:
@@ -81,10 +93,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise
         outcome = "budget_exhausted"
         phases["extract"] = time.perf_counter() - t
+    at_start["normalize"] = rss_mb()
     t = time.perf_counter()
     normalize_info = pipeline.normalize(workers=args.normalize_workers)
     phases["normalize"] = time.perf_counter() - t
     peaks["normalize"] = peak_rss_mb()
+    at_start["load"] = rss_mb()
     t = time.perf_counter()
     pipeline.load()
     flag_vanished(pipeline, monitor)
@@ -106,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "failed_job_attempts": len(list((workdir / "pipelines").rglob(".exceptions/*"))),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_after": {phase: round(mb, 1) for phase, mb in peaks.items()},
+        "rss_mb_at_start": at_start,
         "tables": counts,
         "records_by_entity": {name: p.rows for name, p in monitor.entities.items()},
         "records_by_listing": getattr(monitor, "listing_records", {}),
