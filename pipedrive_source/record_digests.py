@@ -116,8 +116,8 @@ class IdListing(Collection[Any]):
         for i in ids:
             if _is_int64(i):
                 ints.append(i)
-            elif type(i) is str:
-                texts.add(i.encode())
+            elif isinstance(i, str):
+                texts.add(_utf8(i))
             else:
                 others.append(i)
         self._ints = array("q", sorted(ints))
@@ -129,8 +129,8 @@ class IdListing(Collection[Any]):
     def __contains__(self, value: object) -> bool:
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # as a set would: 7.0 == 7
-        if type(value) is str:
-            return self._has_text(value.encode())
+        if isinstance(value, str):
+            return self._has_text(_utf8(value))
         if not _is_int64(value):
             return value in self._others
         at = bisect_left(self._ints, value)
@@ -138,7 +138,7 @@ class IdListing(Collection[Any]):
 
     def __iter__(self) -> Iterator[Any]:
         yield from self._ints
-        yield from (self._text_at(at).decode() for at in range(len(self._text_ends)))
+        yield from (self._text_at(at).decode("utf-8", "surrogatepass") for at in range(len(self._text_ends)))
         yield from self._others
 
     def __len__(self) -> int:
@@ -156,6 +156,10 @@ class IdListing(Collection[Any]):
             else:
                 high = middle
         return low < len(self._text_ends) and self._text_at(low) == text
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # a lone surrogate is an id too, not an error
 
 
 def _is_int64(value: object) -> bool:

@@ -67,13 +67,19 @@ def test_full_reads_keep_16_bytes_per_record_and_load_only_what_changed(emulator
 
 
 def test_an_id_listing_answers_membership_as_the_set_of_its_ids() -> None:
-    texts = {f"CA{random.Random(n).getrandbits(120):x}" for n in range(300)} | {"", "é-1", "c0ffee-1"}
+    texts = {f"CA{random.Random(n).getrandbits(120):x}" for n in range(300)} | {
+        "",
+        "é-1",
+        "c0ffee-1",
+        "\ud800",
+    }
     ids = {int(r["id"]) for r in _records()[:2000]} | texts | {2**70, (1, 2)}  # too big for 8 bytes; a tuple
     listing = IdListing(ids)
     assert len(listing) == len(ids) and set(listing) == ids
     assert all(i in listing for i in ids)
     assert 7.0 in IdListing({7}) and 7.5 not in IdListing({7})  # a value from a float column, as in a set
-    probes = [0, -1, 10**9, "c0ffee-2", "c0ffee-", "CA", "é", "é-1", None, 2**70 + 1, (1, 3), b"c0ffee-1"]
+    probes = [0, -1, 10**9, "c0ffee-2", "c0ffee-", "CA", "é", "é-1", "\udfff", None, 2**70 + 1, (1, 3)]
+    probes += [b"c0ffee-1", type("Text", (str,), {})("c0ffee-1")]  # bytes are not text; a str subclass is
     probes += random.Random(6).sample(range(1, 10**9), 500)
     probes += [*(t + "0" for t in texts), *(t[:-1] for t in texts)]  # text ids around the listed ones
     assert [p in listing for p in probes] == [p in ids for p in probes]
