@@ -15,7 +15,7 @@ import hashlib
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -79,8 +79,8 @@ class DigestTable:
 
     def holds(self, key_hash: int, packed_digest: int) -> bool:
         """Whether the (sorted) table holds this key with this digest."""
-        at = bisect_left(self._keys, key_hash)
-        return at < len(self._keys) and self._keys[at] == key_hash and self._digests[at] == packed_digest
+        at = _sorted_index(self._keys, key_hash)
+        return at is not None and self._digests[at] == packed_digest
 
     def pack(self) -> str:
         """The state's text of the table."""
@@ -123,39 +123,41 @@ class IdListing(Collection[Any]):
         self._ints = array("q", sorted(ints))
         ordered = sorted(texts)
         self._text = b"".join(ordered)
-        self._text_ends = array("q", accumulate(map(len, ordered)))
+        self._text_starts = array("q", accumulate(map(len, ordered), initial=0))  # and the end
         self._others = frozenset(others)
 
     def __contains__(self, value: object) -> bool:
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # as a set would: 7.0 == 7
         if isinstance(value, str):
-            return self._has_text(_utf8(value))
+            return _sorted_index(self._texts, _utf8(value), key=self._text_at) is not None
         if not _is_int64(value):
             return value in self._others
-        at = bisect_left(self._ints, value)
-        return at < len(self._ints) and self._ints[at] == value
+        return _sorted_index(self._ints, value) is not None
 
     def __iter__(self) -> Iterator[Any]:
         yield from self._ints
-        yield from (self._text_at(at).decode("utf-8", "surrogatepass") for at in range(len(self._text_ends)))
+        yield from (self._text_at(at).decode("utf-8", "surrogatepass") for at in self._texts)
         yield from self._others
 
     def __len__(self) -> int:
-        return len(self._ints) + len(self._text_ends) + len(self._others)
+        return len(self._ints) + len(self._texts) + len(self._others)
+
+    @property
+    def _texts(self) -> range:
+        """The text ids' places."""
+        return range(len(self._text_starts) - 1)
 
     def _text_at(self, at: int) -> bytes:
-        return self._text[self._text_ends[at - 1] if at else 0 : self._text_ends[at]]
+        return self._text[self._text_starts[at] : self._text_starts[at + 1]]
 
-    def _has_text(self, text: bytes) -> bool:
-        low, high = 0, len(self._text_ends)
-        while low < high:
-            middle = (low + high) // 2
-            if self._text_at(middle) < text:
-                low = middle + 1
-            else:
-                high = middle
-        return low < len(self._text_ends) and self._text_at(low) == text
+
+def _sorted_index(items: Sequence[Any], value: Any, key: Callable[[Any], Any] | None = None) -> int | None:
+    """Where `value` is in `items`, sorted (by `key`), or None."""
+    at = bisect_left(items, value, key=key)
+    if at < len(items) and (items[at] if key is None else key(items[at])) == value:
+        return at
+    return None
 
 
 def _utf8(text: str) -> bytes:
