@@ -158,6 +158,13 @@ class Mismatch:
     problems: list[str]
 
 
+def assert_equal_to_truth(emulator: Any, workdir: Path, tables: list[str], hard_delete: bool = False) -> None:
+    """Each of `tables` in the sync's database equals the emulator's truth (the first differences shown)."""
+    truth = load_truth(emulator, workdir, tables)
+    problems = {t: p for t in tables if (p := compare(workdir / "crm.duckdb", truth, t, hard_delete))}
+    assert not problems, {t: p[:5] for t, p in problems.items()}
+
+
 def compare(sync_db: Path, truth_db: Path, table: str, hard_delete: bool = False) -> list[str]:
     """Differences between the synced table and the truth, as readable lines (empty when equal).
 

@@ -10,22 +10,15 @@ import pytest
 from connector_fixtures import (
     ALL_TABLES,
     DEFAULT_TABLES,
+    assert_equal_to_truth,
     assert_no_change_budget,
-    compare,
     incremental_listings,
-    load_truth,
     sync,
     synced_rows,
 )
 
 from pipedrive_source.entities import BY_NAME, UPDATED_SINCE
 from pipedrive_source.timefmt import parse, render
-
-
-def assert_equal_to_truth(emulator, workdir: Path, tables: list[str], hard_delete: bool = False) -> None:
-    truth = load_truth(emulator, workdir, tables)
-    problems = {t: p for t in tables if (p := compare(workdir / "crm.duckdb", truth, t, hard_delete))}
-    assert not problems, {t: p[:5] for t, p in problems.items()}
 
 
 def test_full_sync_equals_ground_truth(emulator, tmp_path: Path) -> None:

@@ -9,19 +9,13 @@ from pathlib import Path
 import dlt
 import duckdb
 import pytest
-from connector_fixtures import compare, load_truth, make_pipeline, sync
+from connector_fixtures import assert_equal_to_truth, make_pipeline, sync
 
 from pipedrive_source import FIELDS_TABLES, ApiError, AuthError, PipedriveOAuthCredentials, pipedrive_source
 from pipedrive_source.concurrency import DEFAULT_WORKERS
 from pipedrive_source.limiter import NoLimiter
 
 TABLES = ["deals", "persons", "organizations", "users", "notes", "leads", "deal_products"]
-
-
-def assert_equal_to_truth(emulator, workdir: Path, tables: list[str]) -> None:
-    truth = load_truth(emulator, workdir, tables)
-    problems = {t: p for t in tables if (p := compare(workdir / "crm.duckdb", truth, t))}
-    assert not problems, {t: p[:5] for t, p in problems.items()}
 
 
 def oauth_credentials(emulator, **overrides: str) -> PipedriveOAuthCredentials:

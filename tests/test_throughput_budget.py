@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from connector_fixtures import DEFAULT_TABLES, compare, load_truth, make_pipeline, sync
+from connector_fixtures import DEFAULT_TABLES, assert_equal_to_truth, make_pipeline, sync
 
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
 
@@ -35,12 +35,6 @@ def fresh(emulator: EmulatorHandle) -> EmulatorHandle:
     emulator.control.reset_ratelimit()
     emulator.control.reset_stats()
     return emulator
-
-
-def assert_equal_to_truth(emulator: EmulatorHandle, workdir: Path, tables: list[str]) -> None:
-    truth = load_truth(emulator, workdir, tables)
-    problems = {t: p for t in tables if (p := compare(workdir / "crm.duckdb", truth, t))}
-    assert not problems, {t: p[:5] for t, p in problems.items()}
 
 
 def test_concurrent_sync_at_a_small_burst_limit_gets_no_429(fresh: EmulatorHandle, tmp_path: Path) -> None:

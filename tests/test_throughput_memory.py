@@ -16,7 +16,7 @@ import duckdb
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from connector_fixtures import DEFAULT_TABLES, compare, load_truth, make_pipeline, sync
+from connector_fixtures import assert_equal_to_truth, make_pipeline, sync
 from dlt.extract.pipe import Pipe
 
 from pipedrive_source import destinations, output, pipedrive_source, source
@@ -63,7 +63,7 @@ def test_tables_handed_on_at_the_run_limit_load_every_row(
     monkeypatch.setattr(output, "HELD_BYTES", held)
     result = sync(emulator, tmp_path, entities=TABLES)
     assert result.loaded.get("deals__label_ids") or result.loaded.get("persons__emails")
-    _assert_synced_as_truth(emulator, tmp_path, TABLES)
+    assert_equal_to_truth(emulator, tmp_path, TABLES)
 
 
 def test_tables_in_several_extraction_files_load_every_row(
@@ -79,7 +79,7 @@ def test_tables_in_several_extraction_files_load_every_row(
     sync(emulator, tmp_path, entities=TABLES, page_size=10)
     files = {t: len(list((tmp_path / "pipelines").rglob(f"{t}.*.parquet"))) for t in ("deals", "persons")}
     assert all(n >= 2 for n in files.values()), files
-    _assert_synced_as_truth(emulator, tmp_path, TABLES)
+    assert_equal_to_truth(emulator, tmp_path, TABLES)
 
 
 def test_pages_of_a_few_rows_are_handed_on_by_what_their_objects_take(
@@ -94,7 +94,7 @@ def test_pages_of_a_few_rows_are_handed_on_by_what_their_objects_take(
     assert result.loaded.get("product_variations")
     files = list((tmp_path / "pipelines").rglob("product_variations.*.parquet"))
     assert sum(pq.ParquetFile(f).metadata.num_row_groups for f in files) >= 3
-    _assert_synced_as_truth(emulator, tmp_path, tables)
+    assert_equal_to_truth(emulator, tmp_path, tables)
 
 
 def test_a_response_and_its_body_are_freed_once_the_page_is_decoded(emulator: EmulatorHandle) -> None:
@@ -140,9 +140,3 @@ def test_what_the_extraction_left_in_reference_cycles_is_freed_before_the_load(
         gc.enable()
     assert result.loaded.get("deals")
     assert found == [0]
-
-
-def _assert_synced_as_truth(emulator: EmulatorHandle, workdir: Path, tables: list[str]) -> None:
-    truth = load_truth(emulator, workdir, [t for t in tables if t in DEFAULT_TABLES])
-    problems = {t: p for t in tables if (p := compare(workdir / "crm.duckdb", truth, t))}
-    assert not problems, {t: p[:5] for t, p in problems.items()}
