@@ -32,6 +32,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sync_worker import rss_mb  # noqa: E402
+
 from pipedrive_source.emulator import run_emulator  # noqa: E402
 
 CURSOR_KEY = b'"next_cursor":'
@@ -121,12 +123,7 @@ class ServerCpu:
 
 
 def server_rss_mb(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
+    return None if pid is None else rss_mb(pid)
 
 
 def spent(cpu: ServerCpu, before: float | None) -> float | None:

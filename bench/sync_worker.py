@@ -49,15 +49,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def rss_mb() -> float | None:
-    """The process's resident memory now (Linux; None elsewhere): at the start of a phase, what the phases
-    before it left (the load runs on top of what the extraction kept)."""
+def rss_mb(pid: int | str = "self") -> float | None:
+    """A process's resident memory now (Linux; None elsewhere). Of this one at the start of a phase: what
+    the phases before it left (the load runs on top of what the extraction kept)."""
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
             kib = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
     except (OSError, StopIteration):
         return None
-    return round(int(kib) / 1024, 1)
+    return int(kib) / 1024
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "failed_job_attempts": len(list((workdir / "pipelines").rglob(".exceptions/*"))),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_after": {phase: round(mb, 1) for phase, mb in peaks.items()},
-        "rss_mb_at_start": at_start,
+        "rss_mb_at_start": {phase: mb and round(mb, 1) for phase, mb in at_start.items()},
         "tables": counts,
         "records_by_entity": {name: p.rows for name, p in monitor.entities.items()},
         "records_by_listing": getattr(monitor, "listing_records", {}),
