@@ -15,11 +15,19 @@ by anyone with the default. A load job claims `MB_PER_COLUMN` per column of its 
 MB, needed by 120 columns of distinct strings; 0.4 MB by 400 integer columns) from the memory limit
 before it runs and waits while the jobs running hold too much of it (`_MemoryShares`): two wide tables are
 written one after the other instead of failing (dlt retried such a job, logging the error, and gave up
-after five tries). The limit is `MIN_MEMORY_MB` or the schema's largest claim (deals at scale large: 46
-MB; a `memory_limit` given to `duckdb()` is raised too when the schema needs more: the load would fail
-otherwise). With row groups of DuckDB's default size the same tables needed 0.9 MB per column whatever
-their type (67 MB for deals), and every large table being loaded filled the limit: a large sync's load
-peaked 116 MB over its start against 95 MB now (62 against 60 MB at small; load only, 3 runs each).
+after five tries); a claim larger than the limit runs alone.
+
+The limit is `MEMORY_MB`, below the claims of the widest tables: the claims are sized for the worst
+strings a column may hold, and Pipedrive's tables need far less (at scale large, deals, 74 columns, loads
+alone at 24 MB and fails at 16 against a claim of 46 MB; persons, 57 columns, loads at 16). DuckDB fills
+whatever limit it has with blocks it could evict, so a limit raised to the widest claim (47 MB at scale
+large) was memory the load held: a large sync peaked 17 MB higher (small: 11 MB), for a load 1.5 s
+faster (bench/RESULTS.md, stop 28). A job that runs out of memory at the limit anyway (a table of
+hundreds of columns, or of long distinct strings) rolled back: it runs again alone, with the limit raised
+to its claim (at least twice the limit) for the time it runs (`_run_or_retry_alone`), and the log says
+so. With row groups of DuckDB's default size the same tables needed 0.9 MB per column whatever their type
+(67 MB for deals), and every large table being loaded filled the limit: a large sync's load peaked 116 MB
+over its start against 95 MB with these row groups (62 against 60 MB at small; load only, 3 runs each).
 The merge deduplicates staged rows only where keys repeat (`merge_sql.py`).
 
 A first sync loads merge tables straight into their destination tables. dlt copies every file of a merge
@@ -55,11 +63,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +77,6 @@ import dlt
 from dlt.common.data_writers.escape import escape_duckdb_literal, escape_postgres_identifier
 from dlt.common.destination.reference import DestinationReference
 from dlt.common.destination.utils import resolve_merge_strategy
-from dlt.common.schema import Schema
 from dlt.common.schema.typing import C_DLT_LOAD_ID
 from dlt.common.schema.utils import get_nested_tables
 from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
@@ -76,17 +84,20 @@ from dlt.common.storages.load_package import ParsedLoadJobFileName, load_package
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbConnectionPool, DuckDbCredentials
 from dlt.destinations.impl.duckdb.duck import DuckDbClient
-from duckdb import DuckDBPyConnection, TransactionException
+from duckdb import DuckDBPyConnection, OutOfMemoryException, TransactionException
+from duckdb import Error as DuckDBError
 from duckdb import connect as duckdb_connect
 
 from .concurrency import release_memory
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
 
-MIN_MEMORY_MB = 40
+logger = logging.getLogger(__name__)
+
+MEMORY_MB = 28  # DuckDB's memory limit while it loads (module docstring)
 ROW_GROUP_SIZE = 30_720  # rows of a DuckDB row group (its default: 122,880), see the module docstring
 DUCKDB_SETTINGS: dict[str, Any] = {
     "preserve_insertion_order": False,
-    "memory_limit": f"{MIN_MEMORY_MB}MB",
+    "memory_limit": f"{MEMORY_MB}MB",
     "threads": 1,
     "allocator_flush_threshold": "8MB",
 }
@@ -107,10 +118,9 @@ def duckdb(path: str, **settings: Any) -> Any:
     return _DuckDb(credentials=credentials, max_parallel_load_jobs=LOAD_JOBS)
 
 
-def memory_limit_mb(schema: Schema) -> int:
-    """DuckDB's memory limit for loading `schema`: room for its widest table's load job."""
-    widest = max((table_claim_mb(t) for t in schema.data_tables()), default=0)
-    return max(MIN_MEMORY_MB, math.ceil(widest))
+def retry_limit_mb(table: Any, limit_mb: float) -> int:
+    """DuckDB's memory limit for a job of `table` that ran out of memory at `limit_mb` (module docstring)."""
+    return math.ceil(max(table_claim_mb(table), 2 * limit_mb))
 
 
 def table_claim_mb(table: Any) -> float:
@@ -219,15 +229,8 @@ class _DuckDbClient(DuckDbClient):
             pool.__class__ = _AttachingPool
 
     def initialize_storage(self, truncate_tables: Any = None) -> None:
-        """Raise DuckDB's memory limit for a schema with wide tables, before anything is written."""
         if self._package() is not None:
             _free_extraction_garbage()
-        config = self.config.credentials.global_config or {}
-        needed = memory_limit_mb(self.schema)
-        configured = _size_mb(config.get("memory_limit"))
-        if configured is not None and configured < needed:
-            config["memory_limit"] = f"{needed}MB"  # for connections opened later in this load
-            self.sql_client.execute_sql(f"SET GLOBAL memory_limit = '{needed}MB'")
         super().initialize_storage(truncate_tables)
         self._hold_connection()
 
@@ -256,16 +259,17 @@ class _DuckDbClient(DuckDbClient):
         claim, run = table_claim_mb(table), job.run
         pool = self.config.credentials.conn_pool
 
+        # `run` is its own transaction: a job of another file format (insert_values) opens one. The dedup:
+        # a crash before it runs the job again, and the dedup then removes both copies
+        steps = [run, lambda: _dedup(job, table)] if dedup else [run]
+
         def run_within_share() -> None:
-            with shares.claim(claim, limit) if limit is not None else contextlib.nullcontext():
-                try:
-                    run()  # its own transaction: a job of another file format (insert_values) opens one
-                    if dedup:  # a crash before it runs the job again, and this then removes both copies
-                        _dedup(job, table)
-                except BaseException:
-                    _release(pool)  # the load may stop here: the database must not stay open (and locked)
-                    raise
-                _checkpoint(job)
+            try:
+                _run_or_retry_alone(steps, job, table, shares, claim, limit)
+            except BaseException:
+                _release(pool)  # the load may stop here: the database must not stay open (and locked)
+                raise
+            _checkpoint(job)
 
         job.run = run_within_share
         return job
@@ -371,6 +375,65 @@ def _release(pool: Any) -> None:
     held = pool.__dict__.pop(_HELD, None)  # atomic: a failing job and `complete_load` may both release
     if held is not None:
         pool.return_conn(held)
+
+
+def _run_or_retry_alone(
+    steps: list[Callable[[], None]],
+    job: Any,
+    table: Any,
+    shares: _MemoryShares,
+    claim: float,
+    limit: float | None,
+) -> None:
+    """Run the steps of `job` (a transaction each) within its share of DuckDB's memory limit; from a step
+    that ran out of memory on, once no other job runs and with the limit raised (module docstring)."""
+    pending = list(steps)
+    if limit is None:
+        for step in pending:
+            step()
+        return
+    try:
+        with shares.claim(claim, limit):
+            while pending:
+                pending[0]()
+                pending.pop(0)
+            return
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
+    raised = retry_limit_mb(table, limit)
+    logger.warning(
+        "DuckDB ran out of its %s MB memory limit in load job %s (table %s); running it again alone with %s"
+        " MB",
+        f"{limit:g}",
+        job.file_name(),
+        table["name"],
+        raised,
+    )
+    with shares.claim(math.inf, limit), _memory_limit(job, raised, limit):  # inf: alone
+        for step in pending:
+            step()
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    """Whether DuckDB ran out of memory under `exc` (dlt wraps DuckDB's errors in its own)."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return any(isinstance(e, OutOfMemoryException) for e in chain)
+
+
+@contextlib.contextmanager
+def _memory_limit(job: Any, mb: float, back_to_mb: float) -> Iterator[None]:
+    """DuckDB's memory limit at `mb` while the block runs, `back_to_mb` after it."""
+    connection = job._job_client.sql_client.native_connection
+    connection.execute(f"SET GLOBAL memory_limit = '{mb:g}MB'")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(DuckDBError):  # DuckDB spills what no longer fits, if it must
+            connection.execute(f"SET GLOBAL memory_limit = '{back_to_mb:g}MB'")
 
 
 def _checkpoint(job: Any) -> None:

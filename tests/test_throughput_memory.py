@@ -21,7 +21,7 @@ from dlt.extract.pipe import Pipe
 
 from pipedrive_source import destinations, output, pipedrive_source, source
 from pipedrive_source.client import PipedriveClient
-from pipedrive_source.destinations import DUCKDB_SETTINGS, LOAD_JOBS, MIN_MEMORY_MB, memory_limit_mb
+from pipedrive_source.destinations import DUCKDB_SETTINGS, LOAD_JOBS, MEMORY_MB
 from pipedrive_source.destinations import duckdb as duckdb_destination
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
 from pipedrive_source.limiter import NoLimiter
@@ -48,8 +48,7 @@ def test_the_duckdb_destination_loads_with_its_memory_settings(
     with pipeline.sql_client() as client:
         limit = client.execute_sql("SELECT current_setting('memory_limit')")[0][0]
         threads = client.execute_sql("SELECT current_setting('threads')")[0][0]
-    needed = max(memory_limit_mb(pipeline.default_schema), MIN_MEMORY_MB)
-    expected = duckdb.connect(config={"memory_limit": f"{needed}MB"})
+    expected = duckdb.connect(config={"memory_limit": f"{MEMORY_MB}MB"})
     assert limit == expected.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     assert threads == DUCKDB_SETTINGS["threads"]
 
