@@ -17,18 +17,19 @@ before it runs and waits while the jobs running hold too much of it (`_MemorySha
 written one after the other instead of failing (dlt retried such a job, logging the error, and gave up
 after five tries); a claim larger than the limit runs alone.
 
-The limit is `MEMORY_MB`, below the claims of the widest tables: the claims are sized for the worst
-strings a column may hold, and Pipedrive's tables need far less (at scale large, deals, 74 columns, loads
-alone at 24 MB and fails at 16 against a claim of 46 MB; persons, 57 columns, loads at 16). DuckDB fills
-whatever limit it has with blocks it could evict, so a limit raised to the widest claim (47 MB at scale
-large) was memory the load held: a large sync peaked 17 MB higher (small: 11 MB), for a load 1.5 s
-faster (bench/RESULTS.md, stop 28). A job that runs out of memory at the limit anyway (a table of
-hundreds of columns, or of long distinct strings) rolled back: it runs again alone, with the limit raised
-to its claim (at least twice the limit) for the time it runs (`_run_or_retry_alone`), and the log says
-so. With row groups of DuckDB's default size the same tables needed 0.9 MB per column whatever their type
-(67 MB for deals), and every large table being loaded filled the limit: a large sync's load peaked 116 MB
-over its start against 95 MB with these row groups (62 against 60 MB at small; load only, 3 runs each).
-The merge deduplicates staged rows only where keys repeat (`merge_sql.py`).
+The limit is `MEMORY_MB`, below the claims of the widest tables: the claims are sized for the worst strings
+a column may hold, and Pipedrive's tables need far less (at scale large, deals, 74 columns, loads alone at
+24 MB and fails at 16 against a claim of 46 MB; persons, 57 columns, loads at 16). DuckDB fills whatever
+limit it has with blocks it could evict, so a limit raised to the widest claim (47 MB at scale large) was
+memory the load held: a large sync peaked 21 MB higher (small: 16 MB), for a load 1.4 s faster
+(bench/RESULTS.md, stop 28). A job that runs out of memory at the limit anyway (a table of hundreds of
+columns, or of long distinct strings; at scale large, the staged merges of persons__phones and
+leads__label_ids in an incremental sync) rolled back: it runs again alone, with the limit raised to its
+claim (at least twice the limit) for the time it runs (`_run_or_retry_alone`), and the log says so (info).
+With row groups of DuckDB's default size the same tables needed 0.9 MB per column whatever their type (67 MB
+for deals), and every large table being loaded filled the limit: a large sync's load peaked 116 MB over its
+start against 95 MB with these row groups (62 against 60 MB at small; load only, 3 runs each). The merge
+deduplicates staged rows only where keys repeat (`merge_sql.py`).
 
 A first sync loads merge tables straight into their destination tables. dlt copies every file of a merge
 table into the staging dataset and then inserts the staged rows into the destination table: the same rows
@@ -402,7 +403,7 @@ def _run_or_retry_alone(
         if not _out_of_memory(exc):
             raise
     raised = retry_limit_mb(table, limit)
-    logger.warning(
+    logger.info(  # expected now and then: not a warning
         "DuckDB ran out of its %s MB memory limit in load job %s (table %s); running it again alone with %s"
         " MB",
         f"{limit:g}",

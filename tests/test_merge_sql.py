@@ -96,7 +96,7 @@ def test_a_table_wider_than_the_memory_limit_allows_loads_alone_with_more(
         yield table
 
     pipeline = wide_pipeline(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="pipedrive_source.destinations"):
+    with caplog.at_level(logging.INFO, logger="pipedrive_source.destinations"):
         pipeline.run(wide(), loader_file_format="parquet")
     assert not failed_attempts(tmp_path)
     retries = [r.getMessage() for r in caplog.records if r.name == "pipedrive_source.destinations"]
