@@ -248,8 +248,9 @@ class _DuckDbClient(DuckDbClient):
         setattr(pool, _HELD, pool.borrow_conn())
 
     def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False) -> Any:
-        """The job, made to wait for its table's share of DuckDB's memory limit before it runs, to run its
-        table's dedup when it is the table's only file loaded directly, and to checkpoint after it."""
+        """The job, made to wait for its table's share of DuckDB's memory limit before it runs (and to run
+        again alone with more if DuckDB runs out of it), to run its table's dedup when it is the table's only
+        file loaded directly, and to checkpoint after it."""
         job = super().create_load_job(table, file_path, load_id, restore)
         if job is None:
             return job
