@@ -23,13 +23,12 @@ a column may hold, and Pipedrive's tables need far less (at scale large, deals, 
 limit it has with blocks it could evict, so a limit raised to the widest claim (47 MB at scale large) was
 memory the load held: a large sync peaked 21 MB higher (small: 16 MB), for a load 1.4 s faster
 (bench/RESULTS.md, stop 28). A job that runs out of memory at the limit anyway (a table of hundreds of
-columns, or of long distinct strings; at scale large, the staged merges of persons__phones and
-leads__label_ids in an incremental sync) rolled back: it runs again alone, with the limit raised to its
-claim (at least twice the limit) for the time it runs (`_run_or_retry_alone`), and the log says so (info).
-With row groups of DuckDB's default size the same tables needed 0.9 MB per column whatever their type (67 MB
-for deals), and every large table being loaded filled the limit: a large sync's load peaked 116 MB over its
-start against 95 MB with these row groups (62 against 60 MB at small; load only, 3 runs each). The merge
-deduplicates staged rows only where keys repeat (`merge_sql.py`).
+columns, or of long distinct strings) rolled back: it runs again alone, with the limit raised to its claim
+(at least twice the limit) for the time it runs (`_run_or_retry_alone`), with a warning in the log. A SQL
+job claims at least `SQL_CLAIM_MB`. With row groups of DuckDB's default size the same tables needed 0.9 MB
+per column whatever their type (67 MB for deals), and every large table being loaded filled the limit: a
+large sync's load peaked 116 MB over its start against 95 MB with these row groups (62 against 60 MB at
+small; load only, 3 runs each). The merge deduplicates staged rows only where keys repeat (`merge_sql.py`).
 
 A first sync loads merge tables straight into their destination tables. dlt copies every file of a merge
 table into the staging dataset and then inserts the staged rows into the destination table: the same rows
@@ -106,6 +105,11 @@ DUCKDB_SETTINGS: dict[str, Any] = {
 # need more than the fixed-width values of other types
 MB_PER_COLUMN = {"text": 0.9, "json": 0.9, "binary": 0.9}
 MB_PER_OTHER_COLUMN = 0.4
+# a SQL job (a merge, a dedup, also the dedup a copy job runs) groups and joins whole tables by key: its
+# memory follows their rows, not their columns. Alone, the staged merges of persons__phones and
+# leads__label_ids at scale large (137,000 rows, 9 columns: a claim of 5 MB) need 14-20 MB; claiming their
+# columns only, several ran at once and ran out
+SQL_CLAIM_MB = 20.0
 # load jobs DuckDB runs at once (see the module docstring): a small sync's 77 tables loaded in 3.0 s with 4
 # against 3.95 s with 2 (most jobs are small, and wait on DuckDB's commits more than they compute), a large
 # one's in 10.1 s against 10.8 s, with the same peak memory (350 against 352 MB; 4 runs each); 8 was no faster
@@ -255,10 +259,13 @@ class _DuckDbClient(DuckDbClient):
         if job is None:
             return job
         self._count_files(file_path)
-        dedup = ParsedLoadJobFileName.parse(file_path).file_format != "sql" and self._folds(table["name"])
+        sql = ParsedLoadJobFileName.parse(file_path).file_format == "sql"
+        dedup = not sql and self._folds(table["name"])
         limit = _size_mb((self.config.credentials.global_config or {}).get("memory_limit"))
         shares = _SHARES.setdefault(self._database, _MemoryShares())  # atomic
         claim, run = table_claim_mb(table), job.run
+        if sql or dedup:
+            claim = max(claim, SQL_CLAIM_MB)
         pool = self.config.credentials.conn_pool
 
         # `run` is its own transaction: a job of another file format (insert_values) opens one. The dedup:
@@ -404,7 +411,7 @@ def _run_or_retry_alone(
         if not _out_of_memory(exc):
             raise
     raised = retry_limit_mb(table, limit)
-    logger.info(  # expected now and then: not a warning
+    logger.warning(
         "DuckDB ran out of its %s MB memory limit in load job %s (table %s); running it again alone with %s"
         " MB",
         f"{limit:g}",

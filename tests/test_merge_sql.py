@@ -177,3 +177,38 @@ def test_tables_are_written_in_small_row_groups_to_an_ordinary_database_file(tmp
     assert catalog == con.execute("SELECT current_database()").fetchone()[0] == "crm"
     assert con.execute("SELECT count(DISTINCT id) FROM wide.deals").fetchone()[0] == rows
     assert len(groups) == 4 and max(count for _, count in groups) == ROW_GROUP_SIZE
+
+
+def test_merges_of_long_narrow_tables_run_within_the_memory_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four tables of 300,000 rows and 3 text columns, then 2% of their rows again: each staged merge needs
+    more than its columns claim (3 MB): claiming by columns, merges ran at once and ran out of memory."""
+    rows, changed = 300_000, 6_000
+
+    def narrow(name: str, start: int, count: int, version: int) -> object:
+        @dlt.resource(name=name, write_disposition="merge", primary_key="id")
+        def pages() -> object:
+            for first in range(start, start + count, 10_000):
+                numbers = range(first, min(first + 10_000, start + count))
+                yield pa.table(
+                    {
+                        "id": [f"{name}-{i:08d}-{'x' * 24}" for i in numbers],
+                        "parent": [f"p{i // 3:08d}-{'y' * 24}" for i in numbers],
+                        "version": [version] * len(numbers),
+                    }
+                )
+
+        return pages
+
+    names = [f"narrow_{k}" for k in range(4)]
+    pipeline = wide_pipeline(tmp_path)
+    pipeline.run([narrow(n, 0, rows, 1) for n in names], loader_file_format="parquet")
+    with caplog.at_level(logging.INFO, logger="pipedrive_source.destinations"):
+        pipeline.run([narrow(n, rows // 2, changed, 2) for n in names], loader_file_format="parquet")
+    assert not [r.getMessage() for r in caplog.records if r.name == "pipedrive_source.destinations"]
+    assert not failed_attempts(tmp_path)
+    with pipeline.sql_client() as client:
+        for name in names:
+            counts = client.execute_sql(f"SELECT count(*), count(DISTINCT id), sum(version) FROM {name}")
+            assert counts[0] == (rows, rows, rows + changed)
