@@ -105,10 +105,11 @@ DUCKDB_SETTINGS: dict[str, Any] = {
 # need more than the fixed-width values of other types
 MB_PER_COLUMN = {"text": 0.9, "json": 0.9, "binary": 0.9}
 MB_PER_OTHER_COLUMN = 0.4
-# a SQL job (a merge, a dedup, also the dedup a copy job runs) groups and joins whole tables by key: its
-# memory follows their rows, not their columns. Alone, the staged merges of persons__phones and
-# leads__label_ids at scale large (137,000 rows, 9 columns: a claim of 5 MB) need 14-20 MB; claiming their
-# columns only, several ran at once and ran out
+# a SQL job (a merge, a dedup) groups and joins whole tables by key: its memory follows their rows, not their
+# columns. Alone, the staged merges of persons__phones and leads__label_ids at scale large (137,000 rows, 9
+# columns: a claim of 5 MB) need 14-20 MB; claiming their columns only, several ran at once and ran out. Not
+# the dedup a copy job runs after a first sync's copy: none ran out, and claiming 20 MB there made a small
+# sync's load one job at a time (3.1 against 1.9 s)
 SQL_CLAIM_MB = 20.0
 # load jobs DuckDB runs at once (see the module docstring): a small sync's 77 tables loaded in 3.0 s with 4
 # against 3.95 s with 2 (most jobs are small, and wait on DuckDB's commits more than they compute), a large
@@ -264,7 +265,7 @@ class _DuckDbClient(DuckDbClient):
         limit = _size_mb((self.config.credentials.global_config or {}).get("memory_limit"))
         shares = _SHARES.setdefault(self._database, _MemoryShares())  # atomic
         claim, run = table_claim_mb(table), job.run
-        if sql or dedup:
+        if sql:
             claim = max(claim, SQL_CLAIM_MB)
         pool = self.config.credentials.conn_pool
 
