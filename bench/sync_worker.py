@@ -29,6 +29,7 @@ import dlt  # noqa: E402
 from pipedrive_source import RateLimitExhausted, SyncMonitor, pipedrive_source  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.destinations import duckdb as duckdb_destination  # noqa: E402
+from pipedrive_source.errors import caused_by  # noqa: E402
 from pipedrive_source.limiter import Plan, PlanLimiter  # noqa: E402
 
 PLAN_KEYS = ("burst_limit", "daily_token_budget", "max_budget_share")
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         phases["extract"] = time.perf_counter() - t
         peaks["extract"] = peak_rss_mb()
     except Exception as exc:  # budget exhaustion is an expected outcome of some benches
-        if not _caused_by(exc, RateLimitExhausted):
+        if not caused_by(exc, RateLimitExhausted):
             raise
         outcome = "budget_exhausted"
         phases["extract"] = time.perf_counter() - t
@@ -127,17 +128,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stopped": getattr(monitor, "stopped", None),
         "by_label": {k: [v.requests, v.tokens] for k, v in (stats.by_label.items() if stats else [])},
     }
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ from duckdb import Error as DuckDBError
 from duckdb import connect as duckdb_connect
 
 from .concurrency import release_memory
+from .errors import caused_by
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
 
 logger = logging.getLogger(__name__)
@@ -124,15 +125,11 @@ def duckdb(path: str, **settings: Any) -> Any:
     return _DuckDb(credentials=credentials, max_parallel_load_jobs=LOAD_JOBS)
 
 
-def retry_limit_mb(table: Any, limit_mb: float) -> int:
-    """DuckDB's memory limit for a job of `table` that ran out of memory at `limit_mb` (module docstring)."""
-    return math.ceil(max(table_claim_mb(table), 2 * limit_mb))
-
-
-def table_claim_mb(table: Any) -> float:
-    """The memory a load job of `table` claims from DuckDB's limit (module docstring)."""
+def table_claim_mb(table: Any, sql: bool = False) -> float:
+    """The memory a load job of `table` claims from DuckDB's limit (module docstring); `sql`: a SQL job's."""
     columns = (table.get("columns") or {}).values()
-    return sum(MB_PER_COLUMN.get(c.get("data_type"), MB_PER_OTHER_COLUMN) for c in columns)
+    claim = sum(MB_PER_COLUMN.get(c.get("data_type"), MB_PER_OTHER_COLUMN) for c in columns)
+    return max(claim, SQL_CLAIM_MB) if sql else claim
 
 
 class _MemoryShares:
@@ -264,9 +261,7 @@ class _DuckDbClient(DuckDbClient):
         dedup = not sql and self._folds(table["name"])
         limit = _size_mb((self.config.credentials.global_config or {}).get("memory_limit"))
         shares = _SHARES.setdefault(self._database, _MemoryShares())  # atomic
-        claim, run = table_claim_mb(table), job.run
-        if sql:
-            claim = max(claim, SQL_CLAIM_MB)
+        claim, run = table_claim_mb(table, sql), job.run
         pool = self.config.credentials.conn_pool
 
         # `run` is its own transaction: a job of another file format (insert_values) opens one. The dedup:
@@ -398,20 +393,16 @@ def _run_or_retry_alone(
     """Run the steps of `job` (a transaction each) within its share of DuckDB's memory limit; from a step
     that ran out of memory on, once no other job runs and with the limit raised (module docstring)."""
     pending = list(steps)
-    if limit is None:
-        for step in pending:
-            step()
-        return
     try:
-        with shares.claim(claim, limit):
+        with shares.claim(claim, limit) if limit is not None else contextlib.nullcontext():
             while pending:
                 pending[0]()
                 pending.pop(0)
             return
     except Exception as exc:
-        if not _out_of_memory(exc):
+        if limit is None or not caused_by(exc, OutOfMemoryException):
             raise
-    raised = retry_limit_mb(table, limit)
+    raised = math.ceil(max(claim, 2 * limit))
     logger.warning(
         "DuckDB ran out of its %s MB memory limit in load job %s (table %s); running it again alone with %s"
         " MB",
@@ -423,15 +414,6 @@ def _run_or_retry_alone(
     with shares.claim(math.inf, limit), _memory_limit(job, raised, limit):  # inf: alone
         for step in pending:
             step()
-
-
-def _out_of_memory(exc: BaseException | None) -> bool:
-    """Whether DuckDB ran out of memory under `exc` (dlt wraps DuckDB's errors in its own)."""
-    chain: list[BaseException] = []
-    while exc is not None and exc not in chain:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return any(isinstance(e, OutOfMemoryException) for e in chain)
 
 
 @contextlib.contextmanager

@@ -51,6 +51,18 @@ class ApiError(PipedriveError):
     """Pipedrive answered something we cannot continue from, after bounded retries."""
 
 
+def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `kind` is `exc` or among the errors it was raised from or during (libraries wrap their own)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def register_secret(value: str | None) -> None:
     """Remember a secret so `redact` removes it from every message and log record from now on."""
     if value and len(value) >= _MIN_SECRET_LEN:
