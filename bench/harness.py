@@ -56,9 +56,10 @@ def sync(
     timeout_s: float = 3600,
     worker: Path = WORKER,
     env: dict[str, str] | None = None,
+    phases: str = "all",
 ) -> dict[str, Any]:
     """One sync in a worker process (`worker`: another checkout's, to compare code; `env`: settings added to
-    its environment); its figures plus the emulator's 429 counts."""
+    its environment; `phases`: the worker's `--phases`); its figures plus the emulator's 429 counts."""
     cmd = [
         sys.executable,
         str(worker),
@@ -70,6 +71,7 @@ def sync(
         json.dumps(source_options or {}),
         "--normalize-workers",
         str(normalize_workers),
+        *(["--phases", phases] if phases != "all" else []),
     ]
     environment = {
         **os.environ,
