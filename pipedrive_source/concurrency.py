@@ -134,14 +134,21 @@ _releaser_lock = threading.Lock()
 _exiting = threading.Event()
 
 
-def bound_process_memory() -> None:
-    """Cap glibc's malloc arenas (see the module docstring) and keep releasing freed memory until a while
-    after the last page. Before the worker threads start."""
-    global _releaser
+def bound_malloc() -> None:
+    """Cap glibc's malloc arenas and fix its mmap threshold (see the module docstring), unless the
+    environment sets them. Before the threads that allocate start: the fetch pool's, and a load's jobs (a
+    package can load in a process that extracted nothing, say the next run's after a crash)."""
     if _LIBC is not None and "MALLOC_ARENA_MAX" not in os.environ:
         _LIBC.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
     if _LIBC is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
         _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def bound_process_memory() -> None:
+    """`bound_malloc()` and keep releasing freed memory until a while after the last page. Before the
+    worker threads start."""
+    global _releaser
+    bound_malloc()
     _note_page()
     with _releaser_lock:
         if _releaser is None or not _releaser.is_alive():

@@ -88,7 +88,7 @@ from duckdb import DuckDBPyConnection, OutOfMemoryException, TransactionExceptio
 from duckdb import Error as DuckDBError
 from duckdb import connect as duckdb_connect
 
-from .concurrency import release_memory
+from .concurrency import bound_malloc, release_memory
 from .errors import caused_by
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
 
@@ -233,6 +233,8 @@ class _DuckDbClient(DuckDbClient):
 
     def initialize_storage(self, truncate_tables: Any = None) -> None:
         if self._package() is not None:
+            bound_malloc()  # as the extraction does: a load alone (a package a crash left) otherwise runs
+            # on glibc's defaults, and at scale large peaked 10 MB higher (bench/memory.py --load-apart)
             _free_extraction_garbage()
         super().initialize_storage(truncate_tables)
         self._hold_connection()

@@ -1,12 +1,15 @@
 """What keeps a sync's memory flat, checked for behaviour (the figures themselves are `bench/memory.py`'s):
 the DuckDB destination runs with its memory settings, Arrow tables handed on early, when the run holds
 more than its limit, load exactly what a run handing them on at the end loads, and a response's body is
-freed once its page is decoded.
+freed once its page is decoded; a load in a process that extracted nothing gets glibc's malloc settings too.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,3 +142,59 @@ def test_what_the_extraction_left_in_reference_cycles_is_freed_before_the_load(
         gc.enable()
     assert result.loaded.get("deals")
     assert found == [0]
+
+
+# In a process of its own (the test process's malloc settings are whatever earlier tests left): whether a
+# block just freed and allocated again gets a mapping of its own, before and after a package loads. With
+# glibc's default, freeing a mapped block raises the mmap threshold over its size, so the block comes back
+# from the heap; the connector fixes the threshold under that size.
+FRESH_LOAD = """
+import ctypes, json, sys
+import dlt
+from pipedrive_source.destinations import duckdb
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mapped_again(size=300_000):
+    libc.free(libc.malloc(size))
+    mappings = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    mapped = libc.mallinfo2().hblks > mappings
+    libc.free(block)
+    return mapped
+
+pipeline = dlt.pipeline("fresh", destination=duckdb(sys.argv[1] + "/db.duckdb"), dataset_name="d",
+                        pipelines_dir=sys.argv[1] + "/pipelines")
+pipeline.extract([{"id": 1}, {"id": 2}], table_name="t")
+pipeline.normalize()
+before = mapped_again()
+pipeline.load()
+after = mapped_again()
+with pipeline.sql_client() as client:
+    (rows,) = client.execute_sql("SELECT count(*) FROM t")[0]
+print(json.dumps({"before": before, "after": after, "rows": rows}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_a_load_in_a_process_that_extracted_nothing_runs_with_the_malloc_settings(tmp_path: Path) -> None:
+    """A package a crash left loads in the next run's process before it extracts (or in a process that only
+    loads): its load runs with the mmap threshold the extraction would have fixed (a large load alone
+    peaked 10 MB higher on glibc's defaults: 234 against 224 MB)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"before": False, "after": True, "rows": 2}
