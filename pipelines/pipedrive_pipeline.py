@@ -200,6 +200,7 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
         default = DEMO_DUCKDB_FILE if demo else DUCKDB_FILE
         path = os.environ.get("DESTINATION__DUCKDB__CREDENTIALS") or default
         if "://" not in path and not path.startswith("md:"):
+            refuse_catalog_named_like(args.dataset, path)
             destination = duckdb_destination(path)
     name = args.pipeline_name or ("pipedrive_demo" if demo else DEFAULT_PIPELINE)
     return dlt.pipeline(
@@ -209,6 +210,16 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
         pipelines_dir=args.pipelines_dir,
         progress=None,
     )
+
+
+def refuse_catalog_named_like(dataset: str, path: str) -> None:
+    """DuckDB names a file's catalog after the file, and a dataset of the same name makes every table name
+    ambiguous to it: the load would fail, after the whole extraction (dlt only warns)."""
+    if Path(path).stem.casefold() == dataset.casefold():
+        raise ConfigError(
+            f"The DuckDB file {Path(path).name} and the dataset {dataset} have the same name, which DuckDB "
+            "cannot tell apart: rename the file (DESTINATION__DUCKDB__CREDENTIALS) or pick another --dataset."
+        )
 
 
 def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> Any:

@@ -117,6 +117,18 @@ def test_bad_settings_exit_2_with_one_line(
     assert_one_clear_line(result, needle)
 
 
+def test_a_dataset_named_like_the_duckdb_file_is_refused_before_anything_is_read(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """DuckDB could not tell the file's catalog from the dataset: the load would fail after the extraction."""
+    secret_emulator.control.reset_stats()
+    result = run_cli(tmp_path, secret_emulator, SECRET, "--dataset", "CRM")
+    assert result.returncode == 2
+    assert_one_clear_line(result, "The DuckDB file crm.duckdb and the dataset CRM have the same name")
+    assert secret_emulator.control.stats()["total_requests"] == 0
+    assert data_tables(tmp_path / "crm.duckdb") == {}
+
+
 def test_missing_token_names_the_setting(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
     result = run_cli(tmp_path, secret_emulator, "")
     assert result.returncode == 2
