@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dlt
@@ -83,11 +84,21 @@ def _names(key: str) -> list[str]:
     return [str(name).strip() for name in value or () if str(name).strip()]
 
 
-def default_destination() -> Any:
-    """DuckDB file `pipedrive_crm.duckdb`, unless `DESTINATION__DUCKDB__CREDENTIALS` names another."""
-    if os.environ.get("DESTINATION__DUCKDB__CREDENTIALS"):
+def duckdb_file_destination(dataset: str, default_path: str = DUCKDB_FILE) -> Any:
+    """The connector's DuckDB destination (`destinations.duckdb`: its load settings) for the file
+    `DESTINATION__DUCKDB__CREDENTIALS` names, else `default_path`; dlt's own for a connection string
+    (`md:`, a URL). A file named like `dataset` is refused: DuckDB names the file's catalog after it, every
+    table of the dataset would be ambiguous, and the load would fail after the whole extraction (dlt only
+    warns)."""
+    path = os.environ.get("DESTINATION__DUCKDB__CREDENTIALS") or default_path
+    if "://" in path or path.startswith("md:"):
         return "duckdb"
-    return duckdb_destination(DUCKDB_FILE)
+    if Path(path).stem.casefold() == dataset.casefold():
+        raise ConfigError(
+            f"The DuckDB file {Path(path).name} and the dataset {dataset} have the same name, which DuckDB "
+            "cannot tell apart: rename the file (DESTINATION__DUCKDB__CREDENTIALS) or pick another dataset."
+        )
+    return duckdb_destination(path)
 
 
 def company_pipeline(
@@ -95,7 +106,7 @@ def company_pipeline(
 ) -> dlt.Pipeline:
     return dlt.pipeline(
         pipeline_name=company.pipeline_name,
-        destination=destination or default_destination(),
+        destination=destination or duckdb_file_destination(company.dataset_name),
         dataset_name=company.dataset_name,
         pipelines_dir=pipelines_dir,
     )

@@ -16,7 +16,6 @@ import argparse
 import inspect
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -34,8 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the package live
 
 from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
-from pipedrive_source.deployment import configured_history  # noqa: E402
-from pipedrive_source.destinations import duckdb as duckdb_destination  # noqa: E402
+from pipedrive_source.deployment import DUCKDB_FILE, configured_history, duckdb_file_destination  # noqa: E402
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.errors import (  # noqa: E402
     AuthError,
@@ -49,7 +47,6 @@ from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
-DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
 DEFAULT_PIPELINE = "pipedrive"
@@ -196,12 +193,8 @@ def demo_emulator(args: argparse.Namespace) -> Iterator[Any]:
 
 def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
     destination: Any = args.destination
-    if args.destination == "duckdb":  # a file path (not a connection string): with our load settings
-        default = DEMO_DUCKDB_FILE if demo else DUCKDB_FILE
-        path = os.environ.get("DESTINATION__DUCKDB__CREDENTIALS") or default
-        if "://" not in path and not path.startswith("md:"):
-            refuse_catalog_named_like(args.dataset, path)
-            destination = duckdb_destination(path)
+    if args.destination == "duckdb":  # a file: with the connector's load settings
+        destination = duckdb_file_destination(args.dataset, DEMO_DUCKDB_FILE if demo else DUCKDB_FILE)
     name = args.pipeline_name or ("pipedrive_demo" if demo else DEFAULT_PIPELINE)
     return dlt.pipeline(
         pipeline_name=name,
@@ -210,16 +203,6 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
         pipelines_dir=args.pipelines_dir,
         progress=None,
     )
-
-
-def refuse_catalog_named_like(dataset: str, path: str) -> None:
-    """DuckDB names a file's catalog after the file, and a dataset of the same name makes every table name
-    ambiguous to it: the load would fail, after the whole extraction (dlt only warns)."""
-    if Path(path).stem.casefold() == dataset.casefold():
-        raise ConfigError(
-            f"The DuckDB file {Path(path).name} and the dataset {dataset} have the same name, which DuckDB "
-            "cannot tell apart: rename the file (DESTINATION__DUCKDB__CREDENTIALS) or pick another --dataset."
-        )
 
 
 def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> Any:

@@ -12,7 +12,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipedrive_source import destinations
+from pipedrive_source.deployment import Company, company_pipeline
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
+from pipedrive_source.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pipelines" / "companies.py"
@@ -87,3 +90,22 @@ def test_a_bad_company_name_is_refused(companies: dict[str, EmulatorHandle], tmp
     result = run(tmp_path, companies, "Acme Corp")
     assert result.returncode == 2
     assert "Company name 'Acme Corp'" in result.stderr
+
+
+def test_a_company_pipeline_loads_a_duckdb_file_as_the_pipeline_script_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster and Airflow build their pipelines with `company_pipeline`: a DuckDB file named by
+    DESTINATION__DUCKDB__CREDENTIALS loads with the connector's destination (its memory settings), a
+    connection string with dlt's, and a file named like the company's dataset is refused up front."""
+    pipelines = str(tmp_path / "pipelines")
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "crm.duckdb"))
+    pipeline = company_pipeline(Company("acme"), pipelines_dir=pipelines)
+    assert isinstance(pipeline.destination, destinations._DuckDb)
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", "md:crm")
+    pipeline = company_pipeline(Company("acme"), pipelines_dir=pipelines)
+    assert pipeline.destination.destination_name == "duckdb"
+    assert not isinstance(pipeline.destination, destinations._DuckDb)
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "pipedrive_acme.duckdb"))
+    with pytest.raises(ConfigError, match="pipedrive_acme.duckdb and the dataset pipedrive_acme"):
+        company_pipeline(Company("acme"), pipelines_dir=pipelines)
