@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tokens": stats.tokens if stats else 0,
         "rate_limit_waits": stats.rate_limit_waits if stats else 0,
         # dlt retries a load job that failed transiently (DuckDB out of memory...): the sync still ends well
-        "failed_job_attempts": len(list((workdir / "pipelines").rglob(".exceptions/*"))),
+        "failed_job_attempts": failed_attempts(pipeline),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_after": {phase: round(mb, 1) for phase, mb in peaks.items()},
         "rss_mb_at_start": {phase: mb and round(mb, 1) for phase, mb in at_start.items()},
@@ -138,6 +138,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stopped": getattr(monitor, "stopped", None),
         "by_label": {k: [v.requests, v.tokens] for k, v in (stats.by_label.items() if stats else [])},
     }
+
+
+def failed_attempts(pipeline: dlt.Pipeline) -> int:
+    """Load-job attempts that failed (dlt keeps a file for each, and retries the job)."""
+    return len(list(Path(pipeline.pipelines_dir).rglob(".exceptions/*")))
 
 
 def _load_alone(pipeline: dlt.Pipeline) -> dict[str, Any]:
@@ -151,7 +156,7 @@ def _load_alone(pipeline: dlt.Pipeline) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "phases": {"load": round(seconds, 3)},
         "jobs": sum(len(package.jobs["completed_jobs"]) for package in info.load_packages),
-        "failed_job_attempts": len(list(Path(pipeline.pipelines_dir).rglob(".exceptions/*"))),
+        "failed_job_attempts": failed_attempts(pipeline),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_mb_at_start": {"load": at_start and round(at_start, 1)},
     }

@@ -93,9 +93,10 @@ def duckdb_file_destination(dataset: str, default_path: str = DUCKDB_FILE) -> An
     path = os.environ.get("DESTINATION__DUCKDB__CREDENTIALS") or default_path
     if "://" in path or path.startswith("md:"):
         return "duckdb"
-    if Path(path).stem.casefold() == dataset.casefold():
+    file = Path(path)
+    if file.stem.casefold() == dataset.casefold():
         raise ConfigError(
-            f"The DuckDB file {Path(path).name} and the dataset {dataset} have the same name, which DuckDB "
+            f"The DuckDB file {file.name} and the dataset {dataset} have the same name, which DuckDB "
             "cannot tell apart: rename the file (DESTINATION__DUCKDB__CREDENTIALS) or pick another dataset."
         )
     return duckdb_destination(path)

@@ -77,6 +77,11 @@ def wide_pipeline(tmp_path: Path) -> dlt.Pipeline:
     )
 
 
+def destination_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the DuckDB destination logged (a job that ran out of memory and ran again alone)."""
+    return [r.getMessage() for r in caplog.records if r.name == "pipedrive_source.destinations"]
+
+
 def failed_attempts(tmp_path: Path) -> list[str]:
     """The load-job attempts dlt logged as failed (one file each), with the end of their error."""
     return [f"{p.name}: {p.read_text()[-300:]}" for p in (tmp_path / "pipelines").rglob(".exceptions/*")]
@@ -99,7 +104,7 @@ def test_a_table_wider_than_the_memory_limit_allows_loads_alone_with_more(
     with caplog.at_level(logging.INFO, logger="pipedrive_source.destinations"):
         pipeline.run(wide(), loader_file_format="parquet")
     assert not failed_attempts(tmp_path)
-    retries = [r.getMessage() for r in caplog.records if r.name == "pipedrive_source.destinations"]
+    retries = destination_log(caplog)
     retried = rf"DuckDB ran out of its {MEMORY_MB} MB memory limit in load job (wide\.\w+\.0\.(\w+)) \(table "
     retried += r"wide\); running it again alone with 161 MB"  # its claim: 401 integer, 2 text columns
     matches = [re.fullmatch(retried, message) for message in retries]
@@ -206,7 +211,7 @@ def test_merges_of_long_narrow_tables_run_within_the_memory_limit(
     pipeline.run([narrow(n, 0, rows, 1) for n in names], loader_file_format="parquet")
     with caplog.at_level(logging.INFO, logger="pipedrive_source.destinations"):
         pipeline.run([narrow(n, rows // 2, changed, 2) for n in names], loader_file_format="parquet")
-    assert not [r.getMessage() for r in caplog.records if r.name == "pipedrive_source.destinations"]
+    assert not destination_log(caplog)
     assert not failed_attempts(tmp_path)
     with pipeline.sql_client() as client:
         for name in names:
