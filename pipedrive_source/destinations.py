@@ -24,7 +24,12 @@ limit it has with blocks it could evict, so a limit raised to the widest claim (
 memory the load held: a large sync peaked 21 MB higher (small: 16 MB), for a load 1.4 s faster
 (bench/RESULTS.md, stop 28). A job that runs out of memory at the limit anyway (a table of hundreds of
 columns, or of long distinct strings) rolled back: it runs again alone, with the limit raised to its claim
-(at least twice the limit) for the time it runs (`_run_or_retry_alone`), with a warning in the log. A SQL
+(at least twice the limit) for the time it runs, doubled again each time it still runs out, up to DuckDB's
+own default of 80% of the machine's memory (`_run_or_retry_alone`), with a warning in the log each time.
+No other job starts from the failure on until it ran, and it runs in the database detached and attached
+again (`_reattach`): a commit that ran out of memory (a transaction error to DuckDB, which dlt retried in
+the same database: 50 text columns of 8,000 distinct 30-character strings failed the whole load) leaves
+DuckDB's copy of the table broken. A SQL
 job claims at least `SQL_CLAIM_MB`. With row groups of DuckDB's default size the same tables needed 0.9 MB
 per column whatever their type (67 MB for deals), and every large table being loaded filled the limit: a
 large sync's load peaked 116 MB over its start against 95 MB with these row groups (62 against 60 MB at
@@ -65,6 +70,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import re
 import threading
 from collections import Counter
@@ -75,6 +81,7 @@ from typing import Any
 
 import dlt
 from dlt.common.data_writers.escape import escape_duckdb_literal, escape_postgres_identifier
+from dlt.common.destination.exceptions import DestinationTerminalException
 from dlt.common.destination.reference import DestinationReference
 from dlt.common.destination.utils import resolve_merge_strategy
 from dlt.common.schema.typing import C_DLT_LOAD_ID
@@ -89,7 +96,7 @@ from duckdb import Error as DuckDBError
 from duckdb import connect as duckdb_connect
 
 from .concurrency import bound_malloc, release_memory
-from .errors import caused_by
+from .errors import causes
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
 
 logger = logging.getLogger(__name__)
@@ -139,11 +146,18 @@ class _MemoryShares:
         self._cond = threading.Condition()
         self._claimed = 0.0
         self._running = 0
+        self._alone_next = 0  # jobs that ran out of memory, to run alone before any other job starts
 
     @contextlib.contextmanager
-    def claim(self, mb: float, limit_mb: float) -> Iterator[None]:
+    def claim(self, mb: float, limit_mb: float, alone: bool = False) -> Iterator[None]:
+        """`alone`: once no job runs, with every other job waiting (after `run_alone_next`)."""
         with self._cond:  # a claim larger than the limit runs alone rather than never
-            self._cond.wait_for(lambda: self._running == 0 or self._claimed + mb <= limit_mb)
+            if alone:
+                self._cond.wait_for(lambda: self._running == 0)
+                self._alone_next -= 1
+                mb = math.inf
+            else:
+                self._cond.wait_for(lambda: not self._alone_next and self._fits(mb, limit_mb))
             self._claimed += mb
             self._running += 1
         try:
@@ -156,10 +170,21 @@ class _MemoryShares:
                 self._claimed = self._claimed - mb if self._running else 0.0
                 self._cond.notify_all()
 
+    def _fits(self, mb: float, limit_mb: float) -> bool:
+        return self._running == 0 or self._claimed + mb <= limit_mb
+
+    def run_alone_next(self) -> None:
+        """Called by a job holding a claim when it ran out of memory: no job starts from now until it ran
+        again `alone` (DuckDB's state after the failure is not to be used before `_reattach`)."""
+        with self._cond:
+            self._alone_next += 1
+
 
 _SHARES: dict[str, _MemoryShares] = {}  # by database file
 
 
+# DuckDB's buffer manager at its limit, in the message of the error a commit raises
+_BUFFER_FULL = re.compile(r"(could not allocate|failed to pin) block of size")
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?)I?B?\s*$", re.IGNORECASE)
 _UNIT_MB = {"": 1e-6, "K": 1e-3, "M": 1, "G": 1e3, "T": 1e6}
 
@@ -210,8 +235,7 @@ def _attach(credentials: Any) -> tuple[DuckDBPyConnection, str]:
     path = str(credentials._conn_str())
     conn = duckdb_connect(":memory:", config={"temp_directory": f"{path}.tmp"})
     try:
-        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if credentials.read_only else "")
-        conn.execute(f"ATTACH {escape_duckdb_literal(path)} ({options})")
+        conn.execute(f"ATTACH {escape_duckdb_literal(path)} ({_attach_options(credentials)})")
         query = "SELECT database_name FROM duckdb_databases() WHERE path IS NOT NULL"
         (catalog,) = conn.execute(query).fetchone()
         conn.execute(f"USE {escape_postgres_identifier(catalog)}")  # dlt's DuckDB identifier quoting
@@ -219,6 +243,39 @@ def _attach(credentials: Any) -> tuple[DuckDBPyConnection, str]:
         conn.close()
         raise
     return conn, catalog
+
+
+def _attach_options(credentials: Any) -> str:
+    return f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if credentials.read_only else "")
+
+
+def _reattach(job: Any) -> None:
+    """Detach the database file and attach it again, from the job's connection (no other job runs).
+
+    A commit that runs out of memory leaves DuckDB's in-memory copy of the table it wrote broken (DuckDB
+    2.0): the same rows inserted again in that database committed, its checkpoint then failed with
+    "Corrupted in-memory column ... misaligned count" and invalidated the database, and the file, opened
+    again, held the right number of rows with wrong values (/tmp script: 8,000 rows, 5,952 distinct values
+    where every value was distinct). Attached again, the retry wrote the rows right. The other connections
+    of the database (jobs waiting for their share) keep their settings: DuckDB finds the catalog by name."""
+    client = job._job_client
+    connection = client.sql_client.native_connection
+    catalog, search_path = connection.execute(
+        "SELECT current_database(), current_setting('search_path')"
+    ).fetchone()
+    credentials = client.config.credentials
+    path = escape_duckdb_literal(str(credentials._conn_str()))
+    name = escape_postgres_identifier(catalog)
+    statements = (
+        "USE memory",  # DuckDB does not detach a connection's current database
+        f"DETACH {name}",
+        f"ATTACH {path} AS {name} ({_attach_options(credentials)})",
+        f"USE {name}",
+        f"SET search_path = {escape_duckdb_literal(search_path)}",
+    )
+    with credentials.conn_pool._conn_lock:  # no connection of another job is opened meanwhile
+        for statement in statements:
+            connection.execute(statement).fetchall()
 
 
 class _DuckDbClient(DuckDbClient):
@@ -393,29 +450,77 @@ def _run_or_retry_alone(
     limit: float | None,
 ) -> None:
     """Run the steps of `job` (a transaction each) within its share of DuckDB's memory limit; from a step
-    that ran out of memory on, once no other job runs and with the limit raised (module docstring)."""
+    that ran out of memory on, once no other job runs and with the limit raised, doubled again each time it
+    still runs out, up to `max_memory_mb()` (module docstring)."""
     pending = list(steps)
-    try:
-        with shares.claim(claim, limit) if limit is not None else contextlib.nullcontext():
-            while pending:
-                pending[0]()
-                pending.pop(0)
+    raised: float | None = None  # None: within the job's share of the limit
+    while True:
+        try:
+            with _share(job, shares, claim, limit, raised):
+                try:
+                    if raised is not None:
+                        _reattach(job)
+                    while pending:
+                        pending[0]()
+                        pending.pop(0)
+                except Exception as exc:
+                    if limit is not None and ran_out_of_memory(exc):
+                        shares.run_alone_next()
+                    raise
             return
-    except Exception as exc:
-        if limit is None or not caused_by(exc, OutOfMemoryException):
-            raise
-    raised = math.ceil(max(claim, 2 * limit))
-    logger.warning(
-        "DuckDB ran out of its %s MB memory limit in load job %s (table %s); running it again alone with %s"
-        " MB",
-        f"{limit:g}",
-        job.file_name(),
-        table["name"],
-        raised,
+        except Exception as exc:
+            ran_with = raised if raised is not None else limit
+            if ran_with is None or not ran_out_of_memory(exc):
+                raise
+            if ran_with >= max_memory_mb():  # terminal: dlt would retry it in the broken database
+                raise DestinationTerminalException(
+                    f"DuckDB ran out of memory loading {job.file_name()} (table {table['name']}) even with a"
+                    f" {ran_with:g} MB memory limit, 80% of this machine's memory"
+                ) from exc
+        raised = min(math.ceil(max(claim, 2 * ran_with)), max_memory_mb())
+        logger.warning(
+            "DuckDB ran out of its %s MB memory limit in load job %s (table %s); running it again alone with"
+            " %s MB",
+            f"{ran_with:g}",
+            job.file_name(),
+            table["name"],
+            raised,
+        )
+
+
+@contextlib.contextmanager
+def _share(
+    job: Any, shares: _MemoryShares, claim: float, limit: float | None, raised: float | None
+) -> Iterator[None]:
+    """The job's claim on DuckDB's limit, or (`raised`) the database to itself at a raised limit."""
+    if limit is None:
+        yield
+    elif raised is None:
+        with shares.claim(claim, limit):
+            yield
+    else:
+        with shares.claim(math.inf, limit, alone=True), _memory_limit(job, raised, limit):
+            yield
+
+
+def ran_out_of_memory(exc: BaseException) -> bool:
+    """Whether DuckDB ran out of its memory limit: an out-of-memory error, or the same failure while a
+    commit writes the rows, which DuckDB raises as a transaction error ("Failed to commit: could not
+    allocate block of size ...", "... failed to pin block ...")."""
+    return any(
+        isinstance(cause, OutOfMemoryException)
+        or (isinstance(cause, TransactionException) and _BUFFER_FULL.search(str(cause)) is not None)
+        for cause in causes(exc)
     )
-    with shares.claim(math.inf, limit), _memory_limit(job, raised, limit):  # inf: alone
-        for step in pending:
-            step()
+
+
+def max_memory_mb() -> float:
+    """The highest limit a job runs again with: DuckDB's own default, 80% of the machine's memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 4096.0
+    return math.floor(0.8 * total / 2**20)
 
 
 @contextlib.contextmanager

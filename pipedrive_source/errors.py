@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 
 TOKEN_SETTING = "SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [sources.pipedrive] in .dlt/secrets.toml)"
 OAUTH_SETTING = (
@@ -51,16 +52,19 @@ class ApiError(PipedriveError):
     """Pipedrive answered something we cannot continue from, after bounded retries."""
 
 
-def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """Whether `kind` is `exc` or among the errors it was raised from or during (libraries wrap their own)."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the errors it was raised from or during (libraries wrap their own), each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
+        yield current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+
+
+def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `kind` is `exc` or among the errors it was raised from or during."""
+    return any(isinstance(cause, kind) for cause in causes(exc))
 
 
 def register_secret(value: str | None) -> None:

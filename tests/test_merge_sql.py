@@ -87,6 +87,22 @@ def failed_attempts(tmp_path: Path) -> list[str]:
     return [f"{p.name}: {p.read_text()[-300:]}" for p in (tmp_path / "pipelines").rglob(".exceptions/*")]
 
 
+def load_merge_table(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, table: pa.Table
+) -> tuple[dlt.Pipeline, list[str]]:
+    """`table` loaded as merge table `name` with no failed job attempt; the destination's log."""
+
+    @dlt.resource(name=name, write_disposition="merge", primary_key="id")
+    def rows() -> object:
+        yield table
+
+    pipeline = wide_pipeline(tmp_path)
+    with caplog.at_level(logging.INFO, logger="pipedrive_source.destinations"):
+        pipeline.run(rows(), loader_file_format="parquet")
+    assert not failed_attempts(tmp_path)
+    return pipeline, destination_log(caplog)
+
+
 def test_a_table_wider_than_the_memory_limit_allows_loads_alone_with_more(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -95,16 +111,7 @@ def test_a_table_wider_than_the_memory_limit_allows_loads_alone_with_more(
     width, rows = 400, 20_000
     columns = {f"c{i}": pa.array([i] * rows) for i in range(width)}
     table = pa.table({"id": pa.array(range(rows), pa.int64()), **columns})
-
-    @dlt.resource(name="wide", write_disposition="merge", primary_key="id")
-    def wide() -> object:
-        yield table
-
-    pipeline = wide_pipeline(tmp_path)
-    with caplog.at_level(logging.INFO, logger="pipedrive_source.destinations"):
-        pipeline.run(wide(), loader_file_format="parquet")
-    assert not failed_attempts(tmp_path)
-    retries = destination_log(caplog)
+    pipeline, retries = load_merge_table(tmp_path, caplog, "wide", table)
     retried = rf"DuckDB ran out of its {MEMORY_MB} MB memory limit in load job (wide\.\w+\.0\.(\w+)) \(table "
     retried += r"wide\); running it again alone with 161 MB"  # its claim: 401 integer, 2 text columns
     matches = [re.fullmatch(retried, message) for message in retries]
@@ -140,6 +147,54 @@ def test_two_wide_text_tables_load_without_a_job_failing(tmp_path: Path) -> None
     with pipeline.sql_client() as client:
         for table in ("wide_a", "wide_b"):
             assert client.execute_sql(f"SELECT count(DISTINCT id) FROM {table}")[0][0] == rows
+
+
+def long_texts(width: int, rows: int) -> pa.Table:
+    """`rows` ids and `width` text columns of distinct strings of about 30 characters (custom fields filled
+    with addresses or notes): far more memory per column for DuckDB than the short strings above."""
+    ids = pa.array(range(rows), pa.int64())
+    texts = {
+        f"c{i}": pc.binary_join_element_wise(
+            "value",
+            pc.cast(pc.add(pc.multiply(ids, 1_000_003), i * 7_919 + 10**11), pa.string()),
+            f"of column {i}",
+            " ",
+        )
+        for i in range(width)
+    }
+    return pa.table({"id": ids, **texts})
+
+
+def load_long_texts(tmp_path: Path, caplog: pytest.LogCaptureFixture, width: int, rows: int) -> list[str]:
+    """Load `long_texts` as a merge table; assert every value arrived as it was; the destination's log."""
+    table = long_texts(width, rows)
+    _, retries = load_merge_table(tmp_path, caplog, "texts", table)
+    columns = ", ".join(table.column_names)  # read apart: sorting them needs more than the load's limit
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        loaded = con.execute(f"SELECT {columns} FROM wide.texts ORDER BY id").to_arrow_table()
+    assert loaded.equals(table)
+    return retries
+
+
+def test_a_commit_that_runs_out_of_memory_loads_every_value_on_its_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """50 text columns x 8,000 rows of long strings: the commit runs out of DuckDB's memory, raised as a
+    transaction error ("Failed to commit: could not allocate block"), which dlt retried in the same
+    database until the load failed. Now it runs again alone with more memory, in the database attached
+    again: retried in the same one, DuckDB wrote misaligned columns (wrong values in the file)."""
+    retries = load_long_texts(tmp_path, caplog, 50, 8_000)
+    assert retries and all("running it again alone" in message for message in retries), retries
+
+
+def test_a_job_that_runs_out_of_its_raised_limit_runs_again_with_twice_as_much(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """85 text columns x 8,000 rows of long strings need more than their claim (77 MB): the limit doubles
+    until the job loads, instead of the load failing after dlt's retries at the claim."""
+    retries = load_long_texts(tmp_path, caplog, 85, 8_000)
+    limits = [int(re.search(r"running it again alone with (\d+) MB", message)[1]) for message in retries]
+    assert len(limits) >= 2 and limits[1] == 2 * limits[0], retries
 
 
 def test_a_claim_larger_than_the_limit_runs_once_the_other_jobs_are_done() -> None:
