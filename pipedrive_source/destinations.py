@@ -26,10 +26,12 @@ memory the load held: a large sync peaked 21 MB higher (small: 16 MB), for a loa
 columns, or of long distinct strings) rolled back: it runs again alone, with the limit raised to its claim
 (at least twice the limit) for the time it runs, doubled again each time it still runs out, up to DuckDB's
 own default of 80% of the machine's memory (`_run_or_retry_alone`), with a warning in the log each time.
-No other job starts from the failure on until it ran, and it runs in the database detached and attached
-again (`_reattach`): a commit that ran out of memory (a transaction error to DuckDB, which dlt retried in
-the same database: 50 text columns of 8,000 distinct 30-character strings failed the whole load) leaves
-DuckDB's copy of the table broken. A SQL
+A commit that runs out of memory (a transaction error to DuckDB) fails its job at once, terminally: it
+leaves DuckDB's copy of the table broken, and the same rows committed again in that database came out
+wrong (a /tmp script, DuckDB 2.0: 8,000 rows, 5,952 distinct values where all were distinct); dlt retried
+such a job five times. Detaching and attaching the database before the retry wrote the rows right alone,
+but in a load the file stayed attached through the other jobs' connections ("Unique file handle
+conflict"), and every later job lost the catalog. A SQL
 job claims at least `SQL_CLAIM_MB`. With row groups of DuckDB's default size the same tables needed 0.9 MB
 per column whatever their type (67 MB for deals), and every large table being loaded filled the limit: a
 large sync's load peaked 116 MB over its start against 95 MB with these row groups (62 against 60 MB at
@@ -96,7 +98,7 @@ from duckdb import Error as DuckDBError
 from duckdb import connect as duckdb_connect
 
 from .concurrency import bound_malloc, release_memory
-from .errors import causes
+from .errors import caused_by, causes
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
 
 logger = logging.getLogger(__name__)
@@ -146,18 +148,11 @@ class _MemoryShares:
         self._cond = threading.Condition()
         self._claimed = 0.0
         self._running = 0
-        self._alone_next = 0  # jobs that ran out of memory, to run alone before any other job starts
 
     @contextlib.contextmanager
-    def claim(self, mb: float, limit_mb: float, alone: bool = False) -> Iterator[None]:
-        """`alone`: once no job runs, with every other job waiting (after `run_alone_next`)."""
+    def claim(self, mb: float, limit_mb: float) -> Iterator[None]:
         with self._cond:  # a claim larger than the limit runs alone rather than never
-            if alone:
-                self._cond.wait_for(lambda: self._running == 0)
-                self._alone_next -= 1
-                mb = math.inf
-            else:
-                self._cond.wait_for(lambda: not self._alone_next and self._fits(mb, limit_mb))
+            self._cond.wait_for(lambda: self._running == 0 or self._claimed + mb <= limit_mb)
             self._claimed += mb
             self._running += 1
         try:
@@ -169,15 +164,6 @@ class _MemoryShares:
                 # the limit then waited for ever for "nothing claimed" (a load hung with every job waiting)
                 self._claimed = self._claimed - mb if self._running else 0.0
                 self._cond.notify_all()
-
-    def _fits(self, mb: float, limit_mb: float) -> bool:
-        return self._running == 0 or self._claimed + mb <= limit_mb
-
-    def run_alone_next(self) -> None:
-        """Called by a job holding a claim when it ran out of memory: no job starts from now until it ran
-        again `alone` (DuckDB's state after the failure is not to be used before `_reattach`)."""
-        with self._cond:
-            self._alone_next += 1
 
 
 _SHARES: dict[str, _MemoryShares] = {}  # by database file
@@ -235,7 +221,8 @@ def _attach(credentials: Any) -> tuple[DuckDBPyConnection, str]:
     path = str(credentials._conn_str())
     conn = duckdb_connect(":memory:", config={"temp_directory": f"{path}.tmp"})
     try:
-        conn.execute(f"ATTACH {escape_duckdb_literal(path)} ({_attach_options(credentials)})")
+        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if credentials.read_only else "")
+        conn.execute(f"ATTACH {escape_duckdb_literal(path)} ({options})")
         query = "SELECT database_name FROM duckdb_databases() WHERE path IS NOT NULL"
         (catalog,) = conn.execute(query).fetchone()
         conn.execute(f"USE {escape_postgres_identifier(catalog)}")  # dlt's DuckDB identifier quoting
@@ -243,39 +230,6 @@ def _attach(credentials: Any) -> tuple[DuckDBPyConnection, str]:
         conn.close()
         raise
     return conn, catalog
-
-
-def _attach_options(credentials: Any) -> str:
-    return f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if credentials.read_only else "")
-
-
-def _reattach(job: Any) -> None:
-    """Detach the database file and attach it again, from the job's connection (no other job runs).
-
-    A commit that runs out of memory leaves DuckDB's in-memory copy of the table it wrote broken (DuckDB
-    2.0): the same rows inserted again in that database committed, its checkpoint then failed with
-    "Corrupted in-memory column ... misaligned count" and invalidated the database, and the file, opened
-    again, held the right number of rows with wrong values (/tmp script: 8,000 rows, 5,952 distinct values
-    where every value was distinct). Attached again, the retry wrote the rows right. The other connections
-    of the database (jobs waiting for their share) keep their settings: DuckDB finds the catalog by name."""
-    client = job._job_client
-    connection = client.sql_client.native_connection
-    catalog, search_path = connection.execute(
-        "SELECT current_database(), current_setting('search_path')"
-    ).fetchone()
-    credentials = client.config.credentials
-    path = escape_duckdb_literal(str(credentials._conn_str()))
-    name = escape_postgres_identifier(catalog)
-    statements = (
-        "USE memory",  # DuckDB does not detach a connection's current database
-        f"DETACH {name}",
-        f"ATTACH {path} AS {name} ({_attach_options(credentials)})",
-        f"USE {name}",
-        f"SET search_path = {escape_duckdb_literal(search_path)}",
-    )
-    with credentials.conn_pool._conn_lock:  # no connection of another job is opened meanwhile
-        for statement in statements:
-            connection.execute(statement).fetchall()
 
 
 class _DuckDbClient(DuckDbClient):
@@ -451,32 +405,22 @@ def _run_or_retry_alone(
 ) -> None:
     """Run the steps of `job` (a transaction each) within its share of DuckDB's memory limit; from a step
     that ran out of memory on, once no other job runs and with the limit raised, doubled again each time it
-    still runs out, up to `max_memory_mb()` (module docstring)."""
+    still runs out, up to `max_memory_mb()` (module docstring). A commit that ran out is not retried."""
     pending = list(steps)
     raised: float | None = None  # None: within the job's share of the limit
     while True:
         try:
             with _share(job, shares, claim, limit, raised):
-                try:
-                    if raised is not None:
-                        _reattach(job)
-                    while pending:
-                        pending[0]()
-                        pending.pop(0)
-                except Exception as exc:
-                    if limit is not None and ran_out_of_memory(exc):
-                        shares.run_alone_next()
-                    raise
+                while pending:
+                    pending[0]()
+                    pending.pop(0)
             return
         except Exception as exc:
             ran_with = raised if raised is not None else limit
             if ran_with is None or not ran_out_of_memory(exc):
                 raise
-            if ran_with >= max_memory_mb():  # terminal: dlt would retry it in the broken database
-                raise DestinationTerminalException(
-                    f"DuckDB ran out of memory loading {job.file_name()} (table {table['name']}) even with a"
-                    f" {ran_with:g} MB memory limit, 80% of this machine's memory"
-                ) from exc
+            if committing(exc) or ran_with >= max_memory_mb():
+                raise _out_of_memory(job, table, ran_with, exc) from exc
         raised = min(math.ceil(max(claim, 2 * ran_with)), max_memory_mb())
         logger.warning(
             "DuckDB ran out of its %s MB memory limit in load job %s (table %s); running it again alone with"
@@ -486,6 +430,18 @@ def _run_or_retry_alone(
             table["name"],
             raised,
         )
+
+
+def _out_of_memory(job: Any, table: Any, mb: float, exc: BaseException) -> DestinationTerminalException:
+    """Terminal (dlt would retry the job in the same database): a job DuckDB cannot load here."""
+    where = f"loading {job.file_name()} (table {table['name']}) with a {mb:g} MB memory limit"
+    if committing(exc):
+        return DestinationTerminalException(
+            f"DuckDB ran out of memory committing the rows it was {where}. Not retried in this process:"
+            " DuckDB's copy of the table is broken after such a commit (a retry wrote wrong values). The next"
+            " run loads the package again."
+        )
+    return DestinationTerminalException(f"DuckDB ran out of memory {where}, 80% of this machine's memory")
 
 
 @contextlib.contextmanager
@@ -499,17 +455,20 @@ def _share(
         with shares.claim(claim, limit):
             yield
     else:
-        with shares.claim(math.inf, limit, alone=True), _memory_limit(job, raised, limit):
+        with shares.claim(math.inf, limit), _memory_limit(job, raised, limit):  # inf: alone
             yield
 
 
 def ran_out_of_memory(exc: BaseException) -> bool:
-    """Whether DuckDB ran out of its memory limit: an out-of-memory error, or the same failure while a
-    commit writes the rows, which DuckDB raises as a transaction error ("Failed to commit: could not
-    allocate block of size ...", "... failed to pin block ...")."""
+    """Whether DuckDB ran out of its memory limit (an out-of-memory error, or `committing`)."""
+    return caused_by(exc, OutOfMemoryException) or committing(exc)
+
+
+def committing(exc: BaseException) -> bool:
+    """Whether DuckDB ran out of memory while a commit wrote the rows, which it raises as a transaction error
+    ("Failed to commit: could not allocate block of size ...", "... failed to pin block ...")."""
     return any(
-        isinstance(cause, OutOfMemoryException)
-        or (isinstance(cause, TransactionException) and _BUFFER_FULL.search(str(cause)) is not None)
+        isinstance(cause, TransactionException) and _BUFFER_FULL.search(str(cause)) is not None
         for cause in causes(exc)
     )
 
