@@ -408,6 +408,7 @@ def _run_or_retry_alone(
     still runs out, up to `max_memory_mb()` (module docstring). A commit that ran out is not retried."""
     pending = list(steps)
     raised: float | None = None  # None: within the job's share of the limit
+    ceiling = max_memory_mb()
     while True:
         try:
             with _share(job, shares, claim, limit, raised):
@@ -417,11 +418,12 @@ def _run_or_retry_alone(
             return
         except Exception as exc:
             ran_with = raised if raised is not None else limit
-            if ran_with is None or not ran_out_of_memory(exc):
+            at_commit = committing(exc)
+            if ran_with is None or not (at_commit or caused_by(exc, OutOfMemoryException)):
                 raise
-            if committing(exc) or ran_with >= max_memory_mb():
-                raise _out_of_memory(job, table, ran_with, exc) from exc
-        raised = min(math.ceil(max(claim, 2 * ran_with)), max_memory_mb())
+            if at_commit or ran_with >= ceiling:
+                raise _out_of_memory(job, table, ran_with, at_commit) from exc
+        raised = min(math.ceil(max(claim, 2 * ran_with)), ceiling)
         logger.warning(
             "DuckDB ran out of its %s MB memory limit in load job %s (table %s); running it again alone with"
             " %s MB",
@@ -432,10 +434,10 @@ def _run_or_retry_alone(
         )
 
 
-def _out_of_memory(job: Any, table: Any, mb: float, exc: BaseException) -> DestinationTerminalException:
+def _out_of_memory(job: Any, table: Any, mb: float, at_commit: bool) -> DestinationTerminalException:
     """Terminal (dlt would retry the job in the same database): a job DuckDB cannot load here."""
     where = f"loading {job.file_name()} (table {table['name']}) with a {mb:g} MB memory limit"
-    if committing(exc):
+    if at_commit:
         return DestinationTerminalException(
             f"DuckDB ran out of memory committing the rows it was {where}. Not retried in this process:"
             " DuckDB's copy of the table is broken after such a commit (a retry wrote wrong values). The next"
@@ -457,11 +459,6 @@ def _share(
     else:
         with shares.claim(math.inf, limit), _memory_limit(job, raised, limit):  # inf: alone
             yield
-
-
-def ran_out_of_memory(exc: BaseException) -> bool:
-    """Whether DuckDB ran out of its memory limit (an out-of-memory error, or `committing`)."""
-    return caused_by(exc, OutOfMemoryException) or committing(exc)
 
 
 def committing(exc: BaseException) -> bool:

@@ -88,18 +88,31 @@ def failed_attempts(tmp_path: Path) -> list[str]:
     return [f"{p.name}: {p.read_text()[-300:]}" for p in (tmp_path / "pipelines").rglob(".exceptions/*")]
 
 
-def load_merge_table(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, table: pa.Table
-) -> tuple[dlt.Pipeline, list[str]]:
-    """`table` loaded as merge table `name` with no failed job attempt; the destination's log."""
+def merge_table(name: str, table: pa.Table) -> object:
+    """A resource yielding `table` as merge table `name`, keyed by `id`."""
 
     @dlt.resource(name=name, write_disposition="merge", primary_key="id")
     def rows() -> object:
         yield table
 
+    return rows()
+
+
+def read_back(tmp_path: Path, table: pa.Table, name: str) -> pa.Table:
+    """The columns of `table` as loaded into `name`, by id, read apart from the pipeline (sorting long
+    strings needs more than the load's memory limit)."""
+    columns = ", ".join(table.column_names)
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        return con.execute(f"SELECT {columns} FROM wide.{name} ORDER BY id").to_arrow_table()
+
+
+def load_merge_table(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, table: pa.Table
+) -> tuple[dlt.Pipeline, list[str]]:
+    """`table` loaded as merge table `name` with no failed job attempt; the destination's log."""
     pipeline = wide_pipeline(tmp_path)
     with caplog.at_level(logging.INFO, logger="pipedrive_source.destinations"):
-        pipeline.run(rows(), loader_file_format="parquet")
+        pipeline.run(merge_table(name, table), loader_file_format="parquet")
     assert not failed_attempts(tmp_path)
     return pipeline, destination_log(caplog)
 
@@ -170,10 +183,7 @@ def load_long_texts(tmp_path: Path, caplog: pytest.LogCaptureFixture, width: int
     """Load `long_texts` as a merge table; assert every value arrived as it was; the destination's log."""
     table = long_texts(width, rows)
     _, retries = load_merge_table(tmp_path, caplog, "texts", table)
-    columns = ", ".join(table.column_names)  # read apart: sorting them needs more than the load's limit
-    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
-        loaded = con.execute(f"SELECT {columns} FROM wide.texts ORDER BY id").to_arrow_table()
-    assert loaded.equals(table)
+    assert read_back(tmp_path, table, "texts").equals(table)
     return retries
 
 
@@ -185,21 +195,14 @@ def test_a_commit_that_runs_out_of_memory_fails_the_load_once_and_writes_no_wron
     five times in the same database; retried there with more memory, DuckDB wrote wrong values (a /tmp
     script). Now the job fails at once, with a message that says why."""
     table = long_texts(50, 8_000)
-
-    @dlt.resource(name="texts", write_disposition="merge", primary_key="id")
-    def texts() -> object:
-        yield table
-
     with pytest.raises(PipelineStepFailed) as failed:
-        wide_pipeline(tmp_path).run(texts(), loader_file_format="parquet")
+        wide_pipeline(tmp_path).run(merge_table("texts", table), loader_file_format="parquet")
     message = str(failed.value)
     assert "DuckDB ran out of memory committing the rows it was loading texts." in message, message
     assert "Not retried in this process" in message
     attempts = failed_attempts(tmp_path)
     assert len(attempts) == 1, attempts  # not retried by dlt
-    columns = ", ".join(table.column_names)
-    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
-        loaded = con.execute(f"SELECT {columns} FROM wide.texts ORDER BY id").to_arrow_table()
+    loaded = read_back(tmp_path, table, "texts")
     assert loaded.equals(table.take(loaded["id"])), "a value differs from the one extracted"
 
 
