@@ -17,25 +17,29 @@ before it runs and waits while the jobs running hold too much of it (`_MemorySha
 written one after the other instead of failing (dlt retried such a job, logging the error, and gave up
 after five tries); a claim larger than the limit runs alone.
 
-The limit is `MEMORY_MB`, below the claims of the widest tables: the claims are sized for the worst strings
-a column may hold, and Pipedrive's tables need far less (at scale large, deals, 74 columns, loads alone at
-24 MB and fails at 16 against a claim of 46 MB; persons, 57 columns, loads at 16). DuckDB fills whatever
-limit it has with blocks it could evict, so a limit raised to the widest claim (47 MB at scale large) was
-memory the load held: a large sync peaked 21 MB higher (small: 16 MB), for a load 1.4 s faster
-(bench/RESULTS.md, stop 28). A job that runs out of memory at the limit anyway (a table of hundreds of
-columns, or of long distinct strings) rolled back: it runs again alone, with the limit raised to its claim
-(at least twice the limit) for the time it runs, doubled again each time it still runs out, up to DuckDB's
-own default of 80% of the machine's memory (`_run_or_retry_alone`), with a warning in the log each time.
-A commit that runs out of memory (a transaction error to DuckDB) fails its job at once, terminally: it
-leaves DuckDB's copy of the table broken, and the same rows committed again in that database came out
-wrong (a /tmp script, DuckDB 2.0: 8,000 rows, 5,952 distinct values where all were distinct); dlt retried
-such a job five times. Detaching and attaching the database before the retry wrote the rows right alone,
-but in a load the file stayed attached through the other jobs' connections ("Unique file handle
-conflict"), and every later job lost the catalog. A SQL
-job claims at least `SQL_CLAIM_MB`. With row groups of DuckDB's default size the same tables needed 0.9 MB
-per column whatever their type (67 MB for deals), and every large table being loaded filled the limit: a
-large sync's load peaked 116 MB over its start against 95 MB with these row groups (62 against 60 MB at
-small; load only, 3 runs each). The merge deduplicates staged rows only where keys repeat (`merge_sql.py`).
+The limit is `MEMORY_MB`, below the claims of the widest tables: the claims are sized for the worst strings a
+column may hold, and Pipedrive's tables need far less (at scale large, deals, 74 columns, loads alone at 24 MB
+and fails at 16 against a claim of 46 MB; persons, 57 columns, loads at 16). DuckDB fills whatever limit it
+has with blocks it could evict, so a limit raised to the widest claim (47 MB at scale large) was memory the
+load held: a large sync peaked 21 MB higher (small: 16 MB), for a load 1.4 s faster (bench/RESULTS.md, stop
+28). A job that runs out of memory at the limit anyway (a table of hundreds of columns, or of long distinct
+strings) rolled back: it runs again alone, with the limit raised to its claim (at least twice the limit) for
+the time it runs, doubled again each time it still runs out, up to DuckDB's own default of 80% of the
+machine's memory (`_run_or_retry_alone`), with a warning in the log each time. A commit that runs out of
+memory (a transaction error to DuckDB) leaves DuckDB's copy of the table broken: the same rows committed again
+in that database came out wrong (a /tmp script, DuckDB 2.0: 8,000 rows, 5,952 distinct values where all were
+distinct). dlt retried such a job five times there, and the next run failed the same way. So from such a
+failure on no job starts until the job that failed ran again: alone, once the running jobs and their
+checkpoints are done, in the database detached and attached again (`_reattach`), with the limit raised as
+above. DuckDB keeps a file attached while any connection has a transaction or an unread result in it ("Unique
+file handle conflict" on `ATTACH`, after which every later job lost the catalog: a first version, whose
+checkpoints ran outside the claims, in a large sync), so a checkpoint takes a claim (of nothing) too. A large
+sync with DuckDB's default row groups, whose commits of deals, persons or organizations ran out at 28 MB 3-4
+times, then loaded every table with the values of a sync that never ran out. A SQL job claims at least
+`SQL_CLAIM_MB`. With row groups of DuckDB's default size the same tables needed 0.9 MB per column whatever
+their type (67 MB for deals), and every large table being loaded filled the limit: a large sync's load peaked
+116 MB over its start against 95 MB with these row groups (62 against 60 MB at small; load only, 3 runs each).
+The merge deduplicates staged rows only where keys repeat (`merge_sql.py`).
 
 A first sync loads merge tables straight into their destination tables. dlt copies every file of a merge
 table into the staging dataset and then inserts the staged rows into the destination table: the same rows
@@ -148,11 +152,18 @@ class _MemoryShares:
         self._cond = threading.Condition()
         self._claimed = 0.0
         self._running = 0
+        self._alone_next = 0  # jobs that ran out of memory, to run alone before any other job starts
 
     @contextlib.contextmanager
-    def claim(self, mb: float, limit_mb: float) -> Iterator[None]:
+    def claim(self, mb: float, limit_mb: float, alone: bool = False) -> Iterator[None]:
+        """`mb` of `limit_mb`; `alone`: once no other job runs, before any job waiting (`run_alone_next`)."""
         with self._cond:  # a claim larger than the limit runs alone rather than never
-            self._cond.wait_for(lambda: self._running == 0 or self._claimed + mb <= limit_mb)
+            if alone:
+                self._cond.wait_for(lambda: self._running == 0)
+                self._alone_next -= 1
+                mb = math.inf
+            else:
+                self._cond.wait_for(lambda: not self._alone_next and self._fits(mb, limit_mb))
             self._claimed += mb
             self._running += 1
         try:
@@ -164,6 +175,15 @@ class _MemoryShares:
                 # the limit then waited for ever for "nothing claimed" (a load hung with every job waiting)
                 self._claimed = self._claimed - mb if self._running else 0.0
                 self._cond.notify_all()
+
+    def _fits(self, mb: float, limit_mb: float) -> bool:
+        return self._running == 0 or self._claimed + mb <= limit_mb
+
+    def run_alone_next(self) -> None:
+        """Called by a job holding a claim when it ran out of memory: no job starts from now until it ran
+        again `alone` (after a failed commit, DuckDB's state is not to be used before `_reattach`)."""
+        with self._cond:
+            self._alone_next += 1
 
 
 _SHARES: dict[str, _MemoryShares] = {}  # by database file
@@ -221,8 +241,7 @@ def _attach(credentials: Any) -> tuple[DuckDBPyConnection, str]:
     path = str(credentials._conn_str())
     conn = duckdb_connect(":memory:", config={"temp_directory": f"{path}.tmp"})
     try:
-        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if credentials.read_only else "")
-        conn.execute(f"ATTACH {escape_duckdb_literal(path)} ({options})")
+        conn.execute(f"ATTACH {escape_duckdb_literal(path)} ({_attach_options(credentials)})")
         query = "SELECT database_name FROM duckdb_databases() WHERE path IS NOT NULL"
         (catalog,) = conn.execute(query).fetchone()
         conn.execute(f"USE {escape_postgres_identifier(catalog)}")  # dlt's DuckDB identifier quoting
@@ -230,6 +249,36 @@ def _attach(credentials: Any) -> tuple[DuckDBPyConnection, str]:
         conn.close()
         raise
     return conn, catalog
+
+
+def _attach_options(credentials: Any) -> str:
+    return f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if credentials.read_only else "")
+
+
+def _reattach(job: Any) -> None:
+    """Detach the database file and attach it again, from `job`'s connection, while no other job runs or
+    checkpoints (a job's claim covers its checkpoint): a commit that ran out of memory leaves DuckDB's
+    in-memory copy of the table it wrote broken (module docstring). DuckDB keeps a file attached while any
+    connection has a transaction or an unread result in it ("Unique file handle conflict" on `ATTACH`);
+    the connections of jobs waiting for their share have neither, and find the catalog again by name."""
+    client = job._job_client
+    connection = client.sql_client.native_connection
+    catalog, search_path = connection.execute(
+        "SELECT current_database(), current_setting('search_path')"
+    ).fetchone()
+    credentials = client.config.credentials
+    path = escape_duckdb_literal(str(credentials._conn_str()))
+    name = escape_postgres_identifier(catalog)
+    statements = (
+        "USE memory",  # DuckDB does not detach a connection's current database
+        f"DETACH {name}",
+        f"ATTACH {path} AS {name} ({_attach_options(credentials)})",
+        f"USE {name}",
+        f"SET search_path = {escape_duckdb_literal(search_path)}",
+    )
+    with credentials.conn_pool._conn_lock:  # no job opens a connection meanwhile
+        for statement in statements:
+            connection.execute(statement).fetchall()
 
 
 class _DuckDbClient(DuckDbClient):
@@ -287,7 +336,6 @@ class _DuckDbClient(DuckDbClient):
             except BaseException:
                 _release(pool)  # the load may stop here: the database must not stay open (and locked)
                 raise
-            _checkpoint(job)
 
         job.run = run_within_share
         return job
@@ -404,46 +452,47 @@ def _run_or_retry_alone(
     limit: float | None,
 ) -> None:
     """Run the steps of `job` (a transaction each) within its share of DuckDB's memory limit; from a step
-    that ran out of memory on, once no other job runs and with the limit raised, doubled again each time it
-    still runs out, up to `max_memory_mb()` (module docstring). A commit that ran out is not retried."""
+    that ran out of memory on, alone and with the limit raised, doubled again each time it still runs out,
+    up to `max_memory_mb()`; after a commit that ran out, in the database attached again (module
+    docstring). Then its checkpoint, with a claim of nothing: never while a job attaches the database."""
     pending = list(steps)
     raised: float | None = None  # None: within the job's share of the limit
+    reattach: bool | None = False
     ceiling = max_memory_mb()
     while True:
-        try:
-            with _share(job, shares, claim, limit, raised):
+        ran_with = raised if raised is not None else limit
+        with _share(job, shares, claim, limit, raised):
+            if reattach:
+                _reattach(job)
+            try:
                 while pending:
                     pending[0]()
                     pending.pop(0)
-            return
-        except Exception as exc:
-            ran_with = raised if raised is not None else limit
-            at_commit = committing(exc)
-            if ran_with is None or not (at_commit or caused_by(exc, OutOfMemoryException)):
-                raise
-            if at_commit or ran_with >= ceiling:
-                raise _out_of_memory(job, table, ran_with, at_commit) from exc
+            except Exception as exc:
+                reattach = _ran_out(exc) if ran_with is not None else None
+                if reattach is None:
+                    raise
+                if ran_with >= ceiling:
+                    raise DestinationTerminalException(
+                        f"DuckDB ran out of memory loading {job.file_name()} (table {table['name']}) even"
+                        f" with a {ran_with:g} MB memory limit, 80% of this machine's memory"
+                    ) from exc
+                shares.run_alone_next()  # no job starts in what DuckDB left before this one ran again
+            else:
+                break
         raised = min(math.ceil(max(claim, 2 * ran_with)), ceiling)
         logger.warning(
-            "DuckDB ran out of its %s MB memory limit in load job %s (table %s); running it again alone with"
-            " %s MB",
+            "DuckDB ran out of its %s MB memory limit %s load job %s (table %s); running it again alone with"
+            " %s MB%s",
             f"{ran_with:g}",
+            "committing" if reattach else "in",
             job.file_name(),
             table["name"],
             raised,
+            ", in the database attached again" if reattach else "",
         )
-
-
-def _out_of_memory(job: Any, table: Any, mb: float, at_commit: bool) -> DestinationTerminalException:
-    """Terminal (dlt would retry the job in the same database): a job DuckDB cannot load here."""
-    where = f"loading {job.file_name()} (table {table['name']}) with a {mb:g} MB memory limit"
-    if at_commit:
-        return DestinationTerminalException(
-            f"DuckDB ran out of memory committing the rows it was {where}. Not retried in this process:"
-            " DuckDB's copy of the table is broken after such a commit (a retry wrote wrong values). The next"
-            " run loads the package again."
-        )
-    return DestinationTerminalException(f"DuckDB ran out of memory {where}, 80% of this machine's memory")
+    with _share(job, shares, 0.0, limit, None):  # not while a job attaches the database again
+        _checkpoint(job)
 
 
 @contextlib.contextmanager
@@ -457,8 +506,15 @@ def _share(
         with shares.claim(claim, limit):
             yield
     else:
-        with shares.claim(math.inf, limit), _memory_limit(job, raised, limit):  # inf: alone
+        with shares.claim(math.inf, limit, alone=True), _memory_limit(job, raised, limit):
             yield
+
+
+def _ran_out(exc: BaseException) -> bool | None:
+    """None: not DuckDB running out of memory; else whether it ran out while a commit wrote the rows."""
+    if committing(exc):
+        return True
+    return False if caused_by(exc, OutOfMemoryException) else None
 
 
 def committing(exc: BaseException) -> bool:
