@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pytest
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
 
+from pipedrive_source import destinations
 from pipedrive_source.destinations import MEMORY_MB, ROW_GROUP_SIZE, _MemoryShares
 from pipedrive_source.destinations import duckdb as duckdb_destination
 from pipedrive_source.merge_sql import UniqueFirstMergeJob
@@ -239,6 +240,26 @@ def test_a_claim_larger_than_the_limit_runs_once_the_other_jobs_are_done() -> No
 
     threading.Thread(target=wide_job, daemon=True).start()
     assert entered.wait(timeout=10), "a job claiming more than the limit never started with nothing running"
+
+
+def test_the_database_is_attached_again_every_few_mb_loaded_and_every_value_arrives(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB keeps memory for every table written until the database is detached: it is attached again
+    between jobs each time `REATTACH_MB` of files were loaded. Six tables copied, then one merged with a
+    column more (staging dataset, merge): every value arrives."""
+    monkeypatch.setattr(destinations, "REATTACH_MB", 0.05)  # about every file here
+    tables = {f"t{n}": long_texts(3, 5_000) for n in range(6)}
+    pipeline = wide_pipeline(tmp_path)
+    with caplog.at_level(logging.INFO, logger="pipedrive_source.destinations"):
+        pipeline.run([merge_table(name, t) for name, t in tables.items()], loader_file_format="parquet")
+        tables["t0"] = long_texts(4, 5_000)
+        pipeline.run(merge_table("t0", tables["t0"]), loader_file_format="parquet")
+    assert not failed_attempts(tmp_path)
+    log = destination_log(caplog)
+    assert sum(m.startswith("DuckDB's database attached again after") for m in log) >= 6, log
+    for name, table in tables.items():
+        assert read_back(tmp_path, table, name).equals(table), name
 
 
 def test_no_job_starts_between_a_job_running_out_of_memory_and_its_run_alone() -> None:
