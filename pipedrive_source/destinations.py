@@ -195,12 +195,12 @@ class _MemoryShares:
             if self._loaded_mb < REATTACH_MB:
                 return False
             self._loaded_mb = 0.0
-            self._alone_next += 1
-            return True
+        self.run_alone_next()
+        return True
 
     def run_alone_next(self) -> None:
-        """Called by a job holding a claim when it ran out of memory: no job starts from now until it ran
-        again `alone` (after a failed commit, DuckDB's state is not to be used before `_reattach`)."""
+        """No job starts from now until the caller ran `alone`: a job that ran out of memory (after a failed
+        commit, DuckDB's state is not to be used before `_reattach`), or one attaching the database again."""
         with self._cond:
             self._alone_next += 1
 
