@@ -138,8 +138,9 @@ LOAD_JOBS = 4
 REATTACH_MB = 20.0
 
 
-def duckdb(path: str, **settings: Any) -> Any:
-    """A dlt DuckDB destination writing to `path`, with `DUCKDB_SETTINGS` (overridable by keyword)."""
+def duckdb(path: str | DuckDBPyConnection, **settings: Any) -> Any:
+    """A dlt DuckDB destination writing to `path` (a database file, or a connection its owner keeps open),
+    with `DUCKDB_SETTINGS` (overridable by keyword)."""
     credentials = DuckDbCredentials(path)
     credentials.global_config = {**DUCKDB_SETTINGS, **settings}
     return _DuckDb(credentials=credentials, max_parallel_load_jobs=LOAD_JOBS)
@@ -274,6 +275,12 @@ def _attach_options(credentials: Any) -> str:
     return f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if credentials.read_only else "")
 
 
+def _reattachable(job: Any) -> bool:
+    """Whether `job`'s database is a file this destination attached (a connection handed in is its
+    owner's to keep as it is)."""
+    return bool(job._job_client.config.credentials.conn_pool._catalog)
+
+
 def _reattach(job: Any) -> None:
     """Detach the database file and attach it again, from `job`'s connection, while no other job runs or
     checkpoints: after a commit that ran out of memory, which leaves DuckDB's in-memory copy of the table
@@ -355,7 +362,7 @@ class _DuckDbClient(DuckDbClient):
         def run_within_share() -> None:
             try:
                 _run_or_retry_alone(steps, job, table, shares, claim, limit)
-                if limit is not None and shares.loaded(mb):
+                if limit is not None and _reattachable(job) and shares.loaded(mb):
                     with shares.claim(0.0, limit, alone=True):
                         _reattach(job)
                     logger.info("DuckDB's database attached again after %s MB of files loaded", REATTACH_MB)
@@ -498,6 +505,13 @@ def _run_or_retry_alone(
                 reattach = _ran_out(exc) if ran_with is not None else None
                 if reattach is None:
                     raise
+                if reattach and not _reattachable(job):
+                    raise DestinationTerminalException(
+                        f"DuckDB ran out of memory committing the rows of {job.file_name()} (table"
+                        f" {table['name']}) with a {ran_with:g} MB memory limit, in the database of a"
+                        " connection handed to this destination, which it does not attach again: DuckDB's"
+                        " copy of the table is broken after such a commit. Raise the memory limit."
+                    ) from exc
                 if ran_with >= ceiling:
                     raise DestinationTerminalException(
                         f"DuckDB ran out of memory loading {job.file_name()} (table {table['name']}) even"

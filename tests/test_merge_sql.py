@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
+from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipedrive_source import destinations
 from pipedrive_source.destinations import MEMORY_MB, ROW_GROUP_SIZE, _MemoryShares
@@ -260,6 +261,44 @@ def test_the_database_is_attached_again_every_few_mb_loaded_and_every_value_arri
     assert sum(m.startswith("DuckDB's database attached again after") for m in log) >= 6, log
     for name, table in tables.items():
         assert read_back(tmp_path, table, name).equals(table), name
+
+
+def test_a_connection_handed_to_the_destination_is_never_attached_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database of a connection handed in stays as its owner opened it: no reattach (which would have
+    detached it from under the owner), and the rows are there through the owner's connection."""
+    monkeypatch.setattr(destinations, "REATTACH_MB", 0.0)  # after every file, for a file it attached
+    connection = duckdb.connect(str(tmp_path / "own.duckdb"))
+    table = long_texts(3, 1_000)
+    handed_pipeline(tmp_path, connection).run(merge_table("texts", table), loader_file_format="parquet")
+    assert not failed_attempts(tmp_path)
+    columns = ", ".join(table.column_names)
+    loaded = connection.sql(f"SELECT {columns} FROM wide.texts ORDER BY id").to_arrow_table()
+    assert loaded.equals(table)
+
+
+def test_a_commit_out_of_memory_in_a_handed_connection_fails_once_saying_to_raise_the_limit(
+    tmp_path: Path,
+) -> None:
+    """A connection handed in is not attached again, so a commit that ran out of memory there cannot run
+    again in a sound database: the job fails once, and the message says what to do."""
+    connection = duckdb.connect(str(tmp_path / "own.duckdb"))
+    pipeline = handed_pipeline(tmp_path, connection)
+    with pytest.raises(PipelineStepFailed) as failed:
+        pipeline.run(merge_table("texts", long_texts(50, 8_000)), loader_file_format="parquet")
+    assert "in the database of a connection handed to this destination" in str(failed.value)
+    assert "Raise the memory limit." in str(failed.value)
+    assert len(failed_attempts(tmp_path)) == 1
+
+
+def handed_pipeline(tmp_path: Path, connection: duckdb.DuckDBPyConnection) -> dlt.Pipeline:
+    return dlt.pipeline(
+        pipeline_name="handed",
+        destination=duckdb_destination(connection),
+        dataset_name="wide",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
 
 
 def test_no_job_starts_between_a_job_running_out_of_memory_and_its_run_alone() -> None:
