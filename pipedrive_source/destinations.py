@@ -104,7 +104,7 @@ from duckdb import Error as DuckDBError
 from duckdb import connect as duckdb_connect
 
 from .concurrency import bound_malloc, release_memory
-from .errors import caused_by, causes
+from .errors import causes
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
 
 logger = logging.getLogger(__name__)
@@ -362,10 +362,7 @@ class _DuckDbClient(DuckDbClient):
         def run_within_share() -> None:
             try:
                 _run_or_retry_alone(steps, job, table, shares, claim, limit)
-                if limit is not None and _reattachable(job) and shares.loaded(mb):
-                    with shares.claim(0.0, limit, alone=True):
-                        _reattach(job)
-                    logger.info("DuckDB's database attached again after %s MB of files loaded", REATTACH_MB)
+                _write_out(job, shares, limit, mb)
             except BaseException:
                 _release(pool)  # the load may stop here: the database must not stay open (and locked)
                 raise
@@ -487,10 +484,10 @@ def _run_or_retry_alone(
     """Run the steps of `job` (a transaction each) within its share of DuckDB's memory limit; from a step
     that ran out of memory on, alone and with the limit raised, doubled again each time it still runs out,
     up to `max_memory_mb()`; after a commit that ran out, in the database attached again (module
-    docstring). Then its checkpoint, with a claim of nothing: never while a job attaches the database."""
+    docstring)."""
     pending = list(steps)
     raised: float | None = None  # None: within the job's share of the limit
-    reattach: bool | None = False
+    reattach = False
     ceiling = max_memory_mb()
     while True:
         ran_with = raised if raised is not None else limit
@@ -502,10 +499,10 @@ def _run_or_retry_alone(
                     pending[0]()
                     pending.pop(0)
             except Exception as exc:
-                reattach = _ran_out(exc) if ran_with is not None else None
-                if reattach is None:
+                at_commit = _ran_out(exc)
+                if ran_with is None or at_commit is None:
                     raise
-                if reattach and not _reattachable(job):
+                if at_commit and not _reattachable(job):
                     raise DestinationTerminalException(
                         f"DuckDB ran out of memory committing the rows of {job.file_name()} (table"
                         f" {table['name']}) with a {ran_with:g} MB memory limit, in the database of a"
@@ -518,8 +515,9 @@ def _run_or_retry_alone(
                         f" with a {ran_with:g} MB memory limit, 80% of this machine's memory"
                     ) from exc
                 shares.run_alone_next()  # no job starts in what DuckDB left before this one ran again
+                reattach = at_commit
             else:
-                break
+                return
         raised = min(math.ceil(max(claim, 2 * ran_with)), ceiling)
         logger.warning(
             "DuckDB ran out of its %s MB memory limit %s load job %s (table %s); running it again alone with"
@@ -531,8 +529,22 @@ def _run_or_retry_alone(
             raised,
             ", in the database attached again" if reattach else "",
         )
-    with _share(job, shares, 0.0, limit, None):  # not while a job attaches the database again
+
+
+def _write_out(job: Any, shares: _MemoryShares, limit: float | None, mb: float) -> None:
+    """Write what `job` committed to the database file (`mb`: its file's size): each time `REATTACH_MB` were
+    loaded by detaching the database, which writes it, and attaching it again, which frees what DuckDB
+    kept of the tables written; else by a checkpoint, with a claim of nothing (never while a job attaches
+    the database)."""
+    if limit is None:
         _checkpoint(job)
+    elif _reattachable(job) and shares.loaded(mb):
+        with shares.claim(0.0, limit, alone=True):
+            _reattach(job)
+        logger.info("DuckDB's database attached again after %s MB of files loaded", REATTACH_MB)
+    else:
+        with shares.claim(0.0, limit):
+            _checkpoint(job)
 
 
 @contextlib.contextmanager
@@ -551,19 +563,16 @@ def _share(
 
 
 def _ran_out(exc: BaseException) -> bool | None:
-    """None: not DuckDB running out of memory; else whether it ran out while a commit wrote the rows."""
-    if committing(exc):
-        return True
-    return False if caused_by(exc, OutOfMemoryException) else None
-
-
-def committing(exc: BaseException) -> bool:
-    """Whether DuckDB ran out of memory while a commit wrote the rows, which it raises as a transaction error
-    ("Failed to commit: could not allocate block of size ...", "... failed to pin block ...")."""
-    return any(
-        isinstance(cause, TransactionException) and _BUFFER_FULL.search(str(cause)) is not None
-        for cause in causes(exc)
-    )
+    """None: not DuckDB running out of memory; else whether it ran out while a commit wrote the rows, which
+    DuckDB raises as a transaction error ("Failed to commit: could not allocate block of size ...", "...
+    failed to pin block ...")."""
+    ran_out = None
+    for cause in causes(exc):
+        if isinstance(cause, TransactionException) and _BUFFER_FULL.search(str(cause)) is not None:
+            return True
+        if isinstance(cause, OutOfMemoryException):
+            ran_out = False
+    return ran_out
 
 
 def max_memory_mb() -> float:

@@ -70,10 +70,11 @@ def test_without_a_sort_every_key_keeps_one_row(con: duckdb.DuckDBPyConnection) 
     assert {r for r in rows if r[0] in (1, 3, 5)} == {(1, 1), (3, 5), (5, 7)}
 
 
-def wide_pipeline(tmp_path: Path) -> dlt.Pipeline:
+def wide_pipeline(tmp_path: Path, connection: duckdb.DuckDBPyConnection | None = None) -> dlt.Pipeline:
+    """Into crm.duckdb, or into the database of `connection` (a connection handed to the destination)."""
     return dlt.pipeline(
         pipeline_name="wide",
-        destination=duckdb_destination(str(tmp_path / "crm.duckdb")),
+        destination=duckdb_destination(str(tmp_path / "crm.duckdb") if connection is None else connection),
         dataset_name="wide",
         pipelines_dir=str(tmp_path / "pipelines"),
     )
@@ -99,12 +100,16 @@ def merge_table(name: str, table: pa.Table) -> object:
     return rows()
 
 
-def read_back(tmp_path: Path, table: pa.Table, name: str) -> pa.Table:
+def read_back(
+    tmp_path: Path, table: pa.Table, name: str, connection: duckdb.DuckDBPyConnection | None = None
+) -> pa.Table:
     """The columns of `table` as loaded into `name`, by id, read apart from the pipeline (sorting long
-    strings needs more than the load's memory limit)."""
-    columns = ", ".join(table.column_names)
+    strings needs more than the load's memory limit), or through `connection`."""
+    query = f"SELECT {', '.join(table.column_names)} FROM wide.{name} ORDER BY id"
+    if connection is not None:
+        return connection.sql(query).to_arrow_table()
     with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
-        return con.execute(f"SELECT {columns} FROM wide.{name} ORDER BY id").to_arrow_table()
+        return con.execute(query).to_arrow_table()
 
 
 def load_merge_table(
@@ -271,11 +276,9 @@ def test_a_connection_handed_to_the_destination_is_never_attached_again(
     monkeypatch.setattr(destinations, "REATTACH_MB", 0.0)  # after every file, for a file it attached
     connection = duckdb.connect(str(tmp_path / "own.duckdb"))
     table = long_texts(3, 1_000)
-    handed_pipeline(tmp_path, connection).run(merge_table("texts", table), loader_file_format="parquet")
+    wide_pipeline(tmp_path, connection).run(merge_table("texts", table), loader_file_format="parquet")
     assert not failed_attempts(tmp_path)
-    columns = ", ".join(table.column_names)
-    loaded = connection.sql(f"SELECT {columns} FROM wide.texts ORDER BY id").to_arrow_table()
-    assert loaded.equals(table)
+    assert read_back(tmp_path, table, "texts", connection).equals(table)
 
 
 def test_a_commit_out_of_memory_in_a_handed_connection_fails_once_saying_to_raise_the_limit(
@@ -284,21 +287,12 @@ def test_a_commit_out_of_memory_in_a_handed_connection_fails_once_saying_to_rais
     """A connection handed in is not attached again, so a commit that ran out of memory there cannot run
     again in a sound database: the job fails once, and the message says what to do."""
     connection = duckdb.connect(str(tmp_path / "own.duckdb"))
-    pipeline = handed_pipeline(tmp_path, connection)
+    pipeline = wide_pipeline(tmp_path, connection)
     with pytest.raises(PipelineStepFailed) as failed:
         pipeline.run(merge_table("texts", long_texts(50, 8_000)), loader_file_format="parquet")
     assert "in the database of a connection handed to this destination" in str(failed.value)
     assert "Raise the memory limit." in str(failed.value)
     assert len(failed_attempts(tmp_path)) == 1
-
-
-def handed_pipeline(tmp_path: Path, connection: duckdb.DuckDBPyConnection) -> dlt.Pipeline:
-    return dlt.pipeline(
-        pipeline_name="handed",
-        destination=duckdb_destination(connection),
-        dataset_name="wide",
-        pipelines_dir=str(tmp_path / "pipelines"),
-    )
 
 
 def test_no_job_starts_between_a_job_running_out_of_memory_and_its_run_alone() -> None:
