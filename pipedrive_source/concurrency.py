@@ -18,7 +18,9 @@ How a listing is split without losing or duplicating records:
   at known offsets at once (each re-reading `overlap` records of the previous one, like
   `pagination.offset_pages`); the first short page ends the list, speculative pages after it are discarded.
 - `Chain`: anything sequential (a cursor without a time filter, a sorted read that may stop early, a single
-  response); independent requests (deal-id batches, one per parent) are simply several chains.
+  response); independent requests (deal-id batches, one per parent) are simply several chains, started
+  one at a time as their feed has room (`Feed.supply`): a chain waiting for its turn holds 0.8-2.5 KB, and
+  a company's every product (or, opted in, every deal) is a chain.
 
 A `BudgetExhausted` from the limiter stops the whole pool: nothing new is sent, what arrived is still drained,
 and each job knows whether it completed (`TimeWindows.resume_from` says where an incomplete one continues).
@@ -301,6 +303,8 @@ class Feed:
         self._inflight = 0
         self._error: BaseException | None = None
         self._closed = False
+        self._more: Callable[[], bool] | None = None  # starts one more job (`supply`)
+        self._supplying = False
         self._lock = threading.Lock()
 
     @property
@@ -315,6 +319,14 @@ class Feed:
         """Schedule a request; it waits (parked) while the feed is full."""
         with self._lock:
             self._parked.append(step)
+        self.dispatch()
+
+    def supply(self, more: Callable[[], bool]) -> None:
+        """Jobs started one at a time, when the feed has room and nothing parked: `more()` starts the next
+        (adding its first step) and says whether there was one. Reads of thousands of parents started all
+        their jobs at once, objects held until their turn came (memory that grew with the company)."""
+        with self._lock:
+            self._more = more
         self.dispatch()
 
     def take(self) -> Batch | None:
@@ -336,7 +348,7 @@ class Feed:
     def finished(self) -> bool:
         with self._lock:
             idle = not self._ready and not self._inflight
-            return idle and (not self._parked or self.pool.halted)
+            return idle and ((not self._parked and self._more is None) or self.pool.halted)
 
     def pages(self) -> Iterator[Batch | None]:
         """Every batch until all jobs are done; None whenever nothing is ready yet (do not block dlt)."""
@@ -351,6 +363,7 @@ class Feed:
                             raise self._error
                     return
                 else:
+                    self.dispatch()  # a job to supply once the last one ended
                     yield None
         finally:
             self.close()
@@ -362,6 +375,7 @@ class Feed:
             self._closed = True
             dropped, self._ready = self._ready, deque()
             self._parked.clear()
+            self._more = None
         for batch in dropped:
             if batch.room is not None:
                 batch.room.give_back()
@@ -371,16 +385,39 @@ class Feed:
         """Send parked requests while this feed and the run's buffer have room."""
         while True:
             with self._lock:
-                if self.pool.halted or self._closed or not self._parked:
+                if self.pool.halted or self._closed:
                     return
                 if len(self._ready) + self._inflight >= self.capacity:
                     return
-                if not self.pool.hold():
-                    break
-                step = self._parked.popleft()
-                self._inflight += 1
+                if not self._parked:
+                    if self._more is None or self._supplying:
+                        return  # (a thread supplying dispatches the job it starts)
+                    self._supplying = True
+                    more = self._more
+                else:
+                    more = None
+                    if not self.pool.hold():
+                        break
+                    step = self._parked.popleft()
+                    self._inflight += 1
+            if more is not None:
+                self._supply_one(more)
+                continue
             self.pool.submit(lambda step=step: self._execute(step))
         self.pool.wait_for_room(self)
+
+    def _supply_one(self, more: Callable[[], bool]) -> None:
+        started = False
+        try:
+            started = more()
+        except BaseException as exc:  # from whichever thread dispatched: the consumer raises it
+            with self._lock:
+                self._error = self._error or exc
+        finally:
+            with self._lock:
+                self._supplying = False
+                if not started and self._more is more:
+                    self._more = None
 
     def _execute(self, step: Step) -> None:
         outcome: Outcome | None = None

@@ -52,6 +52,7 @@ class EntityRead:
         self.page_size = min(entity.page_size, page_size) if entity.page_size else None
         self.jobs: list[Any] = []
         self.started = False
+        self.waiting = False  # jobs not started yet (`_start_each`)
 
     # ---- starting ------------------------------------------------------------------------------------------
     def incremental(self, since: str | None, until: datetime) -> EntityRead:
@@ -88,22 +89,28 @@ class EntityRead:
         return self
 
     def deal_batches(self, ids: Sequence[Any]) -> EntityRead:
-        """DEAL_BATCH: one request (and its pages) per 100 parent ids, all at once."""
-        for start in range(0, len(ids), DEAL_IDS_PER_REQUEST):
-            chunk = list(ids[start : start + DEAL_IDS_PER_REQUEST])
-            for index, listing in enumerate(self.entity.listings):
-                query = {**listing.params, "deal_ids": ",".join(str(i) for i in chunk)}
-                self._start(self._chain(listing, query, Tag(index, listing, tuple(chunk))))
-        return self
+        """DEAL_BATCH: one request (and its pages) per 100 parent ids."""
+
+        def chains() -> Iterator[Chain]:
+            for start in range(0, len(ids), DEAL_IDS_PER_REQUEST):
+                chunk = tuple(ids[start : start + DEAL_IDS_PER_REQUEST])
+                for index, listing in enumerate(self.entity.listings):
+                    query = {**listing.params, "deal_ids": ",".join(str(i) for i in chunk)}
+                    yield self._chain(listing, query, Tag(index, listing, chunk))
+
+        return self._start_each(chains())
 
     def per_record(self, ids: Sequence[Any]) -> EntityRead:
         """PER_RECORD: one list per parent record (a parent deleted meanwhile answers 404: no rows)."""
-        for parent in ids:
-            for index, listing in enumerate(self.entity.listings):
-                path = listing.path.format(id=parent)
-                request = self._request(listing, listing.params, path=path, missing_ok=True)
-                self._start(self._paged(request, Tag(index, listing, parent)))
-        return self
+
+        def chains() -> Iterator[Chain]:
+            for parent in ids:
+                for index, listing in enumerate(self.entity.listings):
+                    path = listing.path.format(id=parent)
+                    request = self._request(listing, listing.params, path=path, missing_ok=True)
+                    yield self._paged(request, Tag(index, listing, parent))
+
+        return self._start_each(chains())
 
     # ---- reading -------------------------------------------------------------------------------------------
     def batches(self) -> Iterator[Batch | None]:
@@ -113,7 +120,7 @@ class EntityRead:
 
     @property
     def complete(self) -> bool:
-        return all(job.complete for job in self.jobs)
+        return not self.waiting and all(job.complete for job in self.jobs)
 
     def resume_from(self) -> str | None:
         """Where an incomplete read continues next run (entity time format); None: where it started.
@@ -139,6 +146,21 @@ class EntityRead:
         self.started = True
         self.jobs.append(job)
         job.start()
+
+    def _start_each(self, jobs: Iterator[Any]) -> EntityRead:
+        """Start `jobs` as the feed has room for them (`Feed.supply`), in order."""
+        self.started = self.waiting = True
+
+        def more() -> bool:
+            job = next(jobs, None)
+            if job is None:
+                self.waiting = False
+                return False
+            self._start(job)
+            return True
+
+        self.feed.supply(more)
+        return self
 
     def _request(
         self, listing: Listing, params: Mapping[str, Any], path: str | None = None, missing_ok: bool = False

@@ -24,9 +24,12 @@ from dlt.extract.pipe import Pipe
 
 from pipedrive_source import destinations, output, pipedrive_source, source
 from pipedrive_source.client import PipedriveClient
+from pipedrive_source.concurrency import Feed, FetchPool
 from pipedrive_source.destinations import DUCKDB_SETTINGS, LOAD_JOBS, MEMORY_MB
 from pipedrive_source.destinations import duckdb as duckdb_destination
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
+from pipedrive_source.entities import BY_NAME
+from pipedrive_source.fetching import EntityRead
 from pipedrive_source.limiter import NoLimiter
 from pipedrive_source.oauth import ApiTokenAuth
 from pipedrive_source.settings import HttpSettings
@@ -113,6 +116,28 @@ def test_a_response_and_its_body_are_freed_once_the_page_is_decoded(emulator: Em
     finally:
         gc.enable()
     assert left == []
+
+
+def test_a_read_of_many_parents_starts_their_jobs_as_its_feed_has_room(emulator: EmulatorHandle) -> None:
+    """A first sync reads the children of every parent: product variations one request per product, deal
+    products one per 100 deals. Every parent's job started at once, its objects held until its turn came:
+    about 5,000 jobs at scale large, memory that grew with the company. Jobs now start as the feed has room
+    (at most its capacity running, and one waiting), and every parent's children still arrive."""
+    products = [row["id"] for row in emulator.control.snapshot("products")]
+    client = PipedriveClient(emulator.base_url, ApiTokenAuth(emulator.api_token), HttpSettings(), NoLimiter())
+    pool = FetchPool(client, workers=4)
+    capacity, open_jobs, rows = 2, [], []
+    try:
+        read = EntityRead(BY_NAME["product_variations"], Feed(pool, capacity), 100).per_record(products)
+        for batch in read.batches():
+            open_jobs.append(sum(not job.complete for job in read.jobs))
+            rows += batch.items if batch is not None else []
+    finally:
+        pool.close()
+    assert read.complete and len(read.jobs) == len(products) > 3 * capacity
+    expected = emulator.control.snapshot("product_variations")
+    assert sorted(row["id"] for row in rows) == sorted(row["id"] for row in expected) != []
+    assert max(open_jobs) <= capacity + 1
 
 
 def test_what_the_extraction_left_in_reference_cycles_is_freed_before_the_load(
