@@ -140,6 +140,27 @@ def test_a_read_of_many_parents_starts_their_jobs_as_its_feed_has_room(emulator:
     assert max(open_jobs) <= capacity + 1
 
 
+class _NotAnId:
+    def __format__(self, spec: str) -> str:
+        raise ValueError("not an id")
+
+
+def test_a_job_that_fails_to_start_fails_the_read_that_supplies_it(emulator: EmulatorHandle) -> None:
+    """Jobs supplied one at a time start in whichever thread finds the feed with room (a worker's, after a
+    page): a job that cannot be made is the read's error, raised to its consumer, not lost in that thread."""
+    products = [row["id"] for row in emulator.control.snapshot("products")][:6]
+    client = PipedriveClient(emulator.base_url, ApiTokenAuth(emulator.api_token), HttpSettings(), NoLimiter())
+    pool = FetchPool(client, workers=2)
+    try:
+        read = EntityRead(BY_NAME["product_variations"], Feed(pool, 2), 100)
+        with pytest.raises(ValueError, match="not an id"):
+            for _ in read.per_record([*products, _NotAnId()]).batches():
+                pass
+    finally:
+        pool.close()
+    assert not read.complete
+
+
 def test_what_the_extraction_left_in_reference_cycles_is_freed_before_the_load(
     emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
