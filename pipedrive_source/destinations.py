@@ -140,10 +140,11 @@ REATTACH_MB = 20.0
 
 def duckdb(path: str | DuckDBPyConnection, **settings: Any) -> Any:
     """A dlt DuckDB destination writing to `path` (a database file, or a connection its owner keeps open),
-    with `DUCKDB_SETTINGS` (overridable by keyword)."""
-    credentials = DuckDbCredentials(path)
-    credentials.global_config = {**DUCKDB_SETTINGS, **settings}
-    return _DuckDb(credentials=credentials, max_parallel_load_jobs=LOAD_JOBS)
+    with DuckDB's settings given here by keyword, else those of dlt's configuration
+    (`[destination.duckdb.credentials] global_config`), else `DUCKDB_SETTINGS`."""
+    destination = _DuckDb(credentials=DuckDbCredentials(path), max_parallel_load_jobs=LOAD_JOBS)
+    destination.settings = dict(settings)
+    return destination
 
 
 def table_claim_mb(table: Any, sql: bool = False) -> float:
@@ -621,9 +622,22 @@ class _DuckDb(dlt.destinations.duckdb):
         base = dlt.destinations.duckdb
         return DestinationReference.normalize_type(f"{base.__module__}.{base.__qualname__}")
 
+    settings: dict[str, Any] = {}  # DuckDB settings given to `duckdb()`
+
     @property
     def client_class(self) -> type[DuckDbClient]:
         return _DuckDbClient
+
+    def configuration(self, initial_config: Any, accept_partial: bool = False) -> Any:
+        """dlt's resolved configuration, whose DuckDB settings are `DUCKDB_SETTINGS`, then those configured
+        (`global_config`), then `settings`: set on the credentials before dlt resolves them, the defaults
+        hid a configured memory limit or thread count (dlt fills in only what is unset)."""
+        config = super().configuration(initial_config, accept_partial)
+        credentials = config.credentials
+        if isinstance(credentials, DuckDbCredentials):
+            configured = credentials.global_config or {}
+            credentials.global_config = {**DUCKDB_SETTINGS, **configured, **self.settings}
+        return config
 
 
 # destinations whose parquet loading dlt supports: several times faster than insert_values

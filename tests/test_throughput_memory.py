@@ -59,6 +59,32 @@ def test_the_duckdb_destination_loads_with_its_memory_settings(
     assert threads == DUCKDB_SETTINGS["threads"]
 
 
+def _duckdb_settings(pipeline: Any, *names: str) -> list[Any]:
+    with pipeline.sql_client() as client:
+        return [client.execute_sql(f"SELECT current_setting('{name}')")[0][0] for name in names]
+
+
+def test_duckdb_settings_configured_for_dlt_reach_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's settings from dlt's configuration (`[destination.duckdb.credentials] global_config`, here
+    its environment variable) apply, the connector's defaults fill in the rest, and a setting given to
+    `duckdb()` by keyword wins over both. The defaults were set when the destination was made, and dlt then
+    left a configured memory limit or thread count unused."""
+    configured = '{"memory_limit": "100MB", "threads": 2}'
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", configured)
+    names = ("memory_limit", "threads", "preserve_insertion_order")
+    found = []
+    for name, settings in (("configured", {}), ("keyword", {"threads": 3})):
+        destination = duckdb_destination(str(tmp_path / f"{name}.duckdb"), **settings)
+        pipeline = make_pipeline(tmp_path / name, destination=destination)
+        pipeline.run([{"id": 1}, {"id": 2}], table_name="things")
+        found.append(_duckdb_settings(pipeline, *names))
+    expected = duckdb.connect(config={"memory_limit": "100MB"})
+    limit = expected.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert found == [[limit, 2, False], [limit, 3, False]]
+
+
 @pytest.mark.parametrize("held", [1, 64 * 1024])
 def test_tables_handed_on_at_the_run_limit_load_every_row(
     emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: int
