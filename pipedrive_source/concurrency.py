@@ -363,7 +363,6 @@ class Feed:
                             raise self._error
                     return
                 else:
-                    self.dispatch()  # a job to supply once the last one ended
                     yield None
         finally:
             self.close()
@@ -416,7 +415,7 @@ class Feed:
         finally:
             with self._lock:
                 self._supplying = False
-                if not started and self._more is more:
+                if not started:
                     self._more = None
 
     def _execute(self, step: Step) -> None:

@@ -6,6 +6,7 @@ freed once its page is decoded; a load in a process that extracted nothing gets 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import subprocess
@@ -51,17 +52,20 @@ def test_the_duckdb_destination_loads_with_its_memory_settings(
     result = sync(emulator, tmp_path, pipeline=pipeline, entities=["users", "deals"])
     assert result.loaded.get("deals")
     assert destination.capabilities().max_parallel_load_jobs == LOAD_JOBS
-    with pipeline.sql_client() as client:
-        limit = client.execute_sql("SELECT current_setting('memory_limit')")[0][0]
-        threads = client.execute_sql("SELECT current_setting('threads')")[0][0]
-    expected = duckdb.connect(config={"memory_limit": f"{MEMORY_MB}MB"})
-    assert limit == expected.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    limit, threads = _duckdb_settings(pipeline, "memory_limit", "threads")
+    assert limit == _as_duckdb_shows(f"{MEMORY_MB}MB")
     assert threads == DUCKDB_SETTINGS["threads"]
 
 
 def _duckdb_settings(pipeline: Any, *names: str) -> list[Any]:
     with pipeline.sql_client() as client:
         return [client.execute_sql(f"SELECT current_setting('{name}')")[0][0] for name in names]
+
+
+def _as_duckdb_shows(memory_limit: str) -> str:
+    """A memory limit as DuckDB reports it (`100MB` -> `95.3 MiB`)."""
+    with duckdb.connect(config={"memory_limit": memory_limit}) as con:
+        return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
 
 
 def test_duckdb_settings_configured_for_dlt_reach_the_database(
@@ -80,8 +84,7 @@ def test_duckdb_settings_configured_for_dlt_reach_the_database(
         pipeline = make_pipeline(tmp_path / name, destination=destination)
         pipeline.run([{"id": 1}, {"id": 2}], table_name="things")
         found.append(_duckdb_settings(pipeline, *names))
-    expected = duckdb.connect(config={"memory_limit": "100MB"})
-    limit = expected.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    limit = _as_duckdb_shows("100MB")
     assert found == [[limit, 2, False], [limit, 3, False]]
 
 
@@ -128,11 +131,15 @@ def test_pages_of_a_few_rows_are_handed_on_by_what_their_objects_take(
     assert_equal_to_truth(emulator, tmp_path, tables)
 
 
+def emulator_client(emulator: EmulatorHandle) -> PipedriveClient:
+    return PipedriveClient(emulator.base_url, ApiTokenAuth(emulator.api_token), HttpSettings(), NoLimiter())
+
+
 def test_a_response_and_its_body_are_freed_once_the_page_is_decoded(emulator: EmulatorHandle) -> None:
     """httpx's stream refers back to its response, a reference cycle: only a full garbage collection,
     which a long sync runs seldom, freed it. Every body read stayed in memory until then (40-50 MB at a
     time in a large sync). With the collector off, nothing of five pages read may be left."""
-    client = PipedriveClient(emulator.base_url, ApiTokenAuth(emulator.api_token), HttpSettings(), NoLimiter())
+    client = emulator_client(emulator)
     gc.collect()
     gc.disable()
     try:
@@ -144,22 +151,27 @@ def test_a_response_and_its_body_are_freed_once_the_page_is_decoded(emulator: Em
     assert left == []
 
 
+@contextlib.contextmanager
+def variations_read(emulator: EmulatorHandle, capacity: int) -> Iterator[EntityRead]:
+    """A read of product variations through a pool of its own and a feed of `capacity` pages."""
+    pool = FetchPool(emulator_client(emulator), workers=4)
+    try:
+        yield EntityRead(BY_NAME["product_variations"], Feed(pool, capacity), 100)
+    finally:
+        pool.close()
+
+
 def test_a_read_of_many_parents_starts_their_jobs_as_its_feed_has_room(emulator: EmulatorHandle) -> None:
     """A first sync reads the children of every parent: product variations one request per product, deal
     products one per 100 deals. Every parent's job started at once, its objects held until its turn came:
     about 5,000 jobs at scale large, memory that grew with the company. Jobs now start as the feed has room
     (at most its capacity running, and one waiting), and every parent's children still arrive."""
     products = [row["id"] for row in emulator.control.snapshot("products")]
-    client = PipedriveClient(emulator.base_url, ApiTokenAuth(emulator.api_token), HttpSettings(), NoLimiter())
-    pool = FetchPool(client, workers=4)
     capacity, open_jobs, rows = 2, [], []
-    try:
-        read = EntityRead(BY_NAME["product_variations"], Feed(pool, capacity), 100).per_record(products)
-        for batch in read.batches():
+    with variations_read(emulator, capacity) as read:
+        for batch in read.per_record(products).batches():
             open_jobs.append(sum(not job.complete for job in read.jobs))
             rows += batch.items if batch is not None else []
-    finally:
-        pool.close()
     assert read.complete and len(read.jobs) == len(products) > 3 * capacity
     expected = emulator.control.snapshot("product_variations")
     assert sorted(row["id"] for row in rows) == sorted(row["id"] for row in expected) != []
@@ -175,15 +187,9 @@ def test_a_job_that_fails_to_start_fails_the_read_that_supplies_it(emulator: Emu
     """Jobs supplied one at a time start in whichever thread finds the feed with room (a worker's, after a
     page): a job that cannot be made is the read's error, raised to its consumer, not lost in that thread."""
     products = [row["id"] for row in emulator.control.snapshot("products")][:6]
-    client = PipedriveClient(emulator.base_url, ApiTokenAuth(emulator.api_token), HttpSettings(), NoLimiter())
-    pool = FetchPool(client, workers=2)
-    try:
-        read = EntityRead(BY_NAME["product_variations"], Feed(pool, 2), 100)
-        with pytest.raises(ValueError, match="not an id"):
-            for _ in read.per_record([*products, _NotAnId()]).batches():
-                pass
-    finally:
-        pool.close()
+    with variations_read(emulator, 2) as read, pytest.raises(ValueError, match="not an id"):
+        for _ in read.per_record([*products, _NotAnId()]).batches():
+            pass
     assert not read.complete
 
 
