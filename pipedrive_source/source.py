@@ -358,6 +358,7 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_d
                 rows = ctx.records(entity, batch)
                 coverage.add(batch.tag.index, rows)
                 yield from output.page(cursor.admit(rows))
+                del rows  # not held while waiting for the next page (a page of dicts per waiting resource)
             yield from output.flush()
             gap = coverage.gap()
             if gap is not None:
@@ -552,6 +553,7 @@ def _full_pages(entity: Entity, ctx: SyncContext, coverage: _Coverage) -> Iterat
             yield rows
         else:
             held.setdefault(batch.tag.index, []).extend(rows)
+        del rows
     for index in sorted(held):
         yield held[index]
 
@@ -627,6 +629,7 @@ def _children_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:
                     for row in rows:
                         entity.derive(row, batch.tag.parent)
                 yield from output.page(rows + _placeholders(entity, ctx, parents, rows))
+                del rows
             yield from output.flush()
             if not read.complete:
                 _rewind_parents(entity, ctx, items)
