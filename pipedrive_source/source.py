@@ -36,6 +36,7 @@ from dlt.extract.resource import DltResource
 from . import column_types
 from .client import PipedriveClient
 from .concurrency import DEFAULT_WORKERS
+from .config_lookups import log_each_lookup_once
 from .custom_fields_hook import (
     INHERITED_FIELDS,
     LEAD_LABELS,
@@ -70,6 +71,7 @@ from .settings import COMPANY_URL, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSet
 from .timefmt import render, start_date_value
 
 logger = logging.getLogger("pipedrive_source")
+log_each_lookup_once()  # dlt logs every configuration lookup of a run: 200 more per file written
 
 
 @dlt.source(name="pipedrive", section="pipedrive", max_table_nesting=DEFAULT_MAX_TABLE_NESTING)
