@@ -3,8 +3,11 @@ process). Used by the bench scripts; prints one JSON line with the figures on st
 
     uv run python bench/sync_worker.py --base-url http://127.0.0.1:8765 --workdir /tmp/w [--entities a,b]
 
-dlt's three phases run one after the other (`extract`, `normalize`, `load`) and are timed apart; `seconds` is
-their sum. The API token comes from the `BENCH_API_TOKEN` environment variable (never a command-line flag).
+The sync runs as the pipeline script runs it: one `pipeline.run` (dlt first checks the destination's state,
+then extracts, normalizes and loads), then the vanished-id flagging. dlt's three steps are timed apart
+(`phases`, the flagging counted with the load; `seconds` is the whole), with the process's RSS as each step
+starts and its peak RSS so far as each ends, as dlt reports the steps to its progress collector. The API
+token comes from the `BENCH_API_TOKEN` environment variable (never a command-line flag).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
 import dlt  # noqa: E402
+from dlt.common.runtime.collector import NullCollector  # noqa: E402
 
 from pipedrive_source import RateLimitExhausted, SyncMonitor, pipedrive_source  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
@@ -68,15 +72,44 @@ def rss_mb(pid: int | str = "self") -> float | None:
     return int(kib) / 1024
 
 
+class StepMemory(NullCollector):
+    """dlt's progress collector, told when each step of a run starts and ends: the first extract, normalize
+    and load of the process get their seconds, the RSS as they start and the peak RSS so far as they end."""
+
+    STEPS = ("extract", "normalize", "load")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.at_start: dict[str, float | None] = {}
+        self.peaks: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+
+    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
+        if step in self.STEPS and step not in self._started:
+            self.at_start[step] = rss_mb()
+            self._started[step] = time.perf_counter()
+
+    def on_end_trace_step(
+        self, trace: Any, step: Any, pipeline: Any, step_info: Any, send_state: bool
+    ) -> None:
+        name = step.step
+        if name in self._started and name not in self.seconds:
+            self.seconds[name] = time.perf_counter() - self._started[name]
+            self.peaks[name] = peak_rss_mb()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.normalize_workers != 1:
+        os.environ["NORMALIZE__WORKERS"] = str(args.normalize_workers)
+    steps = StepMemory()
     pipeline = dlt.pipeline(
         pipeline_name="bench",
         destination=duckdb_destination(str(workdir / "bench.duckdb")),  # as the pipeline script makes it
         dataset_name="pipedrive",
         pipelines_dir=str(workdir / "pipelines"),
-        progress=None,
+        progress=steps,
     )
     if args.phases == "load":
         return _load_alone(pipeline)
@@ -88,33 +121,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         options["limiter"] = PlanLimiter(Plan(**{k: options.pop(k) for k in PLAN_KEYS if k in options}))
     if args.entities:
         options["entities"] = args.entities.split(",")
-    phases: dict[str, float] = {}
-    peaks: dict[str, float] = {}
-    at_start: dict[str, float | None] = {"extract": rss_mb()}
+    source = pipedrive_source(monitor=monitor, **options)
     outcome = "ok"
     started = time.perf_counter()
     try:
-        t = time.perf_counter()
-        pipeline.extract(pipedrive_source(monitor=monitor, **options), loader_file_format=args.file_format)
-        phases["extract"] = time.perf_counter() - t
-        peaks["extract"] = peak_rss_mb()
+        if args.phases == "all":
+            pipeline.run(source, loader_file_format=args.file_format)  # as the pipeline script does
+        else:
+            pipeline.extract(source, loader_file_format=args.file_format)
     except Exception as exc:  # budget exhaustion is an expected outcome of some benches
         if not caused_by(exc, RateLimitExhausted):
             raise
         outcome = "budget_exhausted"
-        phases["extract"] = time.perf_counter() - t
-    at_start["normalize"] = rss_mb()
-    t = time.perf_counter()
-    normalize_info = pipeline.normalize(workers=args.normalize_workers)
-    phases["normalize"] = time.perf_counter() - t
-    peaks["normalize"] = peak_rss_mb()
+        if args.phases == "all":  # what was extracted is normalized and loaded all the same
+            pipeline.normalize()
+            pipeline.load()
+    if args.phases != "all":
+        pipeline.normalize()
+    normalize_info = pipeline.last_trace.last_normalize_info
+    phases = dict(steps.seconds)
     if args.phases == "all":
-        at_start["load"] = rss_mb()
         t = time.perf_counter()
-        pipeline.load()
         flag_vanished(pipeline, monitor)
-        phases["load"] = time.perf_counter() - t
-        peaks["load"] = peak_rss_mb()
+        phases["load"] = phases.get("load", 0.0) + time.perf_counter() - t
     seconds = time.perf_counter() - started
     counts = {k: v for k, v in (normalize_info.row_counts or {}).items() if not k.startswith("_dlt")}
     stats = monitor.client_stats
@@ -130,8 +159,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # dlt retries a load job that failed transiently (DuckDB out of memory...): the sync still ends well
         "failed_job_attempts": failed_attempts(pipeline),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "peak_rss_mb_after": {phase: round(mb, 1) for phase, mb in peaks.items()},
-        "rss_mb_at_start": {phase: mb and round(mb, 1) for phase, mb in at_start.items()},
+        "peak_rss_mb_after": {phase: round(mb, 1) for phase, mb in steps.peaks.items()},
+        "rss_mb_at_start": {phase: mb and round(mb, 1) for phase, mb in steps.at_start.items()},
         "tables": counts,
         "records_by_entity": {name: p.rows for name, p in monitor.entities.items()},
         "records_by_listing": getattr(monitor, "listing_records", {}),
