@@ -128,6 +128,7 @@ def _libc() -> Any:
 _LIBC = _libc()
 _M_MMAP_THRESHOLD = -3  # mallopt parameters (malloc.h)
 _M_ARENA_MAX = -8
+_MADV_DONTNEED = 4  # madvise advice: drop these pages (a file's are mapped again from it when used)
 MMAP_THRESHOLD = 256 * 1024  # allocations from this size get their own mapping, unmapped when freed
 _released_at = 0.0
 _last_page_at = 0.0
@@ -156,6 +157,38 @@ def bound_process_memory() -> None:
         if _releaser is None or not _releaser.is_alive():
             _releaser = threading.Thread(target=_keep_releasing, name="pipedrive-release", daemon=True)
             _releaser.start()
+
+
+def drop_duckdb_code() -> None:
+    """Drop the pages of DuckDB's library that ran before the extraction from this process's memory:
+    `pipeline.run` first reads the destination's state, which brings about 26 MB of DuckDB's code in, and an
+    extraction runs none of it (a large sync's extraction peaked at 259 MB with those pages, 231 MB without).
+    Only mappings that hold the file's own contents (not writable, no page of them a private copy): the load
+    maps again, from the file, what it runs. Another process's use of the library is not touched."""
+    library = getattr(sys.modules.get("_duckdb"), "__file__", None)
+    if _LIBC is None or not library:
+        return
+    try:
+        spans = list(_unwritten_mappings(os.path.realpath(library)))
+    except OSError:
+        return
+    for start, end in spans:
+        _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+
+
+def _unwritten_mappings(path: str) -> Iterator[tuple[int, int]]:
+    """This process's mappings of `path` that are not writable and hold no private copy of a page."""
+    span = None
+    with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
+        for line in smaps:
+            if line[:1] in "0123456789abcdef":  # a mapping's first line; its fields' lines start with a name
+                fields = line.split(maxsplit=5)
+                span = fields[0] if line.rstrip("\n").endswith(path) and "w" not in fields[1] else None
+            elif span is not None and line.startswith("Anonymous:"):
+                if int(line.split()[1]) == 0:
+                    start, end = span.split("-")
+                    yield int(start, 16), int(end, 16)
+                span = None
 
 
 def _note_page() -> None:

@@ -24,7 +24,7 @@ import pyarrow as pa
 from dlt.extract.items import TableNameMeta
 
 from .arrow_pages import PageShaper, Shaped, concat, item, prepare
-from .concurrency import release_memory
+from .concurrency import drop_duckdb_code, release_memory
 from .entities import BY_NAME, Entity
 from .spec_hints import cache_spec_hints
 
@@ -50,8 +50,12 @@ class Outputs:
         self.held = 0  # bytes all outputs hold back now (changed by the extract thread only)
         self.open = 0  # outputs not flushed yet (likewise)
         self.holding: set[Output] = set()  # outputs holding back some (likewise)
+        self.started = False  # whether a resource of the run asked for its output yet (likewise)
 
     def output(self, entity: Entity, hard_delete: bool) -> Output:
+        if not self.started:  # the extraction starts: what ran before it is not needed until the load
+            self.started = True
+            drop_duckdb_code()
         self.open += 1
         return Output(self, entity, hard_delete)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -337,3 +338,60 @@ def test_a_load_in_a_process_that_extracted_nothing_runs_with_the_malloc_setting
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen == {"before": False, "after": True, "rows": 2}
+
+
+# A sync in a process of its own (what DuckDB's library holds resident depends on what ran in the process),
+# watching the drop of DuckDB's code as its extraction starts: the library's resident pages then, just after,
+# and the rows the load (which runs DuckDB's code again) wrote.
+DROPPED_CODE = """
+import json, os, sys
+import dlt
+from pipedrive_source import output, pipedrive_source
+from pipedrive_source.destinations import duckdb
+
+def library_kb():
+    path, total, mapping = os.path.realpath(sys.modules["_duckdb"].__file__), 0, False
+    for line in open("/proc/self/smaps"):
+        if line[:1] in "0123456789abcdef":
+            mapping = line.rstrip().endswith(path)
+        elif mapping and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+seen, drop = [], output.drop_duckdb_code
+def watched():
+    before = library_kb()
+    drop()
+    seen.append([before, library_kb()])
+output.drop_duckdb_code = watched
+
+work, base_url = sys.argv[1:3]
+pipeline = dlt.pipeline("dropped", destination=duckdb(work + "/db.duckdb"), dataset_name="d",
+                        pipelines_dir=work + "/pipelines")
+pipeline.run(pipedrive_source(base_url=base_url, entities=["deals"]))
+with pipeline.sql_client() as client:
+    (rows,) = client.execute_sql("SELECT count(*) FROM deals")[0]
+print(json.dumps({"seen": seen, "rows": rows}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps")
+def test_duckdb_code_run_before_the_extraction_leaves_the_process_until_the_load(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`pipeline.run` reads the destination's state before it extracts: about 26 MB of DuckDB's code stayed
+    resident through a large extraction that runs none of it (its peak: 259 against 231 MB). As the
+    extraction starts those pages leave the process, once; the load maps what it runs again and loads."""
+    done = subprocess.run(
+        [sys.executable, "-c", DROPPED_CODE, str(tmp_path), emulator.base_url],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    [(before, after)] = seen["seen"]
+    assert before - after > 5_000, seen  # kB
+    assert seen["rows"] == len(emulator.control.snapshot("deals")) > 0
