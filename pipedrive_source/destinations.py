@@ -127,10 +127,13 @@ MB_PER_OTHER_COLUMN = 0.4
 # the dedup a copy job runs after a first sync's copy: none ran out, and claiming 20 MB there made a small
 # sync's load one job at a time (3.1 against 1.9 s)
 SQL_CLAIM_MB = 20.0
-# load jobs DuckDB runs at once (see the module docstring): a small sync's 77 tables loaded in 3.0 s with 4
-# against 3.95 s with 2 (most jobs are small, and wait on DuckDB's commits more than they compute), a large
-# one's in 10.1 s against 10.8 s, with the same peak memory (350 against 352 MB; 4 runs each); 8 was no faster
-LOAD_JOBS = 4
+# load jobs DuckDB runs at once (see the module docstring). Each job holds DuckDB's chunks of the rows it
+# moves besides the buffer pool the limit caps (vectors of 2,048 values: 32 KiB allocations held 5.6 MB at a
+# large load's peak, 1.6 MB at a small one's): with 2 jobs a large sync peaked at 245.4 against 249.6 MB
+# with 4, its load 7.6 against 7.8 s, and a small one's load took 1.6 s either way (bench/side_by_side.py,
+# 3 and 5 runs, stop 33; before the claims and direct copies of stops 24-31 a small load took 3.95 s with 2
+# against 3.0 s with 4)
+LOAD_JOBS = 2
 # DuckDB keeps about 3 KB per column and row group of every table written until the database is detached:
 # memory that grows with the company (a few MB at scale large, twice that at twice large). So the database
 # is attached again each time jobs loaded this much: a large sync peaked 3-6 MB lower, one twice as large 10
