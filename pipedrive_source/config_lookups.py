@@ -34,11 +34,12 @@ def log_each_lookup_once() -> None:
         def log_once(context: TraceLogContext, trace: ResolvedValueTrace) -> None:
             logged = context.__dict__.get(_LOGGED)
             if logged is None:  # (lookups logged before this was in place count too)
-                logged = context.__dict__[_LOGGED] = {_key(t) for t in context.all_traces} - {None}
+                logged = context.__dict__[_LOGGED] = {_key(t) for t in context.all_traces}
             key = _key(trace)
-            if key is not None and key in logged:
-                return
-            logged.add(key)
+            if key is not None:
+                if key in logged:
+                    return
+                logged.add(key)
             log(context, trace)
 
         def clear_all(context: TraceLogContext) -> None:
