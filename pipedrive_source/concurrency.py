@@ -197,8 +197,8 @@ def purge_duckdb_at_once() -> Callable[[], None]:
     (dirty, then muzzy) for its decay time, 1 s each by default: through a load, whose jobs free their
     chunks and buffers one after another, up to 24 MB of freed pages stayed resident after a job (a tiny
     company's sync; none now). Every arena, and the arenas it creates later. Nothing to do where DuckDB's
-    library exports no jemalloc (other platforms or builds)."""
-    mallctl = _duckdb_mallctl()
+    library exports no jemalloc (other platforms or builds), or where the environment configures it."""
+    mallctl = None if "DUCKDB_JE_MALLOC_CONF" in os.environ else _duckdb_mallctl()
     if mallctl is None:
         return lambda: None
     before = {kind: _mallctl_read(mallctl, f"arenas.{kind}_decay_ms", ctypes.c_ssize_t) for kind in _DECAYS}

@@ -431,3 +431,41 @@ def test_duckdb_gives_back_at_once_the_memory_a_load_frees(
     assert result.loaded.get("deals")
     assert len(kept_after_jobs) > 10 and max(kept_after_jobs) <= 64, kept_after_jobs  # pages of 4 KiB
     assert _duckdb_jemalloc("arenas.dirty_decay_ms", ctypes.c_ssize_t) == decay_before
+
+
+KEEPS_CONFIGURED_DECAY = """
+import ctypes, sys
+import duckdb
+from pipedrive_source.concurrency import purge_duckdb_at_once
+
+mallctl = ctypes.CDLL(sys.modules["_duckdb"].__file__).duckdb_je_mallctl
+duckdb.connect().execute("SELECT 1").fetchall()
+
+def decay():
+    value, size = ctypes.c_ssize_t(), ctypes.c_size_t(8)
+    mallctl(b"arenas.dirty_decay_ms", ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0))
+    return value.value
+
+restore = purge_duckdb_at_once()
+during = decay()
+restore()
+print(during, decay())
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(sys.modules["_duckdb"].__file__), "duckdb_je_mallctl"),
+    reason="DuckDB's library has no jemalloc of its own here",
+)
+def test_a_load_keeps_the_allocator_settings_the_environment_gives_duckdb(tmp_path: Path) -> None:
+    """`DUCKDB_JE_MALLOC_CONF` is the user's say on DuckDB's allocator: a load leaves it as configured."""
+    done = subprocess.run(
+        [sys.executable, "-c", KEEPS_CONFIGURED_DECAY],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "DUCKDB_JE_MALLOC_CONF": "dirty_decay_ms:500"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["500", "500"]
