@@ -165,8 +165,8 @@ def drop_duckdb_code() -> None:
     extraction runs none of it (a large sync's extraction peaked at 259 MB with those pages, 231 MB without).
     Only mappings that hold the file's own contents (not writable, no page of them a private copy): the load
     maps again, from the file, what it runs. Another process's use of the library is not touched."""
-    library = getattr(sys.modules.get("_duckdb"), "__file__", None)
-    if _LIBC is None or not library:
+    library = _duckdb_library()
+    if library is None:
         return
     try:
         spans = list(_unwritten_mappings(os.path.realpath(library)))
@@ -191,6 +191,9 @@ def _unwritten_mappings(path: str) -> Iterator[tuple[int, int]]:
                 span = None
 
 
+_DECAYS = ("dirty", "muzzy")  # jemalloc's two delays before freed pages go back (lazily, then for good)
+
+
 def purge_duckdb_at_once() -> Callable[[], None]:
     """Make DuckDB's allocator give the pages it frees back to the OS at once, not a second later; returns
     what restores the delays it had. DuckDB's library carries a jemalloc of its own, which keeps freed pages
@@ -208,13 +211,16 @@ def purge_duckdb_at_once() -> Callable[[], None]:
     return lambda: _set_decay(mallctl, before)
 
 
-_DECAYS = ("dirty", "muzzy")
+def _duckdb_library() -> str | None:
+    """The file of DuckDB's loaded library, where glibc is there to work on its memory (else None)."""
+    library = getattr(sys.modules.get("_duckdb"), "__file__", None)
+    return library if _LIBC is not None and library else None
 
 
 def _duckdb_mallctl() -> Any:
     """The `mallctl` of the jemalloc in DuckDB's library (its Linux builds export it), or None."""
-    library = getattr(sys.modules.get("_duckdb"), "__file__", None)
-    if _LIBC is None or not library:
+    library = _duckdb_library()
+    if library is None:
         return None
     try:
         return ctypes.CDLL(library).duckdb_je_mallctl

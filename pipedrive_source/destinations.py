@@ -462,7 +462,7 @@ class _DuckDbClient(DuckDbClient):
             return False  # not created yet
 
 
-_RESTORE_PURGE: list[Callable[[], None]] = []  # what puts DuckDB's allocator back as it was before a load
+_restore_purge: Callable[[], None] | None = None  # puts DuckDB's allocator back as it was before a load
 
 
 def _purge_at_once() -> None:
@@ -470,13 +470,16 @@ def _purge_at_once() -> None:
     side by side, a large sync peaked at 241.8 against 247.0 MB (3 runs), a small one at 224.8 against 224.4
     (5 runs), for a load 0.3-0.8 s longer (bench/RESULTS.md, stop 34). Undone when the package's load
     completes: DuckDB used otherwise in the process keeps its own setting."""
-    if not _RESTORE_PURGE:
-        _RESTORE_PURGE.append(purge_duckdb_at_once())
+    global _restore_purge
+    if _restore_purge is None:
+        _restore_purge = purge_duckdb_at_once()
 
 
 def _purge_as_before() -> None:
-    while _RESTORE_PURGE:
-        _RESTORE_PURGE.pop()()
+    global _restore_purge
+    restore, _restore_purge = _restore_purge, None
+    if restore is not None:
+        restore()
 
 
 def _free_extraction_garbage() -> None:

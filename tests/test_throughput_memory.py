@@ -398,6 +398,12 @@ def test_duckdb_code_run_before_the_extraction_leaves_the_process_until_the_load
     assert seen["rows"] == len(emulator.control.snapshot("deals")) > 0
 
 
+needs_duckdb_jemalloc = pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(sys.modules["_duckdb"].__file__), "duckdb_je_mallctl"),
+    reason="DuckDB's library has no jemalloc of its own here",
+)
+
+
 def _duckdb_jemalloc(name: str, kind: Any = ctypes.c_size_t) -> Any:
     """A value of the jemalloc in DuckDB's library (its statistics as of now)."""
     mallctl = ctypes.CDLL(sys.modules["_duckdb"].__file__).duckdb_je_mallctl
@@ -408,10 +414,7 @@ def _duckdb_jemalloc(name: str, kind: Any = ctypes.c_size_t) -> Any:
     return value.value
 
 
-@pytest.mark.skipif(
-    not hasattr(ctypes.CDLL(sys.modules["_duckdb"].__file__), "duckdb_je_mallctl"),
-    reason="DuckDB's library has no jemalloc of its own here",
-)
+@needs_duckdb_jemalloc
 def test_duckdb_gives_back_at_once_the_memory_a_load_frees(
     emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -453,10 +456,7 @@ print(during, decay())
 """
 
 
-@pytest.mark.skipif(
-    not hasattr(ctypes.CDLL(sys.modules["_duckdb"].__file__), "duckdb_je_mallctl"),
-    reason="DuckDB's library has no jemalloc of its own here",
-)
+@needs_duckdb_jemalloc
 def test_a_load_keeps_the_allocator_settings_the_environment_gives_duckdb(tmp_path: Path) -> None:
     """`DUCKDB_JE_MALLOC_CONF` is the user's say on DuckDB's allocator: a load leaves it as configured."""
     done = subprocess.run(
