@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with harness.emulator(args.scale, seed=args.seed, **settings) as handle:
         for number in range(1, args.runs + 1):
             harness.prepare(handle)
-            where = harness.workdir(root, f"full_{number}")
-            result = harness.sync(handle, where, options, args.normalize_workers)
+            with harness.workdir(root, f"full_{number}") as where:
+                result = harness.sync(handle, where, options, args.normalize_workers)
             runs.append(result)
             print(
                 f"run {number}: {result['rows']:,} rows in {result['seconds']:.1f} s, {result['requests']:,} "

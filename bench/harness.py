@@ -94,11 +94,19 @@ def sync(
     return result
 
 
-def workdir(root: Path | None, name: str) -> Path:
-    base = root or Path(tempfile.mkdtemp(prefix="pipedrive-bench-"))
-    path = base / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+@contextlib.contextmanager
+def workdir(root: Path | None, name: str) -> Iterator[Path]:
+    """A sync's pipelines and DuckDB file: under `root` (kept), else in a temporary folder removed after
+    (a large sync leaves 350-700 MB; a day of benches filled the disk)."""
+    if root is not None:
+        path = root / name
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="pipedrive-bench-") as base:
+        path = Path(base) / name
+        path.mkdir()
+        yield path
 
 
 def spec_minimum(result: dict[str, Any]) -> dict[str, int]:

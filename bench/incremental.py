@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     full_runs, incremental_runs, quiet_runs, changes = [], [], [], []
     with harness.emulator(args.scale, seed=args.seed) as handle:
         for number in range(1, args.runs + 1):
-            where = harness.workdir(root, f"incremental_{number}")
-            harness.prepare(handle)
-            full_runs.append(harness.sync(handle, where, options))
-            changes.append(mutation(handle, args.change_share, seed=1000 + number))
-            for runs in (incremental_runs, quiet_runs):
-                later(handle, args.minutes_between_syncs)
+            with harness.workdir(root, f"incremental_{number}") as where:
                 harness.prepare(handle)
-                runs.append(harness.sync(handle, where, options))
+                full_runs.append(harness.sync(handle, where, options))
+                changes.append(mutation(handle, args.change_share, seed=1000 + number))
+                for runs in (incremental_runs, quiet_runs):
+                    later(handle, args.minutes_between_syncs)
+                    harness.prepare(handle)
+                    runs.append(harness.sync(handle, where, options))
             inc, quiet = incremental_runs[-1], quiet_runs[-1]
             print(
                 f"run {number}: {changes[-1]['changed_records']:,} records changed -> incremental "

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with harness.emulator(scale) as handle:
             for number in range(1, args.runs + 1):
                 harness.prepare(handle)
-                runs.append(harness.sync(handle, harness.workdir(root, f"memory_{scale}_{number}"), options))
+                with harness.workdir(root, f"memory_{scale}_{number}") as where:
+                    runs.append(harness.sync(handle, where, options))
                 if args.load_apart:  # alternating with the whole syncs: the machine's pace changes
                     apart.append(sync_apart(handle, root, scale, number, options))
         figures[scale] = harness.summarize(runs)
@@ -61,9 +62,9 @@ def sync_apart(
 ) -> dict[str, Any]:
     """A sync whose load runs in a fresh process: the peaks of the two processes."""
     harness.prepare(handle)
-    where = harness.workdir(root, f"memory_apart_{scale}_{number}")
-    first = harness.sync(handle, where, options, phases="extract-normalize")
-    load = harness.sync(handle, where, options, phases="load")
+    with harness.workdir(root, f"memory_apart_{scale}_{number}") as where:
+        first = harness.sync(handle, where, options, phases="extract-normalize")
+        load = harness.sync(handle, where, options, phases="load")
     return {
         "extract_normalize_peak_rss_mb": first["peak_rss_mb"],
         "load_peak_rss_mb": load["peak_rss_mb"],

@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for number in range(1, args.runs + 1):
             for variant in args.variant:
                 harness.prepare(handle)
-                where = harness.workdir(root, f"side_{variant.name}_{number}")
-                result = figures(harness.sync(handle, where, worker=variant.worker, env=variant.env))
+                with harness.workdir(root, f"side_{variant.name}_{number}") as where:
+                    result = figures(harness.sync(handle, where, worker=variant.worker, env=variant.env))
                 runs[variant.name].append(result)
                 shown = ", ".join(f"{k} {v}" for k, v in result.items())
                 print(f"  run {number} {variant.name}: {shown}", flush=True)
