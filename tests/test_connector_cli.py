@@ -218,3 +218,39 @@ def test_lost_credentials_after_real_syncs_fail_instead_of_syncing_the_demo(
     assert lost.returncode == 2, lost.stdout + lost.stderr
     assert_one_clear_line(lost, "SOURCES__PIPEDRIVE__API_TOKEN", "--demo")
     assert not (tmp_path / "pipedrive_demo.duckdb").exists()  # no demo sync behind the user's back
+
+
+def test_loaded_packages_older_than_the_newest_few_are_deleted(tmp_path: Path) -> None:
+    """dlt keeps every loaded package with its files: a sync on a schedule filled the disk, run by run."""
+    loaded = tmp_path / "pipelines" / "pipedrive" / "load" / "loaded"
+    with run_emulator(seed=7, scale="tiny", api_token=SECRET) as emulator:
+
+        def sync(keep: str, seed: int) -> subprocess.CompletedProcess[str]:
+            emulator.control.mutate(seed=seed, updates=6, creates=2)  # something to load in every run
+            emulator.control.mutate(ops=[{"op": "advance_clock", "seconds": 900}])
+            emulator.control.reset_stats()
+            return run_cli(tmp_path, emulator, SECRET, "--entities", "deals,persons", **{KEEP: keep})
+
+        for seed in range(4):
+            assert sync("2", seed).returncode == 0
+        assert sorted(p.name for p in loaded.iterdir()) == loads(tmp_path)[-3:]  # 2 kept, then this run's
+        assert len(loads(tmp_path)) == 4
+
+        refused = sync("-1", 10)
+        assert refused.returncode == 2
+        assert_one_clear_line(refused, "keep_loaded_packages must be a whole number of 0 or more, not '-1'")
+        assert emulator.control.stats()["total_requests"] == 0
+        assert len(list(loaded.iterdir())) == 3 and len(loads(tmp_path)) == 4  # nothing deleted
+
+        assert sync("0", 11).returncode == 0
+        assert [p.name for p in loaded.iterdir()] == loads(tmp_path)[-1:]
+
+
+KEEP = "PIPEDRIVE__KEEP_LOADED_PACKAGES"
+
+
+def loads(workdir: Path) -> list[str]:
+    """The ids of the loads the destination completed, oldest first."""
+    with duckdb.connect(str(workdir / "crm.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT load_id FROM pipedrive._dlt_loads ORDER BY load_id").fetchall()
+        return [row[0] for row in rows]
