@@ -20,13 +20,14 @@ Two things can be left in the pipeline's working folder (`pipeline.working_dir`)
   that repeated crashes do not fill the disk.
 
 - Loaded packages: dlt keeps every package it loaded, with its files (`load/loaded/<id>`), for good: the
-  Parquet of a large company's first sync is 155 MB, and a small company's incremental run of about 1,100
+  package of a large company's first sync is 159 MB, and a small company's incremental run of about 1,100
   changed rows left 1.0 MB (half of it the package's schema and state), so a sync every 15 minutes added
   about 100 MB a day. Before each run, `prune_loaded_packages` deletes the loaded packages older than the
   newest `KEEP_LOADED_PACKAGES` (setting `[pipedrive] keep_loaded_packages`; 0 keeps none): their rows are
   in the destination, and the newest stay for `dlt pipeline <name> load-package`.
 
-`recover(pipeline)` does all four and returns one notice per thing it recovered from (empty when there was
+`recover(pipeline)` does all four (and shortens the destination's history of the pipeline's state,
+`state_history`) and returns one notice per thing it recovered from (empty when there was
 nothing to do; the pruning of loaded packages, done every run, says nothing). It assumes no other process runs
 the same pipeline at the same time (dlt does not support that either).
 """
@@ -44,6 +45,7 @@ from dlt.common.storages.load_storage import LoadStorage
 from dlt.common.storages.normalize_storage import NormalizeStorage
 
 from .errors import ConfigError
+from .state_history import prune_state_history
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +64,13 @@ KEEP_LOADED_PACKAGES_KEY = "pipedrive.keep_loaded_packages"
 
 def recover(pipeline: dlt.Pipeline) -> list[str]:
     """Remove stale leftovers, then finish the packages an interrupted run left; notices of what was done.
-    Also deletes loaded packages past the newest few (`prune_loaded_packages`)."""
+    Also deletes loaded packages past the newest few (`prune_loaded_packages`) and the destination's state
+    rows past the newest few (`state_history`)."""
     keep = configured_keep()  # a bad setting fails before anything is touched
     notices = remove_unfinished_extracts(pipeline) + remove_stale_packages(pipeline)
     notices += finish_pending(pipeline)
     prune_loaded_packages(pipeline, keep)
+    prune_state_history(pipeline)
     return notices
 
 

@@ -45,6 +45,7 @@ from pipedrive_source.deployment import (  # noqa: E402
 )
 from pipedrive_source.entities import DEFAULT_ENTITIES  # noqa: E402
 from pipedrive_source.history import history_table  # noqa: E402
+from pipedrive_source.state_history import prune_state_history  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
 SCHEDULE = "0 * * * *"
@@ -120,6 +121,7 @@ class GroupRun:
                 task()
                 if self.run is not None:
                     self.run.flag_vanished()
+                prune_state_history(self.pipeline)  # a state row per task run, never deleted by dlt
             finally:
                 shutil.rmtree(self.pipeline.working_dir, ignore_errors=True)
 

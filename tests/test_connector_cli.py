@@ -4,6 +4,7 @@ errors, nothing loaded and state unchanged after a failure, no secret anywhere o
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -220,8 +221,9 @@ def test_lost_credentials_after_real_syncs_fail_instead_of_syncing_the_demo(
     assert not (tmp_path / "pipedrive_demo.duckdb").exists()  # no demo sync behind the user's back
 
 
-def test_loaded_packages_older_than_the_newest_few_are_deleted(tmp_path: Path) -> None:
-    """dlt keeps every loaded package with its files: a sync on a schedule filled the disk, run by run."""
+def test_loaded_packages_and_state_rows_older_than_the_newest_few_are_deleted(tmp_path: Path) -> None:
+    """dlt keeps every loaded package with its files, and a row of the whole state per load in the
+    destination: a sync on a schedule filled the disk, run by run. The state stays restorable."""
     loaded = tmp_path / "pipelines" / "pipedrive" / "load" / "loaded"
     with run_emulator(seed=7, scale="tiny", api_token=SECRET) as emulator:
 
@@ -235,6 +237,7 @@ def test_loaded_packages_older_than_the_newest_few_are_deleted(tmp_path: Path) -
             assert sync("2", seed).returncode == 0
         assert sorted(p.name for p in loaded.iterdir()) == loads(tmp_path)[-3:]  # 2 kept, then this run's
         assert len(loads(tmp_path)) == 4
+        assert state_rows(tmp_path) == loads(tmp_path)  # before the 4th run: the newest 3, all there were
 
         refused = sync("-1", 10)
         assert refused.returncode == 2
@@ -244,9 +247,22 @@ def test_loaded_packages_older_than_the_newest_few_are_deleted(tmp_path: Path) -
 
         assert sync("0", 11).returncode == 0
         assert [p.name for p in loaded.iterdir()] == loads(tmp_path)[-1:]
+        assert len(loads(tmp_path)) == 5 and state_rows(tmp_path) == loads(tmp_path)[-4:]  # the 1st went
+
+        shutil.rmtree(tmp_path / "pipelines")  # the state comes back from the destination's newest row
+        emulator.control.mutate(ops=[{"op": "advance_clock", "seconds": 900}])
+        again = run_cli(tmp_path, emulator, SECRET, "--entities", "deals,persons")
+        assert again.returncode == 0 and "total: 0 rows loaded" in again.stdout, again.stdout[-800:]
 
 
 KEEP = "PIPEDRIVE__KEEP_LOADED_PACKAGES"
+
+
+def state_rows(workdir: Path) -> list[str]:
+    """The loads whose pipeline state the destination still holds, oldest first."""
+    with duckdb.connect(str(workdir / "crm.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT _dlt_load_id FROM pipedrive._dlt_pipeline_state ORDER BY 1").fetchall()
+        return [row[0] for row in rows]
 
 
 def loads(workdir: Path) -> list[str]:
