@@ -1,6 +1,7 @@
-"""Resume a pipeline a killed run left behind, before the next run extracts anything.
+"""Resume a pipeline a killed run left behind, and tidy its working folder, before the next run extracts.
 
-Two things can be left in the pipeline's working folder (`pipeline.working_dir`) by a crash or a SIGKILL:
+What a crash or a SIGKILL can leave in the pipeline's working folder (`pipeline.working_dir`), and what
+finished runs leave there:
 
 - Pending load packages (extracted or normalized, maybe partly loaded). dlt's `pipeline.run(data)` then
   only finishes those and ignores `data`, so that run would skip its own changes. `finish_pending` normalizes
