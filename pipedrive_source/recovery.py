@@ -89,8 +89,8 @@ def configured_keep() -> int:
     return keep
 
 
-def prune_loaded_packages(pipeline: dlt.Pipeline, keep: int = KEEP_LOADED_PACKAGES) -> list[str]:
-    """Delete all but the newest `keep` loaded packages of the pipeline; the load ids of those deleted."""
+def prune_loaded_packages(pipeline: dlt.Pipeline, keep: int = KEEP_LOADED_PACKAGES) -> None:
+    """Delete all but the newest `keep` loaded packages of the pipeline."""
     loaded = Path(pipeline.working_dir) / LOAD_VOLUME / LoadStorage.LOADED_FOLDER
     packages = sorted(_subfolders(loaded), key=_load_order)
     old = packages[: max(0, len(packages) - keep)]
@@ -98,7 +98,6 @@ def prune_loaded_packages(pipeline: dlt.Pipeline, keep: int = KEEP_LOADED_PACKAG
         shutil.rmtree(package)
     if old:
         logger.info("removed %d loaded package(s) older than the newest %d", len(old), keep)
-    return [package.name for package in old]
 
 
 def _load_order(package: Path) -> tuple[float, str]:

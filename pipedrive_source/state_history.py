@@ -23,28 +23,26 @@ logger = logging.getLogger(__name__)
 KEEP_STATE_ROWS = 3  # the newest completed loads whose state rows stay (dlt reads the newest only)
 
 
-def prune_state_history(pipeline: dlt.Pipeline, keep: int = KEEP_STATE_ROWS) -> int:
-    """Delete this pipeline's state rows older than its newest `keep` completed loads; how many went.
-    Housekeeping: a failure (no dataset yet, a destination that refuses) is logged, never raised."""
+def prune_state_history(pipeline: dlt.Pipeline, keep: int = KEEP_STATE_ROWS) -> None:
+    """Delete this pipeline's state rows older than its newest `keep` completed loads. Housekeeping: a
+    failure (no dataset yet, a destination that refuses) is logged, never raised."""
     if not pipeline.default_schema_name:  # never ran here (or its folder was deleted): dlt restores it first
-        return 0
+        return
     try:
         with pipeline.destination_client() as client:
-            if not isinstance(client, SqlJobClientBase) or not client.is_storage_initialized():
-                return 0
-            return _prune(client, pipeline.pipeline_name, max(1, keep))
+            if isinstance(client, SqlJobClientBase) and client.is_storage_initialized():
+                _prune(client, pipeline.pipeline_name, max(1, keep))
     except Exception as exc:  # the sync itself succeeded or has yet to run: do not fail it for this
         logger.warning("could not prune the pipeline's state history: %s", exc)
-        return 0
 
 
-def _prune(client: SqlJobClientBase, pipeline_name: str, keep: int) -> int:
+def _prune(client: SqlJobClientBase, pipeline_name: str, keep: int) -> None:
+    """The rows `get_stored_state` would pass over, found as it finds the one it reads."""
     sql = client.sql_client
     state = sql.make_qualified_table_name(client.schema.state_table_name)
     loads = sql.make_qualified_table_name(client.schema.loads_table_name)
-    load_id, dlt_load_id, name, status = (
-        sql.escape_column_name(client.schema.naming.normalize_identifier(column))
-        for column in (C_DLT_LOADS_TABLE_LOAD_ID, C_DLT_LOAD_ID, "pipeline_name", "status")
+    load_id, dlt_load_id, name, status = client._norm_and_escape_columns(
+        C_DLT_LOADS_TABLE_LOAD_ID, C_DLT_LOAD_ID, "pipeline_name", "status"
     )
     before, after = sql._limit_clause_sql(keep)
     newest = (
@@ -52,10 +50,5 @@ def _prune(client: SqlJobClientBase, pipeline_name: str, keep: int) -> int:
         f" ON l.{load_id} = s.{dlt_load_id} WHERE s.{name} = %s AND l.{status} = 0"
         f" ORDER BY s.{dlt_load_id} DESC {after}"
     )
-    old = f"{name} = %s AND {dlt_load_id} < (SELECT MIN(kept) FROM ({newest}) AS newest)"
-    rows = sql.execute_sql(f"SELECT COUNT(*) FROM {state} WHERE {old}", pipeline_name, pipeline_name)
-    count = int(rows[0][0]) if rows else 0
-    if count:
-        sql.execute_sql(f"DELETE FROM {state} WHERE {old}", pipeline_name, pipeline_name)
-        logger.info("deleted %d state rows of %s older than its newest %d loads", count, pipeline_name, keep)
-    return count
+    older = f"{dlt_load_id} < (SELECT MIN(kept) FROM ({newest}) AS newest)"
+    sql.execute_sql(f"DELETE FROM {state} WHERE {name} = %s AND {older}", pipeline_name, pipeline_name)

@@ -260,13 +260,14 @@ KEEP = "PIPEDRIVE__KEEP_LOADED_PACKAGES"
 
 def state_rows(workdir: Path) -> list[str]:
     """The loads whose pipeline state the destination still holds, oldest first."""
-    with duckdb.connect(str(workdir / "crm.duckdb"), read_only=True) as con:
-        rows = con.execute("SELECT _dlt_load_id FROM pipedrive._dlt_pipeline_state ORDER BY 1").fetchall()
-        return [row[0] for row in rows]
+    return first_column(workdir, "SELECT _dlt_load_id FROM pipedrive._dlt_pipeline_state ORDER BY 1")
 
 
 def loads(workdir: Path) -> list[str]:
     """The ids of the loads the destination completed, oldest first."""
+    return first_column(workdir, "SELECT load_id FROM pipedrive._dlt_loads ORDER BY 1")
+
+
+def first_column(workdir: Path, query: str) -> list[str]:
     with duckdb.connect(str(workdir / "crm.duckdb"), read_only=True) as con:
-        rows = con.execute("SELECT load_id FROM pipedrive._dlt_loads ORDER BY load_id").fetchall()
-        return [row[0] for row in rows]
+        return [row[0] for row in con.execute(query).fetchall()]
