@@ -420,7 +420,7 @@ def test_duckdb_gives_back_at_once_the_memory_a_load_frees(
 ) -> None:
     """DuckDB's allocator kept the pages its load jobs freed for a second before giving them back (its
     jemalloc's decay): a large sync's load peaked 5 MB higher, a small one's the same. While a package
-    loads, none stays; after the load DuckDB keeps them as it did (its own default)."""
+    loads, hardly any stays; after the load DuckDB keeps them as it did (its own default)."""
     decay_before = _duckdb_jemalloc("arenas.dirty_decay_ms", ctypes.c_ssize_t)
     kept_after_jobs: list[int] = []
     write_out = destinations._write_out
