@@ -206,28 +206,42 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
 def _compare_rows(con: duckdb.DuckDBPyConnection, table: str, pk: str, hard_delete: bool) -> list[str]:
     synced = {row[pk]: row for row in _fetch(con, f"SELECT * FROM {DATASET}.{table}")}
     truth = {row[pk]: row for row in _fetch(con, f"SELECT * FROM t.{TRUTH_DATASET}.{table}")}
+    return _row_problems(table, truth, synced, set(), hard_delete)
+
+
+def _row_problems(
+    table: str, truth: dict[Any, dict], synced: dict[Any, dict], tolerated: set[Any], hard_delete: bool
+) -> list[str]:
+    """What differs between the synced rows and the truth's, by key; a synced row no longer in Pipedrive
+    must be flagged `is_deleted` (gone, with `hard_delete`) unless its key is `tolerated`."""
     problems = []
     for key, want in truth.items():
         got = synced.get(key)
         if hard_delete and want.get("is_deleted") is True:
             if got is not None:
                 problems.append(f"{table}[{key}]: deleted in Pipedrive but still here (hard_delete)")
-            continue
-        if got is None:
+        elif got is None:
             problems.append(f"{table}[{key}]: missing")
-            continue
-        for column, value in want.items():
-            if column in DLT_COLUMNS:
-                continue
-            if column not in got:
-                if value is not None:
-                    problems.append(f"{table}[{key}].{column}: column missing (want {value!r})")
-                continue
-            if not same(got[column], value):
-                problems.append(f"{table}[{key}].{column}: got {got[column]!r}, want {value!r}")
+        else:
+            problems += _column_problems(table, key, want, got)
     for key, got in synced.items():
-        if key not in truth and (hard_delete or got.get("is_deleted") is not True):
+        if key in truth or key in tolerated:
+            continue
+        if hard_delete or got.get("is_deleted") is not True:
             problems.append(f"{table}[{key}]: not in Pipedrive any more but not flagged is_deleted")
+    return problems
+
+
+def _column_problems(table: str, key: Any, want: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    problems = []
+    for column, value in want.items():
+        if column in DLT_COLUMNS:
+            continue
+        if column not in got:
+            if value is not None:
+                problems.append(f"{table}[{key}].{column}: column missing (want {value!r})")
+        elif not same(got[column], value):
+            problems.append(f"{table}[{key}].{column}: got {got[column]!r}, want {value!r}")
     return problems
 
 

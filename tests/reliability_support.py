@@ -37,14 +37,13 @@ import pytest
 from connector_fixtures import (
     DATASET,
     DEFAULT_TABLES,
-    DLT_COLUMNS,
     TRUTH_DATASET,
     SyncResult,
     _compare_children,
     _fetch,
+    _row_problems,
     _tables,
     load_truth,
-    same,
     sync,
 )
 
@@ -279,39 +278,6 @@ def _table_problems(
     for child in sorted(t for t in truth_tables if t.startswith(f"{table}__")):
         result.rows += con.execute(f"SELECT count(*) FROM t.{TRUTH_DATASET}.{child}").fetchone()[0]
         problems += _compare_children(con, table, child, pk, child in synced_tables, gone)
-    return problems
-
-
-def _row_problems(
-    table: str, truth: dict[Any, dict], synced: dict[Any, dict], tolerated: set[Any], hard_delete: bool
-) -> list[str]:
-    problems = []
-    for key, want in truth.items():
-        got = synced.get(key)
-        if hard_delete and want.get("is_deleted") is True:
-            if got is not None:
-                problems.append(f"{table}[{key}]: deleted in Pipedrive but still here (hard_delete)")
-        elif got is None:
-            problems.append(f"{table}[{key}]: missing")
-        else:
-            problems += _column_problems(table, key, want, got)
-    for key, got in synced.items():
-        vanished_unflagged = key not in truth and got.get("is_deleted") is not True
-        if vanished_unflagged and key not in tolerated:
-            problems.append(f"{table}[{key}]: not in Pipedrive any more but not flagged is_deleted")
-    return problems
-
-
-def _column_problems(table: str, key: Any, want: dict[str, Any], got: dict[str, Any]) -> list[str]:
-    problems = []
-    for column, value in want.items():
-        if column in DLT_COLUMNS:
-            continue
-        if column not in got:
-            if value is not None:
-                problems.append(f"{table}[{key}].{column}: column missing (want {value!r})")
-        elif not same(got[column], value):
-            problems.append(f"{table}[{key}].{column}: got {got[column]!r}, want {value!r}")
     return problems
 
 
