@@ -91,21 +91,13 @@ def configured_keep() -> int:
 
 def prune_loaded_packages(pipeline: dlt.Pipeline, keep: int = KEEP_LOADED_PACKAGES) -> None:
     """Delete all but the newest `keep` loaded packages of the pipeline."""
-    loaded = Path(pipeline.working_dir) / LOAD_VOLUME / LoadStorage.LOADED_FOLDER
-    packages = sorted(_subfolders(loaded), key=_load_order)
-    old = packages[: max(0, len(packages) - keep)]
-    for package in old:
-        shutil.rmtree(package)
+    loaded = pipeline.list_completed_load_packages()  # dlt's list, oldest first (load ids are times)
+    old = loaded[: max(0, len(loaded) - keep)]
+    folder = Path(pipeline.working_dir) / LOAD_VOLUME / LoadStorage.LOADED_FOLDER
+    for load_id in old:
+        shutil.rmtree(folder / load_id)
     if old:
         logger.info("removed %d loaded package(s) older than the newest %d", len(old), keep)
-
-
-def _load_order(package: Path) -> tuple[float, str]:
-    """dlt's load ids are the time the package was made (seconds, as text)."""
-    try:
-        return float(package.name), package.name
-    except ValueError:
-        return package.stat().st_mtime, package.name
 
 
 def finish_pending(pipeline: dlt.Pipeline) -> list[str]:
