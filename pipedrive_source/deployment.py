@@ -102,6 +102,34 @@ def duckdb_file_destination(dataset: str, default_path: str = DUCKDB_FILE) -> An
     return duckdb_destination(path)
 
 
+def duckdb_file(pipeline: dlt.Pipeline) -> Path | None:
+    """The DuckDB file `pipeline` loads into, as dlt resolves it (None for other destinations and for a
+    connection or a MotherDuck URL). dlt takes a relative path relative to the folder the pipeline first ran
+    in (its `initial_cwd`), not to the current one."""
+    if pipeline.destination is None or pipeline.destination.destination_name != "duckdb":
+        return None
+    database = pipeline.destination_client().config.credentials.database
+    if not isinstance(database, str) or database.startswith((":", "md:")) or "://" in database:
+        return None
+    return Path(database)
+
+
+def check_duckdb_folder(pipeline: dlt.Pipeline) -> None:
+    """Refuse, before anything is read, a DuckDB file whose folder is gone: a checkout moved or deleted after
+    the pipeline's first run leaves dlt a path there, and DuckDB's error ("Cannot open file") came only after
+    the field definitions were read, without saying why the file is there."""
+    file = duckdb_file(pipeline)
+    if file is None or file.parent.is_dir():
+        return
+    raise ConfigError(
+        f"The pipeline '{pipeline.pipeline_name}' loads into {file}, but {file.parent} no longer exists (dlt "
+        f"keeps a relative DuckDB path relative to the folder the pipeline first ran in). Set "
+        "DESTINATION__DUCKDB__CREDENTIALS to the file's absolute path, or delete the pipeline's working "
+        f"folder {pipeline.working_dir} to start it where you run it now (it continues from the DuckDB "
+        "file it finds there, or loads everything into a new one)."
+    )
+
+
 def company_pipeline(
     company: Company, destination: Any = None, pipelines_dir: str | None = None
 ) -> dlt.Pipeline:
@@ -149,6 +177,7 @@ def prepare_run(
     tables the source makes (`custom_fields`, `custom_field_options`, `<entity>_history`) are loaded only if
     named too. Build one per run: a source remembers its run's server time and the lists it read.
     """
+    check_duckdb_folder(pipeline)  # before the source reads field definitions
     monitor = SyncMonitor()
     pipeline.activate()  # settings resolve under `<pipeline_name>.sources.pipedrive` first
     entities = [name for name in tables or () if name in BY_NAME]

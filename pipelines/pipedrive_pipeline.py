@@ -33,7 +33,13 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the package live
 
 from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
-from pipedrive_source.deployment import DUCKDB_FILE, configured_history, duckdb_file_destination  # noqa: E402
+from pipedrive_source.deployment import (  # noqa: E402
+    DUCKDB_FILE,
+    check_duckdb_folder,
+    configured_history,
+    duckdb_file,
+    duckdb_file_destination,
+)
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.errors import (  # noqa: E402
     AuthError,
@@ -128,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
+            check_duckdb_folder(pipeline)
             for notice in recover(pipeline):  # what a killed run left: this run then syncs as usual
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
@@ -194,7 +201,9 @@ def demo_emulator(args: argparse.Namespace) -> Iterator[Any]:
 def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
     destination: Any = args.destination
     if args.destination == "duckdb":  # a file: with the connector's load settings
-        destination = duckdb_file_destination(args.dataset, DEMO_DUCKDB_FILE if demo else DUCKDB_FILE)
+        # the demo's file where it runs (dlt would keep it in the folder of the demo's first run)
+        default = str(Path.cwd() / DEMO_DUCKDB_FILE) if demo else DUCKDB_FILE
+        destination = duckdb_file_destination(args.dataset, default)
     name = args.pipeline_name or ("pipedrive_demo" if demo else DEFAULT_PIPELINE)
     return dlt.pipeline(
         pipeline_name=name,
@@ -280,7 +289,7 @@ def print_summary(
         print(f"{table}: {count:,} rows no longer in Pipedrive flagged is_deleted")
     total = sum(rows + nested for rows, nested in loaded.values())
     requests, tokens = (stats.requests, stats.tokens) if stats else (0, 0)
-    where = f"{pipeline.dataset_name} ({pipeline.destination.destination_name})"
+    where = f"{pipeline.dataset_name} ({duckdb_file(pipeline) or pipeline.destination.destination_name})"
     cost = f"{requests:,} requests, {tokens:,} tokens"
     print(f"total: {total:,} rows loaded into {where}, {cost}, {seconds:.1f} s")
 

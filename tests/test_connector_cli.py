@@ -28,8 +28,15 @@ def secret_emulator() -> Iterator[EmulatorHandle]:
 
 
 def run_cli(
-    workdir: Path, emulator: EmulatorHandle, token: str, *args: str, **extra_env: str
+    workdir: Path,
+    emulator: EmulatorHandle,
+    token: str,
+    *args: str,
+    cwd: Path | None = None,
+    **extra_env: str,
 ) -> subprocess.CompletedProcess[str]:
+    """The script with its pipelines in `workdir`, run in `workdir` into `workdir/crm.duckdb`; run in `cwd`
+    instead, into its default DuckDB file (a relative path)."""
     env = {
         **os.environ,
         **extra_env,
@@ -38,8 +45,10 @@ def run_cli(
         "DESTINATION__DUCKDB__CREDENTIALS": str(workdir / "crm.duckdb"),
         "RUNTIME__DLTHUB_TELEMETRY": "false",
     }
+    if cwd is not None:
+        del env["DESTINATION__DUCKDB__CREDENTIALS"]
     command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(workdir / "pipelines"), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=workdir, timeout=600)
+    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd or workdir, timeout=600)
 
 
 def data_tables(path: Path) -> dict[str, int]:
@@ -130,6 +139,32 @@ def test_a_dataset_named_like_the_duckdb_file_is_refused_before_anything_is_read
     assert data_tables(tmp_path / "crm.duckdb") == {}
 
 
+def test_a_checkout_moved_after_the_first_run_is_refused_before_anything_is_read(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """dlt keeps the default (relative) DuckDB file in the folder of the pipeline's first run: once that
+    folder is gone, DuckDB failed with "Cannot open file" after the field definitions were read. Following
+    the message's advice (delete the working folder) starts the pipeline where it runs now, loading all."""
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir()
+    later.mkdir()
+    ok = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "users", cwd=first)
+    assert ok.returncode == 0, ok.stderr
+    assert f"rows loaded into pipedrive ({first / 'pipedrive_crm.duckdb'})" in ok.stdout
+    shutil.rmtree(first)
+    secret_emulator.control.reset_stats()
+    moved = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "users", cwd=later)
+    assert moved.returncode == 2, moved.stdout + moved.stderr
+    assert_one_clear_line(moved, str(first), "no longer exists", "DESTINATION__DUCKDB__CREDENTIALS")
+    assert secret_emulator.control.stats()["total_requests"] == 0
+    assert not (later / "pipedrive_crm.duckdb").exists()
+    shutil.rmtree(tmp_path / "pipelines" / "pipedrive")
+    again = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "users", cwd=later)
+    assert again.returncode == 0, again.stderr
+    users = len(secret_emulator.control.snapshot("users"))
+    assert users > 0 and data_tables(later / "pipedrive_crm.duckdb")["users"] == users
+
+
 def test_missing_token_names_the_setting(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
     result = run_cli(tmp_path, secret_emulator, "")
     assert result.returncode == 2
@@ -199,6 +234,13 @@ def test_demo_runs_without_credentials(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "deals" in result.stdout and "total:" in result.stdout
     assert data_tables(tmp_path / "pipedrive_demo.duckdb")["deals"] > 0
+    # run from another folder, the demo writes its file there (dlt would keep the first run's folder)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    command[command.index("p")] = str(tmp_path / "p")
+    again = subprocess.run(command, env=env, capture_output=True, text=True, cwd=elsewhere, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert data_tables(elsewhere / "pipedrive_demo.duckdb")["deals"] > 0
 
 
 def assert_nowhere(workdir: Path, secrets: list[str], output: str) -> None:
