@@ -115,12 +115,18 @@ def duckdb_file(pipeline: dlt.Pipeline) -> Path | None:
 
 
 def check_duckdb_folder(pipeline: dlt.Pipeline) -> None:
-    """Refuse, before anything is read, a DuckDB file whose folder is gone: a checkout moved or deleted after
-    the pipeline's first run leaves dlt a path there, and DuckDB's error ("Cannot open file") came only after
-    the field definitions were read, without saying why the file is there."""
+    """Refuse, before anything is read, a DuckDB file whose folder does not exist (DuckDB creates no folder,
+    and its "Cannot open file" came only after the field definitions were read). Mostly a checkout moved or
+    deleted after the pipeline's first run, whose folder dlt keeps for a relative path."""
     file = duckdb_file(pipeline)
     if file is None or file.parent.is_dir():
         return
+    first_folder = Path(pipeline.get_local_state_val("initial_cwd"))
+    if first_folder.is_dir():
+        raise ConfigError(
+            f"The folder of the DuckDB file {file}, {file.parent} does not exist: create it, or set "
+            "DESTINATION__DUCKDB__CREDENTIALS to a file in a folder that exists."
+        )
     raise ConfigError(
         f"The pipeline '{pipeline.pipeline_name}' loads into {file}, but {file.parent} no longer exists (dlt "
         f"keeps a relative DuckDB path relative to the folder the pipeline first ran in). Set "

@@ -36,16 +36,16 @@ def run_cli(
     **extra_env: str,
 ) -> subprocess.CompletedProcess[str]:
     """The script with its pipelines in `workdir`, run in `workdir` into `workdir/crm.duckdb`; run in `cwd`
-    instead, into its default DuckDB file (a relative path)."""
+    instead, into its default DuckDB file (a relative path). `extra_env` wins."""
     env = {
         **os.environ,
-        **extra_env,
         "SOURCES__PIPEDRIVE__API_TOKEN": token,
         "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
         "DESTINATION__DUCKDB__CREDENTIALS": str(workdir / "crm.duckdb"),
         "RUNTIME__DLTHUB_TELEMETRY": "false",
+        **extra_env,
     }
-    if cwd is not None:
+    if cwd is not None and "DESTINATION__DUCKDB__CREDENTIALS" not in extra_env:
         del env["DESTINATION__DUCKDB__CREDENTIALS"]
     command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(workdir / "pipelines"), *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd or workdir, timeout=600)
@@ -163,6 +163,17 @@ def test_a_checkout_moved_after_the_first_run_is_refused_before_anything_is_read
     assert again.returncode == 0, again.stderr
     users = len(secret_emulator.control.snapshot("users"))
     assert users > 0 and data_tables(later / "pipedrive_crm.duckdb")["users"] == users
+
+
+def test_a_duckdb_file_in_a_folder_that_does_not_exist_is_refused_before_anything_is_read(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    secret_emulator.control.reset_stats()
+    file = tmp_path / "no such folder" / "crm.duckdb"
+    result = run_cli(tmp_path, secret_emulator, SECRET, DESTINATION__DUCKDB__CREDENTIALS=str(file))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_clear_line(result, f"{file.parent} does not exist", "create it")
+    assert secret_emulator.control.stats()["total_requests"] == 0
 
 
 def test_missing_token_names_the_setting(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
