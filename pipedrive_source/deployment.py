@@ -114,15 +114,18 @@ def duckdb_file(pipeline: dlt.Pipeline) -> Path | None:
     return Path(database)
 
 
-def check_duckdb_folder(pipeline: dlt.Pipeline) -> None:
-    """Refuse, before anything is read, a DuckDB file whose folder does not exist (DuckDB creates no folder,
-    and its "Cannot open file" came only after the field definitions were read). Mostly a checkout moved or
-    deleted after the pipeline's first run, whose folder dlt keeps for a relative path."""
+def check_destination(pipeline: dlt.Pipeline) -> None:
+    """Resolve the destination's settings before anything is read: the source reads field definitions as it
+    is built, so a missing destination password cost 9 requests before dlt said so. Refuse a DuckDB file
+    whose folder does not exist (DuckDB creates none; its "Cannot open file" came after the reads too),
+    mostly a checkout moved or deleted after the pipeline's first run, whose folder dlt keeps."""
+    if pipeline.destination is None:
+        return
+    pipeline.destination_client()  # raises dlt's ConfigFieldMissingException for a missing setting
     file = duckdb_file(pipeline)
     if file is None or file.parent.is_dir():
         return
-    first_folder = Path(pipeline.get_local_state_val("initial_cwd"))
-    if first_folder.is_dir():
+    if Path(pipeline.get_local_state_val("initial_cwd")).is_dir():
         raise ConfigError(
             f"The folder of the DuckDB file {file}, {file.parent} does not exist: create it, or set "
             "DESTINATION__DUCKDB__CREDENTIALS to a file in a folder that exists."
@@ -183,7 +186,7 @@ def prepare_run(
     tables the source makes (`custom_fields`, `custom_field_options`, `<entity>_history`) are loaded only if
     named too. Build one per run: a source remembers its run's server time and the lists it read.
     """
-    check_duckdb_folder(pipeline)  # before the source reads field definitions
+    check_destination(pipeline)  # before the source reads field definitions
     monitor = SyncMonitor()
     pipeline.activate()  # settings resolve under `<pipeline_name>.sources.pipedrive` first
     entities = [name for name in tables or () if name in BY_NAME]

@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import dlt
-from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException
+from dlt.common.configuration.exceptions import (
+    ConfigFieldMissingException,
+    ConfigValueCannotBeCoercedException,
+    LookupTraces,
+)
+from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.pipeline import get_dlt_pipelines_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +40,7 @@ from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # no
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     DUCKDB_FILE,
-    check_duckdb_folder,
+    check_destination,
     configured_history,
     duckdb_file,
     duckdb_file_destination,
@@ -134,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
-            check_duckdb_folder(pipeline)
+            check_destination(pipeline)
             for notice in recover(pipeline):  # what a killed run left: this run then syncs as usual
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
@@ -328,9 +333,46 @@ def root_cause(exc: BaseException) -> BaseException:
             return current
         if isinstance(current, ConfigValueCannotBeCoercedException):
             return setting_error(current)
+        if isinstance(current, ConfigFieldMissingException):
+            return missing_settings_error(current)
+        if isinstance(current, UnknownDestinationModule):
+            return ConfigError(
+                f"Unknown destination {current.ref!r}: --destination takes a dlt destination such as duckdb, "
+                "postgres, bigquery, snowflake, motherduck or filesystem."
+            )
         seen.append(current)
         current = current.__cause__ or current.__context__ or getattr(current, "exception", None)
     return seen[-1]
+
+
+def missing_settings_error(exc: ConfigFieldMissingException) -> ConfigError:
+    """Settings dlt found nowhere, named by their environment variables (dlt's own message lists every
+    place it looked, dozens of lines, and its first line names only the configuration class)."""
+    keys = missing_keys(exc.traces)
+    message = (
+        f"Missing setting{'s' if len(keys) > 1 else ''} {', '.join(keys)}: set "
+        f"{'them' if len(keys) > 1 else 'it'} in the environment or in .dlt/secrets.toml "
+        f"({keys[0].lower().replace('__', '.')})"
+    )
+    whole = keys[0].rpartition("__")[0]
+    if whole.endswith("__CREDENTIALS"):  # a connection string (or a service account's JSON) in one value
+        message += f"; or all of them in one value, {whole} (a connection string for SQL databases)"
+    return ConfigError(message + ".")
+
+
+def missing_keys(traces: Any) -> list[str]:
+    """Each missing field's environment variable as dlt reads it outside a pipeline's own section (nested
+    configurations, such as credentials, by their fields)."""
+    keys: list[str] = []
+    for name, tried in traces.items():
+        nested = [trace for trace in tried if isinstance(trace, LookupTraces)]
+        if nested:
+            keys += missing_keys(nested[0].traces)
+            continue
+        env = [trace.key for trace in tried if trace.provider == "Environment Variables"]
+        plain = [key for key in env if key.startswith(("DESTINATION__", "SOURCES__"))] or env
+        keys.append(max(plain, key=lambda key: key.count("__")) if plain else name)
+    return keys
 
 
 def setting_error(exc: ConfigValueCannotBeCoercedException) -> ConfigError:

@@ -127,6 +127,32 @@ def test_bad_settings_exit_2_with_one_line(
     assert_one_clear_line(result, needle)
 
 
+@pytest.mark.parametrize(
+    ("destination", "needles"),
+    [
+        (
+            "postgres",
+            ["DESTINATION__POSTGRES__CREDENTIALS__PASSWORD", "one value, DESTINATION__POSTGRES__CREDENTIALS"],
+        ),
+        (
+            "filesystem",
+            ["Missing setting DESTINATION__FILESYSTEM__BUCKET_URL", "destination.filesystem.bucket_url"],
+        ),
+        ("nosuch", ["Unknown destination 'nosuch'"]),
+    ],
+)
+def test_a_destination_without_its_settings_is_refused_before_anything_is_read(
+    secret_emulator: EmulatorHandle, tmp_path: Path, destination: str, needles: list[str]
+) -> None:
+    """dlt's message named a configuration class and listed dozens of places it looked (exit 1), after the
+    source had read the field definitions (9 requests): now the settings to set, exit 2, no request."""
+    secret_emulator.control.reset_stats()
+    result = run_cli(tmp_path, secret_emulator, SECRET, "--destination", destination)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_clear_line(result, *needles)
+    assert secret_emulator.control.stats()["total_requests"] == 0
+
+
 def test_a_dataset_named_like_the_duckdb_file_is_refused_before_anything_is_read(
     secret_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
