@@ -16,6 +16,7 @@ import argparse
 import inspect
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -61,6 +62,10 @@ from pipedrive_source.views import refresh_views  # noqa: E402
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
 DEFAULT_PIPELINE = "pipedrive"
+INTERRUPTED = (
+    "interrupted. Nothing is lost: run the same command again; it loads what this run left and reads again "
+    "what it had not loaded."
+)
 LOST_CREDENTIALS = (
     "No Pipedrive credentials configured, but the pipeline 'pipedrive' in {dir} has synced a company before. "
     "Set SOURCES__PIPEDRIVE__API_TOKEN (or .dlt/secrets.toml); --demo syncs the bundled emulator instead."
@@ -148,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flagged = flag_vanished(pipeline, monitor)
             if not args.no_views:
                 views = refresh_views(pipeline)  # skips with a notice what the destination cannot do
-    except Exception as exc:  # every failure ends in one clear line and an exit code
+    except (Exception, KeyboardInterrupt) as exc:  # every failure ends in one clear line and an exit code
         return report_failure(exc, args.verbose)
     print_summary(pipeline, monitor, flagged, time.perf_counter() - started)
     if views is not None:
@@ -307,6 +312,9 @@ def show_tables(pipeline: dlt.Pipeline) -> None:
 
 def report_failure(exc: BaseException, verbose: bool) -> int:
     cause = root_cause(exc)
+    if isinstance(cause, KeyboardInterrupt):  # Ctrl-C, or SIGTERM while dlt runs a step (its own exception)
+        print(f"error: {INTERRUPTED}", file=sys.stderr, flush=True)
+        return 128 + getattr(cause, "signal_code", signal.SIGINT)
     if isinstance(cause, PipedriveError):
         message = cause.message
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -278,6 +279,40 @@ def test_demo_runs_without_credentials(tmp_path: Path) -> None:
     again = subprocess.run(command, env=env, capture_output=True, text=True, cwd=elsewhere, timeout=600)
     assert again.returncode == 0, again.stderr
     assert data_tables(elsewhere / "pipedrive_demo.duckdb")["deals"] > 0
+
+
+def test_ctrl_c_ends_in_one_line_and_the_next_run_loads_everything(tmp_path: Path) -> None:
+    """Ctrl-C printed `error: KeyboardInterrupt:  (run with --verbose for details)` with exit 1."""
+    with run_emulator(seed=7, scale="tiny", api_token=SECRET, latency_ms=100) as emulator:
+        env = {
+            **os.environ,
+            "SOURCES__PIPEDRIVE__API_TOKEN": SECRET,
+            "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
+            "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
+        }
+        command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(tmp_path / "pipelines")]
+        run = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a test runner may ignore it
+        )
+        assert run.stdout is not None
+        for line in run.stdout:
+            if " page " in line:  # reading: at 100 ms a request, far from done
+                run.send_signal(signal.SIGINT)
+                break
+        out, err = run.communicate(timeout=300)
+        interrupted = subprocess.CompletedProcess(command, run.returncode, out, err)
+        assert interrupted.returncode == 130, out + err
+        assert_one_clear_line(interrupted, "interrupted. Nothing is lost: run the same command again")
+        again = run_cli(tmp_path, emulator, SECRET)
+        assert again.returncode == 0, again.stderr
+        deals = len(emulator.control.snapshot("deals"))
+        assert deals > 0 and data_tables(tmp_path / "crm.duckdb")["deals"] == deals
 
 
 def assert_nowhere(workdir: Path, secrets: list[str], output: str) -> None:
