@@ -312,7 +312,7 @@ def show_tables(pipeline: dlt.Pipeline) -> None:
 
 def report_failure(exc: BaseException, verbose: bool) -> int:
     cause = root_cause(exc)
-    if isinstance(cause, KeyboardInterrupt):  # Ctrl-C, or SIGTERM while dlt runs a step (its own exception)
+    if isinstance(cause, KeyboardInterrupt):  # Ctrl-C (dlt's SignalReceivedException is one too)
         print(f"error: {INTERRUPTED}", file=sys.stderr, flush=True)
         return 128 + getattr(cause, "signal_code", signal.SIGINT)
     if isinstance(cause, PipedriveError):
