@@ -16,6 +16,7 @@ import argparse
 import inspect
 import json
 import logging
+import re
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from dlt.common.configuration.exceptions import (
     ConfigValueCannotBeCoercedException,
     LookupTraces,
 )
+from dlt.common.configuration.providers.toml import TomlProviderReadException
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.pipeline import get_dlt_pipelines_dir
 
@@ -131,7 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_redaction()
     started = time.perf_counter()
     monitor = SyncMonitor(on_progress=None if args.quiet else ProgressPrinter())
-    if not args.demo and args.pipeline_name is None and not pipedrive_configured():
+    try:  # the first read of the settings: a broken .dlt/*.toml fails here
+        unconfigured = not args.demo and args.pipeline_name is None and not pipedrive_configured()
+    except Exception as exc:
+        return report_failure(exc, args.verbose)
+    if unconfigured:
         if synced_a_company_before(args):  # lost secrets must fail a scheduled run, not sync the demo
             return report_failure(ConfigError(LOST_CREDENTIALS.format(dir=pipelines_dir(args))), args.verbose)
         print(
@@ -343,6 +349,8 @@ def root_cause(exc: BaseException) -> BaseException:
             return setting_error(current)
         if isinstance(current, ConfigFieldMissingException):
             return missing_settings_error(current)
+        if isinstance(current, TomlProviderReadException):
+            return toml_error(current)
         if isinstance(current, UnknownDestinationModule):
             return ConfigError(
                 f"Unknown destination {current.ref!r}: --destination takes a dlt destination such as duckdb, "
@@ -351,6 +359,17 @@ def root_cause(exc: BaseException) -> BaseException:
         seen.append(current)
         current = current.__cause__ or current.__context__ or getattr(current, "exception", None)
     return seen[-1]
+
+
+def toml_error(exc: TomlProviderReadException) -> ConfigError:
+    """A settings file that is not TOML, where (and, but for secrets.toml, why: its values stay out of the
+    message). dlt's own exception went out as a traceback."""
+    where = [path for path in exc.full_paths if Path(path).is_file()] or exc.full_paths
+    reason = str(exc).splitlines()[-1]
+    if "secrets" in exc.file_name:
+        position = re.search(r"at line \d+ col \d+", reason)
+        reason = position.group(0) if position else "see the file"
+    return ConfigError(f"{' or '.join(where)} is not valid TOML: {reason}.")
 
 
 def missing_settings_error(exc: ConfigFieldMissingException) -> ConfigError:

@@ -203,6 +203,21 @@ def test_a_duckdb_file_in_a_folder_that_does_not_exist_is_refused_before_anythin
     assert secret_emulator.control.stats()["total_requests"] == 0
 
 
+@pytest.mark.parametrize("name", ["config.toml", "secrets.toml"])
+def test_a_settings_file_that_is_not_toml_is_one_line_naming_it(
+    secret_emulator: EmulatorHandle, tmp_path: Path, name: str
+) -> None:
+    """A typo in .dlt/*.toml went out as dlt's traceback (exit 1); a secrets file's values stay out."""
+    project = tmp_path / "project"
+    (project / ".dlt").mkdir(parents=True)
+    (project / ".dlt" / name).write_text('[sources.pipedrive]\napi_token = "half\n', encoding="utf-8")
+    result = run_cli(tmp_path, secret_emulator, SECRET, cwd=project)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_clear_line(result, f".dlt/{name} is not valid TOML", "at line 2 col")
+    reason = result.stderr.strip().split("is not valid TOML: ")[1]
+    assert reason.startswith("at line 2 col") == (name == "secrets.toml")  # nothing of a secrets file's text
+
+
 def test_missing_token_names_the_setting(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
     result = run_cli(tmp_path, secret_emulator, "")
     assert result.returncode == 2
