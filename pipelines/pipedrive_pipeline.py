@@ -19,6 +19,7 @@ import logging
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -130,6 +131,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if threading.current_thread() is threading.main_thread():  # a scheduler's stop unwinds like Ctrl-C
+        signal.signal(signal.SIGTERM, _terminated)
     install_log_redaction()
     started = time.perf_counter()
     monitor = SyncMonitor(on_progress=None if args.quiet else ProgressPrinter())
@@ -172,6 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stopped early: {monitor.stopped}", file=sys.stderr, flush=True)
         return EXIT_BUDGET
     return EXIT_OK
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd, docker, a scheduler stopping the task), raised where the main thread is."""
+
+    signal_code = signal.SIGTERM
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 def pipelines_dir(args: argparse.Namespace) -> Path:

@@ -330,6 +330,26 @@ def test_ctrl_c_ends_in_one_line_and_the_next_run_loads_everything(tmp_path: Pat
         assert deals > 0 and data_tables(tmp_path / "crm.duckdb")["deals"] == deals
 
 
+def test_sigterm_on_the_demo_ends_in_one_line_and_stops_its_emulator(tmp_path: Path) -> None:
+    """A scheduler's stop (SIGTERM) ended the process at once, without a word, and left the demo's emulator
+    serving for ever (its stderr, inherited, kept this test's pipe open: communicate() never returned)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+    command = [sys.executable, str(SCRIPT), "--demo", "--demo-scale", "tiny", "--pipelines-dir", "p"]
+    run = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    assert run.stdout is not None
+    for line in run.stdout:
+        if " page " in line:
+            run.send_signal(signal.SIGTERM)
+            break
+    out, err = run.communicate(
+        timeout=120
+    )  # returns once every holder of its pipes, the emulator too, is gone
+    assert run.returncode == 143, out + err
+    assert_one_clear_line(subprocess.CompletedProcess(command, 143, out, err), "interrupted. Nothing is lost")
+
+
 def assert_nowhere(workdir: Path, secrets: list[str], output: str) -> None:
     for secret in secrets:
         assert secret not in output

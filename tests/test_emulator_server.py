@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -379,3 +380,30 @@ def test_thread_mode_leaves_the_host_gc_alone_and_duckdb_exits_quietly() -> None
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1"
     assert "leak" not in proc.stderr.lower(), proc.stderr
+
+
+def test_a_process_emulator_stops_when_the_process_that_started_it_is_killed() -> None:
+    """A killed parent never runs its `finally`: the emulator served on for ever (a --demo stopped by SIGTERM
+    left one of 190 MB). It notices its parent is gone and stops."""
+    script = (
+        "import sys\n"
+        "from pipedrive_source.emulator import run_emulator\n"
+        "with run_emulator(scale='tiny', mode='process') as emu:\n"
+        "    print(emu.process.pid, flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    exited = os.pidfd_open(child)  # readable once the emulator process has exited
+    try:
+        parent.kill()
+        parent.wait(timeout=30)
+        readable, _, _ = select.select([exited], [], [], 30)
+        assert readable, f"the emulator (pid {child}) still serves 30 s after its parent was killed"
+    finally:
+        os.close(exited)
+        if parent.stdin:
+            parent.stdin.close()

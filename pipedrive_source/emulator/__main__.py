@@ -19,16 +19,22 @@ import os
 import signal
 import sys
 import threading
+import time
 import typing
 
 from .app import EmulatorApp, EmulatorSettings
 from .server import _Server, bind, env_name, quiet_uvicorn_drops, url_of, uvicorn_config
+
+PARENT_CHECK_S = 0.5  # how soon an orphaned emulator stops
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EmulatorSettings]:
     parser = argparse.ArgumentParser(prog="python -m pipedrive_source.emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
+    parser.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the process that started this one is gone"
+    )
     hints = typing.get_type_hints(EmulatorSettings)
     for f in dataclasses.fields(EmulatorSettings):
         default = f.default
@@ -69,6 +75,14 @@ def _announce(server: _Server, url: str) -> None:
         print(f"Pipedrive emulator listening on {url}", flush=True)
 
 
+def _exit_with_parent(server: _Server, parent: int) -> None:
+    """Stop serving once the parent is gone: killed (SIGKILL, OOM), it could not stop this process, which
+    would serve on for ever (a `--demo` killed by SIGTERM left one behind, 190 MB)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    server.should_exit = True
+
+
 def main(argv: list[str] | None = None) -> int:
     args, settings = parse_args(argv)
     from .company import Company
@@ -87,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn re-raises the stop signal after its graceful shutdown; make that a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     threading.Thread(target=_announce, args=(server, app.base_url), daemon=True).start()
+    if args.exit_with_parent:
+        threading.Thread(target=_exit_with_parent, args=(server, os.getppid()), daemon=True).start()
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
     return 0 if server.started else 1

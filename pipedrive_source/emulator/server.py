@@ -158,6 +158,7 @@ def _run_thread(settings: EmulatorSettings, port: int) -> Iterator[EmulatorHandl
 @contextlib.contextmanager
 def _run_process(settings: EmulatorSettings, port: int) -> Iterator[EmulatorHandle]:
     cmd = [sys.executable, "-m", "pipedrive_source.emulator", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--exit-with-parent"]
     cmd += settings_to_args(settings)
     env = {**os.environ, **secrets_env(settings)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
