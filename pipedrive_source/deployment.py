@@ -102,13 +102,14 @@ def duckdb_file_destination(dataset: str, default_path: str = DUCKDB_FILE) -> An
     return duckdb_destination(path)
 
 
-def duckdb_file(pipeline: dlt.Pipeline) -> Path | None:
+def duckdb_file(pipeline: dlt.Pipeline, client: Any = None) -> Path | None:
     """The DuckDB file `pipeline` loads into, as dlt resolves it (None for other destinations and for a
-    connection or a MotherDuck URL). dlt takes a relative path relative to the folder the pipeline first ran
-    in (its `initial_cwd`), not to the current one."""
+    connection or a MotherDuck URL); `client`: the pipeline's destination client, if already made. dlt takes
+    a relative path relative to the folder the pipeline first ran in (its `initial_cwd`), not to the current
+    one."""
     if pipeline.destination is None or pipeline.destination.destination_name != "duckdb":
         return None
-    database = pipeline.destination_client().config.credentials.database
+    database = (client or pipeline.destination_client()).config.credentials.database
     if not isinstance(database, str) or database.startswith((":", "md:")) or "://" in database:
         return None
     return Path(database)
@@ -121,8 +122,8 @@ def check_destination(pipeline: dlt.Pipeline) -> None:
     mostly a checkout moved or deleted after the pipeline's first run, whose folder dlt keeps."""
     if pipeline.destination is None:
         return
-    pipeline.destination_client()  # raises dlt's ConfigFieldMissingException for a missing setting
-    file = duckdb_file(pipeline)
+    client = pipeline.destination_client()  # raises dlt's ConfigFieldMissingException for a missing setting
+    file = duckdb_file(pipeline, client)
     if file is None or file.parent.is_dir():
         return
     if Path(pipeline.get_local_state_val("initial_cwd")).is_dir():

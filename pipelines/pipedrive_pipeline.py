@@ -137,21 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_redaction()
     started = time.perf_counter()
     monitor = SyncMonitor(on_progress=None if args.quiet else ProgressPrinter())
-    try:  # the first read of the settings: a broken .dlt/*.toml fails here
-        unconfigured = not args.demo and args.pipeline_name is None and not pipedrive_configured()
-    except Exception as exc:
-        return report_failure(exc, args.verbose)
-    if unconfigured:
-        if synced_a_company_before(args):  # lost secrets must fail a scheduled run, not sync the demo
-            return report_failure(ConfigError(LOST_CREDENTIALS.format(dir=pipelines_dir(args))), args.verbose)
-        print(
-            "No Pipedrive credentials configured (SOURCES__PIPEDRIVE__API_TOKEN or .dlt/secrets.toml): "
-            "syncing the bundled emulator instead (--demo).",
-            flush=True,
-        )
-        args.demo = True
     views = None
     try:
+        choose_demo(args)  # the first read of the settings: a broken .dlt/*.toml fails here
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
             check_destination(pipeline)
@@ -186,6 +174,20 @@ class Terminated(KeyboardInterrupt):
 
 def _terminated(signum: int, frame: Any) -> None:
     raise Terminated()
+
+
+def choose_demo(args: argparse.Namespace) -> None:
+    """Without Pipedrive credentials the demo runs, unless this machine synced a company before."""
+    if args.demo or args.pipeline_name is not None or pipedrive_configured():
+        return
+    if synced_a_company_before(args):  # lost secrets must fail a scheduled run, not sync the demo
+        raise ConfigError(LOST_CREDENTIALS.format(dir=pipelines_dir(args)))
+    print(
+        "No Pipedrive credentials configured (SOURCES__PIPEDRIVE__API_TOKEN or .dlt/secrets.toml): "
+        "syncing the bundled emulator instead (--demo).",
+        flush=True,
+    )
+    args.demo = True
 
 
 def pipelines_dir(args: argparse.Namespace) -> Path:
@@ -332,18 +334,20 @@ def show_tables(pipeline: dlt.Pipeline) -> None:
 
 def report_failure(exc: BaseException, verbose: bool) -> int:
     cause = root_cause(exc)
-    if isinstance(cause, KeyboardInterrupt):  # Ctrl-C (dlt's SignalReceivedException is one too)
-        print(f"error: {INTERRUPTED}", file=sys.stderr, flush=True)
-        return 128 + getattr(cause, "signal_code", signal.SIGINT)
-    if isinstance(cause, PipedriveError):
+    interrupted = isinstance(cause, KeyboardInterrupt)  # Ctrl-C, SIGTERM (dlt's SignalReceivedException too)
+    if interrupted:
+        message = INTERRUPTED
+    elif isinstance(cause, PipedriveError):
         message = cause.message
     else:
         first = redact(str(cause)).strip().splitlines()
         message = f"{type(cause).__name__}: {first[0] if first else ''}".strip()
         message += " (run with --verbose for details)"
-    if verbose:
+    if verbose and not interrupted:
         logging.getLogger("pipedrive_source").exception("sync failed")
     print(f"error: {message}", file=sys.stderr, flush=True)
+    if interrupted:
+        return 128 + getattr(cause, "signal_code", signal.SIGINT)
     if isinstance(cause, ConfigError | AuthError):
         return EXIT_CONFIG
     if isinstance(cause, RateLimitExhausted):

@@ -38,7 +38,15 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """The script with its pipelines in `workdir`, run in `workdir` into `workdir/crm.duckdb`; run in `cwd`
     instead, into its default DuckDB file (a relative path). `extra_env` wins."""
-    env = {
+    env = cli_env(workdir, emulator, token, **extra_env)
+    if cwd is not None and "DESTINATION__DUCKDB__CREDENTIALS" not in extra_env:
+        del env["DESTINATION__DUCKDB__CREDENTIALS"]
+    command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(workdir / "pipelines"), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd or workdir, timeout=600)
+
+
+def cli_env(workdir: Path, emulator: EmulatorHandle, token: str, **extra_env: str) -> dict[str, str]:
+    return {
         **os.environ,
         "SOURCES__PIPEDRIVE__API_TOKEN": token,
         "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
@@ -46,10 +54,29 @@ def run_cli(
         "RUNTIME__DLTHUB_TELEMETRY": "false",
         **extra_env,
     }
-    if cwd is not None and "DESTINATION__DUCKDB__CREDENTIALS" not in extra_env:
-        del env["DESTINATION__DUCKDB__CREDENTIALS"]
-    command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(workdir / "pipelines"), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd or workdir, timeout=600)
+
+
+def signal_once_reading(
+    command: list[str], env: dict[str, str], cwd: Path, signum: int
+) -> subprocess.CompletedProcess[str]:
+    """The script, sent `signum` as soon as it prints its first page of progress; its output once every
+    holder of its pipes (a demo's emulator too) is gone."""
+    run = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a test runner may ignore it
+    )
+    assert run.stdout is not None
+    for line in run.stdout:
+        if " page " in line:
+            run.send_signal(signum)
+            break
+    out, err = run.communicate(timeout=300)
+    return subprocess.CompletedProcess(command, run.returncode, out, err)
 
 
 def data_tables(path: Path) -> dict[str, int]:
@@ -299,30 +326,10 @@ def test_demo_runs_without_credentials(tmp_path: Path) -> None:
 def test_ctrl_c_ends_in_one_line_and_the_next_run_loads_everything(tmp_path: Path) -> None:
     """Ctrl-C printed `error: KeyboardInterrupt:  (run with --verbose for details)` with exit 1."""
     with run_emulator(seed=7, scale="tiny", api_token=SECRET, latency_ms=100) as emulator:
-        env = {
-            **os.environ,
-            "SOURCES__PIPEDRIVE__API_TOKEN": SECRET,
-            "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
-            "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
-        }
+        env = cli_env(tmp_path, emulator, SECRET)  # reading at 100 ms a request: far from done at the signal
         command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(tmp_path / "pipelines")]
-        run = subprocess.Popen(
-            command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=tmp_path,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a test runner may ignore it
-        )
-        assert run.stdout is not None
-        for line in run.stdout:
-            if " page " in line:  # reading: at 100 ms a request, far from done
-                run.send_signal(signal.SIGINT)
-                break
-        out, err = run.communicate(timeout=300)
-        interrupted = subprocess.CompletedProcess(command, run.returncode, out, err)
-        assert interrupted.returncode == 130, out + err
+        interrupted = signal_once_reading(command, env, tmp_path, signal.SIGINT)
+        assert interrupted.returncode == 130, interrupted.stdout + interrupted.stderr
         assert_one_clear_line(interrupted, "interrupted. Nothing is lost: run the same command again")
         again = run_cli(tmp_path, emulator, SECRET)
         assert again.returncode == 0, again.stderr
@@ -335,19 +342,9 @@ def test_sigterm_on_the_demo_ends_in_one_line_and_stops_its_emulator(tmp_path: P
     serving for ever (its stderr, inherited, kept this test's pipe open: communicate() never returned)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
     command = [sys.executable, str(SCRIPT), "--demo", "--demo-scale", "tiny", "--pipelines-dir", "p"]
-    run = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
-    )
-    assert run.stdout is not None
-    for line in run.stdout:
-        if " page " in line:
-            run.send_signal(signal.SIGTERM)
-            break
-    out, err = run.communicate(
-        timeout=120
-    )  # returns once every holder of its pipes, the emulator too, is gone
-    assert run.returncode == 143, out + err
-    assert_one_clear_line(subprocess.CompletedProcess(command, 143, out, err), "interrupted. Nothing is lost")
+    stopped = signal_once_reading(command, env, tmp_path, signal.SIGTERM)
+    assert stopped.returncode == 143, stopped.stdout + stopped.stderr
+    assert_one_clear_line(stopped, "interrupted. Nothing is lost")
 
 
 def assert_nowhere(workdir: Path, secrets: list[str], output: str) -> None:
