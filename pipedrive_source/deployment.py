@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+from dlt.common.destination.utils import resolve_merge_strategy
 from dlt.extract.source import DltSource
 
 from .deletions import flag_vanished
@@ -137,6 +138,24 @@ def check_destination(pipeline: dlt.Pipeline) -> None:
         "DESTINATION__DUCKDB__CREDENTIALS to the file's absolute path, or delete the pipeline's working "
         f"folder {pipeline.working_dir} to start it where you run it now (it continues from the DuckDB "
         "file it finds there, or loads everything into a new one)."
+    )
+
+
+def append_only_notice(pipeline: dlt.Pipeline) -> str | None:
+    """What to know when the destination cannot merge (the filesystem destination without a table format):
+    dlt then appends each run's new versions of changed records, a warning the connector's log level hides."""
+    schema = pipeline.default_schema if pipeline.default_schema_name else None
+    if schema is None or pipeline.destination is None:
+        return None
+    capabilities = pipeline.destination.capabilities()
+    merged = [table for table in schema.data_tables() if table.get("write_disposition") == "merge"]
+    appended = [t["name"] for t in merged if resolve_merge_strategy(schema.tables, t, capabilities) is None]
+    if not appended:
+        return None
+    return (
+        f"note: the {pipeline.destination.destination_name} destination cannot merge, so {len(appended)} "
+        "tables get each run's new and changed records appended (dlt's fallback): a record updated between "
+        "runs has a row per version; read the newest per id (highest _dlt_load_id)."
     )
 
 

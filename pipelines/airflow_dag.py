@@ -38,6 +38,7 @@ if (ROOT / "pipedrive_source").is_dir() and str(ROOT) not in sys.path:  # run fr
 from pipedrive_source.deployment import (  # noqa: E402
     Company,
     Run,
+    append_only_notice,
     company_pipeline,
     configured_companies,
     configured_history,
@@ -121,6 +122,8 @@ class GroupRun:
                 task()
                 if self.run is not None:
                     self.run.flag_vanished()
+                if notice := append_only_notice(self.pipeline):
+                    print(notice)
                 prune_state_history(self.pipeline)  # a state row per task run, never deleted by dlt
             finally:
                 shutil.rmtree(self.pipeline.working_dir, ignore_errors=True)

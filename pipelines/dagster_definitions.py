@@ -33,6 +33,7 @@ from pipedrive_source import pipedrive_source  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     Company,
+    append_only_notice,
     company_pipeline,
     configured_companies,
     configured_history,
@@ -168,6 +169,8 @@ def company_assets(
         yield from in_dependency_order(list(results))
         for table, count in flag_vanished(reattach(pipeline), run.monitor).items():
             context.log.info(f"{table}: {count} rows no longer in Pipedrive flagged is_deleted")
+        if notice := append_only_notice(pipeline):
+            context.log.warning(notice)
 
     view_tables = sorted({table for view in VIEWS for table in view.tables} & set(catalog.resources))
 

@@ -45,6 +45,7 @@ from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # no
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     DUCKDB_FILE,
+    append_only_notice,
     check_destination,
     configured_history,
     duckdb_file,
@@ -151,13 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             flagged = flag_vanished(pipeline, monitor)
             if not args.no_views:
                 views = refresh_views(pipeline)  # skips with a notice what the destination cannot do
+        # inside the handler too: a Ctrl-C or a failing --show after the load is one line, not a traceback
+        print_summary(pipeline, monitor, flagged, time.perf_counter() - started)
+        if views is not None:
+            print(f"views: {', '.join(views.created) or 'none'}", *views.notices(), sep="\n")
+        if notice := append_only_notice(pipeline):
+            print(notice)
+        if args.show:
+            show_tables(pipeline)
     except (Exception, KeyboardInterrupt) as exc:  # every failure ends in one clear line and an exit code
         return report_failure(exc, args.verbose)
-    print_summary(pipeline, monitor, flagged, time.perf_counter() - started)
-    if views is not None:
-        print(f"views: {', '.join(views.created) or 'none'}", *views.notices(), sep="\n")
-    if args.show:
-        show_tables(pipeline)
     if info.has_failed_jobs:
         return EXIT_FAILED
     if monitor.stopped:  # the budget ran out: what was fetched is loaded, the next run continues
@@ -192,6 +196,20 @@ def choose_demo(args: argparse.Namespace) -> None:
 
 def pipelines_dir(args: argparse.Namespace) -> Path:
     return Path(args.pipelines_dir or get_dlt_pipelines_dir())
+
+
+def check_pipelines_dir(args: argparse.Namespace) -> None:
+    """A pipelines folder that cannot be one (a file, a path through a file, no permission) is a setting to
+    fix: dlt's NotADirectoryError or PermissionError gave exit 1 and no hint which option it came from."""
+    path = pipelines_dir(args)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        option = "--pipelines-dir" if args.pipelines_dir else "dlt's pipelines folder (DLT_DATA_DIR)"
+        reason = "it is a file" if path.is_file() else exc.strerror
+        raise ConfigError(
+            f"{option} {path} cannot be used as a folder ({reason}): give a folder this user can write"
+        ) from None
 
 
 def synced_a_company_before(args: argparse.Namespace) -> bool:
@@ -231,6 +249,7 @@ def demo_emulator(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
+    check_pipelines_dir(args)
     destination: Any = args.destination
     if args.destination == "duckdb":  # a file: with the connector's load settings
         # the demo's file where it runs (dlt would keep it in the folder of the demo's first run)

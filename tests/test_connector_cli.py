@@ -113,6 +113,7 @@ def test_sync_then_wrong_token_fails_cleanly_and_changes_nothing(
     ok = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,persons,users")
     assert ok.returncode == 0, ok.stderr
     assert "total:" in ok.stdout and "requests" in ok.stdout and "tokens" in ok.stdout
+    assert "cannot merge" not in ok.stdout  # DuckDB merges
     before_tables, before_state = data_tables(tmp_path / "crm.duckdb"), state_files(tmp_path)
     assert before_tables["deals"] > 0 and before_state
 
@@ -181,6 +182,23 @@ def test_a_destination_without_its_settings_is_refused_before_anything_is_read(
     assert secret_emulator.control.stats()["total_requests"] == 0
 
 
+def test_a_destination_that_cannot_merge_says_so(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """The filesystem destination appends changed records (dlt's fallback, a warning below the log level):
+    the run says so, and the second run's updated deals are there as second rows."""
+    lake = tmp_path / "lake"
+    args = ("--destination", "filesystem", "--entities", "deals", "--no-views")
+    first = run_cli(tmp_path, secret_emulator, SECRET, *args, DESTINATION__FILESYSTEM__BUCKET_URL=str(lake))
+    assert first.returncode == 0, first.stderr
+    assert "note: the filesystem destination cannot merge, so " in first.stdout
+    secret_emulator.control.mutate(seed=11, updates=5)
+    second = run_cli(tmp_path, secret_emulator, SECRET, *args, DESTINATION__FILESYSTEM__BUCKET_URL=str(lake))
+    assert second.returncode == 0, second.stderr
+    ((versions,),) = duckdb.sql(
+        f"SELECT count(*) - count(DISTINCT id) FROM read_parquet('{lake}/pipedrive/deals/*.parquet')"
+    ).fetchall()
+    assert versions > 0  # what the notice says: a row per version
+
+
 def test_a_dataset_named_like_the_duckdb_file_is_refused_before_anything_is_read(
     secret_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
@@ -191,6 +209,19 @@ def test_a_dataset_named_like_the_duckdb_file_is_refused_before_anything_is_read
     assert_one_clear_line(result, "The DuckDB file crm.duckdb and the dataset CRM have the same name")
     assert secret_emulator.control.stats()["total_requests"] == 0
     assert data_tables(tmp_path / "crm.duckdb") == {}
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/pipelines"])
+def test_a_pipelines_dir_that_cannot_be_a_folder_is_refused_before_anything_is_read(
+    secret_emulator: EmulatorHandle, tmp_path: Path, where: str
+) -> None:
+    """dlt's NotADirectoryError went out as exit 1 without naming the option it came from."""
+    (tmp_path / "a-file").write_text("not a folder")
+    secret_emulator.control.reset_stats()
+    result = run_cli(tmp_path, secret_emulator, SECRET, "--pipelines-dir", str(tmp_path / where))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_clear_line(result, f"--pipelines-dir {tmp_path / where} cannot be used as a folder")
+    assert secret_emulator.control.stats()["total_requests"] == 0
 
 
 def test_a_checkout_moved_after_the_first_run_is_refused_before_anything_is_read(
