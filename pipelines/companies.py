@@ -40,6 +40,7 @@ def split_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     names, flags = split_args(sys.argv[1:] if argv is None else argv)
+    pipedrive_pipeline.read_settings_of_this_checkout()  # before the companies are read from .dlt/
     if any(flag.split("=")[0] in NOT_PASSED_ON for flag in flags):
         print(f"error: {', '.join(NOT_PASSED_ON)} are set per company", file=sys.stderr)
         return pipedrive_pipeline.EXIT_CONFIG

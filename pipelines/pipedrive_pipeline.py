@@ -17,6 +17,7 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -133,6 +134,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    read_settings_of_this_checkout()
     if threading.current_thread() is threading.main_thread():  # a scheduler's stop unwinds like Ctrl-C
         signal.signal(signal.SIGTERM, _terminated)
     install_log_redaction()
@@ -168,6 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stopped early: {monitor.stopped}", file=sys.stderr, flush=True)
         return EXIT_BUDGET
     return EXIT_OK
+
+
+def read_settings_of_this_checkout() -> None:
+    """Run from a folder without a .dlt/ (cron without `cd`), read the .dlt/ next to this script: dlt reads
+    settings from the current folder only, so the checkout's token went unseen and the demo ran instead
+    (exit 0). A .dlt/ in the current folder, or DLT_PROJECT_DIR, still wins."""
+    if "DLT_PROJECT_DIR" not in os.environ and not Path(".dlt").is_dir() and (ROOT / ".dlt").is_dir():
+        os.environ["DLT_PROJECT_DIR"] = str(ROOT)
 
 
 class Terminated(KeyboardInterrupt):

@@ -41,6 +41,8 @@ def run_cli(
     env = cli_env(workdir, emulator, token, **extra_env)
     if cwd is not None and "DESTINATION__DUCKDB__CREDENTIALS" not in extra_env:
         del env["DESTINATION__DUCKDB__CREDENTIALS"]
+    if cwd is not None and "DLT_PROJECT_DIR" not in extra_env:
+        env["DLT_PROJECT_DIR"] = str(cwd)
     command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(workdir / "pipelines"), *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd or workdir, timeout=600)
 
@@ -52,6 +54,7 @@ def cli_env(workdir: Path, emulator: EmulatorHandle, token: str, **extra_env: st
         "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
         "DESTINATION__DUCKDB__CREDENTIALS": str(workdir / "crm.duckdb"),
         "RUNTIME__DLTHUB_TELEMETRY": "false",
+        "DLT_PROJECT_DIR": str(workdir),  # not this checkout's .dlt/ (a developer's secrets.toml)
         **extra_env,
     }
 
@@ -276,6 +279,34 @@ def test_a_settings_file_that_is_not_toml_is_one_line_naming_it(
     assert reason.startswith("at line 2 col") == (name == "secrets.toml")  # nothing of a secrets file's text
 
 
+def test_run_from_another_folder_reads_the_settings_of_its_checkout(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """cron without `cd`: dlt read .dlt/ from the current folder only, so the checkout's secrets.toml went
+    unseen and the demo emulator was synced instead, exit 0."""
+    checkout = tmp_path / "checkout"
+    (checkout / "pipelines").mkdir(parents=True)
+    shutil.copy(SCRIPT, checkout / "pipelines" / SCRIPT.name)  # the package itself is installed
+    (checkout / ".dlt").mkdir()
+    (checkout / ".dlt" / "secrets.toml").write_text(
+        f'[sources.pipedrive]\napi_token = "{SECRET}"\nbase_url = "{secret_emulator.base_url}"\n',
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DLT_PROJECT_DIR"))}
+    env.update(
+        RUNTIME__DLTHUB_TELEMETRY="false", DESTINATION__DUCKDB__CREDENTIALS=str(tmp_path / "crm.duckdb")
+    )
+    command = [sys.executable, str(checkout / "pipelines" / SCRIPT.name), "--entities", "users"]
+    command += ["--pipelines-dir", str(tmp_path / "pipelines")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=elsewhere, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "emulator" not in result.stdout
+    users = len(secret_emulator.control.snapshot("users"))
+    assert users > 0 and data_tables(tmp_path / "crm.duckdb")["users"] == users
+
+
 def test_missing_token_names_the_setting(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
     result = run_cli(tmp_path, secret_emulator, "")
     assert result.returncode == 2
@@ -330,7 +361,7 @@ def test_custom_fields_are_readable_and_keep_option_ids_keeps_ids(
 
 def test_demo_runs_without_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-    env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+    env.update(RUNTIME__DLTHUB_TELEMETRY="false", DLT_PROJECT_DIR=str(tmp_path))
     command = [
         sys.executable,
         str(SCRIPT),
@@ -391,6 +422,7 @@ def test_lost_credentials_after_real_syncs_fail_instead_of_syncing_the_demo(
 ) -> None:
     assert run_cli(tmp_path, secret_emulator, SECRET, "--entities", "users").returncode == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__PIPEDRIVE__")}
+    env["DLT_PROJECT_DIR"] = str(tmp_path)
     command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(tmp_path / "pipelines")]
     lost = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert lost.returncode == 2, lost.stdout + lost.stderr
