@@ -326,8 +326,12 @@ class PageShaper:
 
     def _declared(self, table: str) -> Mapping[str, Mapping[str, Any]]:
         """Column hints of `table`: the resource's (spec types, custom fields) for the root table, the
-        spec's for a child table (`column_types.py`)."""
-        return self.hints() if table == self.table else self._child_hints.get(table, {})
+        spec's for a child table (`column_types.py`). Named as the schema names the page's columns: a
+        custom field's hint carries its full name, which a destination with short identifiers (Postgres:
+        63) shortens; left long, the hinted column and the data's column both became one name in dlt."""
+        declared = self.hints() if table == self.table else self._child_hints.get(table, {})
+        name = self._name
+        return {name(column): hint for column, hint in declared.items()}
 
     def _hinted_first(self, table: str, values: dict[str, list[Any]], size: int) -> dict[str, list[Any]]:
         hinted = [name for name, hint in self._declared(table).items() if hint.get("data_type")]

@@ -124,10 +124,10 @@ class CustomFieldResolution:
                 yield self.resolver(entity, ctx)
 
         def field_rows() -> list[Row]:
-            return [row for r in resolvers() for row in r.field_rows()]
+            return _as_destination_names([row for r in resolvers() for row in r.field_rows()])
 
         def option_rows() -> list[Row]:
-            return [row for r in resolvers() for row in r.option_rows()]
+            return _as_destination_names([row for r in resolvers() for row in r.option_rows()])
 
         def custom_fields() -> Iterator[list[Row]]:
             yield from ctx.until_budget_runs_out(lambda: _if_changed(field_rows()))
@@ -173,6 +173,18 @@ OPTION_COLUMNS: dict[str, dict[str, Any]] = {
     "is_custom": {"data_type": "bool"},
     "is_deleted": {"data_type": "bool"},
 }
+
+
+def _as_destination_names(rows: list[Row]) -> list[Row]:
+    """The rows with the column names the destination really has: one with short identifiers (Postgres:
+    63 characters) shortens a long field name's column, and the table must name that column, not the
+    field's full name (which an analyst would then look for in vain)."""
+    name = dlt.current.source_schema().naming.normalize_identifier
+    for row in rows:
+        row["column_name"] = name(row["column_name"])
+        if row.get("columns"):
+            row["columns"] = ", ".join(name(column) for column in row["columns"].split(", "))
+    return rows
 
 
 def _if_changed(rows: list[Row]) -> Iterator[list[Row]]:

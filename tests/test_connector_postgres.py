@@ -22,6 +22,7 @@ import pytest
 from connector_fixtures import DATASET, compare, load_truth, make_pipeline, sync
 
 from pipedrive_source.destinations import loader_file_format
+from pipedrive_source.emulator import run_emulator
 
 FORMAT = loader_file_format("postgres")  # as the pipeline script picks it: CSV would lose empty strings
 TABLES = ["deals", "persons", "organizations", "users", "currencies"]
@@ -126,3 +127,90 @@ def test_column_types_in_postgres(emulator: Any, postgres: str, tmp_path: Path) 
     assert types["add_time"] == "timestamp with time zone"
     assert types["is_deleted"] == "boolean"
     assert not [c for c in types if "__v_" in c]  # no variant columns
+
+
+SET_FIELD = "Which product lines is the customer interested in for the next fiscal year?"
+LONG_FIELDS = {  # Pipedrive allows 255 characters, Postgres identifiers 63; a value for each
+    "How did you first hear about our company? (marketing attribution source, first touch)": (
+        "varchar",
+        "Trade fair",
+    ),
+    "Expected annual recurring revenue after the renewal of the contract": (
+        "monetary",
+        {"value": 1250.5, "currency": "EUR"},
+    ),
+    SET_FIELD: ("set", None),  # every option, once the field exists
+    "Billing address of the customer's headquarters": ("address", {"value": "Main st 1, Porto"}),  # the
+    # name fits, `<name>_admin_area_level_1` does not
+}
+
+
+def test_custom_fields_with_names_longer_than_postgres_identifiers(postgres: str, tmp_path: Path) -> None:
+    """A long field name is shortened by dlt in Postgres: the sync failed in its extract (the hinted
+    full name and the data's shortened one collided); `custom_fields` named a column that does not exist."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        ops = [
+            {"op": "add_field", "entity": "deal", "name": name, "field_type": kind, "options": ["A", "B"]}
+            for name, (kind, _) in LONG_FIELDS.items()
+        ]
+        added = {f["name"]: f["field_code"] for f in emulator.control.mutate(ops=ops)["fields"]}
+        options = {
+            o["id"]: o["label"]
+            for f in emulator.control.snapshot("deal_fields")
+            if f["field_code"] == added[SET_FIELD]
+            for o in f["options"]
+        }
+        values = {added[name]: value for name, (_, value) in LONG_FIELDS.items()}
+        values[added[SET_FIELD]] = sorted(options)
+        changes = {"custom_fields": values}
+        deal_ids = [d["id"] for d in emulator.control.snapshot("deals")][:6]
+        emulator.control.mutate(
+            ops=[{"op": "update", "table": "deals", "id": i, "changes": changes} for i in deal_ids]
+        )
+        pipeline = _pg_pipeline(tmp_path, postgres)
+        sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=["deals"])
+        truth = {d["id"]: d["custom_fields"] for d in emulator.control.snapshot("deals")}
+
+    child = next(t for t in pipeline.default_schema.data_table_names() if t.startswith("deals__which"))
+    with pipeline.sql_client() as client:
+        described = client.execute_sql(
+            "SELECT field_code, column_name, columns FROM custom_fields WHERE entity = 'deals'"
+        )
+        existing = {
+            name
+            for (name,) in client.execute_sql(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = 'deals'",
+                DATASET,
+            )
+        }
+        rows = {row["id"]: row for row in _dicts(client, "SELECT * FROM deals")}
+        labels = client.execute_sql(
+            f"SELECT p.id, c.value FROM {child} c JOIN deals p ON c._dlt_parent_id = p._dlt_id "
+            "ORDER BY p.id, c._dlt_list_idx"
+        )
+    columns = {code: (column, listed.split(", ")) for code, column, listed in described}
+    for name, (kind, _) in LONG_FIELDS.items():
+        code = added[name]
+        column, listed = columns[code]
+        if kind == "set":  # a child table
+            continue
+        assert set(listed) <= existing, (name, listed)  # the table names the columns there are
+        for deal_id, custom in truth.items():
+            value = custom.get(code)
+            if kind == "monetary":
+                currency = next(c for c in listed if c.endswith("_currency"))
+                want = (None, None) if value is None else (value["value"], value["currency"])
+                assert (rows[deal_id][column], rows[deal_id][currency]) == want
+            elif kind == "address":
+                assert rows[deal_id][column] == (value or {}).get("value")
+            else:
+                assert rows[deal_id][column] == value
+    want = [(i, options[o]) for i in sorted(truth) for o in truth[i].get(added[SET_FIELD]) or ()]
+    assert [tuple(pair) for pair in labels] == want
+
+
+def _dicts(client: Any, sql: str) -> list[dict[str, Any]]:
+    with client.execute_query(sql) as cursor:
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
