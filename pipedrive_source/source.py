@@ -393,25 +393,36 @@ def _reread_if_relabelled(entity: Entity, ctx: SyncContext, state: Any) -> None:
     (rare: an admin action), no request otherwise. Renamed fields keep their columns and new options or
     fields change no stored value: neither triggers a re-read.
     """
+    changed = _relabelled(entity, ctx, state)
+    if changed and (state.get(CURSOR_STATE_KEY) or state.get(LEGACY_CURSOR_KEY)):
+        _log_reread(entity, changed)
+        state.pop(CURSOR_STATE_KEY, None)
+        state.pop(LEGACY_CURSOR_KEY, None)
+
+
+def _relabelled(entity: Entity, ctx: SyncContext, state: Any) -> list[str]:
+    """The option fields of `entity` relabelled (or with an option removed) since the summary in its
+    `state`, which is brought up to date."""
     resolution = next((h for h in ctx.hooks if isinstance(h, CustomFieldResolution)), None)
     if resolution is None or not entity.fields_entity:
-        return
+        return []
     try:
         labels = resolution.option_labels(entity, ctx)
     except PipedriveError:
-        return  # no definitions now: the first page's resolution reports why; the summary stays
+        return []  # no definitions now: the first page's resolution reports why; the summary stays
     changed = relabelled_options(state.get(_OPTION_LABELS_KEY), labels)
     state[_OPTION_LABELS_KEY] = options_summary(labels)
-    if changed and (state.get(CURSOR_STATE_KEY) or state.get(LEGACY_CURSOR_KEY)):
-        logger.info(
-            "%s: option labels changed in Pipedrive (%s); reading every %s record again so that records "
-            "not changed since get the new labels",
-            entity.name,
-            ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""),
-            entity.name,
-        )
-        state.pop(CURSOR_STATE_KEY, None)
-        state.pop(LEGACY_CURSOR_KEY, None)
+    return changed
+
+
+def _log_reread(entity: Entity, changed: list[str]) -> None:
+    logger.info(
+        "%s: option labels changed in Pipedrive (%s); reading every %s record again so that records "
+        "not changed since get the new labels",
+        entity.name,
+        ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""),
+        entity.name,
+    )
 
 
 def _earliest(*values: str | None) -> str | None:
@@ -502,6 +513,13 @@ def _full_fetch(
         with ctx.timed(entity):
             state = dlt.current.resource_state()
             parents = _parents_digest(entity, ctx)
+            # projects are read once a day: a relabelled option left the labels of the rows loaded before
+            # stale until then; the read is due now (and stays due until a complete read, the read time
+            # being gone). Only the rows whose labels changed are loaded (`_Changes` digests resolved rows)
+            changed = _relabelled(entity, ctx, state)
+            if changed and state.get("last_full_read"):
+                _log_reread(entity, changed)
+                state.pop("last_full_read", None)
             if not force and not _full_read_due(state, ctx, interval_hours, parents):
                 return  # read recently: no request, nothing loaded, no live ids noted
             output = ctx.outputs.output(entity, hard_delete)

@@ -21,7 +21,7 @@ from custom_field_expectations import expected_columns, label
 
 from pipedrive_source import pipedrive_source
 from pipedrive_source.custom_fields_hook import STATE_KEY
-from pipedrive_source.emulator import EmulatorHandle
+from pipedrive_source.emulator import EmulatorHandle, run_emulator
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
 ENTITIES = ["deals", "persons", "organizations", "products", "projects", "leads"]
@@ -450,3 +450,30 @@ def test_a_run_over_some_entities_keeps_the_other_entities_field_rows(
     assert [r["field_name"] for r in deals] == ["Renamed for merge"]
     labels = [r["label"] for r in s.query(f"{options} WHERE entity = 'deals' AND field_code = '{code}'")]
     assert "Merged option" in labels and len(labels) == len(set(labels))
+
+
+def test_relabelled_option_reaches_projects_read_once_a_day(tmp_path: Path) -> None:
+    """Projects are read in full once a day; a relabel seen before then left the labels loaded before
+    stale until that read (while `custom_field_options` showed the new one). Now the run that sees it
+    reads projects at once, and loads the rows whose labels changed."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        s = Sync(emulator, tmp_path, entities=["projects"])
+        s.run()
+        defs = custom_defs(emulator, "projects")
+        code = next(c for c, fd in defs.items() if fd["field_type"] == "enum")
+        held = [p["custom_fields"][code] for p in emulator.control.snapshot("projects")]
+        option = next(v for v in held if v is not None)
+        relabel = {"field_code": code, "option_id": option, "label": "Renamed tier"}
+        emulator.control.mutate(
+            ops=[
+                {"op": "relabel_option", "entity": "project", **relabel},
+                {"op": "advance_clock", "seconds": 600},  # the next run, well before a day has passed
+            ]
+        )
+        s.run()
+        fd = custom_defs(emulator, "projects")[code]
+        truth = emulator.control.snapshot("projects")
+    column = column_of(s, "projects")[code]
+    projects = s.table("projects")
+    for record in truth:
+        assert projects[record["id"]][column] == label(fd, record["custom_fields"][code]), record["id"]
