@@ -338,6 +338,13 @@ def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
         # rows of a parent that has none left
         deleted["hard_delete"] = True
     hints = {**column_types.root_columns(entity), "is_deleted": deleted, **entity.columns}
+    if entity.strategy in (UPDATED_SINCE, SORTED) and entity.cursor_field:
+        # A record changed after its page was read can be listed again later in the same run (an
+        # ascending read), so one load may hold two versions of an id. dlt's merge keeps an arbitrary one
+        # unless told which: the newest, which is also the one the cursor's boundary digest describes (an
+        # older one kept would be dropped as unchanged by every later run).
+        field = entity.cursor_field
+        hints[field] = {**hints.get(field, {}), "dedup_sort": "desc"}
     return {**hints, **column_types.keep_stored_types(entity.name, hints)}
 
 

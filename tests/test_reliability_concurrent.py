@@ -163,6 +163,33 @@ def test_a_change_in_the_run_s_own_second_behind_the_cursor(emulator, tmp_path: 
     assert_equal_to_truth(emulator, tmp_path, TABLES)
 
 
+def test_a_record_read_twice_in_one_load_keeps_its_newest_version(emulator, tmp_path: Path) -> None:
+    """Changed after its page was read and listed again further on in the same run (an ascending read: a
+    v2 change within the run's own second, any v1 change during a first load): the load holds two versions
+    of one id, and the newer must be the one kept. The cursor's boundary remembers the newer one, so a
+    stale row kept there would never be read again."""
+    start = epoch(emulator.control.mutate(ops=[{"op": "advance_clock", "seconds": 1}])["clock"])
+
+    def change(table: str, column: str, stamp: int | None) -> AtPage:
+        def action(pages: list[list[dict]]) -> dict:
+            changes: dict[str, Any] = {column: f"changed after page 1 of {table}"}
+            if stamp is not None:
+                changes["update_time"] = stamp  # within `updated_until`: read again this run
+            op = {"op": "update", "table": table, "id": pages[0][0]["id"], "changes": changes}
+            return emulator.control.mutate(advance_seconds=1, ops=[op])
+
+        return AtPage(table, 1, action)
+
+    hooks = [change("deals", "title", start), change("notes", "content", None)]
+    first = run(emulator, tmp_path, *hooks, workers=1)
+    assert all(hook.fired for hook in hooks)
+    for table in ("deals", "notes"):  # read twice: the case this test is about really happened
+        assert first.loaded[table] > len(live(emulator, table)), (table, first.loaded)
+    assert_equal_to_truth(emulator, tmp_path, ["deals", "notes"])
+    run(emulator, tmp_path)
+    assert_equal_to_truth(emulator, tmp_path, TABLES)
+
+
 def test_deletions_while_v1_notes_page_through_lose_nothing(emulator, tmp_path: Path) -> None:
     def delete_what_was_read(pages: list[list[dict]]) -> dict:
         read = ids_of(pages)[:3]  # three records before the next offset vanish: the list shifts by three
