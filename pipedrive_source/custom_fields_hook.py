@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "custom_field_bindings"
-DIGESTS_KEY = "custom_field_tables"  # digest of each table about the fields, as last loaded
+DIGESTS_KEY = "custom_field_tables"  # digest of each entity's rows of a table about the fields, as loaded
 LEAD_LABELS = "lead_labels"
 INHERITED_FIELDS = {"leads": "deal_fields"}
 Row = dict[str, Any]
@@ -192,13 +192,16 @@ def _if_changed(rows: list[Row]) -> Iterator[list[Row]]:
 
     The tables merge on `entity`: the loaded entities' rows replace that entity's rows (a field or option
     that is gone goes with them), the other entities' rows stay, so a run without changes in Pipedrive
-    loads no rows at all. The digests live in the source state, committed with a successful load only.
+    loads no rows at all. The digests live in the table's resource state, committed with a successful load
+    only, and dropped by dlt together with the table (`refresh="drop_resources"`, which `--full-refresh
+    --entities` uses): kept in the source state they outlived the dropped table, and no run loaded its rows
+    again.
     """
-    resource = dlt.current.resource()
-    state = dlt.current.source_state().setdefault(DIGESTS_KEY, {})
-    if not isinstance(state.get(resource.name), dict):  # one digest per table before: load every entity
-        state[resource.name] = {}
-    digests = state[resource.name]
+    dlt.current.source_state().pop(DIGESTS_KEY, None)  # where earlier versions kept them: load them again
+    state = dlt.current.resource_state()
+    if not isinstance(state.get(DIGESTS_KEY), dict):
+        state[DIGESTS_KEY] = {}
+    digests = state[DIGESTS_KEY]
     by_entity: dict[str, list[Row]] = {}
     for row in rows:
         by_entity.setdefault(row["entity"], []).append(row)

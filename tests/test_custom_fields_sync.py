@@ -477,3 +477,26 @@ def test_relabelled_option_reaches_projects_read_once_a_day(tmp_path: Path) -> N
     projects = s.table("projects")
     for record in truth:
         assert projects[record["id"]][column] == label(fd, record["custom_fields"][code]), record["id"]
+
+
+def test_a_full_refresh_of_some_entities_then_a_run_restores_the_field_tables(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`--full-refresh --entities deals` is dlt's refresh="drop_resources": it drops the tables of every
+    resource of the run, `custom_fields` and `custom_field_options` among them. The run then loads the
+    deals' rows, and the next run covering the other entities loads theirs: every entity's fields are
+    described again, as the emulator defines them."""
+    s = Sync(emulator, tmp_path)
+    s.run()
+    s.source_args["entities"] = ["deals"]
+    s.pipeline.run(pipedrive_source(**s.source_args), loader_file_format="parquet", refresh="drop_resources")
+    assert set(column_of(s, "deals")) == set(custom_defs(emulator, "deals"))
+    s.source_args["entities"] = ENTITIES
+    s.run()
+    fields = s.query(f"SELECT entity, field_code FROM {DATASET}.custom_fields WHERE still_exists")
+    options = s.query(f"SELECT DISTINCT entity, field_code FROM {DATASET}.custom_field_options")
+    for entity in ENTITIES:
+        defs = custom_defs(emulator, entity)
+        assert {r["field_code"] for r in fields if r["entity"] == entity} == set(defs), entity
+        with_options = {code for code, fd in defs.items() if fd["options"]}
+        assert with_options <= {r["field_code"] for r in options if r["entity"] == entity}, entity
