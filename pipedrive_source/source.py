@@ -61,7 +61,7 @@ from .entities import (
 from .errors import TOKEN_SETTING, AccessDenied, ConfigError, PipedriveError
 from .fetching import LEGACY_KEY as LEGACY_CURSOR_KEY
 from .fetching import STATE_KEY as CURSOR_STATE_KEY
-from .fetching import CursorState, run_until, settled_before
+from .fetching import CursorState, rewind_cursor, run_until, settled_before
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .output import parent_ids
@@ -160,7 +160,7 @@ def pipedrive_source(
     for entity in ENTITIES:
         if entity.name in selected:
             interval = _full_read_interval(entity, full_read_interval_hours)
-            built[entity.name] = _resource(entity, ctx, built, hard_delete, reconcile, interval)
+            built[entity.name] = _resource(entity, ctx, built, hard_delete, reconcile, interval, selected)
     if resolution is not None:  # field definitions arrive while the first pages are on their way
         ctx.prefetch(_shared_lists(selected))
     # small full reads first: their responses fix the run's server time before incremental reads need it,
@@ -284,6 +284,7 @@ def _resource(
     hard_delete: bool,
     reconcile: bool,
     full_read_hours: float | None,
+    selected: set[str],
 ) -> DltResource:
     hints: dict[str, Any] = {
         "name": entity.name,
@@ -295,7 +296,8 @@ def _resource(
     if entity.merge_key:
         hints["merge_key"] = entity.merge_key
     if entity.strategy in (UPDATED_SINCE, SORTED):
-        fetch = _incremental_fetch(entity, ctx, reconcile, hard_delete)
+        children = [c.name for c in ENTITIES if c.parent == entity.name and c.name in selected]
+        fetch = _incremental_fetch(entity, ctx, reconcile, hard_delete, children)
         return dlt.resource(_unless_denied(entity, ctx, fetch), **hints)
     if entity.strategy in (FULL, PER_PARENT):
         fetch = _full_fetch(entity, ctx, full_read_hours, hard_delete, force=reconcile)  # reconcile: all
@@ -348,12 +350,15 @@ def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
     return {**hints, **column_types.keep_stored_types(entity.name, hints)}
 
 
-def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_delete: bool) -> Any:
+def _incremental_fetch(
+    entity: Entity, ctx: SyncContext, reconcile: bool, hard_delete: bool, children: Sequence[str] = ()
+) -> Any:
     initial = render(ctx.start_date, entity.time_format) if ctx.start_date else None
 
     def fetch() -> Iterator[Any]:
         state = dlt.current.resource_state()
         _reread_if_relabelled(entity, ctx, state)
+        _catch_up_children(entity, state, children)
         cursor = CursorState(state, entity, initial)
         output = ctx.outputs.output(entity, hard_delete)
         coverage = _Coverage(entity)
@@ -379,6 +384,7 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_d
             rewind = _earliest(ctx.rewinds.get(entity.name), gap)
             settled = settled_before(started, entity.time_format)
             cursor.commit(state, read.complete, read.resume_from(), rewind, settled)
+            _children_followed(state, children)
             if reconcile and read.complete:
                 ctx.monitor.record_live_ids(entity.name, _all_ids(entity, ctx))
 
@@ -387,6 +393,54 @@ def _incremental_fetch(entity: Entity, ctx: SyncContext, reconcile: bool, hard_d
 
 # the entity's option labels as its rows were last labelled (custom_fields_hook.options_summary)
 _OPTION_LABELS_KEY = "option_labels"
+# {child table: the cursor of this (parent) entity after the last run that also read that child}
+_CHILDREN_KEY = "children_followed"
+
+
+def _catch_up_children(entity: Entity, state: Any, children: Sequence[str]) -> None:
+    """Read `entity` again from where a child selected now stopped following it.
+
+    Children (deal products, installments, flow, participants; product variations) are read only for the
+    parents a run loads. A run without them (`--entities deals`) moves the parent's cursor past parents
+    whose children then changed unseen, and a child table added to a pipeline that loaded its parents
+    before would hold only the children of parents changed since. The parent's state notes its cursor
+    after each run per child read along (`_children_followed`); the cursor goes back to the oldest of
+    them, and to the start (or the start date) for a child never read with it. State of earlier versions,
+    without that note: a child whose table exists counts as having followed.
+    """
+    cursor = (state.get(CURSOR_STATE_KEY) or {}).get("last_value")
+    if not children or not (cursor or state.get(LEGACY_CURSOR_KEY)):
+        return  # a first load: every parent is read, and every child with it
+    followed = state.get(_CHILDREN_KEY)
+    if followed is None:
+        followed = {name: cursor for name in children if _has_table(name)}
+    behind = [followed.get(name) for name in children]
+    if None in behind:
+        logger.info(
+            "%s: reading every record again: %s never read along with it",
+            entity.name,
+            ", ".join(n for n, at in zip(children, behind, strict=True) if at is None),
+        )
+        state.pop(CURSOR_STATE_KEY, None)
+        state.pop(LEGACY_CURSOR_KEY, None)
+    elif cursor and min(behind) < cursor:
+        logger.info("%s: reading from %s again, where its children were last read", entity.name, min(behind))
+        rewind_cursor(state, min(behind))
+
+
+def _children_followed(state: Any, children: Sequence[str]) -> None:
+    cursor = (state.get(CURSOR_STATE_KEY) or {}).get("last_value")
+    if children and cursor:
+        state[_CHILDREN_KEY] = {**(state.get(_CHILDREN_KEY) or {}), **dict.fromkeys(children, cursor)}
+
+
+def _has_table(name: str) -> bool:
+    """Whether the pipeline's schema has `name` with columns (loaded before)."""
+    try:
+        schema = dlt.current.pipeline().default_schema
+    except Exception:  # no pipeline (the source iterated directly) or no schema yet
+        return False
+    return bool(schema.tables.get(name, {}).get("columns"))
 
 
 def _reread_if_relabelled(entity: Entity, ctx: SyncContext, state: Any) -> None:

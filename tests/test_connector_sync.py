@@ -154,6 +154,39 @@ def test_products_of_a_changed_deal_are_replaced_as_a_set(emulator, tmp_path: Pa
     assert_equal_to_truth(emulator, tmp_path, ["deals", "deal_products"])
 
 
+def test_children_follow_every_parent_change_whatever_entities_each_run_covers(
+    emulator, tmp_path: Path
+) -> None:
+    """Children are read for the parents a run loads. A run over deals alone (`--entities deals,persons`
+    hourly, say) moves the deals cursor past changes whose deal products it does not read, and a child
+    table added to a pipeline that loaded its parents before would hold only the children of parents
+    changed since: the parent is read again from where its children stopped following it."""
+    both = ["deals", "deal_products"]
+    sync(emulator, tmp_path, entities=both)
+    products = [
+        p for p in emulator.control.snapshot("deal_products") if p["deal_id"] in live_ids(emulator, "deals")
+    ]
+    emulator.control.mutate(
+        ops=[
+            {"op": "delete", "table": "deal_products", "id": products[0]["id"]},
+            {"op": "update", "table": "deal_products", "id": products[1]["id"], "changes": {"quantity": 77}},
+        ]
+    )
+    assert sync(emulator, tmp_path, entities=["deals"]).loaded["deals"] >= 1  # the parents' changes
+    sync(emulator, tmp_path, entities=both)
+    assert_equal_to_truth(emulator, tmp_path, both)
+
+    (tmp_path / "later").mkdir()
+    products_only = sync(emulator, tmp_path / "later", entities=["products"])  # variations not asked for
+    assert products_only.loaded["products"] > 0
+    sync(emulator, tmp_path / "later", entities=["products", "product_variations"])
+    assert_equal_to_truth(emulator, tmp_path / "later", ["products", "product_variations"])
+
+
+def live_ids(emulator, table: str) -> set[int]:
+    return {r["id"] for r in emulator.control.snapshot(table) if not r.get("is_deleted")}
+
+
 def test_start_date_limits_the_first_load(emulator, tmp_path: Path) -> None:
     deals = emulator.control.snapshot("deals")
     times = sorted(d["update_time"] for d in deals)
