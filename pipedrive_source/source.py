@@ -334,11 +334,11 @@ def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterat
 
 def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
     """Every column's type from the spec (`column_types.py`), the entity's own hints winning."""
+    # child rows of a changed parent are replaced as a set: a placeholder marked deleted clears the rows of
+    # a parent that has none left. Said either way: dlt keeps a hint a run leaves out, so a pipeline run
+    # once with `hard_delete` went on deleting the deleted deals of runs without it.
     deleted: dict[str, Any] = {"data_type": "bool", "nullable": True}
-    if hard_delete or entity.merge_key:
-        # child rows of a changed parent are replaced as a set: a placeholder marked deleted clears the
-        # rows of a parent that has none left
-        deleted["hard_delete"] = True
+    deleted["hard_delete"] = bool(hard_delete or entity.merge_key)
     hints = {**column_types.root_columns(entity), "is_deleted": deleted, **entity.columns}
     if entity.strategy in (UPDATED_SINCE, SORTED) and entity.cursor_field:
         # A record changed after its page was read can be listed again later in the same run (an

@@ -122,6 +122,21 @@ def test_hard_delete_removes_deleted_records(emulator, tmp_path: Path) -> None:
     assert_equal_to_truth(emulator, tmp_path, DEFAULT_TABLES, hard_delete=True)
 
 
+def test_a_run_without_hard_delete_after_one_with_it_keeps_deleted_deals(emulator, tmp_path: Path) -> None:
+    """`--hard-delete` is a choice per run: a run without it keeps the deals deleted meanwhile, flagged,
+    although an earlier run of the pipeline deleted them (dlt keeps a column hint a later run leaves out).
+    Deals the earlier run deleted stay deleted: nothing reads them again."""
+    sync(emulator, tmp_path, entities=["deals"], hard_delete=True)
+    deal = min(live_ids(emulator, "deals"))
+    emulator.control.mutate(ops=[{"op": "delete", "table": "deals", "id": deal}])
+    result = sync(emulator, tmp_path, entities=["deals"])
+    (truth,) = [row for row in emulator.control.snapshot("deals") if row["id"] == deal]
+    synced = {row["id"]: row for row in synced_rows(result.pipeline, "deals")}
+    assert deal in synced, "deleted although the run did not ask for hard deletes"
+    assert (synced[deal]["is_deleted"], synced[deal]["status"]) == (truth["is_deleted"], truth["status"])
+    assert truth["is_deleted"] is True
+
+
 def sync_pipeline(workdir: Path):
     from connector_fixtures import make_pipeline
 
