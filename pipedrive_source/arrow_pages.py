@@ -149,6 +149,7 @@ class PageShaper:
         self.set_key = set_key  # the root's merge key, when its rows are replaced as a set per parent
         self.child_key = set_key_column(set_key, schema) if set_key else ROOT_KEY
         self._names: dict[str, str] = {}
+        self._hint_names: dict[str, str] = {}
         self._types: dict[str, dict[str, str]] = {}  # table -> column -> dlt data type decided
         self._announced: dict[str, set[str]] = {}  # table -> columns whose hints were passed on
         self._child_hints = column_types.child_columns(table)
@@ -330,8 +331,16 @@ class PageShaper:
         custom field's hint carries its full name, which a destination with short identifiers (Postgres:
         63) shortens; left long, the hinted column and the data's column both became one name in dlt."""
         declared = self.hints() if table == self.table else self._child_hints.get(table, {})
-        name = self._name
+        name = self._hint_name
         return {name(column): hint for column, hint in declared.items()}
+
+    def _hint_name(self, column: str) -> str:
+        """A hinted column's name as dlt names the page's column: by path (`owner__id` stays two parts;
+        `normalize_identifier` would make it `owner_id`, a second, empty column)."""
+        name = self._hint_names.get(column)
+        if name is None:
+            name = self._hint_names[column] = self.schema.naming.normalize_path(column)
+        return name
 
     def _hinted_first(self, table: str, values: dict[str, list[Any]], size: int) -> dict[str, list[Any]]:
         hinted = [name for name, hint in self._declared(table).items() if hint.get("data_type")]
