@@ -43,6 +43,8 @@ from .views import ViewsReport, refresh_views
 DEFAULT_COMPANY = "pipedrive"
 DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
 COMPANY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+# a token, or OAuth: a TOML section or JSON in one value (`oauth`), or its fields one by one (env variables)
+CREDENTIAL_KEYS = ("api_token", "oauth", "oauth.refresh_token", "oauth.access_token")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,31 @@ class Company:
 def configured_companies() -> list[Company]:
     """`[pipedrive] companies`; the single default company without it."""
     return [Company(name) for name in _names("pipedrive.companies")] or [Company()]
+
+
+def check_credentials(company: Company) -> None:
+    """Refuse to sync a named company without credentials of its own, before anything is read.
+
+    dlt looks a setting up under the pipeline's name first and then falls back to `[sources.pipedrive]`: a
+    company whose section lacks its token (a typo in the section's name, a forgotten env variable) would
+    sync with the single-company credentials and load that other company's data into its dataset, with
+    exit 0. Only the credentials must be the company's own; other settings may be shared."""
+    if company.name == DEFAULT_COMPANY:
+        return
+    section = f"{company.pipeline_name}.sources.pipedrive"
+    if any(dlt.secrets.get(f"{section}.{key}") for key in CREDENTIAL_KEYS):
+        return
+    env = f"{company.pipeline_name.upper()}__SOURCES__PIPEDRIVE__API_TOKEN"
+    message = (
+        f"No Pipedrive credentials for the company '{company.name}': set {env} (or api_token under "
+        f"[{section}] in .dlt/secrets.toml, or OAuth under [{section}.oauth])."
+    )
+    if any(dlt.secrets.get(f"sources.pipedrive.{key}") for key in CREDENTIAL_KEYS):
+        message += (
+            " The credentials under [sources.pipedrive] (SOURCES__PIPEDRIVE__*) are not used for a named "
+            f"company: they may be another company's, whose data would then load into {company.dataset_name}."
+        )
+    raise ConfigError(message)
 
 
 def configured_history() -> list[str]:

@@ -39,6 +39,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     Company,
     Run,
     append_only_notice,
+    check_credentials,
     company_pipeline,
     configured_companies,
     configured_history,
@@ -103,13 +104,17 @@ LOAD_RETRY = Retrying(
 class GroupRun:
     """The callables of one group's task: a fresh source when the task runs, the after-load step after it."""
 
-    def __init__(self, pipeline: Any, tables: Sequence[str], history: Sequence[str]) -> None:
+    def __init__(
+        self, company: Company, pipeline: Any, tables: Sequence[str], history: Sequence[str]
+    ) -> None:
+        self.company = company
         self.pipeline = pipeline
         self.history = [name for name in history if name in tables]
         self.tables = [*tables, *(history_table(name) for name in self.history)]
         self.run: Run | None = None
 
     def source(self) -> Any:
+        check_credentials(self.company)  # not another company's: dlt would fall back to [sources.pipedrive]
         self.run = prepare_run(self.pipeline, self.tables, self.history)
         return self.run.source
 
@@ -172,7 +177,7 @@ def _group_task(
     )
     # created after the group: dlt's helper gives each task group its own temporary working folder
     pipeline = company_pipeline(company, destination)
-    run = GroupRun(pipeline, entities, history)
+    run = GroupRun(company, pipeline, entities, history)
     (task,) = tasks.add_run(
         pipeline,
         run.source,  # a callable: the source is built when the task runs

@@ -5,8 +5,9 @@
 
 Company `acme` syncs with pipeline and dataset `pipedrive_acme`, its settings looked up under the pipeline's
 name first (`[pipedrive_acme.sources.pipedrive]` in .dlt/secrets.toml, or the environment variable
-`PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__API_TOKEN`); see `pipedrive_source/deployment.py`. Each company is a
-run of `pipedrive_pipeline.py` with its summary; one company failing does not stop the others.
+`PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__API_TOKEN`; never the credentials of `[sources.pipedrive]`); see
+`pipedrive_source/deployment.py`. Each company is a run of `pipedrive_pipeline.py` with its summary; one
+company failing does not stop the others.
 Exit code: 0 if all succeeded, else the first failure's code.
 """
 
@@ -23,7 +24,7 @@ for path in (HERE, HERE.parent):  # run as a script from anywhere
 
 import pipedrive_pipeline  # noqa: E402
 
-from pipedrive_source.deployment import Company, configured_companies  # noqa: E402
+from pipedrive_source.deployment import Company, check_credentials, configured_companies  # noqa: E402
 from pipedrive_source.errors import ConfigError  # noqa: E402
 
 NOT_PASSED_ON = ("--pipeline-name", "--dataset", "--demo")  # set per company here
@@ -53,11 +54,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for company in companies:
         print(f"== company {company.name}: pipeline and dataset {company.pipeline_name}", flush=True)
         args = [*flags, "--pipeline-name", company.pipeline_name, "--dataset", company.dataset_name]
-        code = pipedrive_pipeline.main(args)
+        code = credentials_error(company) or pipedrive_pipeline.main(args)
         print(f"== company {company.name}: {'ok' if code == 0 else f'failed (exit {code})'}", flush=True)
         if code and not first_failure:
             first_failure = code
     return first_failure
+
+
+def credentials_error(company: Company) -> int:
+    """EXIT_CONFIG, with its one line, if the company has no credentials of its own (see
+    `check_credentials`), else 0."""
+    try:
+        check_credentials(company)
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        return pipedrive_pipeline.EXIT_CONFIG
+    return pipedrive_pipeline.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     Company,
     append_only_notice,
+    check_credentials,
     company_pipeline,
     configured_companies,
     configured_history,
@@ -157,6 +158,7 @@ def company_assets(
                 "Select the parent table too: "
                 + ", ".join(f"{t} is loaded from the {p} changed in the same run" for t, p in orphans.items())
             )
+        check_credentials(company)  # not another company's: dlt would fall back to [sources.pipedrive]
         for notice in recover(pipeline):  # a killed run's packages: dagster-dlt would drop them, then re-read
             context.log.info(notice)
         run = prepare_run(

@@ -171,6 +171,29 @@ def test_a_child_table_without_its_parent_fails_with_a_clear_message(
     assert not (tmp_path / "crm.duckdb").exists()  # nothing ran
 
 
+def test_a_named_company_without_its_own_token_fails_before_reading(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Only [sources.pipedrive] credentials (here their env variables): company `initech` must not sync
+    with them (another company's data in its dataset)."""
+    destination = dlt.destinations.duckdb(credentials=str(tmp_path / "crm.duckdb"))
+    assets = definitions.company_assets(
+        Company("initech"), destination=destination, pipelines_dir=str(tmp_path / "pipelines")
+    )
+    credentials.control.reset_stats()
+    result = dg.materialize(
+        assets,
+        resources={"dlt": dagster_dlt.DagsterDltResource()},
+        selection=[dg.AssetKey(["initech", "users"])],
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "PIPEDRIVE_INITECH__SOURCES__PIPEDRIVE__API_TOKEN" in str(failure.event_specific_data)
+    assert credentials.control.stats()["total_requests"] == 0
+    assert not (tmp_path / "crm.duckdb").exists()
+
+
 def test_each_company_gets_its_own_group_job_and_schedule(definitions: ModuleType) -> None:
     defs = definitions.build_definitions(companies=[Company("acme"), Company("globex")], cron="15 6 * * *")
     graph = defs.resolve_asset_graph()

@@ -82,7 +82,35 @@ def test_companies_come_from_the_config_and_a_misconfigured_one_fails_alone(
     result = run(tmp_path, companies, PIPEDRIVE__COMPANIES='["acme", "initech", "globex"]')
     assert result.returncode == 2, result.stdout[-2000:]  # initech has no credentials
     assert "== company initech: failed (exit 2)" in result.stdout
-    assert "error: No Pipedrive company configured" in result.stderr  # one line naming what to set
+    assert "error: No Pipedrive credentials for the company 'initech': set " in result.stderr
+    assert "PIPEDRIVE_INITECH__SOURCES__PIPEDRIVE__API_TOKEN" in result.stderr  # one line naming what to set
+    assert deal_titles(tmp_path / "crm.duckdb", "pipedrive_globex") == truth_titles(companies["globex"])
+
+
+def test_a_company_without_its_own_token_does_not_sync_with_the_default_credentials(
+    companies: dict[str, EmulatorHandle], tmp_path: Path
+) -> None:
+    """A single-company setup left in place ([sources.pipedrive], here its env variables) while `initech`'s
+    section is missing: dlt would fall back to those credentials and load acme's data into
+    pipedrive_initech, with exit 0."""
+    acme = companies["acme"]
+    result = run(
+        tmp_path,
+        companies,
+        "globex",
+        "initech",
+        SOURCES__PIPEDRIVE__API_TOKEN=acme.api_token,
+        SOURCES__PIPEDRIVE__BASE_URL=acme.base_url,
+    )
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert "== company initech: failed (exit 2)" in result.stdout
+    assert "PIPEDRIVE_INITECH__SOURCES__PIPEDRIVE__API_TOKEN" in result.stderr
+    assert "[sources.pipedrive] (SOURCES__PIPEDRIVE__*) are not used for a named company" in result.stderr
+    assert acme.api_token not in result.stdout + result.stderr
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        schemata = con.execute("SELECT schema_name FROM information_schema.schemata").fetchall()
+    schemas = {row[0] for row in schemata}
+    assert "pipedrive_initech" not in schemas
     assert deal_titles(tmp_path / "crm.duckdb", "pipedrive_globex") == truth_titles(companies["globex"])
 
 
