@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from graphlib import TopologicalSorter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import dlt
@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:  # loaded with `dagster dev -f`: the package lives
     sys.path.insert(0, str(ROOT))
 
 from pipedrive_source import pipedrive_source  # noqa: E402
+from pipedrive_source.custom_fields_hook import CustomFieldResolution  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     Company,
@@ -123,10 +124,19 @@ def table_catalog(entities: Sequence[str] | None, history: Sequence[str]) -> Any
     """A source that only describes the tables (names, keys) for the asset specs; runs build their own.
 
     Placeholder credentials: nothing is requested through this source, and definitions must load on a machine
-    without secrets (the Dagster webserver)."""
+    without secrets (the Dagster webserver). Built without the custom-field resolution, whose source starts
+    fetching the field definitions as it is built: against the placeholder URL that was 9 requests retried
+    for 20 s in the background of every definitions load, with their warnings in the log, and every Dagster
+    step process waited for them before it exited. The resolution's two tables are added as they are."""
     source = pipedrive_source(
-        api_token="unused-for-asset-specs", base_url="http://127.0.0.1", entities=entities
+        api_token="unused-for-asset-specs",
+        base_url="http://127.0.0.1",
+        entities=entities,
+        resolve_custom_fields=False,
     )
+    described = [BY_NAME[name] for name in source.resources if name in BY_NAME]
+    # never iterated: the resources use the run context only when they run
+    source.resources.add(*CustomFieldResolution().resources(cast(Any, None), described))
     add_history(source, [name for name in history if name in source.resources])
     return source
 

@@ -22,6 +22,7 @@ dagster_dlt = pytest.importorskip("dagster_dlt", reason="dagster-dlt is in the d
 from connector_fixtures import DEFAULT_TABLES, compare, load_truth, synced_rows  # noqa: E402
 
 from pipedrive_source import pipedrive_source  # noqa: E402
+from pipedrive_source.concurrency import FetchPool  # noqa: E402
 from pipedrive_source.deployment import Company  # noqa: E402
 from pipedrive_source.emulator import EmulatorHandle  # noqa: E402
 
@@ -97,6 +98,18 @@ def test_definitions_load_without_credentials(
     assert {graph.get(key).group_name for key in keys} == {"pipedrive"}
     (schedule,) = defs.schedules
     assert schedule.cron_schedule == "0 * * * *" and schedule.job.name == "pipedrive_sync"
+
+
+def test_loading_the_definitions_requests_nothing(
+    definitions: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The asset catalog's source once fetched field definitions from its placeholder URL as it was built
+    (retried for 20 s in the background of every load, and of every Dagster step process)."""
+    submitted: list[Any] = []
+    monkeypatch.setattr(FetchPool, "submit", lambda pool, task: submitted.append(task))
+    defs = definitions.build_definitions(companies=[Company(), Company("acme")])
+    assert dg.AssetKey(["acme", "custom_fields"]) in defs.resolve_asset_graph().get_all_asset_keys()
+    assert submitted == []
 
 
 def test_materializing_every_asset_loads_the_company(
