@@ -183,6 +183,8 @@ def company_assets(
             context.log.info(f"{table}: {count} rows no longer in Pipedrive flagged is_deleted")
         if notice := append_only_notice(pipeline):
             context.log.warning(notice)
+        if run.monitor.stopped:  # the pipeline script's exit 3: what was read is loaded and materialized
+            raise dg.Failure(f"stopped early: {run.monitor.stopped}")
 
     view_tables = sorted({table for view in VIEWS for table in view.tables} & set(catalog.resources))
 

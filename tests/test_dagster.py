@@ -184,6 +184,24 @@ def test_a_child_table_without_its_parent_fails_with_a_clear_message(
     assert not (tmp_path / "crm.duckdb").exists()  # nothing ran
 
 
+def test_a_budget_stop_fails_the_step_after_materializing_what_was_loaded(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The pipeline script ends a budget stop with exit 3 and `stopped early: ...`; the materialization
+    succeeded without a word, though most tables were not read."""
+    credentials.control.reset_ratelimit()
+    credentials.control.settings(daily_budget=300)
+    try:
+        result = materialize(assets_for(definitions, tmp_path))
+    finally:
+        credentials.control.settings(daily_budget=credentials.settings.daily_budget)
+        credentials.control.reset_ratelimit()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "stopped early: Pipedrive's daily API token budget is used up" in str(failure.event_specific_data)
+    assert materialized(result)  # what was read is loaded and shown as such
+
+
 def test_a_named_company_without_its_own_token_fails_before_reading(
     definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
 ) -> None:
