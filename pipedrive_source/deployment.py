@@ -71,7 +71,7 @@ class Company:
 
 def configured_companies() -> list[Company]:
     """`[pipedrive] companies`; the single default company without it."""
-    return [Company(name) for name in _names("pipedrive.companies")] or [Company()]
+    return [Company(name) for name in _names("pipedrive.companies", '["acme", "globex"]')] or [Company()]
 
 
 def check_credentials(company: Company) -> None:
@@ -101,15 +101,27 @@ def check_credentials(company: Company) -> None:
 
 def configured_history() -> list[str]:
     """`[pipedrive] history`: entities to keep SCD2 history of (e.g. `["deals"]`), none by default."""
-    return _names("pipedrive.history")
+    return _names("pipedrive.history", '["deals"]')
 
 
-def _names(key: str) -> list[str]:
-    """A list setting: a TOML list, or from the environment a JSON list or comma-separated names."""
+def _names(key: str, example: str) -> list[str]:
+    """A list setting: a TOML list, or from the environment a JSON list or comma-separated names. Each name
+    once: a company named twice made Dagster's definitions fail on a duplicate asset key."""
     value: Any = dlt.config.get(key)
+    section, _, setting = key.partition(".")
+    wrong = ConfigError(
+        f"{setting} in [{section}] ({key.upper().replace('.', '__')}) must be a list of names, such as "
+        f"{example}, not {str(value)[:60]!r}."
+    )
     if isinstance(value, str):
-        value = json.loads(value) if value.strip().startswith("[") else value.split(",")
-    return [str(name).strip() for name in value or () if str(name).strip()]
+        try:
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        except ValueError:  # '[acme, globex]' from the environment: was a traceback
+            raise wrong from None
+    if value is not None and not isinstance(value, list | tuple):  # `companies = 5`: was a TypeError
+        raise wrong
+    names = [str(name).strip() for name in value or () if str(name).strip()]
+    return list(dict.fromkeys(names))
 
 
 def duckdb_file_destination(dataset: str, default_path: str = DUCKDB_FILE) -> Any:

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from pipedrive_source import destinations
-from pipedrive_source.deployment import Company, company_pipeline
+from pipedrive_source.deployment import Company, company_pipeline, configured_companies
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
 from pipedrive_source.errors import ConfigError
 
@@ -118,6 +118,27 @@ def test_a_bad_company_name_is_refused(companies: dict[str, EmulatorHandle], tmp
     result = run(tmp_path, companies, "Acme Corp")
     assert result.returncode == 2
     assert "Company name 'Acme Corp'" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["5", "true"])
+def test_a_companies_setting_that_is_no_list_is_one_line(
+    companies: dict[str, EmulatorHandle], tmp_path: Path, value: str
+) -> None:
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text(f"[pipedrive]\ncompanies = {value}\n")
+    result = run(tmp_path, companies)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("error: companies in [pipedrive] (PIPEDRIVE__COMPANIES) must be a list")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_company_named_twice_is_one_company(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twice synced by companies.py, and Dagster's definitions failed on a duplicate asset key."""
+    monkeypatch.setenv("PIPEDRIVE__COMPANIES", '["acme", "globex", "acme"]')
+    assert configured_companies() == [Company("acme"), Company("globex")]
+    monkeypatch.setenv("PIPEDRIVE__COMPANIES", "[acme, globex]")  # not JSON: was a traceback
+    with pytest.raises(ConfigError, match="must be a list of names"):
+        configured_companies()
 
 
 def test_a_company_pipeline_loads_a_duckdb_file_as_the_pipeline_script_does(
