@@ -28,6 +28,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import dag
+from airflow.sdk.exceptions import AirflowFailException
 from dlt.helpers.airflow_helper import PipelineTasksGroup
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
@@ -120,7 +121,8 @@ class GroupRun:
 
     def then_flag_vanished(self, task: Callable[[], Any]) -> Callable[[], None]:
         """`task` (dlt's run), then flag records gone from Pipedrive, then wipe the local working folder (the
-        group leaves it to us: the flagging needs the schema the run just saved there)."""
+        group leaves it to us: the flagging needs the schema the run just saved there). A budget stop then
+        fails the task (it succeeded without a word though its tables were not read)."""
 
         def run_and_flag() -> None:
             try:
@@ -132,6 +134,10 @@ class GroupRun:
                 prune_state_history(self.pipeline)  # a state row per task run, never deleted by dlt
             finally:
                 shutil.rmtree(self.pipeline.working_dir, ignore_errors=True)
+            if self.run is not None and self.run.monitor.stopped:
+                # the pipeline script's exit 3: what was read is loaded, the task fails visibly. No retry:
+                # the budget resets at Pipedrive's midnight, not within the retries' minutes
+                raise AirflowFailException(f"stopped early: {self.run.monitor.stopped}")
 
         return run_and_flag
 

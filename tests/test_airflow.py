@@ -178,6 +178,30 @@ def test_dags_test_loads_the_company_then_its_changes(
     assert len(views) == sum(1 for d in emulator.control.snapshot("deals") if not d["is_deleted"])
 
 
+def test_a_budget_stop_fails_its_task_with_the_stopped_early_line(
+    airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The pipeline script ends a budget stop with exit 3; every task succeeded without a word, the
+    products and projects tables were simply missing."""
+    env = {
+        **airflow_env,
+        "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token,
+        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
+    }
+    emulator.control.reset_ratelimit()
+    emulator.control.settings(daily_budget=300)
+    try:
+        run = dags_test(env, tmp_path)
+    finally:
+        emulator.control.settings(daily_budget=emulator.settings.daily_budget)
+        emulator.control.reset_ratelimit()
+    states = task_states(env)
+    assert "failed" in states.values(), states
+    assert states["fields.pipedrive"] == "success"  # before the budget ran out
+    assert "stopped early: Pipedrive's daily API token budget is used up" in run.stdout + run.stderr
+
+
 AIRFLOW_PROBE = """
 import json, os, sys
 {first}
