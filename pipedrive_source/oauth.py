@@ -30,6 +30,19 @@ class PipedriveOAuthCredentials(CredentialsConfiguration):
     access_token: TSecretStrValue | None = None
     token_url: str = OAUTH_TOKEN_URL
 
+    def parse_native_representation(self, native_value: Any) -> None:
+        """OAuth in one value (`SOURCES__PIPEDRIVE__OAUTH`): a JSON object of these fields. dlt passed any
+        other string on, and failed on it with a TypeError that named nothing."""
+        try:
+            fields = orjson.loads(native_value) if isinstance(native_value, str | bytes) else native_value
+        except orjson.JSONDecodeError:
+            fields = None
+        if not isinstance(fields, dict):
+            raise ValueError("not a JSON object")  # never the value: it holds secrets
+        for name, value in fields.items():
+            if name in self.get_resolvable_fields():
+                setattr(self, name, value)
+
 
 class Auth(Protocol):
     def headers(self) -> dict[str, str]:

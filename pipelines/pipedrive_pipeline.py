@@ -32,9 +32,11 @@ import dlt
 from dlt.common.configuration.exceptions import (
     ConfigFieldMissingException,
     ConfigValueCannotBeCoercedException,
+    InvalidNativeValue,
     LookupTraces,
 )
 from dlt.common.configuration.providers.toml import TomlProviderReadException
+from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.pipeline import get_dlt_pipelines_dir
 
@@ -61,6 +63,7 @@ from pipedrive_source.errors import (  # noqa: E402
     redact,
 )
 from pipedrive_source.history import add_history  # noqa: E402
+from pipedrive_source.oauth import PipedriveOAuthCredentials  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
@@ -234,7 +237,7 @@ def synced_a_company_before(args: argparse.Namespace) -> bool:
 
 def pipedrive_configured() -> bool:
     """Whether any Pipedrive connection setting is given (env, .dlt/secrets.toml or .dlt/config.toml)."""
-    keys = ("api_token", "company_domain", "base_url", "oauth.refresh_token", "oauth.access_token")
+    keys = ("api_token", "company_domain", "base_url", "oauth", "oauth.refresh_token", "oauth.access_token")
     return any(dlt.secrets.get(f"sources.pipedrive.{key}") for key in keys)
 
 
@@ -398,6 +401,8 @@ def root_cause(exc: BaseException) -> BaseException:
             return missing_settings_error(current)
         if isinstance(current, TomlProviderReadException):
             return toml_error(current)
+        if isinstance(current, InvalidNativeValue):
+            return native_value_error(current)
         if isinstance(current, UnknownDestinationModule):
             return ConfigError(
                 f"Unknown destination {current.ref!r}: --destination takes a dlt destination such as duckdb, "
@@ -417,6 +422,24 @@ def toml_error(exc: TomlProviderReadException) -> ConfigError:
         position = re.search(r"at line \d+ col \d+", reason)
         reason = position.group(0) if position else "see the file"
     return ConfigError(f"{' or '.join(where)} is not valid TOML: {reason}.")
+
+
+def native_value_error(exc: InvalidNativeValue) -> ConfigError:
+    """Settings given in one value (a connection string, OAuth as JSON) that do not parse, named as the user
+    sets them and without the value (credentials): dlt's own error went out with exit 1, or a TypeError."""
+    if issubclass(exc.spec, PipedriveOAuthCredentials):
+        setting = "SOURCES__PIPEDRIVE__OAUTH"
+        expected = "a JSON object of refresh_token, client_id, client_secret"
+    elif issubclass(exc.spec, ConnectionStringCredentials):  # dlt.destinations.impl.<name>.configuration
+        destination = exc.spec.__module__.partition(".impl.")[2].partition(".")[0] or "<name>"
+        setting = f"DESTINATION__{destination.upper()}__CREDENTIALS"
+        expected = "a connection string such as postgresql://user:password@host:5432/database"
+    else:
+        setting, expected = "__".join(exc.embedded_sections).upper(), f"a valid {exc.spec.__name__}"
+    return ConfigError(
+        f"The setting {setting} is not {expected}; or set its fields one by one ({setting}__<FIELD>, or "
+        f"under [{setting.lower().replace('__', '.')}] in .dlt/secrets.toml)."
+    )
 
 
 def missing_settings_error(exc: ConfigFieldMissingException) -> ConfigError:

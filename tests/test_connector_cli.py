@@ -202,6 +202,31 @@ def test_a_destination_that_cannot_merge_says_so(secret_emulator: EmulatorHandle
     assert versions > 0  # what the notice says: a row per version
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "args"),
+    [
+        ("SOURCES__PIPEDRIVE__OAUTH", "{client_id: SECRET-VALUE", []),
+        ("DESTINATION__POSTGRES__CREDENTIALS", "postgres:SECRET-VALUE@", ["--destination", "postgres"]),
+        (
+            "DESTINATION__POSTGRES__CREDENTIALS",
+            "postgresql://u:SECRET-VALUE@h:port/db",
+            ["--destination", "postgres"],
+        ),
+    ],
+)
+def test_settings_in_one_value_that_do_not_parse_are_named_without_their_value(
+    secret_emulator: EmulatorHandle, tmp_path: Path, setting: str, value: str, args: list[str]
+) -> None:
+    """OAuth as JSON or a connection string that cannot be read went out as dlt's TypeError or ValueError
+    (exit 1), naming nothing."""
+    secret_emulator.control.reset_stats()
+    result = run_cli(tmp_path, secret_emulator, SECRET, *args, **{setting: value})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_clear_line(result, f"The setting {setting} is not a ")
+    assert "SECRET-VALUE" not in result.stdout + result.stderr
+    assert secret_emulator.control.stats()["total_requests"] == 0
+
+
 def test_a_dataset_named_like_the_duckdb_file_is_refused_before_anything_is_read(
     secret_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
