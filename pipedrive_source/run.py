@@ -29,7 +29,9 @@ from .output import Outputs
 from .pagination import Page, cursor_pages, offset_pages, single_page
 from .record_digests import IdListing
 from .settings import OFFSET_OVERLAP_SHARE
+from .state_history import other_pipelines_source_state
 
+SOURCE_SECTION = "pipedrive"  # where dlt keeps the source state (`@dlt.source(section=...)`)
 COMPANY_KEY = "company"  # source state: {id, domain} of the Pipedrive company whose data the pipeline holds
 
 Row = dict[str, Any]
@@ -169,6 +171,8 @@ class SyncContext:
             if company is not None:
                 if isinstance(known, Mapping) and known.get("id") != company["id"]:
                     raise ConfigError(_other_company_message(known, company))
+                if known is None:  # a new pipeline: its dataset may hold another pipeline's company
+                    _refuse_other_company_in_dataset(company)
                 state[COMPANY_KEY] = company  # first run (or the domain was renamed)
             self._company_checked = True
 
@@ -333,6 +337,22 @@ def _other_company_message(known: Mapping[str, Any], actual: Mapping[str, Any]) 
         "the other company with its own pipeline and dataset (--pipeline-name, --dataset), or start this "
         "pipeline over with --full-refresh (all entities)."
     )
+
+
+def _refuse_other_company_in_dataset(company: Mapping[str, Any]) -> None:
+    """A pipeline's first run into a dataset another pipeline filled with another company's data (a second
+    `--pipeline-name` without its own `--dataset`) would merge that company's records over the first's
+    wherever their ids meet."""
+    pipeline = dlt.current.pipeline()
+    for name, source in other_pipelines_source_state(pipeline, SOURCE_SECTION).items():
+        other = source.get(COMPANY_KEY)
+        if isinstance(other, Mapping) and other.get("id") != company["id"]:
+            raise ConfigError(
+                f"The dataset {pipeline.dataset_name} holds data of the Pipedrive company {_describe(other)} "
+                f"(pipeline '{name}'), but these credentials belong to the company {_describe(company)}; "
+                "nothing was loaded. Give this company a dataset of its own (--dataset), as pipelines/"
+                "companies.py does."
+            )
 
 
 def _refuse_future_start(start_date: datetime | None, now: datetime) -> None:

@@ -13,9 +13,11 @@ older than those. Destinations without SQL (filesystem) are left as they are.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import dlt
 from dlt.common.schema.typing import C_DLT_LOAD_ID, C_DLT_LOADS_TABLE_LOAD_ID
+from dlt.common.versioned_state import decompress_state
 from dlt.destinations.job_client_impl import SqlJobClientBase
 
 logger = logging.getLogger(__name__)
@@ -52,3 +54,27 @@ def _prune(client: SqlJobClientBase, pipeline_name: str, keep: int) -> None:
     )
     older = f"{dlt_load_id} < (SELECT MIN(kept) FROM ({newest}) AS newest)"
     sql.execute_sql(f"DELETE FROM {state} WHERE {name} = %s AND {older}", pipeline_name, pipeline_name)
+
+
+def other_pipelines_source_state(pipeline: dlt.Pipeline, source: str) -> dict[str, dict[str, Any]]:
+    """The `source` state in the newest stored state of each other pipeline loading into this pipeline's
+    dataset, by pipeline name. Empty where there is nothing to read (no dataset yet, no SQL)."""
+    try:
+        with pipeline.destination_client() as client:
+            if not isinstance(client, SqlJobClientBase) or not client.is_storage_initialized():
+                return {}
+            sql = client.sql_client
+            table = sql.make_qualified_table_name(client.schema.state_table_name)
+            name, state, created = client._norm_and_escape_columns("pipeline_name", "state", "created_at")
+            query = f"SELECT {name}, {state} FROM {table} WHERE {name} <> %s ORDER BY {created}"
+            rows = sql.execute_sql(query, pipeline.pipeline_name) or []
+    except Exception as exc:  # no state table yet, a destination that refuses: nothing known
+        logger.debug("could not read other pipelines' states: %s", exc)
+        return {}
+    states: dict[str, dict[str, Any]] = {}
+    for pipeline_name, blob in rows:  # oldest first: each pipeline's newest wins
+        try:
+            states[pipeline_name] = decompress_state(blob).get("sources", {}).get(source) or {}
+        except Exception:  # a row dlt could not read either
+            continue
+    return states

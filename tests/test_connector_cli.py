@@ -135,6 +135,34 @@ def test_sync_then_wrong_token_fails_cleanly_and_changes_nothing(
     assert data_tables(tmp_path / "crm.duckdb")["deals"] == before_tables["deals"]
 
 
+def test_a_second_pipeline_of_another_company_into_the_same_dataset_is_refused(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`--pipeline-name` without `--dataset` loaded a second company into the first one's dataset, its
+    records merged over the first's wherever ids met (exit 0)."""
+    assert run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,users").returncode == 0
+    before = data_tables(tmp_path / "crm.duckdb")
+    with run_emulator(seed=8, scale="tiny") as other:
+        second = ("--entities", "deals,users", "--pipeline-name", "second")
+        refused = run_cli(tmp_path, other, other.api_token, *second)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert_one_clear_line(
+            refused, "The dataset pipedrive holds data of the Pipedrive company 'emulated-7'"
+        )
+        assert data_tables(tmp_path / "crm.duckdb") == before
+        apart = run_cli(tmp_path, other, other.api_token, *second, "--dataset", "second")
+        assert apart.returncode == 0, apart.stdout + apart.stderr
+        with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+            ids = {r[0] for r in con.execute("SELECT id FROM second.deals").fetchall()}
+        assert ids == {d["id"] for d in other.control.snapshot("deals")}
+    assert (
+        run_cli(
+            tmp_path, secret_emulator, SECRET, "--entities", "users", "--pipeline-name", "third"
+        ).returncode
+        == 0
+    )
+
+
 def test_first_run_with_wrong_token_loads_nothing(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
     wrong = f"pd-wrong-{uuid.uuid4().hex}"
     failed = run_cli(tmp_path, secret_emulator, wrong, "--verbose")
