@@ -246,14 +246,18 @@ def test_a_bulk_update_s_second_is_read_again_only_until_it_is_settled(emulator,
         assert result.emulator_stats["total_requests"] == result.requests
         return result.emulator_stats["requests"]["/api/v2/deals"]
 
+    # the bulk's pages of /api/v2/deals (archived deals have a listing of their own): every one read again
+    # while the second is unsettled. (len(deals) // 10 failed whenever the live deals filled whole pages)
+    pages = -(-sum(1 for r in deals if not r.get("is_archived")) // 10)
+
     assert sync(emulator, tmp_path, entities=["deals"], page_size=10).loaded["deals"] >= len(deals)
     unsettled = sync(emulator, tmp_path, entities=["deals"], page_size=10)  # the same second, for Pipedrive
-    assert unsettled.loaded == {} and deal_requests(unsettled) > len(deals) // 10
+    assert unsettled.loaded == {} and deal_requests(unsettled) >= pages > listings
     later = emulator.control.mutate(ops=[{"op": "advance_clock", "seconds": 1}])["clock"]  # a minute on
     assert parse(later) - parse(stamped) >= timedelta(seconds=61)
     # reads them once more, then moves on
     settling = sync(emulator, tmp_path, entities=["deals"], page_size=10)
-    assert settling.loaded == {} and deal_requests(settling) > len(deals) // 10
+    assert settling.loaded == {} and deal_requests(settling) >= pages > listings
     settled = sync(emulator, tmp_path, entities=["deals"], page_size=10)
     assert settled.loaded == {} and deal_requests(settled) == listings
 
