@@ -16,7 +16,7 @@ import gc
 import logging
 import random
 import threading
-import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +26,15 @@ from typing import Any
 import httpx
 import orjson
 
-from .errors import AccessDenied, ApiError, AuthError, PipedriveError, install_log_redaction, redact
+from .errors import (
+    AccessDenied,
+    ApiError,
+    AuthError,
+    Interrupted,
+    PipedriveError,
+    install_log_redaction,
+    redact,
+)
 from .limiter import DAILY, BudgetExhausted, NoLimiter, PlanLimiter, RateLimiter, classify_429
 from .oauth import Auth
 from .settings import HttpSettings
@@ -71,6 +79,17 @@ class ClientStats:
         entry.tokens += tokens
 
 
+_LIVE_CLIENTS: weakref.WeakSet[PipedriveClient] = weakref.WeakSet()
+
+
+def abort_requests() -> None:
+    """End the requests still retrying in every client of this process (the run was interrupted or failed
+    in the thread that reads): a fetch thread went on retrying, logging, and holding the process's exit
+    for its last attempts (12 s against a demo emulator already stopped)."""
+    for client in list(_LIVE_CLIENTS):
+        client.abort(Interrupted("The run was interrupted."))
+
+
 class PipedriveClient:
     """Thread-safe GET client for Pipedrive's v1 and v2 APIs (and the OAuth token endpoint through `auth`)."""
 
@@ -80,21 +99,23 @@ class PipedriveClient:
         auth: Auth,
         settings: HttpSettings | None = None,
         limiter: RateLimiter | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], Any] | None = None,
     ) -> None:
         install_log_redaction()
+        self._abort_event = threading.Event()  # set by `abort`: a retry's or a rate limit's wait ends at once
         self.settings = settings or HttpSettings()
         self.auth = auth
         self.limiter = limiter or NoLimiter()
         self.stats = ClientStats()
         self._base_url = base_url.rstrip("/")
-        self._sleep = sleep
+        self._sleep = sleep or self._abort_event.wait
         self._lock = threading.Lock()
         self._prepared = False
         self._gate = threading.Lock()  # one request at a time until the first got through
         self._open = False
         self._fatal: PipedriveError | None = None
         self._aborted: PipedriveError | None = None
+        _LIVE_CLIENTS.add(self)
         self._server_now: datetime | None = None
         self._reading = threading.local()  # `before_read` of the request this thread is making
         self._http = httpx.Client(
@@ -160,7 +181,9 @@ class PipedriveClient:
 
     def abort(self, error: PipedriveError) -> None:
         """End every request still retrying with `error` (the run failed elsewhere)."""
-        self._aborted = error
+        if self._aborted is None:
+            self._aborted = error
+        self._abort_event.set()
 
     def _get(
         self, path: str, params: Mapping[str, Any] | None, cost: int, label: str, missing_ok: bool
@@ -180,6 +203,8 @@ class PipedriveClient:
                     raise self.auth.rejected() from None
                 self._switch_base_url(self.auth.recover(self._http, exc.sent_headers))
             except _Transient as exc:
+                if self._aborted is not None:  # the server went with the run (a demo): no retry, no warning
+                    raise type(self._aborted)(self._aborted.message) from None
                 failures += 1
                 unreachable = exc.unreachable and (failures == 1 or unreachable)
                 if failures >= self.settings.max_attempts:

@@ -12,6 +12,19 @@ import threading
 from collections.abc import Iterator
 
 TOKEN_SETTING = "SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [sources.pipedrive] in .dlt/secrets.toml)"
+
+
+def token_setting(section: str | None = None) -> str:
+    """Where to set the API token: under `section` (a named company's pipeline, where dlt looks first and
+    where its token came from), else the single company's place."""
+    if not section:
+        return TOKEN_SETTING
+    return (
+        f"{section.upper()}__SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [{section}.sources.pipedrive] "
+        "in .dlt/secrets.toml)"
+    )
+
+
 OAUTH_SETTING = (
     "[sources.pipedrive.oauth] in .dlt/secrets.toml (SOURCES__PIPEDRIVE__OAUTH__REFRESH_TOKEN, ...)"
 )
@@ -30,6 +43,10 @@ class PipedriveError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+class Interrupted(PipedriveError):
+    """Requests still retrying when the run was interrupted or failed elsewhere end with this."""
 
 
 class ConfigError(PipedriveError):

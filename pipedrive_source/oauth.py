@@ -59,10 +59,12 @@ class Auth(Protocol):
 
 
 class ApiTokenAuth:
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, setting: str = TOKEN_SETTING) -> None:
+        """`setting`: where the token is set, for the messages (a named company's own section)."""
         token = (token or "").strip()
+        self.setting = setting
         if not token:
-            raise AuthError(f"No Pipedrive API token configured. Set {TOKEN_SETTING}.")
+            raise AuthError(f"No Pipedrive API token configured. Set {setting}.")
         register_secret(token)
         self._headers = {"x-api-token": token}
 
@@ -77,7 +79,7 @@ class ApiTokenAuth:
 
     def rejected(self) -> AuthError:
         return AuthError(
-            f"Pipedrive rejected the API token (HTTP 401 unauthorized). Set a valid token in {TOKEN_SETTING}."
+            f"Pipedrive rejected the API token (HTTP 401 unauthorized). Set a valid token in {self.setting}."
         )
 
 

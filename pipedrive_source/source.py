@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import dlt
 import pyarrow as pa
+from dlt.common.configuration.container import Container
+from dlt.common.pipeline import PipelineContext
 from dlt.common.typing import TSecretStrValue
 from dlt.extract.resource import DltResource
 
@@ -58,7 +60,7 @@ from .entities import (
     UPDATED_SINCE,
     Entity,
 )
-from .errors import TOKEN_SETTING, AccessDenied, ConfigError, PipedriveError
+from .errors import AccessDenied, ConfigError, PipedriveError, token_setting
 from .fetching import LEGACY_KEY as LEGACY_CURSOR_KEY
 from .fetching import STATE_KEY as CURSOR_STATE_KEY
 from .fetching import CursorState, rewind_cursor, run_until, settled_before
@@ -238,9 +240,20 @@ def _shared_lists(selected: set[str]) -> list[Entity]:
 def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None) -> Auth:
     if oauth is not None and getattr(oauth, "refresh_token", None):
         return OAuthAuth(oauth)
+    setting = token_setting(_own_section())
     if api_token:
-        return ApiTokenAuth(api_token)
-    raise ConfigError(f"No Pipedrive credentials configured. Set {TOKEN_SETTING}, or configure OAuth.")
+        return ApiTokenAuth(api_token, setting)
+    raise ConfigError(f"No Pipedrive credentials configured. Set {setting}, or configure OAuth.")
+
+
+def _own_section() -> str | None:
+    """The active pipeline's name when its own section holds the API token (a named company's: dlt reads
+    it there first), so that messages name the setting to fix; None for the single company's."""
+    context = Container()[PipelineContext]
+    if not context.is_active():
+        return None
+    name = context.pipeline().pipeline_name
+    return name if dlt.secrets.get(f"{name}.sources.pipedrive.api_token") else None
 
 
 def _domain_name(company_domain: str | None) -> str | None:

@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the package live
     sys.path.insert(0, str(ROOT))
 
 from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # noqa: E402
+from pipedrive_source.client import abort_requests  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     DUCKDB_FILE,
@@ -166,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.show:
             show_tables(pipeline)
     except (Exception, KeyboardInterrupt) as exc:  # every failure ends in one clear line and an exit code
+        abort_requests()  # requests still retrying in the background end now, not after their last attempt
         return report_failure(exc, args.verbose)
     if info.has_failed_jobs:
         return EXIT_FAILED
@@ -258,7 +260,10 @@ def demo_emulator(args: argparse.Namespace) -> Iterator[Any]:
     print(f"starting the Pipedrive emulator (scale {args.demo_scale}) ...", flush=True)
     with run_emulator(scale=args.demo_scale, mode="process") as handle:
         print(f"emulator listening on {handle.base_url}", flush=True)
-        yield handle
+        try:
+            yield handle
+        finally:  # before the emulator stops: requests still retrying would retry against nothing
+            abort_requests()
 
 
 def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from pathlib import Path
 
 import dlt
@@ -12,8 +14,11 @@ import pytest
 from connector_fixtures import assert_equal_to_truth, make_pipeline, sync
 
 from pipedrive_source import FIELDS_TABLES, ApiError, AuthError, PipedriveOAuthCredentials, pipedrive_source
+from pipedrive_source.client import PipedriveClient, abort_requests
 from pipedrive_source.concurrency import DEFAULT_WORKERS
+from pipedrive_source.errors import Interrupted, PipedriveError
 from pipedrive_source.limiter import NoLimiter
+from pipedrive_source.oauth import ApiTokenAuth
 
 TABLES = ["deals", "persons", "organizations", "users", "notes", "leads", "deal_products"]
 
@@ -152,3 +157,37 @@ def _root(exc: BaseException, kind: type[BaseException]) -> BaseException | None
             found = exc
         exc = exc.__cause__ or exc.__context__
     return found
+
+
+def test_an_interrupted_run_ends_requests_still_retrying_at_once() -> None:
+    """A fetch thread retrying a server that is gone (the demo's emulator stopped with the interrupted run)
+    went on through its backoff, about 12 s of warnings after the run's last line, holding the exit."""
+    with socket.socket() as probe:  # a port nothing listens on: every attempt is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = PipedriveClient(f"http://127.0.0.1:{port}", ApiTokenAuth("token"))
+    retrying, outcome = threading.Event(), []
+
+    class FirstRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("retrying") and "(attempt 4)" in record.getMessage():
+                retrying.set()  # its backoff is the longest yet, about 3.4 s
+
+    def get() -> None:
+        try:
+            client.get("/v1/users", cost=1, label="users")
+        except PipedriveError as exc:
+            outcome.append(exc)
+
+    handler = FirstRetry()
+    logging.getLogger("pipedrive_source").addHandler(handler)
+    try:
+        fetch = threading.Thread(target=get)
+        fetch.start()
+        assert retrying.wait(30)
+        abort_requests()
+        fetch.join(timeout=1)  # not the rest of the backoff: the wait ends with the abort
+    finally:
+        logging.getLogger("pipedrive_source").removeHandler(handler)
+    assert not fetch.is_alive()
+    assert [type(exc) for exc in outcome] == [Interrupted]

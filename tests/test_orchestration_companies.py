@@ -114,6 +114,17 @@ def test_a_company_without_its_own_token_does_not_sync_with_the_default_credenti
     assert deal_titles(tmp_path / "crm.duckdb", "pipedrive_globex") == truth_titles(companies["globex"])
 
 
+def test_a_rejected_token_of_a_company_names_its_own_setting(
+    companies: dict[str, EmulatorHandle], tmp_path: Path
+) -> None:
+    """The 401 line said SOURCES__PIPEDRIVE__API_TOKEN, which a named company does not read."""
+    result = run(tmp_path, companies, "acme", PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__API_TOKEN="pd-wrong")
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert "rejected the API token (HTTP 401 unauthorized). Set a valid token in " in result.stderr
+    needle = "token in PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [pipedrive_acme."
+    assert needle in result.stderr
+
+
 def test_a_bad_company_name_is_refused(companies: dict[str, EmulatorHandle], tmp_path: Path) -> None:
     result = run(tmp_path, companies, "Acme Corp")
     assert result.returncode == 2
