@@ -486,6 +486,8 @@ def setting_error(exc: ConfigValueCannotBeCoercedException) -> ConfigError:
     where = "it in the environment or .dlt/config.toml"
     if name in inspect.signature(pipedrive_source).parameters:
         where = f"SOURCES__PIPEDRIVE__{name.upper()} (or {name} in [sources.pipedrive] of .dlt/config.toml)"
+    if expected in ("Sequence", "list"):  # a comma string is the mistake: say what a list looks like
+        expected = 'list (a TOML list, ["deals", "persons"]; in the environment the same JSON)'
     return ConfigError(f"The setting {name}{value} is not a valid {expected}; fix {where}.")
 
 

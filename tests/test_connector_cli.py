@@ -187,6 +187,15 @@ def test_bad_settings_exit_2_with_one_line(
     assert_one_clear_line(result, needle)
 
 
+def test_entities_set_as_a_comma_string_says_what_a_list_looks_like(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """dlt reads `entities` as a list: the message said only 'not a valid Sequence'."""
+    result = run_cli(tmp_path, secret_emulator, SECRET, SOURCES__PIPEDRIVE__ENTITIES="users, stages")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_clear_line(result, "SOURCES__PIPEDRIVE__ENTITIES", 'a TOML list, ["deals", "persons"]')
+
+
 @pytest.mark.parametrize(
     ("destination", "needles"),
     [
