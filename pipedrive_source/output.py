@@ -59,6 +59,12 @@ class Outputs:
         self.open += 1
         return Output(self, entity, hard_delete)
 
+    def duckdb_code_ran(self) -> None:
+        """DuckDB's code ran again in the extraction (a query of the destination): out of memory again, or
+        it stays through the extraction (a large one peaked 28 MB higher)."""
+        if self.started:
+            drop_duckdb_code()
+
     def merges(self) -> bool:
         """Whether the running pipeline's destination merges (filesystem without a table format appends, so
         rows that only clear a parent's old children would become rows)."""

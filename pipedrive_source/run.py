@@ -20,7 +20,7 @@ from dlt.common.exceptions import PipelineStateNotAvailable, SourceSectionNotAva
 from dlt.common.pipeline import pipeline_state
 
 from .client import ClientStats, PipedriveClient
-from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool, drop_duckdb_code
+from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool
 from .entities import BY_NAME, CURSOR, NONE, OFFSET, Entity, Listing
 from .errors import AccessDenied, ApiError, ConfigError
 from .fetching import EntityRead, Tag, rewind_cursor
@@ -173,6 +173,7 @@ class SyncContext:
                     raise ConfigError(_other_company_message(known, company))
                 if known is None:  # a new pipeline: its dataset may hold another pipeline's company
                     _refuse_other_company_in_dataset(company)
+                    self.outputs.duckdb_code_ran()
                 state[COMPANY_KEY] = company  # first run (or the domain was renamed)
             self._company_checked = True
 
@@ -344,9 +345,7 @@ def _refuse_other_company_in_dataset(company: Mapping[str, Any]) -> None:
     `--pipeline-name` without its own `--dataset`) would merge that company's records over the first's
     wherever their ids meet."""
     pipeline = dlt.current.pipeline()
-    others = other_pipelines_source_state(pipeline, SOURCE_SECTION)
-    drop_duckdb_code()  # the query ran DuckDB's code, which stayed in memory through the extraction (+28 MB)
-    for name, source in others.items():
+    for name, source in other_pipelines_source_state(pipeline, SOURCE_SECTION).items():
         other = source.get(COMPANY_KEY)
         if isinstance(other, Mapping) and other.get("id") != company["id"]:
             raise ConfigError(
