@@ -263,6 +263,12 @@ def _domain_name(company_domain: str | None) -> str | None:
     return name.removesuffix(".pipedrive.com") or None
 
 
+def _setting(key: str) -> str:
+    """The environment variable of a source setting, under a named company's section where its token is."""
+    section = _own_section()
+    return f"{section.upper()}__SOURCES__PIPEDRIVE__{key}" if section else f"SOURCES__PIPEDRIVE__{key}"
+
+
 def _base_url(base_url: str | None, company_domain: str | None) -> str:
     if base_url:
         url = base_url.strip().rstrip("/")
@@ -275,13 +281,13 @@ def _base_url(base_url: str | None, company_domain: str | None) -> str:
         if not usable:
             raise ConfigError(
                 f"base_url {url[:60]!r} is not an http(s) URL such as https://acme.pipedrive.com "
-                "(SOURCES__PIPEDRIVE__BASE_URL)."
+                f"({_setting('BASE_URL')})."
             )
         return url
     domain = _domain_name(company_domain)
     if not domain:
         raise ConfigError(
-            "No Pipedrive company configured. Set company_domain (SOURCES__PIPEDRIVE__COMPANY_DOMAIN, the "
+            f"No Pipedrive company configured. Set company_domain ({_setting('COMPANY_DOMAIN')}, the "
             "'acme' of acme.pipedrive.com) or base_url."
         )
     return COMPANY_URL.format(company_domain=domain)

@@ -125,6 +125,17 @@ def test_a_rejected_token_of_a_company_names_its_own_setting(
     assert needle in result.stderr
 
 
+def test_a_company_without_its_domain_names_its_own_setting(
+    companies: dict[str, EmulatorHandle], tmp_path: Path
+) -> None:
+    """The line said SOURCES__PIPEDRIVE__COMPANY_DOMAIN, which a named company does not read."""
+    result = run(tmp_path, companies, "acme", PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__BASE_URL="")
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert "No Pipedrive company configured. Set company_domain (PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__" in (
+        result.stderr
+    )
+
+
 def test_a_bad_company_name_is_refused(companies: dict[str, EmulatorHandle], tmp_path: Path) -> None:
     result = run(tmp_path, companies, "Acme Corp")
     assert result.returncode == 2
