@@ -331,6 +331,8 @@ class PageShaper:
         custom field's hint carries its full name, which a destination with short identifiers (Postgres:
         63) shortens; left long, the hinted column and the data's column both became one name in dlt."""
         declared = self.hints() if table == self.table else self._child_hints.get(table, {})
+        if not self.schema.naming.max_length:  # the hints' names are the schema's already (DuckDB): per page
+            return declared
         name = self._hint_name
         return {name(column): hint for column, hint in declared.items()}
 
