@@ -37,7 +37,7 @@ def flag_vanished(pipeline: dlt.Pipeline, monitor: SyncMonitor) -> dict[str, int
 
 def _vanished(pipeline: dlt.Pipeline, monitor: SyncMonitor) -> dict[str, set[Any]]:
     schema = pipeline.default_schema if pipeline.default_schema_name else None  # read once: dlt reloads it
-    checks = {table: links for table, links in _links(monitor).items() if _materialized(schema, table)}
+    checks = {table: links for table, links in _links(monitor).items() if materialized(schema, table)}
     if not checks:
         return {}
     # one connection for every query: a connection each cost 1.7 s for 22 tables at scale large
@@ -65,7 +65,8 @@ def _links(monitor: SyncMonitor) -> dict[str, list[tuple[str, Collection[Any]]]]
     return out
 
 
-def _materialized(schema: Schema | None, table: str) -> bool:
+def materialized(schema: Schema | None, table: str) -> bool:
+    """Whether `schema` has `table` with columns (loaded before)."""
     return bool(schema and table in schema.tables and schema.tables[table].get("columns"))
 
 

@@ -34,7 +34,7 @@ from dlt.extract.source import DltSource
 from .deletions import flag_vanished
 from .destinations import duckdb as duckdb_destination
 from .entities import BY_NAME
-from .errors import ConfigError
+from .errors import ConfigError, env_setting
 from .history import add_history
 from .run import SyncMonitor
 from .source import pipedrive_source
@@ -86,7 +86,7 @@ def check_credentials(company: Company) -> None:
     section = f"{company.pipeline_name}.sources.pipedrive"
     if any(dlt.secrets.get(f"{section}.{key}") for key in CREDENTIAL_KEYS):
         return
-    env = f"{company.pipeline_name.upper()}__SOURCES__PIPEDRIVE__API_TOKEN"
+    env = env_setting("api_token", company.pipeline_name)
     message = (
         f"No Pipedrive credentials for the company '{company.name}': set {env} (or api_token under "
         f"[{section}] in .dlt/secrets.toml, or OAuth under [{section}.oauth])."
@@ -237,14 +237,18 @@ def prepare_run(
     pipeline: dlt.Pipeline,
     tables: Sequence[str] | None = None,
     history: Sequence[str] = (),
+    company: Company | None = None,
     **options: Any,
 ) -> Run:
     """A fresh source for one run (its own monitor, clock and caches), configured under the pipeline's name.
 
     `tables`: what to load (None: every default table). Entity tables pick the entities to read; the other
     tables the source makes (`custom_fields`, `custom_field_options`, `<entity>_history`) are loaded only if
-    named too. Build one per run: a source remembers its run's server time and the lists it read.
+    named too. `company`: the company the pipeline is for, whose own credentials are required (see
+    `check_credentials`). Build one per run: a source remembers its run's server time and the lists it read.
     """
+    if company is not None:
+        check_credentials(company)
     check_destination(pipeline)  # before the source reads field definitions
     monitor = SyncMonitor()
     pipeline.activate()  # settings resolve under `<pipeline_name>.sources.pipedrive` first

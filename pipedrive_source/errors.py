@@ -11,20 +11,20 @@ import logging
 import threading
 from collections.abc import Iterator
 
-TOKEN_SETTING = "SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [sources.pipedrive] in .dlt/secrets.toml)"
+
+def env_setting(key: str, section: str | None = None) -> str:
+    """The environment variable of a source setting: under `section` (a named company's pipeline, where dlt
+    looks first), else the single company's."""
+    return f"{section.upper() + '__' if section else ''}SOURCES__PIPEDRIVE__{key.upper()}"
 
 
 def token_setting(section: str | None = None) -> str:
-    """Where to set the API token: under `section` (a named company's pipeline, where dlt looks first and
-    where its token came from), else the single company's place."""
-    if not section:
-        return TOKEN_SETTING
-    return (
-        f"{section.upper()}__SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [{section}.sources.pipedrive] "
-        "in .dlt/secrets.toml)"
-    )
+    """Where to set the API token (see `env_setting`), as the messages say it."""
+    where = f"{section}.sources.pipedrive" if section else "sources.pipedrive"
+    return f"{env_setting('api_token', section)} (or api_token under [{where}] in .dlt/secrets.toml)"
 
 
+TOKEN_SETTING = token_setting()
 OAUTH_SETTING = (
     "[sources.pipedrive.oauth] in .dlt/secrets.toml (SOURCES__PIPEDRIVE__OAUTH__REFRESH_TOKEN, ...)"
 )

@@ -307,6 +307,17 @@ class CursorState:
             state.pop(LEGACY_KEY, None)
 
 
+def saved_cursor(state: dict[str, Any]) -> str | None:
+    """An entity's saved cursor value (None before its first complete read, or in a legacy state)."""
+    return (state.get(STATE_KEY) or {}).get("last_value")
+
+
+def forget_cursor(state: dict[str, Any]) -> None:
+    """The entity's next read starts over: every record again."""
+    state.pop(STATE_KEY, None)
+    state.pop(LEGACY_KEY, None)
+
+
 def rewind_cursor(state: dict[str, Any], value: str) -> None:
     """Move an entity's cursor back to `value` (never forward): the next run reads from there again."""
     saved = state.get(STATE_KEY)

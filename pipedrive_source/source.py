@@ -46,6 +46,7 @@ from .custom_fields_hook import (
     options_summary,
     relabelled_options,
 )
+from .deletions import materialized
 from .entities import (
     BY_NAME,
     CURSOR,
@@ -60,10 +61,10 @@ from .entities import (
     UPDATED_SINCE,
     Entity,
 )
-from .errors import AccessDenied, ConfigError, PipedriveError, token_setting
+from .errors import AccessDenied, ConfigError, PipedriveError, env_setting, token_setting
 from .fetching import LEGACY_KEY as LEGACY_CURSOR_KEY
 from .fetching import STATE_KEY as CURSOR_STATE_KEY
-from .fetching import CursorState, rewind_cursor, run_until, settled_before
+from .fetching import CursorState, forget_cursor, rewind_cursor, run_until, saved_cursor, settled_before
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .output import parent_ids
@@ -263,12 +264,6 @@ def _domain_name(company_domain: str | None) -> str | None:
     return name.removesuffix(".pipedrive.com") or None
 
 
-def _setting(key: str) -> str:
-    """The environment variable of a source setting, under a named company's section where its token is."""
-    section = _own_section()
-    return f"{section.upper()}__SOURCES__PIPEDRIVE__{key}" if section else f"SOURCES__PIPEDRIVE__{key}"
-
-
 def _base_url(base_url: str | None, company_domain: str | None) -> str:
     if base_url:
         url = base_url.strip().rstrip("/")
@@ -281,14 +276,15 @@ def _base_url(base_url: str | None, company_domain: str | None) -> str:
         if not usable:
             raise ConfigError(
                 f"base_url {url[:60]!r} is not an http(s) URL such as https://acme.pipedrive.com "
-                f"({_setting('BASE_URL')})."
+                f"({env_setting('base_url', _own_section())})."
             )
         return url
     domain = _domain_name(company_domain)
     if not domain:
+        setting = env_setting("company_domain", _own_section())
         raise ConfigError(
-            f"No Pipedrive company configured. Set company_domain ({_setting('COMPANY_DOMAIN')}, the "
-            "'acme' of acme.pipedrive.com) or base_url."
+            f"No Pipedrive company configured. Set company_domain ({setting}, the 'acme' of "
+            "acme.pipedrive.com) or base_url."
         )
     return COMPANY_URL.format(company_domain=domain)
 
@@ -427,7 +423,7 @@ def _catch_up_children(entity: Entity, state: Any, children: Sequence[str]) -> N
     them, and to the start (or the start date) for a child never read with it. State of earlier versions,
     without that note: a child whose table exists counts as having followed.
     """
-    cursor = (state.get(CURSOR_STATE_KEY) or {}).get("last_value")
+    cursor = saved_cursor(state)
     if not children or not (cursor or state.get(LEGACY_CURSOR_KEY)):
         return  # a first load: every parent is read, and every child with it
     followed = state.get(_CHILDREN_KEY)
@@ -440,15 +436,14 @@ def _catch_up_children(entity: Entity, state: Any, children: Sequence[str]) -> N
             entity.name,
             ", ".join(n for n, at in zip(children, behind, strict=True) if at is None),
         )
-        state.pop(CURSOR_STATE_KEY, None)
-        state.pop(LEGACY_CURSOR_KEY, None)
+        forget_cursor(state)
     elif cursor and min(behind) < cursor:
         logger.info("%s: reading from %s again, where its children were last read", entity.name, min(behind))
         rewind_cursor(state, min(behind))
 
 
 def _children_followed(state: Any, children: Sequence[str]) -> None:
-    cursor = (state.get(CURSOR_STATE_KEY) or {}).get("last_value")
+    cursor = saved_cursor(state)
     if children and cursor:
         state[_CHILDREN_KEY] = {**(state.get(_CHILDREN_KEY) or {}), **dict.fromkeys(children, cursor)}
 
@@ -459,7 +454,7 @@ def _has_table(name: str) -> bool:
         schema = dlt.current.pipeline().default_schema
     except Exception:  # no pipeline (the source iterated directly) or no schema yet
         return False
-    return bool(schema.tables.get(name, {}).get("columns"))
+    return materialized(schema, name)
 
 
 def _reread_if_relabelled(entity: Entity, ctx: SyncContext, state: Any) -> None:
@@ -476,8 +471,7 @@ def _reread_if_relabelled(entity: Entity, ctx: SyncContext, state: Any) -> None:
     changed = _relabelled(entity, ctx, state)
     if changed and (state.get(CURSOR_STATE_KEY) or state.get(LEGACY_CURSOR_KEY)):
         _log_reread(entity, changed)
-        state.pop(CURSOR_STATE_KEY, None)
-        state.pop(LEGACY_CURSOR_KEY, None)
+        forget_cursor(state)
 
 
 def _relabelled(entity: Entity, ctx: SyncContext, state: Any) -> list[str]:

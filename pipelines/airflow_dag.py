@@ -40,7 +40,6 @@ from pipedrive_source.deployment import (  # noqa: E402
     Company,
     Run,
     append_only_notice,
-    check_credentials,
     company_pipeline,
     configured_companies,
     configured_history,
@@ -115,8 +114,7 @@ class GroupRun:
         self.run: Run | None = None
 
     def source(self) -> Any:
-        check_credentials(self.company)  # not another company's: dlt would fall back to [sources.pipedrive]
-        self.run = prepare_run(self.pipeline, self.tables, self.history)
+        self.run = prepare_run(self.pipeline, self.tables, self.history, company=self.company)
         return self.run.source
 
     def then_flag_vanished(self, task: Callable[[], Any]) -> Callable[[], None]:

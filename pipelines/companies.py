@@ -48,8 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         companies = [Company(name) for name in names] if names else configured_companies()
     except ConfigError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return pipedrive_pipeline.EXIT_CONFIG
+        return pipedrive_pipeline.report_failure(exc, verbose=False)
     first_failure = pipedrive_pipeline.EXIT_OK
     for company in companies:
         print(f"== company {company.name}: pipeline and dataset {company.pipeline_name}", flush=True)
@@ -67,8 +66,7 @@ def credentials_error(company: Company) -> int:
     try:
         check_credentials(company)
     except ConfigError as exc:
-        print(f"error: {exc.message}", file=sys.stderr, flush=True)
-        return pipedrive_pipeline.EXIT_CONFIG
+        return pipedrive_pipeline.report_failure(exc, verbose=False)
     return pipedrive_pipeline.EXIT_OK
 
 

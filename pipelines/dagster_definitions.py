@@ -35,7 +35,6 @@ from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     Company,
     append_only_notice,
-    check_credentials,
     company_pipeline,
     configured_companies,
     configured_history,
@@ -168,13 +167,13 @@ def company_assets(
                 "Select the parent table too: "
                 + ", ".join(f"{t} is loaded from the {p} changed in the same run" for t, p in orphans.items())
             )
-        check_credentials(company)  # not another company's: dlt would fall back to [sources.pipedrive]
         for notice in recover(pipeline):  # a killed run's packages: dagster-dlt would drop them, then re-read
             context.log.info(notice)
         run = prepare_run(
             pipeline,
             selected,
             [t.removesuffix(SUFFIX) for t in selected if t.endswith(SUFFIX)],
+            company=company,
             **(source_options or {}),
         )
         results = dlt.run(context=context, dlt_source=run.source, loader_file_format=LOADER_FILE_FORMAT)

@@ -48,6 +48,7 @@ from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # no
 from pipedrive_source.client import abort_requests  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
+    CREDENTIAL_KEYS,
     DUCKDB_FILE,
     append_only_notice,
     check_destination,
@@ -239,7 +240,7 @@ def synced_a_company_before(args: argparse.Namespace) -> bool:
 
 def pipedrive_configured() -> bool:
     """Whether any Pipedrive connection setting is given (env, .dlt/secrets.toml or .dlt/config.toml)."""
-    keys = ("api_token", "company_domain", "base_url", "oauth", "oauth.refresh_token", "oauth.access_token")
+    keys = (*CREDENTIAL_KEYS, "company_domain", "base_url")
     return any(dlt.secrets.get(f"sources.pipedrive.{key}") for key in keys)
 
 
