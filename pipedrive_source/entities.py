@@ -94,7 +94,8 @@ def _flow_row(row: dict[str, Any], parent_id: Any) -> None:
 
 
 def _participant_row(row: dict[str, Any], parent_id: Any) -> None:
-    """A participant's `id` is the person's id, shared by every deal the person takes part in."""
+    """A participant's `id` is its participation's own id (the spec's example: `id` 1092 for the person
+    `person_id.value` 1598); the key keeps the deal too, as the rows are replaced per deal."""
     row["deal_id"] = parent_id
     row["participant_id"] = f"{parent_id}:{row.get('id')}"
 
@@ -310,8 +311,9 @@ ENTITIES: tuple[Entity, ...] = (
         derive=_participant_row,
         primary_key="participant_id",
         columns={"participant_id": {"data_type": "text"}, "deal_id": {"data_type": "bigint"}},
-        references=(("id", "persons"),),
-        notes="participant_id = '<deal id>:<person id>'; a deleted person leaves every deal.",
+        references=(("person_id__value", "persons"),),
+        notes="participant_id = '<deal id>:<participation id>'; the person is person_id__value (and "
+        "person__*); a deleted person leaves every deal.",
     ),
 )
 

@@ -3,7 +3,8 @@ takes its own child rows along (`arrow_pages.py`: child rows carry the parent's 
 
 A deal's participants and a product's variations are loaded as whole sets; a participant removed from a
 deal, or a variation deleted, is simply absent from the next load, so nothing in that load names its
-child rows (`deal_participants__email`, `product_variations__prices`, ...) by their own root row."""
+child rows (`product_variations__prices`, ...) by their own root row. A participant's person is
+`person_id.value` (its `id` is the participation's own), and a deleted person leaves every deal."""
 
 from __future__ import annotations
 
@@ -31,13 +32,11 @@ def test_removed_members_take_their_child_rows_along(
 ) -> None:
     first = sync(emulator, tmp_path, entities=TABLES, arrow=arrow)
     pipeline = first.pipeline
-    # a deal's contact person who is its participant and has e-mails: dropping the contact drops it
+    # a deal's contact person who is its participant: dropping the contact drops it
     deal_id, person_id = _one(
         pipeline,
         f"SELECT d.id, d.person_id FROM {DATASET}.deals d JOIN {DATASET}.deal_participants p "
-        "ON p.participant_id = d.id || ':' || d.person_id "
-        f"JOIN {DATASET}.deal_participants__email e ON e._dlt_parent_id = p._dlt_id "
-        "ORDER BY d.id LIMIT 1",
+        "ON p.deal_id = d.id AND p.person_id__value = d.person_id ORDER BY d.id LIMIT 1",
     )
     # a variation with prices, of a product with another variation (so its set is not emptied)
     product_id, variation_id = _one(
@@ -56,9 +55,37 @@ def test_removed_members_take_their_child_rows_along(
     )
     sync(emulator, tmp_path, entities=TABLES, pipeline=pipeline, arrow=arrow)
 
-    participant = f"{deal_id}:{person_id}"
     kept = _one(
-        pipeline, f"SELECT count(*) FROM {DATASET}.deal_participants WHERE participant_id = '{participant}'"
+        pipeline,
+        f"SELECT count(*) FROM {DATASET}.deal_participants "
+        f"WHERE deal_id = {deal_id} AND person_id__value = {person_id}",
     )
     assert kept == (0,)  # the test removed what it meant to remove
     assert_equal_to_truth(emulator, tmp_path, TABLES)  # no orphan child rows, child sets as in Pipedrive
+
+
+def test_reconcile_drops_the_participations_of_deleted_persons_only(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """A participant's `id` is the participation's own (the spec's example), not its person's: reconcile
+    must match deleted persons on `person_id.value`. Keyed on `id`, it deleted every participant whose
+    participation id was no live person's id (with Pipedrive's ids: nearly all of them)."""
+    tables = ["deals", "persons", "deal_participants"]
+    pipeline = sync(emulator, tmp_path, entities=tables).pipeline
+    total = _one(pipeline, f"SELECT count(*) FROM {DATASET}.deal_participants")[0]
+    (person_id,) = _one(  # a participant who is no deal's contact person: no deal changes when it goes
+        pipeline,
+        f"SELECT p.person_id__value FROM {DATASET}.deal_participants p WHERE p.person_id__value NOT IN "
+        f"(SELECT person_id FROM {DATASET}.deals WHERE person_id IS NOT NULL) ORDER BY 1 LIMIT 1",
+    )
+    (taking_part,) = _one(
+        pipeline, f"SELECT count(*) FROM {DATASET}.deal_participants WHERE person_id__value = {person_id}"
+    )
+    emulator.control.mutate(ops=[{"op": "delete", "table": "persons", "id": person_id}])
+
+    result = sync(emulator, tmp_path, entities=tables, pipeline=pipeline, reconcile=True)
+
+    assert result.flagged.get("deal_participants") == taking_part
+    left = _one(pipeline, f"SELECT count(*) FROM {DATASET}.deal_participants")[0]
+    assert left == total - taking_part
+    assert_equal_to_truth(emulator, tmp_path, tables)

@@ -476,6 +476,29 @@ def test_v1_per_deal_lists_validate(
     )
 
 
+def test_v1_deal_participants_are_participations_not_persons(
+    client: httpx.Client, deal_ids: list[int]
+) -> None:
+    """The spec's examples (GetDealParticipants, AddDealParticipant) show a participation: its own `id` (1092,
+    what DELETE /deals/{id}/participants/{deal_participant_id} takes), the person as `person_id.value` and
+    `person.id` (1598), and the deal in `related_item_data`. A person's id in `id` hid a client keying
+    participants by person."""
+    items = [
+        (deal_id, item)
+        for deal_id in deal_ids[: DEALS_CHECKED * 4]
+        for body in v1_pages(client, f"/v1/deals/{deal_id}/participants")
+        for item in body["data"]
+    ]
+    assert len(items) > DEALS_CHECKED, "the first deals have participants"
+    persons = {p["id"] for page in v2_pages(client, "/api/v2/persons") for p in page["data"]}
+    for deal_id, item in items:
+        person = item["person_id"]["value"]
+        assert item["person"]["id"] == person and person in persons, item
+        assert item["related_item_data"]["deal_id"] == deal_id == item["related_item_id"], item
+        assert item["id"] not in persons, item
+    assert len({item["id"] for _, item in items}) == len(items)  # its own id, unique across deals
+
+
 def test_v1_goals_find_validates(client: httpx.Client, v1_openapi: Any) -> None:
     body = get_json(client, "/v1/goals/find")
     assert body["data"]["goals"], "the tiny company has goals"

@@ -4,8 +4,11 @@ Storing them for 100k deals would cost memory and generation time for data that 
 are derived on demand, deterministically:
 - flow: a `dealChange` for the creation, one for the last stage change (when the deal has one), one for
   closing (won/lost), plus every change a mutation logged in `company.flow_log`; newest first;
-- participants: the deal's contact person plus up to two more persons chosen from the deal id; each
-  rendered as the person is now (so it follows person edits without the deal's `update_time` moving).
+- participants: the deal's contact person plus up to two more persons chosen from the deal id. Each item is
+  a participation, as in the spec's examples (GetDealParticipants, AddDealParticipant): its own `id` (the
+  `deal_participant_id` that DELETE takes, not the person's), the person as `person_id` {.., value} and
+  as `person` (rendered as the person is now, so it follows person edits without the deal's `update_time`
+  moving), `related_item_data` {deal_id, title} and `added_by_user_id`.
 """
 
 from __future__ import annotations
@@ -82,7 +85,22 @@ def _participant_ids(company: Company, deal: Record) -> list[int]:
     return [p for p in ids if p in persons and not persons[p]["is_deleted"]]
 
 
-def participant_item(company: Company, person: Record) -> dict[str, Any]:
+def _user(users: dict[Any, Record], uid: Any) -> dict[str, Any] | None:
+    user = users.get(uid)
+    if user is None:
+        return None
+    return {
+        "id": user["id"],
+        "name": user["name"],
+        "email": user["email"],
+        "has_pic": 0,
+        "pic_hash": None,
+        "active_flag": user["active_flag"],
+        "value": user["id"],
+    }
+
+
+def _person(company: Company, person: Record) -> dict[str, Any]:
     users = company.t["users"].rows
     owner = users.get(person["owner_id"])
     org = company.t["organizations"].get(person["org_id"]) if person.get("org_id") else None
@@ -96,22 +114,11 @@ def participant_item(company: Company, person: Record) -> dict[str, Any]:
         "add_time": v1_time(person["add_time"]),
         "update_time": v1_time(person["update_time"]),
         "visible_to": str(person["visible_to"]),
-        "label_ids": person["label_ids"],
         "owner_name": owner["name"] if owner else "",
         "name": person["name"],
         "first_name": person["first_name"],
         "last_name": person["last_name"],
-        "owner_id": {
-            "id": owner["id"],
-            "name": owner["name"],
-            "email": owner["email"],
-            "has_pic": 0,
-            "pic_hash": None,
-            "active_flag": owner["active_flag"],
-            "value": owner["id"],
-        }
-        if owner
-        else None,
+        "owner_id": _user(users, person["owner_id"]),
     }
     if org:
         item["org_name"] = org["name"]
@@ -127,9 +134,35 @@ def participant_item(company: Company, person: Record) -> dict[str, Any]:
     return item
 
 
+def participation_id(company: Company, deal_id: int, person_id: int) -> int:
+    """A participation's own id: stable per (deal, person), unrelated to either id (below 2**48)."""
+    key = f"{company.seed}/participation/{deal_id}/{person_id}"
+    return int(hashlib.md5(key.encode()).hexdigest()[:12], 16)
+
+
+def participant_item(company: Company, deal: Record, person: Record) -> dict[str, Any]:
+    return {
+        "id": participation_id(company, deal["id"], person["id"]),
+        "person_id": {
+            "active_flag": True,
+            "name": person["name"],
+            "email": person["emails"],
+            "phone": person["phones"],
+            "value": person["id"],
+        },
+        "add_time": v1_time(max(deal["add_time"], person["add_time"])),
+        "active_flag": True,
+        "related_item_data": {"deal_id": deal["id"], "title": deal["title"]},
+        "person": _person(company, person),
+        "added_by_user_id": _user(company.t["users"].rows, deal["owner_id"]),
+        "related_item_type": "deal",
+        "related_item_id": deal["id"],
+    }
+
+
 def deal_participants(company: Company, deal: Record) -> list[dict[str, Any]]:
     persons = company.t["persons"].rows
-    return [participant_item(company, persons[p]) for p in _participant_ids(company, deal)]
+    return [participant_item(company, deal, persons[p]) for p in _participant_ids(company, deal)]
 
 
 def snapshot_derived(company: Company, table: str) -> list[dict[str, Any]]:
