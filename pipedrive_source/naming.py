@@ -133,9 +133,17 @@ def bind_columns(
     by_code = {s.code: s for s in slots}
     taken: set[str] = set()
     result: dict[str, str] = {}
-    for code in sorted(bindings):
-        slot = by_code.get(code)
-        cols = group(bindings[code], slot.suffixes if slot else orphan_suffixes)
+    # Live fields first: a deleted field's guessed suffixes ("region" -> "region_id") must not push a live
+    # field ("Region ID") off the column its values are in, nor a built-in column ("owner" -> "owner_id")
+    # drop the deleted field's reservation. Such a suffix was never the deleted field's own (its group
+    # avoided them while it lived), so it keeps the rest.
+    for code in sorted(bindings, key=lambda c: (c not in by_code, c)):
+        slot, base = by_code.get(code), bindings[code]
+        if slot is None:
+            blocked = builtin_set | taken
+            cols = [base, *(base + s for s in orphan_suffixes if base + s not in blocked)]
+        else:
+            cols = group(base, slot.suffixes)
         if _clashes(cols, builtin_set | taken):
             logger.warning("custom field %s: column %r collides, re-binding it", code[:8], bindings[code])
             continue

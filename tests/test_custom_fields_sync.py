@@ -500,3 +500,47 @@ def test_a_full_refresh_of_some_entities_then_a_run_restores_the_field_tables(
         assert {r["field_code"] for r in fields if r["entity"] == entity} == set(defs), entity
         with_options = {code for code, fd in defs.items() if fd["options"]}
         assert with_options <= {r["field_code"] for r in options if r["entity"] == entity}, entity
+
+
+def test_deleting_a_field_moves_no_other_field_off_its_column(tmp_path: Path) -> None:
+    """A deleted field keeps its column reserved, with the suffixes its type could have had. Those guesses
+    used to win over live fields and built-ins: deleting "Contract" moved the live "Contract until" off
+    `contract_until` (its `_until` guess) to `contract_until_2`, old rows in one column and changed rows in
+    the other; deleting "Owner" dropped the reservation (its `_id` guess is deals' built-in `owner_id`) and
+    a new "Owner" field took over the column holding the deleted field's values."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        names = ["Contract", "Contract until", "Owner"]
+        added = emulator.control.mutate(
+            ops=[
+                {"op": "add_field", "entity": "deal", "name": n, "field_type": "varchar", "fill": 5}
+                for n in names
+            ]
+        )
+        codes = {f["name"]: f["field_code"] for f in added["fields"]}
+        assert codes["Contract"] < codes["Contract until"]  # the deleted field's binding is looked at first
+        s = Sync(emulator, tmp_path, entities=["deals"])
+        s.run()
+        before = column_of(s, "deals")
+        assert [before[codes[n]] for n in names] == ["contract", "contract_until", "owner"]
+        deal = sorted(s.table("deals"))[0]
+        emulator.control.mutate(
+            ops=[
+                {"op": "delete_field", "entity": "deal", "field_code": codes["Contract"]},
+                {"op": "delete_field", "entity": "deal", "field_code": codes["Owner"]},
+                {
+                    "op": "update",
+                    "table": "deals",
+                    "id": deal,
+                    "changes": {"custom_fields": {codes["Contract until"]: "2031"}},
+                },
+                {"op": "add_field", "entity": "deal", "name": "Owner", "field_type": "varchar", "fill": 5},
+            ]
+        )
+        s.run()
+        fields = emulator.control.snapshot("deal_fields")
+    new_owner = next(f["field_code"] for f in fields if f["field_name"] == "Owner" and f["is_custom_field"])
+    after = column_of(s, "deals")
+    assert {code: after.get(code) for code in before} == before
+    assert after[new_owner] == "owner_2"
+    assert s.table("deals")[deal]["contract_until"] == "2031"
+    assert "contract_until_2" not in s.columns()["deals"]
