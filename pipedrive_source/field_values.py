@@ -69,6 +69,8 @@ def to_float(v: Any) -> Any:
 def to_int(v: Any) -> Any:
     if type(v) is int:
         return v
+    if type(v) is float:  # int() would cut 1.5 to 1: keep a fraction for dlt's variant column
+        return int(v) if v.is_integer() else v
     try:
         return int(v)
     except (TypeError, ValueError):

@@ -544,3 +544,25 @@ def test_deleting_a_field_moves_no_other_field_off_its_column(tmp_path: Path) ->
     assert after[new_owner] == "owner_2"
     assert s.table("deals")[deal]["contract_until"] == "2031"
     assert "contract_until_2" not in s.columns()["deals"]
+
+
+def test_a_fraction_in_an_int_field_is_kept_not_cut(tmp_path: Path) -> None:
+    """An `int` field holding 1.5 (legacy numeric fields take what the API is given) loaded as 1: the
+    converter's int() cut it. A whole float still lands as a bigint; a fraction goes where dlt keeps a
+    value its column's type cannot hold (the `__v_double` variant column), as a bad date or text does."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        code = next(c for c, fd in custom_defs(emulator, "deals").items() if fd["field_type"] == "int")
+        s = Sync(emulator, tmp_path, entities=["deals"])
+        s.run()
+        whole, fraction = sorted(s.table("deals"))[:2]
+        values = {whole: 7.0, fraction: 1.5}
+        updates = [
+            {"op": "update", "table": "deals", "id": rid, "changes": {"custom_fields": {code: v}}}
+            for rid, v in values.items()
+        ]
+        emulator.control.mutate(ops=updates)
+        s.run()
+    column = column_of(s, "deals")[code]
+    deals = s.table("deals")
+    assert deals[whole][column] == 7
+    assert (deals[fraction][column], deals[fraction].get(f"{column}__v_double")) == (None, 1.5)
