@@ -50,12 +50,14 @@ _SPELLED_OUT = str.maketrans(
         "ı": "i",
         "ħ": "h",
         "Ħ": "H",
-        "€": "eur",
-        "£": "gbp",
-        "$": "usd",
-        "%": "pct",
-        "&": "and",
-        "#": "no",
+        # symbols are words of their own: glued on, "R&D" became "RandD" and dlt's camelCase split
+        # made it `rand_d` ("ID#" -> `i_dno`, "Margin%" -> `marginpct`)
+        "€": " eur ",
+        "£": " gbp ",
+        "$": " usd ",
+        "%": " pct ",
+        "&": " and ",
+        "#": " no ",
     }
 )
 _EDGE_NON_ALNUM = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$")

@@ -268,6 +268,7 @@ EXPECTED = {
         ("Região de venda", "regiao_de_venda"),
         ("Straße", "strasse"),
         ("Budget (€)", "budget_eur"),
+        ("R&D share %", "r_and_d_share_pct"),
         ("dealTier", "deal_tier"),
         ("  Net   value  ", "net_value"),
         ("2nd contact", "_2nd_contact"),

@@ -566,3 +566,26 @@ def test_a_fraction_in_an_int_field_is_kept_not_cut(tmp_path: Path) -> None:
     deals = s.table("deals")
     assert deals[whole][column] == 7
     assert (deals[fraction][column], deals[fraction].get(f"{column}__v_double")) == (None, 1.5)
+
+
+def test_symbols_in_field_names_become_words_of_their_own(tmp_path: Path) -> None:
+    """`&`, `%`, `#`, `$` are spelled out; glued to their neighbours, dlt's camelCase split mangled them:
+    "R&D budget" was `rand_d_budget`, "ID#" `i_dno`, "Margin%" `marginpct`."""
+    names = {"R&D budget": "r_and_d_budget", "ID#": "id_no", "Margin%": "margin_pct", "Cost$": "cost_usd"}
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        added = emulator.control.mutate(
+            ops=[
+                {"op": "add_field", "entity": "deal", "name": n, "field_type": "varchar", "fill": 5}
+                for n in names
+            ]
+        )
+        s = Sync(emulator, tmp_path, entities=["deals"])
+        s.run()
+        truth = {r["id"]: r["custom_fields"] for r in emulator.control.snapshot("deals")}
+    columns = column_of(s, "deals")
+    deals = s.table("deals")
+    for field in added["fields"]:
+        column = columns[field["field_code"]]
+        assert column == names[field["name"]]
+        filled = {rid: v[field["field_code"]] for rid, v in truth.items() if v[field["field_code"]]}
+        assert filled and {rid: deals[rid][column] for rid in filled} == filled
