@@ -73,6 +73,7 @@ class Resolver:
         keep_option_ids: bool = False,
         builtin_labels: bool = True,
         extra_options: Mapping[str, Mapping[Any, str]] | None = None,
+        last_seen: Mapping[str, Sequence[str | None]] | None = None,
     ) -> None:
         self.entity = entity
         self.keep_option_ids = keep_option_ids
@@ -83,6 +84,7 @@ class Resolver:
         builtin_defs += extra.values()
         self._warned: set[str] = set()
         self._initial_bindings = dict(bindings or {})
+        self._last_seen = {c: tuple(v) for c, v in (last_seen or {}).items() if len(v) == 2}
         self._builtins = {normalize(c) for c in builtin_columns} | {
             normalize(fd.code) for fd in defs if not fd.is_custom
         }
@@ -232,19 +234,28 @@ class Resolver:
 
     # --- tables about the fields -------------------------------------------------------------------
 
+    @property
+    def last_seen(self) -> dict[str, list[str | None]]:
+        """[name, type] of every bound field as Pipedrive last listed it, for the state: once a field is
+        deleted its `custom_fields` row still says what its column held."""
+        seen = {code: list(self._last_seen[code]) for code in self.bindings if code in self._last_seen}
+        seen.update({code: [fd.name, fd.type] for code, fd in self.custom.items()})
+        return seen
+
     def field_rows(self) -> list[dict[str, Any]]:
         """Rows of the `custom_fields` table: one per bound field, deleted ones with still_exists false."""
         rows = []
         for code in sorted(self.bindings):
             fd = self.custom.get(code)
             compiled = self._compiled.get(code)
+            name, field_type = (fd.name, fd.type) if fd else self._last_seen.get(code, (None, None))
             rows.append(
                 {
                     "entity": self.entity,
                     "field_code": code,
-                    "field_name": fd.name if fd else None,
+                    "field_name": name,
                     "column_name": self.bindings[code],
-                    "field_type": fd.type if fd else None,
+                    "field_type": field_type,
                     "columns": ", ".join(compiled.columns) if compiled and fd else None,
                     "still_exists": fd is not None,
                 }

@@ -17,7 +17,8 @@ entity's state and then reads that entity in full once). Which field-definition 
   deal field's also for leads, which inherit them): stale labels -> one full read of the entity;
 - renamed field: bindings keep its columns, only `custom_fields.field_name` changes -> nothing to re-read;
 - new option or new field: no record holds it until it is changed (and so stamped) -> nothing to re-read;
-- deleted field: its column keeps the last values (`custom_fields.still_exists` is false) -> no re-read;
+- deleted field: its column keeps the last values (`custom_fields.still_exists` is false, its row keeps
+  the last name and type, `custom_field_last_seen` in the state) -> no re-read;
 - a custom field moved off a column a built-in one turned out to use (`Resolver._rebind_around`): old rows
   keep the value in the old column (rare; logged as a warning).
 """
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "custom_field_bindings"
+LAST_SEEN_KEY = "custom_field_last_seen"  # per table and field code: [name, type] as last listed
 DIGESTS_KEY = "custom_field_tables"  # digest of each entity's rows of a table about the fields, as loaded
 LEAD_LABELS = "lead_labels"
 INHERITED_FIELDS = {"leads": "deal_fields"}
@@ -61,7 +63,7 @@ class CustomFieldResolution:
         self._runs: weakref.WeakKeyDictionary[SyncContext, dict[str, Resolver]] = weakref.WeakKeyDictionary()
         self._hinted: weakref.WeakKeyDictionary[SyncContext, set[str]] = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
-        self._fallback_state: dict[str, dict[str, str]] = {}  # outside a dlt pipeline (tests, scripts)
+        self._fallback_state: dict[str, dict[str, Any]] = {}  # outside a dlt pipeline (tests, scripts)
 
     def __call__(self, entity: Entity, rows: list[Row], ctx: SyncContext) -> list[Row]:
         if not entity.fields_entity or not rows:
@@ -85,17 +87,19 @@ class CustomFieldResolution:
             return run[entity.name]
 
     def _build(self, entity: Entity, ctx: SyncContext) -> Resolver:
-        bindings = self._bindings()
+        bindings, last_seen = self._bindings(), self._state(LAST_SEEN_KEY)
         resolver = Resolver(
             entity.name,
             _field_definitions(entity, ctx),
             bindings=bindings.get(entity.name) or {},
+            last_seen=last_seen.get(entity.name),
             builtin_columns=_builtin_columns(entity),
             keep_option_ids=self.keep_option_ids,
             builtin_labels=self.builtin_labels,
             extra_options={"label_ids": _lead_label_options(ctx)} if entity.name == "leads" else None,
         )
         bindings[entity.name] = resolver.bindings
+        last_seen[entity.name] = resolver.last_seen
         return resolver
 
     def option_labels(self, entity: Entity, ctx: SyncContext) -> OptionLabels:
@@ -103,11 +107,14 @@ class CustomFieldResolution:
         return self.resolver(entity, ctx).labelled_options()
 
     def _bindings(self) -> dict[str, dict[str, str]]:
+        return self._state(STATE_KEY)
+
+    def _state(self, key: str) -> dict[str, Any]:
         try:
             state = dlt.current.source_state()
-        except Exception:  # no pipeline/source context: keep bindings in memory
-            return self._fallback_state
-        return state.setdefault(STATE_KEY, {})
+        except Exception:  # no pipeline/source context: keep it in memory
+            return self._fallback_state.setdefault(key, {})
+        return state.setdefault(key, {})
 
     # --- the tables about the fields ----------------------------------------------------------------
 

@@ -343,6 +343,11 @@ def test_custom_fields_table_shows_the_changes(sync: Sync, mutated: dict[str, An
     assert rows[mutated["text"]]["column_name"] == "text_field"
     assert rows[mutated["legacy"]]["still_exists"] is False
     assert rows[mutated["legacy"]]["column_name"] == "varchar_field"
+    # what the deleted field was, as last listed (was NULL: nothing said what the column had held)
+    assert (rows[mutated["legacy"]]["field_name"], rows[mutated["legacy"]]["field_type"]) == (
+        "Varchar field",
+        "varchar",
+    )
     options = {
         (o["field_code"], o["option_id"]): o["label"]
         for o in sync.query(f"SELECT * FROM {DATASET}.custom_field_options WHERE entity = 'deals'")
