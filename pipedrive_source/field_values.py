@@ -66,16 +66,24 @@ def to_float(v: Any) -> Any:
         return v
 
 
+# dlt's writers fail on a whole number beyond 64 bits, and so every later run on the same record; dlt's
+# coercion turns digits and whole floats back into such an int, so it goes to the `__v_text` variant column
+# as the float's text ('1e+22', as Pipedrive's JSON gives any number beyond 64 bits)
+_BIGINT_MIN, _BIGINT_END = -(2**63), 2**63
+
+
 def to_int(v: Any) -> Any:
     if type(v) is int:
-        return v
+        return v if _BIGINT_MIN <= v < _BIGINT_END else repr(float(v))
     if type(v) is float:  # int() would cut 1.5 to 1: keep a fraction for dlt's variant column
-        return int(v) if v.is_integer() else v
+        if not v.is_integer():
+            return v
+        return int(v) if _BIGINT_MIN <= v < _BIGINT_END else repr(v)
     try:
-        return int(v)
+        return to_int(int(v))
     except (TypeError, ValueError):
         f = to_float(v)
-        return int(f) if isinstance(f, float) and f.is_integer() else v
+        return to_int(f) if isinstance(f, float) else v
 
 
 def to_bool(v: Any) -> Any:
@@ -110,7 +118,7 @@ def to_ref(v: Any) -> Any:
     """A referenced record's id; v1 sometimes sends the record as `{"value": id, "name": ...}`."""
     if isinstance(v, Mapping):
         v = v.get("value", v.get("id"))
-    if type(v) is int or v is None:
+    if v is None:
         return v
     if isinstance(v, str) and not v.isdigit():
         return v  # lead ids are UUIDs
