@@ -66,6 +66,13 @@ class ApiTokenAuth:
         if not token:
             raise AuthError(f"No Pipedrive API token configured. Set {setting}.")
         register_secret(token)
+        if not (token.isascii() and token.isprintable()):
+            # typographic quotes or a stray character copied along: httpx failed on the header with a
+            # UnicodeEncodeError (exit 1, naming no setting) after the run had started
+            raise AuthError(
+                "The Pipedrive API token holds characters a token cannot have (quotes copied along?). "
+                f"Set a valid token in {setting}."
+            )
         self._headers = {"x-api-token": token}
 
     def headers(self) -> dict[str, str]:

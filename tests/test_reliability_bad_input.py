@@ -85,6 +85,19 @@ def test_wrong_token(cli, tmp_path: Path) -> None:
     assert nothing_loaded(tmp_path)
 
 
+@pytest.mark.parametrize("quoted", ["\u201c{}\u201d", "{}\u00a7", "{}\x01"])
+def test_token_with_characters_a_token_cannot_have(cli, config_emulator, tmp_path: Path, quoted: str) -> None:
+    """A token pasted with typographic quotes failed with exit 1 and `UnicodeEncodeError: 'ascii' codec
+    can't encode character ...` (naming no setting); a control character got HTTP 400 from Pipedrive."""
+    token = quoted.format(config_emulator.api_token)
+    config_emulator.control.reset_stats()
+    run = cli(*USERS, token=token)
+    assert run.returncode == 2
+    assert_one_clear_line(run, "characters a token cannot have", TOKEN_SETTING)
+    assert config_emulator.control.stats()["total_requests"] == 0
+    assert nothing_loaded(tmp_path)
+
+
 def test_token_of_another_company_on_a_first_run_loads_that_company(cli, config_emulator) -> None:
     run = cli("--entities", "users,deals", token=config_emulator.settings.other_company_token)
     assert run.returncode == 0, run.stderr
