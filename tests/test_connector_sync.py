@@ -110,6 +110,26 @@ def test_reconcile_flags_every_record_pipedrive_no_longer_lists(emulator, tmp_pa
         assert rows[activity_id]["subject"]  # flagged in place: the last known content is kept
 
 
+LOOKUP_LISTS = ["users", "activity_types", "currencies", "filters", "roles", "permission_sets", "goals"]
+
+
+def test_a_record_deleted_from_any_lookup_list_is_flagged(emulator, tmp_path: Path) -> None:
+    """A deleted goal or currency stayed in the emulator's lists (its snapshot, the truth, had it gone), so
+    the run flagged nothing and the warehouse kept it live."""
+    sync(emulator, tmp_path, entities=LOOKUP_LISTS)
+    ops = [
+        {"op": "delete", "table": table, "id": max(row["id"] for row in emulator.control.snapshot(table))}
+        for table in LOOKUP_LISTS
+    ]
+    deleted = emulator.control.mutate(ops=ops)["deleted"]
+    result = sync(emulator, tmp_path, entities=LOOKUP_LISTS)
+    assert result.flagged == {table: 1 for table in LOOKUP_LISTS}
+    for table in LOOKUP_LISTS:
+        rows = {row["id"]: row for row in synced_rows(result.pipeline, table)}
+        assert rows[deleted[table][0]]["is_deleted"] is True, table
+    assert_equal_to_truth(emulator, tmp_path, LOOKUP_LISTS)
+
+
 def test_hard_delete_removes_deleted_records(emulator, tmp_path: Path) -> None:
     sync(emulator, tmp_path, hard_delete=True)
     changes = emulator.control.mutate(seed=13, deletes=10)

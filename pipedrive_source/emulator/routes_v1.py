@@ -134,14 +134,14 @@ def _matches(value: Any, want: Any, fuzzy: bool) -> bool:
 def currencies(req: Req) -> tuple[int, bytes]:
     term = (req.q.get("term") or "").lower()
     table = req.company.t["currencies"]
-    rows = [r for r in table.rows.values() if term in r["code"].lower() or term in r["name"].lower()]
+    rows = [r for r in table.in_view("live") if term in r["code"].lower() or term in r["name"].lower()]
     items = [render.record_bytes(req.company, table, r, "v1") for r in sorted(rows, key=lambda r: r["id"])]
     return 200, b'{"success":true,"data":[' + b",".join(items) + b"]}"
 
 
 def goals(req: Req) -> tuple[int, bytes]:
     table = req.company.t["goals"]
-    rows = sorted(table.rows.values(), key=lambda r: r["id"])
+    rows = sorted(table.in_view("live"), key=lambda r: r["id"])  # a deleted goal leaves the list
     name = req.q.get("type.name")
     active = req.q.get("is_active", True)
     rows = [r for r in rows if (name is None or r["type"]["name"] == name) and r["is_active"] == active]
