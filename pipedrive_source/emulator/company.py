@@ -119,6 +119,9 @@ class Company:
         self.flow_log: dict[int, list[dict[str, Any]]] = {}  # deal id -> changes mutations made
         self.render_plans: dict[tuple[str, str, frozenset[str]], tuple[int, render.Plan]] = {}
         self._change_ids = 0
+        # the person ids derived participants are drawn from: the generated ones (`generate` sets it), so
+        # that a person created later does not change the participants of every deal
+        self.participant_pool = 0
         self.tables: list[str] = [*V2_TABLES, *V1_TABLES, *FIELD_TABLES, *DERIVED_TABLES]
 
     @classmethod
@@ -130,6 +133,7 @@ class Company:
                 table = Table(name, VIEW_OF.get(name, _flagged))
                 table.load(rows)
                 company.t[name] = table
+        company.participant_pool = company.t["persons"].max_id
         return company
 
     def prerender(self) -> int:

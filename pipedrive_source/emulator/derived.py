@@ -76,7 +76,7 @@ def log_change(company: Company, deal: Record, key: str, old: Any, new: Any) -> 
 def _participant_ids(company: Company, deal: Record) -> list[int]:
     ids = [deal["person_id"]] if deal.get("person_id") else []
     h = int(hashlib.md5(f"{company.seed}/participants/{deal['id']}".encode()).hexdigest()[:8], 16)
-    n_persons = company.t["persons"].max_id
+    n_persons = company.participant_pool
     for k in range(h % 3):
         pid = 1 + (h >> (4 + 8 * k)) % n_persons
         if pid not in ids:
