@@ -103,7 +103,9 @@ def test_reconcile_flags_every_record_pipedrive_no_longer_lists(emulator, tmp_pa
     for table, ids in changes["deleted"].items():
         if BY_NAME[table].strategy == UPDATED_SINCE and table != "deals":
             assert result.flagged.get(table) == len(ids), (table, result.flagged)
-    assert_equal_to_truth(emulator, tmp_path, ALL_TABLES)
+    # a deal's flow is read again only when the deal changes: a note, file or activity edited since (which
+    # leaves its deal as it was) is there as it was; its own table has it as it is
+    assert_equal_to_truth(emulator, tmp_path, [t for t in ALL_TABLES if t != "deal_flow"])
     rows = {row["id"]: row for row in synced_rows(result.pipeline, "activities")}
     for activity_id in changes["deleted"].get("activities", []):
         assert rows[activity_id]["is_deleted"] is True

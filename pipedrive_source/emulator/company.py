@@ -113,10 +113,12 @@ class Company:
     def __init__(self, seed: int, scale: str, start: int = DEFAULT_START):
         self.seed, self.scale = seed, scale
         self.clock = start
+        self.start = start
         self.lock = threading.RLock()
         self.fields: FieldRegistry = build_registry(seed, start - HISTORY_DAYS * DAY)
         self.t: dict[str, Table] = {}
         self.flow_log: dict[int, list[dict[str, Any]]] = {}  # deal id -> changes mutations made
+        self.mail_log: dict[int, list[dict[str, Any]]] = {}  # deal id -> mails mutations linked to it
         self.render_plans: dict[tuple[str, str, frozenset[str]], tuple[int, render.Plan]] = {}
         self._change_ids = 0
         # the person ids derived participants are drawn from: the generated ones (`generate` sets it), so

@@ -3,7 +3,8 @@
 Storing them for 100k deals would cost memory and generation time for data that is opt-in, so both
 are derived on demand, deterministically:
 - flow: a `dealChange` for the creation, one for the last stage change (when the deal has one), one for
-  closing (won/lost), plus every change a mutation logged in `company.flow_log`; newest first;
+  closing (won/lost), plus every change a mutation logged in `company.flow_log`; and the deal's
+  activities, notes, files and mail messages (`flow_items.py`); newest first;
 - participants: the deal's contact person plus up to two more persons chosen from the deal id. Each item is
   a participation, as in the spec's examples (GetDealParticipants, AddDealParticipant): its own `id` (the
   `deal_participant_id` that DELETE takes, not the person's), the person as `person_id` {.., value} and
@@ -17,6 +18,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from .clock import v1_time
+from .flow_items import linked_count, linked_items
 
 if TYPE_CHECKING:
     from .company import Company
@@ -51,14 +53,17 @@ def deal_flow(company: Company, deal: Record) -> list[dict[str, Any]]:
     if deal.get("close_time") and deal["status"] in ("won", "lost"):
         events.append(_change(deal, 3, deal["close_time"], "status", "open", deal["status"]))
     events.extend(company.flow_log.get(deal["id"], ()))
-    events.sort(key=lambda e: (e["timestamp"], e["data"]["id"]), reverse=True)
+    events.extend(linked_items(company, deal))
+    # ids are unique per kind only: the kind breaks a tie of time and id
+    events.sort(key=lambda e: (e["timestamp"], e["object"], e["data"]["id"]), reverse=True)
     return events
 
 
 def flow_count(company: Company, deal: Record) -> int:
     """len(deal_flow(...)) without rendering the events (counts() runs it over every deal)."""
     closed = bool(deal.get("close_time")) and deal["status"] in ("won", "lost")
-    return 1 + bool(deal.get("stage_change_time")) + closed + len(company.flow_log.get(deal["id"], ()))
+    changes = 1 + bool(deal.get("stage_change_time")) + closed + len(company.flow_log.get(deal["id"], ()))
+    return changes + linked_count(company, deal)
 
 
 def participant_count(company: Company, deal: Record) -> int:

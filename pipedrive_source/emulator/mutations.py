@@ -19,13 +19,15 @@ Explicit operations — `{"ops": [...]}`, applied in order:
   "field_type", "options": [labels]?, "fill": n?}` (n random live records get a value and are stamped);
 - `{"op": "archive_deal", "id"}`; `{"op": "update", "table", "id", "changes"}` (`custom_fields` in
   changes is merged key by key; a null value clears a field); `{"op": "delete", "table", "id"}`;
-  `{"op": "create", "table", "values"?}`; `{"op": "advance_clock", "seconds"}`.
+  `{"op": "create", "table", "values"?}`; `{"op": "add_mail", "deal_id"}` (a mail message linked to the
+  deal: it shows in the deal's flow); `{"op": "advance_clock", "seconds"}`.
 Delete semantics: a deal becomes `status: deleted`, `is_deleted: true` and stays visible through
 `status=deleted` for 30 days; a project becomes `status: deleted` (listed only by `status=deleted`, the
 spec's documented exception); leads and tasks get an internal deleted flag, notes and files
 `active_flag: false`, everything else `is_deleted: true` — all of those vanish from lists.
 A change to a deal product or installment also stamps its deal (its products changed), so clients that
-re-read products for changed deals see it.
+re-read products for changed deals see it; so do an activity, note or file added to a deal or deleted, and a
+mail linked to it (the deal's counts of them change, and its flow shows them).
 The result lists affected ids per table: `{"clock", "created", "updated", "deleted", "archived", "fields"}`.
 """
 
@@ -35,7 +37,7 @@ import copy
 import random
 from typing import TYPE_CHECKING, Any
 
-from . import derived
+from . import derived, flow_items
 from .catalog import CUSTOM_ENTITIES
 from .clock import rfc3339
 from .fields import FieldDef, field_hash
@@ -75,6 +77,7 @@ TITLE_FIELD = {
     "deal_installments": "description",
 }
 CHILD_OF_DEAL = ("deal_products", "deal_installments")
+IN_DEAL_FLOW = ("activities", "notes", "files")  # items of the deal flow besides its own changes
 
 
 class MutationError(ValueError):
@@ -130,15 +133,25 @@ class Batch:
                     derived.log_change(self.c, rec, key, rec.get(key), new)
         t.update(rec["id"], changes)
         self.note(kind, name, rec["id"])
-        self.touch_parent_deal(name, rec)
+        self.touch_parent_deal(name, rec, kind)
 
-    def touch_parent_deal(self, name: str, rec: Record) -> None:
-        """A deal's products/installments changed: the deal itself counts as updated."""
+    def touch_parent_deal(self, name: str, rec: Record, kind: str) -> None:
+        """A deal's products/installments changed, or an activity, note or file was added to it or deleted:
+        the deal itself counts as updated (it holds their counts; and its flow lists them)."""
         deals = self.c.t["deals"]
         deal = deals.rows.get(rec.get("deal_id"))
-        if name in CHILD_OF_DEAL and deal is not None and not deal["is_deleted"]:
+        linked = name in IN_DEAL_FLOW and kind in ("created", "deleted")
+        if (name in CHILD_OF_DEAL or linked) and deal is not None and not deal["is_deleted"]:
             deals.update(rec["deal_id"], {"update_time": self.c.clock})
             self.note("updated", "deals", rec["deal_id"])
+
+    def add_mail(self, deal: Record) -> None:
+        """A mail message linked to the deal: in its flow, and the deal counts as updated (mail counts)."""
+        if deal["is_deleted"]:
+            raise MutationError(f"deal {deal['id']} is deleted")
+        flow_items.log_mail(self.c, deal)
+        self.c.t["deals"].update(deal["id"], {"update_time": self.c.clock})
+        self.note("updated", "deals", deal["id"])
 
     # --- record operations -----------------------------------------------------------------------
     def create(self, name: str, values: dict[str, Any] | None = None) -> Any:
@@ -165,7 +178,7 @@ class Batch:
         rec.update(copy.deepcopy(values or {}))
         t.insert(rec)
         self.note("created", name, rec["id"])
-        self.touch_parent_deal(name, rec)
+        self.touch_parent_deal(name, rec, "created")
         return rec["id"]
 
     def _fresh_state(self, name: str, rec: Record) -> dict[str, Any]:
@@ -416,6 +429,8 @@ def _explicit(batch: Batch, op: dict[str, Any]) -> None:
         batch.delete(op["table"], batch.record(op["table"], op.get("id")))
     elif kind == "create":
         batch.create(op["table"], op.get("values"))
+    elif kind == "add_mail":
+        batch.add_mail(batch.record("deals", op.get("deal_id")))
     elif kind == "advance_clock":
         batch.c.tick(int(op.get("seconds", 1)))
     else:
