@@ -5,8 +5,9 @@ flattens, types and re-writes them) and manages about 15-20k rows/s here; Arrow 
 skip the normalize work. What comes out is what dlt's relational normalizer makes of the same records with
 `max_table_nesting=1`:
 - a nested object becomes `parent__child` columns one level deep (deeper objects and lists inside it are
-  JSON); a list becomes a child table `<table>__<list>` (a list of scalars gives a `value` column; objects
-  inside list items are JSON);
+  JSON), but one the entity hints as `json` (`Entity.columns`: deal flow's `item_data`) is one JSON column;
+  a list becomes a child table `<table>__<list>` (a list of scalars gives a `value` column; objects inside
+  list items are JSON);
 - column names through the schema's naming convention; a column's type is the one the schema already has,
   else its hint (the resource's for the root table, which carries the spec's types, `column_types.py`, and
   the custom fields'; the spec's for a child table, declared with the child table), else dlt's own inference
@@ -139,6 +140,7 @@ class PageShaper:
         load_id: str,
         replace_children: bool,
         set_key: str | None = None,
+        whole: frozenset[str] = frozenset(),
     ) -> None:
         self.table = table
         self.primary_key = primary_key
@@ -148,6 +150,7 @@ class PageShaper:
         self.replace_children = replace_children
         self.set_key = set_key  # the root's merge key, when its rows are replaced as a set per parent
         self.child_key = set_key_column(set_key, schema) if set_key else ROOT_KEY
+        self.whole = whole  # keys of objects kept as one JSON column, as dlt keeps a column hinted `json`
         self._names: dict[str, str] = {}
         self._hint_names: dict[str, str] = {}
         self._types: dict[str, dict[str, str]] = {}  # table -> column -> dlt data type decided
@@ -205,10 +208,11 @@ class PageShaper:
         nested: dict[str, dict[str, list[Any]]] = {}  # raw key -> inner raw key -> values
         order: list[tuple[str, str | None]] = []  # first appearance, as dlt meets the columns
         lists: dict[str, list[Item]] = {}
+        whole = self.whole
         for index, row in enumerate(rows):
             for key, value in row.items():
                 kind = type(value)
-                if kind is dict:
+                if kind is dict and key not in whole:
                     members = nested.get(key)
                     if members is None:
                         members = nested[key] = {}

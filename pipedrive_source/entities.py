@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import deal_flow
 from .settings import FULL_READ_INTERVAL_HOURS
 
 UPDATED_SINCE = "updated_since"
@@ -82,15 +83,9 @@ class Entity:
     references: tuple[tuple[str, str], ...] = ()  # (column, table): rows go when that record is gone
     derive: Callable[[dict[str, Any], Any], None] | None = None  # PER_RECORD: (row, parent id) adds columns
     full_read_hours: float | None = None  # FULL/PER_PARENT: re-read in full at most this often (None: always)
-    columns: dict[str, Any] = field(default_factory=dict)  # hints winning over the spec types (column_types)
+    # hints winning over the spec types (column_types); an object hinted `json` here stays one JSON column
+    columns: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
-
-
-def _flow_row(row: dict[str, Any], parent_id: Any) -> None:
-    """Flow items are {object, timestamp, data}; ids are unique per object type only."""
-    data = row.get("data") or {}
-    row["flow_id"] = f"{row.get('object')}:{data.get('id')}"
-    row["deal_id"] = parent_id
 
 
 def _participant_row(row: dict[str, Any], parent_id: Any) -> None:
@@ -288,15 +283,13 @@ ENTITIES: tuple[Entity, ...] = (
         cursor_field=None,
         paging=OFFSET,
         merge_key="deal_id",
-        derive=_flow_row,
-        columns={
-            "flow_id": {"data_type": "text"},
-            "deal_id": {"data_type": "bigint"},
-            "data__old_value": {"data_type": "text"},
-            "data__new_value": {"data_type": "text"},
-        },
-        notes="changelog of each changed deal; flow_id = '<object>:<id>'; old/new values of any field "
-        "type are kept as text.",
+        derive=deal_flow.flow_row,
+        columns=deal_flow.COLUMNS,
+        notes="changelog of each changed deal, every kind of item (dealChange, activity, note, file, "
+        "mailMessage, ...) in the same columns: flow_id = '<object>:<id>'; data__id is the item's own id; "
+        "a field change's fields are data__* columns (old/new values of any field type as text); the "
+        "data of every other kind, whole, is the JSON column item_data, as it was when the deal last "
+        "changed (activities, notes and files as they are now: their own tables, joined on data__id).",
     ),
     _v1(
         "deal_participants",

@@ -110,6 +110,7 @@ class Outputs:
             load_id,
             replace_children=existed and self.merges(),
             set_key=entity.merge_key,
+            whole=frozenset(k for k, hint in entity.columns.items() if hint.get("data_type") == "json"),
         )
 
 
