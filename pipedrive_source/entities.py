@@ -10,7 +10,7 @@ Strategies (how a run finds what changed; see `source.py` for the engine):
   `is_deleted`.
 - DEAL_BATCH: child rows of the deals that changed in this run, `deal_ids=` up to 100 per request.
 - PER_RECORD: one request per changed parent record (deal flow and participants: opt-in because of the
-  cost; product variations: products rarely change).
+  cost; product variations: products rarely change, and a reconcile reads them for every product).
 - PER_PARENT: one request per record of a small parent list (phases per board).
 
 Full-read interval (`full_read_hours`): a FULL/PER_PARENT list that can be neither filtered nor sorted and
@@ -82,6 +82,9 @@ class Entity:
     merge_key: str | None = None  # rows of a parent are replaced as a set (children of changed deals)
     references: tuple[tuple[str, str], ...] = ()  # (column, table): rows go when that record is gone
     derive: Callable[[dict[str, Any], Any], None] | None = None  # PER_RECORD: (row, parent id) adds columns
+    # PER_RECORD: changes here leave the parent's update_time alone, so only a reconcile (which then reads
+    # every parent again, and so every set of children) sees them
+    reconcile_all_parents: bool = False
     full_read_hours: float | None = None  # FULL/PER_PARENT: re-read in full at most this often (None: always)
     # hints winning over the spec types (column_types); an object hinted `json` here stays one JSON column
     columns: dict[str, Any] = field(default_factory=dict)
@@ -175,7 +178,10 @@ ENTITIES: tuple[Entity, ...] = (
         cursor_field=None,
         merge_key="product_id",
         derive=_variation_row,
-        notes="one request per changed product (none on a run without product changes).",
+        reconcile_all_parents=True,
+        notes="one request per changed product (none on a run without product changes); a variation "
+        "deleted or added does not change its product, so it shows with the product's next change or "
+        "the next reconcile, which reads every product's variations (one request per product).",
     ),
     _v2("pipelines", "/api/v2/pipelines", SORTED, cost=5),
     _v2("stages", "/api/v2/stages", SORTED, cost=5),

@@ -114,7 +114,8 @@ def pipedrive_source(
         oauth: access/refresh token and client id/secret (`[sources.pipedrive.oauth]`).
         hard_delete: remove records Pipedrive reports deleted instead of keeping them with `is_deleted`.
         reconcile: also list every id of the incrementally loaded entities (a full read, no rows loaded),
-            so that `deletions.flag_vanished` can flag records deleted in Pipedrive.
+            so that `deletions.flag_vanished` can flag records deleted in Pipedrive; every product is read
+            again with its variations (their changes leave the product unstamped).
         page_size: records per page (Pipedrive allows up to 500).
         monitor: receives progress and the run's figures (requests, tokens, rows per entity).
         limiter: the run's rate limiter (see `limiter.py`); default: a `PlanLimiter` built from
@@ -369,11 +370,18 @@ def _incremental_fetch(
     entity: Entity, ctx: SyncContext, reconcile: bool, hard_delete: bool, children: Sequence[str] = ()
 ) -> Any:
     initial = render(ctx.start_date, entity.time_format) if ctx.start_date else None
+    # children whose changes leave this record unstamped: a reconcile reads every record again for them
+    unseen = [c for c in children if BY_NAME[c].reconcile_all_parents] if reconcile else []
 
     def fetch() -> Iterator[Any]:
         state = dlt.current.resource_state()
         _reread_if_relabelled(entity, ctx, state)
         _catch_up_children(entity, state, children)
+        if unseen and (saved_cursor(state) or state.get(LEGACY_CURSOR_KEY)):
+            # the children's transformer reads the set of every record yielded here and replaces it
+            # whole: a child deleted in Pipedrive leaves the table, a new one arrives
+            logger.info("%s: reconcile reads every record again for its %s", entity.name, ", ".join(unseen))
+            forget_cursor(state)
         cursor = CursorState(state, entity, initial)
         output = ctx.outputs.output(entity, hard_delete)
         coverage = _Coverage(entity)

@@ -95,7 +95,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--reconcile",
         action="store_true",
-        help="list every id (a full read) and flag records deleted in Pipedrive",
+        help="list every id (a full read) and flag records deleted in Pipedrive; read every product's "
+        "variations again",
     )
     parser.add_argument(
         "--hard-delete", action="store_true", help="remove deleted records instead of flagging"

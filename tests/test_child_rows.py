@@ -105,3 +105,30 @@ def test_a_person_created_elsewhere_leaves_every_deal_s_participants_alone(
     later = sync(emulator, tmp_path, entities=tables, pipeline=first.pipeline)
     assert "deal_participants" not in later.loaded  # no deal changed: no participant read
     assert_equal_to_truth(emulator, tmp_path, tables)
+
+
+def test_reconcile_reads_every_product_s_variations(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """Deleting (or adding) a product variation leaves the product's `update_time` alone (the spec says
+    nothing of it, the emulator does not stamp it), and variations were read only for changed products:
+    a deleted variation stayed live in the warehouse for good, `--reconcile` included."""
+    tables = ["products", "product_variations"]
+    pipeline = sync(emulator, tmp_path, entities=tables).pipeline
+    (variation_id,) = _one(pipeline, f"SELECT id FROM {DATASET}.product_variations ORDER BY id LIMIT 1")
+    changed = emulator.control.mutate(
+        ops=[
+            {"op": "delete", "table": "product_variations", "id": variation_id},
+            {"op": "create", "table": "product_variations"},
+        ]
+    )
+    assert "products" not in changed["updated"], changed  # no product stamped
+
+    plain = sync(emulator, tmp_path, entities=tables, pipeline=pipeline)
+    assert "/api/v2/products/{id}/variations" not in plain.emulator_stats["requests"]  # nothing changed
+
+    result = sync(emulator, tmp_path, entities=tables, pipeline=pipeline, reconcile=True)
+
+    live_products = len(emulator.control.snapshot("products"))
+    assert result.emulator_stats["requests"]["/api/v2/products/{id}/variations"] == live_products
+    gone = f"SELECT count(*) FROM {DATASET}.product_variations WHERE id = {variation_id}"
+    assert _one(pipeline, gone) == (0,)  # child rows leave with their set, as when the product changes
+    assert_equal_to_truth(emulator, tmp_path, tables)  # the added variation is there too
