@@ -311,8 +311,11 @@ ENTITIES: tuple[Entity, ...] = (
         primary_key="participant_id",
         columns={"participant_id": {"data_type": "text"}, "deal_id": {"data_type": "bigint"}},
         references=(("person_id__value", "persons"),),
-        notes="participant_id = '<deal id>:<participation id>'; the person is person_id__value (and "
-        "person__*); a deleted person leaves every deal.",
+        notes="participant_id = '<deal id>:<participation id>'; the person is person_id__value. The "
+        "person's details in a row (person__*, person_id__name, _email, _phone) are as they were when the "
+        "deal last changed: participants are read again only for changed deals, and editing a person does "
+        "not change its deals. Join persons on person_id__value for current details. A deleted person "
+        "leaves every deal (its rows go with the next reconcile).",
     ),
 )
 
