@@ -7,11 +7,13 @@ those ids with the destination and sets `is_deleted = true` on the rows that are
 `hard_delete`). SQL destinations are updated in place, so the last known content of a deleted record stays;
 destinations that cannot update (filesystem) get a tombstone row `{id, is_deleted: true}` appended.
 
-It is idempotent: if it is interrupted, the next run's call flags whatever is still unflagged.
+It is idempotent: if it is interrupted, the next run's call flags whatever is still unflagged. A table's
+statements are one transaction where the destination has them, so no row is left without its nested rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
@@ -93,6 +95,19 @@ def _apply(pipeline: dlt.Pipeline, entity: Entity, ids: set[Any], hard_delete: b
 
 
 def _update_in_place(client: SqlJobClientBase, entity: Entity, ids: Sequence[Any], delete: bool) -> int:
+    """Every statement for one table in one transaction where the destination has them: deleting a row's
+    nested rows and then the row itself, a failure in between left the row without its nested rows.
+
+    dlt leaves `supports_transactions` unset for most destinations (DuckDB, Postgres) and runs its own
+    statements in a transaction where DDL can be: a destination with DDL transactions has DML ones too."""
+    caps = client.capabilities
+    atomic = bool(caps.supports_transactions or caps.supports_ddl_transactions)
+    with client.sql_client.begin_transaction() if atomic else contextlib.nullcontext():
+        _statements(client, entity, ids, delete)
+    return len(ids)
+
+
+def _statements(client: SqlJobClientBase, entity: Entity, ids: Sequence[Any], delete: bool) -> None:
     sql = client.sql_client
     table = sql.make_qualified_table_name(entity.name)
     key = sql.escape_column_name(entity.primary_key)
@@ -110,7 +125,6 @@ def _update_in_place(client: SqlJobClientBase, entity: Entity, ids: Sequence[Any
             sql.execute_sql(f"DELETE FROM {table} WHERE {key} IN ({marks})", *chunk)
         else:
             sql.execute_sql(f"UPDATE {table} SET {flag} = TRUE WHERE {key} IN ({marks})", *chunk)
-    return len(ids)
 
 
 def _tombstones(entity: Entity, ids: Iterable[Any]) -> Any:

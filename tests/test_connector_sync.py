@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from connector_fixtures import (
     ALL_TABLES,
+    DATASET,
     DEFAULT_TABLES,
     assert_equal_to_truth,
     assert_no_change_budget,
@@ -16,6 +17,7 @@ from connector_fixtures import (
     sync,
     synced_rows,
 )
+from dlt.destinations.exceptions import DatabaseTerminalException
 
 from pipedrive_source.entities import BY_NAME, UPDATED_SINCE
 from pipedrive_source.timefmt import parse, render
@@ -143,6 +145,38 @@ def test_hard_delete_removes_deleted_records(emulator, tmp_path: Path) -> None:
             remaining = {row[pk] for row in synced_rows(sync_pipeline(tmp_path), table)}
             assert not remaining & set(ids), table
     assert_equal_to_truth(emulator, tmp_path, DEFAULT_TABLES, hard_delete=True)
+
+
+def test_a_hard_delete_that_fails_halfway_leaves_each_row_with_its_nested_rows(emulator, tmp_path) -> None:
+    """Deleting a vanished record's rows is one DELETE per nested table and one for the record's own row.
+    Run one by one, a failure between them (here the destination refuses the last: an analyst's table
+    still references the person) left the person's row without its emails and phones until a later
+    reconcile; in one transaction the destination keeps both or neither."""
+    tables = ["persons"]
+    pipeline = sync(emulator, tmp_path, entities=tables, hard_delete=True).pipeline
+    with pipeline.sql_client() as client:
+        ((person_id,),) = client.execute_sql(
+            f"SELECT p.id FROM {DATASET}.persons p JOIN {DATASET}.persons__emails e "
+            "ON e._dlt_root_id = p._dlt_id ORDER BY p.id LIMIT 1"
+        )
+        emulator.control.mutate(ops=[{"op": "delete", "table": "persons", "id": person_id}])
+        client.execute_sql(f"ALTER TABLE {DATASET}.persons ADD PRIMARY KEY (id)")
+        client.execute_sql(f"CREATE TABLE {DATASET}.vip (person_id BIGINT REFERENCES {DATASET}.persons (id))")
+        client.execute_sql(f"INSERT INTO {DATASET}.vip VALUES ({person_id})")
+
+    with pytest.raises(DatabaseTerminalException, match="foreign key"):
+        sync(emulator, tmp_path, entities=tables, pipeline=pipeline, hard_delete=True, reconcile=True)
+
+    with pipeline.sql_client() as client:
+        kept = client.execute_sql(
+            f"SELECT count(*) FROM {DATASET}.persons__emails e JOIN {DATASET}.persons p "
+            f"ON e._dlt_root_id = p._dlt_id WHERE p.id = {person_id}"
+        )
+        assert kept[0][0] > 0  # the person's row is still there, and with it its emails
+        client.execute_sql(f"DROP TABLE {DATASET}.vip")
+    again = sync(emulator, tmp_path, entities=tables, pipeline=pipeline, hard_delete=True, reconcile=True)
+    assert again.flagged == {"persons": 1}
+    assert_equal_to_truth(emulator, tmp_path, tables, hard_delete=True)
 
 
 def test_a_run_without_hard_delete_after_one_with_it_keeps_deleted_deals(emulator, tmp_path: Path) -> None:
