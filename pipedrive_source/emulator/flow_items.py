@@ -21,6 +21,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from .clock import DAY, rfc3339_ms, v1_time
+from .fields import ADDRESS_SUBFIELDS
 from .render import record_bytes
 
 if TYPE_CHECKING:
@@ -133,18 +134,8 @@ def activity_data(company: Company, a: Record) -> dict[str, Any]:
     }
 
 
-LOCATION_PARTS = (
-    "subpremise",
-    "street_number",
-    "route",
-    "sublocality",
-    "locality",
-    "admin_area_level_1",
-    "admin_area_level_2",
-    "country",
-    "postal_code",
-    "formatted_address",
-)
+# an activity's location: an address field's parts (and `sublocality`, which values carry too)
+LOCATION_PARTS = (*(part for part, _label in ADDRESS_SUBFIELDS if part != "value"), "sublocality")
 
 
 def _attendee(x: dict[str, Any]) -> dict[str, Any]:
