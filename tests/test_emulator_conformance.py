@@ -574,6 +574,64 @@ def test_v1_deal_flow_items_have_the_shapes_of_the_spec_example(
     assert kinds["dealChange"] < sum(kinds.values()) * 0.7, kinds  # a plausible share of other kinds
 
 
+def custom_deal_fields(client: httpx.Client) -> dict[str, dict[str, Any]]:
+    """The deal custom fields by type (the first of each), as /api/v2/dealFields lists them."""
+    fields: dict[str, dict[str, Any]] = {}
+    for page in v2_pages(client, "/api/v2/dealFields"):
+        for fd in page["data"]:
+            if fd.get("is_custom_field"):
+                fields.setdefault(fd["field_type"], fd)
+    return fields
+
+
+def test_v1_deal_flow_lists_custom_field_changes_only_with_all_changes(v1_openapi: Any) -> None:
+    """getDealUpdates' `all_changes`: "1 = Include custom field changes. If omitted returns changes without
+    custom field updates." A mutation's change of a deal's custom fields is logged under each field's hash
+    (and `<hash>_currency` for a monetary field's currency, as v1 records carry it), old and new values as a
+    v1 record has them (an option's id); listed with all_changes=1 only, 0 being the default; any other value
+    is a 400. The emulator never logged these changes, so no client could see what sending it brings."""
+    with (
+        run_emulator(seed=7, scale="tiny") as emu,  # its own company: the mutation stays out of the others
+        httpx.Client(base_url=emu.base_url, headers={"x-api-token": emu.api_token}, timeout=30) as client,
+    ):
+        fields = custom_deal_fields(client)
+        enum, text, money = fields["enum"], fields["varchar"], fields["monetary"]
+        deal = get_json(client, "/api/v2/deals", {"limit": 1})["data"][0]
+        before = deal["custom_fields"]
+        option = next(o["id"] for o in enum["options"] if o["id"] != before[enum["field_code"]])
+        currency = "SEK" if (before[money["field_code"]] or {}).get("currency") != "SEK" else "NOK"
+        new = {
+            enum["field_code"]: option,
+            text["field_code"]: "changed in the emulator",
+            money["field_code"]: {"value": 1234.5, "currency": currency},
+        }
+        path = f"/v1/deals/{deal['id']}/flow"
+        untouched = get_json(client, path)["data"]
+        update = {"op": "update", "table": "deals", "id": deal["id"], "changes": {"custom_fields": new}}
+        emu.control.mutate(ops=[update])
+
+        everything = get_json(client, path, {"all_changes": 1})
+        assert not v1_problems(v1_openapi, path, everything, {"all_changes": 1})
+        custom = [i for i in everything["data"] if HASH.match(i["data"].get("field_key") or "")]
+        old_money = before[money["field_code"]] or {}
+        changes = {(i["data"]["field_key"], i["data"]["old_value"], i["data"]["new_value"]) for i in custom}
+        assert changes == {
+            (enum["field_code"], before[enum["field_code"]], option),
+            (text["field_code"], before[text["field_code"]], "changed in the emulator"),
+            (money["field_code"], old_money.get("value"), 1234.5),
+            (money["field_code"] + "_currency", old_money.get("currency"), currency),
+        }
+        builtin = next(i for i in untouched if i["object"] == "dealChange")
+        for item in custom:  # a field change like the built-in ones
+            assert item["object"] == "dealChange" and item["data"].keys() == builtin["data"].keys(), item
+            assert item["data"]["item_id"] == deal["id"], item
+        without = [i for i in everything["data"] if i not in custom]
+        assert without == untouched  # the update changed custom fields only
+        assert get_json(client, path)["data"] == without == get_json(client, path, {"all_changes": 0})["data"]
+        bad = client.get(path, params={"all_changes": "yes"})
+        assert bad.status_code == 400 and "all_changes" in bad.json()["error"], bad.text
+
+
 def test_v1_goals_find_validates(client: httpx.Client, v1_openapi: Any) -> None:
     body = get_json(client, "/v1/goals/find")
     assert body["data"]["goals"], "the tiny company has goals"

@@ -4,7 +4,11 @@ Storing them for 100k deals would cost memory and generation time for data that 
 are derived on demand, deterministically:
 - flow: a `dealChange` for the creation, one for the last stage change (when the deal has one), one for
   closing (won/lost), plus every change a mutation logged in `company.flow_log`; and the deal's
-  activities, notes, files and mail messages (`flow_items.py`); newest first;
+  activities, notes, files and mail messages (`flow_items.py`); newest first. A custom field's change is
+  logged under the field's hash (and `<hash>_currency` / `<hash>_until` for a monetary field's currency
+  and a range's end, as v1 records carry them) with the values as v1 renders them (an option's id, a
+  set's "11,12"), and served only with `all_changes=1` (getDealUpdates: "If omitted returns changes
+  without custom field updates"); snapshots and counts hold them (what the API can reveal);
 - participants: the deal's contact person plus up to two more persons chosen from the deal id. Each item is
   a participation, as in the spec's examples (GetDealParticipants, AddDealParticipant): its own `id` (the
   `deal_participant_id` that DELETE takes, not the person's), the person as `person_id` {.., value} and
@@ -18,6 +22,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from .clock import v1_time
+from .fields import flatten_v1
 from .flow_items import linked_count, linked_items
 
 if TYPE_CHECKING:
@@ -46,13 +51,14 @@ def _change(deal: Record, n: int, ts: int, key: str, old: Any, new: Any) -> dict
     }
 
 
-def deal_flow(company: Company, deal: Record) -> list[dict[str, Any]]:
+def deal_flow(company: Company, deal: Record, all_changes: bool = True) -> list[dict[str, Any]]:
     events = [_change(deal, 1, deal["add_time"], "add_time", None, v1_time(deal["add_time"]))]
     if deal.get("stage_change_time"):
         events.append(_change(deal, 2, deal["stage_change_time"], "stage_id", None, deal["stage_id"]))
     if deal.get("close_time") and deal["status"] in ("won", "lost"):
         events.append(_change(deal, 3, deal["close_time"], "status", "open", deal["status"]))
-    events.extend(company.flow_log.get(deal["id"], ()))
+    logged = company.flow_log.get(deal["id"], ())
+    events.extend(logged if all_changes else [e for e in logged if not is_custom_change(e)])
     events.extend(linked_items(company, deal))
     # ids are unique per kind only: the kind breaks a tie of time and id
     events.sort(key=lambda e: (e["timestamp"], e["object"], e["data"]["id"]), reverse=True)
@@ -76,6 +82,28 @@ def log_change(company: Company, deal: Record, key: str, old: Any, new: Any) -> 
     ev = _change(deal, 0, company.clock, key, old, new)
     ev["data"]["id"] = 10_000_000_000 + company.next_change_id()
     log.append(ev)
+
+
+# a custom field's value as v1 records carry it: the field's hash, plus these siblings of composite values
+# (the address parts are not logged: the hash's formatted address changes with them)
+LOGGED_SIBLINGS = ("", "_currency", "_until")
+
+
+def log_custom_changes(company: Company, deal: Record, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Record a mutation's changes of the deal's custom fields (`old`/`new`: `custom_fields` before and
+    after) in its flow, one `dealChange` per v1 key whose value changed."""
+    for fd in company.fields.custom("deal"):
+        before, after = dict(flatten_v1(fd, old.get(fd.code))), dict(flatten_v1(fd, new.get(fd.code)))
+        for key in (fd.code + suffix for suffix in LOGGED_SIBLINGS):
+            if (key in before or key in after) and before.get(key) != after.get(key):
+                log_change(company, deal, key, before.get(key), after.get(key))
+
+
+def is_custom_change(event: dict[str, Any]) -> bool:
+    """Whether a logged change is a custom field's (its key is the field's 40-hex hash, or a sibling)."""
+    key = event["data"]["field_key"]
+    hashed = len(key) >= 40 and all(ch in "0123456789abcdef" for ch in key[:40])
+    return hashed and (len(key) == 40 or key[40] == "_")
 
 
 def _participant_ids(company: Company, deal: Record) -> list[int]:

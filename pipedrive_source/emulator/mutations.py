@@ -9,7 +9,7 @@ Random batch — `{"seed": 1, "creates": 10, "updates": 50, "deletes": 5, "archi
   projects, tasks, deal_products, deal_installments and files (weighted towards the big tables);
 - a created record copies a random live record of its table (so relations stay valid) with a new id,
   `add_time = update_time = now`; an update changes a title/name-like field, one or two custom fields and
-  for deals sometimes value or stage (logged in the deal's flow);
+  for deals sometimes value or stage (a deal's changes, custom fields' too, are logged in its flow);
 - archives go to deals (`is_archived`), leads (`is_archived`) and projects (`archive_time`).
 Explicit operations — `{"ops": [...]}`, applied in order:
 - `{"op": "rename_field", "entity", "field_code", "name"}`; `{"op": "relabel_option", "entity",
@@ -131,6 +131,9 @@ class Batch:
                     and rec.get(key) != new
                 ):
                     derived.log_change(self.c, rec, key, rec.get(key), new)
+            if "custom_fields" in changes:
+                old = rec.get("custom_fields") or {}
+                derived.log_custom_changes(self.c, rec, old, changes["custom_fields"] or {})
         t.update(rec["id"], changes)
         self.note(kind, name, rec["id"])
         self.touch_parent_deal(name, rec, kind)

@@ -13,6 +13,7 @@ v1 ordering and filters:
 - notes: by id unless `sort`; `user_id`, `deal_id`, `person_id`, `org_id`, `lead_id`, `project_id`,
   `pinned_to_*_flag`, and `start_date`/`end_date` (inclusive dates on `add_time`);
 - `sort` honours its first `field ASC|DESC` pair, ties broken by id;
+- a deal's flow lists custom field changes only with `all_changes=1` (0 or none: without them);
 - `limit` default 100; values above an endpoint's documented ceiling (500; files 100; call logs 50) are
   clamped, as v1 does, and the envelope reports the effective limit.
 """
@@ -161,17 +162,31 @@ def fields_list(table: str) -> Callable[[Req], tuple[int, bytes]]:
 
 def per_deal(kind: str) -> Callable[[Req], tuple[int, bytes]]:
     """`/deals/{id}/flow` and `/deals/{id}/participants` (start/limit, flat additional_data)."""
-    make = deal_flow if kind == "flow" else deal_participants
+
+    def make(req: Req, deal: Record) -> list[dict[str, Any]]:
+        if kind == "flow":
+            return deal_flow(req.company, deal, _all_changes(req))
+        return deal_participants(req.company, deal)
 
     def handler(req: Req) -> tuple[int, bytes]:
         deal = req.company.t["deals"].get(req.path_id())
         if deal is None or deal["is_deleted"]:
             raise NotFound()
         start, limit = _start(req), _limit(req, kind)
-        items, more = offset_page(iter(make(req.company, deal)), start, limit)
+        items, more = offset_page(iter(make(req, deal)), start, limit)
         return 200, paged_body([orjson.dumps(i) for i in items], start, limit, more, False)
 
     return handler
+
+
+def _all_changes(req: Req) -> bool:
+    """getDealUpdates' `all_changes`: "1 = Include custom field changes. If omitted returns changes without
+    custom field updates". Its schema is a bare string, so the emulator holds it to what the description
+    gives a meaning: 1, or 0 for the default; anything else is a 400, as a value outside an enum."""
+    raw = req.q.get("all_changes")
+    if raw is not None and raw not in ("0", "1"):
+        raise BadRequest("Validation failed: all_changes: must be one of 0, 1")
+    return raw == "1"
 
 
 def current_user(req: Req) -> tuple[int, bytes]:
