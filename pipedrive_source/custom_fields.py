@@ -31,6 +31,7 @@ from pipedrive_source.field_values import (
     kind_of,
     option_labels,
     set_converter,
+    set_ids,
     suffixes_for,
 )
 from pipedrive_source.naming import HASH_RE, FieldSlot, bind_columns, group, normalize
@@ -131,6 +132,10 @@ class Resolver:
         self._out_columns = frozenset(
             col for code, fd in self.custom.items() for col in group(self.bindings[code], suffixes_for(fd))
         )
+        self._change_targets = {
+            key: (self._compiled[code].members.get(member or "value", self.bindings[code]), member)
+            for key, (code, member) in self._v1_keys.items()
+        }
 
     @property
     def changed(self) -> bool:
@@ -180,6 +185,23 @@ class Resolver:
                 conv = self._unknown_field(code)
             conv(value, row)
         return row
+
+    def describe_change(self, change: dict) -> None:
+        """A change log item's `data` (`field_key`, `old_value`, `new_value`, as a deal's flow has them)
+        about one of this entity's custom fields, in place: `column_name` is the column the entity's table
+        keeps the changed value in, and an option field's values become its labels, as there (ids the
+        field does not list stay). Keys of built-in or unlisted fields are left alone."""
+        key = change.get("field_key")
+        target = self._change_targets.get(key) if type(key) is str else None
+        if target is None:
+            return
+        change["column_name"], member = target
+        fd = self.custom[self._v1_keys[key][0]]
+        kind = kind_of(fd.type)
+        if member is None and kind in ("enum", "set"):
+            labels = option_labels(fd)
+            for side in ("old_value", "new_value"):
+                change[side] = _labelled(change.get(side), labels, kind == "set")
 
     def _pop_v1_values(self, row: dict) -> dict[str, Any] | None:
         """v1: gather `<hash>` and `<hash>_<suffix>` root keys into v2-shaped values."""
@@ -283,6 +305,18 @@ class Resolver:
         for b in self._builtin_labels:
             rows += _options_of(self.entity, b.field, b.column, False)
         return rows
+
+
+def _labelled(value: Any, labels: Mapping[Any, str], is_set: bool) -> Any:
+    """An option id as its label; a set's ids ("11,12") as their labels joined by ", "."""
+    if value is None:
+        return None
+    if is_set:
+        return ", ".join(str(labels.get(oid, oid)) for oid in set_ids(value))
+    try:
+        return labels.get(value, value)
+    except TypeError:  # an object: nothing known to label
+        return value
 
 
 def _options_of(entity: str, fd: FieldDef, column: str, is_custom: bool) -> list[dict[str, Any]]:

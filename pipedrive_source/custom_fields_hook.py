@@ -29,7 +29,7 @@ import hashlib
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import dlt
@@ -66,6 +66,8 @@ class CustomFieldResolution:
         self._fallback_state: dict[str, dict[str, Any]] = {}  # outside a dlt pipeline (tests, scripts)
 
     def __call__(self, entity: Entity, rows: list[Row], ctx: SyncContext) -> list[Row]:
+        if entity.changes_of and rows:
+            return self._describe_changes(entity.changes_of, rows, ctx)
         if not entity.fields_entity or not rows:
             return rows
         resolver = self.resolver(entity, ctx)
@@ -76,6 +78,23 @@ class CustomFieldResolution:
         resolver.resolve_page(rows)
         # a record may have revealed a built-in column that moved a custom field: keep what was decided
         self._bindings()[entity.name] = resolver.bindings
+        return rows
+
+    def _describe_changes(self, table: str, rows: list[Row], ctx: SyncContext) -> list[Row]:
+        """A change log's items (`data.field_key`) naming custom fields of `table`'s entity: each gets the
+        column that table keeps the field in, under its destination name (as `custom_fields` tells it),
+        and option labels (`Resolver.describe_change`), through the run's resolver of that entity: the
+        same bindings, and field definitions read once per run anyway (its records come first)."""
+        from pipedrive_source.entities import BY_NAME  # the engine's table; imported late to avoid a cycle
+
+        resolver = self.resolver(BY_NAME[table], ctx)
+        name = _destination_naming()
+        for row in rows:
+            data = row.get("data")
+            if isinstance(data, dict) and "field_key" in data:
+                resolver.describe_change(data)
+                if data.get("column_name"):
+                    data["column_name"] = name(data["column_name"])
         return rows
 
     def resolver(self, entity: Entity, ctx: SyncContext) -> Resolver:
@@ -192,6 +211,14 @@ def _as_destination_names(rows: list[Row]) -> list[Row]:
         if row.get("columns"):
             row["columns"] = ", ".join(name(column) for column in row["columns"].split(", "))
     return rows
+
+
+def _destination_naming() -> Callable[[str], str]:
+    """How the destination names a column (Postgres shortens long names); as given outside a pipeline."""
+    try:
+        return dlt.current.source_schema().naming.normalize_identifier
+    except Exception:  # no pipeline/source context (tests, scripts)
+        return str
 
 
 def _if_changed(rows: list[Row]) -> Iterator[list[Row]]:

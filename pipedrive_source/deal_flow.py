@@ -17,6 +17,13 @@ are loaded typed in their own tables anyway (join on `data__id`), and as they ar
 again only when the deal changes (adding or deleting an item does that, editing one need not); mail
 messages are read with the warehouse's JSON functions. Nothing is lost, and no kind a company uses later
 changes the table.
+
+Custom field changes are asked for (`all_changes=1`: Pipedrive leaves them out otherwise; the same requests,
+one parameter more). `data__field_key` keeps the field's hash (`<hash>_currency` ... for a part of a
+composite value), the key `custom_fields.field_code` joins on and that no rename changes; next to it,
+`data__column_name` is the column `deals` keeps the changed value in (null for a built-in field, whose
+key is its column already), and an enum or set field's old and new values are its labels (a set's joined
+by ", "), as `deals` shows them: both through the run's resolver of `deals`, its bindings and definitions.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ CHANGE_COLUMNS: dict[str, str] = {
     "item_id": "bigint",
     "user_id": "bigint",
     "field_key": "text",
+    "column_name": "text",  # not Pipedrive's: a custom field's column in `deals` (custom_fields_hook)
     "old_value": "text",
     "new_value": "text",
     "is_bulk_update_flag": "bool",

@@ -76,6 +76,9 @@ class Entity:
     time_format: str = "rfc3339"  # how this entity writes timestamps: rfc3339 | rfc3339_ms | v1
     items_key: str | None = None  # `data` holds {items_key: [...]} instead of a list
     fields_entity: str | None = None  # the `*_fields` table describing this entity's custom fields
+    # a change log of that entity's records: a change of one of its custom fields is named as its table
+    # names the field (`data.column_name`, option labels; see `custom_fields_hook`)
+    changes_of: str | None = None
     parent: str | None = None  # the parent table (DEAL_BATCH, PER_RECORD, PER_PARENT)
     parent_param: str | None = None  # PER_PARENT: query parameter carrying the parent id
     opt_in: bool = False  # left out unless named in `entities` (per-record cost)
@@ -283,7 +286,10 @@ ENTITIES: tuple[Entity, ...] = (
         "/v1/deals/{id}/flow",
         PER_RECORD,
         cost=40,
+        # custom field changes are left out unless asked for (getDealUpdates' `all_changes`)
+        listings=(Listing("/v1/deals/{id}/flow", {"all_changes": "1"}),),
         parent="deals",
+        changes_of="deals",
         opt_in=True,
         primary_key="flow_id",
         cursor_field=None,
@@ -295,7 +301,11 @@ ENTITIES: tuple[Entity, ...] = (
         "mailMessage, ...) in the same columns: flow_id = '<object>:<id>'; data__id is the item's own id; "
         "a field change's fields are data__* columns (old/new values of any field type as text); the "
         "data of every other kind, whole, is the JSON column item_data, as it was when the deal last "
-        "changed (activities, notes and files as they are now: their own tables, joined on data__id).",
+        "changed (activities, notes and files as they are now: their own tables, joined on data__id). "
+        "Custom field changes are included (all_changes=1): data__field_key is the field's hash (join "
+        "custom_fields on field_code for its name), data__column_name the deals column holding it; an "
+        "enum/set field's old/new values are labels as at the load (ids are not kept, keep_option_ids "
+        "or not: custom_field_options maps labels to ids).",
     ),
     _v1(
         "deal_participants",

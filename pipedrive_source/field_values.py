@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, time
 from typing import Any
 
@@ -282,7 +282,8 @@ class Compiled:
     conv: Converter
     columns: dict[str, str | None]  # column -> dlt data_type (None: a list, i.e. a child table)
     composite: bool  # the value may be an object spread over several columns
-    members: tuple[str, ...] = ()  # keys of that object (v1 sends them as `<hash>_<member>` siblings)
+    # keys of that object (v1 sends them as `<hash>_<member>` siblings) -> the column each lands in
+    members: Mapping[str, str] = field(default_factory=dict)
 
 
 SCALAR_KINDS: dict[str, tuple[Parser, str]] = {
@@ -362,7 +363,7 @@ def compile_field(fd: FieldDef, base: str, keep_ids: bool) -> Compiled:
     if kind in ("monetary", "daterange", "timerange", "time", "address"):
         parts, parse_scalar = _composite_parts(kind, base, fd)
         columns = {p.column: _PARSE_TYPES.get(p.parse, "text") for p in parts if p.declared}
-        members = tuple(k for p in parts for k in p.keys)
+        members = {k: p.column for p in parts for k in p.keys}
         return Compiled(composite_converter(base, parts, parse_scalar), columns, True, members)
     if kind == "enum":
         id_col = base + "_id" if keep_ids else None

@@ -3,18 +3,21 @@ files and mail messages, whose `data` differ in keys and types (the spec's GetDe
 
 The rows are checked against what the emulator serves, item by item, not against a ground truth loaded
 through dlt (which would share the connector's flattening): every kind lands in the same typed columns,
-a field change's fields in `data__*`, any other kind's `data` whole in `item_data`."""
+a field change's fields in `data__*`, any other kind's `data` whole in `item_data`. A custom field's change
+(served with `all_changes=1` only) keeps its hash in `data__field_key`, names its `deals` column in
+`data__column_name` and has option labels for ids, as `deals` has them."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from connector_fixtures import DATASET, sync
+from connector_fixtures import DATASET, sync, synced_rows
 
 from pipedrive_source.deal_flow import COLUMNS
 from pipedrive_source.emulator import EmulatorHandle
@@ -23,6 +26,8 @@ TABLES = ["deals", "deal_flow"]
 DLT_COLUMNS = {"_dlt_id", "_dlt_load_id", "is_deleted"}
 TYPES = {"text": "VARCHAR", "bigint": "BIGINT", "bool": "BOOLEAN", "json": "JSON"}
 TYPES["timestamp"] = "TIMESTAMP WITH TIME ZONE"
+CUSTOM_KEY = re.compile(r"([0-9a-f]{40})(_\w+)?")
+Naming = dict[str, tuple[str, dict[str, str]]]  # custom field code -> (its deals column, option labels)
 
 
 def column_types(workdir: Path) -> dict[str, str]:
@@ -43,6 +48,22 @@ def flow_rows(workdir: Path) -> dict[str, dict[str, Any]]:
     return {row["flow_id"]: row for row in rows}
 
 
+def naming(emulator: EmulatorHandle, workdir: Path) -> Naming:
+    """Each deal custom field's column, as the loaded `custom_fields` table names it, and its option labels
+    by id, as the emulator lists the field."""
+    with duckdb.connect(str(workdir / "crm.duckdb"), read_only=True) as con:
+        columns = dict(
+            con.execute(
+                f"SELECT field_code, column_name FROM {DATASET}.custom_fields WHERE entity = 'deals'"
+            ).fetchall()
+        )
+    fields = [f for f in emulator.control.snapshot("deal_fields") if f.get("is_custom_field")]
+    return {
+        f["field_code"]: (columns[f["field_code"]], {str(o["id"]): o["label"] for o in f["options"] or ()})
+        for f in fields
+    }
+
+
 def served(emulator: EmulatorHandle) -> dict[str, dict[str, Any]]:
     """Every flow item the emulator serves, by flow id, with its deal."""
     items = emulator.control.snapshot("deal_flow")
@@ -57,7 +78,22 @@ def text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def problems(rows: dict[str, dict[str, Any]], items: dict[str, dict[str, Any]]) -> list[str]:
+def change_values(data: dict[str, Any], names: Naming) -> dict[str, Any]:
+    """The columns a field change's key and values should land in: a custom field's named after its deals
+    column, option ids (a set's "11,12") as labels."""
+    old, new = text(data["old_value"]), text(data["new_value"])
+    custom = CUSTOM_KEY.fullmatch(data["field_key"])
+    if custom is None:
+        return {"data__column_name": None, "data__old_value": old, "data__new_value": new}
+    column, labels = names[custom[1]]
+    if labels and custom[2] is None:
+        old, new = (None if v is None else ", ".join(labels[i] for i in v.split(",")) for v in (old, new))
+    return {"data__column_name": column + (custom[2] or ""), "data__old_value": old, "data__new_value": new}
+
+
+def problems(
+    rows: dict[str, dict[str, Any]], items: dict[str, dict[str, Any]], names: Naming | None = None
+) -> list[str]:
     """Differences between the destination's rows and the items the emulator serves."""
     out = [f"{key}: missing" for key in sorted(items.keys() - rows.keys())]
     out += [f"{key}: not served" for key in sorted(rows.keys() - items.keys()) if not rows[key]["is_deleted"]]
@@ -74,8 +110,7 @@ def problems(rows: dict[str, dict[str, Any]], items: dict[str, dict[str, Any]]) 
         if item["object"] == "dealChange":
             want |= {
                 "data__field_key": data["field_key"],
-                "data__old_value": text(data["old_value"]),
-                "data__new_value": text(data["new_value"]),
+                **change_values(data, names or {}),
                 "data__log_time": v1_time(data["log_time"]),
                 "item_data": None,
             }
@@ -107,7 +142,7 @@ def test_every_kind_of_flow_item_lands_in_the_same_typed_columns(
     types = column_types(tmp_path)
     assert types.keys() - DLT_COLUMNS == COLUMNS.keys()
     assert {c: types[c] for c in COLUMNS} == {c: TYPES[hint["data_type"]] for c, hint in COLUMNS.items()}
-    assert not problems(flow_rows(tmp_path), items)
+    assert not problems(flow_rows(tmp_path), items, naming(emulator, tmp_path))
 
 
 def test_a_new_activity_and_mail_on_a_deal_arrive_with_the_next_run(
@@ -132,4 +167,52 @@ def test_a_new_activity_and_mail_on_a_deal_arrive_with_the_next_run(
     assert result.loaded["deals"] == 1  # only that deal changed (its counts), and its flow was read again
     rows = flow_rows(tmp_path)
     assert new <= rows.keys()
-    assert not problems(rows, items)
+    assert not problems(rows, items, naming(emulator, tmp_path))
+
+
+def test_a_custom_field_change_arrives_with_the_next_run_named_as_in_deals(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Pipedrive lists a deal's custom field changes only when asked (`all_changes=1`); never asked, the
+    connector left them all out. They arrive with the same requests, under the field's hash and its deals
+    column, an option field's ids as the labels `deals` shows."""
+    pipeline = sync(emulator, tmp_path, entities=TABLES).pipeline
+    deal_id = min(item["deal_id"] for item in served(emulator).values())
+    fields = {}
+    for fd in emulator.control.snapshot("deal_fields"):
+        if fd.get("is_custom_field"):
+            fields.setdefault(fd["field_type"], fd)
+    enum, choices, money = fields["enum"], fields["set"], fields["monetary"]
+    new_values = {
+        fields["varchar"]["field_code"]: "a custom change",
+        enum["field_code"]: enum["options"][-1]["id"],
+        choices["field_code"]: [choices["options"][0]["id"], choices["options"][-1]["id"]],
+        money["field_code"]: {"value": 4321.5, "currency": "JPY"},
+    }
+    before = set(served(emulator))
+    emulator.control.mutate(
+        ops=[{"op": "update", "table": "deals", "id": deal_id, "changes": {"custom_fields": new_values}}]
+    )
+    items = served(emulator)
+    new = {key: items[key]["data"] for key in items.keys() - before}
+    keys = {data["field_key"] for data in new.values()}
+    assert {key[:40] for key in keys} == new_values.keys() and money["field_code"] + "_currency" in keys
+
+    result = sync(emulator, tmp_path, entities=TABLES, pipeline=pipeline)
+
+    assert result.loaded["deals"] == 1
+    assert result.emulator_stats["requests"]["/v1/deals/{id}/flow"] == 1  # the same requests as without
+    rows = flow_rows(tmp_path)
+    names = naming(emulator, tmp_path)
+    assert not problems(rows, items, names)
+    deal = next(row for row in synced_rows(pipeline, "deals") if row["id"] == deal_id)
+    for key, data in new.items():  # the new value is what the named deals column holds now
+        column, value = rows[key]["data__column_name"], rows[key]["data__new_value"]
+        if data["field_key"] != choices["field_code"]:  # a set's labels are a child table of deals
+            assert text(deal[column]) == value, (column, deal[column], value)
+    labelled = {data["field_key"]: rows[key]["data__new_value"] for key, data in new.items()}
+    assert labelled[enum["field_code"]] == enum["options"][-1]["label"]
+    assert (
+        labelled[choices["field_code"]]
+        == f"{choices['options'][0]['label']}, {choices['options'][-1]['label']}"
+    )
