@@ -7,6 +7,7 @@ the records); `updated_since` wants RFC3339 without fractional seconds.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 
 import pendulum
@@ -18,6 +19,10 @@ FORMATS = {
     "rfc3339_ms": "%Y-%m-%dT%H:%M:%S.000Z",
     "v1": "%Y-%m-%d %H:%M:%S",
 }
+
+# `start_date`: an ISO date, or date and time with an optional offset. Nothing looser: a lenient parser read
+# `01/02/2025` as 2 January, `5` as the 5th of this month and `10:00` as today, each without a word.
+_START_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}.*)?")  # the rest: `datetime.fromisoformat`
 
 
 def parse(value: str | date | datetime) -> datetime:
@@ -46,9 +51,14 @@ def start_date_value(start_date: str | date | datetime | None) -> datetime | Non
     if start_date is None or start_date == "":
         return None
     try:
-        return parse(start_date)
-    except (ValueError, TypeError, OverflowError, pendulum.parsing.exceptions.ParserError):
+        if isinstance(start_date, date):  # a TOML date or datetime, or one passed from Python
+            return parse(start_date)
+        text = str(start_date).strip()
+        if not _START_DATE.fullmatch(text):
+            raise ValueError(text)
+        return parse(datetime.fromisoformat(text))  # without an offset: UTC, as Pipedrive's clock
+    except (ValueError, TypeError, OverflowError):
         raise ConfigError(
             f"start_date {str(start_date)[:40]!r} is not a date; use YYYY-MM-DD or an RFC3339 timestamp "
-            "(SOURCES__PIPEDRIVE__START_DATE)."
+            "such as 2025-01-01T10:20:00Z (without an offset: UTC) (SOURCES__PIPEDRIVE__START_DATE)."
         ) from None

@@ -91,7 +91,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="pipedrive", help="dataset / schema name (default pipedrive)")
     parser.add_argument("--entities", default=None, help="comma-separated tables to sync (default: all)")
     parser.add_argument("--full-refresh", action="store_true", help="drop tables and state, load everything")
-    parser.add_argument("--start-date", default=None, help="first load only records updated since then")
+    parser.add_argument(
+        "--start-date",
+        default=None,
+        help="first load only records updated since then: YYYY-MM-DD (midnight UTC) or an ISO timestamp "
+        "(without an offset: UTC)",
+    )
     parser.add_argument(
         "--reconcile",
         action="store_true",

@@ -190,7 +190,12 @@ def test_a_page_size_of_one_still_loads_everything(config_emulator, tmp_path: Pa
     assert_equal_to_truth(config_emulator, tmp_path, tables)
 
 
-@pytest.mark.parametrize("value", ["next tuesday-ish", "2026-13-45", "0000-00-00"])
+@pytest.mark.parametrize(
+    "value",
+    # the last three a lenient parser took without a word: 2 January (or 1 February?), the 5th of the
+    # current month and today at 10:00, both by the local clock
+    ["next tuesday-ish", "2026-13-45", "0000-00-00", "01/02/2025", "5", "10:00"],
+)
 def test_unparsable_start_date(cli, tmp_path: Path, value: str) -> None:
     run = cli(*USERS, "--start-date", value)
     assert run.returncode == 2
