@@ -17,7 +17,8 @@ OpenAPI type -> dlt type:
   keeps no `format` (and the v2 spec gives one for few of them), so the names decide;
   `tests/test_column_types.py` checks the choice against every value the emulator serves. Times of day
   (`due_time`, `next_activity_time`) and durations stay text, as written.
-- any (the spec allows several JSON types) -> json: whatever arrives is kept.
+- any (the spec allows several JSON types) -> json: whatever arrives is kept; but a property named like a
+  timestamp, date or time of day whose type the derived spec only knows from an example's null -> as named.
 - object with declared properties -> `<name>__<property>` columns, one level deep (dlt flattens objects with
   `max_table_nesting=1`); objects and arrays inside them -> json.
 - object with arbitrary keys (`custom_fields`, deal flow's `data`) -> no hints: custom fields are typed by
@@ -145,6 +146,10 @@ def column_type(name: str, node: Mapping[str, Any]) -> str | None:
         if kinds <= {"integer", "number"}:
             return "double" if "number" in kinds else "bigint"
         return "json"
+    if kind == "any" and (_string_type(name) != "text" or name.rsplit("__", 1)[-1] in TIMES_OF_DAY):
+        # known only from an example's null (a deal participant's `person`: the reference declares these
+        # strings): a timestamp there loaded as a JSON string, the same one a timestamp column elsewhere
+        return _string_type(name)
     if kind in ("any", "object", "array") or kind is None:
         return "json"
     if kind == "string":

@@ -123,6 +123,11 @@ def test_timestamps_and_dates_by_their_names(synced: dict[str, Any]) -> None:
     assert activities["due_time"] == "VARCHAR" and activities["duration"] == "VARCHAR"
     assert users["created"] == users["modified"] == users["last_login"] == "TIMESTAMP WITH TIME ZONE"
     assert synced["types"]["call_logs"]["start_time"] == "TIMESTAMP WITH TIME ZONE"  # `.000Z`
+    # a participant's person: the derived spec knows these only from an example's null (they were JSON)
+    participant = synced["types"]["deal_participants"]
+    assert participant["person__last_incoming_mail_time"] == "TIMESTAMP WITH TIME ZONE"
+    assert participant["person__last_outgoing_mail_time"] == "TIMESTAMP WITH TIME ZONE"
+    assert participant["person__next_activity_time"] == participant["next_activity_time"] == "VARCHAR"
 
 
 def test_money_is_double_and_ids_are_bigint(synced: dict[str, Any]) -> None:
