@@ -198,8 +198,10 @@ class PlanLimiter:
                     self._answered[written] = answered
                     if status:  # capped: it bounds the writes kept, and scanned for each answer
                         self._slowest = min(self.plan.window_s, max(self._slowest, answered - written))
-            if status == 0 or status == 429:
-                self.stats.spent -= cost  # not admitted: Pipedrive charges nothing
+            if status in (0, 401, 429):
+                # not admitted: Pipedrive charges nothing (a 401, an expired OAuth token: no company to
+                # charge). Counted, every request that hit an expiry was spent twice, against the run's share
+                self.stats.spent -= cost
                 if self._daily_left is not None:
                     self._daily_left += cost
             self._learn_date(headers)

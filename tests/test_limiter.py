@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from pipedrive_source import PipedriveOAuthCredentials
 from pipedrive_source.client import PipedriveClient
 from pipedrive_source.emulator import EmulatorHandle
 from pipedrive_source.errors import ConfigError
 from pipedrive_source.limiter import DAILY, BudgetExhausted, NoLimiter, Plan, PlanLimiter, RateLimiter
-from pipedrive_source.oauth import ApiTokenAuth
+from pipedrive_source.oauth import ApiTokenAuth, OAuthAuth
 from pipedrive_source.settings import HttpSettings
 
 DEALS = "/api/v2/deals"
@@ -170,6 +171,28 @@ def test_the_run_spends_at_most_its_share_of_the_budget(clean_emulator: Emulator
     assert "max_budget_share=0.25" in stopped.value.message and "50 of 200 tokens" in stopped.value.message
     assert clean_emulator.control.stats()["tokens_spent"] <= 5 * COST
     assert limiter.stats.spent <= 5 * COST
+
+
+def test_requests_refused_for_an_expired_oauth_token_cost_the_run_nothing(
+    clean_emulator: EmulatorHandle,
+) -> None:
+    """Pipedrive charges no company for a 401. The limiter counted every request that met the expired token
+    as spent, and its retry again: a run with a budget share stopped early ("reached its share") after an
+    access token expired mid-run, having spent less than its share."""
+    clean_emulator.control.settings(daily_budget=40 * COST)
+    credentials = PipedriveOAuthCredentials()
+    credentials.client_id = clean_emulator.settings.oauth_client_id
+    credentials.client_secret = clean_emulator.settings.oauth_client_secret
+    credentials.refresh_token = clean_emulator.settings.oauth_refresh_token
+    credentials.token_url = f"{clean_emulator.base_url}/oauth/token"
+    limiter = PlanLimiter(Plan(max_budget_share=0.5))  # 20 requests
+    client = PipedriveClient(clean_emulator.base_url, OAuthAuth(credentials), limiter=limiter)
+    client.get(DEALS, {"limit": 1}, cost=COST, label="t")
+    assert clean_emulator.control.expire_oauth() == 1
+    hammer(client, 19)
+    stats = clean_emulator.control.stats()
+    assert stats["statuses"]["401"] >= 1 and stats["tokens_spent"] == 20 * COST
+    assert limiter.stats.spent == client.stats.tokens == 20 * COST
 
 
 def test_a_daily_429_is_told_from_a_burst_429_and_ends_the_run(clean_emulator: EmulatorHandle) -> None:
