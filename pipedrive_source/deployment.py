@@ -37,14 +37,13 @@ from .entities import BY_NAME
 from .errors import ConfigError, env_setting
 from .history import add_history
 from .run import SyncMonitor
+from .settings import CREDENTIAL_KEYS
 from .source import pipedrive_source
 from .views import ViewsReport, refresh_views
 
 DEFAULT_COMPANY = "pipedrive"
 DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
 COMPANY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-# a token, or OAuth: a TOML section or JSON in one value (`oauth`), or its fields one by one (env variables)
-CREDENTIAL_KEYS = ("api_token", "oauth", "oauth.refresh_token", "oauth.access_token")
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,14 @@ def token_setting(section: str | None = None) -> str:
     return f"{env_setting('api_token', section)} (or api_token under [{where}] in .dlt/secrets.toml)"
 
 
+def oauth_setting(section: str | None = None) -> str:
+    """Where to set OAuth (see `env_setting`), as the messages say it."""
+    where = f"{section}.sources.pipedrive.oauth" if section else "sources.pipedrive.oauth"
+    return f"[{where}] in .dlt/secrets.toml ({env_setting('oauth__refresh_token', section)}, ...)"
+
+
 TOKEN_SETTING = token_setting()
-OAUTH_SETTING = (
-    "[sources.pipedrive.oauth] in .dlt/secrets.toml (SOURCES__PIPEDRIVE__OAUTH__REFRESH_TOKEN, ...)"
-)
+OAUTH_SETTING = oauth_setting()
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()

@@ -93,10 +93,12 @@ class ApiTokenAuth:
 class OAuthAuth:
     """Access token + refresh token; thread-safe so concurrent requests refresh only once."""
 
-    def __init__(self, credentials: PipedriveOAuthCredentials) -> None:
+    def __init__(self, credentials: PipedriveOAuthCredentials, setting: str = OAUTH_SETTING) -> None:
+        """`setting`: where OAuth is set, for the messages (a named company's own section)."""
+        self.setting = setting
         for name in ("refresh_token", "client_id", "client_secret"):
             if not getattr(credentials, name, None):
-                raise AuthError(f"OAuth is configured without {name}. Set it in {OAUTH_SETTING}.")
+                raise AuthError(f"OAuth is configured without {name}. Set it in {setting}.")
         for secret in (credentials.refresh_token, credentials.client_secret, credentials.access_token):
             register_secret(secret)
         self._creds = credentials
@@ -120,7 +122,7 @@ class OAuthAuth:
     def rejected(self) -> AuthError:
         return AuthError(
             "Pipedrive rejected a freshly refreshed OAuth access token (HTTP 401). Check the app's scopes "
-            f"and credentials in {OAUTH_SETTING}."
+            f"and credentials in {self.setting}."
         )
 
     def _refresh(self, http: httpx.Client) -> str | None:
@@ -138,7 +140,7 @@ class OAuthAuth:
             error = body.get("error") or f"HTTP {response.status_code}"
             raise AuthError(
                 f"Pipedrive refused to refresh the OAuth access token ({error}). "
-                f"Check refresh_token, client_id and client_secret in {OAUTH_SETTING}."
+                f"Check refresh_token, client_id and client_secret in {self.setting}."
             )
         register_secret(token)
         self._access_token = token

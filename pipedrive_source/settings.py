@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 COMPANY_URL = "https://{company_domain}.pipedrive.com"
 OAUTH_TOKEN_URL = "https://oauth.pipedrive.com/oauth/token"
+# a token, or OAuth: a TOML section or JSON in one value (`oauth`), or its fields one by one (env variables)
+CREDENTIAL_KEYS = ("api_token", "oauth", "oauth.refresh_token", "oauth.access_token")
 
 PAGE_SIZE = 500  # v2 and most v1 lists accept up to 500 per page
 OFFSET_OVERLAP_SHARE = 0.01  # v1 start/limit pages re-read 1% (at least one record) to survive deletions

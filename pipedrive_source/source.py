@@ -61,7 +61,14 @@ from .entities import (
     UPDATED_SINCE,
     Entity,
 )
-from .errors import AccessDenied, ConfigError, PipedriveError, env_setting, token_setting
+from .errors import (
+    AccessDenied,
+    ConfigError,
+    PipedriveError,
+    env_setting,
+    oauth_setting,
+    token_setting,
+)
 from .fetching import LEGACY_KEY as LEGACY_CURSOR_KEY
 from .fetching import STATE_KEY as CURSOR_STATE_KEY
 from .fetching import CursorState, forget_cursor, rewind_cursor, run_until, saved_cursor, settled_before
@@ -70,7 +77,7 @@ from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .output import parent_ids
 from .record_digests import DigestTable, digest, entry
 from .run import RecordHook, Row, SyncContext, SyncMonitor
-from .settings import COMPANY_URL, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
+from .settings import COMPANY_URL, CREDENTIAL_KEYS, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
 from .timefmt import render, start_date_value
 
 logger = logging.getLogger("pipedrive_source")
@@ -241,7 +248,7 @@ def _shared_lists(selected: set[str]) -> list[Entity]:
 
 def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None) -> Auth:
     if oauth is not None and getattr(oauth, "refresh_token", None):
-        return OAuthAuth(oauth)
+        return OAuthAuth(oauth, oauth_setting(_own_section()))
     setting = token_setting(_own_section())
     if api_token:
         return ApiTokenAuth(api_token, setting)
@@ -249,13 +256,15 @@ def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None) -> Aut
 
 
 def _own_section() -> str | None:
-    """The active pipeline's name when its own section holds the API token (a named company's: dlt reads
-    it there first), so that messages name the setting to fix; None for the single company's."""
+    """The active pipeline's name when its own section holds the credentials, an API token or OAuth (a named
+    company's: dlt reads them there first), so that messages name the setting to fix; None for the single
+    company's."""
     context = Container()[PipelineContext]
     if not context.is_active():
         return None
     name = context.pipeline().pipeline_name
-    return name if dlt.secrets.get(f"{name}.sources.pipedrive.api_token") else None
+    own = any(dlt.secrets.get(f"{name}.sources.pipedrive.{key}") for key in CREDENTIAL_KEYS)
+    return name if own else None
 
 
 def _domain_name(company_domain: str | None) -> str | None:

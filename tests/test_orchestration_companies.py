@@ -125,6 +125,27 @@ def test_a_rejected_token_of_a_company_names_its_own_setting(
     assert needle in result.stderr
 
 
+def test_a_revoked_oauth_refresh_token_of_a_company_names_its_own_setting(
+    companies: dict[str, EmulatorHandle], tmp_path: Path
+) -> None:
+    """The line said [sources.pipedrive.oauth] (SOURCES__PIPEDRIVE__OAUTH__REFRESH_TOKEN), which a named
+    company does not read: fixing it there left the company failing."""
+    acme = companies["acme"]
+    prefix = "PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__OAUTH__"
+    oauth = {
+        prefix + "CLIENT_ID": acme.settings.oauth_client_id,
+        prefix + "CLIENT_SECRET": acme.settings.oauth_client_secret,
+        prefix + "REFRESH_TOKEN": "revoked-refresh-token",
+        prefix + "TOKEN_URL": f"{acme.base_url}/oauth/token",
+    }
+    result = run(tmp_path, companies, "acme", **oauth)
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert "refused to refresh the OAuth access token (invalid_grant)" in result.stderr
+    needle = "in [pipedrive_acme.sources.pipedrive.oauth] in .dlt/secrets.toml (PIPEDRIVE_ACME__SOURCES__"
+    assert needle + "PIPEDRIVE__OAUTH__REFRESH_TOKEN, ...)" in result.stderr
+    assert "[sources.pipedrive.oauth]" not in result.stderr
+
+
 def test_a_company_without_its_domain_names_its_own_setting(
     companies: dict[str, EmulatorHandle], tmp_path: Path
 ) -> None:
