@@ -201,7 +201,7 @@ class PipedriveClient:
                 renewals += 1
                 if renewals > 1:  # a fresh token refused again: renewing once more will not help
                     raise self.auth.rejected() from None
-                self._switch_base_url(self.auth.recover(self._http, exc.sent_headers))
+                self._switch_base_url(self.auth.recover(self._post_token, exc.sent_headers))
             except _Transient as exc:
                 if self._aborted is not None:  # the server went with the run (a demo): no retry, no warning
                     raise type(self._aborted)(self._aborted.message) from None
@@ -235,8 +235,35 @@ class PipedriveClient:
             return
         with self._lock:
             if not self._prepared:
-                self._switch_base_url(self.auth.prepare(self._http))
+                self._switch_base_url(self.auth.prepare(self._post_token))
                 self._prepared = True
+
+    def _post_token(self, url: str, **kwargs: Any) -> httpx.Response:
+        """POST to the OAuth token endpoint (for `auth`); a 5xx or a failed connection is retried like a GET.
+        Not retried, a moment's outage there ended the run (mid-run too, when the access token expired) with
+        exit 2 and a line blaming the refresh token."""
+        failures = 0
+        while True:
+            if self._aborted is not None:
+                raise type(self._aborted)(self._aborted.message)
+            try:
+                response = self._http.post(url, **kwargs)
+            except httpx.TransportError as exc:
+                problem, unreachable = f"connection problem ({type(exc).__name__})", True
+            else:
+                if response.status_code < 500:
+                    return response
+                problem, unreachable = f"HTTP {response.status_code}", False
+            failures += 1
+            if failures >= self.settings.max_attempts:
+                hint = " Check the network and the OAuth token_url." if unreachable else ""
+                raise _Unavailable(
+                    f"The OAuth token endpoint kept failing after {failures} attempts (last: {problem}). "
+                    f"Nothing from this run was committed; run the sync again later.{hint}"
+                )
+            delay = self._backoff(failures)  # not in stats.retries: `_prepare` may hold the lock for them
+            logger.warning("retrying the OAuth token endpoint in %.1fs after %s", delay, problem)
+            self._sleep(delay)
 
     def _attempt(self, path: str, query: dict[str, Any], cost: int, label: str, missing_ok: bool) -> dict:
         self.limiter.acquire(cost)

@@ -8,6 +8,7 @@ access token is missing or Pipedrive answers 401, then talks to the `api_domain`
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -44,14 +45,18 @@ class PipedriveOAuthCredentials(CredentialsConfiguration):
                 setattr(self, name, value)
 
 
+# POSTs to the OAuth token endpoint: the client's, which retries a 5xx or a failed connection like any request
+TokenPost = Callable[..., httpx.Response]
+
+
 class Auth(Protocol):
     def headers(self) -> dict[str, str]:
         """Headers that authenticate the next request."""
 
-    def recover(self, http: httpx.Client, sent_headers: dict[str, str]) -> str | None:
+    def recover(self, post: TokenPost, sent_headers: dict[str, str]) -> str | None:
         """After a 401: renew credentials and return the base URL to continue with, or raise AuthError."""
 
-    def prepare(self, http: httpx.Client) -> str | None:
+    def prepare(self, post: TokenPost) -> str | None:
         """Before the first request: obtain credentials if needed; returns a base URL override or None."""
 
     def rejected(self) -> AuthError:
@@ -78,10 +83,10 @@ class ApiTokenAuth:
     def headers(self) -> dict[str, str]:
         return self._headers
 
-    def prepare(self, http: httpx.Client) -> str | None:
+    def prepare(self, post: TokenPost) -> str | None:
         return None
 
-    def recover(self, http: httpx.Client, sent_headers: dict[str, str]) -> str | None:
+    def recover(self, post: TokenPost, sent_headers: dict[str, str]) -> str | None:
         raise self.rejected()
 
     def rejected(self) -> AuthError:
@@ -109,15 +114,15 @@ class OAuthAuth:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._access_token}"}
 
-    def prepare(self, http: httpx.Client) -> str | None:
+    def prepare(self, post: TokenPost) -> str | None:
         with self._lock:
-            return None if self._access_token else self._refresh(http)
+            return None if self._access_token else self._refresh(post)
 
-    def recover(self, http: httpx.Client, sent_headers: dict[str, str]) -> str | None:
+    def recover(self, post: TokenPost, sent_headers: dict[str, str]) -> str | None:
         with self._lock:
             if sent_headers != self.headers():
                 return None  # another thread refreshed meanwhile: just retry with the new token
-            return self._refresh(http)
+            return self._refresh(post)
 
     def rejected(self) -> AuthError:
         return AuthError(
@@ -125,9 +130,9 @@ class OAuthAuth:
             f"and credentials in {self.setting}."
         )
 
-    def _refresh(self, http: httpx.Client) -> str | None:
+    def _refresh(self, post: TokenPost) -> str | None:
         try:
-            response = http.post(
+            response = post(
                 self._creds.token_url,
                 data={"grant_type": "refresh_token", "refresh_token": self._creds.refresh_token},
                 auth=(self._creds.client_id, self._creds.client_secret),

@@ -16,7 +16,7 @@ from connector_fixtures import assert_equal_to_truth, make_pipeline, sync
 from pipedrive_source import FIELDS_TABLES, ApiError, AuthError, PipedriveOAuthCredentials, pipedrive_source
 from pipedrive_source.client import PipedriveClient, abort_requests
 from pipedrive_source.concurrency import DEFAULT_WORKERS
-from pipedrive_source.errors import Interrupted, PipedriveError
+from pipedrive_source.errors import Interrupted, PipedriveError, causes
 from pipedrive_source.limiter import NoLimiter
 from pipedrive_source.oauth import ApiTokenAuth
 
@@ -75,6 +75,35 @@ def test_oauth_from_dlt_config_and_a_bad_refresh_token(clean_emulator, tmp_path:
         )
     assert _root(failure.value, AuthError)
     assert "invalid_grant" in str(_root(failure.value, AuthError))
+
+
+def test_a_failing_oauth_token_endpoint_is_retried_not_blamed_on_the_refresh_token(
+    clean_emulator, tmp_path: Path
+) -> None:
+    """A 5xx of the token endpoint ended the run at once with exit 2 and 'Pipedrive refused to refresh the
+    OAuth access token (HTTP 503). Check refresh_token ...', mid-run too: nothing was wrong with it."""
+    # every request fails twice, then is answered: the token grant (at the start and after the expiry) too
+    clean_emulator.control.settings(error_rate=1.0, max_in_a_row=2)
+    expired = []
+
+    def expire_once(entity, rows, ctx):
+        if not expired:
+            expired.append(clean_emulator.control.expire_oauth())
+        return rows
+
+    oauth = oauth_credentials(clean_emulator)
+    result = sync(
+        clean_emulator, tmp_path, api_token=None, oauth=oauth, entities=TABLES, record_hooks=[expire_once]
+    )
+    assert expired[0] >= 1 and result.emulator_stats["statuses"].get("401", 0) >= 1  # refreshed mid-run
+    assert_equal_to_truth(clean_emulator, tmp_path, TABLES)
+
+    clean_emulator.control.settings(max_in_a_row=0)  # down for good: a failure that says so
+    with pytest.raises(Exception) as failure:
+        sync(clean_emulator, tmp_path / "2", api_token=None, oauth=oauth, entities=["users"], max_attempts=3)
+    message = str(_root(failure.value, ApiError))
+    assert "OAuth token endpoint kept failing after 3 attempts (last: HTTP 5" in message
+    assert not any(isinstance(cause, AuthError) for cause in causes(failure.value))
 
 
 def test_transient_faults_are_retried_and_the_result_is_still_exact(clean_emulator, tmp_path: Path) -> None:

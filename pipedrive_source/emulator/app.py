@@ -1,7 +1,8 @@
 """The emulator's raw ASGI application: transport concerns around CORE's pure `handle()`.
 
-Per request: `/_emulator/*` control endpoints (no auth, no rate limit), then `POST /oauth/token`, then every
-other path as Pipedrive: authenticate -> rate limit -> fault injection -> `handle()` under `company.lock`.
+Per request: `/_emulator/*` control endpoints (no auth, no rate limit), then `POST /oauth/token` (of the
+faults, 5xx only), then every other path as Pipedrive: authenticate -> rate limit -> fault injection ->
+`handle()` under `company.lock`.
 Every Pipedrive response carries the rate-limit headers (see `ratelimit.py`) and a `Date` header with the
 emulator clock (`company.now()`), so a client can read "server now" from it.
 """
@@ -244,6 +245,11 @@ class EmulatorApp:
             await _send(send, 405, [], orjson.dumps({"success": False, "error": "Method not allowed"}))
             return
         form = dict(parse_qsl((await _read_body(receive)).decode("utf-8", "replace"), keep_blank_values=True))
+        fault = self.faults.next(("POST", "/oauth/token"))
+        if fault.kind == faults.ERROR:  # oauth.pipedrive.com has its outages too (5xx at `error_rate`)
+            status, content_type, body = faults.error_response(fault.detail)
+            await _send(send, status, [("cache-control", "no-store")], body, content_type)
+            return
         status, body = self.oauth.grant(_headers(scope).get("authorization"), form, self.base_url)
         await _send(send, status, [("cache-control", "no-store")], body)
 
