@@ -216,6 +216,24 @@ def refresh_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> View
     return report
 
 
+def drop_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> None:
+    """Drop `views` before a load that drops tables (a full refresh): Postgres refuses to drop a table that
+    a view reads, so the load failed and its package stayed stuck. `refresh_views` recreates them after."""
+    dialect = pipeline.destination.capabilities().sqlglot_dialect
+    if not pipeline.default_schema_name or not dialect:  # nothing loaded yet, or no SQL views
+        return
+    with pipeline.destination_client() as client:
+        if not isinstance(client, SqlJobClientBase):
+            return
+        sql = client.sql_client
+        for view in views:
+            name = _table(
+                sql.make_qualified_table_name_path(view.name, quote=False),
+                sql.capabilities.casefold_identifier,
+            )
+            sql.execute_sql(exp.Drop(this=name, kind="VIEW", exists=True).sql(dialect=dialect, identify=True))
+
+
 def _refresh(client: SqlJobClientBase, dialect: str, views: Sequence[View], report: ViewsReport) -> None:
     needed = sorted({table for view in views for table in view.tables})
     columns = {table: set(cols) for table, cols in client.get_storage_tables(needed) if cols}

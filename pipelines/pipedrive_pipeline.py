@@ -68,7 +68,7 @@ from pipedrive_source.history import add_history  # noqa: E402
 from pipedrive_source.oauth import PipedriveOAuthCredentials  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
-from pipedrive_source.views import refresh_views  # noqa: E402
+from pipedrive_source.views import drop_views, refresh_views  # noqa: E402
 
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
@@ -157,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
             check_destination(pipeline)
+            if args.full_refresh:  # before the pending packages too: one may hold the drops of a failed run
+                drop_views(pipeline)
             for notice in recover(pipeline):  # what a killed run left: this run then syncs as usual
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +215,39 @@ def _dicts(client: Any, sql: str) -> list[dict[str, Any]]:
     with client.execute_query(sql) as cursor:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def test_full_refresh_of_a_dataset_with_views_into_postgres(
+    emulator: Any, postgres: str, tmp_path: Path
+) -> None:
+    """The script's `--full-refresh` drops tables; Postgres refuses while a view reads them ("cannot drop
+    table deals because other objects depend on it"), so the run failed and its package stayed stuck."""
+    env = {
+        **os.environ,
+        "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token,
+        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
+        "DESTINATION__POSTGRES__CREDENTIALS": postgres,
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+        "DLT_PROJECT_DIR": str(tmp_path),
+    }
+    script = Path(__file__).resolve().parent.parent / "pipelines" / "pipedrive_pipeline.py"
+    entities = "deals,pipelines,stages,users,persons,organizations"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(script), "--destination", "postgres", "--quiet", *args]
+        command += ["--pipelines-dir", str(tmp_path / "pipelines"), "--dataset", "refreshed"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+    first = run("--entities", entities)
+    assert first.returncode == 0, first.stderr
+    assert "views: v_deals, v_open_pipeline_by_stage, v_deals_won_lost_by_month" in first.stdout
+    again = run("--entities", "deals", "--full-refresh")
+    assert again.returncode == 0, again.stderr
+    assert "views: v_deals, v_open_pipeline_by_stage, v_deals_won_lost_by_month" in again.stdout
+    live = {deal["id"] for deal in emulator.control.snapshot("deals") if not deal["is_deleted"]}
+    destination = dlt.destinations.postgres(credentials=postgres)
+    pipeline = dlt.pipeline(
+        "check", str(tmp_path / "check"), destination=destination, dataset_name="refreshed"
+    )
+    with pipeline.sql_client() as client:
+        assert {row[0] for row in client.execute_sql("SELECT deal_id FROM v_deals")} == live
