@@ -140,14 +140,19 @@ SELECT
   SUM(CASE WHEN a.done IS TRUE THEN 1 ELSE 0 END) AS done,
   SUM(CASE WHEN a.done IS TRUE THEN 0 ELSE 1 END) AS open,
   SUM(CASE WHEN a.done IS NOT TRUE AND CAST(a.due_date AS DATE) < CURRENT_DATE THEN 1 ELSE 0 END) AS overdue,
-  MIN(CASE WHEN a.done IS NOT TRUE THEN CAST(a.due_date AS DATE) END) AS next_due_date,
+  MIN(CASE WHEN a.done IS NOT TRUE AND CAST(a.due_date AS DATE) >= CURRENT_DATE
+      THEN CAST(a.due_date AS DATE) END) AS next_due_date,
   MAX(a.marked_as_done_time) AS last_done_time
 FROM activities AS a
 LEFT JOIN users AS u ON u.id = a.owner_id
 WHERE a.is_deleted IS NOT TRUE
 GROUP BY a.owner_id, u.name
 """,
-    columns={"overdue": "open activities due before today (the warehouse's current date)"},
+    columns={
+        "overdue": "open activities due before today (the warehouse's current date)",
+        # not the oldest overdue one: that read as "next due" years ago for an owner with overdue work
+        "next_due_date": "the earliest due date, today or later, of an open activity (null: none due)",
+    },
 )
 
 LEAD_CONVERSION = View(

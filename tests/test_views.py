@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,10 @@ def company(emulator: EmulatorHandle, tmp_path_factory: pytest.TempPathFactory) 
             {"op": "create", "table": "deals", "values": {"source_lead_id": lead_id}},
             {"op": "delete", "table": "leads", "id": lead_id},
         ]
+    # an open activity due a month from now: the next due date of an owner who also has overdue ones
+    activity = next(a for a in emulator.control.snapshot("activities") if not a["done"] and a["due_date"])
+    due = (date.today() + timedelta(days=30)).isoformat()
+    ops.append({"op": "update", "table": "activities", "id": activity["id"], "changes": {"due_date": due}})
     emulator.control.mutate(ops=ops)
     result = sync(emulator, workdir)
     report = refresh_views(result.pipeline)
@@ -153,6 +157,7 @@ def test_activities_per_owner_equal_the_activities(company: dict[str, Any]) -> N
     pipeline = company["pipeline"]
     today = query(pipeline, "SELECT CURRENT_DATE AS today")[0]["today"]
     want: defaultdict[int, Counter[str]] = defaultdict(Counter)
+    next_due: dict[int, str] = {}
     for activity in company["truth"]["activities"]:
         if activity.get("is_deleted"):
             continue
@@ -162,6 +167,8 @@ def test_activities_per_owner_equal_the_activities(company: dict[str, Any]) -> N
         due = activity.get("due_date")
         if not activity.get("done") and due and date.fromisoformat(due) < today:
             counts["overdue"] += 1
+        if not activity.get("done") and due and date.fromisoformat(due) >= today:
+            next_due[activity["owner_id"]] = min(next_due.get(activity["owner_id"], due), due)
     users = by_id(company["truth"]["users"])
     got = {row["owner_id"]: row for row in view_rows(pipeline, "v_activities_by_owner")}
     assert set(got) == set(want)
@@ -170,6 +177,8 @@ def test_activities_per_owner_equal_the_activities(company: dict[str, Any]) -> N
         assert row["owner_name"] == users[owner]["name"]
         for column in ("activities", "done", "open", "overdue"):
             assert row[column] == counts[column], (owner, column)
+        assert row["next_due_date"] == (date.fromisoformat(next_due[owner]) if owner in next_due else None)
+    assert any(row["overdue"] and row["next_due_date"] for row in got.values())  # both kinds met
 
 
 def test_lead_conversion_counts_converted_leads_per_month(company: dict[str, Any]) -> None:
