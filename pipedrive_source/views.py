@@ -160,7 +160,8 @@ LEAD_CONVERSION = View(
     description="Lead -> deal conversion per calendar month (UTC) in which the lead was created: leads, "
     "how many became deals (a deal's `source_lead_id`), the conversion rate, and how many of those deals are "
     "won. A converted lead leaves Pipedrive's lead list, so leads the connector never saw before conversion "
-    "are counted from their deal (created in the deal's month).",
+    "are counted from their deal (created in the deal's month). Deleted leads that no deal came from are "
+    "left out.",
     tables=("leads", "deals"),
     sql="""
 WITH converted AS (
@@ -174,6 +175,7 @@ WITH converted AS (
 ),
 all_leads AS (
   SELECT l.id AS lead_id, l.add_time AS created_at FROM leads AS l
+  WHERE l.is_deleted IS NOT TRUE OR l.id IN (SELECT c.lead_id FROM converted AS c)
   UNION ALL
   SELECT c.lead_id, c.converted_at FROM converted AS c
   WHERE NOT EXISTS (SELECT 1 FROM leads AS k WHERE k.id = c.lead_id)

@@ -42,12 +42,14 @@ def view_rows(pipeline: dlt.Pipeline, view: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def company(emulator: EmulatorHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Full sync, then some leads converted to deals the way Pipedrive shows it (a new deal carrying
-    `source_lead_id`, the lead gone from the lead list), an incremental sync, and the views refreshed."""
+    `source_lead_id`, the lead gone from the lead list) and one deleted, an incremental sync that reconciles
+    (flags what left the lists as deleted), and the views refreshed."""
     workdir = tmp_path_factory.mktemp("views")
     sync(emulator, workdir)
     leads_before = emulator.control.snapshot("leads")
-    converted = [lead["id"] for lead in leads_before if not lead.get("is_archived")][:CONVERTED_LEADS]
-    ops: list[dict[str, Any]] = []
+    unarchived = [lead["id"] for lead in leads_before if not lead.get("is_archived")]
+    converted, trashed = unarchived[:CONVERTED_LEADS], unarchived[CONVERTED_LEADS]
+    ops: list[dict[str, Any]] = [{"op": "delete", "table": "leads", "id": trashed}]  # deleted, no deal
     for lead_id in converted:
         ops += [
             {"op": "create", "table": "deals", "values": {"source_lead_id": lead_id}},
@@ -58,7 +60,7 @@ def company(emulator: EmulatorHandle, tmp_path_factory: pytest.TempPathFactory) 
     due = (date.today() + timedelta(days=30)).isoformat()
     ops.append({"op": "update", "table": "activities", "id": activity["id"], "changes": {"due_date": due}})
     emulator.control.mutate(ops=ops)
-    result = sync(emulator, workdir)
+    result = sync(emulator, workdir, reconcile=True)  # flags the leads gone from the list as deleted
     report = refresh_views(result.pipeline)
     truth = {
         t: emulator.control.snapshot(t)
@@ -75,6 +77,7 @@ def company(emulator: EmulatorHandle, tmp_path_factory: pytest.TempPathFactory) 
         "truth": truth,
         "leads_before": leads_before,
         "converted": converted,
+        "trashed": trashed,
     }
 
 
@@ -185,7 +188,8 @@ def test_lead_conversion_counts_converted_leads_per_month(company: dict[str, Any
     deals = company["truth"]["deals"]
     converted_from = {d["source_lead_id"]: d for d in deals if d.get("source_lead_id")}
     assert set(converted_from) == set(company["converted"])  # the emulator shows what we converted
-    leads = {lead["id"]: lead for lead in company["leads_before"]}  # every lead the first sync saw
+    # every lead the first sync saw, but the one deleted without becoming a deal
+    leads = {lead["id"]: lead for lead in company["leads_before"] if lead["id"] != company["trashed"]}
     want: defaultdict[date | None, Counter[str]] = defaultdict(Counter)
     for lead_id, lead in leads.items():
         counts = want[month(lead["add_time"])]
