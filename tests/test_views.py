@@ -3,6 +3,7 @@ truth (`/_emulator/snapshot/<table>`), plus how views behave on young, partial a
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -208,6 +209,33 @@ def test_lead_conversion_counts_converted_leads_per_month(company: dict[str, Any
         )
         assert row["conversion_rate"] == pytest.approx(counts["converted"] / counts["leads"])
     assert sum(row["converted_leads"] for row in got.values()) == CONVERTED_LEADS
+
+
+def doc_queries(name: str) -> list[str]:
+    """The SQL statements of a document's ```sql blocks."""
+    text = (Path(__file__).resolve().parent.parent / name).read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", text, re.S)
+    return [statement.strip() for block in blocks for statement in block.split(";") if statement.strip()]
+
+
+def test_the_documented_queries_run_and_answer_what_they_say(company: dict[str, Any]) -> None:
+    pipeline = company["pipeline"]
+    queries = doc_queries("docs/analysts.md") + doc_queries("README.md")
+    for sql in queries:
+        if "deals_history" not in sql and "deal_flow" not in sql:  # opt-in tables, not in this sync
+            query(pipeline, sql)
+    twelve = next(sql for sql in queries if sql.startswith("-- lead conversion over the last twelve"))
+    today = query(pipeline, "SELECT CURRENT_DATE AS today")[0]["today"]
+    months = [row["month"] for row in query(pipeline, twelve)]
+    assert all((today.year - m.year) * 12 + today.month - m.month < 12 for m in months)
+    # the README's first look at the deals: values summed per currency, never EUR + USD together
+    by_status = next(sql for sql in queries if "FROM pipedrive.deals WHERE" in sql)
+    want: defaultdict[tuple[str, str], float] = defaultdict(float)
+    for deal in company["truth"]["deals"]:
+        if not deal["is_deleted"]:
+            want[deal["status"], deal["currency"]] += deal["value"] or 0
+    got = {(row[0], row[1]): row[-1] for row in (tuple(r.values()) for r in query(pipeline, by_status))}
+    assert got == pytest.approx(dict(want))
 
 
 def test_refresh_is_repeatable_and_keeps_the_numbers(company: dict[str, Any]) -> None:
