@@ -223,12 +223,18 @@ def refresh_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> View
     return report
 
 
+# destinations that drop a table a view reads (the view fails until `refresh_views` makes it again)
+DROPS_TABLES_UNDER_VIEWS = {"duckdb", "motherduck"}
+
+
 def drop_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> None:
     """Drop `views` before a load that drops tables (a full refresh): Postgres refuses to drop a table that
     a view reads, so the load failed and its package stayed stuck. `refresh_views` recreates them after."""
     dialect = pipeline.destination.capabilities().sqlglot_dialect
     if not pipeline.default_schema_name or not dialect:  # nothing loaded yet, or no SQL views
         return
+    if pipeline.destination.destination_name in DROPS_TABLES_UNDER_VIEWS:
+        return  # and opening DuckDB here would map its library into the extraction's memory until the load
     with pipeline.destination_client() as client:
         if not isinstance(client, SqlJobClientBase):
             return
