@@ -23,11 +23,13 @@ from .settings import OAUTH_TOKEN_URL
 
 @configspec
 class PipedriveOAuthCredentials(CredentialsConfiguration):
-    """`[sources.pipedrive.oauth]` in secrets.toml; the access token is optional (refreshed on demand)."""
+    """`[sources.pipedrive.oauth]` in secrets.toml; the access token is optional (refreshed on demand).
+    The others are needed too, but typed optional: dlt resolves OAuth set in part to None, and the run then
+    asked for credentials one had configured; `OAuthAuth` names the one missing."""
 
-    refresh_token: TSecretStrValue = None
-    client_id: str = None
-    client_secret: TSecretStrValue = None
+    refresh_token: TSecretStrValue | None = None
+    client_id: str | None = None
+    client_secret: TSecretStrValue | None = None
     access_token: TSecretStrValue | None = None
     token_url: str = OAUTH_TOKEN_URL
 

@@ -246,8 +246,14 @@ def _shared_lists(selected: set[str]) -> list[Entity]:
     return [BY_NAME[name] for name in sorted(n for n in names if n)]
 
 
+OAUTH_FIELDS = ("refresh_token", "client_id", "client_secret", "access_token")
+
+
 def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None) -> Auth:
-    if oauth is not None and getattr(oauth, "refresh_token", None):
+    """OAuth wins when it has a refresh token; OAuth set in part and no token: `OAuthAuth` names what is
+    missing (it read "No Pipedrive credentials configured ... or configure OAuth" to one who had)."""
+    oauth_given = oauth is not None and any(getattr(oauth, name, None) for name in OAUTH_FIELDS)
+    if oauth_given and (getattr(oauth, "refresh_token", None) or not api_token):
         return OAuthAuth(oauth, oauth_setting(_own_section()))
     setting = token_setting(_own_section())
     if api_token:

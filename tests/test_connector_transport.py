@@ -220,3 +220,17 @@ def test_an_interrupted_run_ends_requests_still_retrying_at_once() -> None:
         logging.getLogger("pipedrive_source").removeHandler(handler)
     assert not fetch.is_alive()
     assert [type(exc) for exc in outcome] == [Interrupted]
+
+
+def test_oauth_set_in_part_names_what_it_lacks(clean_emulator, tmp_path: Path, monkeypatch) -> None:
+    """OAuth given without its refresh token (and no API token) read "No Pipedrive credentials configured.
+    Set SOURCES__PIPEDRIVE__API_TOKEN, or configure OAuth." to a user who had configured OAuth."""
+    prefix = "SOURCES__PIPEDRIVE__OAUTH__"
+    monkeypatch.setenv(prefix + "CLIENT_ID", clean_emulator.settings.oauth_client_id)
+    monkeypatch.setenv(prefix + "CLIENT_SECRET", clean_emulator.settings.oauth_client_secret)
+    with pytest.raises(Exception) as failure:
+        sync(clean_emulator, tmp_path, api_token=None, entities=["users"])
+    message = str(_root(failure.value, AuthError))
+    assert message.startswith("OAuth is configured without refresh_token. Set it in ")
+    assert clean_emulator.settings.oauth_client_secret not in message
+    assert clean_emulator.control.stats()["total_requests"] == 0
