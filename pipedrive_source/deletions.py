@@ -5,7 +5,8 @@ from the lists. A run knows every live id of an entity when it read the whole li
 lists read in full, and for every entity with `pipedrive_source(reconcile=True)`. `flag_vanished` compares
 those ids with the destination and sets `is_deleted = true` on the rows that are gone (or deletes them, with
 `hard_delete`). SQL destinations are updated in place, so the last known content of a deleted record stays;
-destinations that cannot update (filesystem) get a tombstone row `{id, is_deleted: true}` appended.
+destinations that cannot update (filesystem) get a tombstone row `{id, is_deleted: true}` appended. The
+current version of such a record in its history table (`history.py`) gets its `valid_to` then.
 
 It is idempotent: if it is interrupted, the next run's call flags whatever is still unflagged. A table's
 statements are one transaction where the destination has them, so no row is left without its nested rows.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import dlt
@@ -23,6 +25,7 @@ from dlt.destinations.job_client_impl import SqlJobClientBase
 from dlt.destinations.sql_client import SqlClientBase
 
 from .entities import BY_NAME, Entity
+from .history import VALIDITY_COLUMNS, history_table
 from .run import SyncMonitor
 
 CHUNK = 500  # ids per UPDATE statement
@@ -113,6 +116,8 @@ def _statements(client: SqlJobClientBase, entity: Entity, ids: Sequence[Any], de
     key = sql.escape_column_name(entity.primary_key)
     flag = sql.escape_column_name("is_deleted")
     nested = [name for name in client.schema.tables if name.startswith(f"{entity.name}__")]
+    history = history_table(entity.name) if materialized(client.schema, history_table(entity.name)) else None
+    ended = datetime.now(UTC)
     for chunk in _chunks(ids):
         marks = ", ".join(["%s"] * len(chunk))
         if delete:
@@ -125,6 +130,14 @@ def _statements(client: SqlJobClientBase, entity: Entity, ids: Sequence[Any], de
             sql.execute_sql(f"DELETE FROM {table} WHERE {key} IN ({marks})", *chunk)
         else:
             sql.execute_sql(f"UPDATE {table} SET {flag} = TRUE WHERE {key} IN ({marks})", *chunk)
+        if history:  # scd2 closes only versions a later sync replaces: a record gone has no later version
+            valid_to = sql.escape_column_name(VALIDITY_COLUMNS[1])
+            sql.execute_sql(
+                f"UPDATE {sql.make_qualified_table_name(history)} SET {valid_to} = %s "
+                f"WHERE {key} IN ({marks}) AND {valid_to} IS NULL",
+                ended,
+                *chunk,
+            )
 
 
 def _tombstones(entity: Entity, ids: Iterable[Any]) -> Any:

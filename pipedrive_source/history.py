@@ -11,7 +11,9 @@ absent from an incremental run stay current. Columns:
 So stage changes between syncs are recorded with their time of sync; several changes between two syncs
 collapse into the last one (the opt-in `deal_flow` table has every change, at one request per changed deal).
 Records Pipedrive hides once deleted (anything but deals within 30 days) end their history without a
-deletion row. Destinations without the scd2 strategy (plain filesystem) are skipped with a notice.
+deletion row: the run that finds them gone (`deletions.flag_vanished`: every run for the lists read in full,
+a reconcile for the others) sets `valid_to` of their current version. Destinations without the scd2
+strategy (plain filesystem) are skipped with a notice.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 from connector_fixtures import make_pipeline, synced_rows
 
 from pipedrive_source import SyncMonitor, pipedrive_source
+from pipedrive_source.deletions import flag_vanished
 from pipedrive_source.emulator import EmulatorHandle
 from pipedrive_source.errors import ConfigError
 from pipedrive_source.history import add_history
@@ -99,3 +100,32 @@ def test_history_of_an_unknown_or_child_entity_is_refused(emulator: EmulatorHand
     source = pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, entities=ENTITIES)
     with pytest.raises(ConfigError, match="deal_products"):
         add_history(source, ["deal_products"])
+
+
+def test_a_record_found_deleted_ends_its_current_version(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    pipeline = make_pipeline(tmp_path)
+
+    def sync(**options: Any) -> dict[str, int]:
+        monitor = SyncMonitor()
+        source = pipedrive_source(
+            api_token=emulator.api_token,
+            base_url=emulator.base_url,
+            entities=["persons"],
+            monitor=monitor,
+            **options,
+        )
+        add_history(source, ["persons"], pipeline)
+        pipeline.run(source, loader_file_format="parquet")
+        return flag_vanished(pipeline, monitor)
+
+    sync()
+    gone = next(p["id"] for p in emulator.control.snapshot("persons") if not p["is_deleted"])
+    emulator.control.mutate(ops=[{"op": "delete", "table": "persons", "id": gone}])
+    assert sync(reconcile=True) == {"persons": 1}  # Pipedrive hides it: only the full id list tells
+
+    live = {p["id"] for p in emulator.control.snapshot("persons") if not p["is_deleted"]}
+    current = [row["id"] for row in synced_rows(pipeline, "persons_history") if row["valid_to"] is None]
+    assert sorted(current) == sorted(live)  # one current version per live person, none for the deleted
+    assert [
+        row["valid_to"] is None for row in synced_rows(pipeline, "persons_history") if row["id"] == gone
+    ] == [False]
