@@ -10,7 +10,8 @@ tables on, a large sync wrote 24,401 column chunks (1,365 row groups), 14,975 (8
 dict pages, normalized by dlt as before, are yielded when iterating a resource outside a pipeline
 (`list(source.with_resources(...))`), when the source was built with `arrow=False`, and for a resource
 that also feeds a transformer not of this connector (such as the SCD2 history of `history.py`, which
-expects records), so that it sees what it always saw.
+expects records), so that it sees what it always saw, and for an entity whose nested tables records made
+before (history on once; dlt refuses to make them tables of their own).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dlt.extract.items import TableNameMeta
 from .arrow_pages import PageShaper, Shaped, concat, item, prepare
 from .concurrency import drop_duckdb_code, release_memory
 from .entities import BY_NAME, Entity
+from .errors import ConfigError
 from .spec_hints import cache_spec_hints
 
 Row = dict[str, Any]
@@ -94,7 +96,17 @@ class Outputs:
             schema = dlt.current.source_schema()
         except Exception:  # not inside a pipeline's extract: plain records
             return None
+        layout = _child_layout(schema, entity.name)
         if _fed_to_foreign_transformer(resource):
+            if layout == "arrow":
+                raise ConfigError(
+                    f"{entity.name} was loaded without history, whose records make its nested tables "
+                    f"({entity.name}__*) another way: start its history with a full refresh of it "
+                    f"(--full-refresh --entities {entity.name} --history {entity.name}), which also "
+                    "gives the history every record"
+                )
+            return None
+        if layout == "records":  # loaded with history once: its nested tables are dlt's nested tables
             return None
         cache_spec_hints()  # dlt validates a table schema per Arrow item: see `spec_hints.py`
         existed = bool(schema.tables.get(entity.name, {}).get("columns"))
@@ -187,6 +199,15 @@ class Output:
 
 def _deleted(row: Row) -> bool:
     return row.get("is_deleted") is True
+
+
+def _child_layout(schema: Any, entity: str) -> str | None:
+    """How the entity's child tables were made: "arrow" (tables of their own, `arrow_pages.py`), "records"
+    (dlt's nested tables, with a parent) or None (none yet). dlt refuses to turn one into the other."""
+    for name, table in schema.tables.items():
+        if name.startswith(f"{entity}__") and table.get("columns"):
+            return "records" if table.get("parent") == entity else "arrow"
+    return None
 
 
 def _fed_to_foreign_transformer(resource: Any) -> bool:

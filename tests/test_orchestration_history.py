@@ -3,12 +3,14 @@ request; unchanged and absent records stay current; destinations without scd2 ar
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dlt
 import pytest
 from connector_fixtures import make_pipeline, synced_rows
+from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipedrive_source import SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
@@ -129,3 +131,38 @@ def test_a_record_found_deleted_ends_its_current_version(emulator: EmulatorHandl
     assert [
         row["valid_to"] is None for row in synced_rows(pipeline, "persons_history") if row["id"] == gone
     ] == [False]
+
+
+def test_history_turned_on_and_off_on_a_pipeline_that_loaded_before(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Without history an entity's lists load as tables of their own, with it as dlt's nested tables (the
+    history reads records): dlt refuses to turn one into the other, and each switch failed with a
+    TablePropertiesConflictException about `deals__label_ids`, run after run."""
+    pipeline = make_pipeline(tmp_path)
+
+    def sync(history: list[str], **options: Any) -> None:
+        source = pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, entities=ENTITIES)
+        add_history(source, history, pipeline)
+        pipeline.run(source, loader_file_format="parquet", **options)
+
+    def change_a_deal() -> int:
+        deal = next(d for d in emulator.control.snapshot("deals") if d["status"] == "open")
+        emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal["id"], "changes": {}}])
+        return deal["id"]
+
+    sync([])
+    change_a_deal()
+    with pytest.raises(PipelineStepFailed, match="--full-refresh --entities deals --history deals") as failed:
+        sync(["deals"])
+    assert isinstance(failed.value.exception.__cause__, ConfigError)  # exit 2, this one line
+    sync(["deals"], refresh="drop_resources")  # what the message says: history starts with every deal
+    deals = emulator.control.snapshot("deals")
+    assert sorted(v for v in versions(pipeline)) == sorted(d["id"] for d in deals)
+
+    changed = change_a_deal()
+    sync([])  # history off again: the deal still loads, with its labels
+    loaded = {row["id"]: row for row in synced_rows(pipeline, "deals")}
+    truth = next(d for d in emulator.control.snapshot("deals") if d["id"] == changed)
+    assert loaded[changed]["update_time"] == datetime.fromisoformat(truth["update_time"])
+    assert len(versions(pipeline)[changed]) == 1  # not seen by history while it was off
