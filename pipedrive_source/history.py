@@ -71,7 +71,10 @@ def _history_resource(source: DltSource, name: str) -> Any:
     parent = source.resources[name]
 
     def versions(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-        yield rows
+        # dlt's version hash counts empty columns too: a custom field added in Pipedrive gives every record
+        # an empty value, and the next full read (a relabelled option...) made a new, unchanged version of
+        # every record. A value cleared still changes the hash (its key goes).
+        yield [{key: value for key, value in row.items() if value is not None} for row in rows]
 
     return dlt.transformer(
         versions,

@@ -14,7 +14,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipedrive_source import SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
-from pipedrive_source.emulator import EmulatorHandle
+from pipedrive_source.emulator import EmulatorHandle, run_emulator
 from pipedrive_source.errors import ConfigError
 from pipedrive_source.history import add_history
 
@@ -166,3 +166,36 @@ def test_history_turned_on_and_off_on_a_pipeline_that_loaded_before(
     truth = next(d for d in emulator.control.snapshot("deals") if d["id"] == changed)
     assert loaded[changed]["update_time"] == datetime.fromisoformat(truth["update_time"])
     assert len(versions(pipeline)[changed]) == 1  # not seen by history while it was off
+
+
+def test_a_custom_field_added_makes_no_version_of_unchanged_records(tmp_path: Path) -> None:
+    """A field added in Pipedrive puts an empty value in every record; dlt's version hash counted it, so
+    the next full read (here: a relabelled option) made a new version of every deal, changed or not (47 of
+    47 where 9 had changed). Only the deals that changed get one now: edited, or holding that option."""
+    with run_emulator(seed=3, scale="tiny") as emulator:
+        pipeline = make_pipeline(tmp_path)
+        run(emulator, pipeline, ["deals"])
+        fields = [f for f in emulator.control.snapshot("deal_fields") if f["is_custom_field"]]
+        enum = next(f for f in fields if f["field_type"] == "enum" and f["options"])
+        option = enum["options"][0]["id"]
+        deals = emulator.control.snapshot("deals")
+        holders = {d["id"] for d in deals if d["custom_fields"].get(enum["field_code"]) == option}
+        edited = {d["id"] for d in deals if d["id"] not in holders and not d["is_deleted"]}
+        edited = set(sorted(edited)[:2])
+        emulator.control.mutate(
+            ops=[
+                {"op": "add_field", "entity": "deal", "name": "Added later", "field_type": "varchar"},
+                {
+                    "op": "relabel_option",
+                    "entity": "deal",
+                    "field_code": enum["field_code"],
+                    "option_id": option,
+                    "label": "Relabelled",
+                },
+                *({"op": "update", "table": "deals", "id": i, "changes": {"title": f"t{i}"}} for i in edited),
+            ]
+        )
+        run(emulator, pipeline, ["deals"])
+    assert holders  # the test relabels an option some deals hold
+    versioned = {deal_id for deal_id, history in versions(pipeline).items() if len(history) > 1}
+    assert versioned == holders | edited
