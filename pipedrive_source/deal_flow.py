@@ -28,7 +28,10 @@ by ", "), as `deals` shows them: both through the run's resolver of `deals`, its
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import orjson
 
 Row = dict[str, Any]
 
@@ -66,7 +69,8 @@ def flow_row(row: Row, parent_id: Any) -> None:
     data = row.get("data")
     if not isinstance(data, dict):
         data = {}
-    row["flow_id"] = f"{kind}:{data.get('id')}"
+    item_id = data.get("id")
+    row["flow_id"] = f"{kind}:{_digest(row) if item_id is None else item_id}"
     row["deal_id"] = parent_id
     if kind == CHANGE:
         row["data"] = {key: value for key, value in data.items() if _fits(key, value)}
@@ -75,6 +79,12 @@ def flow_row(row: Row, parent_id: Any) -> None:
         row["data"] = {key: value for key in SHARED if type(value := data.get(key)) is int}
         rest = data
     row[JSON_COLUMN] = rest or None
+
+
+def _digest(item: Row) -> str:
+    """The key of an item without an id (none in the spec's examples, but the kinds are open-ended): its
+    content, so two of them in one deal stay two rows ('<kind>:None' kept the last), a re-read keeps one."""
+    return "#" + hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
 def _fits(key: str, value: Any) -> bool:

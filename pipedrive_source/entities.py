@@ -298,7 +298,8 @@ ENTITIES: tuple[Entity, ...] = (
         derive=deal_flow.flow_row,
         columns=deal_flow.COLUMNS,
         notes="changelog of each changed deal, every kind of item (dealChange, activity, note, file, "
-        "mailMessage, ...) in the same columns: flow_id = '<object>:<id>'; data__id is the item's own id; "
+        "mailMessage, ...) in the same columns: flow_id = '<object>:<id>' ('<object>:#<digest>' for an "
+        "item without id); data__id is the item's own id; "
         "a field change's fields are data__* columns (old/new values of any field type as text); the "
         "data of every other kind, whole, is the JSON column item_data, as it was when the deal last "
         "changed (activities, notes and files as they are now: their own tables, joined on data__id). "

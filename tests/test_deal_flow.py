@@ -19,7 +19,7 @@ import duckdb
 import pytest
 from connector_fixtures import DATASET, sync, synced_rows
 
-from pipedrive_source.deal_flow import COLUMNS
+from pipedrive_source.deal_flow import COLUMNS, flow_row
 from pipedrive_source.emulator import EmulatorHandle
 
 TABLES = ["deals", "deal_flow"]
@@ -216,3 +216,24 @@ def test_a_custom_field_change_arrives_with_the_next_run_named_as_in_deals(
         labelled[choices["field_code"]]
         == f"{choices['options'][0]['label']}, {choices['options'][-1]['label']}"
     )
+
+
+def test_flow_items_without_an_id_keep_a_row_each() -> None:
+    """Kinds are open-ended and an item without `data.id` got flow_id '<kind>:None': two of them in one deal
+    were one row (the last kept). Such an item is keyed by its content: distinct items stay distinct, the
+    same item read again keeps its key; items with an id keep '<kind>:<id>'."""
+    items = [
+        {"object": "marketing_status_change", "timestamp": "2026-01-02 10:00:00", "data": {"status": "a"}},
+        {"object": "marketing_status_change", "timestamp": "2026-01-03 10:00:00", "data": {"status": "b"}},
+        {"object": "note", "timestamp": "2026-01-04 10:00:00", "data": {"id": 7, "content": "x"}},
+    ]
+    keys = []
+    for item in items:
+        row = json.loads(json.dumps(item))
+        flow_row(row, 1)
+        again = json.loads(json.dumps(item))
+        flow_row(again, 1)
+        assert again["flow_id"] == row["flow_id"]
+        keys.append(row["flow_id"])
+    assert len(set(keys)) == 3
+    assert keys[0].startswith("marketing_status_change:#") and keys[2] == "note:7"
