@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .clock import v1_time
 from .fields import flatten_v1
 from .flow_items import linked_count, linked_items
+from .shape import HASH_KEY
 
 if TYPE_CHECKING:
     from .company import Company
@@ -101,9 +102,7 @@ def log_custom_changes(company: Company, deal: Record, old: dict[str, Any], new:
 
 def is_custom_change(event: dict[str, Any]) -> bool:
     """Whether a logged change is a custom field's (its key is the field's 40-hex hash, or a sibling)."""
-    key = event["data"]["field_key"]
-    hashed = len(key) >= 40 and all(ch in "0123456789abcdef" for ch in key[:40])
-    return hashed and (len(key) == 40 or key[40] == "_")
+    return HASH_KEY.match(event["data"]["field_key"]) is not None
 
 
 def _participant_ids(company: Company, deal: Record) -> list[int]:

@@ -18,7 +18,10 @@ deal's flow costs a few dict lookups more than before, not a scan.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from .clock import DAY, rfc3339_ms, v1_time
 from .fields import ADDRESS_SUBFIELDS
@@ -26,7 +29,7 @@ from .render import record_bytes
 
 if TYPE_CHECKING:
     from .company import Company
-    from .store import Record
+    from .store import Record, Table
 
 MAIL_WINDOW = 30 * DAY
 LINKED = (("activities", "activity"), ("notes", "note"), ("files", "file"))
@@ -35,34 +38,29 @@ LINKED = (("activities", "activity"), ("notes", "note"), ("files", "file"))
 def linked_items(company: Company, deal: Record) -> list[dict[str, Any]]:
     """The deal's activities, notes, files and mail messages as flow items (unsorted)."""
     out: list[dict[str, Any]] = []
-    for table, kind in LINKED:
-        t = company.t[table]
-        for rid in t.group("deal_id").get(deal["id"], ()):
-            rec = t.rows[rid]
-            if t.view_of(rec) != "live":
-                continue
-            if kind == "activity":
-                data = activity_data(company, rec)
-            else:  # the record as its own v1 list renders it
-                data = _loads(record_bytes(company, t, rec, "v1"))
-            out.append({"object": kind, "timestamp": v1_time(rec["add_time"]), "data": data})
+    for t, kind, rec in _linked(company, deal):
+        if kind == "activity":
+            data = activity_data(company, rec)
+        else:  # the record as its own v1 list renders it
+            data = orjson.loads(record_bytes(company, t, rec, "v1"))
+        out.append({"object": kind, "timestamp": v1_time(rec["add_time"]), "data": data})
     out.extend(mail_items(company, deal))
     return out
 
 
 def linked_count(company: Company, deal: Record) -> int:
-    n = 0
-    for table, _ in LINKED:
-        t = company.t[table]
-        rows = t.rows
-        n += sum(1 for rid in t.group("deal_id").get(deal["id"], ()) if t.view_of(rows[rid]) == "live")
+    n = sum(1 for _ in _linked(company, deal))
     return n + len(_mail_times(company, deal)) + len(company.mail_log.get(deal["id"], ()))
 
 
-def _loads(data: bytes) -> dict[str, Any]:
-    import orjson
-
-    return orjson.loads(data)
+def _linked(company: Company, deal: Record) -> Iterator[tuple[Table, str, Record]]:
+    """The deal's live activities, notes and files: (table, flow item kind, record)."""
+    for table, kind in LINKED:
+        t = company.t[table]
+        for rid in t.group("deal_id").get(deal["id"], ()):
+            rec = t.rows[rid]
+            if t.view_of(rec) == "live":
+                yield t, kind, rec
 
 
 # ---- activity ---------------------------------------------------------------------------------------------

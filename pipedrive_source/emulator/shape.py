@@ -34,7 +34,8 @@ def item_schema(api: str, path: str) -> dict[str, Any] | None:
     return op.item_properties if op else None
 
 
-_HASH_KEY = re.compile(r"^[0-9a-f]{40}(_[a-z_0-9]+)?$")
+# a custom field's key in a v1 record: its 40-hex hash, or the hash and a part (`_currency`, `_until` ...)
+HASH_KEY = re.compile(r"^[0-9a-f]{40}(_[a-z_0-9]+)?$")
 Plan = dict[str, tuple[bool, Any, Any]]  # name -> (null allowed, nested object plan, array item plan)
 _plans: dict[tuple[int, str], Plan] = {}
 
@@ -78,7 +79,7 @@ def apply(
     for k, v in obj.items():
         entry = schema.get(k)
         if entry is None:
-            if (keep and _HASH_KEY.match(k)) or k in extras:
+            if (keep and HASH_KEY.match(k)) or k in extras:
                 out[k] = v
             continue
         if v is None:
