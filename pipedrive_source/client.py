@@ -207,20 +207,25 @@ class PipedriveClient:
                     raise self.auth.rejected() from None
                 self._switch_base_url(self.auth.recover(self._post_token, exc.sent_headers))
             except _Transient as exc:
-                if self._aborted is not None:  # the server went with the run (a demo): no retry, no warning
-                    raise type(self._aborted)(self._aborted.message) from None
                 failures += 1
                 unreachable = exc.unreachable and (failures == 1 or unreachable)
-                if failures >= self.settings.max_attempts:
-                    raise self._gave_up(path, failures, exc, unreachable) from None
-                delay = self._backoff(failures)
+                self._pause_to_retry(path, exc, failures, self._gave_up(path, failures, exc, unreachable))
                 with self._lock:
                     self.stats.retries += 1
-                logger.warning("retrying %s in %.1fs after %s (attempt %d)", path, delay, exc, failures)
-                self._sleep(delay)
             except _RateLimited as exc:
                 waits += 1
                 self._wait_for_rate_limit(path, exc, waits)
+
+    def _pause_to_retry(self, what: str, exc: _Transient, failures: int, give_up: ApiError) -> None:
+        """After a failed attempt: end the retries when the run is aborted or `max_attempts` are spent (with
+        `give_up`), else wait the backoff (an abort ends the wait)."""
+        if self._aborted is not None:  # the server went with the run (a demo): no retry, no warning
+            raise type(self._aborted)(self._aborted.message) from None
+        if failures >= self.settings.max_attempts:
+            raise give_up from None
+        delay = self._backoff(failures)
+        logger.warning("retrying %s in %.1fs after %s (attempt %d)", what, delay, exc, failures)
+        self._sleep(delay)
 
     def _gave_up(self, path: str, failures: int, exc: _Transient, unreachable: bool) -> ApiError:
         if unreachable:
@@ -253,21 +258,16 @@ class PipedriveClient:
             try:
                 response = self._http.post(url, **kwargs)
             except httpx.TransportError as exc:
-                problem, unreachable = f"connection problem ({type(exc).__name__})", True
+                failure = _Transient(f"connection problem ({type(exc).__name__})", unreachable=True)
             else:
                 if response.status_code < 500:
                     return response
-                problem, unreachable = f"HTTP {response.status_code}", False
+                failure = _Transient(f"HTTP {response.status_code}")
             failures += 1
-            if failures >= self.settings.max_attempts:
-                hint = " Check the network and the OAuth token_url." if unreachable else ""
-                raise _Unavailable(
-                    f"The OAuth token endpoint kept failing after {failures} attempts (last: {problem}). "
-                    f"Nothing from this run was committed; run the sync again later.{hint}"
-                )
-            delay = self._backoff(failures)  # not in stats.retries: `_prepare` may hold the lock for them
-            logger.warning("retrying the OAuth token endpoint in %.1fs after %s", delay, problem)
-            self._sleep(delay)
+            # not in stats.retries: `_prepare` may hold the lock for them
+            self._pause_to_retry(
+                "the OAuth token endpoint", failure, failures, _token_gave_up(failure, failures)
+            )
 
     def _attempt(self, path: str, query: dict[str, Any], cost: int, label: str, missing_ok: bool) -> dict:
         self.limiter.acquire(cost)
@@ -407,6 +407,14 @@ class PipedriveClient:
 
 class _Unavailable(ApiError):
     """Retries did not help: Pipedrive is unreachable or keeps failing."""
+
+
+def _token_gave_up(last: _Transient, failures: int) -> _Unavailable:
+    hint = " Check the network and the OAuth token_url." if last.unreachable else ""
+    return _Unavailable(
+        f"The OAuth token endpoint kept failing after {failures} attempts (last: {last}). "
+        f"Nothing from this run was committed; run the sync again later.{hint}"
+    )
 
 
 class _Unauthorized(Exception):

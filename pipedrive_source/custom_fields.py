@@ -133,9 +133,18 @@ class Resolver:
             col for code, fd in self.custom.items() for col in group(self.bindings[code], suffixes_for(fd))
         )
         self._change_targets = {
-            key: (self._compiled[code].members.get(member or "value", self.bindings[code]), member)
-            for key, (code, member) in self._v1_keys.items()
+            key: self._change_target(code, member) for key, (code, member) in self._v1_keys.items()
         }
+
+    def _change_target(self, code: str, member: str | None) -> tuple[str, dict[Any, str] | None, bool]:
+        """Where `describe_change` puts a change of field `code` (`member`: a part of a composite value): the
+        column its value lands in, and an enum or set field's labels by option id (None for other fields),
+        with whether it is a set; labelled once per run, not per change."""
+        fd = self.custom[code]
+        column = self._compiled[code].members.get(member or "value", self.bindings[code])
+        kind = kind_of(fd.type)
+        labels = option_labels(fd) if member is None and kind in ("enum", "set") else None
+        return column, labels, kind == "set"
 
     @property
     def changed(self) -> bool:
@@ -195,13 +204,10 @@ class Resolver:
         target = self._change_targets.get(key) if type(key) is str else None
         if target is None:
             return
-        change["column_name"], member = target
-        fd = self.custom[self._v1_keys[key][0]]
-        kind = kind_of(fd.type)
-        if member is None and kind in ("enum", "set"):
-            labels = option_labels(fd)
+        change["column_name"], labels, is_set = target
+        if labels is not None:
             for side in ("old_value", "new_value"):
-                change[side] = _labelled(change.get(side), labels, kind == "set")
+                change[side] = _labelled(change.get(side), labels, is_set)
 
     def _pop_v1_values(self, row: dict) -> dict[str, Any] | None:
         """v1: gather `<hash>` and `<hash>_<suffix>` root keys into v2-shaped values."""

@@ -205,7 +205,7 @@ def _as_destination_names(rows: list[Row]) -> list[Row]:
     """The rows with the column names the destination really has: one with short identifiers (Postgres:
     63 characters) shortens a long field name's column, and the table must name that column, not the
     field's full name (which an analyst would then look for in vain)."""
-    name = dlt.current.source_schema().naming.normalize_identifier
+    name = _destination_naming()
     for row in rows:
         row["column_name"] = name(row["column_name"])
         if row.get("columns"):

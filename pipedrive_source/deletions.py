@@ -115,8 +115,10 @@ def _statements(client: SqlJobClientBase, entity: Entity, ids: Sequence[Any], de
     table = sql.make_qualified_table_name(entity.name)
     key = sql.escape_column_name(entity.primary_key)
     flag = sql.escape_column_name("is_deleted")
+    valid_to = sql.escape_column_name(VALIDITY_COLUMNS[1])
     nested = [name for name in client.schema.tables if name.startswith(f"{entity.name}__")]
-    history = history_table(entity.name) if materialized(client.schema, history_table(entity.name)) else None
+    versions = history_table(entity.name)
+    history = sql.make_qualified_table_name(versions) if materialized(client.schema, versions) else None
     ended = datetime.now(UTC)
     for chunk in _chunks(ids):
         marks = ", ".join(["%s"] * len(chunk))
@@ -131,10 +133,8 @@ def _statements(client: SqlJobClientBase, entity: Entity, ids: Sequence[Any], de
         else:
             sql.execute_sql(f"UPDATE {table} SET {flag} = TRUE WHERE {key} IN ({marks})", *chunk)
         if history:  # scd2 closes only versions a later sync replaces: a record gone has no later version
-            valid_to = sql.escape_column_name(VALIDITY_COLUMNS[1])
             sql.execute_sql(
-                f"UPDATE {sql.make_qualified_table_name(history)} SET {valid_to} = %s "
-                f"WHERE {key} IN ({marks}) AND {valid_to} IS NULL",
+                f"UPDATE {history} SET {valid_to} = %s WHERE {key} IN ({marks}) AND {valid_to} IS NULL",
                 ended,
                 *chunk,
             )

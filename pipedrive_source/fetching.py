@@ -312,6 +312,11 @@ def saved_cursor(state: dict[str, Any]) -> str | None:
     return (state.get(STATE_KEY) or {}).get("last_value")
 
 
+def read_before(state: dict[str, Any]) -> bool:
+    """Whether the entity has a cursor from an earlier complete read (this version's or a legacy one)."""
+    return bool(saved_cursor(state) or state.get(LEGACY_KEY))
+
+
 def forget_cursor(state: dict[str, Any]) -> None:
     """The entity's next read starts over: every record again."""
     state.pop(STATE_KEY, None)

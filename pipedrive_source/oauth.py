@@ -133,14 +133,11 @@ class OAuthAuth:
         )
 
     def _refresh(self, post: TokenPost) -> str | None:
-        try:
-            response = post(
-                self._creds.token_url,
-                data={"grant_type": "refresh_token", "refresh_token": self._creds.refresh_token},
-                auth=(self._creds.client_id, self._creds.client_secret),
-            )
-        except httpx.TransportError as exc:
-            raise AuthError(f"Could not reach the OAuth token endpoint ({type(exc).__name__}).") from None
+        response = post(  # retries a failed connection or a 5xx, and gives up with its own error
+            self._creds.token_url,
+            data={"grant_type": "refresh_token", "refresh_token": self._creds.refresh_token},
+            auth=(self._creds.client_id, self._creds.client_secret),
+        )
         body = _json_or_empty(response.content)
         token = body.get("access_token")
         if response.status_code != 200 or not token:

@@ -71,7 +71,15 @@ from .errors import (
 )
 from .fetching import LEGACY_KEY as LEGACY_CURSOR_KEY
 from .fetching import STATE_KEY as CURSOR_STATE_KEY
-from .fetching import CursorState, forget_cursor, rewind_cursor, run_until, saved_cursor, settled_before
+from .fetching import (
+    CursorState,
+    forget_cursor,
+    read_before,
+    rewind_cursor,
+    run_until,
+    saved_cursor,
+    settled_before,
+)
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .output import parent_ids
@@ -392,7 +400,7 @@ def _incremental_fetch(
         state = dlt.current.resource_state()
         _reread_if_relabelled(entity, ctx, state)
         _catch_up_children(entity, state, children)
-        if unseen and (saved_cursor(state) or state.get(LEGACY_CURSOR_KEY)):
+        if unseen and read_before(state):
             # the children's transformer reads the set of every record yielded here and replaces it
             # whole: a child deleted in Pipedrive leaves the table, a new one arrives
             logger.info("%s: reconcile reads every record again for its %s", entity.name, ", ".join(unseen))
@@ -446,9 +454,9 @@ def _catch_up_children(entity: Entity, state: Any, children: Sequence[str]) -> N
     them, and to the start (or the start date) for a child never read with it. State of earlier versions,
     without that note: a child whose table exists counts as having followed.
     """
-    cursor = saved_cursor(state)
-    if not children or not (cursor or state.get(LEGACY_CURSOR_KEY)):
+    if not children or not read_before(state):
         return  # a first load: every parent is read, and every child with it
+    cursor = saved_cursor(state)
     followed = state.get(_CHILDREN_KEY)
     if followed is None:
         followed = {name: cursor for name in children if _has_table(name)}

@@ -240,11 +240,8 @@ def drop_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> None:
             return
         sql = client.sql_client
         for view in views:
-            name = _table(
-                sql.make_qualified_table_name_path(view.name, quote=False),
-                sql.capabilities.casefold_identifier,
-            )
-            sql.execute_sql(exp.Drop(this=name, kind="VIEW", exists=True).sql(dialect=dialect, identify=True))
+            path = sql.make_qualified_table_name_path(view.name, quote=False)
+            sql.execute_sql(_drop(_table(path, sql.capabilities.casefold_identifier), dialect))
 
 
 def _refresh(client: SqlJobClientBase, dialect: str, views: Sequence[View], report: ViewsReport) -> None:
@@ -287,9 +284,12 @@ def view_statements(
     """DROP + CREATE of `view` for `dialect`; `path(name)` gives [catalog,] dataset, name of a table."""
     query = adapt_query(view, path, columns, casefold)
     target = _table(path(view.name), casefold)
-    drop = exp.Drop(this=target.copy(), kind="VIEW", exists=True)
     create = exp.Create(this=target, kind="VIEW", expression=query)
-    return [drop.sql(dialect=dialect, identify=True), create.sql(dialect=dialect, identify=True)]
+    return [_drop(target.copy(), dialect), create.sql(dialect=dialect, identify=True)]
+
+
+def _drop(view: exp.Table, dialect: str) -> str:
+    return exp.Drop(this=view, kind="VIEW", exists=True).sql(dialect=dialect, identify=True)
 
 
 def adapt_query(
