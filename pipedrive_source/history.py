@@ -46,6 +46,12 @@ def historizable() -> list[str]:
     return [name for name, entity in BY_NAME.items() if entity.parent is None]
 
 
+def not_loaded(source: DltSource, entities: Sequence[str]) -> list[str]:
+    """The entities among `entities` that could have a history but that `source` does not load: a history
+    records only the versions a run reads, so theirs would stay as it is."""
+    return [name for name in entities if name in historizable() and name not in source.resources]
+
+
 def add_history(
     source: DltSource, entities: Sequence[str], pipeline: dlt.Pipeline | None = None
 ) -> list[str]:

@@ -64,7 +64,7 @@ from pipedrive_source.errors import (  # noqa: E402
     install_log_redaction,
     redact,
 )
-from pipedrive_source.history import add_history  # noqa: E402
+from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.oauth import PipedriveOAuthCredentials  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for notice in recover(pipeline):  # what a killed run left: this run then syncs as usual
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
-            add_history(source, history_entities(args), pipeline)
+            add_history(source, history_entities(args, source), pipeline)
             info = pipeline.run(source, **run_options(args, pipeline))
             flagged = flag_vanished(pipeline, monitor)
             if not args.no_views:
@@ -252,10 +252,35 @@ def pipedrive_configured() -> bool:
     return any(dlt.secrets.get(f"sources.pipedrive.{key}") for key in keys)
 
 
-def history_entities(args: argparse.Namespace) -> list[str]:
+def history_entities(args: argparse.Namespace, source: Any) -> list[str]:
+    """`--history`, or `[pipedrive] history`, for the entities this run syncs. An entity named by
+    `--history` that the run does not sync is a mistake in the command (exit 2): its history would never
+    start, silently, and Pipedrive cannot give the versions missed meanwhile. One of the setting is left
+    out with a notice: a run of a few entities (`--entities persons`) next to the scheduled full ones is
+    usual."""
     if args.history is not None:
-        return [name.strip() for name in args.history.split(",") if name.strip()]
-    return configured_history()
+        names = [name.strip() for name in args.history.split(",") if name.strip()]
+        missing = not_loaded(source, names)
+        if missing:
+            them = ", ".join(missing)
+            raise ConfigError(
+                f"--history {them}: this run does not sync {them} ({entity_selection(args)}), so no "
+                f"history of it would be kept. Add {them} to --entities, or leave it out of --history."
+            )
+        return names
+    names = configured_history()
+    missing = not_loaded(source, names)
+    if missing:
+        print(
+            f"history: no history of {', '.join(missing)} kept by this run, which does not sync it "
+            f"({entity_selection(args)}; [pipedrive] history names it)",
+            flush=True,
+        )
+    return [name for name in names if name not in missing]
+
+
+def entity_selection(args: argparse.Namespace) -> str:
+    return f"--entities {args.entities}" if args.entities else "[sources.pipedrive] entities"
 
 
 @contextmanager

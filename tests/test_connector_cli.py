@@ -187,6 +187,26 @@ def test_bad_settings_exit_2_with_one_line(
     assert_one_clear_line(result, needle)
 
 
+def test_history_of_an_entity_the_run_does_not_sync(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """`--history deals --entities persons` loaded persons, kept no history and said nothing (exit 0): the
+    deals' history never started. Asked on the command line it is refused before anything is read; from
+    `[pipedrive] history` (standing, while a run may sync a few entities) the run goes on and says so."""
+    asked = ["--entities", "persons", "--history", "deals,persons"]
+    refused = run_cli(tmp_path, secret_emulator, SECRET, *asked)
+    assert refused.returncode == 2
+    assert_one_clear_line(refused, "--history deals: this run does not sync deals (--entities persons)")
+    assert data_tables(tmp_path / "crm.duckdb") == {}
+
+    setting = '["deals", "persons"]'
+    ran = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "persons", PIPEDRIVE__HISTORY=setting)
+    assert ran.returncode == 0, ran.stderr
+    assert "history: no history of deals kept by this run, which does not sync it (--entities persons;" in (
+        ran.stdout
+    )
+    tables = data_tables(tmp_path / "crm.duckdb")
+    assert tables["persons_history"] == tables["persons"] and "deals_history" not in tables
+
+
 def test_entities_set_as_a_comma_string_says_what_a_list_looks_like(
     secret_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
