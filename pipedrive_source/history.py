@@ -14,8 +14,10 @@ A version a run reads twice (overlapping v1 offset pages, a window read again) i
 (the run keeps about 90 bytes per version it gave until it ends: 9 MB for a first sync of 100,000 deals).
 Records Pipedrive hides once deleted (anything but deals within 30 days) end their history without a
 deletion row: the run that finds them gone (`deletions.flag_vanished`: every run for the lists read in full,
-a reconcile for the others) sets `valid_to` of their current version. Destinations without the scd2
-strategy (plain filesystem) are skipped with a notice.
+a reconcile for the others) sets `valid_to` of their current version. A history started on a list read in
+full that was loaded before gets every record from its next full read (`source._full_fetch`); an incremental
+one starts with the records that change from then on (the run warns; a full refresh of the entity gives it
+every record). Destinations without the scd2 strategy (plain filesystem) are skipped with a notice.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import dlt
 from dlt.extract.source import DltSource
 
-from .entities import BY_NAME
+from .entities import BY_NAME, FULL, PER_PARENT
 from .errors import ConfigError
 from .record_digests import entry
 
@@ -72,7 +74,41 @@ def add_history(
         if name in source.resources:
             source.resources.add(_history_resource(source, name))
             added.append(history_table(name))
+            if pipeline is not None:
+                _say_where_it_starts(pipeline, name)
     return added
+
+
+def keeps_history(entity: str) -> bool:
+    """Whether the source being extracted gives `entity`'s records to its history table."""
+    try:
+        source = dlt.current.source()
+    except Exception:  # not inside an extraction
+        return False
+    return history_table(entity) in source.selected_resources
+
+
+def _say_where_it_starts(pipeline: dlt.Pipeline, name: str) -> None:
+    """A history started on an entity loaded before holds the records read from then on: every record for
+    the lists read in full (their next full read gives each a version), only the changed ones for the
+    incremental lists. Said until the history has its first row."""
+    from .deletions import materialized  # deletions depends on this module
+
+    schema = pipeline.default_schema if pipeline.default_schema_name else None
+    if BY_NAME[name].strategy in (FULL, PER_PARENT) or not materialized(schema, name):
+        return
+    if not materialized(schema, history_table(name)):
+        log.warning(
+            "%s starts with the %s that change from now on (%s loaded before without history); "
+            "--full-refresh --entities %s --history %s gives it every record, at the cost of reading %s "
+            "in full again",
+            history_table(name),
+            name,
+            name,
+            name,
+            name,
+            name,
+        )
 
 
 def _history_resource(source: DltSource, name: str) -> Any:

@@ -80,6 +80,7 @@ from .fetching import (
     saved_cursor,
     settled_before,
 )
+from .history import keeps_history
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .output import parent_ids
@@ -628,7 +629,11 @@ def _full_fetch(
             if not force and not _full_read_due(state, ctx, interval_hours, parents):
                 return  # read recently: no request, nothing loaded, no live ids noted
             output = ctx.outputs.output(entity, hard_delete)
-            changes = _Changes(entity, state.get("digests"))
+            # a history started on a list loaded before gets a version of every record from this read,
+            # which reads them all anyway (only the changed ones would reach it otherwise)
+            history = keeps_history(entity.name)
+            seeded = not history or state.get(_HISTORY_SEEDED_KEY)
+            changes = _Changes(entity, state.get("digests") if seeded else None)
             coverage = _Coverage(entity)
             for rows in _full_pages(entity, ctx, coverage):
                 if rows is None:
@@ -643,12 +648,20 @@ def _full_fetch(
                 state.pop("last_full_read", None)
                 return
             state["digests"] = changes.current.pack()
+            if history:
+                state[_HISTORY_SEEDED_KEY] = True
+            else:  # off: the records changed meanwhile are not in it, the next start seeds it again
+                state.pop(_HISTORY_SEEDED_KEY, None)
             ctx.monitor.record_live_ids(entity.name, changes.seen)
             if interval_hours is not None:
                 state["last_full_read"] = ctx.run_started().isoformat()
                 state["parents_digest"] = parents
 
     return fetch
+
+
+# set in a full-read list's state once a complete read gave its history (`history.py`) every record
+_HISTORY_SEEDED_KEY = "history_seeded"
 
 
 def _full_pages(entity: Entity, ctx: SyncContext, coverage: _Coverage) -> Iterator[list[Row] | None]:

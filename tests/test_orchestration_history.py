@@ -3,6 +3,7 @@ request; unchanged and absent records stay current; destinations without scd2 ar
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -266,3 +267,47 @@ def utc(text: str) -> datetime:
     """A timestamp as loaded: v1's "2021-04-16 18:40:43" is UTC."""
     value = datetime.fromisoformat(text)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def test_history_started_later_on_a_list_read_in_full_gets_every_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lists without list fields can start a history without a full refresh. One read in full every run
+    (activity types) held only the records changed since; its next full read, made anyway, now gives every
+    record a version, at no request more. An incremental list (stages) reads only what changed: the run
+    says how to give its history every record."""
+    tables = ["activity_types", "stages"]
+    with run_emulator(seed=3, scale="tiny") as emulator:
+        pipeline, plain = make_pipeline(tmp_path), make_pipeline(tmp_path / "plain", name="plain")
+
+        def sync(into: dlt.Pipeline, history: list[str]) -> dict[str, int]:
+            monitor = SyncMonitor()
+            source = pipedrive_source(
+                api_token=emulator.api_token, base_url=emulator.base_url, entities=tables, monitor=monitor
+            )
+            add_history(source, history, into)
+            into.run(source, loader_file_format="parquet")
+            stats = monitor.client_stats.by_label if monitor.client_stats else {}
+            return {table: stats[table].requests for table in tables}
+
+        sync(pipeline, [])
+        sync(plain, [])
+        changed = {table: emulator.control.snapshot(table)[0]["id"] for table in tables}
+        emulator.control.mutate(
+            ops=[
+                {"op": "update", "table": "activity_types", "id": changed["activity_types"], "changes": {}},
+                {"op": "update", "table": "stages", "id": changed["stages"], "changes": {}},
+            ]
+        )
+        with caplog.at_level(logging.WARNING, logger="pipedrive_source"):
+            assert sync(pipeline, tables) == sync(plain, [])  # the seed costs no request
+        types = {t["id"]: t for t in emulator.control.snapshot("activity_types")}
+        seeded = synced_rows(pipeline, "activity_types_history")
+        assert sorted(r["id"] for r in seeded) == sorted(types)  # one version each, current
+        assert all(r["valid_to"] is None for r in seeded)
+        assert [r["id"] for r in synced_rows(pipeline, "stages_history")] == [changed["stages"]]
+        assert "stages_history starts with the stages that change from now on" in caplog.text
+        assert "activity_types_history" not in caplog.text
+
+        sync(pipeline, tables)  # seeded once: the next full reads give it the changed records only
+        assert len(synced_rows(pipeline, "activity_types_history")) == len(types)
