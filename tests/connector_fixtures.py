@@ -12,8 +12,9 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +313,28 @@ def synced_rows(pipeline: dlt.Pipeline, table: str) -> list[dict[str, Any]]:
     with pipeline.sql_client() as client, client.execute_query(f"SELECT * FROM {table}") as cursor:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def assert_history_is(emulator: Any, pipeline: dlt.Pipeline, tables: list[str]) -> None:
+    """Each `<table>_history` against the emulator's records: one current version per record, Pipedrive's
+    current one; no version twice; each version ends where the next begins."""
+    for table in tables:
+        truth = {r["id"]: utc(r["update_time"]) for r in emulator.control.snapshot(table)}
+        by_id: dict[Any, list[dict[str, Any]]] = {}
+        for row in synced_rows(pipeline, f"{table}_history"):
+            by_id.setdefault(row["id"], []).append(row)
+        assert set(by_id) == set(truth), table
+        for key, history in by_id.items():
+            history.sort(key=lambda v: v["valid_from"])
+            assert [v["update_time"] for v in history if v["valid_to"] is None] == [truth[key]], (table, key)
+            assert len({v["update_time"] for v in history}) == len(history), (table, key)  # none twice
+            assert all(a["valid_to"] == b["valid_from"] for a, b in pairwise(history)), (table, key)
+
+
+def utc(text: str) -> datetime:
+    """A timestamp as loaded: v1's "2021-04-16 18:40:43" is UTC."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 ALL_TABLES = [e.name for e in ENTITIES]

@@ -20,10 +20,20 @@ from typing import Any
 import dlt
 import duckdb
 import pytest
-from connector_fixtures import DATASET, compare, load_truth, make_pipeline, sync
+from connector_fixtures import (
+    DATASET,
+    assert_history_is,
+    compare,
+    load_truth,
+    make_pipeline,
+    sync,
+    synced_rows,
+)
 
+from pipedrive_source import pipedrive_source
 from pipedrive_source.destinations import loader_file_format
 from pipedrive_source.emulator import run_emulator
+from pipedrive_source.history import add_history
 
 FORMAT = loader_file_format("postgres")  # as the pipeline script picks it: CSV would lose empty strings
 TABLES = ["deals", "persons", "organizations", "users", "currencies"]
@@ -278,3 +288,32 @@ def test_nul_characters_in_text_and_json_values(postgres: str, tmp_path: Path) -
         )
     assert text == want
     assert data["content"] == want
+
+
+def test_history_into_postgres(emulator: Any, postgres: str, tmp_path: Path) -> None:
+    """SCD2 history on Postgres, compared with the emulator's records after each run: a first sync in
+    overlapping v1 pages (notes), changes, a run without changes (no version added). A dataset of its own:
+    the other tests loaded deals without history into the server's `pipedrive`."""
+    pipeline = dlt.pipeline(
+        "pg_history",
+        destination=dlt.destinations.postgres(credentials=postgres),
+        dataset_name="history",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    tables = ["deals", "persons", "notes"]
+
+    def run() -> None:
+        source = pipedrive_source(
+            api_token=emulator.api_token, base_url=emulator.base_url, entities=tables, page_size=5
+        )
+        add_history(source, tables, pipeline)
+        pipeline.run(source, loader_file_format=FORMAT)
+
+    run()
+    assert_history_is(emulator, pipeline, tables)
+    emulator.control.mutate(seed=41, creates=4, updates=25)
+    run()
+    assert_history_is(emulator, pipeline, tables)
+    versions = {table: len(synced_rows(pipeline, f"{table}_history")) for table in tables}
+    run()
+    assert {table: len(synced_rows(pipeline, f"{table}_history")) for table in tables} == versions

@@ -4,14 +4,13 @@ request; unchanged and absent records stay current; destinations without scd2 ar
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from itertools import pairwise
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dlt
 import pytest
-from connector_fixtures import make_pipeline, synced_rows
+from connector_fixtures import assert_history_is, make_pipeline, synced_rows
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipedrive_source import SyncMonitor, pipedrive_source
@@ -247,26 +246,6 @@ def test_a_budget_stop_and_the_resumed_run_keep_every_version_once(tmp_path: Pat
 
 def versions_of(pipeline: dlt.Pipeline, table: str) -> set[tuple[Any, Any, Any]]:
     return {(r["id"], r["update_time"], r["valid_from"]) for r in synced_rows(pipeline, f"{table}_history")}
-
-
-def assert_history_is(emulator: EmulatorHandle, pipeline: dlt.Pipeline, tables: list[str]) -> None:
-    for table in tables:
-        truth = {r["id"]: utc(r["update_time"]) for r in emulator.control.snapshot(table)}
-        by_id: dict[Any, list[dict[str, Any]]] = {}
-        for row in synced_rows(pipeline, f"{table}_history"):
-            by_id.setdefault(row["id"], []).append(row)
-        assert set(by_id) == set(truth), table
-        for key, history in by_id.items():
-            history.sort(key=lambda v: v["valid_from"])
-            assert [v["update_time"] for v in history if v["valid_to"] is None] == [truth[key]], (table, key)
-            assert len({v["update_time"] for v in history}) == len(history), (table, key)  # none twice
-            assert all(a["valid_to"] == b["valid_from"] for a, b in pairwise(history)), (table, key)
-
-
-def utc(text: str) -> datetime:
-    """A timestamp as loaded: v1's "2021-04-16 18:40:43" is UTC."""
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def test_history_started_later_on_a_list_read_in_full_gets_every_record(
