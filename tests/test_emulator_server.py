@@ -129,11 +129,18 @@ def test_oauth_refresh_grant_and_bearer_use(client: httpx.Client, emu: EmulatorH
 
 def test_oauth_expired_token_gets_401_and_refresh_recovers(client: httpx.Client, emu: EmulatorHandle) -> None:
     token = oauth_grant(client).json()["access_token"]
+    assert client.get(V1_LIST, headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert emu.control.expire_oauth() >= 1
     expired = client.get(V1_LIST, headers={"Authorization": f"Bearer {token}"})
     assert expired.status_code == 401
     assert expired.json()["error"] == "access token expired"
     assert 'error="invalid_token"' in expired.headers["www-authenticate"]
+    # the token's own burst window under the OAuth limit (it showed the API token's), charged nothing;
+    # x-daily-requests-left is documented for api_token requests only
+    limit = emu.settings.oauth_burst_limit
+    assert int(expired.headers["x-ratelimit-limit"]) == limit
+    assert int(expired.headers["x-ratelimit-remaining"]) == limit - 1
+    assert "x-daily-requests-left" not in expired.headers
     fresh = oauth_grant(client).json()["access_token"]
     assert client.get(V1_LIST, headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
 

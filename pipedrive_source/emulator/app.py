@@ -216,7 +216,11 @@ class EmulatorApp:
         return resp.status, resp.body, dict(resp.headers or {})
 
     async def _unauthorized(self, send: Send, path: str, template: str, failure: AuthFailure) -> None:
-        decision = self.limiter.peek("<anonymous>", MAIN, _now(self.company))
+        # an OAuth request's 401 reports that access token's window under the OAuth burst limit (Pipedrive's
+        # rate-limiting docs: the limit is per token, 80-480 for OAuth apps); it was the API token's
+        decision = self.limiter.peek(
+            failure.bearer or "<anonymous>", MAIN, _now(self.company), oauth=failure.bearer is not None
+        )
         headers = decision.headers() + _date(self.company)
         if failure.reason == "expired":
             headers.append(("www-authenticate", 'Bearer error="invalid_token", error_description="expired"'))

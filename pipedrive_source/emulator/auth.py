@@ -34,6 +34,7 @@ class Credential:
 @dataclass(frozen=True)
 class AuthFailure:
     reason: str  # "missing" | "invalid" | "expired"
+    bearer: str | None = None  # an OAuth access token refused (its burst window is the one to report)
 
 
 class OAuthServer:
@@ -116,7 +117,7 @@ class Authenticator:
         bearer = _bearer(headers.get("authorization"))
         if bearer is not None:
             state = self.oauth.check(bearer)
-            return Credential(bearer, True, MAIN) if state == "valid" else AuthFailure(state)
+            return Credential(bearer, True, MAIN) if state == "valid" else AuthFailure(state, bearer)
         token = headers.get("x-api-token") or next((v for k, v in query if k == "api_token"), None)
         if not token:
             return AuthFailure("missing")
