@@ -21,7 +21,6 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -39,6 +38,7 @@ from .errors import (
 from .limiter import DAILY, BudgetExhausted, NoLimiter, PlanLimiter, RateLimiter, classify_429
 from .oauth import Auth
 from .settings import HttpSettings
+from .timefmt import http_date
 
 logger = logging.getLogger("pipedrive_source.client")
 
@@ -363,8 +363,7 @@ class PipedriveClient:
 
     def _note_headers(self, headers: httpx.Headers) -> None:
         if self._server_now is None and (date := headers.get("date")):
-            with contextlib.suppress(TypeError, ValueError):  # an unreadable Date: the next response's
-                self._server_now = parsedate_to_datetime(date).astimezone(UTC)
+            self._server_now = http_date(date)  # an unreadable Date: the next response's
         remaining = headers.get("x-daily-ratelimit-token-remaining")
         if remaining and remaining.isdigit():
             self.stats.daily_remaining = int(remaining)

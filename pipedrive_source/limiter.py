@@ -36,7 +36,6 @@ says so in its body, or asks to wait longer than a burst window could); anything
 from __future__ import annotations
 
 import bisect
-import contextlib
 import math
 import threading
 import time
@@ -44,10 +43,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from .errors import ConfigError, RateLimitExhausted
+from .timefmt import http_date
 
 BURST = "burst"
 DAILY = "daily"
@@ -461,8 +460,8 @@ class PlanLimiter:
     def _learn_date(self, headers: Mapping[str, str]) -> None:
         if self._server_offset is not None or not (date := headers.get("date")):
             return
-        with contextlib.suppress(TypeError, ValueError):
-            self._server_offset = parsedate_to_datetime(date).astimezone(UTC) - self._now_utc()
+        if (server_now := http_date(date)) is not None:
+            self._server_offset = server_now - self._now_utc()
 
 
 class _RecentExtreme:

@@ -131,7 +131,8 @@ class SyncContext:
                 now = self.client.server_now
                 if now is None:
                     raise ApiError(
-                        "Pipedrive's response had no Date header; cannot fix the run's time window."
+                        "Pipedrive's responses had no Date header in HTTP's GMT form (RFC 7231); cannot "
+                        "fix the run's time window."
                     )
                 _refuse_future_start(self.start_date, now)
                 self._run_started = now

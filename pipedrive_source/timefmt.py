@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
 
 import pendulum
 
@@ -23,6 +24,36 @@ FORMATS = {
 # `start_date`: an ISO date, or date and time with an optional offset. Nothing looser: a lenient parser read
 # `01/02/2025` as 2 January, `5` as the 5th of this month and `10:00` as today, each without a word.
 _START_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}.*)?")  # the rest: `datetime.fromisoformat`
+
+
+_DAY, _WEEKDAY = (
+    "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)",
+    "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)",
+)
+_MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_CLOCK = r"\d{2}:\d{2}:\d{2}"
+# RFC 7231 section 7.1.1.1: IMF-fixdate, and the obsolete RFC 850 and asctime forms a recipient must accept;
+# all three are UTC ("GMT", asctime without a zone)
+_HTTP_DATE = re.compile(
+    rf"{_DAY}, \d{{2}} {_MONTH} \d{{4}} {_CLOCK} GMT"
+    rf"|{_WEEKDAY}, \d{{2}}-{_MONTH}-\d{{2}} {_CLOCK} GMT"
+    rf"|{_DAY} {_MONTH} [ \d]\d {_CLOCK} \d{{4}}"
+)
+
+
+def http_date(value: str) -> datetime | None:
+    """An HTTP `Date` header as an aware UTC datetime; None for anything RFC 7231 does not allow.
+
+    `email.utils.parsedate_to_datetime` also reads mail dates: without a zone (asctime, `-0000`, an unknown
+    zone name) it returns a naive datetime, which `.astimezone` then took for the local time, putting the
+    server's clock off by the machine's UTC offset. The HTTP forms are all UTC; other forms are refused
+    rather than guessed."""
+    if not _HTTP_DATE.fullmatch(value.strip()):
+        return None
+    try:
+        return parsedate_to_datetime(value).replace(tzinfo=UTC)
+    except (TypeError, ValueError):  # matched the form but not a real date (31 Feb)
+        return None
 
 
 def parse(value: str | date | datetime) -> datetime:

@@ -4,8 +4,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dlt
@@ -17,7 +23,7 @@ from pipedrive_source import FIELDS_TABLES, ApiError, AuthError, PipedriveOAuthC
 from pipedrive_source.client import PipedriveClient, abort_requests
 from pipedrive_source.concurrency import DEFAULT_WORKERS
 from pipedrive_source.errors import Interrupted, PipedriveError, causes
-from pipedrive_source.limiter import NoLimiter
+from pipedrive_source.limiter import NoLimiter, PlanLimiter
 from pipedrive_source.oauth import ApiTokenAuth
 
 TABLES = ["deals", "persons", "organizations", "users", "notes", "leads", "deal_products"]
@@ -234,3 +240,82 @@ def test_oauth_set_in_part_names_what_it_lacks(clean_emulator, tmp_path: Path, m
     assert message.startswith("OAuth is configured without refresh_token. Set it in ")
     assert clean_emulator.settings.oauth_client_secret not in message
     assert clean_emulator.control.stats()["total_requests"] == 0
+
+
+@contextmanager
+def _serving_date(date: str) -> Iterator[str]:
+    """A 127.0.0.1 server answering every GET with an empty success body and this `Date` header (the
+    emulator sends RFC 7231's GMT form only)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = b'{"success":true,"data":{}}'
+            self.send_response_only(200)
+            self.send_header("Date", date)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def _local_time_zone(name: str) -> Iterator[None]:
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+SEVEN_UTC = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("date", "server_now"),
+    [
+        ("Mon, 07 Dec 2026 07:00:00 GMT", SEVEN_UTC),  # IMF-fixdate
+        ("Monday, 07-Dec-26 07:00:00 GMT", SEVEN_UTC),  # obsolete RFC 850 form, UTC too
+        ("Mon Dec  7 07:00:00 2026", SEVEN_UTC),  # obsolete asctime form: no zone, UTC by definition
+        ("Mon, 07 Dec 2026 07:00:00", None),  # not an HTTP date: no zone to read it in
+        ("Mon, 07 Dec 2026 07:00:00 -0000", None),
+        ("Mon, 07 Dec 2026 09:00:00 +0200", None),  # RFC 7231 allows GMT only
+    ],
+)
+def test_the_server_clock_is_read_from_an_http_date_only_and_as_utc(
+    date: str, server_now: datetime | None
+) -> None:
+    """`email.utils.parsedate_to_datetime` reads a date without a zone as naive, and `.astimezone(UTC)`
+    then took it for the machine's local time: on a machine at UTC+05:45 the run's clock (its
+    `updated_until`, the daily budget's reset) was 5:45 early. A date outside RFC 7231's forms is now
+    ignored (the next response's is read); the asctime form, zone-less but UTC, is read as UTC."""
+    limiter = PlanLimiter()
+    with _local_time_zone("Asia/Kathmandu"), _serving_date(date) as base_url:
+        client = PipedriveClient(base_url, ApiTokenAuth("date-test-token"), limiter=limiter)
+        try:
+            client.get("/v1/users/me", cost=2, label="me")
+            assert client.server_now == server_now
+            # the limiter's view of the server's day (when the daily budget resets) comes from it too
+            learned = limiter._server_offset  # noqa: SLF001 (no public view of it)
+            assert (learned is None) == (server_now is None)
+            if server_now is not None:
+                assert abs(learned - (server_now - datetime.now(UTC))).total_seconds() < 60
+        finally:
+            client.close()
