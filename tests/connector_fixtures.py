@@ -20,7 +20,7 @@ from typing import Any
 
 import dlt
 import duckdb
-from custom_field_expectations import custom_definitions, readable
+from custom_field_expectations import custom_definitions, flow_change, readable
 
 from pipedrive_source import ENTITIES, FIELDS_TABLES, SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
@@ -97,7 +97,8 @@ def load_truth(emulator: Any, workdir: Path, tables: list[str]) -> Path:
     """Load the emulator's snapshot of `tables` into `truth.duckdb` (replacing what was there).
 
     Custom values are put in their readable columns by `custom_field_expectations` (the documented rules,
-    independent of the resolver), in the columns the synced `custom_fields` table names."""
+    independent of the resolver), in the columns the synced `custom_fields` table names; a change log's
+    (deal_flow's) custom field changes get that column as `data__column_name` and option labels."""
     path = workdir / "ground_truth.duckdb"  # not truth.duckdb: catalog and dataset names must differ
     pipeline = dlt.pipeline(
         pipeline_name="truth",
@@ -115,6 +116,12 @@ def load_truth(emulator: Any, workdir: Path, tables: list[str]) -> Path:
             rows = [readable(row, defs, columns) for row in rows]
         if entity.derive:
             rows = [_derived(entity, row) for row in rows]
+        if entity.changes_of:  # a change log names the changed custom field as its table does
+            defs = custom_definitions(emulator.control.snapshot, entity.changes_of)
+            columns = custom_columns(workdir / "crm.duckdb", entity.changes_of)
+            for row in rows:
+                if "field_key" in row["data"]:
+                    row["data"].update(flow_change(row["data"], defs, columns))
         resources.append(
             dlt.resource(
                 rows,

@@ -7,6 +7,7 @@ The column each field lands in comes from the synced `custom_fields` table (nami
 
 from __future__ import annotations
 
+import re
 from datetime import date, time
 from typing import Any
 
@@ -20,6 +21,7 @@ V2_FIELDS_OF = {
 }
 V1_FIELDS_OF = {"leads": ("deal_fields", "lead_fields"), "notes": ("note_fields",)}  # leads inherit deals'
 COMPOSITE = {"monetary", "daterange", "timerange", "address"}
+CHANGE_KEY = re.compile(r"([0-9a-f]{40})(_\w+)?")  # a custom field's hash, or a composite part of it
 
 
 def label(fd: dict[str, Any], option_id: Any) -> str | None:
@@ -87,3 +89,26 @@ def _pop_v1(row: dict[str, Any], code: str, fd: dict[str, Any]) -> Any:
         return value
     parts = {key[41:]: row.pop(key) for key in [k for k in row if k.startswith(f"{code}_")]}
     return None if value is None else {"value": value, **parts}
+
+
+def flow_change(
+    data: dict[str, Any], defs: dict[str, dict[str, Any]], columns: dict[str, str]
+) -> dict[str, Any]:
+    """A deal flow field change's `column_name`, `old_value` and `new_value` as `deal_flow` holds them: a
+    custom field's change names its `deals` column (a composite part's column for `<hash>_<part>`), an
+    enum or set field's option ids (a set's "11,12") become labels (joined by ", "; an id the field does
+    not list stays); a built-in or unlisted field's change has no column name and its values as text."""
+    old, new = (None if v is None else str(v) for v in (data.get("old_value"), data.get("new_value")))
+    custom = CHANGE_KEY.fullmatch(data["field_key"])
+    if custom is None or custom[1] not in defs or custom[1] not in columns:
+        return {"column_name": None, "old_value": old, "new_value": new}
+    fd = defs[custom[1]]
+    if fd.get("options") and custom[2] is None:
+        old, new = (
+            None if v is None else ", ".join(label(fd, i) or i for i in v.split(",")) for v in (old, new)
+        )
+    return {"column_name": columns[custom[1]] + (custom[2] or ""), "old_value": old, "new_value": new}
+
+
+def _labels(fd: dict[str, Any], ids: str | None) -> str | None:
+    return None if ids is None else ", ".join(label(fd, i) or i for i in ids.split(","))

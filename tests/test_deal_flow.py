@@ -10,14 +10,14 @@ a field change's fields in `data__*`, any other kind's `data` whole in `item_dat
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from connector_fixtures import DATASET, sync, synced_rows
+from connector_fixtures import DATASET, assert_equal_to_truth, custom_columns, sync, synced_rows
+from custom_field_expectations import custom_definitions, flow_change
 
 from pipedrive_source.deal_flow import COLUMNS, flow_row
 from pipedrive_source.emulator import EmulatorHandle
@@ -26,8 +26,7 @@ TABLES = ["deals", "deal_flow"]
 DLT_COLUMNS = {"_dlt_id", "_dlt_load_id", "is_deleted"}
 TYPES = {"text": "VARCHAR", "bigint": "BIGINT", "bool": "BOOLEAN", "json": "JSON"}
 TYPES["timestamp"] = "TIMESTAMP WITH TIME ZONE"
-CUSTOM_KEY = re.compile(r"([0-9a-f]{40})(_\w+)?")
-Naming = dict[str, tuple[str, dict[str, str]]]  # custom field code -> (its deals column, option labels)
+Naming = tuple[dict[str, dict[str, Any]], dict[str, str]]  # deal custom fields: definitions, columns
 
 
 def column_types(workdir: Path) -> dict[str, str]:
@@ -49,19 +48,11 @@ def flow_rows(workdir: Path) -> dict[str, dict[str, Any]]:
 
 
 def naming(emulator: EmulatorHandle, workdir: Path) -> Naming:
-    """Each deal custom field's column, as the loaded `custom_fields` table names it, and its option labels
-    by id, as the emulator lists the field."""
-    with duckdb.connect(str(workdir / "crm.duckdb"), read_only=True) as con:
-        columns = dict(
-            con.execute(
-                f"SELECT field_code, column_name FROM {DATASET}.custom_fields WHERE entity = 'deals'"
-            ).fetchall()
-        )
-    fields = [f for f in emulator.control.snapshot("deal_fields") if f.get("is_custom_field")]
-    return {
-        f["field_code"]: (columns[f["field_code"]], {str(o["id"]): o["label"] for o in f["options"] or ()})
-        for f in fields
-    }
+    """The deal custom fields' definitions as the emulator lists them, and their columns as the loaded
+    `custom_fields` table names them."""
+    return custom_definitions(emulator.control.snapshot, "deals"), custom_columns(
+        workdir / "crm.duckdb", "deals"
+    )
 
 
 def served(emulator: EmulatorHandle) -> dict[str, dict[str, Any]]:
@@ -79,16 +70,8 @@ def text(value: Any) -> str | None:
 
 
 def change_values(data: dict[str, Any], names: Naming) -> dict[str, Any]:
-    """The columns a field change's key and values should land in: a custom field's named after its deals
-    column, option ids (a set's "11,12") as labels."""
-    old, new = text(data["old_value"]), text(data["new_value"])
-    custom = CUSTOM_KEY.fullmatch(data["field_key"])
-    if custom is None:
-        return {"data__column_name": None, "data__old_value": old, "data__new_value": new}
-    column, labels = names[custom[1]]
-    if labels and custom[2] is None:
-        old, new = (None if v is None else ", ".join(labels[i] for i in v.split(",")) for v in (old, new))
-    return {"data__column_name": column + (custom[2] or ""), "data__old_value": old, "data__new_value": new}
+    """The columns a field change's key and values should land in (`flow_change`)."""
+    return {f"data__{key}": value for key, value in flow_change(data, *names).items()}
 
 
 def problems(
@@ -110,7 +93,7 @@ def problems(
         if item["object"] == "dealChange":
             want |= {
                 "data__field_key": data["field_key"],
-                **change_values(data, names or {}),
+                **change_values(data, names or ({}, {})),
                 "data__log_time": v1_time(data["log_time"]),
                 "item_data": None,
             }
@@ -216,6 +199,47 @@ def test_a_custom_field_change_arrives_with_the_next_run_named_as_in_deals(
         labelled[choices["field_code"]]
         == f"{choices['options'][0]['label']}, {choices['options'][-1]['label']}"
     )
+
+
+def test_deal_flow_equals_the_truth_after_custom_field_changes(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The ground truth (`load_truth`) names a custom field change's `deals` column and labels its options
+    as `deal_flow` does, so the whole table compares row by row: after a field renamed (its column stays),
+    an option relabelled (every deal, so every flow, is read again: the new label everywhere) and new
+    custom values, one of them on an option added since the first run."""
+    pipeline = sync(emulator, tmp_path, entities=TABLES).pipeline
+    deal_id = max(item["deal_id"] for item in served(emulator).values())
+    fields = {}
+    for fd in emulator.control.snapshot("deal_fields"):
+        if fd.get("is_custom_field"):
+            fields.setdefault(fd["field_type"], fd)
+    enum, choices = fields["enum"], fields["set"]
+    changed = emulator.control.mutate(
+        ops=[
+            {"op": "rename_field", "entity": "deal", "field_code": enum["field_code"], "name": "Renamed"},
+            {
+                "op": "relabel_option",
+                "entity": "deal",
+                "field_code": choices["field_code"],
+                "option_id": choices["options"][0]["id"],
+                "label": "Relabelled",
+            },
+            {"op": "add_option", "entity": "deal", "field_code": enum["field_code"], "label": "Brand new"},
+        ]
+    )
+    added = changed["fields"][-1]["option_id"]
+    new_values = {enum["field_code"]: added, choices["field_code"]: [choices["options"][0]["id"]]}
+    emulator.control.mutate(
+        ops=[{"op": "update", "table": "deals", "id": deal_id, "changes": {"custom_fields": new_values}}]
+    )
+
+    sync(emulator, tmp_path, entities=TABLES, pipeline=pipeline)
+
+    assert_equal_to_truth(emulator, tmp_path, TABLES)
+    rows = [r for r in synced_rows(pipeline, "deal_flow") if r["deal_id"] == deal_id]
+    labels = {r["data__field_key"]: r["data__new_value"] for r in rows if r["object"] == "dealChange"}
+    assert labels[enum["field_code"]] == "Brand new" and labels[choices["field_code"]] == "Relabelled"
 
 
 def test_flow_items_without_an_id_keep_a_row_each() -> None:
