@@ -124,6 +124,7 @@ class Company:
         # the person ids derived participants are drawn from: the generated ones (`generate` sets it), so
         # that a person created later does not change the participants of every deal
         self.participant_pool = 0
+        self.merged_into: dict[int, int] = {}  # person id merged away -> the person kept (participants)
         self.tables: list[str] = [*V2_TABLES, *V1_TABLES, *FIELD_TABLES, *DERIVED_TABLES]
 
     @classmethod

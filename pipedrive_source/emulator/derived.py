@@ -111,6 +111,8 @@ def _participant_ids(company: Company, deal: Record) -> list[int]:
     n_persons = company.participant_pool
     for k in range(h % 3):
         pid = 1 + (h >> (4 + 8 * k)) % n_persons
+        while pid in company.merged_into:  # a merge hands its participations to the person kept
+            pid = company.merged_into[pid]
         if pid not in ids:
             ids.append(pid)
     persons = company.t["persons"].rows

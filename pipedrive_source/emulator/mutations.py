@@ -20,7 +20,9 @@ Explicit operations — `{"ops": [...]}`, applied in order:
 - `{"op": "archive_deal", "id"}`; `{"op": "update", "table", "id", "changes"}` (`custom_fields` in
   changes is merged key by key; a null value clears a field); `{"op": "delete", "table", "id"}`;
   `{"op": "create", "table", "values"?}`; `{"op": "add_mail", "deal_id"}` (a mail message linked to the
-  deal: it shows in the deal's flow); `{"op": "advance_clock", "seconds"}`.
+  deal: it shows in the deal's flow); `{"op": "advance_clock", "seconds"}`;
+  `{"op": "merge", "table": "persons" | "organizations", "id", "merge_with_id"}` (v1
+  `PUT /persons/{id}/merge`, `PUT /organizations/{id}/merge`; see `Batch.merge`).
 Delete semantics: a deal becomes `status: deleted`, `is_deleted: true` and stays visible through
 `status=deleted` for 30 days; a project becomes `status: deleted` (listed only by `status=deleted`, the
 spec's documented exception); leads and tasks get an internal deleted flag, notes and files
@@ -28,7 +30,8 @@ spec's documented exception); leads and tasks get an internal deleted flag, note
 A change to a deal product or installment also stamps its deal (its products changed), so clients that
 re-read products for changed deals see it; so do an activity, note or file added to a deal or deleted, and a
 mail linked to it (the deal's counts of them change, and its flow shows them).
-The result lists affected ids per table: `{"clock", "created", "updated", "deleted", "archived", "fields"}`.
+The result lists affected ids per table: `{"clock", "created", "updated", "deleted", "archived", "relinked",
+"fields"}` (`relinked`: records a merge pointed at the record kept, without stamping them).
 """
 
 from __future__ import annotations
@@ -77,6 +80,30 @@ TITLE_FIELD = {
     "deal_installments": "description",
 }
 CHILD_OF_DEAL = ("deal_products", "deal_installments")
+# where a person's / an organization's id is held, (table, column); a list column holds several ids
+LINKS: dict[str, tuple[tuple[str, str], ...]] = {
+    "persons": (
+        ("deals", "person_id"),
+        ("activities", "person_id"),
+        ("notes", "person_id"),
+        ("files", "person_id"),
+        ("leads", "person_id"),
+        ("call_logs", "person_id"),
+        ("projects", "person_ids"),
+    ),
+    "organizations": (
+        ("persons", "org_id"),
+        ("deals", "org_id"),
+        ("activities", "org_id"),
+        ("notes", "org_id"),
+        ("files", "org_id"),
+        ("leads", "organization_id"),
+        ("call_logs", "org_id"),
+        ("projects", "org_ids"),
+    ),
+}
+NAMED_LINKS = {("notes", "person_id"): "person", ("notes", "org_id"): "organization"}  # name frozen with it
+MERGE_KEEPS = ("id", "add_time", "update_time", "is_deleted", "custom_fields")  # never filled from the other
 IN_DEAL_FLOW = ("activities", "notes", "files")  # items of the deal flow besides its own changes
 
 
@@ -92,6 +119,7 @@ class Batch:
             "updated": {},
             "deleted": {},
             "archived": {},
+            "relinked": {},
             "fields": [],
         }
 
@@ -279,6 +307,51 @@ class Batch:
             changes = {"is_deleted": True}
         self.stamp(name, rec, changes, "deleted")
 
+    def merge(self, name: str, gone: Record, kept: Record) -> None:
+        """`PUT /v1/{persons|organizations}/{id}/merge` with `merge_with_id`, as Pipedrive's merge tutorials
+        describe it: the record of the URL (`gone`) is removed; the `merge_with_id` one (`kept`) keeps its
+        values and takes the other's where its own are empty (custom fields too), so it changes and is
+        stamped; "all related data (activities, emails, filters, notes, products, followers,
+        participants)" moves to it. Whether the moved records get a new update_time the docs do not say:
+        the emulator takes the conservative reading, they do not (a client cannot count on seeing them
+        change), and lists them under `relinked`."""
+        if name not in LINKS:
+            raise MutationError(f"{name} cannot be merged")
+        views = {self.table(name).view_of(rec) for rec in (gone, kept)}
+        if gone["id"] == kept["id"] or views != {"live"}:
+            raise MutationError(f"{name}: {gone['id']} and {kept['id']} are not two live records")
+        changes = {
+            key: copy.deepcopy(value)
+            for key, value in gone.items()
+            if key not in MERGE_KEEPS
+            and not key.startswith("_")
+            and _empty(kept.get(key))
+            and not _empty(value)
+        }
+        theirs, ours = gone.get("custom_fields") or {}, kept.get("custom_fields") or {}
+        filled = {k: copy.deepcopy(v) for k, v in theirs.items() if _empty(ours.get(k)) and not _empty(v)}
+        if filled:
+            changes["custom_fields"] = filled  # merged key by key into the kept record's by update()
+        self.update(name, kept, changes)
+        for table, column in LINKS[name]:
+            for rec in list(self.c.t[table].rows.values()):
+                relinked = _relinked(rec, column, gone["id"], kept)
+                if table == "activities" and name == "persons" and rec.get("participants"):
+                    moved = [
+                        {**p, "person_id": kept["id"]} if p.get("person_id") == gone["id"] else p
+                        for p in rec["participants"]
+                    ]
+                    if moved != rec["participants"]:
+                        relinked["participants"] = moved
+                if relinked:
+                    if (table, column) in NAMED_LINKS and column in relinked:
+                        relinked[NAMED_LINKS[table, column]] = {"name": kept["name"]}
+                    self.c.t[table].update(rec["id"], relinked)
+                    self.note("relinked", table, rec["id"])
+        self.delete(name, gone)
+        if name == "persons":
+            self.c.merged_into[gone["id"]] = kept["id"]
+
     def archive(self, name: str, rec: Record) -> None:
         if name == "deals":
             changes: dict[str, Any] = {"is_archived": True, "archive_time": self.c.clock}
@@ -289,6 +362,18 @@ class Batch:
         else:
             raise MutationError(f"{name} cannot be archived")
         self.stamp(name, rec, changes, "archived")
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _relinked(rec: Record, column: str, gone: Any, kept: Record) -> dict[str, Any]:
+    """The change pointing `rec`'s `column` (an id, or a list of ids) at `kept` instead of `gone`."""
+    value = rec.get(column)
+    if isinstance(value, list) and gone in value:
+        return {column: list(dict.fromkeys(kept["id"] if v == gone else v for v in value))}
+    return {column: kept["id"]} if value == gone and value is not None else {}
 
 
 def _as_int(v: Any) -> Any:
@@ -434,6 +519,9 @@ def _explicit(batch: Batch, op: dict[str, Any]) -> None:
         batch.create(op["table"], op.get("values"))
     elif kind == "add_mail":
         batch.add_mail(batch.record("deals", op.get("deal_id")))
+    elif kind == "merge":
+        table = op.get("table", "")
+        batch.merge(table, batch.record(table, op.get("id")), batch.record(table, op.get("merge_with_id")))
     elif kind == "advance_clock":
         batch.c.tick(int(op.get("seconds", 1)))
     else:
@@ -448,7 +536,7 @@ def apply(company: Company, body: dict[str, Any]) -> dict[str, Any]:
         _explicit(batch, op)
     _random_batch(batch, body)
     result = batch.result
-    for kind in ("created", "updated", "deleted", "archived"):
+    for kind in ("created", "updated", "deleted", "archived", "relinked"):
         result[kind] = {k: v for k, v in result[kind].items() if v}
     result["clock"] = rfc3339(company.clock)
     return result
