@@ -20,7 +20,9 @@ monetary). Custom field *values* live in a record's `custom_fields` dict in thei
 Decisions where the spec is silent: range objects use the v1 suffix names (`value` + `until`), as
 monetary and address do (`value` + `currency`, `value` + subfield codes); no timezone member is emitted.
 A deleted field disappears from the fields endpoint and from every record's rendering (its stored values
-are kept but never shown again). Leads have no fields of their own: they inherit the deal fields.
+are kept but never shown again). A deleted option leaves the field's `options` (v1 lists it under
+`options_deleted`, v2 not at all); records holding its id keep it and are not stamped. Leads have no
+fields of their own: they inherit the deal fields.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class FieldDef:
     update_time: int
     options: list[dict] | None = None
     description: str | None = None
+    deleted_options: list[dict] = field(default_factory=list)  # v1 lists them as `options_deleted`
     deleted: bool = False
     optional_response: bool = False
     meta: dict[str, Any] = field(default_factory=dict)

@@ -51,6 +51,8 @@ def field_item(fd: FieldDef, api: str = "v2", include: tuple[str, ...] = ()) -> 
         }
         if fd.options is not None:
             item["options"] = [{"id": o["id"], "label": o["label"]} for o in fd.options]
+        if fd.deleted_options:  # v1: "only present when there is at least 1 deleted option"
+            item["options_deleted"] = [{"id": o["id"], "label": o["label"]} for o in fd.deleted_options]
         return item
     item = {
         "field_name": fd.name,

@@ -14,6 +14,8 @@ Random batch — `{"seed": 1, "creates": 10, "updates": 50, "deletes": 5, "archi
 Explicit operations — `{"ops": [...]}`, applied in order:
 - `{"op": "rename_field", "entity", "field_code", "name"}`; `{"op": "relabel_option", "entity",
   "field_code", "option_id", "label"}`; `{"op": "add_option", "entity", "field_code", "label"}`;
+  `{"op": "delete_option", "entity", "field_code", "option_id"}` (the option leaves the field's options,
+  v1 lists it under `options_deleted`; records holding its id keep it and are not stamped);
   `{"op": "delete_field", "entity", "field_code"}` (the field leaves the fields endpoint and every
   record's rendering; records are not stamped, as in Pipedrive); `{"op": "add_field", "entity", "name",
   "field_type", "options": [labels]?, "fill": n?}` (n random live records get a value and are stamped);
@@ -425,6 +427,10 @@ def field_op(batch: Batch, op: dict[str, Any]) -> None:
                 {"id": new_id, "label": str(op["label"]), "color": None, "add_time": now, "update_time": now}
             )
             op = {**op, "option_id": new_id}
+        elif kind == "delete_option":
+            o = _option(fd, op["option_id"])
+            fd.options.remove(o)
+            fd.deleted_options.append(o)
         elif kind == "delete_field":
             fd.deleted = True
     fd.update_time = now
@@ -433,7 +439,9 @@ def field_op(batch: Batch, op: dict[str, Any]) -> None:
 
 
 def _all_options(company: Company) -> list[dict[str, Any]]:
-    return [o for fds in company.fields.by_entity.values() for fd in fds for o in fd.options or ()]
+    """Every option ever made, deleted ones too: a new option never takes a deleted one's id."""
+    fds = [fd for fds in company.fields.by_entity.values() for fd in fds]
+    return [o for fd in fds for o in (*(fd.options or ()), *fd.deleted_options)]
 
 
 def _add_field(batch: Batch, op: dict[str, Any]) -> FieldDef:
@@ -507,7 +515,7 @@ def _random_batch(batch: Batch, body: dict[str, Any]) -> None:
 
 def _explicit(batch: Batch, op: dict[str, Any]) -> None:
     kind = op.get("op")
-    if kind in ("rename_field", "relabel_option", "add_option", "delete_field", "add_field"):
+    if kind in ("rename_field", "relabel_option", "add_option", "delete_option", "delete_field", "add_field"):
         field_op(batch, op)
     elif kind == "archive_deal":
         batch.archive("deals", batch.record("deals", op.get("id")))
