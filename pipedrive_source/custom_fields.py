@@ -12,15 +12,22 @@ Build one `Resolver` per entity per run from that entity's field definitions (th
 A record's custom values may come as v2 (`custom_fields: {hash: value}`) or v1 (hash keys at the record
 root, `<hash>_currency` / `<hash>_until` / `<hash>_<address part>` siblings, sets as `"11,12"`); both land
 in the same columns. No column named after a hash survives resolution.
+
+Given `refresh` (a callable reading the definitions again), the first option id or field code a record
+holds that the definitions lack makes the resolver read them again, once per run; what is still unknown
+then is kept visibly (an option id's text in its label column, an unlisted field as text in `cf_<8 chars>`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from pipedrive_source.errors import ApiError
 from pipedrive_source.field_defs import FieldDef, parse_fields
 from pipedrive_source.field_values import (
     ALL_SUFFIXES,
@@ -75,9 +82,18 @@ class Resolver:
         builtin_labels: bool = True,
         extra_options: Mapping[str, Mapping[Any, str]] | None = None,
         last_seen: Mapping[str, Sequence[str | None]] | None = None,
+        refresh: Callable[[], Iterable[Mapping[str, Any] | FieldDef]] | None = None,
     ) -> None:
         self.entity = entity
         self.keep_option_ids = keep_option_ids
+        # reads the field definitions again: once per run, when a record holds an option id or a field
+        # they did not list (an option or field added in Pipedrive while the run reads)
+        self._refresh = refresh
+        self._refreshed = False
+        self._lock = threading.RLock()
+        self._unknown_ids: dict[str, set[str]] = {}  # option ids no definition lists, by field code
+        self._reported_ids: dict[str, set[str]] = {}
+        self.revision = 0  # bumped whenever the columns the fields produce may have changed
         defs = parse_fields(fields)
         self.custom = {fd.code: fd for fd in defs if fd.is_custom}
         extra = {code: _extra_field(code, opts) for code, opts in (extra_options or {}).items()}
@@ -116,11 +132,19 @@ class Resolver:
             out.append(BuiltinLabels(fd, keys, column, conv))
         return out
 
+    def _slots(self) -> list[FieldSlot]:
+        return [FieldSlot(fd.code, fd.name, suffixes_for(fd)) for fd in self.custom.values()]
+
     def _bind(self, previous: Mapping[str, str]) -> None:
-        slots = [FieldSlot(fd.code, fd.name, suffixes_for(fd)) for fd in self.custom.values()]
-        self.bindings: dict[str, str] = bind_columns(slots, previous, self._builtins, ALL_SUFFIXES)
+        self.revision += 1
+        self.bindings: dict[str, str] = bind_columns(self._slots(), previous, self._builtins, ALL_SUFFIXES)
         self._compiled: dict[str, Compiled] = {
-            code: compile_field(fd, self.bindings[code], self.keep_option_ids)
+            code: compile_field(
+                fd,
+                self.bindings[code],
+                self.keep_option_ids,
+                unknown=partial(self._unknown_option, code),
+            )
             for code, fd in self.custom.items()
         }
         self._convs = {code: c.conv for code, c in self._compiled.items()}
@@ -140,11 +164,10 @@ class Resolver:
         """Where `describe_change` puts a change of field `code` (`member`: a part of a composite value): the
         column its value lands in, and an enum or set field's labels by option id (None for other fields),
         with whether it is a set; labelled once per run, not per change."""
-        fd = self.custom[code]
-        column = self._compiled[code].members.get(member or "value", self.bindings[code])
-        kind = kind_of(fd.type)
-        labels = option_labels(fd) if member is None and kind in ("enum", "set") else None
-        return column, labels, kind == "set"
+        compiled = self._compiled[code]
+        column = compiled.members.get(member or "value", self.bindings[code])
+        labels = dict(compiled.labels) if member is None and compiled.labels is not None else None
+        return column, labels, kind_of(self.custom[code].type) == "set"
 
     @property
     def changed(self) -> bool:
@@ -167,10 +190,13 @@ class Resolver:
     # --- resolving -------------------------------------------------------------------------------
 
     def resolve_page(self, rows: Sequence[dict]) -> Sequence[dict]:
-        """Resolve every record of a page in place; returns the same list."""
+        """Resolve every record of a page in place; returns the same list. Option ids no definition
+        lists, met for the first time in this page, are then logged: one warning per field."""
         resolve = self.resolve
         for row in rows:
             resolve(row)
+        if self._unknown_ids:
+            self._report_unknown_options()
         return rows
 
     def resolve(self, row: dict) -> dict:
@@ -247,18 +273,78 @@ class Resolver:
         self._bind(self.bindings)
 
     def _unknown_field(self, code: str) -> Converter:
-        """A value under a code the fields endpoint did not list: keep it as JSON, under a hash-free name."""
-        column = self.bindings.get(code) or f"cf_{code[:8]}"
-        if code not in self._warned:
-            self._warned.add(code)
-            logger.warning(
-                "%s: value for unlisted custom field %s kept as JSON in %r", self.entity, code[:8], column
-            )
-        fd = FieldDef(code, None, "json", True)
-        compiled = compile_field(fd, column, False)
-        self._compiled[code] = compiled
-        self._convs[code] = compiled.conv
-        return compiled.conv
+        """A value under a code the fields endpoint did not list. Read the definitions again (a field added
+        while the run reads is then bound by its name); a code still unlisted keeps its value as JSON text
+        in a hash-free column bound like a field's (`cf_<8 chars>`), so `custom_fields` has its row."""
+        with self._lock:
+            self._refresh_once()
+            if code in self.custom:
+                return self._convs[code]
+            if code not in self.bindings:
+                slots = [*self._slots(), FieldSlot(code, None, ())]
+                self.bindings = bind_columns(slots, self.bindings, self._builtins, ALL_SUFFIXES)
+            column = self.bindings[code]
+            if code not in self._warned:
+                self._warned.add(code)
+                logger.warning(
+                    "%s: value for unlisted custom field %s kept as JSON in %r", self.entity, code[:8], column
+                )
+            compiled = compile_field(FieldDef(code, None, "json", True), column, False)
+            self._compiled[code] = compiled
+            self._convs[code] = compiled.conv
+            self.revision += 1
+            return compiled.conv
+
+    def _refresh_once(self) -> None:
+        """Read the field definitions again, the first time this run meets something they did not list."""
+        if self._refresh is None or self._refreshed:
+            return
+        self._refreshed = True
+        logger.info(
+            "%s: a record holds an option or field the field definitions did not list; reading them again",
+            self.entity,
+        )
+        try:
+            fresh = parse_fields(self._refresh())
+        except ApiError as exc:
+            logger.warning("%s: could not read the field definitions again (%s)", self.entity, exc)
+            return
+        # a field gone since stays as it was listed: its column keeps its name for this run
+        self.custom.update({fd.code: fd for fd in fresh if fd.is_custom})
+        self._bind(self.bindings)
+
+    def _unknown_option(self, code: str, option_id: Any) -> str | None:
+        """The label column's value for an option id the field's labels lack: its label once the
+        definitions are read again, else the id's text (kept, not lost; reported per page)."""
+        if option_id is None or isinstance(option_id, (dict, list)):
+            return None
+        with self._lock:
+            self._refresh_once()
+            compiled = self._compiled.get(code)
+            label = compiled.labels.get(option_id) if compiled and compiled.labels else None
+            if label is not None:
+                return label
+            self._unknown_ids.setdefault(code, set()).add(str(option_id))
+        return str(option_id)
+
+    def _report_unknown_options(self) -> None:
+        with self._lock:
+            for code, ids in sorted(self._unknown_ids.items()):
+                reported = self._reported_ids.setdefault(code, set())
+                new = sorted(ids - reported, key=lambda i: (len(i), i))
+                if not new:
+                    continue
+                reported.update(new)
+                fd = self.custom.get(code)
+                logger.warning(
+                    "%s: custom field %r (column %r) holds option id(s) %s that Pipedrive does not list "
+                    "(deleted options?); their ids are kept as text in that column",
+                    self.entity,
+                    fd.name if fd else code[:8],
+                    self.bindings.get(code),
+                    ", ".join(new),
+                )
+            self._unknown_ids.clear()
 
     # --- tables about the fields -------------------------------------------------------------------
 

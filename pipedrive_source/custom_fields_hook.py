@@ -17,6 +17,8 @@ entity's state and then reads that entity in full once). Which field-definition 
   deal field's also for leads, which inherit them): stale labels -> one full read of the entity;
 - renamed field: bindings keep its columns, only `custom_fields.field_name` changes -> nothing to re-read;
 - new option or new field: no record holds it until it is changed (and so stamped) -> nothing to re-read;
+  one added while a run reads, or an option deleted that records still hold, makes the run's resolver read
+  the entity's definitions again, once (`Resolver._refresh_once`);
 - deleted field: its column keeps the last values (`custom_fields.still_exists` is false, its row keeps
   the last name and type, `custom_field_last_seen` in the state) -> no re-read;
 - a custom field moved off a column a built-in one turned out to use (`Resolver._rebind_around`): old rows
@@ -61,7 +63,8 @@ class CustomFieldResolution:
         self.keep_option_ids = keep_option_ids
         self.builtin_labels = builtin_labels
         self._runs: weakref.WeakKeyDictionary[SyncContext, dict[str, Resolver]] = weakref.WeakKeyDictionary()
-        self._hinted: weakref.WeakKeyDictionary[SyncContext, set[str]] = weakref.WeakKeyDictionary()
+        # per run, the resolver revision whose column hints each entity's resource has
+        self._hinted: weakref.WeakKeyDictionary[SyncContext, dict[str, int]] = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
         self._fallback_state: dict[str, dict[str, Any]] = {}  # outside a dlt pipeline (tests, scripts)
 
@@ -71,14 +74,21 @@ class CustomFieldResolution:
         if not entity.fields_entity or not rows:
             return rows
         resolver = self.resolver(entity, ctx)
-        with self._lock:
-            hinted = self._hinted.setdefault(ctx, set())
-            if entity.name not in hinted and _apply_column_hints(entity.name, resolver):
-                hinted.add(entity.name)
+        self._hint(entity, ctx, resolver)
+        revision = resolver.revision
         resolver.resolve_page(rows)
         # a record may have revealed a built-in column that moved a custom field: keep what was decided
         self._bindings()[entity.name] = resolver.bindings
+        if resolver.revision != revision:  # definitions read again, an unlisted field bound: hint them
+            self._state(LAST_SEEN_KEY)[entity.name] = resolver.last_seen
+            self._hint(entity, ctx, resolver)
         return rows
+
+    def _hint(self, entity: Entity, ctx: SyncContext, resolver: Resolver) -> None:
+        with self._lock:
+            hinted = self._hinted.setdefault(ctx, {})
+            if hinted.get(entity.name) != resolver.revision and _apply_column_hints(entity.name, resolver):
+                hinted[entity.name] = resolver.revision
 
     def _describe_changes(self, table: str, rows: list[Row], ctx: SyncContext) -> list[Row]:
         """A change log's items (`data.field_key`) naming custom fields of `table`'s entity: each gets the
@@ -116,6 +126,7 @@ class CustomFieldResolution:
             keep_option_ids=self.keep_option_ids,
             builtin_labels=self.builtin_labels,
             extra_options={"label_ids": _lead_label_options(ctx)} if entity.name == "leads" else None,
+            refresh=lambda: _field_definitions(entity, ctx, fresh=True),
         )
         bindings[entity.name] = resolver.bindings
         last_seen[entity.name] = resolver.last_seen
@@ -279,8 +290,9 @@ def _labels_digest(by_id: dict[str, Any], ids: list[str]) -> str:
     return hashlib.blake2b(orjson.dumps([by_id.get(i) for i in ids]), digest_size=8).hexdigest()
 
 
-def _field_definitions(entity: Entity, ctx: SyncContext) -> list[Row]:
+def _field_definitions(entity: Entity, ctx: SyncContext, fresh: bool = False) -> list[Row]:
     """The entity's fields; leads add the deal fields' custom ones, which they inherit (v1 leads docs).
+    Read once per run and shared, or (`fresh`) read again from Pipedrive.
 
     `/v1/leadFields` is not in the v1 spec: when it fails, leads still resolve with the deal fields.
     """
@@ -289,13 +301,13 @@ def _field_definitions(entity: Entity, ctx: SyncContext) -> list[Row]:
 
     inherited = INHERITED_FIELDS.get(entity.name)
     if not inherited:
-        return ctx.field_definitions(entity)
+        return ctx.field_definitions(entity, fresh=fresh)
     try:
-        own = ctx.field_definitions(entity)
+        own = ctx.field_definitions(entity, fresh=fresh)
     except ApiError as exc:
         logger.warning("%s: no field definitions of its own (%s); using %s", entity.name, exc, inherited)
         own = []
-    custom = [f for f in ctx.full_rows(BY_NAME[inherited]) if f.get("is_custom_field")]
+    custom = [f for f in ctx.full_rows(BY_NAME[inherited], fresh=fresh) if f.get("is_custom_field")]
     return [*custom, *own]  # later definitions win: the entity's own come last
 
 

@@ -161,7 +161,12 @@ def set_ids(v: Any) -> list:
     return [] if v is None else [v]
 
 
-def enum_converter(col: str, id_col: str | None, labels: dict[Any, str]) -> Converter:
+Unknown = Callable[[Any], Any] | None  # an option id no label is known for -> what its column gets
+
+
+def enum_converter(
+    col: str, id_col: str | None, labels: dict[Any, str], unknown: Unknown = None
+) -> Converter:
     get = labels.get
 
     def slow(v: Any) -> Any:
@@ -171,16 +176,21 @@ def enum_converter(col: str, id_col: str | None, labels: dict[Any, str]) -> Conv
 
     def conv(v: Any, row: dict) -> None:
         try:
-            row[col] = get(v)
+            label = get(v)
         except TypeError:  # an unhashable value: an {id, label} object
-            row[col] = slow(v)
+            label = slow(v)
+        if label is None and v is not None and unknown is not None:
+            label = unknown(_option_id(v))
+        row[col] = label
         if id_col is not None:
             row[id_col] = None if v is None else to_int(_option_id(v))
 
     return conv
 
 
-def set_converter(col: str, ids_col: str | None, labels: dict[Any, str]) -> Converter:
+def set_converter(
+    col: str, ids_col: str | None, labels: dict[Any, str], unknown: Unknown = None
+) -> Converter:
     get = labels.get
 
     def conv(v: Any, row: dict) -> None:
@@ -188,9 +198,15 @@ def set_converter(col: str, ids_col: str | None, labels: dict[Any, str]) -> Conv
             return
         ids = set_ids(v)
         try:
-            row[col] = [get(i) for i in ids]
+            found = [get(i) for i in ids]
         except TypeError:
-            row[col] = [get(_option_id(i)) for i in ids]
+            found = [get(_option_id(i)) for i in ids]
+        if unknown is not None and None in found:
+            found = [
+                unknown(_option_id(i)) if label is None and i is not None else label
+                for label, i in zip(found, ids, strict=True)
+            ]
+        row[col] = found
         if ids_col is not None:
             row[ids_col] = [to_int(_option_id(i)) for i in ids]
 
@@ -284,6 +300,7 @@ class Compiled:
     composite: bool  # the value may be an object spread over several columns
     # keys of that object (v1 sends them as `<hash>_<member>` siblings) -> the column each lands in
     members: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[Any, str] | None = None  # an enum or set field's labels by option id
 
 
 SCALAR_KINDS: dict[str, tuple[Parser, str]] = {
@@ -357,8 +374,9 @@ def _composite_parts(kind: str, base: str, fd: FieldDef) -> tuple[tuple[Part, ..
 _PARSE_TYPES: dict[Parser, str] = {to_float: "double", to_date: "date", to_time: "time", to_int: "bigint"}
 
 
-def compile_field(fd: FieldDef, base: str, keep_ids: bool) -> Compiled:
-    """The converter and the column types of one custom field bound to `base`."""
+def compile_field(fd: FieldDef, base: str, keep_ids: bool, unknown: Unknown = None) -> Compiled:
+    """The converter and the column types of one custom field bound to `base`. `unknown` gives the label
+    column's value for an option id the field does not list (default None)."""
     kind = kind_of(fd.type)
     if kind in ("monetary", "daterange", "timerange", "time", "address"):
         parts, parse_scalar = _composite_parts(kind, base, fd)
@@ -368,11 +386,13 @@ def compile_field(fd: FieldDef, base: str, keep_ids: bool) -> Compiled:
     if kind == "enum":
         id_col = base + "_id" if keep_ids else None
         columns = {base: "text", **({id_col: "bigint"} if id_col else {})}
-        return Compiled(enum_converter(base, id_col, option_labels(fd)), columns, False)
+        labels = option_labels(fd)
+        return Compiled(enum_converter(base, id_col, labels, unknown), columns, False, labels=labels)
     if kind == "set":
         ids_col = base + "_ids" if keep_ids else None
         columns = {base: None, **({ids_col: None} if ids_col else {})}
-        return Compiled(set_converter(base, ids_col, option_labels(fd)), columns, False)
+        labels = option_labels(fd)
+        return Compiled(set_converter(base, ids_col, labels, unknown), columns, False, labels=labels)
     if kind == "refs":
         return Compiled(scalar_converter(base, to_refs), {base: None}, False)
     if kind == "json" and fd.type != "json":  # "json": a code the fields endpoint did not list (warned there)

@@ -272,10 +272,14 @@ class SyncContext:
             self.pool.stop(exc)
         self.note_stop()
 
-    def full_rows(self, entity: Entity, params: Mapping[str, Any] | None = None) -> list[Row]:
-        """Every row of a small list, fetched once per run and shared (boards feed phases, fields hooks)."""
+    def full_rows(
+        self, entity: Entity, params: Mapping[str, Any] | None = None, *, fresh: bool = False
+    ) -> list[Row]:
+        """Every row of a small list, fetched once per run and shared (boards feed phases, fields hooks);
+        `fresh`: read again, leaving the shared rows as they are (what the run loads and compares), and not
+        passed through the record hooks (they saw this list's rows once)."""
         self.check_company()
-        return self._full_rows(entity, params)
+        return self._read_all(entity, params, raw=True) if fresh else self._full_rows(entity, params)
 
     def _full_rows(self, entity: Entity, params: Mapping[str, Any] | None = None) -> list[Row]:
         key = f"{entity.name}?{sorted((params or {}).items())}"
@@ -283,18 +287,23 @@ class SyncContext:
             lock = self._memo_locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._memo:
-                rows: list[Row] = []
-                for listing in entity.listings:
-                    for page in self.pages(entity, listing, params):
-                        rows.extend(page.items)
-                self._memo[key] = rows
+                self._memo[key] = self._read_all(entity, params)
             return self._memo[key]
 
-    def field_definitions(self, entity: Entity) -> list[Row]:
-        """The field definitions of `entity` (its `fields_entity` table), fetched at most once per run."""
+    def _read_all(self, entity: Entity, params: Mapping[str, Any] | None, raw: bool = False) -> list[Row]:
+        return [
+            item
+            for listing in entity.listings
+            for page in self.pages(entity, listing, params, raw=raw)
+            for item in page.items
+        ]
+
+    def field_definitions(self, entity: Entity, *, fresh: bool = False) -> list[Row]:
+        """The field definitions of `entity` (its `fields_entity` table), fetched once per run (`fresh`:
+        read again)."""
         if not entity.fields_entity:
             return []
-        return self.full_rows(BY_NAME[entity.fields_entity])
+        return self.full_rows(BY_NAME[entity.fields_entity], fresh=fresh)
 
     def timed(self, entity: Entity) -> _Timer:
         return _Timer(self.monitor.progress(entity.name))

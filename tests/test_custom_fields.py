@@ -402,7 +402,7 @@ def test_nulls_and_unknown_option_ids(resolver: Resolver) -> None:
             }
         )
     )
-    assert row["deal_tier"] is None
+    assert row["deal_tier"] == "999"  # an id no definition lists is kept, as its text
     assert "interests" not in row  # no child rows (and no untyped all-null column for dlt)
     assert row["budget"] is None and row["signed_on"] is None
     assert row["billing_address"] is None
@@ -435,6 +435,10 @@ def test_unlisted_hash_never_becomes_a_column(resolver: Resolver, caplog: pytest
     assert json.loads(v1[f"cf_{ghost[:8]}"]) == {"value": "x", "until": "y"}
     assert not [k for k in (*v1, *v2) if HEX40.search(k)]
     assert len([m for m in caplog.messages if ghost[:8] in m]) == 1
+    # bound like a field (kept in the state, never reused) and described in `custom_fields`
+    assert resolver.bindings[ghost] == f"cf_{ghost[:8]}"
+    row = next(r for r in resolver.field_rows() if r["field_code"] == ghost)
+    assert (row["column_name"], row["field_name"], row["still_exists"]) == (f"cf_{ghost[:8]}", None, False)
 
 
 def test_builtin_key_seen_only_in_data_is_not_overwritten(caplog: pytest.LogCaptureFixture) -> None:

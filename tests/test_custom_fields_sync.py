@@ -9,8 +9,10 @@ the tests run in file order: first sync, checks, then mutations and a second syn
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -626,3 +628,140 @@ def test_a_whole_number_beyond_64_bits_in_an_int_field_does_not_stop_the_sync(tm
         (None, None, "1.8446744073709552e+19"),
         (None, None, "-1e+20"),
     ]
+
+
+# --- definitions that change while a run reads ---------------------------------------------------------
+
+
+def fields_requests(emulator: EmulatorHandle) -> int:
+    return emulator.control.stats()["requests"].get("/api/v2/dealFields", 0)
+
+
+def epoch(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339).timestamp())
+
+
+class AfterFieldsRead:
+    """A record hook: `action()` once, as the run's deal field definitions arrive. The deals' read waits
+    for those definitions, so what `action` changes reaches the deals read with definitions read before."""
+
+    def __init__(self, action: Callable[[], Any]) -> None:
+        self.action, self.fired = action, False
+
+    def __call__(self, entity: Any, rows: list[dict], ctx: Any) -> list[dict]:
+        if entity.name == "deal_fields" and not self.fired:
+            self.fired = True
+            self.action()
+        return rows
+
+
+def change_mid_run(emulator: EmulatorHandle, s: Sync, ops: Callable[[int], list[dict]]) -> None:
+    """A second run of `s` whose deal field definitions are read before `ops(update_time)` are applied;
+    `update_time` lies inside the run's window, so records changed with it are read by that run."""
+    clock = emulator.control.mutate(ops=[{"op": "advance_clock", "seconds": 600}])["clock"]
+    hook = AfterFieldsRead(lambda: emulator.control.mutate(advance_seconds=1, ops=ops(epoch(clock) - 5)))
+    s.source_args["record_hooks"] = [hook]
+    emulator.control.reset_stats()
+    s.run()
+    assert hook.fired
+
+
+def test_an_option_added_while_the_run_reads_gets_its_label(tmp_path: Path) -> None:
+    """An option added in Pipedrive after the run read the field definitions, on a record the run reads:
+    its label column was NULL (the id unknown, no warning). The run reads the definitions again, once."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        code = next(c for c, fd in custom_defs(emulator, "deals").items() if fd["field_name"] == "Enum field")
+        s = Sync(emulator, tmp_path, entities=["deals"])
+        s.run()
+        deals = sorted(s.table("deals"))
+
+        def ops(update_time: int) -> list[dict]:
+            added = emulator.control.mutate(
+                ops=[{"op": "add_option", "entity": "deal", "field_code": code, "label": "Platinum"}]
+            )
+            new_id = added["fields"][0]["option_id"]
+            change = {"custom_fields": {code: new_id}, "update_time": update_time}
+            return [{"op": "update", "table": "deals", "id": rid, "changes": change} for rid in deals[:2]]
+
+        change_mid_run(emulator, s, ops)
+        assert fields_requests(emulator) == 2  # at the start, and once again for the unknown id
+        truth = {r["id"]: r["custom_fields"][code] for r in emulator.control.snapshot("deals")}
+    column = column_of(s, "deals")[code]
+    rows = s.table("deals")
+    assert [rows[rid][column] for rid in deals[:2]] == ["Platinum", "Platinum"]
+    assert len({truth[rid] for rid in deals[:2]}) == 1
+
+
+def test_an_option_deleted_in_pipedrive_keeps_its_id_visible(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records still holding a deleted option's id loaded a NULL label without a word: the id was lost
+    unless `--keep-option-ids`. Its text stays in the label column, one warning names field and ids, and
+    the definitions are read again once per run (they may have gained the option meanwhile). Leads read the
+    deal fields through v1 too, which lists deleted options (`options_deleted`): they keep the label."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        defs = custom_defs(emulator, "deals")
+        enum = next(c for c, fd in defs.items() if fd["field_name"] == "Enum field")
+        set_ = next(c for c, fd in defs.items() if fd["field_name"] == "Set field")
+        s = Sync(emulator, tmp_path, entities=["deals", "leads"])
+        s.run()
+        truth = {r["id"]: r["custom_fields"] for r in emulator.control.snapshot("deals")}
+        leads = {r["id"]: r.get(enum) for r in emulator.control.snapshot("leads")}
+        gone_enum = next(v[enum] for v in truth.values() if v[enum] is not None)
+        gone_label = label(defs[enum], gone_enum)
+        gone_set = next(v[set_][0] for v in truth.values() if v[set_])
+        emulator.control.mutate(
+            ops=[
+                {"op": "delete_option", "entity": "deal", "field_code": enum, "option_id": gone_enum},
+                {"op": "delete_option", "entity": "deal", "field_code": set_, "option_id": gone_set},
+            ]
+        )
+        emulator.control.reset_stats()
+        with caplog.at_level(logging.WARNING, logger="pipedrive_source.custom_fields"):
+            s.run()  # a removed option: the deals are read again in full
+        assert fields_requests(emulator) == 2
+        defs = custom_defs(emulator, "deals")
+    assert gone_enum not in [o["id"] for o in defs[enum]["options"]]
+    columns = column_of(s, "deals")
+    rows, sets = s.table("deals"), s.children("deals", columns[set_])
+    holders = [rid for rid, v in truth.items() if v[enum] == gone_enum]
+    assert holders and all(rows[rid][columns[enum]] == str(gone_enum) for rid in holders)
+    for rid, v in truth.items():
+        want = [label(defs[set_], i) or str(i) for i in v[set_] or ()]
+        assert sets.get(rid, []) == want
+        if v[enum] not in (None, gone_enum):
+            assert rows[rid][columns[enum]] == label(defs[enum], v[enum])
+    lead_rows = s.table("leads")
+    lead_holders = [rid for rid, v in leads.items() if v == gone_enum]
+    lead_column = column_of(s, "leads")[enum]
+    assert lead_holders and all(lead_rows[rid][lead_column] == gone_label for rid in lead_holders)
+    warned = [m for m in caplog.messages if "does not list" in m]
+    assert len(warned) == 2
+    assert any("Enum field" in m and str(gone_enum) in m for m in warned)
+    assert any("Set field" in m and str(gone_set) in m for m in warned)
+
+
+def test_a_field_added_while_the_run_reads_is_named_and_described(tmp_path: Path) -> None:
+    """A value under a field created after the run read the definitions went to `cf_<8 chars>` with no
+    `custom_fields` row saying what that column is. The definitions read again name it."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        s = Sync(emulator, tmp_path, entities=["deals"])
+        s.run()
+        deal = sorted(s.table("deals"))[0]
+        added: dict[str, Any] = {}
+
+        def ops(update_time: int) -> list[dict]:
+            op = {"op": "add_field", "entity": "deal", "name": "Born mid-run", "field_type": "varchar"}
+            added.update(emulator.control.mutate(ops=[op])["fields"][0])
+            change = {"custom_fields": {added["field_code"]: "hello"}, "update_time": update_time}
+            return [{"op": "update", "table": "deals", "id": deal, "changes": change}]
+
+        change_mid_run(emulator, s, ops)
+        assert s.table("deals")[deal]["born_mid_run"] == "hello"
+        assert not [c for c in s.columns()["deals"] if c.startswith("cf_")]
+        s.run()  # the field tables may have been extracted before the deals met the field: now they say
+    described = s.query(f"SELECT * FROM {DATASET}.custom_fields WHERE field_code = '{added['field_code']}'")
+    assert [(r["field_name"], r["column_name"], r["still_exists"]) for r in described] == [
+        ("Born mid-run", "born_mid_run", True)
+    ]
+    assert s.table("deals")[deal]["born_mid_run"] == "hello"
