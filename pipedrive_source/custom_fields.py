@@ -41,7 +41,7 @@ from pipedrive_source.field_values import (
     set_ids,
     suffixes_for,
 )
-from pipedrive_source.naming import HASH_RE, FieldSlot, bind_columns, group, normalize
+from pipedrive_source.naming import HASH_RE, MAX_SUFFIX_TRIES, FieldSlot, bind_columns, group, normalize
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class Resolver:
         self._lock = threading.RLock()
         self._unknown_ids: dict[str, set[str]] = {}  # option ids no definition lists, by field code
         self._reported_ids: dict[str, set[str]] = {}
+        self._extras: dict[tuple[str, str], str] = {}  # (base column, member) -> column of an extra member
         self.revision = 0  # bumped whenever the columns the fields produce may have changed
         defs = parse_fields(fields)
         self.custom = {fd.code: fd for fd in defs if fd.is_custom}
@@ -144,6 +145,7 @@ class Resolver:
                 self.bindings[code],
                 self.keep_option_ids,
                 unknown=partial(self._unknown_option, code),
+                extra_column=partial(self._extra_column, code),
             )
             for code, fd in self.custom.items()
         }
@@ -345,6 +347,31 @@ class Resolver:
                     ", ".join(new),
                 )
             self._unknown_ids.clear()
+
+    def _extra_column(self, code: str, member: str) -> str:
+        """The column of a member a composite value has beyond its type's (a part Pipedrive adds to
+        addresses): `<base>_<member>`, unless that is a built-in column, another field's or one of the
+        field's own; then `<base>_<member>_2`, `_3` ..."""
+        with self._lock:
+            key = (self.bindings[code], member)
+            column = self._extras.get(key)
+            if column is not None:
+                return column
+            wanted = normalize(f"{key[0]}_{member}")
+            taken = self._builtins | self._out_columns | set(self._extras.values())
+            candidates = (wanted, *(f"{wanted}_{n}" for n in range(2, MAX_SUFFIX_TRIES)))
+            column = next(c for c in candidates if c not in taken)
+            if column != wanted:
+                logger.warning(
+                    "%s: part %r of custom field %r goes to column %r (%r is another column's)",
+                    self.entity,
+                    member,
+                    self.custom[code].name,
+                    column,
+                    wanted,
+                )
+            self._extras[key] = column
+            return column
 
     # --- tables about the fields -------------------------------------------------------------------
 

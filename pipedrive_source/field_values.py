@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 Converter = Callable[[Any, dict], None]
 Parser = Callable[[Any], Any] | None
+ExtraColumn = Callable[[str], str] | None  # a composite value's unexpected member -> the column it goes to
 
 TEXT_TYPES = {"varchar", "text", "varchar_auto", "varchar_options", "phone"}
 REF_TYPES = {"user", "org", "people", "deal", "lead", "project", "stage", "activity", "pipeline", "product"}
@@ -253,8 +254,11 @@ def _first(v: Mapping, keys: tuple[str, ...]) -> Any:
     return None
 
 
-def composite_converter(base: str, parts: tuple[Part, ...], parse_scalar: Parser) -> Converter:
-    """A value object spread over its columns; a bare scalar lands in the base column."""
+def composite_converter(
+    base: str, parts: tuple[Part, ...], parse_scalar: Parser, extra_column: ExtraColumn = None
+) -> Converter:
+    """A value object spread over its columns; a bare scalar lands in the base column. A member no part
+    names goes to the column `extra_column` picks for it (default `<base>_<member>`)."""
     known = frozenset(k for p in parts for k in p.keys)
     # (first key, other keys, column, parser): most values sit under the first key, so try it alone first
     plan = tuple((p.keys[0], p.keys[1:], p.column, p.parse) for p in parts if p.declared)
@@ -266,7 +270,9 @@ def composite_converter(base: str, parts: tuple[Part, ...], parse_scalar: Parser
         for k, x in v.items():
             if k in known:
                 continue
-            col = extra_cols.get(k) or extra_cols.setdefault(k, normalize(f"{base}_{k}"))
+            col = extra_cols.get(k)
+            if col is None:
+                col = extra_cols[k] = extra_column(k) if extra_column else normalize(f"{base}_{k}")
             if col not in row:  # never overwrite a column already there
                 row[col] = x
 
@@ -374,15 +380,19 @@ def _composite_parts(kind: str, base: str, fd: FieldDef) -> tuple[tuple[Part, ..
 _PARSE_TYPES: dict[Parser, str] = {to_float: "double", to_date: "date", to_time: "time", to_int: "bigint"}
 
 
-def compile_field(fd: FieldDef, base: str, keep_ids: bool, unknown: Unknown = None) -> Compiled:
+def compile_field(
+    fd: FieldDef, base: str, keep_ids: bool, unknown: Unknown = None, extra_column: ExtraColumn = None
+) -> Compiled:
     """The converter and the column types of one custom field bound to `base`. `unknown` gives the label
-    column's value for an option id the field does not list (default None)."""
+    column's value for an option id the field does not list (default None); `extra_column` names the
+    column of a member a composite value has beyond its type's (default `<base>_<member>`)."""
     kind = kind_of(fd.type)
     if kind in ("monetary", "daterange", "timerange", "time", "address"):
         parts, parse_scalar = _composite_parts(kind, base, fd)
         columns = {p.column: _PARSE_TYPES.get(p.parse, "text") for p in parts if p.declared}
         members = {k: p.column for p in parts for k in p.keys}
-        return Compiled(composite_converter(base, parts, parse_scalar), columns, True, members)
+        conv = composite_converter(base, parts, parse_scalar, extra_column)
+        return Compiled(conv, columns, True, members)
     if kind == "enum":
         id_col = base + "_id" if keep_ids else None
         columns = {base: "text", **({id_col: "bigint"} if id_col else {})}

@@ -557,3 +557,19 @@ def test_column_hints_type_every_declared_column(resolver: Resolver) -> None:
 
 
 # --- speed ----------------------------------------------------------------------------------------
+
+
+def test_an_address_part_never_overwrites_a_builtin_column(caplog: pytest.LogCaptureFixture) -> None:
+    """A part Pipedrive adds to address values (`id` here) went to `<base>_<part>` even where that is a
+    built-in column the record fills (`site_id` below); the part gets a column of its own."""
+    fields = [v2_field(F["address"], "Site", "address", subfields=ADDRESS_SUBFIELDS)]
+    r = Resolver("deals", fields, builtin_columns=[*DEAL_BUILTIN_KEYS, "site_id"])
+    with caplog.at_level(logging.WARNING):
+        rows = r.resolve_page(
+            [
+                {"id": 1, "custom_fields": {F["address"]: {"value": "Main st 1", "id": 7}}},
+                {"id": 2, "site_id": 42, "custom_fields": {F["address"]: {"value": "Main st 2", "id": 8}}},
+            ]
+        )
+    assert [(row.get("site_id"), row["site_id_2"]) for row in rows] == [(None, 7), (42, 8)]
+    assert len([m for m in caplog.messages if "site_id_2" in m]) == 1

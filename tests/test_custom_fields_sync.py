@@ -765,3 +765,24 @@ def test_a_field_added_while_the_run_reads_is_named_and_described(tmp_path: Path
         ("Born mid-run", "born_mid_run", True)
     ]
     assert s.table("deals")[deal]["born_mid_run"] == "hello"
+
+
+def test_an_address_part_pipedrive_adds_never_takes_another_fields_column(tmp_path: Path) -> None:
+    """An address value with a part the definitions do not name (`floor`) went to `<address>_floor`: when
+    another field is named so ("Address field floor"), one value overwrote the other, whichever came
+    last. The other field keeps its column; the part gets `<address>_floor_2`."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        address = next(c for c, fd in custom_defs(emulator, "deals").items() if fd["field_type"] == "address")
+        op = {"op": "add_field", "entity": "deal", "name": "Address field floor", "field_type": "varchar"}
+        floor = emulator.control.mutate(ops=[op])["fields"][0]["field_code"]
+        deal = emulator.control.snapshot("deals")[0]["id"]
+        value = {"value": "Narva mnt 5, Tallinn", "country": "Estonia", "floor": "3rd"}
+        change = {"custom_fields": {address: value, floor: "the other field"}}
+        emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal, "changes": change}])
+        s = Sync(emulator, tmp_path, entities=["deals"])
+        s.run()
+    columns = column_of(s, "deals")
+    assert (columns[address], columns[floor]) == ("address_field", "address_field_floor")
+    row = s.table("deals")[deal]
+    assert (row["address_field_floor"], row["address_field_floor_2"]) == ("the other field", "3rd")
+    assert (row["address_field"], row["address_field_country"]) == ("Narva mnt 5, Tallinn", "Estonia")
