@@ -49,6 +49,7 @@ V2_LISTS = [
     "/api/v2/tasks",
     "/api/v2/boards",
     "/api/v2/phases",
+    "/api/v2/projectTemplates",
     "/api/v2/activityFields",
     "/api/v2/dealFields",
     "/api/v2/personFields",
@@ -70,6 +71,7 @@ V2_SINGLE = [
     "phases",
 ]
 V2_FOLLOWERS = ["deals", "persons", "organizations", "products"]
+V2_PER_DEAL = ["/api/v2/deals/{id}/discounts"]
 CUSTOM_FIELDS_OF = {
     "/api/v2/deals": "/api/v2/dealFields",
     "/api/v2/deals/archived": "/api/v2/dealFields",
@@ -94,6 +96,7 @@ V1_LISTS = [
     "/v1/filters",
     "/v1/roles",
     "/v1/permissionSets",
+    "/v1/legacyTeams",
 ]
 V1_PER_DEAL = ["/v1/deals/{id}/flow", "/v1/deals/{id}/participants"]
 DEALS_CHECKED = 5  # per-deal endpoints are checked on the first few deals
@@ -405,6 +408,33 @@ def test_v2_followers_match_spec(client: httpx.Client, name: str) -> None:
     assert not out, f"{op.path} deviates from the spec:\n{out.report()}"
 
 
+@pytest.mark.parametrize("template", V2_PER_DEAL)
+def test_v2_per_deal_lists_match_spec(client: httpx.Client, deal_ids: list[int], template: str) -> None:
+    """Every deal's list (not only the first few: most deals have no discount), each item with every
+    property its schema lists and of the deal it was asked for."""
+    op = spec.operation("v2", "GET", template)
+    out, items = Problems(), []
+    for deal_id in deal_ids:
+        for body in v2_pages(client, template.replace("{id}", str(deal_id))):
+            found = check_v2_body(op, body, out)
+            assert all(item["deal_id"] == deal_id for item in found), found
+            items += found
+    assert items, f"{template}: no deal has any"
+    missing = Counter(k for item in items for k in always_rendered(op) - set(item))
+    assert not out, f"{template} deviates from the spec:\n{out.report()}"
+    assert not missing, f"{template}: properties the spec lists that items lack: {dict(missing)}"
+
+
+def test_v2_project_templates_and_discounts_write_times_as_the_spec_examples(emu: EmulatorHandle) -> None:
+    """GetProjectTemplates' example writes '2023-09-14T08:14:40.000Z' (milliseconds), a discount's
+    `created_at` '2024-03-12T10:30:05Z': both as the emulator renders them."""
+    templates = emu.control.snapshot("project_templates")
+    discounts = emu.control.snapshot("deal_discounts")
+    assert templates and discounts
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z", t["update_time"]) for t in templates)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", d["created_at"]) for d in discounts)
+
+
 # --- v1: openapi-core against the v1 reference -----------------------------------------------------------
 
 
@@ -685,6 +715,8 @@ def served_requests(client: httpx.Client, deal_ids: list[int]) -> list[tuple[spe
         reqs.append((spec.operation("v1", "GET", path), path, {}))
     for template in V1_PER_DEAL:
         reqs.append((spec.operation("v1", "GET", template), template.replace("{id}", str(deal_ids[0])), {}))
+    for template in V2_PER_DEAL:
+        reqs.append((spec.operation("v2", "GET", template), template.replace("{id}", str(deal_ids[0])), {}))
     return reqs
 
 

@@ -1242,6 +1242,7 @@ V1_SERVED = (
     "/roles",
     "/permissionSets",
     "/goals/find",
+    "/legacyTeams",
     "/deals/{id}/flow",
     "/deals/{id}/participants",
 )

@@ -47,6 +47,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("v2", "/api/v2/products"): v2.v2_list("products"),
     ("v2", "/api/v2/products/{id}/variations"): v2.variations,
     ("v2", "/api/v2/deals/{id}/products"): v2.deal_products_of,
+    ("v2", "/api/v2/deals/{id}/discounts"): v2.deal_discounts,
     ("v2", "/api/v2/pipelines"): v2.v2_list("pipelines"),
     ("v2", "/api/v2/stages"): v2.v2_list("stages"),
     ("v2", "/api/v2/projects"): v2.v2_list("projects"),
@@ -54,6 +55,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("v2", "/api/v2/tasks"): v2.v2_list("tasks"),
     ("v2", "/api/v2/boards"): v2.boards,
     ("v2", "/api/v2/phases"): v2.phases,
+    ("v2", "/api/v2/projectTemplates"): v2.v2_list("project_templates"),
     # v2 single records and followers
     **{
         ("v2", f"/api/v2/{name}/{{id}}"): v2.get_one(name)
@@ -102,6 +104,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("v1", "/v1/roles"): v1.v1_list("roles"),
     ("v1", "/v1/permissionSets"): v1.v1_all("permission_sets", "app"),
     ("v1", "/v1/goals/find"): v1.goals,
+    ("v1", "/v1/legacyTeams"): v1.legacy_teams,
     ("v1", "/v1/deals/{id}/flow"): v1.per_deal("flow"),
     ("v1", "/v1/deals/{id}/participants"): v1.per_deal("participants"),
 }

@@ -8,8 +8,8 @@ Visibility ("views") per table:
 - notes and files: `live` unless `active_flag` is false;
 - everything else: `live` unless `is_deleted`.
 Other deleted records (besides recently deleted deals and deleted projects) are never revealed again.
-The products and installments of a deleted deal are not revealed either (a deleted deal is inaccessible
-except through `status=deleted`).
+The products, installments and discounts of a deleted deal are not revealed either (a deleted deal is
+inaccessible except through `status=deleted`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ V2_TABLES = (
     "tasks",
     "boards",
     "phases",
+    "project_templates",
+    "deal_discounts",
 )
 V1_TABLES = (
     "leads",
@@ -65,8 +67,11 @@ V1_TABLES = (
     "roles",
     "permission_sets",
     "goals",
+    "teams",
 )
 DERIVED_TABLES = ("deal_flow", "deal_participants")
+# rows of a deal that a deleted deal takes out of sight with it
+DEAL_CHILDREN = ("deal_products", "deal_installments", "deal_discounts")
 
 
 def _flagged(rec: Record) -> str:
@@ -187,7 +192,7 @@ class Company:
             rows = list(t.rows.values())
         else:
             rows = [r for r in t.rows.values() if t.view_of(r) == "live"]
-        if table in ("deal_products", "deal_installments"):
+        if table in DEAL_CHILDREN:
             deals = self.t["deals"].rows
             rows = [r for r in rows if not deals[r["deal_id"]]["is_deleted"]]
         elif table == "product_variations":  # /products/{id}/variations is a 404 for a deleted product
@@ -202,7 +207,7 @@ class Company:
         for name in (*V2_TABLES, *V1_TABLES):
             t = self.t[name]
             out[name] = sum(1 for r in t.rows.values() if t.view_of(r) != "deleted")
-            if name in ("deal_products", "deal_installments", "product_variations"):
+            if name in (*DEAL_CHILDREN, "product_variations"):
                 out[name] = len(self.revealed(name))
         for name in FIELD_TABLES:
             out[name] = len(field_defs(self, name))

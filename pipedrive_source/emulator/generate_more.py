@@ -1,12 +1,13 @@
-"""Generation steps for notes, files, call logs, projects (boards, phases, tasks) and the small v1 lookup
-lists (lead sources, activity types, currencies, filters, roles, permission sets, goals)."""
+"""Generation steps for notes, files, call logs, projects (boards, phases, tasks, project templates), deal
+discounts and the small v1 lookup lists (lead sources, activity types, currencies, filters, roles, permission
+sets, goals, legacy teams)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .clock import DAY, iso_date
-from .generate import CURRENCIES, WORDS, Generator, det_uuid
+from .generate import CITIES, CURRENCIES, WORDS, Generator, det_uuid
 from .generate_sales import ACTIVITY_TYPES, DELETED_SHARE
 
 
@@ -327,4 +328,84 @@ def lookups(g: Generator) -> None:
     ]
 
 
-STEPS = (notes, files, call_logs, boards, phases, projects, tasks, lookups)
+def project_templates(g: Generator) -> None:
+    """Two templates per project board (GetProjectTemplates' item: title, description, board, owner)."""
+    users_n = g.n["users"]
+
+    def make(i: int, add: int, upd: int, rng: Any) -> dict:
+        return {
+            "id": i,
+            "title": f"{WORDS[i % 16]} template",
+            "description": f"Template for {WORDS[i % 16].lower()} projects" if i % 3 else None,
+            "projects_board_id": 1 + (i - 1) % g.n["boards"],
+            "owner_id": 1 + int(rng.random() * users_n),
+            "add_time": add,
+            "update_time": upd,
+            "is_deleted": False,
+        }
+
+    g.timed("project_templates", 2 * g.n["boards"], make)
+
+
+def teams(g: Generator) -> None:
+    """Legacy teams (GetTeams' item): about one per four users, each with a manager among its members."""
+    users_n = g.n["users"]
+
+    def make(i: int, add: int, upd: int, rng: Any) -> dict:
+        members = sorted(rng.sample(range(1, users_n + 1), min(users_n, 2 + int(rng.random() * 4))))
+        return {
+            "id": i,
+            "name": f"{WORDS[(i * 5) % 16]} team",
+            "description": f"{CITIES[i % len(CITIES)][0]} office sales team",
+            "manager_id": members[0],
+            "users": members,
+            "active_flag": 0 if i % 5 == 0 else 1,
+            "deleted_flag": 0,
+            "add_time": add,
+            "created_by_user_id": 1,
+            "is_deleted": False,
+        }
+
+    g.timed("teams", max(2, users_n // 4), make)
+
+
+def deal_discounts(g: Generator) -> None:
+    """Discounts of about one deal in five (GetAdditionalDiscounts' item), ids UUIDs as in its example."""
+    deals_ = g.out["deals"]
+    users_n = g.n["users"]
+
+    def make(i: int, add: int, upd: int, rng: Any) -> dict:
+        deal = deals_[int(rng.random() * len(deals_))]
+        percentage = rng.random() < 0.6
+        amount = float(5 * (1 + int(rng.random() * 6))) if percentage else round(50 + rng.random() * 900, 2)
+        created = max(add, deal["add_time"])
+        return {
+            "id": det_uuid(g.seed, "deal_discounts", i),
+            "type": "percentage" if percentage else "amount",
+            "amount": amount,
+            "description": f"{amount:g}%" if percentage else f"Loyalty discount {i}",
+            "deal_id": deal["id"],
+            "created_at": created,
+            "created_by": 1 + int(rng.random() * users_n),
+            "updated_at": max(upd, created),
+            "updated_by": 1 + int(rng.random() * users_n),
+            "is_deleted": False,
+            "_seq": i,
+        }
+
+    g.timed("deal_discounts", g.n["deals"] // 5, make)
+
+
+STEPS = (
+    notes,
+    files,
+    call_logs,
+    boards,
+    phases,
+    projects,
+    tasks,
+    lookups,
+    project_templates,
+    teams,
+    deal_discounts,
+)

@@ -29,9 +29,9 @@ Delete semantics: a deal becomes `status: deleted`, `is_deleted: true` and stays
 `status=deleted` for 30 days; a project becomes `status: deleted` (listed only by `status=deleted`, the
 spec's documented exception); leads and tasks get an internal deleted flag, notes and files
 `active_flag: false`, everything else `is_deleted: true` — all of those vanish from lists.
-A change to a deal product or installment also stamps its deal (its products changed), so clients that
-re-read products for changed deals see it; so do an activity, note or file added to a deal or deleted, and a
-mail linked to it (the deal's counts of them change, and its flow shows them).
+A change to a deal product, installment or discount also stamps its deal (its products or value changed),
+so clients that re-read products for changed deals see it; so do an activity, note or file added to a deal
+or deleted, and a mail linked to it (the deal's counts of them change, and its flow shows them).
 The result lists affected ids per table: `{"clock", "created", "updated", "deleted", "archived", "relinked",
 "fields"}` (`relinked`: records a merge pointed at the record kept, without stamping them).
 """
@@ -80,8 +80,10 @@ TITLE_FIELD = {
     "files": "description",
     "deal_products": "comments",
     "deal_installments": "description",
+    "deal_discounts": "description",
 }
-CHILD_OF_DEAL = ("deal_products", "deal_installments")
+CHILD_OF_DEAL = ("deal_products", "deal_installments", "deal_discounts")
+STAMPED = ("update_time", "updated_at")  # a record's time of its last change (discounts: `updated_at`)
 # where a person's / an organization's id is held, (table, column); a list column holds several ids
 LINKS: dict[str, tuple[tuple[str, str], ...]] = {
     "persons": (
@@ -149,10 +151,11 @@ class Batch:
 
     def stamp(self, name: str, rec: Record, changes: dict[str, Any], kind: str = "updated") -> None:
         t = self.table(name)
-        if "update_time" in rec and changes.get("update_time") is None:
-            # Pipedrive stamps every change, and every list's spec has update_time as a non-nullable
-            # string: a change asking for none gets the batch's time too (an explicit time is kept)
-            changes["update_time"] = self.c.clock
+        for key in STAMPED:
+            if key in rec and changes.get(key) is None:
+                # Pipedrive stamps every change, and every list's spec has update_time as a non-nullable
+                # string: a change asking for none gets the batch's time too (an explicit time is kept)
+                changes[key] = self.c.clock
         if name == "deals":
             for key, new in changes.items():
                 if (
@@ -201,7 +204,7 @@ class Batch:
         if isinstance(rec["id"], str):
             t.max_id += 1
             rec["_seq"] = 10**9 + t.max_id
-        for key in ("add_time", "update_time", "created", "modified", "start_time"):
+        for key in ("add_time", "update_time", "created", "modified", "start_time", *STAMPED, "created_at"):
             if key in rec:
                 rec[key] = now
         rec.update(self._fresh_state(name, rec))

@@ -49,6 +49,12 @@ V1_TIMES: dict[str, tuple[frozenset[str], Callable[[int | None], str | None]]] =
     "activity_types": (frozenset({"add_time", "update_time"}), rfc3339),
 }
 V1_DEFAULT_TIMES = (frozenset({"add_time", "update_time"}), v1_time)
+# v2 lists whose examples write their timestamps otherwise (project templates: '2023-09-14T08:14:40.000Z';
+# a deal's discounts: `created_at` / `updated_at`)
+V2_OWN_TIMES: dict[str, tuple[frozenset[str], Callable[[int | None], str | None]]] = {
+    "project_templates": (frozenset({"add_time", "update_time"}), rfc3339_ms),
+    "deal_discounts": (frozenset({"created_at", "updated_at"}), rfc3339),
+}
 
 # Properties a v2 list leaves out unless asked for with `include_fields` (the spec on deals' `source_lead_id`:
 # "Only included when requested via include_fields parameter").
@@ -79,6 +85,8 @@ TABLE_PATH = {
     "tasks": "/api/v2/tasks",
     "boards": "/api/v2/boards",
     "phases": "/api/v2/phases",
+    "project_templates": "/api/v2/projectTemplates",
+    "deal_discounts": "/api/v2/deals/{id}/discounts",
     "leads": "/v1/leads",
     "lead_labels": "/v1/leadLabels",
     "lead_sources": "/v1/leadSources",
@@ -92,6 +100,7 @@ TABLE_PATH = {
     "roles": "/v1/roles",
     "permission_sets": "/v1/permissionSets",
     "goals": "/v1/goals/find",
+    "teams": "/v1/legacyTeams",
 }
 
 
@@ -131,7 +140,10 @@ def _build_plan(company: Company, table: str, api: str, include: frozenset[str])
     if api == "v2":
         hidden = OPTIONAL_V2.get(table, frozenset()) - include
         plan = {k: e for k, e in plan.items() if k not in hidden}
-    times, fmt = (V2_TIMES, rfc3339) if api == "v2" else V1_TIMES.get(table, V1_DEFAULT_TIMES)
+    if api == "v2":
+        times, fmt = V2_OWN_TIMES.get(table, (V2_TIMES, rfc3339))
+    else:
+        times, fmt = V1_TIMES.get(table, V1_DEFAULT_TIMES)
     entity = CUSTOM_ENTITY.get(table)
     custom = tuple(company.fields.custom(entity)) if entity else ()
     return Plan(api, plan, times, fmt, custom, tuple(fd.code for fd in custom), include)

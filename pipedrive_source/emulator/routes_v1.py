@@ -4,8 +4,8 @@ Envelopes follow each endpoint's v1 response schema: `additional_data.pagination
 more_items_in_collection, next_start} for notes, files, call logs and roles; the flat `additional_data`
 {start, limit, more_items_in_collection} for leads and the per-deal flow/participants lists; no
 `additional_data` for the unpaginated lookup lists (users, activity types, currencies, filters, lead labels,
-lead sources, permission sets), `data.goals` for `/goals/find`, and one object for `/users/me` (the token's
-user with its company's id, name and domain: each emulated company is told apart by its seed).
+lead sources, permission sets, legacy teams), `data.goals` for `/goals/find`, and one object for `/users/me`
+(the token's user with its company's id, name and domain: each emulated company is told apart by its seed).
 
 v1 ordering and filters:
 - leads (+ archived): oldest first by creation unless `sort` says otherwise; `owner_id`, `person_id`,
@@ -148,6 +148,17 @@ def goals(req: Req) -> tuple[int, bytes]:
     rows = [r for r in rows if (name is None or r["type"]["name"] == name) and r["is_active"] == active]
     items = [render.record_bytes(req.company, table, r, "v1") for r in rows]
     return 200, b'{"success":true,"data":{"goals":[' + b",".join(items) + b"]}}"
+
+
+def legacy_teams(req: Req) -> tuple[int, bytes]:
+    """`/legacyTeams` (getTeams): every team at once, sorted by `order_by` (default id, ties by id); a
+    deleted team leaves the list; `skip_users=1` leaves out each team's member ids."""
+    table = req.company.t["teams"]
+    rows = [table.rows[i] for _, i in table.index("live", req.q.get("order_by", "id"))]
+    items = [render.record_bytes(req.company, table, r, "v1") for r in rows]
+    if req.q.get("skip_users"):
+        items = [orjson.dumps({k: v for k, v in orjson.loads(i).items() if k != "users"}) for i in items]
+    return 200, b'{"success":true,"data":[' + b",".join(items) + b"]}"
 
 
 def fields_list(table: str) -> Callable[[Req], tuple[int, bytes]]:

@@ -4,8 +4,8 @@ Query semantics (beyond the generic validation in params.py):
 - `updated_since` inclusive, `updated_until` exclusive, RFC3339 without fractional seconds, else 400;
 - `sort_by` / `sort_direction` as the operation's enum allows (default `id` / `asc`); ties broken by id;
 - `limit` default 100, 1..500 else 400; `ids` up to 100 comma-separated ids;
-- `/deals/products`, `/deals/installments`: rows of the given deals that are not deleted (a deleted
-  deal's products are inaccessible like the deal itself);
+- `/deals/products`, `/deals/installments`, `/deals/{id}/discounts`: rows of the given deals that are not
+  deleted (a deleted deal's products are inaccessible like the deal itself);
 - deals: no `status` = every not-deleted deal; `status` is a comma list of open, won, lost, deleted (the
   spec: "Multiple statuses can be included as a comma separated array"); the `deleted` member = deals
   deleted in the last 30 days of the emulator clock; `/deals` never returns archived deals,
@@ -396,6 +396,18 @@ def deal_products_of(req: Req) -> tuple[int, bytes]:
     if not _deal_visible(req.company)(did):
         raise NotFound()
     return _grouped(req, "deal_products", "deal_id", {did}, lambda _: True)
+
+
+def deal_discounts(req: Req) -> tuple[int, bytes]:
+    """`/deals/{id}/discounts` (getAdditionalDiscounts): every discount of a live or archived deal at once,
+    oldest first; the spec's response has no `additional_data` and the operation no paging parameters."""
+    did = req.path_id()
+    if not _deal_visible(req.company)(did):
+        raise NotFound()
+    table = req.company.t["deal_discounts"]
+    rows = [table.rows[i] for i in table.group("deal_id").get(did, ())]
+    live = sorted((r for r in rows if table.view_of(r) == "live"), key=lambda r: r["_seq"])
+    return 200, b'{"success":true,"data":[' + b",".join(render_page(req, table, live)) + b"]}"
 
 
 def variations(req: Req) -> tuple[int, bytes]:
