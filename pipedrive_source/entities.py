@@ -9,8 +9,8 @@ Strategies (how a run finds what changed; see `source.py` for the engine):
   id is kept in the resource state, 16 bytes packed: `record_digests.py`) and ids that vanished are flagged
   `is_deleted`.
 - DEAL_BATCH: child rows of the deals that changed in this run, `deal_ids=` up to 100 per request.
-- PER_RECORD: one request per changed parent record (deal flow and participants: opt-in because of the
-  cost; product variations: products rarely change, and a reconcile reads them for every product).
+- PER_RECORD: one request per changed parent record (deal flow, participants and discounts: opt-in because
+  of the cost; product variations: products rarely change, and a reconcile reads them for every product).
 - PER_PARENT: one request per record of a small parent list (phases per board).
 
 Full-read interval (`full_read_hours`): a FULL/PER_PARENT list that can be neither filtered nor sorted and
@@ -226,6 +226,15 @@ ENTITIES: tuple[Entity, ...] = (
         notes="board_id is required: one request per board, once per full-read interval or when the boards "
         "changed.",
     ),
+    _v2(
+        "project_templates",
+        "/api/v2/projectTemplates",
+        FULL,
+        cursor_field=None,
+        time_format="rfc3339_ms",
+        notes="neither filter nor sort in the API, a few records: read in full every run (one request); a "
+        "deleted template leaves the list (flagged is_deleted).",
+    ),
     # ---- API v2 field definitions --------------------------------------------------------------------------
     _fields("activity_fields", "/api/v2/activityFields", "v2", 10),
     _fields("deal_fields", "/api/v2/dealFields", "v2", 10),
@@ -278,6 +287,14 @@ ENTITIES: tuple[Entity, ...] = (
         ),
         notes="/goals/find returns only active goals unless asked for inactive ones too.",
     ),
+    _v1(
+        "teams",
+        "/v1/legacyTeams",
+        FULL,
+        cursor_field=None,
+        notes="Pipedrive's (legacy) teams, read in full every run (one request); members are the child table "
+        "teams__users (user ids, value), from the list itself. v1 only: the API has no v2 teams.",
+    ),
     _fields("lead_fields", "/v1/leadFields", "v1", 20),
     _fields("note_fields", "/v1/noteFields", "v1", 20),
     # ---- opt-in: one request per changed deal -------------------------------------------------------------
@@ -327,6 +344,25 @@ ENTITIES: tuple[Entity, ...] = (
         "deal last changed: participants are read again only for changed deals, and editing a person does "
         "not change its deals. Join persons on person_id__value for current details. A deleted person "
         "leaves every deal (its rows go with the next reconcile).",
+    ),
+    # ---- opt-in: one request per changed deal (API v2) ----------------------------------------------------
+    _v2(
+        "deal_discounts",
+        "/api/v2/deals/{id}/discounts",
+        PER_RECORD,
+        parent="deals",
+        opt_in=True,
+        cursor_field=None,
+        paging=NONE,
+        page_size=None,
+        merge_key="deal_id",
+        # the spec's `created_at` / `updated_at` are ISO 8601 times (its example: '2024-03-12T10:30:05Z')
+        columns={"created_at": {"data_type": "timestamp"}, "updated_at": {"data_type": "timestamp"}},
+        notes="id is the discount's UUID; every discount of each changed deal, in one request per deal (no "
+        "paging in the API); the rows of a deal are replaced as a set, so a deleted discount goes with the "
+        "deal's next read. The spec says a discount changes its deal's value when the deal has one-time "
+        "products, not that it stamps the deal otherwise: a discount change that leaves the deal unstamped "
+        "shows with the deal's next change.",
     ),
 )
 

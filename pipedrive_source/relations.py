@@ -12,12 +12,14 @@ from .entities import BY_NAME
 COLUMN_TABLE: dict[str, str] = {
     "activity_id": "activities",
     "board_id": "boards",
+    "created_by_user_id": "users",
     "creator_id": "users",
     "creator_user_id": "users",
     "deal_id": "deals",
     "last_update_user_id": "users",
     "last_activity_id": "activities",
     "lead_id": "leads",
+    "manager_id": "users",
     "next_activity_id": "activities",
     "org_id": "organizations",
     "organization_id": "organizations",
@@ -30,6 +32,7 @@ COLUMN_TABLE: dict[str, str] = {
     "product_id": "products",
     "product_variation_id": "product_variations",
     "project_id": "projects",
+    "projects_board_id": "boards",
     "role_id": "roles",
     "source_lead_id": "leads",
     "stage_id": "stages",
@@ -80,6 +83,7 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "projects": ("board_id", "phase_id", "owner_id"),
     "tasks": ("creator_id", "project_id", "parent_task_id"),
     "phases": ("board_id",),
+    "project_templates": ("projects_board_id", "owner_id"),
     "leads": ("owner_id", "creator_id", "person_id", "organization_id", "next_activity_id"),
     "notes": ("user_id", "last_update_user_id", "deal_id", "person_id", "org_id", "lead_id", "project_id"),
     "files": ("user_id", "deal_id", "person_id", "org_id", "activity_id", "lead_id", "product_id"),
@@ -88,8 +92,10 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "filters": ("user_id",),
     "roles": ("parent_role_id",),
     "goals": ("owner_id",),
+    "teams": ("manager_id", "created_by_user_id"),
     "deal_flow": ("deal_id",),
     "deal_participants": ("deal_id", "last_activity_id", "next_activity_id"),
+    "deal_discounts": ("deal_id",),
 }
 
 

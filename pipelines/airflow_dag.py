@@ -79,13 +79,14 @@ RESOURCE_GROUPS: dict[str, tuple[str, ...]] = {
         "lead_labels",
         "lead_sources",
         "goals",
+        "teams",
     ),
     "people": ("persons", "organizations"),
     "deals": ("deals", "deal_products", "deal_installments"),
     "leads": ("leads",),
     "activities": ("activities", "notes", "files", "call_logs"),
     "products": ("products", "product_variations"),
-    "projects": ("projects", "tasks", "boards", "phases"),
+    "projects": ("projects", "tasks", "boards", "phases", "project_templates"),
     "custom_fields": ("custom_fields", "custom_field_options"),
 }
 
