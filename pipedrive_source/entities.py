@@ -292,6 +292,8 @@ ENTITIES: tuple[Entity, ...] = (
         "/v1/legacyTeams",
         FULL,
         cursor_field=None,
+        # the spec types these 0/1 flags as number: whole numbers, not doubles
+        columns={"active_flag": {"data_type": "bigint"}, "deleted_flag": {"data_type": "bigint"}},
         notes="Pipedrive's (legacy) teams, read in full every run (one request); members are the child table "
         "teams__users (user ids, value), from the list itself. v1 only: the API has no v2 teams.",
     ),
