@@ -47,6 +47,7 @@ from dlt.common.storages.normalize_storage import NormalizeStorage
 
 from .errors import ConfigError
 from .state_history import prune_state_history
+from .views import drop_views
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def finish_pending(pipeline: dlt.Pipeline) -> list[str]:
         pipeline.normalize()
     load_ids = list(pipeline.list_normalized_load_packages())
     if load_ids:
+        drop_views(pipeline)  # one may hold the drops of a full refresh whose load failed
         pipeline.load()
     ids = ", ".join(load_ids) or "none"
     return [f"resumed: loaded {len(load_ids)} package(s) an interrupted run left ({ids}); now syncing"]

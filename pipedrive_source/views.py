@@ -228,10 +228,14 @@ DROPS_TABLES_UNDER_VIEWS = {"duckdb", "motherduck"}
 
 
 def drop_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> None:
-    """Drop `views` before a load that drops tables (a full refresh): Postgres refuses to drop a table that
-    a view reads, so the load failed and its package stayed stuck. `refresh_views` recreates them after."""
+    """Drop `views` when the pipeline's normalized packages drop tables (a full refresh's): Postgres
+    refuses to drop a table that a view reads, so the load failed and its package stayed stuck. Called
+    right before the load, once the extraction is done: a run the company check refuses fails there and
+    must leave the views (dropped earlier, they were gone until the next good run), and only then does a
+    machine without the pipeline's local state know the tables (dlt restores them from the destination as
+    the run starts). `refresh_views` recreates them after the load."""
     dialect = pipeline.destination.capabilities().sqlglot_dialect
-    if not pipeline.default_schema_name or not dialect:  # nothing loaded yet, or no SQL views
+    if not dialect or not _drops_tables(pipeline):
         return
     if pipeline.destination.destination_name in DROPS_TABLES_UNDER_VIEWS:
         return  # and opening DuckDB here would map its library into the extraction's memory until the load
@@ -242,6 +246,11 @@ def drop_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> None:
         for view in views:
             path = sql.make_qualified_table_name_path(view.name, quote=False)
             sql.execute_sql(_drop(_table(path, sql.capabilities.casefold_identifier), dialect))
+
+
+def _drops_tables(pipeline: dlt.Pipeline) -> bool:
+    packages = pipeline.list_normalized_load_packages()
+    return any(pipeline.get_load_package_state(load_id).get("dropped_tables") for load_id in packages)
 
 
 def _refresh(client: SqlJobClientBase, dialect: str, views: Sequence[View], report: ViewsReport) -> None:

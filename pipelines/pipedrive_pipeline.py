@@ -38,7 +38,7 @@ from dlt.common.configuration.exceptions import (
 from dlt.common.configuration.providers.toml import TomlProviderReadException
 from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.common.destination.exceptions import UnknownDestinationModule
-from dlt.common.pipeline import get_dlt_pipelines_dir
+from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package lives next to this folder
@@ -157,18 +157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
             check_destination(pipeline)
-            if args.full_refresh:  # before the pending packages too: one may hold the drops of a failed run
-                drop_views(pipeline)
             for notice in recover(pipeline):  # what a killed run left: this run then syncs as usual
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
             add_history(source, history_entities(args, source), pipeline)
-            info = pipeline.run(source, **run_options(args, pipeline))
+            rows, info = run_pipeline(pipeline, source, run_options(args, pipeline))
             flagged = flag_vanished(pipeline, monitor)
             if not args.no_views:
                 views = refresh_views(pipeline)  # skips with a notice what the destination cannot do
         # inside the handler too: a Ctrl-C or a failing --show after the load is one line, not a traceback
-        print_summary(pipeline, monitor, flagged, time.perf_counter() - started)
+        print_summary(pipeline, monitor, rows, flagged, time.perf_counter() - started)
         if views is not None:
             print(f"views: {', '.join(views.created) or 'none'}", *views.notices(), sep="\n")
         if notice := append_only_notice(pipeline):
@@ -350,6 +348,22 @@ def run_options(args: argparse.Namespace, pipeline: dlt.Pipeline) -> dict[str, A
     return options
 
 
+def run_pipeline(
+    pipeline: dlt.Pipeline, source: Any, options: dict[str, Any]
+) -> tuple[dict[str, int], LoadInfo]:
+    """`pipeline.run(source, **options)` step by step, with the analyst views dropped between normalize
+    and load where the load drops tables (`drop_views`): before the extraction, a run that the company
+    check then refused left them dropped, and a machine without local state dropped none (the tables were
+    not known yet). Returns the rows normalized per table and the load's info."""
+    pipeline.activate()  # as `run` does, then its steps
+    if pipeline.config.restore_from_destination and not pipeline.dev_mode:
+        pipeline.sync_destination()  # the destination's state and schema, where newer than this machine's
+    pipeline.extract(source, **options)
+    normalized = pipeline.normalize()
+    drop_views(pipeline)
+    return (dict(normalized.row_counts) if normalized else {}), pipeline.load()
+
+
 class ProgressPrinter:
     """One line per entity at most every 2 seconds while it pages."""
 
@@ -366,11 +380,13 @@ class ProgressPrinter:
 
 
 def print_summary(
-    pipeline: dlt.Pipeline, monitor: SyncMonitor, flagged: dict[str, int], seconds: float
+    pipeline: dlt.Pipeline,
+    monitor: SyncMonitor,
+    counts: dict[str, int],
+    flagged: dict[str, int],
+    seconds: float,
 ) -> None:
     """One line per entity table: rows loaded (nested child-table rows apart), records read, cost, time."""
-    trace = pipeline.last_trace
-    counts = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
     loaded: dict[str, list[int]] = {}  # table -> [rows, nested rows]
     for table, rows in counts.items():
         if not table.startswith("_dlt"):

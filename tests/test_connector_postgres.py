@@ -34,6 +34,8 @@ from pipedrive_source import pipedrive_source
 from pipedrive_source.destinations import loader_file_format
 from pipedrive_source.emulator import run_emulator
 from pipedrive_source.history import add_history
+from pipedrive_source.recovery import recover
+from pipedrive_source.views import refresh_views
 
 FORMAT = loader_file_format("postgres")  # as the pipeline script picks it: CSV would lose empty strings
 TABLES = ["deals", "persons", "organizations", "users", "currencies"]
@@ -227,40 +229,87 @@ def _dicts(client: Any, sql: str) -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def test_full_refresh_of_a_dataset_with_views_into_postgres(
-    emulator: Any, postgres: str, tmp_path: Path
-) -> None:
-    """The script's `--full-refresh` drops tables; Postgres refuses while a view reads them ("cannot drop
-    table deals because other objects depend on it"), so the run failed and its package stayed stuck."""
+SCRIPT = Path(__file__).resolve().parent.parent / "pipelines" / "pipedrive_pipeline.py"
+VIEW_TABLES = "deals,pipelines,stages,users,persons,organizations"
+SOME_VIEWS = "views: v_deals, v_open_pipeline_by_stage, v_deals_won_lost_by_month"
+
+
+def _run_script(
+    emulator: Any, postgres: str, workdir: Path, *args: str, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The pipeline script into Postgres dataset `refreshed`, its pipelines folder (the machine's local
+    state) in `workdir`."""
     env = {
         **os.environ,
-        "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token,
+        "SOURCES__PIPEDRIVE__API_TOKEN": token or emulator.api_token,
         "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
         "DESTINATION__POSTGRES__CREDENTIALS": postgres,
         "RUNTIME__DLTHUB_TELEMETRY": "false",
-        "DLT_PROJECT_DIR": str(tmp_path),
+        "DLT_PROJECT_DIR": str(workdir),
     }
-    script = Path(__file__).resolve().parent.parent / "pipelines" / "pipedrive_pipeline.py"
-    entities = "deals,pipelines,stages,users,persons,organizations"
+    workdir.mkdir(exist_ok=True)
+    command = [sys.executable, str(SCRIPT), "--destination", "postgres", "--quiet", *args]
+    command += ["--pipelines-dir", str(workdir / "pipelines"), "--dataset", "refreshed"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=workdir, timeout=600)
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, str(script), "--destination", "postgres", "--quiet", *args]
-        command += ["--pipelines-dir", str(tmp_path / "pipelines"), "--dataset", "refreshed"]
-        return subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
 
-    first = run("--entities", entities)
-    assert first.returncode == 0, first.stderr
-    assert "views: v_deals, v_open_pipeline_by_stage, v_deals_won_lost_by_month" in first.stdout
-    again = run("--entities", "deals", "--full-refresh")
-    assert again.returncode == 0, again.stderr
-    assert "views: v_deals, v_open_pipeline_by_stage, v_deals_won_lost_by_month" in again.stdout
-    live = {deal["id"] for deal in emulator.control.snapshot("deals") if not deal["is_deleted"]}
+def _view_deals(postgres: str, tmp_path: Path) -> set[int]:
     destination = dlt.destinations.postgres(credentials=postgres)
     pipeline = dlt.pipeline(
         "check", str(tmp_path / "check"), destination=destination, dataset_name="refreshed"
     )
     with pipeline.sql_client() as client:
-        assert {row[0] for row in client.execute_sql("SELECT deal_id FROM v_deals")} == live
+        return {row[0] for row in client.execute_sql("SELECT deal_id FROM v_deals")}
+
+
+def test_full_refresh_of_a_dataset_with_views_into_postgres(
+    emulator: Any, postgres: str, tmp_path: Path
+) -> None:
+    """The script's `--full-refresh` drops tables; Postgres refuses while a view reads them ("cannot drop
+    table deals because other objects depend on it"), so the run failed and its package stayed stuck.
+    The views were dropped before the run knew whether it would load: a full refresh the company check
+    refused (exit 2) left them dropped; and on a machine without the pipeline's local state nothing was
+    dropped, so the load failed."""
+    first = _run_script(emulator, postgres, tmp_path, "--entities", VIEW_TABLES)
+    assert first.returncode == 0, first.stderr
+    assert SOME_VIEWS in first.stdout
+    live = {deal["id"] for deal in emulator.control.snapshot("deals") if not deal["is_deleted"]}
+    assert _view_deals(postgres, tmp_path) == live
+
+    other = emulator.settings.other_company_token
+    refused = _run_script(emulator, postgres, tmp_path, "--entities", "deals", "--full-refresh", token=other)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "the credentials belong to the company" in refused.stderr
+    assert _view_deals(postgres, tmp_path) == live  # a refused run changes nothing
+
+    again = _run_script(emulator, postgres, tmp_path, "--entities", "deals", "--full-refresh")
+    assert again.returncode == 0, again.stderr
+    assert SOME_VIEWS in again.stdout
+    assert _view_deals(postgres, tmp_path) == live
+
+    fresh = _run_script(emulator, postgres, tmp_path / "fresh", "--entities", VIEW_TABLES, "--full-refresh")
+    assert fresh.returncode == 0, fresh.stderr
+    assert SOME_VIEWS in fresh.stdout
+    assert _view_deals(postgres, tmp_path) == live
+
+
+def test_a_pending_full_refresh_loads_under_views_into_postgres(
+    emulator: Any, postgres: str, tmp_path: Path
+) -> None:
+    """A full refresh whose load did not happen (killed, or refused by a view of an earlier version) left a
+    package that drops tables: the next run's `recover` loaded it under the views and failed again."""
+    pipeline = _pg_pipeline(tmp_path, postgres)
+    sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=VIEW_TABLES.split(","))
+    assert "v_deals" in refresh_views(pipeline).created
+    source = pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, entities=["deals"])
+    pipeline.extract(source, refresh="drop_resources", loader_file_format=FORMAT)
+    pipeline.normalize()
+
+    assert recover(pipeline)  # loaded, not refused
+    assert "v_deals" in refresh_views(pipeline).created
+    with pipeline.sql_client() as client:
+        [(count,)] = client.execute_sql("SELECT count(*) FROM v_deals")
+    assert count == sum(not deal["is_deleted"] for deal in emulator.control.snapshot("deals"))
 
 
 def test_nul_characters_in_text_and_json_values(postgres: str, tmp_path: Path) -> None:
