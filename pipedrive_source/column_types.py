@@ -109,6 +109,19 @@ def table_columns(table: str) -> Hints:
     return dict(_tables(root).get(table, {}))
 
 
+def declared_type(table: str, column: str) -> str | None:
+    """The dlt type `table`'s `column` is created with whatever the data: the entity's own hint, else the
+    spec's (`is_deleted`, the engine's flag, bool). None for a column neither declares."""
+    if column == "is_deleted":
+        return "bool"
+    entity = BY_NAME.get(table)
+    for hints in (entity.columns if entity else {}, table_columns(table)):
+        data_type = hints.get(column, {}).get("data_type")
+        if data_type:
+            return data_type
+    return None
+
+
 def keep_stored_types(
     table: str, hints: Mapping[str, Mapping[str, Any]], stored: Mapping[str, Any] | None = None
 ) -> Hints:

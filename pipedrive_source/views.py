@@ -23,6 +23,8 @@ import sqlglot
 from dlt.destinations.job_client_impl import SqlJobClientBase
 from sqlglot import exp
 
+from .column_types import declared_type
+
 log = logging.getLogger("pipedrive_source")
 
 
@@ -320,7 +322,7 @@ def adapt_query(
     for column in list(query.find_all(exp.Column)):
         table = aliases.get(column.table)
         if table and column.name not in columns.get(table, ()):
-            null = exp.cast(exp.null(), null_type(column.name))
+            null = exp.cast(exp.null(), null_type(table, column.name))
             # a bare projection keeps its name: `d.won_time` -> `CAST(NULL AS ...) AS won_time`
             projected = isinstance(column.parent, exp.Select) and column.arg_key == "expressions"
             column.replace(exp.alias_(null, column.name) if projected else null)
@@ -329,19 +331,22 @@ def adapt_query(
     return query
 
 
-def null_type(column: str) -> str:
-    """The type of an absent column's NULL: what dlt would create once the column gets values."""
-    if column.endswith("_time"):
-        return "TIMESTAMPTZ"
-    if column in ("source_lead_id", "lead_id"):
-        return "TEXT"  # lead ids are UUIDs
-    if column.endswith("_id") or column in ("probability", "deal_probability", "order_nr"):
-        return "BIGINT"
-    if column == "value":
-        return "DOUBLE"
-    if column.startswith("is_") or column == "done":
-        return "BOOLEAN"
-    return "TEXT"
+# dlt's types as the views' SQL (DuckDB's dialect, rendered in the destination's); others as text
+SQL_TYPES = {
+    "bigint": "BIGINT",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMPTZ",
+    "date": "DATE",
+    "json": "JSON",
+}
+
+
+def null_type(table: str, column: str) -> str:
+    """The type of an absent column's NULL: the type dlt creates the column with once it is there (from the
+    spec), so that a view's columns have the same types whatever the data. Guessed from the name, an
+    absent `expected_close_date` was text, `probability` bigint (double when present)."""
+    return SQL_TYPES.get(declared_type(table, column) or "text", "TEXT")
 
 
 def _table(parts: Sequence[str], casefold: Callable[[str], str]) -> exp.Table:
