@@ -397,11 +397,16 @@ class Resolver:
                     "field_name": name,
                     "column_name": self.bindings[code],
                     "field_type": field_type,
-                    "columns": ", ".join(compiled.columns) if compiled and fd else None,
+                    "columns": ", ".join(self._listed(compiled)) if compiled and fd else None,
                     "still_exists": fd is not None,
                 }
             )
         return rows
+
+    def _listed(self, compiled: Compiled) -> list[str]:
+        """A field's columns in this entity's table, and its lists as the child tables that hold them
+        (`deals__<column>`): a list has no column in the table."""
+        return [col if kind else f"{self.entity}__{col}" for col, kind in compiled.columns.items()]
 
     def labelled_options(self) -> dict[str, tuple[str, dict[str, str | None]]]:
         """Every option field this resolver labels: key -> (readable name, {option id as text: label}).

@@ -213,9 +213,10 @@ OPTION_COLUMNS: dict[str, dict[str, Any]] = {
 
 
 def _as_destination_names(rows: list[Row]) -> list[Row]:
-    """The rows with the column names the destination really has: one with short identifiers (Postgres:
-    63 characters) shortens a long field name's column, and the table must name that column, not the
-    field's full name (which an analyst would then look for in vain)."""
+    """The rows with the names the destination really has: one with short identifiers (Postgres: 63
+    characters) shortens a long field name's column, and a child table's name as a whole, and the table
+    must name that column and table, not the field's full name (which an analyst would then look for in
+    vain)."""
     name = _destination_naming()
     for row in rows:
         row["column_name"] = name(row["column_name"])
@@ -225,11 +226,18 @@ def _as_destination_names(rows: list[Row]) -> list[Row]:
 
 
 def _destination_naming() -> Callable[[str], str]:
-    """How the destination names a column (Postgres shortens long names); as given outside a pipeline."""
+    """How the destination names a column or a child table (`deals__<column>`); as given outside a
+    pipeline. dlt names a child table after its parent and its list's column name, shortened as a whole
+    where too long (Postgres): not the column's shortened name behind `deals__`."""
     try:
-        return dlt.current.source_schema().naming.normalize_identifier
+        naming = dlt.current.source_schema().naming
     except Exception:  # no pipeline/source context (tests, scripts)
         return str
+
+    def name(path: str) -> str:
+        return naming.shorten_fragments(*(naming.normalize_identifier(part) for part in path.split("__")))
+
+    return name
 
 
 def _if_changed(rows: list[Row]) -> Iterator[list[Row]]:

@@ -256,6 +256,15 @@ def test_custom_fields_table_describes_every_field(sync: Sync, emulator: Emulato
         assert r["field_name"] == defs[r["field_code"]]["field_name"]
         assert r["field_type"] == defs[r["field_code"]]["field_type"]
         assert r["still_exists"] is True
+    # what `columns` names is there: a column of deals, or a set's child table (it has no column)
+    tables = sync.columns()
+    for r in rows:
+        listed = r["columns"].split(", ")
+        if r["field_type"] == "set":
+            assert listed == [f"deals__{r['column_name']}"], r
+            assert listed[0] in tables
+        else:
+            assert set(listed) <= set(tables["deals"]), r
     options = sync.query(f"SELECT * FROM {DATASET}.custom_field_options WHERE entity = 'deals'")
     expected = {(code, o["id"], o["label"]) for code, fd in defs.items() for o in fd["options"] or ()}
     assert expected <= {(o["field_code"], o["option_id"], o["label"]) for o in options}
