@@ -3,11 +3,12 @@ process). Used by the bench scripts; prints one JSON line with the figures on st
 
     uv run python bench/sync_worker.py --base-url http://127.0.0.1:8765 --workdir /tmp/w [--entities a,b]
 
-The sync runs as the pipeline script runs it: one `pipeline.run` (dlt first checks the destination's state,
-then extracts, normalizes and loads), then the vanished-id flagging. dlt's three steps are timed apart
-(`phases`, the flagging counted with the load; `seconds` is the whole), with the process's RSS as each step
-starts and its peak RSS so far as each ends, as dlt reports the steps to its progress collector. The API
-token comes from the `BENCH_API_TOKEN` environment variable (never a command-line flag).
+The sync runs as the pipeline script runs it: `pipedrive_source.steps.run` (dlt's `pipeline.run` step by
+step: the destination's state first, then extract, normalize, load), then the vanished-id flagging. dlt's
+three steps are timed apart (`phases`, the flagging counted with the load; `seconds` is the whole), with the
+process's RSS as each step starts and its peak RSS so far as each ends, as dlt reports the steps to its
+progress collector. The API token comes from the `BENCH_API_TOKEN` environment variable (never a
+command-line flag).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import dlt  # noqa: E402
 from dlt.common.runtime.collector import NullCollector  # noqa: E402
 
 from pipedrive_source import RateLimitExhausted, SyncMonitor, pipedrive_source  # noqa: E402
+from pipedrive_source import steps as sync_steps  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.destinations import duckdb as duckdb_destination  # noqa: E402
 from pipedrive_source.errors import caused_by  # noqa: E402
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         if args.phases == "all":
-            pipeline.run(source, loader_file_format=args.file_format)  # as the pipeline script does
+            sync_steps.run(pipeline, source, {"loader_file_format": args.file_format})  # as the script does
         else:
             pipeline.extract(source, loader_file_format=args.file_format)
     except Exception as exc:  # budget exhaustion is an expected outcome of some benches

@@ -38,13 +38,18 @@ from dlt.common.configuration.exceptions import (
 from dlt.common.configuration.providers.toml import TomlProviderReadException
 from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.common.destination.exceptions import UnknownDestinationModule
-from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
+from dlt.common.pipeline import get_dlt_pipelines_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package lives next to this folder
     sys.path.insert(0, str(ROOT))
 
-from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source  # noqa: E402
+from pipedrive_source import (  # noqa: E402
+    PipedriveError,
+    SyncMonitor,
+    pipedrive_source,
+    steps,  # noqa: E402
+)
 from pipedrive_source.client import abort_requests  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
@@ -68,7 +73,7 @@ from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.oauth import PipedriveOAuthCredentials  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
-from pipedrive_source.views import drop_views, refresh_views  # noqa: E402
+from pipedrive_source.views import refresh_views  # noqa: E402
 
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
@@ -161,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
             add_history(source, history_entities(args, source), pipeline)
-            rows, info = run_pipeline(pipeline, source, run_options(args, pipeline))
+            rows, info = steps.run(pipeline, source, run_options(args, pipeline))
             flagged = flag_vanished(pipeline, monitor)
             if not args.no_views:
                 views = refresh_views(pipeline)  # skips with a notice what the destination cannot do
@@ -346,22 +351,6 @@ def run_options(args: argparse.Namespace, pipeline: dlt.Pipeline) -> dict[str, A
     if args.full_refresh:  # with --entities only those tables start over; the others keep their data
         options["refresh"] = "drop_resources" if args.entities else "drop_sources"
     return options
-
-
-def run_pipeline(
-    pipeline: dlt.Pipeline, source: Any, options: dict[str, Any]
-) -> tuple[dict[str, int], LoadInfo]:
-    """`pipeline.run(source, **options)` step by step, with the analyst views dropped between normalize
-    and load where the load drops tables (`drop_views`): before the extraction, a run that the company
-    check then refused left them dropped, and a machine without local state dropped none (the tables were
-    not known yet). Returns the rows normalized per table and the load's info."""
-    pipeline.activate()  # as `run` does, then its steps
-    if pipeline.config.restore_from_destination and not pipeline.dev_mode:
-        pipeline.sync_destination()  # the destination's state and schema, where newer than this machine's
-    pipeline.extract(source, **options)
-    normalized = pipeline.normalize()
-    drop_views(pipeline)
-    return (dict(normalized.row_counts) if normalized else {}), pipeline.load()
 
 
 class ProgressPrinter:

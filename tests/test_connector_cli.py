@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dlt
 import duckdb
 import pytest
 
@@ -418,6 +419,11 @@ def test_full_refresh_of_some_entities_keeps_the_others(
     assert after["persons"] == before["persons"] and after["deals"] == before["deals"]
     deals_line = next(line for line in again.stdout.splitlines() if line.startswith("deals "))
     assert int(deals_line.split()[1].replace(",", "")) == before["deals"]  # reloaded from scratch
+    # the script runs dlt's steps itself (views dropped between normalize and load): one trace holds them
+    # all, as `pipeline.run`'s did, for `dlt pipeline pipedrive trace` and code reading `last_trace`
+    trace = dlt.attach("pipedrive", pipelines_dir=str(tmp_path / "pipelines")).last_trace
+    assert [step.step for step in trace.steps] == ["extract", "normalize", "load", "run"]
+    assert trace.last_normalize_info.row_counts["deals"] == before["deals"]
 
 
 def test_custom_fields_are_readable_and_keep_option_ids_keeps_ids(
