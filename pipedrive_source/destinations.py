@@ -106,6 +106,7 @@ from duckdb import connect as duckdb_connect
 from .concurrency import bound_malloc, purge_duckdb_at_once, release_memory
 from .errors import causes
 from .merge_sql import EmptyTableMergeJob, UniqueFirstMergeJob
+from .postgres_load import is_exact_postgres
 
 logger = logging.getLogger(__name__)
 
@@ -671,10 +672,15 @@ PARQUET_DESTINATIONS = {"duckdb", "filesystem", "motherduck", "snowflake", "bigq
 EXACT_INSERT_DESTINATIONS = {"postgres", "redshift"}
 
 
-def loader_file_format(destination_name: str) -> str | None:
-    """The fastest loader file format that keeps every value as it is (None: dlt's default)."""
-    if destination_name in PARQUET_DESTINATIONS:
+def loader_file_format(destination: Any) -> str | None:
+    """The fastest loader file format that keeps every value as it is for `destination` (a dlt destination,
+    or its name: dlt's own for that name), None: dlt's default. Parquet for `postgres_load.postgres()`, which
+    loads it by COPY (its module docstring); `insert_values` for dlt's own Postgres destination."""
+    if is_exact_postgres(destination):
         return "parquet"
-    if destination_name in EXACT_INSERT_DESTINATIONS:
+    name = destination if isinstance(destination, str) else destination.destination_name
+    if name in PARQUET_DESTINATIONS:
+        return "parquet"
+    if name in EXACT_INSERT_DESTINATIONS:
         return "insert_values"
     return None

@@ -71,6 +71,7 @@ from pipedrive_source.errors import (  # noqa: E402
 )
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.oauth import PipedriveOAuthCredentials  # noqa: E402
+from pipedrive_source.postgres_load import postgres as postgres_destination  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
@@ -310,6 +311,8 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
         # the demo's file where it runs (dlt would keep it in the folder of the demo's first run)
         default = str(Path.cwd() / DEMO_DUCKDB_FILE) if demo else DUCKDB_FILE
         destination = duckdb_file_destination(args.dataset, default)
+    elif args.destination == "postgres":  # loads parquet files by COPY, every value kept
+        destination = postgres_destination()
     name = args.pipeline_name or ("pipedrive_demo" if demo else DEFAULT_PIPELINE)
     return dlt.pipeline(
         pipeline_name=name,
@@ -345,7 +348,7 @@ def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> An
 
 def run_options(args: argparse.Namespace, pipeline: dlt.Pipeline) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    file_format = loader_file_format(pipeline.destination.destination_name)
+    file_format = loader_file_format(pipeline.destination)
     if file_format:
         options["loader_file_format"] = file_format
     if args.full_refresh:  # with --entities only those tables start over; the others keep their data
