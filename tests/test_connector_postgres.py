@@ -475,8 +475,8 @@ def _plain(value: Any) -> Any:
 def test_values_of_every_kind_load_as_they_are(postgres: str, tmp_path: Path) -> None:
     """dlt's CSV load into Postgres names every nullable column in FORCE_NULL: an empty string came back as
     NULL, so the connector loaded Postgres from insert_values files (normalized from its Arrow tables back
-    into Python rows: 11 s of a small sync). Parquet by COPY keeps every value, from Arrow tables and from
-    dicts (dlt's JSON path), exactly as dlt's insert_values load does."""
+    into Python rows: 4.5 s of a small sync's 7.4 s load). Parquet by COPY keeps every value, from Arrow
+    tables and from dicts (dlt's JSON path), exactly as dlt's insert_values load does."""
     exact = dlt.pipeline(
         "exact", str(tmp_path / "p"), destination=postgres_destination(postgres), dataset_name="kinds_exact"
     )
