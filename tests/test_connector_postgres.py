@@ -572,3 +572,21 @@ def test_a_sync_of_awkward_values_loads_as_with_insert_values(postgres: str, tmp
         emulator.control.mutate(seed=31, creates=6, updates=20, deletes=5, archives=3)
         sync_both()
         assert _dataset_rows(pipelines["exact"]) == _dataset_rows(pipelines["insert"])
+
+
+def test_orchestrated_pipelines_into_postgres_keep_empty_strings(
+    postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster and Airflow load parquet files into the company's pipeline (`LOADER_FILE_FORMAT`); built for
+    `"postgres"`, that was dlt's own destination, which (no ADBC driver) wrote the Arrow tables as CSV and
+    loaded them with FORCE_NULL: an empty string arrived as NULL."""
+    import pyarrow as pa
+
+    from pipedrive_source.deployment import Company, company_pipeline
+
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", postgres)
+    pipeline = company_pipeline(Company("acme"), "postgres", str(tmp_path / "pipelines"))
+    rows = pa.table({"id": [1, 2, 3], "text": ["", None, "x"]})
+    pipeline.run(dlt.resource([rows], name="texts"), loader_file_format="parquet")  # as the orchestrators
+    with pipeline.sql_client() as client:
+        assert client.execute_sql("SELECT id, text FROM texts ORDER BY id") == [(1, ""), (2, None), (3, "x")]
