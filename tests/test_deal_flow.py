@@ -153,6 +153,15 @@ def test_a_new_activity_and_mail_on_a_deal_arrive_with_the_next_run(
     assert not problems(rows, items, naming(emulator, tmp_path))
 
 
+def custom_field_per_type(emulator: EmulatorHandle) -> dict[str, dict[str, Any]]:
+    """The first custom deal field of each field type the emulator's company has."""
+    fields: dict[str, dict[str, Any]] = {}
+    for fd in emulator.control.snapshot("deal_fields"):
+        if fd.get("is_custom_field"):
+            fields.setdefault(fd["field_type"], fd)
+    return fields
+
+
 def test_a_custom_field_change_arrives_with_the_next_run_named_as_in_deals(
     emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
@@ -161,10 +170,7 @@ def test_a_custom_field_change_arrives_with_the_next_run_named_as_in_deals(
     column, an option field's ids as the labels `deals` shows."""
     pipeline = sync(emulator, tmp_path, entities=TABLES).pipeline
     deal_id = min(item["deal_id"] for item in served(emulator).values())
-    fields = {}
-    for fd in emulator.control.snapshot("deal_fields"):
-        if fd.get("is_custom_field"):
-            fields.setdefault(fd["field_type"], fd)
+    fields = custom_field_per_type(emulator)
     enum, choices, money = fields["enum"], fields["set"], fields["monetary"]
     new_values = {
         fields["varchar"]["field_code"]: "a custom change",
@@ -210,10 +216,7 @@ def test_deal_flow_equals_the_truth_after_custom_field_changes(
     custom values, one of them on an option added since the first run."""
     pipeline = sync(emulator, tmp_path, entities=TABLES).pipeline
     deal_id = max(item["deal_id"] for item in served(emulator).values())
-    fields = {}
-    for fd in emulator.control.snapshot("deal_fields"):
-        if fd.get("is_custom_field"):
-            fields.setdefault(fd["field_type"], fd)
+    fields = custom_field_per_type(emulator)
     enum, choices = fields["enum"], fields["set"]
     changed = emulator.control.mutate(
         ops=[
