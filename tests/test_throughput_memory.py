@@ -473,3 +473,33 @@ def test_a_load_keeps_the_allocator_settings_the_environment_gives_duckdb(tmp_pa
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["500", "500"]
+
+
+def test_a_duckdb_sync_does_not_load_the_postgres_driver(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """psycopg2 and libpq took about 4 MB of every sync's memory once the Postgres destination's module was
+    imported with the others: they come in only when a Postgres load starts (`postgres_copy.py`)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent / "pipelines")!r})
+import pipedrive_pipeline
+from pipedrive_source import deployment
+from pipedrive_source.postgres_load import postgres
+from pipedrive_source.destinations import loader_file_format
+assert loader_file_format(postgres("postgresql://u:p@127.0.0.1:1/db")) == "parquet"
+code = pipedrive_pipeline.main(["--quiet", "--no-views", "--entities", "users",
+    "--pipelines-dir", {str(tmp_path / "pipelines")!r}])
+print(code, "psycopg2" in sys.modules)
+"""
+    env = {
+        **os.environ,
+        "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token,
+        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
+        "DLT_PROJECT_DIR": str(tmp_path),
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout
