@@ -15,7 +15,7 @@ from dlt.pipeline.pipeline import with_runtime_trace
 from .views import drop_views
 
 
-@with_runtime_trace(send_state=True)
+@with_runtime_trace()  # as `pipeline.run`
 def run(pipeline: dlt.Pipeline, source: Any, options: dict[str, Any]) -> tuple[dict[str, int], LoadInfo]:
     """Sync with the destination, extract `source` (`options`: `pipeline.extract`'s), normalize, drop the
     views where the load drops tables, load. Returns the rows normalized per table and the load's info.
