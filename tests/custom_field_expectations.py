@@ -25,7 +25,15 @@ CHANGE_KEY = re.compile(r"([0-9a-f]{40})(_\w+)?")  # a custom field's hash, or a
 
 
 def label(fd: dict[str, Any], option_id: Any) -> str | None:
-    return next((o["label"] for o in fd.get("options") or () if str(o["id"]) == str(option_id)), None)
+    """The option's label; v1 definitions also name deleted options (`options_deleted`)."""
+    options = (*(fd.get("options") or ()), *(fd.get("options_deleted") or ()))
+    return next((o["label"] for o in options if str(o["id"]) == str(option_id)), None)
+
+
+def shown(fd: dict[str, Any], option_id: Any) -> str:
+    """What the label column holds: the label, or the id as text where no definition names it (a deleted
+    option, which v2 no longer lists)."""
+    return label(fd, option_id) or str(option_id)
 
 
 def expected_columns(fd: dict[str, Any], col: str, value: Any) -> dict[str, Any]:
@@ -47,10 +55,10 @@ def expected_columns(fd: dict[str, Any], col: str, value: Any) -> dict[str, Any]
     if t == "time":
         return {col: time.fromisoformat(value)}
     if t == "enum":
-        return {col: label(fd, value)}
+        return {col: shown(fd, value)}
     if t == "set":
         ids = value.split(",") if isinstance(value, str) else value  # v1 "11,12", v2 [11, 12]
-        return {col: [label(fd, i) for i in ids]}
+        return {col: [shown(fd, i) for i in ids]}
     if t == "double":
         return {col: float(value)}
     if t == "int":
@@ -104,11 +112,9 @@ def flow_change(
         return {"column_name": None, "old_value": old, "new_value": new}
     fd = defs[custom[1]]
     if fd.get("options") and custom[2] is None:
-        old, new = (
-            None if v is None else ", ".join(label(fd, i) or i for i in v.split(",")) for v in (old, new)
-        )
+        old, new = (None if v is None else ", ".join(shown(fd, i) for i in v.split(",")) for v in (old, new))
     return {"column_name": columns[custom[1]] + (custom[2] or ""), "old_value": old, "new_value": new}
 
 
 def _labels(fd: dict[str, Any], ids: str | None) -> str | None:
-    return None if ids is None else ", ".join(label(fd, i) or i for i in ids.split(","))
+    return None if ids is None else ", ".join(shown(fd, i) for i in ids.split(","))

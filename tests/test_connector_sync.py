@@ -19,6 +19,7 @@ from connector_fixtures import (
 )
 from dlt.destinations.exceptions import DatabaseTerminalException
 
+from pipedrive_source.emulator import run_emulator
 from pipedrive_source.entities import BY_NAME, UPDATED_SINCE
 from pipedrive_source.timefmt import parse, render
 
@@ -325,3 +326,29 @@ def test_a_bulk_update_s_second_is_read_again_only_until_it_is_settled(emulator,
     )
     assert sync(emulator, tmp_path, entities=["deals"], page_size=10).loaded["deals"] == 1
     assert_equal_to_truth(emulator, tmp_path, ["deals"])
+
+
+def test_records_holding_a_deleted_option_equal_the_truth(tmp_path: Path) -> None:
+    """A deleted option's id is kept as text in the label column (v2 lists the option no more; leads' v1
+    definitions still name it). The truth loader made it NULL, so every soak round after a deleted option
+    reported the records still holding it (e.g. products__set_field: got '1071', want None)."""
+    tables = ["deals", "leads", "products"]
+    with run_emulator(seed=3, scale="tiny") as emulator:
+        sync(emulator, tmp_path, entities=tables)
+        ops = []
+        for entity, fields, table in (
+            ("deal", "deal_fields", "deals"),
+            ("product", "product_fields", "products"),
+        ):
+            for field in emulator.control.snapshot(fields):
+                if field.get("is_custom_field") and field["field_type"] in ("enum", "set"):
+                    held = [
+                        r["custom_fields"].get(field["field_code"]) for r in emulator.control.snapshot(table)
+                    ]
+                    ids = [i for v in held if v is not None for i in (v if isinstance(v, list) else [v])]
+                    op = {"op": "delete_option", "entity": entity, "field_code": field["field_code"]}
+                    ops.append({**op, "option_id": max(set(ids), key=ids.count)})
+        assert {op["entity"] for op in ops} == {"deal", "product"}
+        emulator.control.mutate(ops=ops)
+        sync(emulator, tmp_path, entities=tables)
+        assert_equal_to_truth(emulator, tmp_path, tables)
