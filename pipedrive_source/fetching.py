@@ -324,7 +324,10 @@ def forget_cursor(state: dict[str, Any]) -> None:
 
 
 def rewind_cursor(state: dict[str, Any], value: str) -> None:
-    """Move an entity's cursor back to `value` (never forward): the next run reads from there again."""
+    """Move an entity's cursor back to `value` (never forward): the next run reads from there again.
+
+    At the cursor's own value too: its boundary (records of that second already loaded, skipped when read
+    again unchanged) goes, since a record there may be one whose children this run did not read."""
     saved = state.get(STATE_KEY)
-    if saved is not None and saved.get("last_value") and saved["last_value"] > value:
+    if saved is not None and saved.get("last_value") and saved["last_value"] >= value:
         state[STATE_KEY] = {"last_value": value, "boundary": {}}

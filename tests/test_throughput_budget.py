@@ -129,3 +129,29 @@ def test_cli_exits_3_with_the_reset_time_when_the_budget_runs_out(
     assert done.returncode == 3, done.stderr
     assert "daily API token budget is used up; it resets in about" in done.stderr
     assert "total:" in done.stdout  # the summary of what was loaded
+
+
+def test_a_budget_stop_between_changed_deals_and_their_children_reads_them_again(
+    fresh: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Deals changed in one second, loaded; the budget ran out before all their flow and participants were
+    read. The deals' cursor went back to that second, but kept its boundary (the deals of that second
+    already loaded, skipped when read again unchanged): the next run read nothing, and the flow and
+    participants of those deals stayed as they were, for good."""
+    tables = ["deals", "deal_flow", "deal_participants"]
+    sync(fresh, tmp_path, entities=tables)
+    live = sorted(r["id"] for r in fresh.control.snapshot("deals") if not r["is_deleted"])[:6]
+    edits = [{"op": "update", "table": "deals", "id": d, "changes": {"title": f"edited {d}"}} for d in live]
+    fresh.control.mutate(ops=edits)  # one second for all of them: the cursor's boundary
+    fresh.control.settings(daily_budget=100)  # the deals and a few of their children's requests
+    fresh.control.reset_ratelimit()
+
+    stopped = sync(fresh, tmp_path, entities=tables)
+    assert stopped.monitor.stopped and stopped.loaded["deals"] == len(live)
+    assert stopped.loaded.get("deal_flow", 0) + stopped.loaded.get("deal_participants", 0) > 0  # some
+
+    fresh.control.settings(daily_budget=1_500_000)  # the next day
+    fresh.control.reset_ratelimit()
+    resumed = sync(fresh, tmp_path, entities=tables)
+    assert resumed.monitor.stopped is None
+    assert_equal_to_truth(fresh, tmp_path, tables)
