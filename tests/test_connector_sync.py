@@ -352,3 +352,13 @@ def test_records_holding_a_deleted_option_equal_the_truth(tmp_path: Path) -> Non
         emulator.control.mutate(ops=ops)
         sync(emulator, tmp_path, entities=tables)
         assert_equal_to_truth(emulator, tmp_path, tables)
+
+
+def test_a_whole_first_value_in_the_truth_does_not_hide_the_others(tmp_path: Path) -> None:
+    """The truth loader infers a column's type from its first value: at seed 9 the first deal's value is 0,
+    so the truth put every other value in `value__v_double` and wanted NULL in `value`, where the sync
+    (typed from the spec) rightly holds 39594.61."""
+    with run_emulator(seed=9, scale="tiny") as emulator:
+        assert isinstance(emulator.control.snapshot("deals")[0]["value"], int)
+        sync(emulator, tmp_path, entities=["deals"])
+        assert_equal_to_truth(emulator, tmp_path, ["deals"])
