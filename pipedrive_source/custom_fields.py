@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -57,6 +57,7 @@ class BuiltinLabels:
     keys: tuple[str, ...]  # record keys that may hold the ids
     column: str
     conv: Converter
+    labels: dict[Any, str]  # what `conv` reads: definitions read again update it in place
 
 
 def builtin_label_stem(fd: FieldDef) -> str:
@@ -100,22 +101,24 @@ class Resolver:
         extra = {code: _extra_field(code, opts) for code, opts in (extra_options or {}).items()}
         builtin_defs = [fd for fd in defs if not fd.is_custom and fd.code not in extra]
         builtin_defs += extra.values()
+        self._extra_codes = set(extra)
         self._warned: set[str] = set()
         self._initial_bindings = dict(bindings or {})
         self._last_seen = {c: tuple(v) for c, v in (last_seen or {}).items() if len(v) == 2}
         self._builtins = {normalize(c) for c in builtin_columns} | {
             normalize(fd.code) for fd in defs if not fd.is_custom
         }
-        self._builtin_labels = self._compile_builtin_labels(builtin_defs) if builtin_labels else []
-        self._builtins |= {b.column for b in self._builtin_labels}
+        # by field code, as `_unknown_option` keys custom and built-in fields alike
+        self._builtin_labels = self._compile_builtin_labels(builtin_defs) if builtin_labels else {}
+        self._builtins |= {b.column for b in self._builtin_labels.values()}
         # v1 deals call the labels field `label`, v2 `label_ids`: a record has one of them
-        self._builtin_convs = [(key, b.conv) for b in self._builtin_labels for key in b.keys]
+        self._builtin_convs = [(key, b.conv) for b in self._builtin_labels.values() for key in b.keys]
         self._bind(self._initial_bindings)
 
     # --- binding and compiling -------------------------------------------------------------------
 
-    def _compile_builtin_labels(self, defs: list[FieldDef]) -> list[BuiltinLabels]:
-        out = []
+    def _compile_builtin_labels(self, defs: list[FieldDef]) -> dict[str, BuiltinLabels]:
+        out = {}
         taken = set(self._builtins)
         for fd in sorted(defs, key=lambda d: d.code):
             if not fd.options:
@@ -124,13 +127,14 @@ class Resolver:
             column = next(c for c in (stem, *(f"{stem}_{n}" for n in range(2, 1000))) if c not in taken)
             taken.add(column)
             labels = option_labels(fd)
+            unknown = partial(self._unknown_option, fd.code)
             conv = (
-                set_converter(column, None, labels)
+                set_converter(column, None, labels, unknown)
                 if kind_of(fd.type) == "set"
-                else enum_converter(column, None, labels)
+                else enum_converter(column, None, labels, unknown)
             )
             keys = BUILTIN_KEY_ALIASES.get(fd.code, (fd.code,))
-            out.append(BuiltinLabels(fd, keys, column, conv))
+            out[fd.code] = BuiltinLabels(fd, keys, column, conv, labels)
         return out
 
     def _slots(self) -> list[FieldSlot]:
@@ -184,7 +188,7 @@ class Resolver:
             for col, data_type in compiled.columns.items():
                 if data_type is not None:
                     hints[col] = {"name": col, "data_type": data_type, "nullable": True}
-        for b in self._builtin_labels:
+        for b in self._builtin_labels.values():
             if kind_of(b.field.type) != "set":
                 hints[b.column] = {"name": b.column, "data_type": "text", "nullable": True}
         return hints
@@ -313,17 +317,26 @@ class Resolver:
             return
         # a field gone since stays as it was listed: its column keeps its name for this run
         self.custom.update({fd.code: fd for fd in fresh if fd.is_custom})
+        for fd in fresh:
+            b = self._builtin_labels.get(fd.code)
+            # leads' `label_ids` are named through lead labels, not the deal fields read again
+            if b is not None and not fd.is_custom and fd.code not in self._extra_codes and fd.options:
+                b.labels.update(option_labels(fd))  # an option gone since keeps the label it had
+                self._builtin_labels[fd.code] = replace(b, field=fd)
         self._bind(self.bindings)
 
     def _unknown_option(self, code: str, option_id: Any) -> str | None:
-        """The label column's value for an option id the field's labels lack: its label once the
-        definitions are read again, else the id's text (kept, not lost; reported per page)."""
+        """The label column's value for an option id the labels of field `code` (custom or built-in)
+        lack: its label once the definitions are read again, else the id's text (kept, not lost;
+        reported per page)."""
         if option_id is None or isinstance(option_id, (dict, list)):
             return None
         with self._lock:
             self._refresh_once()
+            builtin = self._builtin_labels.get(code)
             compiled = self._compiled.get(code)
-            label = compiled.labels.get(option_id) if compiled and compiled.labels else None
+            labels = builtin.labels if builtin else compiled.labels if compiled else None
+            label = labels.get(option_id) if labels else None
             if label is not None:
                 return label
             self._unknown_ids.setdefault(code, set()).add(str(option_id))
@@ -337,13 +350,15 @@ class Resolver:
                 if not new:
                     continue
                 reported.update(new)
-                fd = self.custom.get(code)
+                builtin = self._builtin_labels.get(code)
+                fd = builtin.field if builtin else self.custom.get(code)
                 logger.warning(
-                    "%s: custom field %r (column %r) holds option id(s) %s that Pipedrive does not list "
+                    "%s: %s field %r (column %r) holds option id(s) %s that Pipedrive does not list "
                     "(deleted options?); their ids are kept as text in that column",
                     self.entity,
-                    fd.name if fd else code[:8],
-                    self.bindings.get(code),
+                    "built-in" if builtin else "custom",
+                    (fd.name or code) if fd else code[:8],
+                    builtin.column if builtin else self.bindings.get(code),
                     ", ".join(new),
                 )
             self._unknown_ids.clear()
@@ -415,7 +430,7 @@ class Resolver:
         under their record key; deleted options keep the label records holding them get."""
         out: dict[str, tuple[str, dict[str, str | None]]] = {}
         fields = [(fd.code, fd) for fd in self.custom.values() if kind_of(fd.type) in ("enum", "set")]
-        fields += [(b.keys[0], b.field) for b in self._builtin_labels]
+        fields += [(b.keys[0], b.field) for b in self._builtin_labels.values()]
         for key, fd in fields:
             labels = {str(oid): label for oid, label in (*fd.deleted_options, *fd.options)}
             out[key] = (fd.name or key, labels)
@@ -426,7 +441,7 @@ class Resolver:
         rows = []
         for code, fd in sorted(self.custom.items()):
             rows += _options_of(self.entity, fd, self.bindings[code], True)
-        for b in self._builtin_labels:
+        for b in self._builtin_labels.values():
             rows += _options_of(self.entity, b.field, b.column, False)
         return rows
 

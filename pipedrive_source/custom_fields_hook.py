@@ -17,8 +17,8 @@ entity's state and then reads that entity in full once). Which field-definition 
   deal field's also for leads, which inherit them): stale labels -> one full read of the entity;
 - renamed field: bindings keep its columns, only `custom_fields.field_name` changes -> nothing to re-read;
 - new option or new field: no record holds it until it is changed (and so stamped) -> nothing to re-read;
-  one added while a run reads, or an option deleted that records still hold, makes the run's resolver read
-  the entity's definitions again, once (`Resolver._refresh_once`);
+  one added while a run reads, or an option deleted that records still hold (custom or built-in), makes the
+  run's resolver read the entity's definitions again, once (`Resolver._refresh_once`);
 - deleted field: its column keeps the last values (`custom_fields.still_exists` is false, its row keeps
   the last name and type, `custom_field_last_seen` in the state) -> no re-read;
 - a custom field moved off a column a built-in one turned out to use (`Resolver._rebind_around`): old rows

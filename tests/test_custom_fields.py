@@ -408,6 +408,24 @@ def test_nulls_and_unknown_option_ids(resolver: Resolver) -> None:
     assert row["billing_address"] is None
 
 
+def test_a_builtin_option_added_while_the_run_reads_gets_its_label() -> None:
+    """A deal label created after the definitions were read: the definitions read again name it (a
+    built-in option field is looked up as a custom one is), one read for the run."""
+    added = [*LABELS, (4, "Frozen")]
+    fresh = [
+        v2_field("label_ids", "Label", "set", added, custom=False) if f["field_code"] == "label_ids" else f
+        for f in DEAL_FIELDS
+    ]
+    reads: list[int] = []
+    resolver = Resolver(
+        "deals", DEAL_FIELDS, builtin_columns=DEAL_BUILTIN_KEYS, refresh=lambda: reads.append(1) or fresh
+    )
+    rows = resolver.resolve_page([deal_v2(label_ids=[4, 1]), deal_v2(label_ids=[5], visible_to=7)])
+    assert [r["labels"] for r in rows] == [["Frozen", "Hot"], ["5"]]
+    assert rows[1]["visible_to_label"] == "7"
+    assert len(reads) == 1
+
+
 def test_unparseable_values_are_kept_not_dropped(resolver: Resolver) -> None:
     row = resolver.resolve(deal_v2(custom_fields={F["date"]: "someday", F["int"]: "many"}))
     assert (row["signed_on"], row["seats"]) == ("someday", "many")

@@ -750,6 +750,55 @@ def test_an_option_deleted_in_pipedrive_keeps_its_id_visible(
     assert any("Set field" in m and str(gone_set) in m for m in warned)
 
 
+def test_a_builtin_option_id_pipedrive_does_not_list_keeps_its_id_visible(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deal label deleted in Pipedrive, or a `visible_to` id the deal fields do not list, loaded a NULL
+    label (`labels`, `visible_to_label`) without a word, as custom fields once did. Now the same: the
+    id's text is kept, one warning per field names it, the definitions are read again once."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        s = Sync(emulator, tmp_path, entities=["deals"])
+        s.run()
+        deals = sorted(s.table("deals"))
+        truth = {r["id"]: r for r in emulator.control.snapshot("deals") if r["id"] in deals}
+        gone = next(r["label_ids"][0] for r in truth.values() if r["label_ids"])
+        unlisted = 1 + max(o["id"] for o in builtin_defs(emulator)["visible_to"]["options"])
+        emulator.control.mutate(
+            ops=[
+                {"op": "delete_option", "entity": "deal", "field_code": "label_ids", "option_id": gone},
+                *(
+                    {"op": "update", "table": "deals", "id": rid, "changes": {"visible_to": unlisted}}
+                    for rid in deals[:2]
+                ),
+            ]
+        )
+        emulator.control.reset_stats()
+        with caplog.at_level(logging.WARNING, logger="pipedrive_source.custom_fields"):
+            s.run()  # a removed option: the deals are read again in full
+        assert fields_requests(emulator) == 2
+        defs = builtin_defs(emulator)
+        truth = {r["id"]: r for r in emulator.control.snapshot("deals") if r["id"] in deals}
+    assert gone not in [o["id"] for o in defs["label_ids"]["options"]]
+    rows, labels = s.table("deals"), s.children("deals", "labels")
+    assert [rows[rid]["visible_to_label"] for rid in deals[:2]] == [str(unlisted)] * 2
+    for rid, r in truth.items():
+        want = [label(defs["label_ids"], i) or str(i) for i in r["label_ids"]]
+        assert labels.get(rid, []) == want
+        if rid not in deals[:2]:
+            assert rows[rid]["visible_to_label"] == label(defs["visible_to"], r["visible_to"])
+    assert any(str(gone) in labels.get(rid, []) for rid in truth)
+    warned = [m for m in caplog.messages if "does not list" in m]
+    assert len(warned) == 2
+    by_column = {c: m for m in warned for c in ("labels", "visible_to_label") if f"column '{c}'" in m}
+    assert f"option id(s) {gone} " in by_column["labels"]
+    assert f"option id(s) {unlisted} " in by_column["visible_to_label"]
+
+
+def builtin_defs(emulator: EmulatorHandle) -> dict[str, dict[str, Any]]:
+    fields = emulator.control.snapshot("deal_fields")
+    return {f["field_code"]: f for f in fields if not f["is_custom_field"]}
+
+
 def test_a_field_added_while_the_run_reads_is_named_and_described(tmp_path: Path) -> None:
     """A value under a field created after the run read the definitions went to `cf_<8 chars>` with no
     `custom_fields` row saying what that column is. The definitions read again name it."""
