@@ -329,7 +329,7 @@ class Resolver:
         """The label column's value for an option id the labels of field `code` (custom or built-in)
         lack: its label once the definitions are read again, else the id's text (kept, not lost;
         reported per page)."""
-        if option_id is None or isinstance(option_id, (dict, list)):
+        if option_id is None or option_id == "" or isinstance(option_id, (dict, list)):  # "": no option
             return None
         with self._lock:
             self._refresh_once()

@@ -591,3 +591,15 @@ def test_an_address_part_never_overwrites_a_builtin_column(caplog: pytest.LogCap
         )
     assert [(row.get("site_id"), row["site_id_2"]) for row in rows] == [(None, 7), (42, 8)]
     assert len([m for m in caplog.messages if "site_id_2" in m]) == 1
+
+
+def test_an_empty_option_value_is_no_option_and_reads_nothing_again() -> None:
+    """v1 may send "" for an enum field without a value: no option id, so neither a re-read of the
+    definitions nor a warning, and no label."""
+    reads: list[int] = []
+    resolver = Resolver(
+        "deals", DEAL_FIELDS, builtin_columns=DEAL_BUILTIN_KEYS, refresh=lambda: reads.append(1)
+    )
+    row = resolver.resolve_page([deal_v2(visible_to="", custom_fields={F["enum"]: ""})])[0]
+    assert (row["visible_to_label"], row["deal_tier"]) == (None, None)
+    assert reads == []
