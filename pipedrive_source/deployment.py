@@ -36,7 +36,7 @@ from .destinations import duckdb as duckdb_destination
 from .entities import BY_NAME
 from .errors import ConfigError, env_setting
 from .history import add_history
-from .postgres_load import postgres as postgres_destination
+from .postgres_load import exact_destination
 from .run import SyncMonitor
 from .settings import CREDENTIAL_KEYS
 from .source import pipedrive_source
@@ -201,11 +201,9 @@ def append_only_notice(pipeline: dlt.Pipeline) -> str | None:
 def company_pipeline(
     company: Company, destination: Any = None, pipelines_dir: str | None = None
 ) -> dlt.Pipeline:
-    """The company's pipeline into `destination` (a dlt destination or its name; None: its DuckDB file).
-    `"postgres"` is `postgres_load.postgres()`: dlt's own Postgres destination, without an ADBC driver, takes
-    the orchestrators' parquet files through its CSV load, which makes an empty string NULL."""
-    if destination == "postgres":
-        destination = postgres_destination()
+    """The company's pipeline into `destination` (a dlt destination or its name; None: its DuckDB file;
+    `"postgres"`: `postgres_load.exact_destination`'s)."""
+    destination = exact_destination(destination)
     return dlt.pipeline(
         pipeline_name=company.pipeline_name,
         destination=destination or duckdb_file_destination(company.dataset_name),

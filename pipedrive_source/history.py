@@ -99,15 +99,9 @@ def _say_where_it_starts(pipeline: dlt.Pipeline, name: str) -> None:
         return
     if not materialized(schema, history_table(name)):
         log.warning(
-            "%s starts with the %s that change from now on (%s loaded before without history); "
-            "--full-refresh --entities %s --history %s gives it every record, at the cost of reading %s "
-            "in full again",
-            history_table(name),
-            name,
-            name,
-            name,
-            name,
-            name,
+            f"{history_table(name)} starts with the {name} that change from now on ({name} loaded before "
+            f"without history); --full-refresh --entities {name} --history {name} gives it every record, at "
+            f"the cost of reading {name} in full again"
         )
 
 

@@ -37,6 +37,13 @@ def postgres(credentials: Any = None, **kwargs: Any) -> Any:
     return _Postgres(credentials=credentials, **kwargs)
 
 
+def exact_destination(destination: Any) -> Any:
+    """`destination` (a dlt destination or its name), the name `"postgres"` as `postgres()`: dlt's own
+    Postgres destination, without an ADBC driver, takes parquet files through its CSV load, which makes an
+    empty string NULL."""
+    return postgres() if destination == "postgres" else destination
+
+
 def is_exact_postgres(destination: Any) -> bool:
     """Whether `destination` is this module's Postgres destination (dlt's own needs `insert_values`)."""
     return isinstance(destination, _Postgres)

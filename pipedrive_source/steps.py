@@ -16,14 +16,14 @@ from .views import drop_views
 
 
 @with_runtime_trace()  # as `pipeline.run`
-def run(pipeline: dlt.Pipeline, source: Any, options: dict[str, Any]) -> tuple[dict[str, int], LoadInfo]:
+def run(pipeline: dlt.Pipeline, source: Any, options: dict[str, Any]) -> LoadInfo:
     """Sync with the destination, extract `source` (`options`: `pipeline.extract`'s), normalize, drop the
-    views where the load drops tables, load. Returns the rows normalized per table and the load's info.
+    views where the load drops tables, load. Returns the load's info, as `pipeline.run` does.
     Packages a killed run left are loaded before (`recovery.recover`), not here."""
     pipeline.activate()
     if pipeline.config.restore_from_destination and not pipeline.dev_mode:
         pipeline.sync_destination()  # the destination's state and schema, where newer than this machine's
     pipeline.extract(source, **options)
-    normalized = pipeline.normalize()
+    pipeline.normalize()
     drop_views(pipeline)
-    return (dict(normalized.row_counts) if normalized else {}), pipeline.load()
+    return pipeline.load()

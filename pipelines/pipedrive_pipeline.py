@@ -44,12 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package lives next to this folder
     sys.path.insert(0, str(ROOT))
 
-from pipedrive_source import (  # noqa: E402
-    PipedriveError,
-    SyncMonitor,
-    pipedrive_source,
-    steps,  # noqa: E402
-)
+from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source, steps  # noqa: E402
 from pipedrive_source.client import abort_requests  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
@@ -71,7 +66,7 @@ from pipedrive_source.errors import (  # noqa: E402
 )
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.oauth import PipedriveOAuthCredentials  # noqa: E402
-from pipedrive_source.postgres_load import postgres as postgres_destination  # noqa: E402
+from pipedrive_source.postgres_load import exact_destination  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
@@ -167,12 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
             add_history(source, history_entities(args, source), pipeline)
-            rows, info = steps.run(pipeline, source, run_options(args, pipeline))
+            info = steps.run(pipeline, source, run_options(args, pipeline))
             flagged = flag_vanished(pipeline, monitor)
             if not args.no_views:
                 views = refresh_views(pipeline)  # skips with a notice what the destination cannot do
         # inside the handler too: a Ctrl-C or a failing --show after the load is one line, not a traceback
-        print_summary(pipeline, monitor, rows, flagged, time.perf_counter() - started)
+        print_summary(pipeline, monitor, flagged, time.perf_counter() - started)
         if views is not None:
             print(f"views: {', '.join(views.created) or 'none'}", *views.notices(), sep="\n")
         if notice := append_only_notice(pipeline):
@@ -311,8 +306,8 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
         # the demo's file where it runs (dlt would keep it in the folder of the demo's first run)
         default = str(Path.cwd() / DEMO_DUCKDB_FILE) if demo else DUCKDB_FILE
         destination = duckdb_file_destination(args.dataset, default)
-    elif args.destination == "postgres":  # loads parquet files by COPY, every value kept
-        destination = postgres_destination()
+    else:
+        destination = exact_destination(destination)
     name = args.pipeline_name or ("pipedrive_demo" if demo else DEFAULT_PIPELINE)
     return dlt.pipeline(
         pipeline_name=name,
@@ -372,13 +367,11 @@ class ProgressPrinter:
 
 
 def print_summary(
-    pipeline: dlt.Pipeline,
-    monitor: SyncMonitor,
-    counts: dict[str, int],
-    flagged: dict[str, int],
-    seconds: float,
+    pipeline: dlt.Pipeline, monitor: SyncMonitor, flagged: dict[str, int], seconds: float
 ) -> None:
     """One line per entity table: rows loaded (nested child-table rows apart), records read, cost, time."""
+    trace = pipeline.last_trace  # the run's steps in one trace (`steps.run`)
+    counts = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
     loaded: dict[str, list[int]] = {}  # table -> [rows, nested rows]
     for table, rows in counts.items():
         if not table.startswith("_dlt"):
