@@ -662,6 +662,46 @@ def test_v1_deal_flow_lists_custom_field_changes_only_with_all_changes(v1_openap
         assert bad.status_code == 400 and "all_changes" in bad.json()["error"], bad.text
 
 
+@pytest.fixture(scope="module")
+def v1_reference() -> dict:
+    """The v1 reference as plain data, for what openapi-core does not check (parameter descriptions)."""
+    if not V1_SPEC.is_file():
+        pytest.skip(f"v1 reference spec not present at {V1_SPEC}")
+    yaml = pytest.importorskip("yaml")
+    with V1_SPEC.open(encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def sort_fields(reference: dict, path: str) -> list[str]:
+    """The fields a v1 list's `sort` takes: its enum, else the "Supported fields: `a`, `b`" of its text."""
+    params = reference["paths"][path.removeprefix("/v1")]["get"].get("parameters") or []
+    (sort,) = [p for p in params if p["name"] == "sort"]
+    listed = sort["description"].split("Supported fields:")[-1]
+    return sort["schema"].get("enum") or re.findall(r"`(\w+)`", listed)
+
+
+V1_SORTED = [p for p in V1_LISTS if "sort" in spec.match("GET", p)[0].params]
+
+
+@pytest.mark.parametrize("path", V1_SORTED)
+def test_v1_sort_takes_the_fields_the_spec_names_and_no_other(
+    client: httpx.Client, v1_reference: dict, path: str
+) -> None:
+    """/v1/notes and /v1/files name their sortable fields only in the parameter's description; a field
+    outside the list (another list's, or none at all) is a 400 with v1's error body, not an unsorted 200."""
+    fields = sort_fields(v1_reference, path)
+    assert fields, path
+    for name in fields:
+        for direction in ("ASC", "DESC"):
+            get_json(client, path, {"sort": f"{name} {direction}"})
+    others = {f for p in V1_SORTED for f in sort_fields(v1_reference, p)} - set(fields)
+    for name in [*sorted(others), "no_such_field"]:
+        r = client.get(path, params={"sort": f"{name} DESC"})
+        assert r.status_code == 400, f"{path} sort={name}: {r.status_code} {r.text[:200]}"
+        body = r.json()
+        assert body["success"] is False and "sort" in body["error"] and body["error_info"], body
+
+
 def test_v1_goals_find_validates(client: httpx.Client, v1_openapi: Any) -> None:
     body = get_json(client, "/v1/goals/find")
     assert body["data"]["goals"], "the tiny company has goals"

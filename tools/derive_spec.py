@@ -1104,11 +1104,18 @@ def type_tree(schema: Any) -> dict:
     return node
 
 
+# v1 `sort` parameters (notes, files) name their fields only in prose: "Supported fields: `id`, `update_time`"
+_SUPPORTED_FIELDS = re.compile(r"Supported fields: ((?:`[^`]+`(?:, )?)+)")
+
+
 def param_record(param: dict) -> dict:
     schema = merged(param.get("schema"))
+    enum = schema.get("enum")
+    if not enum and (found := _SUPPORTED_FIELDS.search(param.get("description") or "")):
+        enum = re.findall(r"`([^`]+)`", found[1])
     return {
         "type": json_type(schema) if schema else "string",
-        "enum": [v for v in schema.get("enum") or []] or None,
+        "enum": [v for v in enum or []] or None,
         "default": schema.get("default"),
         "required": bool(param.get("required")),
     }

@@ -10,7 +10,8 @@ Types: integer and number parse as such; v2 booleans must be `true`/`false` (v1 
 array parameters (`deal_ids`) accept repeated keys and comma-separated values; `include_fields` and
 deals' `status` ("Multiple statuses can be included as a comma separated array" in the v2 spec) are comma
 lists whose every member must be in the enum (parsed to a list); v1 `sort` is `field [ASC|DESC]` pairs,
-fields from the enum when the spec gives one. A repeated scalar parameter keeps its last value.
+fields from the enum (for notes and files, the "Supported fields" of the parameter's description, which
+`tools/derive_spec.py` turns into one). A repeated scalar parameter keeps its last value.
 """
 
 from __future__ import annotations
