@@ -332,8 +332,17 @@ class PipedriveClient:
         self._count(label, cost)
         if status >= 500:
             raise _Transient(f"HTTP {status}")
-        if status in (402, 403):
-            raise AccessDenied(f"{path}: not available to these credentials ({_error_text(response)}).")
+        if status == 402:
+            raise AccessDenied(
+                f"{path}: not in the Pipedrive company's plan, or its subscription has lapsed (HTTP 402: "
+                f"{_error_text(response)}). Upgrade the plan, or leave this table out of `entities`."
+            )
+        if status == 403:
+            raise AccessDenied(
+                f"{path}: the user of these credentials lacks the permission (HTTP 403: "
+                f"{_error_text(response)}). Use the API token of a user who has it (a global admin), or "
+                "leave this table out of `entities`."
+            )
         if status >= 400:
             raise ApiError(f"Pipedrive rejected GET {path} with HTTP {status}: {_error_text(response)}")
         # A page decodes into thousands of containers that all stay alive until the page is shaped: the

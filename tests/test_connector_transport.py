@@ -146,6 +146,24 @@ def test_429_waits_for_the_reset_and_completes(clean_emulator, tmp_path: Path) -
     assert_equal_to_truth(clean_emulator, tmp_path, ["deals", "persons", "users"])
 
 
+def test_plan_and_permission_refusals_skip_their_table_and_say_what_to_do(
+    clean_emulator, tmp_path: Path
+) -> None:
+    """Installments below the Growth plan (402) and a list the user may not read (403) are skipped, each with
+    a message naming the cause and the remedy; the rest of the run loads as usual."""
+    clean_emulator.control.settings(plan="lite", forbidden="/api/v2/persons")
+    result = sync(clean_emulator, tmp_path, entities=["deals", "deal_installments", "persons"])
+    skipped = {name: p.skipped for name, p in result.monitor.entities.items() if p.skipped}
+    assert set(skipped) == {"deal_installments", "persons"}, skipped
+    plan, permission = skipped["deal_installments"], skipped["persons"]
+    assert "HTTP 402" in plan and "Only available in Growth and above plans" in plan, plan
+    assert "Upgrade the plan" in plan and "out of `entities`" in plan, plan
+    assert "HTTP 403" in permission and "lacks the permission" in permission, permission
+    assert "API token of a user who has it" in permission and "out of `entities`" in permission, permission
+    clean_emulator.control.settings(plan="ultimate", forbidden="")
+    assert_equal_to_truth(clean_emulator, tmp_path, ["deals"])
+
+
 def test_filesystem_destination_with_parquet(emulator, tmp_path: Path) -> None:
     bucket = tmp_path / "lake"
     pipeline = make_pipeline(tmp_path, destination=dlt.destinations.filesystem(bucket_url=bucket.as_uri()))

@@ -334,6 +334,52 @@ def test_control_endpoints(emu: EmulatorHandle) -> None:
     assert "api_token" not in control.settings()
 
 
+# ---- plan and permissions: 402 / 403 ---------------------------------------------------------------------
+
+
+def plan_bound_lists() -> list[spec.Operation]:
+    """GET lists the spec says are "Only available in <plan> and above plans" (derive_spec reads it)."""
+    ops = [o for o in spec.operations() if o.method == "GET" and o.plan and "{" not in o.path]
+    assert "/api/v2/deals/installments" in {o.path for o in ops}, "the seed spec restricts installments"
+    return ops
+
+
+def test_a_plan_below_the_one_the_spec_names_gets_402(client: httpx.Client, emu: EmulatorHandle) -> None:
+    deal_id = client.get(V2_LIST, headers=auth(emu)).json()["data"][0]["id"]
+    for op in plan_bound_lists():
+        emu.control.settings(plan="lite")
+        refused = client.get(op.path, params={"deal_ids": deal_id}, headers=auth(emu))
+        assert refused.status_code == 402, (op.path, refused.text)
+        body = refused.json()
+        assert body == {
+            "success": False,
+            "error": f"Only available in {op.plan.capitalize()} and above plans",
+            "error_info": ERROR_INFO,
+            "data": None,
+            "additional_data": None,
+        }
+        emu.control.settings(plan=op.plan)
+        assert client.get(op.path, params={"deal_ids": deal_id}, headers=auth(emu)).status_code == 200
+    with pytest.raises(EmulatorControlError, match="400"):
+        emu.control.settings(plan="gold")
+
+
+def test_forbidden_paths_get_the_specs_403(client: httpx.Client, emu: EmulatorHandle) -> None:
+    """The v1 spec's 403 body (callLogResponse403): success false, error, error_info, null data."""
+    emu.control.settings(forbidden="/v1/users/me, /api/v2/deals/{id}")
+    me = client.get("/v1/users/me", headers=auth(emu))
+    assert me.status_code == 403
+    assert me.json() == {
+        "success": False,
+        "error": "You don't have permission to access the resource.",
+        "error_info": ERROR_INFO,
+        "data": None,
+        "additional_data": None,
+    }
+    assert client.get("/api/v2/deals/1", headers=auth(emu)).status_code == 403
+    assert client.get(V2_LIST, headers=auth(emu)).status_code == 200  # other paths unaffected
+
+
 # ---- server / CLI ----------------------------------------------------------------------------------------
 
 

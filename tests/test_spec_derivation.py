@@ -72,6 +72,12 @@ def test_deals_list_cost_and_incremental_params() -> None:
     assert "update_time" in (deals.params["sort_by"].enum or ())
 
 
+def test_operations_the_spec_keeps_to_higher_plans_name_that_plan() -> None:
+    """The seed's "Only available in Growth and above plans" (installments): the emulator's 402 below it."""
+    assert op("/api/v2/deals/installments").plan == "growth"
+    assert op("/api/v2/deals").plan is None
+
+
 def test_pipelines_and_stages_cost_5_and_have_no_updated_since() -> None:
     for path in ("/api/v2/pipelines", "/api/v2/stages"):
         o = op(path)

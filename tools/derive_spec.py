@@ -1200,10 +1200,15 @@ def response_facts(op: dict) -> dict:
     }
 
 
+# "Only available in Growth and above plans" (installments): below that plan Pipedrive refuses the call
+_PLAN_RE = re.compile(r"Only available in (\w+) and above plans")
+
+
 def operation_record(
     api: str, prefix: str, path: str, method: str, path_item: dict, op: dict, default_cost: int | None = None
 ) -> dict:
     cost = op.get("x-token-cost", default_cost)
+    plan = _PLAN_RE.search(op.get("description") or "")
     rec = {
         "api": api,
         "method": method.upper(),
@@ -1215,6 +1220,8 @@ def operation_record(
         "params": _params(path_item, op, "query"),
         "deprecated": bool(op.get("deprecated")),
     }
+    if plan:
+        rec["plan"] = plan[1].lower()
     if method == "get":
         rec.update(response_facts(op))
     return rec

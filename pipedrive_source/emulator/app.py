@@ -2,7 +2,7 @@
 
 Per request: `/_emulator/*` control endpoints (no auth, no rate limit), then `POST /oauth/token` (of the
 faults, 5xx only), then every other path as Pipedrive: authenticate -> rate limit -> fault injection ->
-`handle()` under `company.lock`.
+the plan's and the user's refusals (402/403, `access.py`) -> `handle()` under `company.lock`.
 Every Pipedrive response carries the rate-limit headers (see `ratelimit.py`) and a `Date` header with the
 emulator clock (`company.now()`), so a client can read "server now" from it.
 """
@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from . import faults
+from . import access, faults
 from .auth import MAIN, Authenticator, AuthFailure, Credential, OAuthServer, unauthorized_body
 from .faults import ERROR_INFO, FaultInjector, FaultSettings
 from .ratelimit import BURST, RateLimiter
@@ -81,12 +81,23 @@ class EmulatorSettings:
     max_in_a_row: int = field(
         default=0, metadata=_opt("faults one request (method, path, query) gets in a row; 0: no cap", True)
     )
+    plan: str = field(
+        default="ultimate",
+        metadata=_opt("lite | growth | premium | ultimate: below growth, deal installments get 402", True),
+    )
+    forbidden: str = field(
+        default="",
+        metadata=_opt("comma list of path templates answered 403 (a user without permission)", True),
+    )
     prerender: bool = field(
         default=True,
         metadata=_opt("render every record's JSON before serving (a slower start, fast first reads)"),
     )
 
     SECRETS = ("api_token", "other_company_token", "oauth_client_secret", "oauth_refresh_token")
+
+    def __post_init__(self) -> None:
+        access.check_plan(self.plan)
 
     @classmethod
     def runtime_fields(cls) -> set[str]:
@@ -194,7 +205,7 @@ class EmulatorApp:
         if fault.kind == faults.THROTTLE:
             await _send(send, 429, throttled + _date(company), rate_limited_body(BURST))
             return 429
-        status, body, extra = self._call_handle(company, method, path, query)
+        status, body, extra = self._refused(method, path) or self._call_handle(company, method, path, query)
         headers = base + list(extra.items()) + _date(company)
         if fault.kind == faults.DROP:
             await _send_partial(send, status, headers, body, faults.drop_point(body, fault.detail))
@@ -203,6 +214,14 @@ class EmulatorApp:
             body = faults.truncate(body, fault.detail)
         await _send(send, status, headers, body)
         return status
+
+    def _refused(self, method: str, path: str) -> tuple[int, bytes, dict[str, str]] | None:
+        found = self._match(method, path)
+        if not found:
+            return None
+        op, forbidden = found[0], access.forbidden_paths(self.settings.forbidden)
+        refused = access.refusal(op.path, getattr(op, "plan", None), self.settings.plan, forbidden)
+        return (*refused, {}) if refused else None
 
     def _call_handle(
         self, company: Any, method: str, path: str, query: list[tuple[str, str]]
@@ -303,6 +322,8 @@ class EmulatorApp:
         if unknown:
             raise ValueError(f"not runtime settings: {sorted(unknown)}")
         changes = {name: _coerce(name, value) for name, value in changes.items()}
+        if "plan" in changes:
+            access.check_plan(changes["plan"])
         for name, value in changes.items():
             setattr(self.settings, name, value)
         limit_keys = ("burst_limit", "oauth_burst_limit", "daily_budget")

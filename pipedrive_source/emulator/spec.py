@@ -54,6 +54,7 @@ class Operation:
     envelope: dict | None = field(default=None, compare=False)  # GET: top-level keys besides `data`
     documented: bool = True  # False for an endpoint the emulator serves though its spec lacks it (leadFields)
     deprecated: bool = False
+    plan: str | None = None  # the lowest plan that has it ("Only available in Growth and above plans")
 
 
 def operation(api: str, method: str, path_template: str) -> Operation | None:
@@ -159,4 +160,5 @@ def _operation(rec: dict[str, Any]) -> Operation:
         envelope=rec.get("envelope"),
         documented=rec.get("documented", True),
         deprecated=bool(rec.get("deprecated")),
+        plan=rec.get("plan"),
     )
