@@ -734,6 +734,35 @@ def test_v1_users_me_validates_and_tells_the_companies_apart(
     assert other["company_id"] != me["company_id"] and other["company_domain"] != me["company_domain"]
 
 
+def test_v1_organization_relationships_validate_from_both_organizations(
+    client: httpx.Client, v1_openapi: Any
+) -> None:
+    """getOrganizationRelationships for every organization: each body valid against the v1 reference, each
+    relationship listed under both of its organizations, seen from the one asked for (the example: its
+    owner sees a parent relationship's linked organization as `daughter`)."""
+    path = "/v1/organizationRelationships"
+    orgs = [org["id"] for page in v2_pages(client, "/api/v2/organizations") for org in page["data"]]
+    problems: Counter[str] = Counter()
+    seen: dict[int, list[tuple[int, dict]]] = {}
+    for org in orgs:
+        body = get_json(client, path, {"org_id": org})
+        problems.update(generalize(p) for p in v1_problems(v1_openapi, path, body, {"org_id": org}))
+        for item in body["data"]:
+            seen.setdefault(item["id"], []).append((org, item))
+            assert str(item["calculated_related_org_id"]) in body["related_objects"]["organization"]
+    assert not problems, "\n".join(f"{p} (x{n})" for p, n in sorted(problems.items()))
+    assert seen, "the tiny company has organization relationships"
+    for views in seen.values():
+        ends = {views[0][1]["rel_owner_org_id"]["value"], views[0][1]["rel_linked_org_id"]["value"]}
+        assert {org for org, _ in views} == ends  # listed under both organizations
+        for org, item in views:
+            mine = item["rel_owner_org_id"]["value"] == org
+            assert item["calculated_related_org_id"] == (ends - {org}).pop()
+            if item["type"] == "parent":
+                assert item["calculated_type"] == ("daughter" if mine else "parent")
+    assert client.get(path).status_code == 400  # org_id is required
+
+
 # --- token accounting -----------------------------------------------------------------------------------
 
 
@@ -757,6 +786,9 @@ def served_requests(client: httpx.Client, deal_ids: list[int]) -> list[tuple[spe
         reqs.append((spec.operation("v1", "GET", template), template.replace("{id}", str(deal_ids[0])), {}))
     for template in V2_PER_DEAL:
         reqs.append((spec.operation("v2", "GET", template), template.replace("{id}", str(deal_ids[0])), {}))
+    relationships = "/v1/organizationRelationships"
+    query = {"org_id": first_id(client, "organizations")}
+    reqs.append((spec.operation("v1", "GET", relationships), relationships, query))
     return reqs
 
 

@@ -1259,6 +1259,7 @@ V1_SERVED = (
     "/legacyTeams",
     "/deals/{id}/flow",
     "/deals/{id}/participants",
+    "/organizationRelationships",
 )
 
 

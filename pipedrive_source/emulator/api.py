@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from . import org_relationships, spec
 from . import routes_v1 as v1
 from . import routes_v2 as v2
-from . import spec
 from .faults import ERROR_INFO
 from .params import BadRequest, NotFound, parse_query
 
@@ -107,6 +107,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("v1", "/v1/legacyTeams"): v1.legacy_teams,
     ("v1", "/v1/deals/{id}/flow"): v1.per_deal("flow"),
     ("v1", "/v1/deals/{id}/participants"): v1.per_deal("participants"),
+    ("v1", "/v1/organizationRelationships"): org_relationships.handler,
 }
 
 

@@ -23,13 +23,15 @@ from typing import Any
 
 import orjson
 
-from . import render
+from . import followers, org_relationships, render
 from .catalog import build_registry
 from .clock import DAY, DEFAULT_START, to_datetime
 from .fields import FieldRegistry
 from .fieldsapi import FIELD_ENDPOINTS as FIELD_TABLES
 from .fieldsapi import field_defs, field_items
+from .followers import TABLES as FOLLOWER_TABLES
 from .generate import HISTORY_DAYS, Generator
+from .org_relationships import TABLE as RELATIONSHIPS
 from .store import Record, Table
 
 DELETED_DEAL_WINDOW = 30 * DAY
@@ -70,6 +72,9 @@ V1_TABLES = (
     "teams",
 )
 DERIVED_TABLES = ("deal_flow", "deal_participants")
+# per-record lists served as one record (or organization) sees them: followers (`followers.py`) and
+# organization relationships (`org_relationships.py`)
+PER_RECORD_TABLES = (*FOLLOWER_TABLES, RELATIONSHIPS)
 # rows of a deal that a deleted deal takes out of sight with it
 DEAL_CHILDREN = ("deal_products", "deal_installments", "deal_discounts")
 
@@ -130,7 +135,9 @@ class Company:
         # that a person created later does not change the participants of every deal
         self.participant_pool = 0
         self.merged_into: dict[int, int] = {}  # person id merged away -> the person kept (participants)
-        self.tables: list[str] = [*V2_TABLES, *V1_TABLES, *FIELD_TABLES, *DERIVED_TABLES]
+        # (followed table, record id) -> {user id: since (clock), None: removed}: mutations' follow/unfollow
+        self.follows: dict[tuple[str, Any], dict[int, int | None]] = {}
+        self.tables: list[str] = [*V2_TABLES, *V1_TABLES, *FIELD_TABLES, *DERIVED_TABLES, *PER_RECORD_TABLES]
 
     @classmethod
     def generate(cls, seed: int = 7, scale: str = "small", start: int = DEFAULT_START) -> Company:
@@ -230,6 +237,10 @@ class Company:
             return orjson.dumps(field_items(self, table))
         if table in DERIVED_TABLES:
             return orjson.dumps(snapshot_derived(self, table))
+        if table in FOLLOWER_TABLES:
+            return orjson.dumps(followers.snapshot(self, table))
+        if table == RELATIONSHIPS:
+            return orjson.dumps(org_relationships.snapshot(self))
         if table not in self.t:
             raise KeyError(table)
         api = "v2" if table in V2_TABLES else "v1"

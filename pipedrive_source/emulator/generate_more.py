@@ -1,6 +1,6 @@
 """Generation steps for notes, files, call logs, projects (boards, phases, tasks, project templates), deal
-discounts and the small v1 lookup lists (lead sources, activity types, currencies, filters, roles, permission
-sets, goals, legacy teams)."""
+discounts, organization relationships and the small v1 lookup lists (lead sources, activity types, currencies,
+filters, roles, permission sets, goals, legacy teams)."""
 
 from __future__ import annotations
 
@@ -396,6 +396,27 @@ def deal_discounts(g: Generator) -> None:
     g.timed("deal_discounts", g.n["deals"] // 5, make)
 
 
+def organization_relationships(g: Generator) -> None:
+    """Relationships between organizations (`org_relationships.py`), about one per ten organizations: a
+    parent and its daughter, or two related ones; never an organization with itself."""
+    orgs_ = g.out["organizations"]
+
+    def make(i: int, add: int, upd: int, rng: Any) -> dict:
+        owner, linked = rng.sample(orgs_, 2)
+        added = max(add, owner["add_time"], linked["add_time"])
+        return {
+            "id": i,
+            "type": "parent" if rng.random() < 0.7 else "related",
+            "rel_owner_org_id": owner["id"],
+            "rel_linked_org_id": linked["id"],
+            "add_time": added,
+            "update_time": max(upd, added),
+            "is_deleted": False,
+        }
+
+    g.timed("organization_relationships", max(2, len(orgs_) // 10), make)
+
+
 STEPS = (
     notes,
     files,
@@ -408,4 +429,5 @@ STEPS = (
     project_templates,
     teams,
     deal_discounts,
+    organization_relationships,
 )

@@ -24,7 +24,9 @@ Explicit operations — `{"ops": [...]}`, applied in order:
   `{"op": "create", "table", "values"?}`; `{"op": "add_mail", "deal_id"}` (a mail message linked to the
   deal: it shows in the deal's flow); `{"op": "advance_clock", "seconds"}`;
   `{"op": "merge", "table": "persons" | "organizations", "id", "merge_with_id"}` (v1
-  `PUT /persons/{id}/merge`, `PUT /organizations/{id}/merge`; see `Batch.merge`).
+  `PUT /persons/{id}/merge`, `PUT /organizations/{id}/merge`; see `Batch.merge`);
+  `{"op": "follow" | "unfollow", "table": "deals" | "persons" | "organizations" | "products", "id",
+  "user_id"}` (a follower added or removed, `followers.py`; the record is stamped).
 Delete semantics: a deal becomes `status: deleted`, `is_deleted: true` and stays visible through
 `status=deleted` for 30 days; a project becomes `status: deleted` (listed only by `status=deleted`, the
 spec's documented exception); leads and tasks get an internal deleted flag, notes and files
@@ -42,7 +44,7 @@ import copy
 import random
 from typing import TYPE_CHECKING, Any
 
-from . import derived, flow_items
+from . import derived, flow_items, followers
 from .catalog import CUSTOM_ENTITIES
 from .clock import rfc3339
 from .fields import FieldDef, field_hash
@@ -357,6 +359,17 @@ class Batch:
         if name == "persons":
             self.c.merged_into[gone["id"]] = kept["id"]
 
+    def follow(self, name: str, rid: Any, user_id: Any, follow: bool) -> None:
+        """A user starts or stops following a live record, which is stamped (its followers_count)."""
+        rec = self.record(name, rid)
+        if self.table(name).view_of(rec) != "live":
+            raise MutationError(f"{name} {rid} is not live")
+        try:
+            followers.change(self.c, name, rec, user_id, follow)
+        except (TypeError, ValueError) as exc:
+            raise MutationError(str(exc)) from None
+        self.stamp(name, rec, {})
+
     def archive(self, name: str, rec: Record) -> None:
         if name == "deals":
             changes: dict[str, Any] = {"is_archived": True, "archive_time": self.c.clock}
@@ -533,6 +546,8 @@ def _explicit(batch: Batch, op: dict[str, Any]) -> None:
     elif kind == "merge":
         table = op.get("table", "")
         batch.merge(table, batch.record(table, op.get("id")), batch.record(table, op.get("merge_with_id")))
+    elif kind in ("follow", "unfollow"):
+        batch.follow(op.get("table", ""), op.get("id"), op.get("user_id"), kind == "follow")
     elif kind == "advance_clock":
         batch.c.tick(int(op.get("seconds", 1)))
     else:

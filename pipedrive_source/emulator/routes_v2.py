@@ -23,15 +23,15 @@ Query semantics (beyond the generic validation in params.py):
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from . import followers as followed_by
 from . import render
-from .clock import parse_rfc3339, rfc3339
+from .clock import parse_rfc3339
 from .fieldsapi import field_items
 from .paging import Ordered, decode_cursor, encode_cursor, keyset_page, time_bounded, v2_limit
 from .params import BadRequest, NotFound
@@ -446,7 +446,8 @@ def _revealed(company: Company, name: str, rec: Record) -> bool:
 
 
 def followers(name: str) -> Handler:
-    """Followers of a record: its owner, plus a second user for about half of the records."""
+    """Followers of a record (`followers.py`): its owner, a second user for about half of the records, and
+    those mutations added or removed."""
 
     def handler(req: Req) -> tuple[int, bytes]:
         company = req.company
@@ -458,13 +459,7 @@ def followers(name: str) -> Handler:
         rec = company.t[name].get(rid)
         if rec is None or not _revealed(company, name, rec):
             raise NotFound()
-        n_users = len(company.t["users"])
-        users = {rec["owner_id"]}
-        h = int(hashlib.md5(f"{company.seed}/followers/{name}/{rid}".encode()).hexdigest()[:6], 16)
-        if h % 2:
-            users.add(1 + h % n_users)
-        items = [{"user_id": u, "add_time": rfc3339(rec["add_time"])} for u in sorted(users)]
-        return 200, _offset_list(req, items)
+        return 200, _offset_list(req, followed_by.followers(company, name, rec))
 
     return handler
 
