@@ -9,8 +9,9 @@ Strategies (how a run finds what changed; see `source.py` for the engine):
   id is kept in the resource state, 16 bytes packed: `record_digests.py`) and ids that vanished are flagged
   `is_deleted`.
 - DEAL_BATCH: child rows of the deals that changed in this run, `deal_ids=` up to 100 per request.
-- PER_RECORD: one request per changed parent record (deal flow, participants and discounts: opt-in because
-  of the cost; product variations: products rarely change, and a reconcile reads them for every product).
+- PER_RECORD: one request per changed parent record (deal flow, participants and discounts, followers of
+  deals, persons, organizations and products, organization relationships: opt-in because of the cost;
+  product variations: products rarely change, and a reconcile reads them for every product).
 - PER_PARENT: one request per record of a small parent list (phases per board).
 
 Full-read interval (`full_read_hours`): a FULL/PER_PARENT list that can be neither filtered nor sorted and
@@ -80,7 +81,8 @@ class Entity:
     # names the field (`data.column_name`, option labels; see `custom_fields_hook`)
     changes_of: str | None = None
     parent: str | None = None  # the parent table (DEAL_BATCH, PER_RECORD, PER_PARENT)
-    parent_param: str | None = None  # PER_PARENT: query parameter carrying the parent id
+    # PER_PARENT, PER_RECORD: the query parameter carrying the parent id (PER_RECORD: else `{id}` in the path)
+    parent_param: str | None = None
     opt_in: bool = False  # left out unless named in `entities` (per-record cost)
     merge_key: str | None = None  # rows of a parent are replaced as a set (children of changed deals)
     references: tuple[tuple[str, str], ...] = ()  # (column, table): rows go when that record is gone
@@ -94,15 +96,42 @@ class Entity:
     notes: str = ""
 
 
-def _participant_row(row: dict[str, Any], parent_id: Any) -> None:
-    """A participant's `id` is its participation's own id (the spec's example: `id` 1092 for the person
-    `person_id.value` 1598); the key keeps the deal too, as the rows are replaced per deal."""
-    row["deal_id"] = parent_id
-    row["participant_id"] = f"{parent_id}:{row.get('id')}"
+def _child_row(
+    column: str, key: str | None = None, own_key: str = "id"
+) -> Callable[[dict[str, Any], Any], None]:
+    """PER_RECORD rows: the parent's id as `column` (most per-parent lists leave it out of their items),
+    and where an item's own key is unique only within its parent, a row key `key` = '<parent id>:<own
+    key>' (a participation's id, a follower's user id; a relationship listed under both of its
+    organizations, each with its own view of it)."""
+
+    def derive(row: dict[str, Any], parent_id: Any) -> None:
+        row[column] = parent_id
+        if key:
+            row[key] = f"{parent_id}:{row.get(own_key)}"
+
+    return derive
 
 
-def _variation_row(row: dict[str, Any], parent_id: Any) -> None:
-    row.setdefault("product_id", parent_id)
+def _followers(parent: str, column: str) -> Entity:
+    """`<record>_followers`: the users following each changed record of `parent` (v2, cursor-paged)."""
+    one = parent.removesuffix("s")
+    return _v2(
+        f"{one}_followers",
+        f"/api/v2/{parent}/{{id}}/followers",
+        PER_RECORD,
+        parent=parent,
+        opt_in=True,
+        cursor_field=None,
+        merge_key=column,
+        derive=_child_row(column, "follower_key", own_key="user_id"),
+        primary_key="follower_key",
+        columns={"follower_key": {"data_type": "text"}, column: {"data_type": "bigint"}},
+        notes=f"follower_key = '<{column}>:<user_id>', one row per {one} and user following it; the "
+        f"followers of each changed {one} are read again, one request per {one} (a page per 500 "
+        f"followers), and replace its rows as a set, so a follower removed goes with the {one}'s next "
+        f"read. Whether adding or removing a follower stamps the {one} (its followers_count changes) the "
+        f"spec does not say: one that leaves it unstamped shows with the {one}'s next change.",
+    )
 
 
 def _v2(name: str, path: str, strategy: str, cost: int = 10, **kw: Any) -> Entity:
@@ -180,7 +209,7 @@ ENTITIES: tuple[Entity, ...] = (
         parent="products",
         cursor_field=None,
         merge_key="product_id",
-        derive=_variation_row,
+        derive=_child_row("product_id"),
         reconcile_all_parents=True,
         notes="one request per changed product (none on a run without product changes); a variation "
         "deleted or added does not change its product, so it shows with the product's next change or "
@@ -337,7 +366,7 @@ ENTITIES: tuple[Entity, ...] = (
         cursor_field=None,
         paging=OFFSET,
         merge_key="deal_id",
-        derive=_participant_row,
+        derive=_child_row("deal_id", "participant_id"),
         primary_key="participant_id",
         columns={"participant_id": {"data_type": "text"}, "deal_id": {"data_type": "bigint"}},
         references=(("person_id__value", "persons"),),
@@ -365,6 +394,37 @@ ENTITIES: tuple[Entity, ...] = (
         "deal's next read. The spec says a discount changes its deal's value when the deal has one-time "
         "products, not that it stamps the deal otherwise: a discount change that leaves the deal unstamped "
         "shows with the deal's next change.",
+    ),
+    # ---- opt-in: followers, one request per changed record (API v2) ---------------------------------------
+    _followers("deals", "deal_id"),
+    _followers("persons", "person_id"),
+    _followers("organizations", "org_id"),
+    _followers("products", "product_id"),
+    # ---- opt-in: one request per changed organization (API v1: v2 has no relationships) -------------------
+    _v1(
+        "organization_relationships",
+        "/v1/organizationRelationships",
+        PER_RECORD,
+        parent="organizations",
+        parent_param="org_id",
+        opt_in=True,
+        cursor_field=None,
+        paging=NONE,
+        page_size=None,
+        merge_key="org_id",
+        derive=_child_row("org_id", "relationship_key"),
+        primary_key="relationship_key",
+        reconcile_all_parents=True,
+        columns={"relationship_key": {"data_type": "text"}, "org_id": {"data_type": "bigint"}},
+        references=(("calculated_related_org_id", "organizations"),),
+        notes="relationship_key = '<org_id>:<id>': a relationship (id) is listed under both of its "
+        "organizations, each row as seen from org_id (calculated_type, calculated_related_org_id, "
+        "related_organization_name: the other organization); rel_owner_org_id__value = org_id keeps one "
+        "row per relationship. Every relationship of each changed organization, one request per "
+        "organization (org_id is required, no paging in the API); the rows of an organization are "
+        "replaced as a set. Nothing in the spec says a relationship added or removed stamps its "
+        "organizations: it shows with the organization's next change, or with a reconcile, which reads "
+        "every organization's relationships again (one request per organization).",
     ),
 )
 

@@ -101,13 +101,16 @@ class EntityRead:
         return self._start_each(chains())
 
     def per_record(self, ids: Sequence[Any]) -> EntityRead:
-        """PER_RECORD: one list per parent record (a parent deleted meanwhile answers 404: no rows)."""
+        """PER_RECORD: one list per parent record, its id in the path (`{id}`) or in the query parameter
+        `parent_param` (a parent deleted meanwhile answers 404: no rows)."""
+        param = self.entity.parent_param
 
         def chains() -> Iterator[Chain]:
             for parent in ids:
                 for index, listing in enumerate(self.entity.listings):
                     path = listing.path.format(id=parent)
-                    request = self._request(listing, listing.params, path=path, missing_ok=True)
+                    params = {**listing.params, param: parent} if param else listing.params
+                    request = self._request(listing, params, path=path, missing_ok=True)
                     yield self._paged(request, Tag(index, listing, parent))
 
         return self._start_each(chains())

@@ -12,6 +12,7 @@ from .entities import BY_NAME
 COLUMN_TABLE: dict[str, str] = {
     "activity_id": "activities",
     "board_id": "boards",
+    "calculated_related_org_id": "organizations",  # the other organization of a relationship
     "created_by_user_id": "users",
     "creator_id": "users",
     "creator_user_id": "users",
@@ -96,6 +97,11 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "deal_flow": ("deal_id",),
     "deal_participants": ("deal_id", "last_activity_id", "next_activity_id"),
     "deal_discounts": ("deal_id",),
+    "deal_followers": ("deal_id", "user_id"),
+    "person_followers": ("person_id", "user_id"),
+    "organization_followers": ("org_id", "user_id"),
+    "product_followers": ("product_id", "user_id"),
+    "organization_relationships": ("org_id", "calculated_related_org_id"),
 }
 
 
