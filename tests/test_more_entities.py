@@ -204,8 +204,15 @@ def test_organization_relationships_per_organization_and_their_deletes(emulator,
     keys = {r["relationship_key"] for r in synced_rows(reread.pipeline, RELATIONSHIPS)}
     assert f"{owner}:{rel['id']}" not in keys and f"{linked}:{rel['id']}" in keys  # its parent was re-read
 
+    # an organization deleted: it leaves the list, and its relationships both organizations' lists
+    other = max(rows, key=lambda r: r["id"])
+    gone = other["org_id"]
+    emulator.control.mutate(ops=[{"op": "delete", "table": "organizations", "id": gone}])
     reconciled = sync(emulator, tmp_path, entities=[RELATIONSHIPS], reconcile=True)
-    assert reconciled.emulator_stats["requests"][RELATIONSHIPS_PATH] == len(orgs)  # every organization
-    keys = {r["relationship_key"] for r in synced_rows(reconciled.pipeline, RELATIONSHIPS)}
+    # every live organization: changes to relationships leave them unstamped
+    assert reconciled.emulator_stats["requests"][RELATIONSHIPS_PATH] == len(orgs) - 1
+    synced = synced_rows(reconciled.pipeline, RELATIONSHIPS)
+    keys = {r["relationship_key"] for r in synced}
     assert f"{linked}:{rel['id']}" not in keys
+    assert other["id"] not in {r["id"] for r in synced} and gone not in {r["org_id"] for r in synced}
     assert_equal_to_truth(emulator, tmp_path, tables)
