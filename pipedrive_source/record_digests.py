@@ -37,7 +37,12 @@ def digest(row: Any) -> str:
 
 def entry(row: Mapping[str, Any], primary_key: str) -> tuple[int, int]:
     """A record's entry in a `DigestTable`: its key's hash and its packed digest, each computed once."""
-    return _key_hash(key_text(row, primary_key)), int.from_bytes(_content_digest(row)[:8], "little")
+    return keyed_entry(row.get(primary_key), row)
+
+
+def keyed_entry(key: Any, value: Any) -> tuple[int, int]:
+    """The entry of `value` (a record, or some of its columns) under a record's key `key`."""
+    return _key_hash(orjson.dumps(key).decode()), int.from_bytes(_content_digest(value)[:8], "little")
 
 
 def _content_digest(row: Any) -> bytes:
@@ -77,10 +82,23 @@ class DigestTable:
         self._keys.append(key_hash)
         self._digests.append(packed_digest)
 
+    @classmethod
+    def of(cls, entries: Iterable[tuple[int, int]]) -> DigestTable:
+        """A (sorted) table of these entries."""
+        table = cls()
+        for key_hash, packed_digest in entries:
+            table.add(key_hash, packed_digest)
+        table._sort()
+        return table
+
     def holds(self, key_hash: int, packed_digest: int) -> bool:
         """Whether the (sorted) table holds this key with this digest."""
+        return self.digest_of(key_hash) == packed_digest
+
+    def digest_of(self, key_hash: int) -> int | None:
+        """The packed digest the (sorted) table holds for this key, or None."""
         at = _sorted_index(self._keys, key_hash)
-        return at is not None and self._digests[at] == packed_digest
+        return None if at is None else self._digests[at]
 
     def pack(self) -> str:
         """The state's text of the table."""

@@ -1,4 +1,5 @@
-"""Which columns of a table hold ids of another table: the table reference and the Dagster asset graph use it.
+"""Which columns of a table hold ids of another table: the table reference, the Dagster asset graph and a
+reconcile's search for records a merge moved (`relinks.py`) use it.
 
 Pipedrive names its links by convention (`owner_id` is a user, `org_id` an organization, ...). `FOREIGN_KEYS`
 lists, per table, the columns that are links; `COLUMN_TABLE` says where each kind of column points. A test

@@ -83,8 +83,9 @@ from .fetching import (
 from .history import keeps_history
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
-from .output import parent_ids
+from .output import Output, parent_ids
 from .record_digests import DigestTable, digest, entry
+from .relinks import StoredLinks
 from .run import RecordHook, Row, SyncContext, SyncMonitor
 from .settings import COMPANY_URL, CREDENTIAL_KEYS, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
 from .timefmt import render, start_date_value
@@ -129,9 +130,10 @@ def pipedrive_source(
         start_date: first run loads records updated since then (default: the whole history).
         oauth: access/refresh token and client id/secret (`[sources.pipedrive.oauth]`).
         hard_delete: remove records Pipedrive reports deleted instead of keeping them with `is_deleted`.
-        reconcile: also list every id of the incrementally loaded entities (a full read, no rows loaded),
-            so that `deletions.flag_vanished` can flag records deleted in Pipedrive; every product is read
-            again with its variations (their changes leave the product unstamped).
+        reconcile: also list every id of the incrementally loaded entities (a full read), so that
+            `deletions.flag_vanished` can flag records deleted in Pipedrive; of the records listed, only
+            those a merge of persons or organizations moved unstamped are loaded (`relinks.py`); every
+            product is read again with its variations (their changes leave the product unstamped).
         page_size: records per page (Pipedrive allows up to 500).
         monitor: receives progress and the run's figures (requests, tokens, rows per entity).
         limiter: the run's rate limiter (see `limiter.py`); default: a `PlanLimiter` built from
@@ -420,6 +422,8 @@ def _incremental_fetch(
                 coverage.add(batch.tag.index, rows)
                 yield from output.page(cursor.admit(rows))
                 del rows  # not held while waiting for the next page (a page of dicts per waiting resource)
+            if reconcile and read.complete:
+                yield from _reconcile_listing(entity, ctx, output, cursor.since)
             yield from output.flush()
             gap = coverage.gap()
             if gap is not None:
@@ -432,8 +436,6 @@ def _incremental_fetch(
             settled = settled_before(started, entity.time_format)
             cursor.commit(state, read.complete, read.resume_from(), rewind, settled)
             _children_followed(state, children)
-            if reconcile and read.complete:
-                ctx.monitor.record_live_ids(entity.name, _all_ids(entity, ctx))
 
     return fetch
 
@@ -601,15 +603,30 @@ def _covered_up_to(pages: list[tuple[frozenset[int], frozenset[int], str, str]])
     return max(pages[i][3] for i in range(len(pages)) if root(i) == oldest)
 
 
-def _all_ids(entity: Entity, ctx: SyncContext) -> set[Any]:
-    """Every id Pipedrive lists for `entity` now, in id order (stable under concurrent updates)."""
+def _reconcile_listing(entity: Entity, ctx: SyncContext, output: Output, since: str | None) -> Iterator[Any]:
+    """Every id Pipedrive lists for `entity` now, read in id order (stable under concurrent updates) and
+    noted as its live ids; the listed records older than `since` that a merge of persons or organizations
+    moved without stamping them (`relinks.py`) are loaded. No request beyond the listing."""
     by_id = {"sort_by": "id", "sort_direction": "asc"} if entity.paging == CURSOR else {"sort": "id ASC"}
+    stored = StoredLinks.read(entity, since)
     ids: set[Any] = set()
+    moved = 0
     for listing in entity.listings:
         for page in ctx.pages(entity, listing, by_id, raw=True):
             ids.update(row.get(entity.primary_key) for row in page.items)
+            rows = stored.moved(page.items) if stored is not None else []
+            if rows:
+                moved += len(rows)
+                yield from output.page(ctx.shape(entity, listing, rows))
     ids.discard(None)
-    return ids
+    ctx.monitor.record_live_ids(entity.name, ids)
+    if moved:
+        logger.info(
+            "%s: reconcile loads %d records whose person or organization changed without a new update "
+            "time (a merge in Pipedrive)",
+            entity.name,
+            moved,
+        )
 
 
 def _full_fetch(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from connector_fixtures import sync
 
-from pipedrive_source.record_digests import DigestTable, IdListing, digest, entry, key_text
+from pipedrive_source.record_digests import DigestTable, IdListing, digest, entry, key_text, keyed_entry
 
 FULL_READS = ["tasks", "call_logs", "projects"]
 
@@ -37,6 +37,16 @@ def test_a_packed_table_finds_each_record_by_key_and_tells_changed_content() -> 
     assert not table.holds(*entry(edited, "id"))
     assert not table.holds(entry({"id": 0}, "id")[0], entry(records[7], "id")[1])  # a key it never saw
     assert not DigestTable.from_state(None).holds(*entry(records[0], "id"))
+
+
+def test_a_table_of_some_columns_per_key_tells_a_key_it_lacks_from_one_whose_columns_differ() -> None:
+    records = _records()
+    links = DigestTable.of(keyed_entry(row["id"], [row.get("done")]) for row in records)  # unsorted in
+    assert all(links.holds(*keyed_entry(row["id"], [row.get("done")])) for row in records)
+    assert keyed_entry(records[3]["id"], records[3]) == entry(records[3], "id")
+    key_hash, packed = keyed_entry(records[3]["id"], [not records[3]["done"]])
+    assert links.digest_of(key_hash) not in (None, packed)
+    assert links.digest_of(keyed_entry(0, [True])[0]) is None
 
 
 def test_a_state_of_the_earlier_dict_format_still_tells_unchanged_records() -> None:

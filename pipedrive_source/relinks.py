@@ -1,0 +1,138 @@
+"""Records that a merge of persons or organizations moved without stamping them, found by a reconcile.
+
+Pipedrive's merge (v1 `PUT /persons/{id}/merge`, `PUT /organizations/{id}/merge`) points the records of the
+one merged away (deals, activities and their participants, persons of an organization, leads, notes, files)
+at the one kept. Its docs do not say that the moved records get a new update_time, so an incremental read
+cannot count on seeing them, and nothing in the API lists which records moved. A reconcile lists every
+record of these entities anyway (the live ids for the deletion check, `source._reconcile_listing`): there,
+each listed record's links to persons and organizations are compared with the ones the destination holds,
+and the records whose links differ are loaded. That costs no request; the destination's links are read once
+per entity (one query) and held packed while the listing runs, 16 bytes a record (`DigestTable`).
+
+Only records older than the entity's cursor are compared: the incremental read of the same run read the
+newer ones. Records the destination does not hold (older than `start_date`, or flagged deleted) are left
+alone. Full-read lists (call logs, projects) need none of this: their digests see any changed record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import groupby
+from typing import Any
+
+import dlt
+from dlt.destinations.sql_client import SqlClientBase
+
+from .deletions import materialized
+from .entities import Entity
+from .record_digests import DigestTable, keyed_entry
+from .relations import references
+from .run import Row
+
+MERGED = ("persons", "organizations")  # what Pipedrive merges
+# links held in a list of the record (a child table in the destination): (list column, the item's id key)
+NESTED: dict[str, tuple[str, str]] = {"activities": ("participants", "person_id")}
+FETCH = 10_000  # destination rows per fetch
+
+
+def link_columns(table: str) -> tuple[str, ...]:
+    """The columns of `table` holding the id of a person or organization (not its own id)."""
+    return tuple(column for column, target in references(table) if target in MERGED and target != table)
+
+
+def relinked(table: str) -> bool:
+    """Whether a merge can move records of `table`."""
+    return bool(link_columns(table)) or table in NESTED
+
+
+class StoredLinks:
+    """The links to persons and organizations that the destination holds for an entity's records."""
+
+    def __init__(
+        self, entity: Entity, since: str, columns: Sequence[str], nested: bool, links: DigestTable
+    ) -> None:
+        self.entity, self.since, self.columns, self.nested, self.links = entity, since, columns, nested, links
+        self.field = entity.cursor_field or "update_time"
+
+    @classmethod
+    def read(cls, entity: Entity, since: str | None) -> StoredLinks | None:
+        """The links stored for `entity` in the running pipeline's destination; None where nothing is to
+        compare: no links, no cursor (the run read every record), no table yet, a destination without
+        merges (filesystem: it appends versions)."""
+        if since is None or not relinked(entity.name):
+            return None
+        try:
+            pipeline = dlt.current.pipeline()
+            caps = pipeline.destination.capabilities()
+        except Exception:  # no pipeline or destination (the source iterated directly)
+            return None
+        if "delete-insert" not in (caps.supported_merge_strategies or ()):
+            return None
+        schema = pipeline.default_schema if pipeline.default_schema_name else None
+        if schema is None or not materialized(schema, entity.name):
+            return None
+        known = schema.tables[entity.name]["columns"]
+        columns = [column for column in link_columns(entity.name) if column in known]
+        child = f"{entity.name}__{NESTED[entity.name][0]}" if entity.name in NESTED else None
+        nested = child is not None and materialized(schema, child)
+        with pipeline.sql_client() as client:
+            rows = _stored(client, entity, columns, child if nested else None)
+            links = DigestTable.of(keyed_entry(key, value) for key, value in rows)
+        return cls(entity, since, columns, nested, links)
+
+    def moved(self, rows: Iterable[Row]) -> list[Row]:
+        """The records (raw, as listed) older than the cursor whose links differ from the stored ones."""
+        out: list[Row] = []
+        for row in rows:
+            moment = row.get(self.field)
+            if not isinstance(moment, str) or moment >= self.since:
+                continue
+            key_hash, packed = keyed_entry(row.get(self.entity.primary_key), self._links(row))
+            stored = self.links.digest_of(key_hash)
+            if stored is not None and stored != packed:
+                out.append(row)
+        return out
+
+    def _links(self, row: Row) -> list[Any]:
+        values = [row.get(column) for column in self.columns]
+        if self.nested:
+            items = row.get(NESTED[self.entity.name][0])
+            key = NESTED[self.entity.name][1]
+            values.append(_ids(item.get(key) for item in items if isinstance(item, dict)) if items else [])
+        return values
+
+
+def _stored(
+    client: SqlClientBase[Any], entity: Entity, columns: Sequence[str], child: str | None
+) -> Iterator[tuple[Any, list[Any]]]:
+    """(key, link values) of every row not flagged deleted, the nested ids last (sorted) when `child`."""
+    table = client.make_qualified_table_name(entity.name)
+    key = client.escape_column_name(entity.primary_key)
+    names = "".join(f", r.{client.escape_column_name(column)}" for column in columns)
+    flag = client.escape_column_name("is_deleted")
+    query = f"SELECT r.{key}{names} FROM {table} r WHERE r.{flag} IS NOT TRUE"
+    if child is not None:  # a row per nested item (or one without), grouped by the record
+        item = client.escape_column_name(NESTED[entity.name][1])
+        query = (
+            f"SELECT r.{key}{names}, c.{item} FROM {table} r LEFT JOIN "
+            f"{client.make_qualified_table_name(child)} c ON c._dlt_parent_id = r._dlt_id "
+            f"WHERE r.{flag} IS NOT TRUE ORDER BY r.{key}"
+        )
+    with client.execute_query(query) as cursor:
+        rows = _fetched(cursor)
+        if child is None:
+            for row in rows:
+                yield row[0], list(row[1:])
+            return
+        for record, group in groupby(rows, key=lambda row: row[0]):
+            items = list(group)
+            yield record, [*items[0][1:-1], _ids(row[-1] for row in items)]
+
+
+def _fetched(cursor: Any) -> Iterator[Sequence[Any]]:
+    while rows := cursor.fetchmany(FETCH):
+        yield from rows
+
+
+def _ids(values: Iterable[Any]) -> list[Any]:
+    return sorted({value for value in values if value is not None}, key=str)
