@@ -37,12 +37,7 @@ def digest(row: Any) -> str:
 
 def entry(row: Mapping[str, Any], primary_key: str) -> tuple[int, int]:
     """A record's entry in a `DigestTable`: its key's hash and its packed digest, each computed once."""
-    return keyed_entry(row.get(primary_key), row)
-
-
-def keyed_entry(key: Any, value: Any) -> tuple[int, int]:
-    """The entry of `value` (a record, or some of its columns) under a record's key `key`."""
-    return _key_hash(orjson.dumps(key).decode()), int.from_bytes(_content_digest(value)[:8], "little")
+    return _key_hash(key_text(row, primary_key)), int.from_bytes(_content_digest(row)[:8], "little")
 
 
 def _content_digest(row: Any) -> bytes:

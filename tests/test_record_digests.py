@@ -12,7 +12,7 @@ from pathlib import Path
 
 from connector_fixtures import sync
 
-from pipedrive_source.record_digests import DigestTable, IdListing, digest, entry, key_text, keyed_entry
+from pipedrive_source.record_digests import DigestTable, IdListing, digest, entry, key_text
 
 FULL_READS = ["tasks", "call_logs", "projects"]
 
@@ -39,14 +39,13 @@ def test_a_packed_table_finds_each_record_by_key_and_tells_changed_content() -> 
     assert not DigestTable.from_state(None).holds(*entry(records[0], "id"))
 
 
-def test_a_table_of_some_columns_per_key_tells_a_key_it_lacks_from_one_whose_columns_differ() -> None:
+def test_a_table_built_from_entries_tells_a_key_it_lacks_from_one_whose_content_differs() -> None:
     records = _records()
-    links = DigestTable.of(keyed_entry(row["id"], [row.get("done")]) for row in records)  # unsorted in
-    assert all(links.holds(*keyed_entry(row["id"], [row.get("done")])) for row in records)
-    assert keyed_entry(records[3]["id"], records[3]) == entry(records[3], "id")
-    key_hash, packed = keyed_entry(records[3]["id"], [not records[3]["done"]])
-    assert links.digest_of(key_hash) not in (None, packed)
-    assert links.digest_of(keyed_entry(0, [True])[0]) is None
+    table = DigestTable.of(entry(row, "id") for row in reversed(records))  # sorted as it is built
+    assert all(table.holds(*entry(row, "id")) for row in records)
+    key_hash, packed = entry({**records[3], "done": not records[3]["done"]}, "id")
+    assert table.digest_of(key_hash) not in (None, packed)
+    assert table.digest_of(entry({"id": 0}, "id")[0]) is None
 
 
 def test_a_state_of_the_earlier_dict_format_still_tells_unchanged_records() -> None:
