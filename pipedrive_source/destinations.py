@@ -90,7 +90,7 @@ from typing import Any
 import dlt
 from dlt.common.data_writers.escape import escape_duckdb_literal, escape_postgres_identifier
 from dlt.common.destination.exceptions import DestinationTerminalException
-from dlt.common.destination.reference import DestinationReference
+from dlt.common.destination.reference import Destination, DestinationReference
 from dlt.common.destination.utils import resolve_merge_strategy
 from dlt.common.schema.typing import C_DLT_LOAD_ID
 from dlt.common.schema.utils import get_nested_tables
@@ -678,7 +678,8 @@ def loader_file_format(destination: Any) -> str | None:
     loads it by COPY (its module docstring); `insert_values` for dlt's own Postgres destination."""
     if is_exact_postgres(destination):
         return "parquet"
-    name = destination if isinstance(destination, str) else destination.destination_name
+    # by type: a named destination (`dlt.destinations.duckdb(destination_name="crm")`) is still duckdb
+    name = destination if isinstance(destination, str) else Destination.to_name(destination.destination_type)
     if name in PARQUET_DESTINATIONS:
         return "parquet"
     if name in EXACT_INSERT_DESTINATIONS:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import dlt
 from dlt.common.destination.client import PreparedTableSchema
-from dlt.common.destination.reference import DestinationReference
+from dlt.common.destination.reference import Destination, DestinationReference
 from dlt.common.schema.typing import TColumnSchema
 from dlt.destinations.impl.postgres.factory import PostgresTypeMapper
 
@@ -38,10 +38,17 @@ def postgres(credentials: Any = None, **kwargs: Any) -> Any:
 
 
 def exact_destination(destination: Any) -> Any:
-    """`destination` (a dlt destination or its name), the name `"postgres"` as `postgres()`: dlt's own
-    Postgres destination, without an ADBC driver, takes parquet files through its CSV load, which makes an
-    empty string NULL."""
-    return postgres() if destination == "postgres" else destination
+    """`destination` (a dlt destination, its factory or its name; None stays None), with dlt's own Postgres
+    destination as `postgres()` with the same settings, however it is named: `"postgres"`,
+    `"dlt.destinations.postgres"`, a named destination of that type, `dlt.destinations.postgres(...)`. dlt's
+    own, without an ADBC driver, takes parquet files through its CSV load, which makes an empty string NULL;
+    the orchestrators load parquet, and a `dlt.destinations.postgres(...)` handed to them took that path."""
+    if destination is None or is_exact_postgres(destination):
+        return destination
+    resolved = Destination.from_reference(destination)  # raises for an unknown name, as dlt.pipeline would
+    if type(resolved) is not dlt.destinations.postgres:  # a subclass of it may load its own way
+        return destination
+    return postgres(**resolved.config_params, **resolved.caps_params)
 
 
 def is_exact_postgres(destination: Any) -> bool:

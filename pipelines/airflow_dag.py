@@ -45,13 +45,13 @@ from pipedrive_source.deployment import (  # noqa: E402
     configured_history,
     prepare_run,
 )
+from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import DEFAULT_ENTITIES  # noqa: E402
 from pipedrive_source.history import history_table  # noqa: E402
 from pipedrive_source.state_history import prune_state_history  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
 SCHEDULE = "0 * * * *"
-LOADER_FILE_FORMAT = "parquet"
 
 # Each group holds whole dlt resource groups: a child table (deal_products) sits with the parent it is read
 # from. Together the groups cover every default entity (a test checks it). The connector's custom-field
@@ -187,7 +187,7 @@ def _group_task(
         pipeline,
         run.source,  # a callable: the source is built when the task runs
         decompose="none",
-        loader_file_format=LOADER_FILE_FORMAT,
+        loader_file_format=loader_file_format(pipeline.destination),  # the pipeline script's
         trigger_rule="all_done",
     )
     task.python_callable = run.then_flag_vanished(task.python_callable)

@@ -40,6 +40,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     configured_history,
     prepare_run,
 )
+from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
 from pipedrive_source.history import SUFFIX, add_history  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
@@ -48,7 +49,6 @@ from pipedrive_source.views import VIEWS, refresh_views  # noqa: E402
 
 SCHEDULE = "0 * * * *"  # hourly; a run without changes costs about one request per entity
 VIEWS_ASSET = "analyst_views"
-LOADER_FILE_FORMAT = "parquet"  # ~6x faster than insert_values into DuckDB
 
 
 class PipedriveTranslator(DagsterDltTranslator):
@@ -176,7 +176,8 @@ def company_assets(
             company=company,
             **(source_options or {}),
         )
-        results = dlt.run(context=context, dlt_source=run.source, loader_file_format=LOADER_FILE_FORMAT)
+        file_format = loader_file_format(pipeline.destination)  # the pipeline script's
+        results = dlt.run(context=context, dlt_source=run.source, loader_file_format=file_format)
         yield from in_dependency_order(list(results))
         for table, count in flag_vanished(reattach(pipeline), run.monitor).items():
             context.log.info(f"{table}: {count} rows no longer in Pipedrive flagged is_deleted")

@@ -9,6 +9,7 @@ snapshot by the same code as the DuckDB tests; values of every awkward kind are 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from connector_fixtures import (
 )
 
 from pipedrive_source import pipedrive_source
+from pipedrive_source.deployment import Company
 from pipedrive_source.destinations import loader_file_format
 from pipedrive_source.emulator import run_emulator
 from pipedrive_source.history import add_history
@@ -574,19 +576,82 @@ def test_a_sync_of_awkward_values_loads_as_with_insert_values(postgres: str, tmp
         assert _dataset_rows(pipelines["exact"]) == _dataset_rows(pipelines["insert"])
 
 
+NAMED_POSTGRES = {  # every way to name dlt's Postgres destination to the orchestrators (with credentials)
+    "name": lambda url: "postgres",
+    "type": lambda url: "dlt.destinations.postgres",
+    "factory": lambda url: dlt.destinations.postgres,
+    "object": lambda url: dlt.destinations.postgres(credentials=url),
+    "named": lambda url: "warehouse",  # destination.warehouse.destination_type = "postgres"
+}
+
+
+@pytest.mark.parametrize("naming", NAMED_POSTGRES)
 def test_orchestrated_pipelines_into_postgres_keep_empty_strings(
-    postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    naming: str, postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Dagster and Airflow load parquet files into the company's pipeline (`LOADER_FILE_FORMAT`); built for
-    `"postgres"`, that was dlt's own destination, which (no ADBC driver) wrote the Arrow tables as CSV and
-    loaded them with FORCE_NULL: an empty string arrived as NULL."""
+    """Dagster and Airflow load the file format the pipeline script picks into the company's pipeline. Built
+    for `"postgres"`, that was dlt's own destination, which (no ADBC driver) wrote the Arrow tables as CSV
+    and loaded them with FORCE_NULL: an empty string arrived as NULL; `dlt.destinations.postgres(...)` and
+    the other ways to name it still took that path."""
     import pyarrow as pa
 
-    from pipedrive_source.deployment import Company, company_pipeline
+    from pipedrive_source.deployment import company_pipeline
 
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", postgres)
-    pipeline = company_pipeline(Company("acme"), "postgres", str(tmp_path / "pipelines"))
+    monkeypatch.setenv("DESTINATION__WAREHOUSE__DESTINATION_TYPE", "postgres")
+    monkeypatch.setenv("DESTINATION__WAREHOUSE__CREDENTIALS", postgres)
+    destination = NAMED_POSTGRES[naming](postgres)
+    pipeline = company_pipeline(Company("acme"), destination, str(tmp_path / "pipelines"))
+    assert pipeline.destination.destination_name == ("warehouse" if naming == "named" else "postgres")
     rows = pa.table({"id": [1, 2, 3], "text": ["", None, "x"]})
-    pipeline.run(dlt.resource([rows], name="texts"), loader_file_format="parquet")  # as the orchestrators
+    fmt = loader_file_format(pipeline.destination)  # as the orchestrators pick it
+    pipeline.run(dlt.resource([rows], name="texts"), loader_file_format=fmt, dataset_name=f"texts_{naming}")
     with pipeline.sql_client() as client:
         assert client.execute_sql("SELECT id, text FROM texts ORDER BY id") == [(1, ""), (2, None), (3, "x")]
+    jobs = [
+        j.job_file_info
+        for p in pipeline.last_trace.last_load_info.load_packages
+        for j in p.jobs["completed_jobs"]
+    ]
+    assert {j.file_format for j in jobs if j.table_name == "texts"} == {"parquet"}  # the fast path, COPY
+
+
+def test_dagster_into_a_postgres_destination_object_keeps_empty_strings(
+    postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dlt.destinations.postgres(...)` handed to the Dagster definitions: the materialization loaded the
+    persons by dlt's CSV path, and the job title emptied in Pipedrive arrived as NULL."""
+    dg = pytest.importorskip("dagster", reason="Dagster is an optional extra: uv sync --extra dagster")
+    dagster_dlt = pytest.importorskip("dagster_dlt", reason="dagster-dlt is in the dagster extra")
+    spec = importlib.util.spec_from_file_location(
+        "dagster_definitions", Path(__file__).resolve().parent.parent / "pipelines" / "dagster_definitions.py"
+    )
+    assert spec and spec.loader
+    definitions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(definitions)
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        person = emulator.control.snapshot("persons")[0]["id"]
+        emulator.control.mutate(
+            ops=[{"op": "update", "table": "persons", "id": person, "changes": {"job_title": ""}}]
+        )
+        monkeypatch.setenv("PIPEDRIVE_DAGSTER__SOURCES__PIPEDRIVE__API_TOKEN", emulator.api_token)
+        monkeypatch.setenv("PIPEDRIVE_DAGSTER__SOURCES__PIPEDRIVE__BASE_URL", emulator.base_url)
+        destination = dlt.destinations.postgres(credentials=postgres)
+        assets = definitions.company_assets(
+            Company("dagster"), destination=destination, pipelines_dir=str(tmp_path / "pipelines")
+        )
+        result = dg.materialize(
+            assets,
+            resources={"dlt": dagster_dlt.DagsterDltResource()},
+            selection=[dg.AssetKey(["dagster", "persons"])],
+            raise_on_error=False,
+        )
+    assert result.success
+    pipeline = dlt.pipeline(
+        "check",
+        str(tmp_path / "check"),
+        destination=postgres_destination(postgres),
+        dataset_name="pipedrive_dagster",
+    )
+    with pipeline.sql_client() as client:
+        assert client.execute_sql(f"SELECT job_title FROM persons WHERE id = {person}") == [("",)]
