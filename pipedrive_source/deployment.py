@@ -35,7 +35,7 @@ from .deletions import flag_vanished
 from .destinations import duckdb as duckdb_destination
 from .entities import BY_NAME
 from .errors import ConfigError, env_setting
-from .history import add_history
+from .history import add_history, check_history
 from .postgres_load import exact_destination
 from .run import SyncMonitor
 from .settings import CREDENTIAL_KEYS
@@ -100,8 +100,21 @@ def check_credentials(company: Company) -> None:
 
 
 def configured_history() -> list[str]:
-    """`[pipedrive] history`: entities to keep SCD2 history of (e.g. `["deals"]`), none by default."""
-    return _names("pipedrive.history", '["deals"]')
+    """`[pipedrive] history`: entities to keep SCD2 history of (e.g. `["deals"]`), none by default. A name
+    that cannot have one is refused (the orchestrators dropped a typo without a word)."""
+    names = _names("pipedrive.history", '["deals"]')
+    check_history(names)
+    return names
+
+
+def history_left_out(entities: Sequence[str], reason: str, selection: str) -> str:
+    """The line saying that this run keeps no history of `entities`, which `[pipedrive] history` names:
+    `reason` why (the run does not sync them), `selection` what chose the run's tables. A standing setting
+    meets runs of a few tables, so the run goes on, but a history misses the versions of such runs."""
+    return (
+        f"history: no history of {', '.join(entities)} kept by this run, {reason} ({selection}; "
+        "[pipedrive] history names it)"
+    )
 
 
 def _names(key: str, example: str) -> list[str]:
@@ -257,7 +270,7 @@ def prepare_run(
     pipeline.activate()  # settings resolve under `<pipeline_name>.sources.pipedrive` first
     entities = [name for name in tables or () if name in BY_NAME]
     source = pipedrive_source(monitor=monitor, entities=entities or None, **options)
-    added = add_history(source, [name for name in history if name in source.resources], pipeline)
+    added = add_history(source, history, pipeline)  # for the entities `source` loads
     if tables is not None:
         source = source.with_resources(*[name for name in tables if name in source.resources])
     return Run(pipeline, source, monitor, added)

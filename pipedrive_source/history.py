@@ -54,15 +54,20 @@ def not_loaded(source: DltSource, entities: Sequence[str]) -> list[str]:
     return [name for name in entities if name in historizable() and name not in source.resources]
 
 
-def add_history(
-    source: DltSource, entities: Sequence[str], pipeline: dlt.Pipeline | None = None
-) -> list[str]:
-    """Add an SCD2 history table for each of `entities` that `source` loads; returns the tables added."""
+def check_history(entities: Sequence[str]) -> None:
+    """Refuse a name that cannot have a history (a typo, a child table such as deal_products)."""
     unknown = sorted(set(entities) - set(historizable()))
     if unknown:
         raise ConfigError(
             f"No history for {', '.join(unknown)}. History works for: {', '.join(historizable())}."
         )
+
+
+def add_history(
+    source: DltSource, entities: Sequence[str], pipeline: dlt.Pipeline | None = None
+) -> list[str]:
+    """Add an SCD2 history table for each of `entities` that `source` loads; returns the tables added."""
+    check_history(entities)
     if pipeline is not None and not _supports_scd2(pipeline):
         log.warning(
             "history skipped: the %s destination has no scd2 merge strategy",

@@ -47,7 +47,7 @@ from pipedrive_source.deployment import (  # noqa: E402
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import DEFAULT_ENTITIES  # noqa: E402
-from pipedrive_source.history import history_table  # noqa: E402
+from pipedrive_source.history import check_history, history_table  # noqa: E402
 from pipedrive_source.state_history import prune_state_history  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
@@ -145,6 +145,7 @@ def sync_dag(
     company: Company, destination: Any = None, history: Sequence[str] = (), schedule: str = SCHEDULE
 ) -> Any:
     """The DAG of one company."""
+    check_history(history)  # a group keeps the history of its own tables: a typo would match none, unsaid
 
     @dag(
         dag_id=f"{company.pipeline_name}_sync",

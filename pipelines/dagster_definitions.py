@@ -38,11 +38,12 @@ from pipedrive_source.deployment import (  # noqa: E402
     company_pipeline,
     configured_companies,
     configured_history,
+    history_left_out,
     prepare_run,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
-from pipedrive_source.history import SUFFIX, add_history  # noqa: E402
+from pipedrive_source.history import SUFFIX, add_history, history_table  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.relations import upstream  # noqa: E402
 from pipedrive_source.views import VIEWS, refresh_views  # noqa: E402
@@ -136,8 +137,21 @@ def table_catalog(entities: Sequence[str] | None, history: Sequence[str]) -> Any
     described = [BY_NAME[name] for name in source.resources if name in BY_NAME]
     # never iterated: the resources use the run context only when they run
     source.resources.add(*CustomFieldResolution().resources(cast(Any, None), described))
-    add_history(source, [name for name in history if name in source.resources])
+    add_history(source, history)  # for the entities of the catalog
     return source
+
+
+def history_notices(history: Sequence[str], selected: Sequence[str]) -> list[str]:
+    """What the pipeline script says of `[pipedrive] history` entities a run does not sync, for a
+    materialization of `selected` tables; also of an entity selected without its history table."""
+    unsynced = [name for name in history if name not in selected]
+    bare = [name for name in history if name in selected and history_table(name) not in selected]
+    where = "the selected assets"
+    notices = [history_left_out(unsynced, "which does not sync it", where)] if unsynced else []
+    if bare:
+        reason = f"which syncs it without {', '.join(map(history_table, bare))}"
+        notices.append(history_left_out(bare, reason, where))
+    return notices
 
 
 def company_assets(
@@ -177,6 +191,8 @@ def company_assets(
             **(source_options or {}),
         )
         file_format = loader_file_format(pipeline.destination)  # the pipeline script's
+        for notice in history_notices(history, selected):
+            context.log.warning(notice)
         results = dlt.run(context=context, dlt_source=run.source, loader_file_format=file_format)
         yield from in_dependency_order(list(results))
         for table, count in flag_vanished(reattach(pipeline), run.monitor).items():

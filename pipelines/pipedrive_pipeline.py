@@ -55,6 +55,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     configured_history,
     duckdb_file,
     duckdb_file_destination,
+    history_left_out,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.errors import (  # noqa: E402
@@ -270,11 +271,7 @@ def history_entities(args: argparse.Namespace, source: Any) -> list[str]:
     names = configured_history()
     missing = not_loaded(source, names)
     if missing:
-        print(
-            f"history: no history of {', '.join(missing)} kept by this run, which does not sync it "
-            f"({entity_selection(args)}; [pipedrive] history names it)",
-            flush=True,
-        )
+        print(history_left_out(missing, "which does not sync it", entity_selection(args)), flush=True)
     return [name for name in names if name not in missing]
 
 

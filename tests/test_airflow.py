@@ -106,6 +106,16 @@ def test_the_dag_parses_without_credentials(airflow_env: dict[str, str]) -> None
             assert group_of[entity.parent] == group, table
 
 
+def test_a_history_name_that_cannot_have_one_fails_the_dag_import(airflow_env: dict[str, str]) -> None:
+    """Each group keeps the history of the `[pipedrive] history` entities among its tables: a typo matched
+    none and was dropped without a word (the pipeline script stops with exit 2)."""
+    env = {**airflow_env, "PYTHONPATH": str(ROOT / "pipelines"), "PIPEDRIVE__HISTORY": '["deal"]'}
+    parsed = subprocess.run(
+        [sys.executable, "-c", PARSE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "No history for deal. History works for: " in parsed.stdout + parsed.stderr
+
+
 def dags_test(env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess[str]:
     run = subprocess.run(
         [str(AIRFLOW), "dags", "test", DAG_ID],

@@ -8,6 +8,7 @@ Needs the optional extra: `uv sync --extra dagster`."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +26,7 @@ from pipedrive_source import pipedrive_source  # noqa: E402
 from pipedrive_source.concurrency import FetchPool  # noqa: E402
 from pipedrive_source.deployment import Company  # noqa: E402
 from pipedrive_source.emulator import EmulatorHandle  # noqa: E402
+from pipedrive_source.errors import ConfigError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pydantic v1 shims inside dagster
 
@@ -235,3 +237,32 @@ def test_each_company_gets_its_own_group_job_and_schedule(definitions: ModuleTyp
         "pipedrive_acme_sync": "15 6 * * *",
         "pipedrive_globex_sync": "15 6 * * *",
     }
+
+
+def test_history_left_out_of_a_run_is_said_in_its_log(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`[pipedrive] history` narrowed to the selected tables without a word, where the pipeline script says
+    `history: no history of deals kept by this run, ...`; a name that cannot have a history was dropped too
+    (the script stops with exit 2)."""
+    assets = assets_for(definitions, tmp_path, history=["deals", "persons"])
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        assets,
+        resources={"dlt": dagster_dlt.DagsterDltResource()},
+        selection=[dg.AssetKey(["pipedrive", name]) for name in ("persons", "users")],
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert (
+        "history: no history of deals kept by this run, which does not sync it (the selected assets; "
+        "[pipedrive] history names it)" in warnings
+    )
+    assert any(
+        w.startswith("history: no history of persons kept by this run, which syncs it without")
+        for w in warnings
+    )
+    with pytest.raises(ConfigError, match="No history for deal_products"):
+        assets_for(definitions, tmp_path, history=["deal_products"])
