@@ -83,6 +83,7 @@ class Resolver:
         builtin_labels: bool = True,
         extra_options: Mapping[str, Mapping[Any, str]] | None = None,
         last_seen: Mapping[str, Sequence[str | None]] | None = None,
+        parts: Mapping[str, Mapping[str, str]] | None = None,
         refresh: Callable[[], Iterable[Mapping[str, Any] | FieldDef]] | None = None,
     ) -> None:
         self.entity = entity
@@ -94,7 +95,9 @@ class Resolver:
         self._lock = threading.RLock()
         self._unknown_ids: dict[str, set[str]] = {}  # option ids no definition lists, by field code
         self._reported_ids: dict[str, set[str]] = {}
-        self._extras: dict[tuple[str, str], str] = {}  # (base column, member) -> column of an extra member
+        # field code -> {member: column} of the members composite values had beyond their type's (a part
+        # Pipedrive adds to addresses); kept across runs, so the column keeps that part for good
+        self.parts: dict[str, dict[str, str]] = {code: dict(m) for code, m in (parts or {}).items()}
         self.revision = 0  # bumped whenever the columns the fields produce may have changed
         defs = parse_fields(fields)
         self.custom = {fd.code: fd for fd in defs if fd.is_custom}
@@ -142,7 +145,9 @@ class Resolver:
 
     def _bind(self, previous: Mapping[str, str]) -> None:
         self.revision += 1
-        self.bindings: dict[str, str] = bind_columns(self._slots(), previous, self._builtins, ALL_SUFFIXES)
+        self.bindings: dict[str, str] = bind_columns(
+            self._slots(), previous, self._builtins, ALL_SUFFIXES, self._part_columns()
+        )
         self._compiled: dict[str, Compiled] = {
             code: compile_field(
                 fd,
@@ -288,7 +293,9 @@ class Resolver:
                 return self._convs[code]
             if code not in self.bindings:
                 slots = [*self._slots(), FieldSlot(code, None, ())]
-                self.bindings = bind_columns(slots, self.bindings, self._builtins, ALL_SUFFIXES)
+                self.bindings = bind_columns(
+                    slots, self.bindings, self._builtins, ALL_SUFFIXES, self._part_columns()
+                )
             column = self.bindings[code]
             if code not in self._warned:
                 self._warned.add(code)
@@ -363,17 +370,19 @@ class Resolver:
                 )
             self._unknown_ids.clear()
 
+    def _part_columns(self) -> set[str]:
+        return {column for members in self.parts.values() for column in members.values()}
+
     def _extra_column(self, code: str, member: str) -> str:
         """The column of a member a composite value has beyond its type's (a part Pipedrive adds to
-        addresses): `<base>_<member>`, unless that is a built-in column, another field's or one of the
-        field's own; then `<base>_<member>_2`, `_3` ..."""
+        addresses): the one an earlier run gave it, else `<base>_<member>`, unless that is a built-in
+        column, another field's or one of the field's own; then `<base>_<member>_2`, `_3` ..."""
         with self._lock:
-            key = (self.bindings[code], member)
-            column = self._extras.get(key)
+            column = self.parts.get(code, {}).get(member)
             if column is not None:
                 return column
-            wanted = normalize(f"{key[0]}_{member}")
-            taken = self._builtins | self._out_columns | set(self._extras.values())
+            wanted = normalize(f"{self.bindings[code]}_{member}")
+            taken = self._builtins | self._out_columns | self._part_columns()
             candidates = (wanted, *(f"{wanted}_{n}" for n in range(2, MAX_SUFFIX_TRIES)))
             column = next(c for c in candidates if c not in taken)
             if column != wanted:
@@ -385,7 +394,7 @@ class Resolver:
                     column,
                     wanted,
                 )
-            self._extras[key] = column
+            self.parts.setdefault(code, {})[member] = column
             return column
 
     # --- tables about the fields -------------------------------------------------------------------
@@ -412,16 +421,17 @@ class Resolver:
                     "field_name": name,
                     "column_name": self.bindings[code],
                     "field_type": field_type,
-                    "columns": ", ".join(self._listed(compiled)) if compiled and fd else None,
+                    "columns": ", ".join(self._listed(code, compiled)) if compiled and fd else None,
                     "still_exists": fd is not None,
                 }
             )
         return rows
 
-    def _listed(self, compiled: Compiled) -> list[str]:
-        """A field's columns in this entity's table, and its lists as the child tables that hold them
-        (`deals__<column>`): a list has no column in the table."""
-        return [col if kind else f"{self.entity}__{col}" for col, kind in compiled.columns.items()]
+    def _listed(self, code: str, compiled: Compiled) -> list[str]:
+        """A field's columns in this entity's table (the parts its type does not name too), and its lists
+        as the child tables that hold them (`deals__<column>`): a list has no column in the table."""
+        columns = [col if kind else f"{self.entity}__{col}" for col, kind in compiled.columns.items()]
+        return columns + [col for col in self.parts.get(code, {}).values() if col not in columns]
 
     def labelled_options(self) -> dict[str, tuple[str, dict[str, str | None]]]:
         """Every option field this resolver labels: key -> (readable name, {option id as text: label}).

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 STATE_KEY = "custom_field_bindings"
 LAST_SEEN_KEY = "custom_field_last_seen"  # per table and field code: [name, type] as last listed
+PARTS_KEY = "custom_field_parts"  # per table and field code: {member its type does not name: column}
 DIGESTS_KEY = "custom_field_tables"  # digest of each entity's rows of a table about the fields, as loaded
 LEAD_LABELS = "lead_labels"
 INHERITED_FIELDS = {"leads": "deal_fields"}
@@ -79,6 +80,8 @@ class CustomFieldResolution:
         resolver.resolve_page(rows)
         # a record may have revealed a built-in column that moved a custom field: keep what was decided
         self._bindings()[entity.name] = resolver.bindings
+        if resolver.parts:  # an address part once given a column keeps it in the runs to come
+            self._state(PARTS_KEY)[entity.name] = resolver.parts
         if resolver.revision != revision:  # definitions read again, an unlisted field bound: hint them
             self._state(LAST_SEEN_KEY)[entity.name] = resolver.last_seen
             self._hint(entity, ctx, resolver)
@@ -122,6 +125,7 @@ class CustomFieldResolution:
             _field_definitions(entity, ctx),
             bindings=bindings.get(entity.name) or {},
             last_seen=last_seen.get(entity.name),
+            parts=self._state(PARTS_KEY).get(entity.name),
             builtin_columns=_builtin_columns(entity),
             keep_option_ids=self.keep_option_ids,
             builtin_labels=self.builtin_labels,

@@ -125,11 +125,14 @@ def bind_columns(
     bindings: Mapping[str, str],
     builtins: Iterable[str],
     orphan_suffixes: tuple[str, ...] = (),
+    reserved: Iterable[str] = (),
 ) -> dict[str, str]:
     """Bind every field code to a base column; returns the new bindings (old ones kept where possible).
 
     `bindings` may hold codes of fields that no longer exist: they keep their column reserved (with every
     suffix in `orphan_suffixes`) so a new field with the same name never reuses an old field's column.
+    `reserved`: other columns custom values are in (a part of an address value its type does not name):
+    no field is newly bound onto one.
     """
     builtin_set = set(builtins)
     by_code = {s.code: s for s in slots}
@@ -151,6 +154,7 @@ def bind_columns(
             continue
         result[code] = bindings[code]
         taken.update(cols)
+    taken.update(reserved)
     for code in sorted(by_code):
         if code in result:
             continue

@@ -844,3 +844,33 @@ def test_an_address_part_pipedrive_adds_never_takes_another_fields_column(tmp_pa
     row = s.table("deals")[deal]
     assert (row["address_field_floor"], row["address_field_floor_2"]) == ("the other field", "3rd")
     assert (row["address_field"], row["address_field_country"]) == ("Narva mnt 5, Tallinn", "Estonia")
+
+
+def test_an_address_part_keeps_its_column_when_a_field_of_that_name_comes_later(tmp_path: Path) -> None:
+    """A part the definitions do not name (`floor`) got `address_field_floor` in one run; a field named
+    "Address field floor" added later took that column in the next run, and the part moved to
+    `address_field_floor_2`: one column held both, depending on the run. The part keeps its column (the
+    state remembers it, `custom_fields.columns` names it); the new field gets `address_field_floor_2`."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        address = next(c for c, fd in custom_defs(emulator, "deals").items() if fd["field_type"] == "address")
+        first, second = sorted(r["id"] for r in emulator.control.snapshot("deals"))[:2]
+        value = {"value": "Narva mnt 5, Tallinn", "country": "Estonia", "floor": "3rd"}
+        change = {"custom_fields": {address: value}}
+        emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": first, "changes": change}])
+        s = Sync(emulator, tmp_path, entities=["deals"])
+        s.run()
+        assert s.table("deals")[first]["address_field_floor"] == "3rd"
+        op = {"op": "add_field", "entity": "deal", "name": "Address field floor", "field_type": "varchar"}
+        floor = emulator.control.mutate(ops=[op])["fields"][0]["field_code"]
+        changes = [
+            {"op": "update", "table": "deals", "id": second, "changes": {"custom_fields": {floor: "other"}}},
+            {"op": "update", "table": "deals", "id": first, "changes": {"title": "moved in"}},
+        ]
+        emulator.control.mutate(ops=changes)
+        s.run()
+    assert column_of(s, "deals")[floor] == "address_field_floor_2"
+    rows = s.table("deals")
+    assert (rows[first]["address_field_floor"], rows[first]["address_field_floor_2"]) == ("3rd", None)
+    assert (rows[second]["address_field_floor"], rows[second]["address_field_floor_2"]) == (None, "other")
+    (described,) = s.query(f"SELECT columns FROM {DATASET}.custom_fields WHERE field_code = '{address}'")
+    assert described["columns"].endswith(", address_field_floor")
