@@ -170,10 +170,12 @@ class CustomFieldResolution:
         def option_rows() -> list[Row]:
             return _as_destination_names([row for r in resolvers() for row in r.option_rows()])
 
-        def custom_fields() -> Iterator[list[Row]]:
+        def custom_fields() -> Iterator[list[Row] | None]:
+            yield from _after_reads(ctx, with_fields)
             yield from ctx.until_budget_runs_out(lambda: _if_changed(field_rows()))
 
-        def custom_field_options() -> Iterator[list[Row]]:
+        def custom_field_options() -> Iterator[list[Row] | None]:
+            yield from _after_reads(ctx, with_fields)
             yield from ctx.until_budget_runs_out(lambda: _if_changed(option_rows()))
 
         return [
@@ -214,6 +216,20 @@ OPTION_COLUMNS: dict[str, dict[str, Any]] = {
     "is_custom": {"data_type": "bool"},
     "is_deleted": {"data_type": "bool"},
 }
+
+
+def _after_reads(ctx: SyncContext, entities: list[Entity]) -> Iterator[None]:
+    """Nothing (dlt serves the other resources meanwhile) until the run has read every one of `entities`
+    it extracts: a record may bind a field the definitions did not list, or read them again and learn a
+    field or option added since, and the tables about the fields then describe it in this run, not the
+    next. Outside a dlt source, or for entities it does not extract, there is nothing to wait for."""
+    try:
+        selected = dlt.current.source().selected_resources
+    except Exception:  # no source context (the resource iterated on its own)
+        return
+    names = {entity.name for entity in entities if entity.name in selected}
+    while not names <= ctx.done:
+        yield None
 
 
 def _as_destination_names(rows: list[Row]) -> list[Row]:

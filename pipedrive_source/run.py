@@ -118,6 +118,7 @@ class SyncContext:
         self._memo: dict[str, list[Row]] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
         self.rewinds: dict[str, str] = {}  # entity -> its cursor may not pass this (see `rewind`)
+        self.done: set[str] = set()  # entities whose resource has yielded its last item (see `read_done`)
         monitor.client_stats = client.stats
 
     # ---- the run clock and the company -------------------------------------------------------------------
@@ -256,6 +257,11 @@ class SyncContext:
             known = self.rewinds.get(entity.name)
             self.rewinds[entity.name] = value if known is None else min(known, value)
         rewind_cursor(dlt.current.resource_state(entity.name), self.rewinds[entity.name])
+
+    def read_done(self, entity: Entity) -> None:
+        """`entity`'s resource is done (read, skipped or stopped): what waits for its records may go on."""
+        with self._lock:
+            self.done.add(entity.name)
 
     def note_stop(self) -> None:
         """Record a budget stop (once) for the monitor: the run ends cleanly with what it loaded."""

@@ -358,6 +358,7 @@ def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterat
     @functools.wraps(fetch)
     def guarded(*args: Any, **kwargs: Any) -> Iterator[Any]:
         if ctx.monitor.progress(entity.name).skipped:
+            ctx.read_done(entity)
             return
         try:
             yield from fetch(*args, **kwargs)
@@ -369,6 +370,8 @@ def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterat
         except PipedriveError as exc:  # the run fails: requests still retrying in the pool give up now
             ctx.pool.fail(exc)
             raise
+        finally:
+            ctx.read_done(entity)
         ctx.note_stop()
 
     return guarded
