@@ -41,7 +41,15 @@ from pipedrive_source.field_values import (
     set_ids,
     suffixes_for,
 )
-from pipedrive_source.naming import HASH_RE, MAX_SUFFIX_TRIES, FieldSlot, bind_columns, group, normalize
+from pipedrive_source.naming import (
+    HASH_RE,
+    MAX_SUFFIX_TRIES,
+    FieldSlot,
+    bind_columns,
+    column_stem,
+    group,
+    normalize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +124,20 @@ class Resolver:
         self._builtins |= {b.column for b in self._builtin_labels.values()}
         # v1 deals call the labels field `label`, v2 `label_ids`: a record has one of them
         self._builtin_convs = [(key, b.conv) for b in self._builtin_labels.values() for key in b.keys]
-        self._bind(self._initial_bindings)
+        # field code -> the column its values went to while it was unlisted, where it is listed now
+        self.moved = self._unlisted_before()
+        self._bind({c: col for c, col in self._initial_bindings.items() if c not in self.moved})
+        for code, old in self.moved.items():
+            fd = self.custom[code]
+            logger.warning(
+                "%s: custom field %r (%s) was unlisted when its values were loaded into %r as text; it is "
+                "listed now and goes to column %r",
+                entity,
+                fd.name,
+                fd.type,
+                old,
+                self.bindings[code],
+            )
 
     # --- binding and compiling -------------------------------------------------------------------
 
@@ -140,13 +161,26 @@ class Resolver:
             out[fd.code] = BuiltinLabels(fd, keys, column, conv, labels)
         return out
 
+    def _unlisted_before(self) -> dict[str, str]:
+        """Fields bound while the definitions did not list them (`cf_<8 chars>`, text: no name or type
+        known) that they list now, where their name or type asks for another column than that one."""
+        moved = {}
+        for code, column in self._initial_bindings.items():
+            fd = self.custom.get(code)
+            placeholder = column_stem(None, code)
+            if fd is None or not column.startswith(placeholder) or self._last_seen.get(code, (None, None))[1]:
+                continue
+            if column_stem(fd.name, code) != placeholder or kind_of(fd.type) not in ("text", "json"):
+                moved[code] = column
+        return moved
+
     def _slots(self) -> list[FieldSlot]:
         return [FieldSlot(fd.code, fd.name, suffixes_for(fd)) for fd in self.custom.values()]
 
     def _bind(self, previous: Mapping[str, str]) -> None:
         self.revision += 1
         self.bindings: dict[str, str] = bind_columns(
-            self._slots(), previous, self._builtins, ALL_SUFFIXES, self._part_columns()
+            self._slots(), previous, self._builtins, ALL_SUFFIXES, self._reserved_columns()
         )
         self._compiled: dict[str, Compiled] = {
             code: compile_field(
@@ -294,7 +328,7 @@ class Resolver:
             if code not in self.bindings:
                 slots = [*self._slots(), FieldSlot(code, None, ())]
                 self.bindings = bind_columns(
-                    slots, self.bindings, self._builtins, ALL_SUFFIXES, self._part_columns()
+                    slots, self.bindings, self._builtins, ALL_SUFFIXES, self._reserved_columns()
                 )
             column = self.bindings[code]
             if code not in self._warned:
@@ -370,8 +404,11 @@ class Resolver:
                 )
             self._unknown_ids.clear()
 
-    def _part_columns(self) -> set[str]:
-        return {column for members in self.parts.values() for column in members.values()}
+    def _reserved_columns(self) -> set[str]:
+        """Columns no field may be newly bound onto: address parts' and those unlisted fields' values
+        were loaded into before they moved (their rows until read again)."""
+        parts = {column for members in self.parts.values() for column in members.values()}
+        return parts | set(self.moved.values())
 
     def _extra_column(self, code: str, member: str) -> str:
         """The column of a member a composite value has beyond its type's (a part Pipedrive adds to
@@ -382,7 +419,7 @@ class Resolver:
             if column is not None:
                 return column
             wanted = normalize(f"{self.bindings[code]}_{member}")
-            taken = self._builtins | self._out_columns | self._part_columns()
+            taken = self._builtins | self._out_columns | self._reserved_columns()
             candidates = (wanted, *(f"{wanted}_{n}" for n in range(2, MAX_SUFFIX_TRIES)))
             column = next(c for c in candidates if c not in taken)
             if column != wanted:
@@ -404,6 +441,8 @@ class Resolver:
         """[name, type] of every bound field as Pipedrive last listed it, for the state: once a field is
         deleted its `custom_fields` row still says what its column held."""
         seen = {code: list(self._last_seen[code]) for code in self.bindings if code in self._last_seen}
+        # never listed: once it is, its column moves (see `_unlisted_before`)
+        seen.update({code: [None, None] for code in self.bindings if code not in seen})
         seen.update({code: [fd.name, fd.type] for code, fd in self.custom.items()})
         return seen
 

@@ -22,7 +22,10 @@ entity's state and then reads that entity in full once). Which field-definition 
 - deleted field: its column keeps the last values (`custom_fields.still_exists` is false, its row keeps
   the last name and type, `custom_field_last_seen` in the state) -> no re-read;
 - a custom field moved off a column a built-in one turned out to use (`Resolver._rebind_around`): old rows
-  keep the value in the old column (rare; logged as a warning).
+  keep the value in the old column (rare; logged as a warning);
+- a field whose values were loaded while the definitions did not list it (as text in `cf_<8 chars>`) and
+  that they list now: it moves to the column its name and type give (`Resolver.moved`) -> one full read
+  of the entity, so rows not changed since get their values there too.
 """
 
 from __future__ import annotations
@@ -139,6 +142,12 @@ class CustomFieldResolution:
     def option_labels(self, entity: Entity, ctx: SyncContext) -> OptionLabels:
         """The option labels the run's resolver of `entity` applies (see `Resolver.labelled_options`)."""
         return self.resolver(entity, ctx).labelled_options()
+
+    def moved_fields(self, entity: Entity, ctx: SyncContext) -> list[str]:
+        """Names of `entity`'s fields that move to a column of their own in this run (`Resolver.moved`):
+        the rows loaded before hold their values in the old column until read again."""
+        resolver = self.resolver(entity, ctx)
+        return [resolver.custom[code].name or code for code in sorted(resolver.moved)]
 
     def _bindings(self) -> dict[str, dict[str, str]]:
         return self._state(STATE_KEY)

@@ -503,7 +503,9 @@ def _reread_if_relabelled(entity: Entity, ctx: SyncContext, state: Any) -> None:
     bytes per option); the cursor is then forgotten, so this run reads the entity in full, stopping and
     resuming like a first load. Cost: one full read of that entity per run that sees such a change
     (rare: an admin action), no request otherwise. Renamed fields keep their columns and new options or
-    fields change no stored value: neither triggers a re-read.
+    fields change no stored value: neither triggers a re-read. A field whose values were loaded while the
+    definitions did not list it (as text in `cf_<8 chars>`) and that they list now moves to a column of
+    its own, typed: that re-reads the entity once too.
     """
     changed = _relabelled(entity, ctx, state)
     if changed and (state.get(CURSOR_STATE_KEY) or state.get(LEGACY_CURSOR_KEY)):
@@ -513,7 +515,7 @@ def _reread_if_relabelled(entity: Entity, ctx: SyncContext, state: Any) -> None:
 
 def _relabelled(entity: Entity, ctx: SyncContext, state: Any) -> list[str]:
     """The option fields of `entity` relabelled (or with an option removed) since the summary in its
-    `state`, which is brought up to date."""
+    `state`, which is brought up to date, and its fields that move to a column of their own this run."""
     resolution = next((h for h in ctx.hooks if isinstance(h, CustomFieldResolution)), None)
     if resolution is None or not entity.fields_entity:
         return []
@@ -523,13 +525,13 @@ def _relabelled(entity: Entity, ctx: SyncContext, state: Any) -> list[str]:
         return []  # no definitions now: the first page's resolution reports why; the summary stays
     changed = relabelled_options(state.get(_OPTION_LABELS_KEY), labels)
     state[_OPTION_LABELS_KEY] = options_summary(labels)
-    return changed
+    return changed + resolution.moved_fields(entity, ctx)
 
 
 def _log_reread(entity: Entity, changed: list[str]) -> None:
     logger.info(
-        "%s: option labels changed in Pipedrive (%s); reading every %s record again so that records "
-        "not changed since get the new labels",
+        "%s: option labels changed in Pipedrive, or fields once unlisted have columns of their own now (%s);"
+        " reading every %s record again so that records not changed since get the new labels and columns",
         entity.name,
         ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""),
         entity.name,

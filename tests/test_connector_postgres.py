@@ -35,6 +35,7 @@ from connector_fixtures import (
     sync,
     synced_rows,
 )
+from test_custom_fields_sync import check_unlisted_field_moves
 
 from pipedrive_source import pipedrive_source
 from pipedrive_source.deployment import Company
@@ -655,3 +656,19 @@ def test_dagster_into_a_postgres_destination_object_keeps_empty_strings(
     )
     with pipeline.sql_client() as client:
         assert client.execute_sql(f"SELECT job_title FROM persons WHERE id = {person}") == [("",)]
+
+
+def test_a_field_unlisted_when_loaded_gets_its_typed_column_in_postgres(
+    postgres: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As `test_custom_fields_sync`'s test of the same scenario, into Postgres (COPY of parquet files):
+    the `cf_<8 chars>` column is varchar there too, and the field's own column double precision."""
+    destination = postgres_destination(postgres)
+    check_unlisted_field_moves(
+        tmp_path,
+        caplog,
+        text="character varying",
+        double="double precision",
+        destination=destination,
+        loader_file_format=loader_file_format(destination),
+    )

@@ -459,6 +459,42 @@ def test_unlisted_hash_never_becomes_a_column(resolver: Resolver, caplog: pytest
     assert (row["column_name"], row["field_name"], row["still_exists"]) == (f"cf_{ghost[:8]}", None, False)
 
 
+def test_an_unlisted_field_listed_later_moves_to_the_column_its_name_and_type_give() -> None:
+    """A field bound while unlisted (`cf_<8 chars>`, text) kept that column once listed, whatever its name
+    and type. Listed, it moves (`moved` tells the engine to read the entity again), unless its name gives
+    that very column and its values are text anyway; once moved, it stays."""
+    score, rank, count = h("score"), h("rank"), h("count")
+    first = Resolver("deals", DEAL_FIELDS, builtin_columns=DEAL_BUILTIN_KEYS)
+    first.resolve(deal_v2(custom_fields={score: 5, rank: "A", count: 3}))
+    assert first.last_seen[score] == [None, None]  # never listed: what the next run goes by
+    listed = [
+        *DEAL_FIELDS,
+        v2_field(score, "Win score", "double"),
+        v2_field(rank, "顧客ランク", "varchar"),
+        v2_field(count, "件数", "int"),
+    ]
+
+    def later(before: Resolver) -> Resolver:
+        return Resolver(
+            "deals",
+            listed,
+            bindings=before.bindings,
+            last_seen=before.last_seen,
+            builtin_columns=DEAL_BUILTIN_KEYS,
+        )
+
+    second = later(first)
+    assert second.moved == {score: f"cf_{score[:8]}", count: f"cf_{count[:8]}"}
+    assert second.bindings == {
+        **first.bindings,
+        score: "win_score",
+        count: f"cf_{count[:8]}_2",  # its name gives the text column it had: the next one, typed
+    }
+    row = second.resolve(deal_v2(custom_fields={score: "2.5", count: "7"}))
+    assert (row["win_score"], row[f"cf_{count[:8]}_2"]) == (2.5, 7)
+    assert later(second).moved == {}
+
+
 def test_builtin_key_seen_only_in_data_is_not_overwritten(caplog: pytest.LogCaptureFixture) -> None:
     """No builtin_columns given: the record itself reveals `region`; the custom Region moves away."""
     fields = [v2_field(F["region_a"], "Region", "varchar")]

@@ -47,14 +47,17 @@ class Sync:
         workdir: Path,
         entities: list[str] = ENTITIES,
         keep_option_ids: bool = False,
+        destination: Any = None,
     ) -> None:
         self.db_path = workdir / "custom_fields.duckdb"
+        self.on_duckdb = destination is None  # else queried through dlt's SQL client
         self.pipeline = dlt.pipeline(
             pipeline_name="custom_fields_sync",
             pipelines_dir=str(workdir / "pipelines"),
-            destination=dlt.destinations.duckdb(str(self.db_path)),
+            destination=destination or dlt.destinations.duckdb(str(self.db_path)),
             dataset_name=DATASET,
         )
+        self.loader_file_format = "parquet"
         self.source_args: dict[str, Any] = {
             "api_token": emulator.api_token,
             "base_url": emulator.base_url,
@@ -64,9 +67,13 @@ class Sync:
             self.source_args["keep_option_ids"] = True
 
     def run(self) -> None:
-        self.pipeline.run(pipedrive_source(**self.source_args), loader_file_format="parquet")
+        self.pipeline.run(pipedrive_source(**self.source_args), loader_file_format=self.loader_file_format)
 
     def query(self, sql: str) -> list[dict[str, Any]]:
+        if not self.on_duckdb:
+            with self.pipeline.sql_client() as client, client.execute_query(sql) as cur:
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         with duckdb.connect(str(self.db_path), read_only=True) as con:
             cur = con.execute(sql)
             names = [d[0] for d in cur.description]
@@ -876,3 +883,63 @@ def test_an_address_part_keeps_its_column_when_a_field_of_that_name_comes_later(
     assert (rows[second]["address_field_floor"], rows[second]["address_field_floor_2"]) == (None, "other")
     (described,) = s.query(f"SELECT columns FROM {DATASET}.custom_fields WHERE field_code = '{address}'")
     assert described["columns"].endswith(", address_field_floor")
+
+
+def test_a_field_unlisted_when_its_values_loaded_gets_its_own_typed_column_once_listed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value under a field the definitions did not list, even read again (here: the fields endpoint down
+    by then), went to `cf_<8 chars>` as text, and stayed there for good: once listed as a number, the
+    field kept that VARCHAR column and its values stayed text. The run that finds it listed binds it to the
+    column its name and type give, reads the deals again once (the value is not lost, it lands there),
+    and `custom_fields` says so; the old column stays, empty for the rows read again."""
+    check_unlisted_field_moves(tmp_path, caplog, text="VARCHAR", double="DOUBLE")
+
+
+def check_unlisted_field_moves(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    text: str,
+    double: str,
+    destination: Any = None,
+    loader_file_format: str = "parquet",
+) -> None:
+    """The scenario of the test above on a destination (`text`, `double`: its names of those types)."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        s = Sync(emulator, tmp_path, entities=["deals"], destination=destination)
+        s.loader_file_format = loader_file_format
+        s.source_args.update(max_attempts=2, backoff_base_s=0)
+        s.run()
+        deal = sorted(s.table("deals"))[0]
+        added: dict[str, Any] = {}
+
+        def ops(update_time: int) -> list[dict]:
+            op = {"op": "add_field", "entity": "deal", "name": "Win score", "field_type": "double"}
+            added.update(emulator.control.mutate(ops=[op])["fields"][0])
+            emulator.control.settings(down_path="/api/v2/dealFields")  # read again: in vain
+            change = {"custom_fields": {added["field_code"]: 1.5}, "update_time": update_time}
+            return [{"op": "update", "table": "deals", "id": deal, "changes": change}]
+
+        change_mid_run(emulator, s, ops)
+        placeholder = f"cf_{added['field_code'][:8]}"
+        assert (s.columns()["deals"][placeholder], s.table("deals")[deal][placeholder]) == (text, "1.5")
+        emulator.control.settings(down_path="")
+        s.source_args.pop("record_hooks")
+        with caplog.at_level(logging.INFO):
+            s.run()
+        assert s.columns()["deals"].get("win_score") == double
+        rows = s.table("deals")
+        assert (rows[deal]["win_score"], rows[deal][placeholder]) == (1.5, None)
+        assert any("reading every deals record again" in m and "Win score" in m for m in caplog.messages)
+        code = added["field_code"]
+        described = s.query(f"SELECT * FROM {DATASET}.custom_fields WHERE field_code = '{code}'")
+        assert [(r["field_name"], r["column_name"], r["field_type"]) for r in described] == [
+            ("Win score", "win_score", "double")
+        ]
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            s.run()  # moved once: the next run keeps the column and reads nothing again
+    assert not [m for m in caplog.messages if "reading every deals record again" in m]
+    assert column_of(s, "deals")[code] == "win_score"
+    assert s.table("deals")[deal]["win_score"] == 1.5

@@ -89,6 +89,9 @@ class EmulatorSettings:
         default="",
         metadata=_opt("comma list of path templates answered 403 (a user without permission)", True),
     )
+    down_path: str = field(
+        default="", metadata=_opt("a path answered 5xx every time (one service down); '' for none", True)
+    )
     prerender: bool = field(
         default=True,
         metadata=_opt("render every record's JSON before serving (a slower start, fast first reads)"),
@@ -178,6 +181,8 @@ class EmulatorApp:
             await _send(send, 429, base + _date(company), rate_limited_body(decision.kind or BURST))
             return
         fault = self.faults.next((method, path, tuple(query)))
+        if path == self.settings.down_path:  # drawn all the same: the other requests' faults stay as seeded
+            fault = dataclasses.replace(fault, kind=faults.ERROR)
         if fault.delay_s > 0:
             await asyncio.sleep(fault.delay_s)
         throttled = dataclasses.replace(decision, remaining=0, retry_after=decision.reset).headers() + left
