@@ -119,6 +119,8 @@ class SyncContext:
         self._memo_locks: dict[str, threading.Lock] = {}
         self.rewinds: dict[str, str] = {}  # entity -> its cursor may not pass this (see `rewind`)
         self.done: set[str] = set()  # entities whose resource has yielded its last item (see `read_done`)
+        # parent entity -> {child: the parent's cursor after its last run with that child}, as this run began
+        self.children_followed: dict[str, dict[str, str]] = {}
         monitor.client_stats = client.stats
 
     # ---- the run clock and the company -------------------------------------------------------------------

@@ -363,8 +363,7 @@ def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterat
         try:
             yield from fetch(*args, **kwargs)
         except AccessDenied as exc:
-            ctx.monitor.progress(entity.name).skipped = exc.message
-            logger.warning("skipping %s: %s", entity.name, exc.message)
+            _skip(entity, ctx, exc)
         except BudgetExhausted as exc:
             ctx.pool.stop(exc)
         except PipedriveError as exc:  # the run fails: requests still retrying in the pool give up now
@@ -375,6 +374,11 @@ def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterat
         ctx.note_stop()
 
     return guarded
+
+
+def _skip(entity: Entity, ctx: SyncContext, exc: AccessDenied) -> None:
+    ctx.monitor.progress(entity.name).skipped = exc.message
+    logger.warning("skipping %s: %s", entity.name, exc.message)
 
 
 def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
@@ -405,7 +409,10 @@ def _incremental_fetch(
     def fetch() -> Iterator[Any]:
         state = dlt.current.resource_state()
         _reread_if_relabelled(entity, ctx, state)
-        _catch_up_children(entity, state, children)
+        refused = _still_refused(entity, ctx, state, children)
+        following = [c for c in children if c not in refused]
+        _catch_up_children(entity, state, following)
+        ctx.children_followed[entity.name] = dict(state.get(_CHILDREN_KEY) or {})
         if unseen and read_before(state):
             # the children's transformer reads the set of every record yielded here and replaces it
             # whole: a child deleted in Pipedrive leaves the table, a new one arrives
@@ -438,7 +445,7 @@ def _incremental_fetch(
             rewind = _earliest(ctx.rewinds.get(entity.name), gap)
             settled = settled_before(started, entity.time_format)
             cursor.commit(state, read.complete, read.resume_from(), rewind, settled)
-            _children_followed(state, children)
+            _children_followed(state, [c for c in following if not ctx.monitor.progress(c).skipped])
 
     return fetch
 
@@ -447,6 +454,59 @@ def _incremental_fetch(
 _OPTION_LABELS_KEY = "option_labels"
 # {child table: the cursor of this (parent) entity after the last run that also read that child}
 _CHILDREN_KEY = "children_followed"
+
+
+# {child table: a parent id to ask for it} for children Pipedrive refused (402/403) when last asked
+_REFUSED_KEY = "children_refused"
+
+
+def _still_refused(entity: Entity, ctx: SyncContext, state: Any, children: Sequence[str]) -> set[str]:
+    """The children of `entity` Pipedrive still refuses (plan or permission), each skipped for this run.
+
+    A refused child is not marked as read along with its parent (`_children_followed`), and while it stays
+    refused its lapse must not make every run read the parent again (`_catch_up_children`): a company
+    below the Growth plan would re-read every deal on each run for its installments. So one request for
+    one parent (the cost of the child's own first request, which it then no longer makes) asks whether
+    the refusal still holds. Once it is lifted (a plan upgrade, a permission granted), the child counts
+    again, and `_catch_up_children` reads the parent from where the child was last read (or in full)."""
+    flagged = state.get(_REFUSED_KEY)
+    if not flagged:
+        return set()
+    refused: set[str] = set()
+    for name in [c for c in children if c in flagged]:
+        try:
+            _ask(BY_NAME[name], ctx, flagged[name])
+        except AccessDenied as exc:
+            _skip(BY_NAME[name], ctx, exc)
+            refused.add(name)
+            continue
+        logger.info("%s: Pipedrive no longer refuses it; reading what it missed", name)
+        del flagged[name]
+    return refused
+
+
+def _ask(child: Entity, ctx: SyncContext, parent_id: Any) -> None:
+    """One request for the children of one parent (its answer is not loaded: the catch-up reads it)."""
+    listing = child.listings[0]
+    path, params = listing.path, dict(listing.params)
+    if child.strategy == DEAL_BATCH:
+        params["deal_ids"] = str(parent_id)
+    else:
+        path = path.format(id=parent_id)
+    ctx.client.get(path, params, cost=listing.cost or child.cost, label=child.name, missing_ok=True)
+
+
+def _note_refused(child: Entity, ctx: SyncContext, parent_id: Any) -> None:
+    """`child` was refused in this run: it has not followed its parent since the parent's last run with
+    it (whichever of the two generators finishes first), and the next run asks before reading for it."""
+    state = dlt.current.resource_state(child.parent or "")
+    state.setdefault(_REFUSED_KEY, {})[child.name] = parent_id
+    before = ctx.children_followed.get(child.parent or "", {}).get(child.name)
+    followed = state.setdefault(_CHILDREN_KEY, {})
+    if before is None:
+        followed.pop(child.name, None)
+    else:
+        followed[child.name] = before
 
 
 def _catch_up_children(entity: Entity, state: Any, children: Sequence[str]) -> None:
@@ -779,17 +839,21 @@ def _children_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:
         with ctx.timed(entity):
             listing = ctx.read(entity)
             read = listing.deal_batches(ids) if entity.strategy == DEAL_BATCH else listing.per_record(ids)
-            for batch in read.batches():
-                if batch is None:
-                    yield None
-                    continue
-                rows = ctx.records(entity, batch)
-                parents = batch.tag.parent if entity.strategy == DEAL_BATCH else [batch.tag.parent]
-                if entity.derive:
-                    for row in rows:
-                        entity.derive(row, batch.tag.parent)
-                yield from output.page(rows + _placeholders(entity, ctx, parents, rows))
-                del rows
+            try:
+                for batch in read.batches():
+                    if batch is None:
+                        yield None
+                        continue
+                    rows = ctx.records(entity, batch)
+                    parents = batch.tag.parent if entity.strategy == DEAL_BATCH else [batch.tag.parent]
+                    if entity.derive:
+                        for row in rows:
+                            entity.derive(row, batch.tag.parent)
+                    yield from output.page(rows + _placeholders(entity, ctx, parents, rows))
+                    del rows
+            except AccessDenied:
+                _note_refused(entity, ctx, ids[0])
+                raise
             yield from output.flush()
             if not read.complete:
                 _rewind_parents(entity, ctx, items)

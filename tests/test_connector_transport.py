@@ -164,6 +164,33 @@ def test_plan_and_permission_refusals_skip_their_table_and_say_what_to_do(
     assert_equal_to_truth(clean_emulator, tmp_path, ["deals"])
 
 
+def test_installments_refused_below_growth_arrive_in_full_once_the_plan_has_them(
+    clean_emulator, tmp_path: Path
+) -> None:
+    """Below Growth, installments are refused run after run at the cost of one request, deals read only as
+    far as they changed. After the upgrade the next run loads every deal's installments (not only those
+    of deals changed since), and the run after it is incremental again."""
+    tables = ["deals", "deal_products", "deal_installments"]
+    clean_emulator.control.settings(plan="lite")
+    pipeline = make_pipeline(tmp_path)
+    first = sync(clean_emulator, tmp_path, pipeline=pipeline, entities=tables)
+    assert "HTTP 402" in (first.monitor.entities["deal_installments"].skipped or "")
+    deal_id = min(row["id"] for row in clean_emulator.control.snapshot("deals"))
+    clean_emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal_id, "changes": {}}])
+
+    still = sync(clean_emulator, tmp_path, pipeline=pipeline, entities=tables)
+    assert "HTTP 402" in (still.monitor.entities["deal_installments"].skipped or "")
+    assert still.monitor.client_stats.by_label["deal_installments"].requests == 1  # as the refused read's
+    assert still.monitor.entities["deals"].rows < first.monitor.entities["deals"].rows / 2  # not re-read
+
+    clean_emulator.control.settings(plan="ultimate")
+    upgraded = sync(clean_emulator, tmp_path, pipeline=pipeline, entities=tables)
+    assert not upgraded.monitor.progress("deal_installments").skipped
+    assert_equal_to_truth(clean_emulator, tmp_path, tables)
+    after = sync(clean_emulator, tmp_path, pipeline=pipeline, entities=tables)
+    assert after.monitor.entities["deals"].rows < first.monitor.entities["deals"].rows / 2
+
+
 def test_filesystem_destination_with_parquet(emulator, tmp_path: Path) -> None:
     bucket = tmp_path / "lake"
     pipeline = make_pipeline(tmp_path, destination=dlt.destinations.filesystem(bucket_url=bucket.as_uri()))
