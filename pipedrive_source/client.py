@@ -333,15 +333,20 @@ class PipedriveClient:
         if status >= 500:
             raise _Transient(f"HTTP {status}")
         if status == 402:
+            detail = _error_text(response)
             raise AccessDenied(
                 f"{path}: not in the Pipedrive company's plan, or its subscription has lapsed (HTTP 402: "
-                f"{_error_text(response)}). Upgrade the plan, or leave this table out of `entities`."
+                f"{detail}). Upgrade the plan, or leave this table out of `entities`.",
+                status,
+                detail,
             )
         if status == 403:
+            detail = _error_text(response)
             raise AccessDenied(
-                f"{path}: the user of these credentials lacks the permission (HTTP 403: "
-                f"{_error_text(response)}). Use the API token of a user who has it (a global admin), or "
-                "leave this table out of `entities`."
+                f"{path}: the user of these credentials lacks the permission (HTTP 403: {detail}). Use the "
+                "API token of a user who has it (a global admin), or leave this table out of `entities`.",
+                status,
+                detail,
             )
         if status >= 400:
             raise ApiError(f"Pipedrive rejected GET {path} with HTTP {status}: {_error_text(response)}")

@@ -64,6 +64,16 @@ class AuthError(PipedriveError):
 class AccessDenied(PipedriveError):
     """The credentials are fine but this endpoint is not available to them (plan or permissions)."""
 
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status  # 402 (plan, subscription) or 403 (permission)
+        self.detail = redact(detail)  # Pipedrive's own words
+
+
+class NothingReadable(AuthError):
+    """Pipedrive refused (402/403) everything the run asked for: a lapsed subscription, or a selection of
+    tables none of which the plan or the user's permissions include."""
+
 
 class RateLimitExhausted(PipedriveError):
     """The daily token budget (or the share a run may spend) is used up."""

@@ -22,7 +22,7 @@ from dlt.common.pipeline import pipeline_state
 from .client import ClientStats, PipedriveClient
 from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool
 from .entities import BY_NAME, CURSOR, NONE, OFFSET, Entity, Listing
-from .errors import AccessDenied, ApiError, ConfigError
+from .errors import AccessDenied, ApiError, ConfigError, NothingReadable
 from .fetching import EntityRead, Tag, rewind_cursor
 from .limiter import BudgetExhausted
 from .output import Outputs
@@ -63,6 +63,7 @@ class SyncMonitor:
     hard_delete: bool = False
     listing_records: dict[str, list[int]] = field(default_factory=dict)  # records read per listing
     stopped: str | None = None  # why the run stopped early (daily budget): loaded data is kept
+    selected: frozenset[str] = frozenset()  # the entities the run was built for (set by the source)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def listing(self, entity: Entity, index: int, rows: int) -> None:
@@ -87,6 +88,21 @@ class SyncMonitor:
     def progress(self, entity: str) -> EntityProgress:
         with self._lock:
             return self.entities.setdefault(entity, EntityProgress())
+
+    def refused_everything(self) -> str | None:
+        """Why the run read nothing when Pipedrive refused (HTTP 402/403) every selected table it asked
+        for, else None. Such a run loads nothing and must not pass for a good one (exit 2 in the script, a
+        failed run in Dagster); the skip lines name each table's cause and remedy."""
+        with self._lock:
+            tried = {n: p for n, p in self.entities.items() if n in self.selected}
+        refused = sorted(name for name, progress in tried.items() if progress.skipped)
+        if not refused or len(refused) < len(tried):
+            return None
+        return (
+            f"Pipedrive refused every table this run asked for ({', '.join(refused)}): nothing was read. "
+            "Its plan lacks them (HTTP 402, or the subscription has lapsed) or the user of these credentials "
+            "may not read them (HTTP 403); the skip warning of each says which and what to do."
+        )
 
 
 class SyncContext:
@@ -148,7 +164,9 @@ class SyncContext:
             if self._me is None:
                 try:
                     me = self.client.get("/v1/users/me", cost=2, label="users/me", missing_ok=True)
-                except AccessDenied:
+                except AccessDenied as exc:
+                    if exc.status == 402:  # every plan has it: the company may use nothing
+                        raise NothingReadable(_LAPSED.format(detail=exc.detail)) from None
                     me = {}
                 data = me.get("data") if isinstance(me.get("data"), dict) else {}
                 self._check_domain(data)  # before memoizing: a refused identity stays refused
@@ -337,6 +355,14 @@ def _writable_source_state() -> dict[str, Any] | None:
     except (SourceSectionNotAvailable, PipelineStateNotAvailable):
         return None
     return state if pipeline_state(Container())[1] else None
+
+
+_LAPSED = (
+    "Pipedrive refuses every request of these credentials: /v1/users/me, which every plan includes, "
+    "answered HTTP 402 ({detail}), so the company's subscription has lapsed (or its trial ended). Nothing "
+    "was read or loaded. Renew the subscription in Pipedrive and run again: the next run continues where "
+    "the last one stopped."
+)
 
 
 def _company(me: Mapping[str, Any]) -> dict[str, Any] | None:

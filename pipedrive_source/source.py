@@ -166,6 +166,7 @@ def pipedrive_source(
     client = PipedriveClient(_base_url(base_url, company_domain), _auth(api_token, oauth), http, limiter)
     monitor = monitor or SyncMonitor()
     monitor.hard_delete = hard_delete
+    monitor.selected = frozenset(selected)
     resolution = CustomFieldResolution(keep_option_ids=keep_option_ids) if resolve_custom_fields else None
     hooks = (resolution, *record_hooks) if resolution else tuple(record_hooks)  # resolution first
     ctx = SyncContext(

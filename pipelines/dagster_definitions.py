@@ -199,6 +199,8 @@ def company_assets(
             context.log.info(f"{table}: {count} rows no longer in Pipedrive flagged is_deleted")
         if notice := append_only_notice(pipeline):
             context.log.warning(notice)
+        if refused := run.monitor.refused_everything():  # the pipeline script's exit 2
+            raise dg.Failure(refused)
         if run.monitor.stopped:  # the pipeline script's exit 3: what was read is loaded and materialized
             raise dg.Failure(f"stopped early: {run.monitor.stopped}")
 

@@ -4,8 +4,8 @@
     python pipelines/pipedrive_pipeline.py --demo          # no account needed: syncs a local emulator
     python pipelines/pipedrive_pipeline.py --entities deals,persons --full-refresh
 
-Exit codes (for cron): 0 ok, 2 configuration or credentials, 3 daily API budget used up, 130/143 Ctrl-C /
-SIGTERM, 1 anything else.
+Exit codes (for cron): 0 ok, 2 configuration or credentials (or Pipedrive refused every table), 3 daily
+API budget used up, 130/143 Ctrl-C / SIGTERM, 1 anything else.
 On failure one line on stderr says what to fix; nothing partial is committed and the next run continues.
 When the daily API token budget (or --max-budget-share of it) runs out, the run stops cleanly: what was
 fetched is loaded, the next run continues where this one stopped, and the message says when it resets.
@@ -180,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_failure(exc, args.verbose)
     if info.has_failed_jobs:
         return EXIT_FAILED
+    if refused := monitor.refused_everything():  # nothing could be read: no sync to pass for a good one
+        print(f"error: {refused}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
     if monitor.stopped:  # the budget ran out: what was fetched is loaded, the next run continues
         print(f"stopped early: {monitor.stopped}", file=sys.stderr, flush=True)
         return EXIT_BUDGET

@@ -136,6 +136,32 @@ def test_sync_then_wrong_token_fails_cleanly_and_changes_nothing(
     assert data_tables(tmp_path / "crm.duckdb")["deals"] == before_tables["deals"]
 
 
+def test_a_lapsed_subscription_or_every_table_refused_fails_with_one_line(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """A lapsed subscription answers 402 everywhere: the run skipped every table with a warning and exited
+    0, so cron and schedulers saw a good sync that loaded nothing. A selection of tables that are all
+    refused (here 403) ends the same way."""
+    tables = ("--entities", "deals,persons,users")
+    assert run_cli(tmp_path, secret_emulator, SECRET, *tables).returncode == 0
+    before_tables, before_state = data_tables(tmp_path / "crm.duckdb"), state_files(tmp_path)
+    try:
+        secret_emulator.control.settings(lapsed=True)
+        lapsed = run_cli(tmp_path, secret_emulator, SECRET, *tables)
+        secret_emulator.control.settings(lapsed=False, forbidden="/api/v2/persons,/v1/users")
+        refused = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "persons,users")
+    finally:
+        secret_emulator.control.settings(lapsed=False, forbidden="")
+    assert lapsed.returncode == 2, lapsed.stdout + lapsed.stderr
+    assert_one_clear_line(lapsed, "subscription has lapsed", "HTTP 402", "Nothing was read or loaded")
+    assert data_tables(tmp_path / "crm.duckdb") == before_tables
+    assert state_files(tmp_path) == before_state
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert_one_clear_line(refused, "Pipedrive refused every table this run asked for (persons, users)")
+    assert "persons: skipped" in refused.stdout and "users: skipped" in refused.stdout
+    assert run_cli(tmp_path, secret_emulator, SECRET, *tables).returncode == 0
+
+
 def test_a_second_pipeline_of_another_company_into_the_same_dataset_is_refused(
     secret_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:

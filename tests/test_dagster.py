@@ -204,6 +204,20 @@ def test_a_budget_stop_fails_the_step_after_materializing_what_was_loaded(
     assert materialized(result)  # what was read is loaded and shown as such
 
 
+def test_a_selection_pipedrive_refuses_entirely_fails_the_step(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The pipeline script's exit 2: every selected table refused (403 here) is no successful sync."""
+    credentials.control.settings(forbidden="/v1/users")
+    try:
+        result = materialize(assets_for(definitions, tmp_path), ["users"])
+    finally:
+        credentials.control.settings(forbidden="")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "Pipedrive refused every table this run asked for (users)" in str(failure.event_specific_data)
+
+
 def test_a_named_company_without_its_own_token_fails_before_reading(
     definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
 ) -> None:

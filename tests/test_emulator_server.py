@@ -364,6 +364,18 @@ def test_a_plan_below_the_one_the_spec_names_gets_402(client: httpx.Client, emu:
         emu.control.settings(plan="gold")
 
 
+def test_a_lapsed_subscription_gets_402_everywhere(client: httpx.Client, emu: EmulatorHandle) -> None:
+    emu.control.settings(lapsed=True)
+    try:
+        for path in ("/v1/users/me", V2_LIST, "/v1/leads"):
+            refused = client.get(path, headers=auth(emu))
+            assert refused.status_code == 402, (path, refused.text)
+            assert refused.json()["success"] is False and "subscription" in refused.json()["error"]
+    finally:
+        emu.control.settings(lapsed=False)
+    assert client.get("/v1/users/me", headers=auth(emu)).status_code == 200
+
+
 def test_forbidden_paths_get_the_specs_403(client: httpx.Client, emu: EmulatorHandle) -> None:
     """The v1 spec's 403 body (callLogResponse403): success false, error, error_info, null data."""
     emu.control.settings(forbidden="/v1/users/me, /api/v2/deals/{id}")

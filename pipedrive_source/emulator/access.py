@@ -6,6 +6,8 @@
 - forbidden: path templates as served (`/api/v2/deals/installments`, `/v1/users/{id}/followers`) answered 403
   Forbidden, as for a user without the permission (the v1 spec lists 403 for the endpoints only global
   admins may read). Its body is the spec's `callLogResponse403` / `failResponse` shape.
+- lapsed: the company's subscription has lapsed (or its trial ended): every operation answers 402, the
+  user's own `/v1/users/me` included. The error text is the emulator's own (the spec does not give one).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .faults import ERROR_INFO
 
 PLANS = ("lite", "growth", "premium", "ultimate")
 FORBIDDEN_TEXT = "You don't have permission to access the resource."
+LAPSED_TEXT = "Payment required: the company's subscription is not active"
 
 
 def check_plan(plan: str) -> str:
@@ -30,10 +33,12 @@ def forbidden_paths(setting: str) -> frozenset[str]:
 
 
 def refusal(
-    template: str, lowest_plan: str | None, plan: str, forbidden: frozenset[str]
+    template: str, lowest_plan: str | None, plan: str, forbidden: frozenset[str], lapsed: bool = False
 ) -> tuple[int, bytes] | None:
-    """(status, body) when the company's `plan` or the user's permissions refuse the operation served at
-    `template` (available from `lowest_plan` up), else None."""
+    """(status, body) when the company's `plan` (or its `lapsed` subscription) or the user's permissions
+    refuse the operation served at `template` (available from `lowest_plan` up), else None."""
+    if lapsed:
+        return 402, _body(LAPSED_TEXT)
     if template in forbidden:
         return 403, _body(FORBIDDEN_TEXT)
     if lowest_plan and PLANS.index(check_plan(plan)) < PLANS.index(lowest_plan):

@@ -92,6 +92,9 @@ class EmulatorSettings:
     down_path: str = field(
         default="", metadata=_opt("a path answered 5xx every time (one service down); '' for none", True)
     )
+    lapsed: bool = field(
+        default=False, metadata=_opt("the subscription has lapsed: every Pipedrive request answers 402", True)
+    )
     prerender: bool = field(
         default=True,
         metadata=_opt("render every record's JSON before serving (a slower start, fast first reads)"),
@@ -225,7 +228,8 @@ class EmulatorApp:
         if not found:
             return None
         op, forbidden = found[0], access.forbidden_paths(self.settings.forbidden)
-        refused = access.refusal(op.path, getattr(op, "plan", None), self.settings.plan, forbidden)
+        plan, lapsed = self.settings.plan, self.settings.lapsed
+        refused = access.refusal(op.path, getattr(op, "plan", None), plan, forbidden, lapsed)
         return (*refused, {}) if refused else None
 
     def _call_handle(
