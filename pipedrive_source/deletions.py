@@ -6,7 +6,8 @@ lists read in full, and for every entity with `pipedrive_source(reconcile=True)`
 those ids with the destination and sets `is_deleted = true` on the rows that are gone (or deletes them, with
 `hard_delete`). SQL destinations are updated in place, so the last known content of a deleted record stays;
 destinations that cannot update (filesystem) get a tombstone row `{id, is_deleted: true}` appended. The
-current version of such a record in its history table (`history.py`) gets its `valid_to` then.
+current version of such a record in its history table (`history.py`) gets its `valid_to` then, as does a
+version that a newer read of the same record replaced (a record read twice in one run).
 
 It is idempotent: if it is interrupted, the next run's call flags whatever is still unflagged. A table's
 statements are one transaction where the destination has them, so no row is left without its nested rows.
@@ -25,14 +26,16 @@ from dlt.destinations.job_client_impl import SqlJobClientBase
 from dlt.destinations.sql_client import SqlClientBase
 
 from .entities import BY_NAME, Entity
-from .history import VALIDITY_COLUMNS, history_table
+from .history import VALIDITY_COLUMNS, end_replaced_versions, history_table
 from .run import SyncMonitor
 
 CHUNK = 500  # ids per UPDATE statement
 
 
 def flag_vanished(pipeline: dlt.Pipeline, monitor: SyncMonitor) -> dict[str, int]:
-    """Flag (or delete) rows no longer in Pipedrive; returns the number of rows flagged per table."""
+    """Flag (or delete) rows no longer in Pipedrive; returns the number of rows flagged per table. First
+    ends the history versions a newer read of the same record replaced (`history.end_replaced_versions`)."""
+    end_replaced_versions(pipeline)
     flagged: dict[str, int] = {}
     for table, gone in _vanished(pipeline, monitor).items():
         if gone:

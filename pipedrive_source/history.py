@@ -12,6 +12,8 @@ So stage changes between syncs are recorded with their time of sync; several cha
 collapse into the last one (the opt-in `deal_flow` table has every change, at one request per changed deal).
 A version a run reads twice (overlapping v1 offset pages, a window read again) is given to the history once
 (the run keeps about 90 bytes per version it gave until it ends: 9 MB for a first sync of 100,000 deals).
+A record read twice with different content (changed while the run read it) gets both versions; after the
+load `end_replaced_versions` leaves the newer one current and ends the other where it began.
 Records Pipedrive hides once deleted (anything but deals within 30 days) end their history without a
 deletion row: the run that finds them gone (`deletions.flag_vanished`: every run for the lists read in full,
 a reconcile for the others) sets `valid_to` of their current version. A history started on a list read in
@@ -27,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dlt
+from dlt.destinations.sql_client import SqlClientBase
 from dlt.extract.source import DltSource
 
 from .entities import BY_NAME, FULL, PER_PARENT
@@ -108,6 +111,61 @@ def _say_where_it_starts(pipeline: dlt.Pipeline, name: str) -> None:
             f"without history); --full-refresh --entities {name} --history {name} gives it every record, at "
             f"the cost of reading {name} in full again"
         )
+
+
+def end_replaced_versions(pipeline: dlt.Pipeline) -> dict[str, int]:
+    """End each current version that a newer current version of the same record replaced; returns the
+    versions ended per history table.
+
+    dlt's scd2 inserts every staged row whose content its table lacks: a record read twice in one run with
+    different content (a deal changed while its ascending read paged on is listed again further on, within
+    the run's `updated_until`) got two current versions, and the older one was never closed. Run after each
+    load (`deletions.flag_vanished`). Of a record's current versions the newest stays current: the latest
+    sync's, and of one sync's the latest `update_time` (two contents within one second of Pipedrive's clock:
+    either). The others end where it begins: a version of an earlier sync at its `valid_from`, one read
+    earlier in the same run at its own `valid_from` (zero length: no sync ended with it; it stays for the
+    change it shows). Idempotent over whole tables: what an interrupted run left, the next run ends."""
+    from .deletions import materialized  # deletions depends on this module
+
+    schema = pipeline.default_schema if pipeline.default_schema_name else None
+    tables = [name for name in historizable() if materialized(schema, history_table(name))]
+    if schema is None or not tables:
+        return {}
+    ended: dict[str, int] = {}
+    with pipeline.sql_client() as client:
+        for name in tables:
+            timed = "update_time" in schema.tables[history_table(name)]["columns"]
+            count = _end_replaced(client, name, timed)
+            if count:
+                ended[history_table(name)] = count
+                log.info("%s: %d version(s) replaced by a newer read ended", history_table(name), count)
+    return ended
+
+
+def _end_replaced(client: SqlClientBase[Any], name: str, timed: bool) -> int:
+    table = client.make_qualified_table_name(history_table(name))
+    columns = (BY_NAME[name].primary_key, "_dlt_id", *VALIDITY_COLUMNS)
+    key, row_id, valid_from, valid_to = (client.escape_column_name(column) for column in columns)
+    updated = client.escape_column_name("update_time") if timed else "NULL"
+    current = f"FROM {table} WHERE {valid_to} IS NULL"
+    repeated = f"SELECT {key} {current} GROUP BY {key} HAVING COUNT(*) > 1"
+    rows = client.execute_sql(
+        f"SELECT {key}, {valid_from}, {updated}, {row_id} {current} AND {key} IN ({repeated})"
+    )
+    versions: dict[Any, list[tuple[Any, ...]]] = {}
+    for record, *version in rows or []:
+        versions.setdefault(record, []).append(tuple(version))
+    end = f"UPDATE {table} SET {valid_to} = %s WHERE {key} = %s AND {row_id} = %s AND {valid_to} IS NULL"
+    ended = 0
+    for record, current_versions in versions.items():
+        # (valid_from, update_time, _dlt_id); a NULL update_time sorts first and meets only NULLs
+        order = sorted(current_versions, key=lambda v: (v[0], v[1] is not None, v[1], v[2]))
+        newest_from, _, newest_id = order[-1]
+        for _, _, replaced in order[:-1]:
+            if replaced != newest_id:  # the same content twice cannot be told apart: both stay
+                client.execute_sql(end, newest_from, record, replaced)
+                ended += 1
+    return ended
 
 
 def _history_resource(source: DltSource, name: str) -> Any:

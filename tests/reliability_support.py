@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dlt
 import duckdb
 import pytest
 from connector_fixtures import (
@@ -43,13 +44,18 @@ from connector_fixtures import (
     _fetch,
     _row_problems,
     _tables,
+    assert_history_is,
     load_truth,
     sync,
+    synced_rows,
 )
 
-from pipedrive_source import pipedrive_source
+from pipedrive_source import SyncMonitor, pipedrive_source
+from pipedrive_source.deletions import flag_vanished
+from pipedrive_source.destinations import loader_file_format
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
 from pipedrive_source.entities import BY_NAME
+from pipedrive_source.history import add_history
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pipelines" / "pipedrive_pipeline.py"
@@ -556,6 +562,52 @@ class AtPage:
     @property
     def fired(self) -> bool:
         return len(self.pages) >= self.page
+
+
+def assert_read_twice_keeps_one_current_version(pipeline: dlt.Pipeline) -> None:
+    """A deal read on the first page of an ascending read and changed before the run's `updated_until` is
+    listed again further on with its new content: its history has one current version, the new content
+    (dlt's scd2 made both current), and the one read first ends where it began."""
+    with run_emulator(seed=3, scale="tiny") as emulator:
+
+        def sync(*hooks: AtPage) -> None:
+            monitor = SyncMonitor()
+            source = pipedrive_source(
+                api_token=emulator.api_token,
+                base_url=emulator.base_url,
+                entities=["deals"],
+                monitor=monitor,
+                page_size=5,
+                record_hooks=list(hooks),
+            )
+            add_history(source, ["deals"], pipeline)
+            pipeline.run(source, loader_file_format=loader_file_format(pipeline.destination))
+            flag_vanished(pipeline, monitor)
+
+        sync()
+        live = [d["id"] for d in emulator.control.snapshot("deals") if d["status"] == "open"][:40]
+        emulator.control.mutate(
+            ops=[{"op": "update", "table": "deals", "id": i, "changes": {"title": f"a{i}"}} for i in live]
+        )
+        # the run starts a second later: the change below falls within its `updated_until`, and in the
+        # time window of the first read (windows are whole seconds: none can start between the two)
+        now = epoch(emulator.control.mutate(ops=[], advance_seconds=1)["clock"])
+
+        def change_one_read(pages: list[list[dict]]) -> int:
+            deal = pages[0][0]["id"]  # behind the cursor: it moves to the end of this run's read
+            change = {"title": f"b{deal}", "update_time": now}
+            emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal, "changes": change}])
+            return deal
+
+        hook = AtPage("deals", 1, change_one_read)
+        sync(hook)
+        deal = hook.result
+        assert [row["id"] for page in hook.pages for row in page].count(deal) == 2  # read twice
+        assert_history_is(emulator, pipeline, ["deals"])
+        versions = [row for row in synced_rows(pipeline, "deals_history") if row["id"] == deal]
+        ends = {row["title"]: (row["valid_from"], row["valid_to"]) for row in versions}
+        assert ends[f"b{deal}"][1] is None  # the later read is the current version
+        assert ends[f"a{deal}"][0] == ends[f"a{deal}"][1]  # ended where it began: no sync ended with it
 
 
 # ---- the pipeline script in a subprocess ------------------------------------------------------------------

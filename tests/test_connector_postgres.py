@@ -35,6 +35,7 @@ from connector_fixtures import (
     sync,
     synced_rows,
 )
+from reliability_support import assert_read_twice_keeps_one_current_version
 from test_custom_fields_sync import check_unlisted_field_moves
 
 from pipedrive_source import pipedrive_source
@@ -385,6 +386,16 @@ def test_history_into_postgres(emulator: Any, postgres: str, tmp_path: Path) -> 
     versions = {table: len(synced_rows(pipeline, f"{table}_history")) for table in tables}
     run()
     assert {table: len(synced_rows(pipeline, f"{table}_history")) for table in tables} == versions
+
+
+def test_a_record_read_twice_has_one_current_version_in_postgres(postgres: str, tmp_path: Path) -> None:
+    pipeline = dlt.pipeline(
+        "pg_read_twice",
+        destination=postgres_destination(postgres),
+        dataset_name="read_twice",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    assert_read_twice_keeps_one_current_version(pipeline)
 
 
 AWKWARD_TEXTS = [

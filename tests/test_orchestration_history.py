@@ -12,6 +12,7 @@ import dlt
 import pytest
 from connector_fixtures import assert_history_is, make_pipeline, synced_rows
 from dlt.pipeline.exceptions import PipelineStepFailed
+from reliability_support import assert_read_twice_keeps_one_current_version
 
 from pipedrive_source import SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
@@ -290,3 +291,7 @@ def test_history_started_later_on_a_list_read_in_full_gets_every_record(
 
         sync(pipeline, tables)  # seeded once: the next full reads give it the changed records only
         assert len(synced_rows(pipeline, "activity_types_history")) == len(types)
+
+
+def test_a_record_changed_while_it_is_read_twice_has_one_current_version(tmp_path: Path) -> None:
+    assert_read_twice_keeps_one_current_version(make_pipeline(tmp_path))
