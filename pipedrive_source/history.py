@@ -18,8 +18,10 @@ Records Pipedrive hides once deleted (anything but deals within 30 days) end the
 deletion row: the run that finds them gone (`deletions.flag_vanished`: every run for the lists read in full,
 a reconcile for the others) sets `valid_to` of their current version. A history started on a list read in
 full that was loaded before gets every record from its next full read (`source._full_fetch`); an incremental
-one starts with the records that change from then on (the run warns; a full refresh of the entity gives it
-every record). Destinations without the scd2 strategy (plain filesystem) are skipped with a notice.
+one starts with the records that change from then on (the run warns) until a reconcile, whose listing of live
+ids reads every record anyway, gives it every record (not with children of the entity selected: they would be
+read for every record), or a full refresh of the entity does. Destinations without the scd2 strategy (plain
+filesystem) are skipped with a notice.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def add_history(
             source.resources.add(_history_resource(source, name))
             added.append(history_table(name))
             if pipeline is not None:
-                _say_where_it_starts(pipeline, name)
+                _say_where_it_starts(pipeline, name, source)
     return added
 
 
@@ -96,20 +98,23 @@ def keeps_history(entity: str) -> bool:
     return history_table(entity) in source.selected_resources
 
 
-def _say_where_it_starts(pipeline: dlt.Pipeline, name: str) -> None:
+def _say_where_it_starts(pipeline: dlt.Pipeline, name: str, source: DltSource) -> None:
     """A history started on an entity loaded before holds the records read from then on: every record for
     the lists read in full (their next full read gives each a version), only the changed ones for the
-    incremental lists. Said until the history has its first row."""
+    incremental lists until a reconcile (without children of theirs selected) or a full refresh gives it
+    every record. Said until the history has its first row."""
     from .deletions import materialized  # deletions depends on this module
 
     schema = pipeline.default_schema if pipeline.default_schema_name else None
     if BY_NAME[name].strategy in (FULL, PER_PARENT) or not materialized(schema, name):
         return
     if not materialized(schema, history_table(name)):
+        children = [e.name for e in BY_NAME.values() if e.parent == name and e.name in source.resources]
+        reconcile = "" if children else "the next --reconcile gives it every record at no request more; "
         log.warning(
             f"{history_table(name)} starts with the {name} that change from now on ({name} loaded before "
-            f"without history); --full-refresh --entities {name} --history {name} gives it every record, at "
-            f"the cost of reading {name} in full again"
+            f"without history); {reconcile}--full-refresh --entities {name} --history {name} gives it every "
+            f"record, at the cost of reading {name} in full again"
         )
 
 

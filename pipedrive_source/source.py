@@ -419,7 +419,15 @@ def _incremental_fetch(
             # whole: a child deleted in Pipedrive leaves the table, a new one arrives
             logger.info("%s: reconcile reads every record again for its %s", entity.name, ", ".join(unseen))
             forget_cursor(state)
+        history = keeps_history(entity.name)
+        # a history started on this list after it was loaded holds only the records changed since; a read
+        # from the start (a first one, a cursor forgotten) gives it every record, and so does a reconcile
+        # (below). A history turned off misses changes meanwhile: seeded again once it is back on
+        seeded = history and (not read_before(state) or state.get(_HISTORY_SEEDED_KEY))
+        if not history:
+            state.pop(_HISTORY_SEEDED_KEY, None)
         cursor = CursorState(state, entity, initial)
+        since = cursor.since  # where this run's read starts: a reconcile compares the records before it
         output = ctx.outputs.output(entity, hard_delete)
         coverage = _Coverage(entity)
         with ctx.timed(entity):
@@ -433,8 +441,6 @@ def _incremental_fetch(
                 coverage.add(batch.tag.index, rows)
                 yield from output.page(cursor.admit(rows))
                 del rows  # not held while waiting for the next page (a page of dicts per waiting resource)
-            if reconcile and read.complete:
-                yield from _reconcile_listing(entity, ctx, output, cursor.since)
             yield from output.flush()
             gap = coverage.gap()
             if gap is not None:
@@ -447,6 +453,18 @@ def _incremental_fetch(
             settled = settled_before(started, entity.time_format)
             cursor.commit(state, read.complete, read.resume_from(), rewind, settled)
             _children_followed(state, [c for c in following if not ctx.monitor.progress(c).skipped])
+            if reconcile and read.complete:
+                # the listing of live ids reads every record whole: a history not seeded yet gets them all,
+                # at no request more (the entity's table gets them again, unchanged; not with children
+                # selected: their transformers would read every record's children); else the records a
+                # merge moved unstamped go to the table (`relinks.py`)
+                seed = history and not seeded and not children
+                listed = ctx.outputs.output(entity, hard_delete)
+                yield from _reconcile_listing(entity, ctx, listed, since, everything=seed)
+                yield from listed.flush()
+                seeded = seeded or seed
+            if seeded and read.complete:
+                state[_HISTORY_SEEDED_KEY] = True
 
     return fetch
 
@@ -669,19 +687,23 @@ def _covered_up_to(pages: list[tuple[frozenset[int], frozenset[int], str, str]])
     return max(pages[i][3] for i in range(len(pages)) if root(i) == oldest)
 
 
-def _reconcile_listing(entity: Entity, ctx: SyncContext, output: Output, since: str | None) -> Iterator[Any]:
+def _reconcile_listing(
+    entity: Entity, ctx: SyncContext, output: Output, since: str | None, everything: bool = False
+) -> Iterator[Any]:
     """Every id Pipedrive lists for `entity` now, read in id order (stable under concurrent updates) and
-    noted as its live ids; the listed records older than `since` that a merge of persons or organizations
-    moved without stamping them (`relinks.py`) are loaded. No request beyond the listing."""
+    noted as its live ids. The listed records go to `output`: all of them if `everything`, else those older
+    than `since` that a merge of persons or organizations moved without stamping them (`relinks.py`). No
+    request beyond the listing (the lists have no id-only form)."""
     by_id = {"sort_by": "id", "sort_direction": "asc"} if entity.paging == CURSOR else {"sort": "id ASC"}
-    stored = StoredLinks.read(entity, since)
+    stored = None if everything else StoredLinks.read(entity, since)
     ids: set[Any] = set()
     moved = 0
     for listing in entity.listings:
-        for page in ctx.pages(entity, listing, by_id, raw=True):
+        for page in ctx.pages(entity, listing, by_id, raw=not everything):
             ids.update(row.get(entity.primary_key) for row in page.items)
-            rows = stored.moved(page.items) if stored is not None else []
-            if rows:
+            if everything:
+                yield from output.page(page.items)
+            elif rows := stored.moved(page.items) if stored is not None else []:
                 moved += len(rows)
                 yield from output.page(ctx.shape(entity, listing, rows))
     ids.discard(None)
@@ -743,7 +765,7 @@ def _full_fetch(
     return fetch
 
 
-# set in a full-read list's state once a complete read gave its history (`history.py`) every record
+# set in a list's state once a complete read gave its history (`history.py`) every record
 _HISTORY_SEEDED_KEY = "history_seeded"
 
 

@@ -255,18 +255,24 @@ def test_history_started_later_on_a_list_read_in_full_gets_every_record(
     """Lists without list fields can start a history without a full refresh. One read in full every run
     (activity types) held only the records changed since; its next full read, made anyway, now gives every
     record a version, at no request more. An incremental list (stages) reads only what changed: the run
-    says how to give its history every record."""
+    says how to give its history every record, and the next reconcile, which reads every record for its
+    live ids, does so at no request more (the history held the one stage changed since, and nothing more)."""
     tables = ["activity_types", "stages"]
     with run_emulator(seed=3, scale="tiny") as emulator:
         pipeline, plain = make_pipeline(tmp_path), make_pipeline(tmp_path / "plain", name="plain")
 
-        def sync(into: dlt.Pipeline, history: list[str]) -> dict[str, int]:
+        def sync(into: dlt.Pipeline, history: list[str], reconcile: bool = False) -> dict[str, int]:
             monitor = SyncMonitor()
             source = pipedrive_source(
-                api_token=emulator.api_token, base_url=emulator.base_url, entities=tables, monitor=monitor
+                api_token=emulator.api_token,
+                base_url=emulator.base_url,
+                entities=tables,
+                monitor=monitor,
+                reconcile=reconcile,
             )
             add_history(source, history, into)
             into.run(source, loader_file_format="parquet")
+            flag_vanished(into, monitor)
             stats = monitor.client_stats.by_label if monitor.client_stats else {}
             return {table: stats[table].requests for table in tables}
 
@@ -287,10 +293,20 @@ def test_history_started_later_on_a_list_read_in_full_gets_every_record(
         assert all(r["valid_to"] is None for r in seeded)
         assert [r["id"] for r in synced_rows(pipeline, "stages_history")] == [changed["stages"]]
         assert "stages_history starts with the stages that change from now on" in caplog.text
+        assert "the next --reconcile gives it every record at no request more" in caplog.text
         assert "activity_types_history" not in caplog.text
 
         sync(pipeline, tables)  # seeded once: the next full reads give it the changed records only
         assert len(synced_rows(pipeline, "activity_types_history")) == len(types)
+
+        # a reconcile lists every stage for its live ids: they seed the history, at no request more
+        assert sync(pipeline, tables, reconcile=True) == sync(plain, [], reconcile=True)
+        stages = {s["id"] for s in emulator.control.snapshot("stages") if not s["is_deleted"]}
+        seeded = synced_rows(pipeline, "stages_history")
+        assert sorted(r["id"] for r in seeded if r["valid_to"] is None) == sorted(stages)
+        assert len(seeded) == len(stages)  # the stage changed before had its version: not made twice
+        sync(pipeline, tables, reconcile=True)  # seeded: reconciles give it nothing more
+        assert len(synced_rows(pipeline, "stages_history")) == len(stages)
 
 
 def test_a_record_changed_while_it_is_read_twice_has_one_current_version(tmp_path: Path) -> None:
