@@ -127,9 +127,10 @@ def end_replaced_versions(pipeline: dlt.Pipeline) -> dict[str, int]:
     the run's `updated_until`) got two current versions, and the older one was never closed. Run after each
     load (`deletions.flag_vanished`). Of a record's current versions the newest stays current: the latest
     sync's, and of one sync's the latest `update_time` (two contents within one second of Pipedrive's clock:
-    either). The others end where it begins: a version of an earlier sync at its `valid_from`, one read
-    earlier in the same run at its own `valid_from` (zero length: no sync ended with it; it stays for the
-    change it shows). Idempotent over whole tables: what an interrupted run left, the next run ends."""
+    either). The others end where the one kept begins: a version of an earlier sync where the sync that
+    replaced it loaded, one read earlier in the same sync at its own `valid_from` (zero length: no sync
+    ended with it; it stays for the change it shows). Idempotent over whole tables: what an interrupted
+    run left, the next run ends."""
     from .deletions import materialized  # deletions depends on this module
 
     schema = pipeline.default_schema if pipeline.default_schema_name else None
