@@ -20,7 +20,7 @@ from connector_fixtures import (
 from dlt.destinations.exceptions import DatabaseTerminalException
 
 from pipedrive_source.emulator import run_emulator
-from pipedrive_source.entities import BY_NAME, UPDATED_SINCE
+from pipedrive_source.entities import BY_NAME, ENTITIES, UPDATED_SINCE
 from pipedrive_source.timefmt import parse, render
 
 
@@ -93,6 +93,8 @@ def test_mutations_sync_incrementally_and_flag_deleted_deals(emulator, tmp_path:
     # everything equals the new ground truth except records Pipedrive no longer lists (reconcile's job)
     vanished = {t for t in changes["deleted"] if t not in ("deals", "deal_products", "deal_installments")}
     vanished |= {"deal_flow", "deal_participants"}  # participants of deleted persons and deals disappear
+    # the followers and relationships of deleted persons, organizations and products likewise
+    vanished |= {e.name for e in ENTITIES if e.opt_in and e.parent in vanished}
     assert_equal_to_truth(emulator, tmp_path, [t for t in ALL_TABLES if t not in vanished])
 
 
@@ -102,8 +104,12 @@ def test_reconcile_flags_every_record_pipedrive_no_longer_lists(emulator, tmp_pa
     sync(emulator, tmp_path, entities=ALL_TABLES, full_read_interval_hours=0)  # every change is loaded
     result = sync(emulator, tmp_path, entities=ALL_TABLES, reconcile=True)
 
-    # reconcile lists ids and loads no rows, but for the products it reads again with their variations
-    assert {t.split("__")[0] for t in result.loaded} == {"products", "product_variations"}, result.loaded
+    # reconcile lists ids and loads no rows, but for the records it reads again with the children whose
+    # changes leave them unstamped (products with their variations, organizations with their relationships),
+    # and those records' other children (their followers)
+    reread = {e.parent for e in ENTITIES if e.reconcile_all_parents}
+    expected = reread | {e.name for e in ENTITIES if e.parent in reread}
+    assert {t.split("__")[0] for t in result.loaded} == expected, result.loaded
     for table, ids in changes["deleted"].items():
         if BY_NAME[table].strategy == UPDATED_SINCE and table != "deals":
             assert result.flagged.get(table) == len(ids), (table, result.flagged)
