@@ -160,7 +160,10 @@ def pipedrive_source(
         raise ConfigError(f"page_size must be between 1 and {PAGE_SIZE}, not {page_size}.")
     if full_read_interval_hours is not None and not full_read_interval_hours >= 0:
         raise ConfigError(f"full_read_interval_hours must be 0 or more, not {full_read_interval_hours}.")
-    http = HttpSettings(max_attempts=max(1, max_attempts), backoff_base_s=max(0.0, backoff_base_s))
+    for name, count in (("max_attempts", max_attempts), ("workers", workers)):
+        if count < 1:  # taken as 1 before, without a word: not what the setting asked for
+            raise ConfigError(f"{name} must be at least 1, not {count}.")
+    http = HttpSettings(max_attempts=max_attempts, backoff_base_s=max(0.0, backoff_base_s))
     if limiter is None:
         limiter = PlanLimiter(Plan(burst_limit, daily_token_budget, max_budget_share))
     client = PipedriveClient(_base_url(base_url, company_domain), _auth(api_token, oauth), http, limiter)
@@ -176,7 +179,7 @@ def pipedrive_source(
         page_size,
         hooks,
         _domain_name(company_domain),
-        workers=max(1, workers),
+        workers=workers,
         arrow=arrow,
     )
     built: dict[str, DltResource] = {}

@@ -39,6 +39,7 @@ from dlt.common.configuration.providers.toml import TomlProviderReadException
 from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.pipeline import get_dlt_pipelines_dir
+from dlt.pipeline.exceptions import InvalidPipelineName
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package lives next to this folder
@@ -443,6 +444,11 @@ def root_cause(exc: BaseException) -> BaseException:
             return toml_error(current)
         if isinstance(current, InvalidNativeValue):
             return native_value_error(current)
+        if isinstance(current, InvalidPipelineName):
+            return ConfigError(
+                f"The pipeline name {current.pipeline_name!r} cannot name a folder (dlt keeps the pipeline's "
+                "state in one of that name); give --pipeline-name letters, digits, '_' or '-'."
+            )
         if isinstance(current, UnknownDestinationModule):
             return ConfigError(
                 f"Unknown destination {current.ref!r}: --destination takes a dlt destination such as duckdb, "

@@ -184,6 +184,26 @@ def test_page_size_that_is_not_a_number_names_the_setting(cli, tmp_path: Path) -
     assert nothing_loaded(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("MAX_ATTEMPTS", "0"), ("MAX_ATTEMPTS", "-1"), ("WORKERS", "0"), ("WORKERS", "-3")],
+)
+def test_counts_below_one_are_refused(cli, tmp_path: Path, setting: str, value: str) -> None:
+    """They were taken as 1 without a word: a run with settings other than the ones asked for."""
+    run = cli(*USERS, **{f"SOURCES__PIPEDRIVE__{setting}": value})
+    assert run.returncode == 2
+    assert_one_clear_line(run, f"{setting.lower()} must be at least 1, not {value}")
+    assert nothing_loaded(tmp_path)
+
+
+def test_a_pipeline_name_that_cannot_name_a_folder(cli, tmp_path: Path) -> None:
+    """Exit 1 and `InvalidCharError: [PV1100] invalid characters found: invalids=('/') ...`."""
+    run = cli(*USERS, "--pipeline-name", "../elsewhere")
+    assert run.returncode == 2
+    assert_one_clear_line(run, "'../elsewhere'", "--pipeline-name")
+    assert nothing_loaded(tmp_path)
+
+
 def test_a_page_size_of_one_still_loads_everything(config_emulator, tmp_path: Path) -> None:
     tables = ["deals", "persons", "notes", "users"]
     sync(config_emulator, tmp_path, entities=tables, page_size=1, **EXACT)
