@@ -77,6 +77,8 @@ class EmulatorSettings:
     throttle_rate: float = field(default=0.0, metadata=_opt("share answered with a spurious 429", True))
     drop_rate: float = field(default=0.0, metadata=_opt("share whose connection drops mid-body", True))
     malformed_rate: float = field(default=0.0, metadata=_opt("share answered with truncated JSON", True))
+    stuck_rate: float = field(default=0.0, metadata=_opt("share answered as if without cursor/start", True))
+    html_rate: float = field(default=0.0, metadata=_opt("share answered 200 with an HTML page", True))
     fault_seed: int | None = field(default=None, metadata=_opt("seed of the fault RNG (default: seed)", True))
     max_in_a_row: int = field(
         default=0, metadata=_opt("faults one request (method, path, query) gets in a row; 0: no cap", True)
@@ -213,8 +215,13 @@ class EmulatorApp:
         if fault.kind == faults.THROTTLE:
             await _send(send, 429, throttled + _date(company), rate_limited_body(BURST))
             return 429
+        if fault.kind == faults.STUCK:
+            query = faults.first_page(query)
         status, body, extra = self._refused(method, path) or self._call_handle(company, method, path, query)
         headers = base + list(extra.items()) + _date(company)
+        if fault.kind == faults.HTML:
+            await _send(send, 200, headers, faults.MAINTENANCE_HTML, "text/html; charset=utf-8")
+            return 200
         if fault.kind == faults.DROP:
             await _send_partial(send, status, headers, body, faults.drop_point(body, fault.detail))
             return status

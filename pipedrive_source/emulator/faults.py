@@ -1,4 +1,6 @@
-"""Deterministic fault injection: 5xx, spurious 429, latency, dropped connections, malformed bodies.
+"""Deterministic fault injection: 5xx, spurious 429, latency, dropped connections, malformed bodies, a
+server that ignores the paging parameters (answers the first page again, and its cursor again), and a 200
+whose body is an HTML page (a proxy's or a maintenance page) instead of JSON.
 
 Off by default. One seeded RNG is consulted for every admitted Pipedrive request in arrival order, always with
 the same number of draws per request, so the same seed and the same request sequence give the same faults
@@ -24,11 +26,18 @@ ERROR = "error"
 THROTTLE = "throttle"
 DROP = "drop"
 MALFORMED = "malformed"
-KINDS = (ERROR, THROTTLE, DROP, MALFORMED)
+STUCK = "stuck"  # `cursor` and `start` ignored: the first page again, with the same `next_cursor`
+HTML = "html"
+KINDS = (ERROR, THROTTLE, DROP, MALFORMED, STUCK, HTML)  # new kinds last: old seeds draw the same faults
+PAGING_PARAMS = frozenset({"cursor", "start"})
 QUEUE_PERIOD_S = 3.0  # not a multiple of the 2-second burst window
 
 BAD_GATEWAY_HTML = (
     b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+)
+MAINTENANCE_HTML = (
+    b"<!DOCTYPE html><html><head><title>Scheduled maintenance</title></head>"
+    b"<body><h1>We'll be back shortly</h1></body></html>"
 )
 ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
 
@@ -39,6 +48,8 @@ class FaultSettings:
     throttle_rate: float = 0.0  # share answered with a spurious burst 429
     drop_rate: float = 0.0  # share whose connection is closed mid-body
     malformed_rate: float = 0.0  # share answered 200 with a truncated JSON body
+    stuck_rate: float = 0.0  # share answered as if without `cursor` / `start` (STUCK)
+    html_rate: float = 0.0  # share answered 200 with an HTML page
     # round trip of every request: half of `latency_ms` passes before the rate limiter counts the request
     # (the way there), the other half plus the jitter after it (processing and the way back)
     latency_ms: float = 0.0
@@ -113,7 +124,7 @@ class FaultInjector:
 
 def _kind(pick: float, s: FaultSettings) -> str | None:
     edge = 0.0
-    rates = (s.error_rate, s.throttle_rate, s.drop_rate, s.malformed_rate)
+    rates = (s.error_rate, s.throttle_rate, s.drop_rate, s.malformed_rate, s.stuck_rate, s.html_rate)
     for kind, rate in zip(KINDS, rates, strict=True):
         edge += rate
         if pick < edge:
@@ -139,6 +150,11 @@ def truncate(body: bytes, detail: float) -> bytes:
     if len(body) < 2:
         return b"{"
     return body[: 1 + int(detail * (len(body) - 1))]
+
+
+def first_page(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The query of a STUCK request: its paging parameters dropped."""
+    return [(name, value) for name, value in query if name not in PAGING_PARAMS]
 
 
 def drop_point(body: bytes, detail: float) -> int:
