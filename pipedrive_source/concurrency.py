@@ -63,6 +63,7 @@ import pyarrow as pa
 from .client import PipedriveClient
 from .errors import AccessDenied, PipedriveError
 from .limiter import BudgetExhausted
+from .pagination import LoopGuard, looping, page_mark
 from .pagination import _items as page_items
 
 Row = dict[str, Any]
@@ -571,6 +572,7 @@ class Chain:
         self.time_field = time_field  # ascending reads: the newest time read so far is where to resume
         self.position: str | None = None
         self.complete = False
+        self.guard = LoopGuard(request.path)
 
     def resume_from(self) -> str | None:
         return self.position
@@ -593,6 +595,7 @@ class Chain:
             body = self.request.get(client)
             following = None
         items = page_items(body, self.request.path)
+        self.guard.follow(items, following if self.paging == "cursor" else None)
         if self.time_field:
             self.position = _newest(items, self.time_field, self.position)
         if following is not None and self.keep_going is not None and not self.keep_going(items):
@@ -635,6 +638,7 @@ class OffsetPages:
         self._next = 0  # next page number to request
         self._end: int | None = None  # number of the last page, once a short page showed it
         self._received: dict[int, str | None] = {}  # page number -> newest time on it
+        self._marks: dict[int, int | None] = {}  # page number -> its ids (`page_mark`)
 
     def resume_from(self) -> str | None:
         """The newest time on the pages received without a gap from the first (ascending reads)."""
@@ -672,6 +676,7 @@ class OffsetPages:
         with self._lock:
             if self._end is not None and number > self._end:
                 return Outcome()  # speculative page past the end: discarded
+            self._check_moved(number, page_mark(items))
             self._received[number] = _newest(items, self.time_field, None) if self.time_field else None
             if not more or len(items) < self.page_size:
                 self._end = number if self._end is None else min(self._end, number)
@@ -679,6 +684,13 @@ class OffsetPages:
         for _ in range(wanted):
             self._schedule()
         return Outcome(Batch(items, self.tag))
+
+    def _check_moved(self, number: int, mark: int | None) -> None:
+        """A page equal to its neighbour: the server ignores `start` and the list would never end (under
+        the lock)."""
+        self._marks[number] = mark
+        if mark is not None and mark in (self._marks.get(number - 1), self._marks.get(number + 1)):
+            raise looping(self.request.path, "the same page again")
 
 
 def _newest(items: list[Row], field_name: str, known: str | None) -> str | None:
@@ -724,6 +736,7 @@ class TimeWindows:
         self.feed, self.request, self.tag = feed, request, tag
         self.page_size, self.time_field = page_size, time_field
         self.windows = [Window(since, until, until)]
+        self._guards: dict[int, LoopGuard] = {}  # per window (by id: the windows stay in `windows`)
         self._lock = threading.Lock()
         self.splits = 0
 
@@ -759,6 +772,7 @@ class TimeWindows:
         items = page_items(body, self.request.path)
         following = (body.get("additional_data") or {}).get("next_cursor") or None
         with self._lock:
+            self._guards.setdefault(id(window), LoopGuard(self.request.path)).follow(items, following)
             items, reached_end = self._clip(window, items)
             self._learn(window, items)
             if reached_end or following is None:

@@ -40,11 +40,14 @@ def cursor_pages(
 ) -> Iterator[Page]:
     query = dict(params, limit=page_size)
     number = 0
+    guard = LoopGuard(path)
     while True:
         body = client.get(path, query, cost=cost, label=label, missing_ok=missing_ok)
         number += 1
-        cursor = (body.get("additional_data") or {}).get("next_cursor")
-        yield Page(_items(body, path), number, bool(cursor))
+        cursor = (body.get("additional_data") or {}).get("next_cursor") or None
+        items = _items(body, path)
+        guard.follow(items, cursor)
+        yield Page(items, number, bool(cursor))
         if not cursor:
             return
         query["cursor"] = cursor
@@ -75,6 +78,7 @@ def offset_pages(
         query["limit"] = page_size
     anchor = Anchor(_sort_field(params)) if overlap > 0 else None
     number, back, steps = 0, 0, 0
+    guard = LoopGuard(path)
     while True:
         body = client.get(path, query, cost=cost, label=label, missing_ok=missing_ok)
         number += 1
@@ -83,6 +87,8 @@ def offset_pages(
         more = bool(pagination.get("more_items_in_collection"))
         items = _items(body, path)
         start = query["start"]
+        if not back:  # a step back reads again on purpose
+            guard.follow(items)
         yield Page(items, number, more)
         if anchor is not None and start > 0 and not anchor.holds(items):
             if steps < MAX_STEPS_BACK:
@@ -152,6 +158,53 @@ def single_page(
     """Endpoints that return everything at once (users, currencies, boards, ...)."""
     body = client.get(path, dict(params), cost=cost, label=label, missing_ok=missing_ok)
     yield Page(_items(body, path), 1, False)
+
+
+class LoopGuard:
+    """One listing's pages as they follow each other: a server that ignores the paging parameters (answers
+    the same page, or hands out a cursor it gave before) would otherwise be paged forever, the run never
+    ending and never loading. Only the previous page's ids and the cursors seen are kept (a few bytes per
+    page), so a listing of a million records costs nothing noticeable."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cursors: set[str] = set()
+        self._previous: int | None = None
+
+    def follow(self, items: list[dict[str, Any]], cursor: Any = None) -> None:
+        """Check a page and the cursor it gives to the next one (None: no cursor paging)."""
+        mark = page_mark(items)
+        if mark is not None:
+            if mark == self._previous:
+                raise self._looping("the same page again")
+            self._previous = mark
+        if cursor is None:
+            return
+        if not isinstance(cursor, str):
+            raise ApiError(
+                f"Unexpected response shape from {self.path}: `next_cursor` is a {type(cursor).__name__}, "
+                "not a string. Nothing from this run was committed."
+            )
+        if cursor in self._cursors:
+            raise self._looping("a cursor it had given before")
+        self._cursors.add(cursor)
+
+    def _looping(self, what: str) -> ApiError:
+        return looping(self.path, what)
+
+
+def page_mark(items: list[dict[str, Any]]) -> int | None:
+    """A page's record ids in order, hashed (None: no ids to tell pages apart by)."""
+    if not any(item.get("id") is not None for item in items):
+        return None
+    return hash(tuple(_hashable(item.get("id")) for item in items))
+
+
+def looping(path: str, what: str) -> ApiError:
+    return ApiError(
+        f"Pipedrive answered {path} with {what} (it ignores the paging parameters), so paging "
+        "would never end; stopped. Nothing from this run was committed; run the sync again later."
+    )
 
 
 def _items(body: dict, path: str) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ FAULTS = {
     # request draws which fault depends on thread order, and one drawing six in a row failed a CI run
     "max_in_a_row": 3,
 }
-NO_FAULTS = {k: 0 for k in FAULTS if k != "fault_seed"}
+NO_FAULTS = {k: 0 for k in (*FAULTS, "stuck_rate", "html_rate") if k != "fault_seed"}
 RETRY_LINE = re.compile(r"retrying (\S+) in [\d.]+s after (.+) \(attempt (\d+)\)")
 RETRY_CAUSES = {"error": "HTTP 5", "drop": "connection problem", "malformed": "malformed"}
 CLI_TABLES = "deals,persons,activities,notes,users"
@@ -228,3 +228,94 @@ def test_the_daily_budget_running_out_stops_cleanly_and_the_next_run_continues(
     again = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES, "--reconcile")
     assert again.returncode == 0, again.stderr
     assert_equal_to_truth(emulator, tmp_path, CLI_TABLES.split(","))
+
+
+# each way of paging: v2 time windows, a v2 cursor chain, v1 offset pages read ahead (a first read, or a full
+# one) and, on the incremental run, a v1 newest-first chain
+PAGING_KINDS = {"deals": "title", "tasks": "title", "notes": "content", "call_logs": "subject"}
+
+
+@pytest.mark.timeout(180)  # before the guard, each of these paged forever
+@pytest.mark.parametrize("entity", PAGING_KINDS)
+def test_a_server_that_ignores_paging_stops_the_run_instead_of_paging_forever(
+    emulator: EmulatorHandle, tmp_path: Path, entity: str
+) -> None:
+    """The server answers every page as the first one (same records, same `next_cursor`, `start` ignored):
+    a first run and an incremental one stop with a message saying so, commit nothing, and the run after
+    the server recovers loads the truth."""
+    LEDGER.path(tmp_path)
+    options = {"entities": [entity], "page_size": 5, **EXACT}
+
+    def stuck_run() -> str:
+        emulator.control.settings(stuck_rate=1.0)
+        try:
+            with pytest.raises(Exception) as failure:
+                sync(emulator, tmp_path, **options)
+        finally:
+            emulator.control.settings(stuck_rate=0.0)
+        return LEDGER.error("stuck paging", failure.value)
+
+    assert "ignores the paging parameters" in stuck_run()
+    assert destination_snapshot(tmp_path / "crm.duckdb") == {}
+    sync(emulator, tmp_path, **options)
+    assert_equal_to_truth(emulator, tmp_path, [entity])
+
+    live = [r["id"] for r in emulator.control.snapshot(entity) if not r.get("is_deleted")]
+    field = PAGING_KINDS[entity]
+    ops = [{"op": "update", "table": entity, "id": i, "changes": {field: f"changed {i}"}} for i in live[-8:]]
+    emulator.control.mutate(ops=ops)  # a newest-first read finds a whole page of changes, and reads on
+    state, data = make_pipeline(tmp_path).state, destination_snapshot(tmp_path / "crm.duckdb")
+    assert "ignores the paging parameters" in stuck_run()
+    assert make_pipeline(tmp_path).state == state
+    assert destination_snapshot(tmp_path / "crm.duckdb") == data
+    sync(emulator, tmp_path, **options)
+    assert_equal_to_truth(emulator, tmp_path, [entity])
+
+
+@pytest.mark.timeout(180)
+def test_paging_that_never_ends_is_one_clear_line(
+    emulator: EmulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    emulator.control.settings(stuck_rate=1.0)
+    stuck = run_main(
+        monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES, SOURCES__PIPEDRIVE__PAGE_SIZE="5"
+    )
+    emulator.control.settings(stuck_rate=0.0)
+    assert stuck.returncode == 1, stuck.stderr
+    assert_one_clear_line(stuck, "ignores the paging parameters", "Nothing from this run was committed")
+    assert destination_snapshot(tmp_path / "crm.duckdb") == {}
+    again = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    assert again.returncode == 0, again.stderr
+    assert_equal_to_truth(emulator, tmp_path, CLI_TABLES.split(","))
+
+
+def test_an_html_page_with_status_200_is_retried_and_named(
+    emulator: EmulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A proxy or maintenance page answering 200 with HTML: retried like any transient failure (some of the
+    time: the run loads the truth), and when it persists the one line says an HTML page came back, which
+    points at the proxy rather than at Pipedrive's JSON."""
+    emulator.control.settings(html_rate=0.2, fault_seed=5, max_in_a_row=2)
+    ok = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    assert ok.returncode == 0, ok.stderr
+    assert emulator.control.stats()["faults"]["html"] > 0
+    assert client_lines(caplog, "an HTML page instead of JSON")
+    emulator.control.settings(**NO_FAULTS)
+    assert_equal_to_truth(emulator, tmp_path, CLI_TABLES.split(","))
+
+    emulator.control.mutate(seed=3, creates=3, updates=10)
+    state, data = state_bytes(tmp_path / "pipelines"), destination_snapshot(tmp_path / "crm.duckdb")
+    emulator.control.settings(html_rate=1.0, max_in_a_row=0)
+    failed = run_main(monkeypatch, capsys, emulator, tmp_path, "--entities", CLI_TABLES)
+    emulator.control.settings(**NO_FAULTS)
+    assert failed.returncode == 1, failed.stderr
+    assert_one_clear_line(failed, "kept failing on /", "an HTML page instead of JSON", "run the sync again")
+    assert state_bytes(tmp_path / "pipelines") == state
+    assert destination_snapshot(tmp_path / "crm.duckdb") == data
