@@ -363,7 +363,7 @@ class PipedriveClient:
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise _Transient("malformed JSON body") from None
+            raise _Transient(_not_json(response, content)) from None
         finally:
             if collecting:
                 gc.enable()
@@ -457,6 +457,16 @@ class _RateLimited(Exception):
             return max(0.0, float(self.headers.get("retry-after", "")))
         except ValueError:
             return None
+
+
+def _not_json(response: httpx.Response, content: bytes) -> str:
+    """What a 2xx body that is not JSON was, for the retry line and the give-up message: an HTML page is a
+    proxy, a captive portal or a maintenance page in the way, which the person running the sync can act on;
+    "malformed JSON" sent them looking for a bug in Pipedrive's answers."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "text/html" or content.lstrip()[:1] == b"<":
+        return f"an HTML page instead of JSON (HTTP {response.status_code}; a proxy or maintenance page?)"
+    return "malformed JSON body"
 
 
 def _error_text(response: httpx.Response) -> str:
