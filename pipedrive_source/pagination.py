@@ -95,6 +95,7 @@ def offset_pages(
                 steps += 1
                 back = back * 2 if back else max(1, (page_size or 100) - overlap)
                 logger.info("%s: the list shifted while paging; stepping back %d records", label, back)
+                guard.restart()  # the pages read again after the step may be the ones read before it
                 query["start"] = max(0, start - back)
                 continue
             logger.warning("%s: the list kept shifting while paging; records may be missed", label)
@@ -188,6 +189,10 @@ class LoopGuard:
         if cursor in self._cursors:
             raise self._looping("a cursor it had given before")
         self._cursors.add(cursor)
+
+    def restart(self) -> None:
+        """The listing goes back to read pages again on purpose: the next page is not compared."""
+        self._previous = None
 
     def _looping(self, what: str) -> ApiError:
         return looping(self.path, what)
