@@ -5,7 +5,10 @@
   columns the synced `custom_fields` table names, as `connector_fixtures.load_truth` lays them out), child
   sets per parent, no duplicate primary key, no orphaned child row. Ids deleted in Pipedrive that its lists
   no longer reveal may stay unflagged until a reconcile run (`unflagged_ok`); everything else is exact.
-- `ModelWalk`: the seeded random walk of emulator mutations, each round followed by a sync and a comparison.
+- `ModelWalk`: the seeded random walk of emulator mutations, each round followed by a sync and a comparison;
+  `FEATURES` it can add: the connector's own full-read interval under clock jumps of hours to days
+  (`interval`), runs stopped by a small daily budget (`budget`), fields deleted and added again under the
+  same name with another type (`retype`).
 - `Script`: `pipelines/pipedrive_pipeline.py` in a subprocess, with a bounded poll that SIGKILLs it when an
   observable condition holds (emulator request count, dlt package files in a stage).
 - `LEDGER` / `scan`: every token a test used and everything a user or operator could read (logs, output,
@@ -54,8 +57,9 @@ from pipedrive_source import SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
 from pipedrive_source.destinations import loader_file_format
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
-from pipedrive_source.entities import BY_NAME
+from pipedrive_source.entities import BY_NAME, ENTITIES
 from pipedrive_source.history import add_history
+from pipedrive_source.settings import FULL_READ_INTERVAL_HOURS
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pipelines" / "pipedrive_pipeline.py"
@@ -355,6 +359,15 @@ KNOWN_BUGS: dict[str, str] = {}
 NASTY_NAMES = ("Title", "Status", "Value", "ÜBER wert", "id", "2nd field", "Deal Tier")
 
 
+FEATURES = ("interval", "budget", "retype")
+# lists read in full at most once per interval (`entities.py`): with the `interval` feature the walk keeps
+# the connector's interval and checks them against a model of when they are due
+INTERVAL_TABLES = tuple(e.name for e in ENTITIES if e.full_read_hours is not None)
+INTERVAL_S = int(FULL_READ_INTERVAL_HOURS * 3600)
+# how a stopped run may leave no table: duplicate keys, orphaned child rows
+STRUCTURAL = ("rows with this primary key", "without a parent row")
+
+
 @dataclass
 class Round:
     number: int
@@ -364,13 +377,21 @@ class Round:
     compared_rows: int
     seconds: float
     problems: dict[str, list[str]]
+    stopped: bool = False  # the run was stopped by the daily budget (`budget` feature)
+    unchanged_rows: int = 0  # rows of interval lists not due, checked unchanged by the run
+    due: list[str] = field(default_factory=list)  # interval lists the model had the run read in full
 
 
 class ModelWalk:
     """A seeded random walk: each round mutates the emulator, syncs, and compares every table with the truth.
 
-    The model's only memory is which records were deleted in a way Pipedrive's lists no longer reveal: those
-    may stay unflagged until a reconcile run (which the walk picks now and then), never longer.
+    The model's memory: which records were deleted in a way Pipedrive's lists no longer reveal (those may
+    stay unflagged until a reconcile run, which the walk picks now and then, never longer); with `interval`,
+    the emulator's clock and when each interval list was last read in full. A list due (first run,
+    reconcile, a day since its last full read by the server's clock, an option of its fields relabelled since)
+    must equal the truth; one not due must be left exactly as it was (not a row rewritten). With `budget`,
+    some runs get a daily budget below what the last run spent: a stopped run may leave tables behind the
+    truth but never broken (`STRUCTURAL`), and the next run must reach the truth again.
     """
 
     def __init__(
@@ -380,17 +401,26 @@ class ModelWalk:
         seed: int,
         tables: list[str] | None = None,
         skip: Iterable[str] = KNOWN_BUGS,
+        features: Iterable[str] = (),
     ) -> None:
         self.emulator, self.workdir = emulator, workdir
         self.rng = random.Random(seed)
         self.skip = set(skip)
+        self.features = set(features)
+        if self.features - set(FEATURES):
+            raise ValueError(f"unknown walk features {sorted(self.features - set(FEATURES))}: {FEATURES}")
         self.tables = tables or list(DEFAULT_TABLES)
         self.unflagged_ok: dict[str, set[Any]] = {}
         self.last_clock: str | None = None
+        self.full_read_at: dict[str, int | None] = {t: None for t in INTERVAL_TABLES if t in self.tables}
+        self.relabelled: set[str] = set()  # interval lists due because an option of their fields changed
+        self.spent = 0  # tokens the last complete run spent: the scale of a stopping budget
         self.rounds: list[Round] = []
 
     def start(self) -> Round:
         """The first (full) sync, compared like every round."""
+        if "interval" in self.features:  # the model's clock starts with the emulator's
+            self.last_clock = self.emulator.control.mutate(advance_seconds=1)["clock"]
         return self._finish(0, ["first full sync"], reconcile=False, started=time.perf_counter())
 
     def step(self) -> Round:
@@ -399,33 +429,117 @@ class ModelWalk:
         for _ in range(self.rng.choice((0, 1, 1, 1, 2))):  # some rounds change nothing at all
             ops += self._mutate()
         reconcile = self.rng.random() < 0.25
-        return self._finish(len(self.rounds), ops, reconcile, started)
+        return self._finish(len(self.rounds), ops, reconcile, started, self._budget())
 
-    def _finish(self, number: int, ops: list[str], reconcile: bool, started: float) -> Round:
+    def _budget(self) -> int | None:
+        """Now and then (`budget`), a daily budget below what the last complete run spent."""
+        if "budget" not in self.features or not self.spent or self.rng.random() >= 0.25:
+            return None
+        return max(1, int(self.rng.random() * self.spent))  # one draw whatever `spent`: the walk stays seeded
+
+    def _finish(
+        self, number: int, ops: list[str], reconcile: bool, started: float, budget: int | None = None
+    ) -> Round:
         """Sync and compare; a sync or comparison that raises is this round's problem (the walk goes on)."""
-        loaded, compared_rows = 0, 0
+        loaded, compared_rows, unchanged_rows, stopped = 0, 0, 0, False
+        problems: dict[str, list[str]] = {}
+        due = self._due(reconcile)
         try:
-            loaded = self.sync(reconcile=reconcile).rows
-            if reconcile:
-                self.unflagged_ok.clear()
-            compared = [t for t in self.tables if t not in self.skip]
+            before = {t: table_rows(self.workdir, t) for t in self.full_read_at if t not in due}
+            result = self._sync_within(budget, reconcile=reconcile)
+            loaded, stopped = result.rows, result.monitor.stopped is not None
+            if not stopped:
+                self.spent = result.tokens
+                if reconcile:
+                    self.unflagged_ok.clear()
+            compared = [t for t in self.tables if t not in self.skip and t not in before]
             comparison = compare_with_truth(
                 self.emulator, self.workdir, compared, unflagged_ok=self.unflagged_ok
             )
-            compared_rows, problems = comparison.rows, comparison.summary()
+            found = comparison.problems
+            if stopped:  # behind the truth is fine, broken is not
+                found = {t: [p for p in ps if any(s in p for s in STRUCTURAL)] for t, ps in found.items()}
+            compared_rows = comparison.rows
+            problems = Comparison(problems={t: p for t, p in found.items() if p}).summary()
+            for table, rows in before.items():
+                unchanged_rows += sum(len(r) for _, r in rows.values())
+                after = table_rows(self.workdir, table, like=rows)
+                changed = sorted(t for t in {*rows, *after} if rows.get(t) != after.get(t))
+                if changed:
+                    problems[table] = [f"not due for a full read, yet rows changed in {changed}"]
+            problems.update(self._note_full_reads(due, stopped, result))
         except Exception as exc:  # noqa: BLE001 - the soak reports it with the round's mutations
             problems = {"exception": [f"{type(exc).__name__}: {str(exc)[:1500]}"]}
-        done = Round(number, ops, reconcile, loaded, compared_rows, time.perf_counter() - started, problems)
+        seconds = time.perf_counter() - started
+        done = Round(
+            number,
+            ops,
+            reconcile,
+            loaded,
+            compared_rows,
+            seconds,
+            problems,
+            stopped,
+            unchanged_rows,
+            sorted(due),
+        )
         self.rounds.append(done)
         return done
 
     def sync(self, **options: Any) -> SyncResult:
-        return sync(self.emulator, self.workdir, entities=self.tables, **EXACT, **options)
+        interval = {} if "interval" in self.features else EXACT  # the connector's own interval, or none
+        return sync(self.emulator, self.workdir, entities=self.tables, **interval, **options)
+
+    def _sync_within(self, budget: int | None, **options: Any) -> SyncResult:
+        """A sync, under a daily budget of `budget` tokens if given (the usual one again afterwards)."""
+        if budget is None:
+            return self.sync(**options)
+        control = self.emulator.control
+        control.reset_ratelimit()
+        control.settings(daily_budget=budget)
+        try:
+            return self.sync(**options)
+        finally:
+            control.settings(daily_budget=self.emulator.settings.daily_budget)
+            control.reset_ratelimit()
+
+    def _due(self, reconcile: bool) -> set[str]:
+        """The interval lists this round's run must read in full (all of them without `interval`)."""
+        if "interval" not in self.features:
+            return set(self.full_read_at)
+        now = epoch(self.last_clock) if self.last_clock else 0
+        return {
+            table
+            for table, at in self.full_read_at.items()
+            if reconcile or at is None or now - at >= INTERVAL_S or table in self.relabelled
+        }
+
+    def _note_full_reads(self, due: set[str], stopped: bool, result: SyncResult) -> dict[str, list[str]]:
+        """The model's read times after a run: the run's start for each list due, once its read is complete.
+        After a stopped run the state says which completed (each may have or not); any other read time in
+        the state is a problem."""
+        if "interval" not in self.features:
+            return {}
+        now = epoch(self.last_clock) if self.last_clock else None
+        problems: dict[str, list[str]] = {}
+        for table in sorted(due):
+            kept = full_read_time(result.pipeline, table)
+            allowed = {now, self.full_read_at[table], None} if stopped else {now}
+            if kept not in allowed:
+                problems[table] = [f"{table}: last full read {kept}, the model expects one of {allowed}"]
+            if kept == now:
+                self.full_read_at[table] = now
+                self.relabelled.discard(table)
+            elif stopped:
+                self.full_read_at[table] = kept
+        return problems
 
     # ---- mutations ----------------------------------------------------------------------------------------
     def _mutate(self) -> list[str]:
         kinds = ["batch"] * 6 + ["rename", "relabel", "add_option", "add_field", "same_second", "nasty"]
         kinds += ["delete_field"] if self.rng.random() < 0.2 else []
+        kinds += ["clock_jump"] * 2 if "interval" in self.features else []
+        kinds += ["retype"] if "retype" in self.features else []
         kind = self.rng.choice(kinds)  # drawn before skipping: the walk stays the same with or without
         if kind in self.skip:
             return []
@@ -436,7 +550,29 @@ class ModelWalk:
         self.last_clock = result["clock"]
         for table, ids in result["deleted"].items():
             self.unflagged_ok.setdefault(table, set()).update(ids)
+        for change in result["fields"]:  # a changed option: the list's stored labels are stale, a read is due
+            if change["op"] in ("relabel_option", "delete_option") and change["entity"] == "project":
+                self.relabelled.add("projects")
         return [kind + (f" {body['ops'][0]['op']}" if body.get("ops") else "")]
+
+    def _clock_jump(self) -> dict[str, Any]:
+        """Hours to days without a run (a paused schedule): around and past the full-read interval."""
+        hours = self.rng.choice((1, 6, 23, 24, 25, 47, 72, 100))
+        return {"advance_seconds": hours * 3600 + self.rng.randint(-90, 90), "ops": []}
+
+    def _retype(self) -> dict[str, Any] | None:
+        """A field deleted and one of another type added under its name (Pipedrive cannot change a field's
+        type: this is what users do instead), filled on a few records."""
+        picked = self._custom_field(entities=sorted(RECORD_OF))
+        if picked is None:
+            return None
+        entity, fd = picked
+        field_type = self.rng.choice([t for t in FIELD_TYPES if t != fd["field_type"]])
+        add: dict[str, Any] = {"op": "add_field", "entity": entity, "field_type": field_type}
+        add.update(name=fd["field_name"], fill=self.rng.randint(0, 4))
+        if field_type in ("enum", "set"):
+            add["options"] = [f"Choice {i}" for i in range(self.rng.randint(1, 4))]
+        return {"ops": [{"op": "delete_field", "entity": entity, "field_code": fd["field_code"]}, add]}
 
     def _batch(self) -> dict[str, Any]:
         r = self.rng.randint
@@ -448,8 +584,10 @@ class ModelWalk:
             "archives": r(0, 1),
         }
 
-    def _custom_field(self, options_only: bool = False) -> tuple[str, dict[str, Any]] | None:
-        entity = self.rng.choice(sorted(FIELDS_TABLE_OF))
+    def _custom_field(
+        self, options_only: bool = False, entities: list[str] | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        entity = self.rng.choice(entities or sorted(FIELDS_TABLE_OF))
         fields = [
             f
             for f in self.emulator.control.snapshot(FIELDS_TABLE_OF[entity])
@@ -539,6 +677,36 @@ def epoch(rfc3339_text: str) -> int:
     from datetime import datetime
 
     return int(datetime.fromisoformat(rfc3339_text.replace("Z", "+00:00")).timestamp())
+
+
+TableRows = dict[str, tuple[list[str], list[str]]]  # table -> (columns, sorted rows as text)
+
+
+def table_rows(workdir: Path, table: str, like: TableRows | None = None) -> TableRows:
+    """Every row of a synced table and its child tables, sorted, dlt's columns included (a row rewritten
+    with the same values has another `_dlt_load_id`). With `like`, on `like`'s columns (a column added since
+    is no change; a child table added since with rows is)."""
+    with duckdb.connect(str(workdir / SYNC_DB), read_only=True) as con:
+        catalog = con.execute("SELECT current_database()").fetchone()[0]
+        names = sorted(t for t in _tables(con, catalog, DATASET) if t == table or t.startswith(f"{table}__"))
+        out: TableRows = {}
+        for name in names:
+            if like is not None and name in like:
+                columns = like[name][0]
+            else:
+                columns = [r[0] for r in con.execute(f"DESCRIBE {DATASET}.{name}").fetchall()]
+            listed = ", ".join(f'"{c}"' for c in columns)
+            rows = sorted(map(repr, con.execute(f"SELECT {listed} FROM {DATASET}.{name}").fetchall()))
+            if like is None or name in like or rows:
+                out[name] = (columns, rows)
+        return out
+
+
+def full_read_time(pipeline: Any, table: str) -> int | None:
+    """When the connector last read an interval list in full, by its state (server time, epoch seconds)."""
+    resources = pipeline.state.get("sources", {}).get("pipedrive", {}).get("resources", {})
+    kept = resources.get(table, {}).get("last_full_read")
+    return epoch(kept) if kept else None
 
 
 # ---- changes during a run ---------------------------------------------------------------------------------

@@ -2,13 +2,16 @@
 field renames, option relabels, new options and fields, deleted fields, same-second changes at the run
 boundary, awkward values), each round followed by a sync; after every round every default table equals the
 ground truth row by row (`reliability_support.compare_with_truth`; tables and mutations that expose a reported
-bug are left out, see `KNOWN_BUGS`, each with a strict xfail test). The long walk: `tools/soak.py`.
+bug are left out, see `KNOWN_BUGS`, each with a strict xfail test). A second walk adds the `FEATURES`: the
+connector's daily full-read interval under clock jumps of hours to days, runs stopped by the daily budget,
+fields deleted and added again with another type. The long walk: `tools/soak.py --features all`.
 
 A relabelled option reaches records not changed since by one full re-read of the entities using it (see
 `source._reread_if_relabelled`): the tests below check that, and that other field changes cost no re-read."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +19,25 @@ import duckdb
 import httpx
 import pytest
 from connector_fixtures import DATASET
-from reliability_support import LEDGER, ModelWalk, compare_with_truth, ledger_logs, secret_emulator  # noqa: F401
+from reliability_support import (  # noqa: F401
+    FEATURES,
+    LEDGER,
+    ModelWalk,
+    compare_with_truth,
+    ledger_logs,
+    secret_emulator,
+)
 
 from pipedrive_source.emulator import EmulatorHandle
 
 pytestmark = pytest.mark.usefixtures("ledger_logs")
 CI_ROUNDS = 4
 CI_SEED = 12  # its 4 rounds: a new option, a same-second change, a new field, a batch; 2 reconcile runs
+# the walk with every feature (full-read interval under clock jumps, budget stops, retyped fields); longer or
+# bigger by environment: PIPEDRIVE_WALK_ROUNDS=40 PIPEDRIVE_WALK_SCALE=small PIPEDRIVE_WALK_SEED=3
+FEATURE_ROUNDS = int(os.environ.get("PIPEDRIVE_WALK_ROUNDS", "5"))
+FEATURE_SCALE = os.environ.get("PIPEDRIVE_WALK_SCALE", "tiny")
+FEATURE_SEED = int(os.environ.get("PIPEDRIVE_WALK_SEED", "124"))
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +59,25 @@ def test_random_walk_keeps_every_table_equal_to_the_truth(
         assert not done.problems, (done.number, done.ops, done.problems)
     kinds = {op.split()[0] for r in walk.rounds for op in r.ops}
     assert len(kinds) >= 2, kinds  # the walk really mutated (the seed is fixed: this is deterministic)
+
+
+def test_random_walk_with_clock_jumps_budget_stops_and_retyped_fields(tmp_path: Path) -> None:
+    """The connector's own full-read interval (lists due by the server's clock must equal the truth, lists
+    not due must be left alone), runs stopped by the daily budget (nothing broken, the next run catches up)
+    and fields deleted and added again with another type, in one walk on a company of its own."""
+    LEDGER.path(tmp_path)
+    with secret_emulator(scale=FEATURE_SCALE) as emulator:
+        walk = ModelWalk(emulator, tmp_path, seed=FEATURE_SEED, features=FEATURES)
+        first = walk.start()
+        assert not first.problems, first.problems
+        for _ in range(FEATURE_ROUNDS):
+            done = walk.step()
+            assert not done.problems, (done.number, done.ops, done.stopped, done.problems)
+    if (FEATURE_SEED, FEATURE_ROUNDS) == (124, 5):  # what the fixed walk is for (deterministic)
+        later = walk.rounds[1:]
+        assert any(r.stopped for r in later) and any(r.unchanged_rows for r in later)
+        assert any(r.due and not r.reconcile for r in later)  # a list due by the clock alone
+        assert any(op.startswith("retype") for r in later for op in r.ops)
 
 
 def test_relabelled_option_reaches_unchanged_records(walk_emulator: EmulatorHandle, tmp_path: Path) -> None:

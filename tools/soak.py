@@ -4,6 +4,7 @@ tests/test_reliability_model.py).
 
     uv run python tools/soak.py --rounds 200                   # scale tiny, seed 1, default entities
     uv run python tools/soak.py --rounds 50 --seed 7 --entities all --with-known-bugs --out soak.json
+    uv run python tools/soak.py --rounds 100 --scale small --features all   # + interval, budget, retype
 
 Prints one line per round and the figures at the end (rounds, rows compared, seconds, failures); writes them
 as JSON to --out (default soak-result.json). Exit code 0 when every round matched, 1 otherwise.
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the shared test helpers and the package
 
 from connector_fixtures import ALL_TABLES, DEFAULT_TABLES  # noqa: E402
-from reliability_support import KNOWN_BUGS, ModelWalk, Round, secret_emulator  # noqa: E402
+from reliability_support import FEATURES, KNOWN_BUGS, ModelWalk, Round, secret_emulator  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +42,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"also walk into the mutations of known bugs: {', '.join(KNOWN_BUGS) or 'none at the moment'}",
     )
+    parser.add_argument(
+        "--features",
+        default="",
+        help=f"comma list of walk features ({', '.join(FEATURES)}) or 'all': the connector's full-read "
+        "interval under clock jumps, runs stopped by a small daily budget, fields retyped (default: none, "
+        "every list read in full every run)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the DuckDB files here")
     parser.add_argument("--out", type=Path, default=Path("soak-result.json"))
     return parser.parse_args(argv)
@@ -49,33 +57,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tables = list(ALL_TABLES if args.entities == "all" else DEFAULT_TABLES)
+    features = FEATURES if args.features == "all" else [f for f in args.features.split(",") if f]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pipedrive-soak-"))
     started = time.perf_counter()
     with secret_emulator(scale=args.scale, seed=7) as emulator:
         walk = ModelWalk(
-            emulator, workdir, seed=args.seed, tables=tables, skip=() if args.with_known_bugs else KNOWN_BUGS
+            emulator,
+            workdir,
+            seed=args.seed,
+            tables=tables,
+            skip=() if args.with_known_bugs else KNOWN_BUGS,
+            features=features,
         )
         report(walk.start())
         for _ in range(args.rounds):
             report(walk.step())
-    result = figures(args, walk.rounds, time.perf_counter() - started, workdir)
+    result = figures(args, walk, time.perf_counter() - started, workdir)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print_figures(result, args.out)
     return 0 if result["failures"] == 0 else 1
 
 
 def report(done: Round) -> None:
-    status = "ok" if not done.problems else f"MISMATCH in {', '.join(done.problems)}"
+    status = "ok" if not done.problems else f"MISMATCH {json.dumps(done.problems)[:1000]}"
     ops = ", ".join(done.ops) or "no change"
-    kind = "reconcile" if done.reconcile else "sync"
+    kind = ("reconcile" if done.reconcile else "sync") + (" STOP" if done.stopped else "")
     print(
-        f"round {done.number:>4}  {kind:<9} {done.loaded_rows:>6} rows loaded"
+        f"round {done.number:>4}  {kind:<14} {done.loaded_rows:>6} rows loaded"
         f"  {done.compared_rows:>6} compared  {done.seconds:5.1f} s  [{ops}]  {status}",
         flush=True,
     )
 
 
-def figures(args: argparse.Namespace, rounds: list[Round], seconds: float, workdir: Path) -> dict[str, Any]:
+def figures(args: argparse.Namespace, walk: ModelWalk, seconds: float, workdir: Path) -> dict[str, Any]:
+    rounds = walk.rounds
     failed = [r for r in rounds if r.problems]
     ops = Counter(op.split()[0] for r in rounds[1:] for op in r.ops)
     return {
@@ -84,9 +99,12 @@ def figures(args: argparse.Namespace, rounds: list[Round], seconds: float, workd
         "scale": args.scale,
         "entities": args.entities,
         "known_bugs_walked": args.with_known_bugs,
+        "features": sorted(walk.features),
         "rows_compared": sum(r.compared_rows for r in rounds),
         "rows_loaded": sum(r.loaded_rows for r in rounds),
         "reconcile_rounds": sum(r.reconcile for r in rounds),
+        "budget_stops": sum(r.stopped for r in rounds),
+        "unchanged_rows_checked": sum(r.unchanged_rows for r in rounds),
         "no_change_rounds": sum(not r.ops for r in rounds[1:]),
         "mutations": dict(ops),
         "seconds": round(seconds, 1),
@@ -102,6 +120,8 @@ def print_figures(result: dict[str, Any], out: Path) -> None:
         f"\nsoak: {result['rounds']} rounds (+ the first full sync), "
         f"{result['rows_compared']:,} rows compared, "
         f"{result['rows_loaded']:,} rows loaded, {result['reconcile_rounds']} reconcile runs, "
+        f"{result['budget_stops']} budget stops, {result['unchanged_rows_checked']:,} rows of lists not due "
+        "checked unchanged, "
         f"{result['seconds']:.0f} s, {result['failures']} failing rounds"
     )
     print(f"mutations: {result['mutations']}")
