@@ -8,7 +8,7 @@
 - `ModelWalk`: the seeded random walk of emulator mutations, each round followed by a sync and a comparison;
   `FEATURES` it can add: the connector's own full-read interval under clock jumps of hours to days
   (`interval`), runs stopped by a small daily budget (`budget`), fields deleted and added again under the
-  same name with another type (`retype`).
+  same name with another type (`retype`), every run with `hard_delete` (`hard_delete`).
 - `Script`: `pipelines/pipedrive_pipeline.py` in a subprocess, with a bounded poll that SIGKILLs it when an
   observable condition holds (emulator request count, dlt package files in a stage).
 - `LEDGER` / `scan`: every token a test used and everything a user or operator could read (logs, output,
@@ -359,7 +359,7 @@ KNOWN_BUGS: dict[str, str] = {}
 NASTY_NAMES = ("Title", "Status", "Value", "ÜBER wert", "id", "2nd field", "Deal Tier")
 
 
-FEATURES = ("interval", "budget", "retype")
+FEATURES = ("interval", "budget", "retype", "hard_delete")
 # lists read in full at most once per interval (`entities.py`): with the `interval` feature the walk keeps
 # the connector's interval and checks them against a model of when they are due
 INTERVAL_TABLES = tuple(e.name for e in ENTITIES if e.full_read_hours is not None)
@@ -391,7 +391,8 @@ class ModelWalk:
     reconcile, a day since its last full read by the server's clock, an option of its fields relabelled since)
     must equal the truth; one not due must be left exactly as it was (not a row rewritten). With `budget`,
     some runs get a daily budget below what the last run spent: a stopped run may leave tables behind the
-    truth but never broken (`STRUCTURAL`), and the next run must reach the truth again.
+    truth but never broken (`STRUCTURAL`), and the next run must reach the truth again. With `hard_delete`,
+    every run removes the rows of deleted records instead of flagging them.
     """
 
     def __init__(
@@ -454,7 +455,11 @@ class ModelWalk:
                     self.unflagged_ok.clear()
             compared = [t for t in self.tables if t not in self.skip and t not in before]
             comparison = compare_with_truth(
-                self.emulator, self.workdir, compared, unflagged_ok=self.unflagged_ok
+                self.emulator,
+                self.workdir,
+                compared,
+                unflagged_ok=self.unflagged_ok,
+                hard_delete="hard_delete" in self.features,
             )
             found = comparison.problems
             if stopped:  # behind the truth is fine, broken is not
@@ -488,6 +493,8 @@ class ModelWalk:
 
     def sync(self, **options: Any) -> SyncResult:
         interval = {} if "interval" in self.features else EXACT  # the connector's own interval, or none
+        if "hard_delete" in self.features:
+            options.setdefault("hard_delete", True)
         return sync(self.emulator, self.workdir, entities=self.tables, **interval, **options)
 
     def _sync_within(self, budget: int | None, **options: Any) -> SyncResult:

@@ -2,9 +2,10 @@
 field renames, option relabels, new options and fields, deleted fields, same-second changes at the run
 boundary, awkward values), each round followed by a sync; after every round every default table equals the
 ground truth row by row (`reliability_support.compare_with_truth`; tables and mutations that expose a reported
-bug are left out, see `KNOWN_BUGS`, each with a strict xfail test). A second walk adds the `FEATURES`: the
+bug are left out, see `KNOWN_BUGS`, each with a strict xfail test). A second walk adds: the
 connector's daily full-read interval under clock jumps of hours to days, runs stopped by the daily budget,
-fields deleted and added again with another type. The long walk: `tools/soak.py --features all`.
+fields deleted and added again with another type (`FEATURES`: with `hard_delete` too). The long walk:
+`tools/soak.py --features all`.
 
 A relabelled option reaches records not changed since by one full re-read of the entities using it (see
 `source._reread_if_relabelled`): the tests below check that, and that other field changes cost no re-read."""
@@ -20,7 +21,6 @@ import httpx
 import pytest
 from connector_fixtures import DATASET
 from reliability_support import (  # noqa: F401
-    FEATURES,
     LEDGER,
     ModelWalk,
     compare_with_truth,
@@ -33,11 +33,13 @@ from pipedrive_source.emulator import EmulatorHandle
 pytestmark = pytest.mark.usefixtures("ledger_logs")
 CI_ROUNDS = 4
 CI_SEED = 12  # its 4 rounds: a new option, a same-second change, a new field, a batch; 2 reconcile runs
-# the walk with every feature (full-read interval under clock jumps, budget stops, retyped fields); longer or
-# bigger by environment: PIPEDRIVE_WALK_ROUNDS=40 PIPEDRIVE_WALK_SCALE=small PIPEDRIVE_WALK_SEED=3
+# the walk with the full-read interval under clock jumps, budget stops and retyped fields; longer, bigger or
+# with other features by environment: PIPEDRIVE_WALK_ROUNDS=40 PIPEDRIVE_WALK_SCALE=small
+# PIPEDRIVE_WALK_SEED=3 PIPEDRIVE_WALK_FEATURES=interval,budget,retype,hard_delete
 FEATURE_ROUNDS = int(os.environ.get("PIPEDRIVE_WALK_ROUNDS", "5"))
 FEATURE_SCALE = os.environ.get("PIPEDRIVE_WALK_SCALE", "tiny")
 FEATURE_SEED = int(os.environ.get("PIPEDRIVE_WALK_SEED", "124"))
+WALK_FEATURES = os.environ.get("PIPEDRIVE_WALK_FEATURES", "interval,budget,retype").split(",")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def test_random_walk_with_clock_jumps_budget_stops_and_retyped_fields(tmp_path: 
     and fields deleted and added again with another type, in one walk on a company of its own."""
     LEDGER.path(tmp_path)
     with secret_emulator(scale=FEATURE_SCALE) as emulator:
-        walk = ModelWalk(emulator, tmp_path, seed=FEATURE_SEED, features=FEATURES)
+        walk = ModelWalk(emulator, tmp_path, seed=FEATURE_SEED, features=WALK_FEATURES)
         first = walk.start()
         assert not first.problems, first.problems
         for _ in range(FEATURE_ROUNDS):

@@ -4,7 +4,7 @@ tests/test_reliability_model.py).
 
     uv run python tools/soak.py --rounds 200                   # scale tiny, seed 1, default entities
     uv run python tools/soak.py --rounds 50 --seed 7 --entities all --with-known-bugs --out soak.json
-    uv run python tools/soak.py --rounds 100 --scale small --features all   # + interval, budget, retype
+    uv run python tools/soak.py --rounds 100 --scale small --features all   # see --help for the features
 
 Prints one line per round and the figures at the end (rounds, rows compared, seconds, failures); writes them
 as JSON to --out (default soak-result.json). Exit code 0 when every round matched, 1 otherwise.
@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--features",
         default="",
         help=f"comma list of walk features ({', '.join(FEATURES)}) or 'all': the connector's full-read "
-        "interval under clock jumps, runs stopped by a small daily budget, fields retyped (default: none, "
-        "every list read in full every run)",
+        "interval under clock jumps, runs stopped by a small daily budget, fields retyped, hard_delete on "
+        "every run (default: none: every list read in full every run, deleted rows flagged)",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the DuckDB files here")
     parser.add_argument("--out", type=Path, default=Path("soak-result.json"))
