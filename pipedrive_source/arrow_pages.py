@@ -34,7 +34,8 @@ the child rows of all of that deal's participants, as dlt's own normalizer does 
 A column whose values do not fit its type in some page (say a text in a number column, a fraction in a
 `bigint` one) sends that page of that table through dlt's own JSON normalizer instead, as flat dicts with the
 same ids, so dlt coerces what it can and makes its usual variant column for the rest; nothing is lost or
-reinterpreted here.
+reinterpreted here. An object or a list in a column of another type goes to its `__v_json` variant first:
+dlt would make a table of a list (see `_json_variants`).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Shaped:
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)  # hints for columns first seen now
     is_root: bool = True
     merge_key: str = ROOT_KEY  # a child table's: the column whose values replace rows as a set
+    json: dict[str, dict[str, Any]] = field(default_factory=dict)  # flat dicts' JSON columns (see `item`)
 
     @property
     def rows(self) -> int:
@@ -321,13 +323,41 @@ class PageShaper:
                 fallback = True
             else:
                 arrays[name] = array
+        if fallback:
+            values = self._json_variants(values, types, announced, hints)
         if fallback and not is_root:
             hints.update(_link_hints(types, announced))
         announced.update(hints)
         key = ROOT_KEY if is_root else self.child_key
         if fallback:
-            return Shaped(table, _rows(values, size, types), hints, is_root, key)
+            json = {n: {"name": n, "data_type": "json"} for n in values if types.get(n) == "json"}
+            return Shaped(table, _rows(values, size, types), hints, is_root, key, json)
         return Shaped(table, pa.table(arrays), hints, is_root, key)
+
+    def _json_variants(
+        self,
+        values: dict[str, list[Any]],
+        types: dict[str, str],
+        announced: set[str],
+        hints: dict[str, dict[str, Any]],
+    ) -> dict[str, list[Any]]:
+        """An object or a list in a column of another type (`title__nested` a number so far, a list now)
+        moved to the column's JSON variant, `<column>__v_json`, as dlt names a variant. Left in place, dlt's
+        normalizer makes a table of its own of a list (`deals__title__nested`), which it then merges as a
+        nested table keyed by `id`, and the load fails on every later run (`Cannot compare values of type
+        VARCHAR and BIGINT`); an object it would spread into new columns."""
+        out: dict[str, list[Any]] = {}
+        for name, column in values.items():
+            if types.get(name, "json") == "json" or not any(type(v) in (dict, list) for v in column):
+                out[name] = column
+                continue
+            variant = self.schema.naming.shorten_fragments(name, "v_json")
+            out[name] = [None if type(v) in (dict, list) else v for v in column]
+            out[variant] = [v if type(v) in (dict, list) else None for v in column]
+            types[variant] = "json"
+            if variant not in announced:
+                hints[variant] = {"name": variant, "data_type": "json", "nullable": True}
+        return out
 
     def _declared(self, table: str) -> Mapping[str, Mapping[str, Any]]:
         """Column hints of `table`: the resource's (spec types, custom fields) for the root table, the
@@ -436,7 +466,16 @@ def _has_placeholders(part: Shaped) -> bool:
 
 
 def item(part: Shaped) -> Any:
-    """The dlt item of a part: the root table's data as is, a child table's marked with its name."""
+    """The dlt item of a part: the root table's data as is, a child table's marked with its name.
+
+    Flat dicts holding JSON values carry their JSON columns' hints: dlt computes a table's schema from the
+    resource's hints at the table's first dict item of an extract and keeps it for the rest (Arrow items
+    recompute it every time); only hints that come with an item make it compute again. A page that made a
+    column JSON after an earlier page of flat dicts of its table (concurrent pages arrive in any order) had
+    its lists made a nested table by dlt's normalizer, and every later load of the table failed."""
+    if part.json:
+        hints = dlt.mark.make_hints(table_name=None if part.is_root else part.table, columns=part.json)
+        return dlt.mark.with_hints(part.data, hints, create_table_variant=not part.is_root)
     return part.data if part.is_root else dlt.mark.with_table_name(part.data, part.table)
 
 

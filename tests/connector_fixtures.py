@@ -219,14 +219,22 @@ def _compare_rows(con: duckdb.DuckDBPyConnection, table: str, pk: str, hard_dele
 
 
 def _row_problems(
-    table: str, truth: dict[Any, dict], synced: dict[Any, dict], tolerated: set[Any], hard_delete: bool
+    table: str,
+    truth: dict[Any, dict],
+    synced: dict[Any, dict],
+    tolerated: set[Any],
+    hard_delete: bool,
+    variants: bool = False,
 ) -> list[str]:
     """What differs between the synced rows and the truth's, by key; a synced row no longer in Pipedrive
-    must be flagged `is_deleted` (gone, with `hard_delete`) unless its key is `tolerated`."""
+    must be flagged `is_deleted` (gone, with `hard_delete`) unless its key is `tolerated`. With `variants`,
+    a synced value in a variant column (a text in a number column) counts as its column's value too."""
     problems = []
     for key, want in truth.items():
         want = fold_variants(want)
         got = synced.get(key)
+        if variants and got is not None:
+            got = fold_variants(got)
         if hard_delete and want.get("is_deleted") is True:
             if got is not None:
                 problems.append(f"{table}[{key}]: deleted in Pipedrive but still here (hard_delete)")
@@ -318,9 +326,10 @@ def same(got: Any, want: Any) -> bool:
     got, want = _plain(got), _plain(want)
     if isinstance(got, float) or isinstance(want, float):
         try:
-            return math.isclose(float(got), float(want), rel_tol=1e-9, abs_tol=1e-9)
+            got, want = float(got), float(want)
         except (TypeError, ValueError):
             return False
+        return (math.isnan(got) and math.isnan(want)) or math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
     return got == want
 
 

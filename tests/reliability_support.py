@@ -230,8 +230,10 @@ def compare_with_truth(
     *,
     unflagged_ok: Mapping[str, set[Any]] | None = None,
     hard_delete: bool = False,
+    variants: bool = False,
 ) -> Comparison:
-    """Compare the sync in `workdir/crm.duckdb` with the emulator's ground truth (see module docstring)."""
+    """Compare the sync in `workdir/crm.duckdb` with the emulator's ground truth (see module docstring);
+    `variants`: values of another type than their column's may be in its variant columns (bad data)."""
     tables = list(tables)
     truth_db = load_truth(emulator, workdir, tables)
     result = Comparison()
@@ -242,7 +244,7 @@ def compare_with_truth(
         for table in tables:
             tolerated = _tolerated(table, unflagged_ok or {}, con) if table in synced_tables else set()
             problems = _table_problems(
-                con, table, truth_tables, synced_tables, tolerated, hard_delete, result
+                con, table, truth_tables, synced_tables, tolerated, hard_delete, result, variants
             )
             if problems:
                 result.problems[table] = problems
@@ -271,6 +273,7 @@ def _table_problems(
     tolerated: set[Any],
     hard_delete: bool,
     result: Comparison,
+    variants: bool = False,
 ) -> list[str]:
     pk = BY_NAME[table].primary_key
     if table not in synced_tables:
@@ -283,7 +286,7 @@ def _table_problems(
     )
     synced = {row[pk]: row for row in _fetch(con, f"SELECT * FROM {DATASET}.{table}")}
     result.rows += len(truth)
-    problems += _row_problems(table, truth, synced, tolerated, hard_delete)
+    problems += _row_problems(table, truth, synced, tolerated, hard_delete, variants)
     gone = {k for k, row in truth.items() if hard_delete and row.get("is_deleted") is True}
     for child in sorted(t for t in truth_tables if t.startswith(f"{table}__")):
         result.rows += con.execute(f"SELECT count(*) FROM t.{TRUTH_DATASET}.{child}").fetchone()[0]
