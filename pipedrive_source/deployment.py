@@ -28,7 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+from dlt.common.configuration.container import Container
+from dlt.common.configuration.resolve import inject_section
+from dlt.common.configuration.specs import ConfigSectionContext
 from dlt.common.destination.utils import resolve_merge_strategy
+from dlt.common.pipeline import PipelineContext
 from dlt.extract.source import DltSource
 
 from .deletions import flag_vanished
@@ -225,6 +229,37 @@ def company_pipeline(
     )
 
 
+def table_catalog(company: Company, entities: Sequence[str] | None = None) -> DltSource:
+    """A source that only describes the tables a sync of `company` loads (names, keys): those of `entities`,
+    else of the `entities` setting resolved as the pipeline script's source resolves it, under the company's
+    pipeline name first (`[pipedrive_acme.sources.pipedrive] entities`), then `[sources.pipedrive]`, with
+    the parents its children are read from; the default entities without it. The orchestrators passed
+    explicit entities, which dlt does not fill from the settings: a narrowed or opt-in `entities` loaded
+    other tables there than the script does.
+
+    Placeholder credentials: nothing is requested through this source, so it is built where there are no
+    secrets (the Dagster webserver, the Airflow scheduler). Built without the custom-field resolution,
+    whose source starts fetching the field definitions as it is built."""
+    chosen = {} if entities is None else {"entities": entities}
+    # an active pipeline's name wins over the injected one: with several companies (Airflow's DAGs, built
+    # one after another) the previous company's pipeline was active, and its `entities` were read
+    with (
+        Container().injectable_context(PipelineContext()),
+        inject_section(ConfigSectionContext(pipeline_name=company.pipeline_name)),
+    ):
+        return pipedrive_source(
+            api_token="unused-for-the-catalog",
+            base_url="http://127.0.0.1",
+            resolve_custom_fields=False,
+            **chosen,
+        )
+
+
+def entity_tables(company: Company) -> list[str]:
+    """The entity tables a sync of `company` loads (see `table_catalog`)."""
+    return [name for name in table_catalog(company).resources if name in BY_NAME]
+
+
 @dataclass
 class Run:
     """One sync of a company: the source to load and what to do once it is loaded."""
@@ -258,18 +293,22 @@ def prepare_run(
 ) -> Run:
     """A fresh source for one run (its own monitor, clock and caches), configured under the pipeline's name.
 
-    `tables`: what to load (None: every default table). Entity tables pick the entities to read; the other
-    tables the source makes (`custom_fields`, `custom_field_options`, `<entity>_history`) are loaded only if
-    named too. `company`: the company the pipeline is for, whose own credentials are required (see
-    `check_credentials`). Build one per run: a source remembers its run's server time and the lists it read.
+    `tables`: what to load (None: the tables of the `entities` setting, as for the pipeline script). Entity
+    tables pick the entities to read; the other tables the source makes (`custom_fields`,
+    `custom_field_options`, `<entity>_history`) are loaded only if named too, and without an entity table
+    named they are those of the `entities` setting. `company`: the company the pipeline is for, whose own
+    credentials are required (see `check_credentials`). Build one per run: a source remembers its run's
+    server time and the lists it read.
     """
     if company is not None:
         check_credentials(company)
     check_destination(pipeline)  # before the source reads field definitions
     monitor = SyncMonitor()
     pipeline.activate()  # settings resolve under `<pipeline_name>.sources.pipedrive` first
+    # an explicit None is not filled from the settings: no entity named, the source reads `entities` itself
     entities = [name for name in tables or () if name in BY_NAME]
-    source = pipedrive_source(monitor=monitor, entities=entities or None, **options)
+    chosen = {"entities": entities} if entities else {}
+    source = pipedrive_source(monitor=monitor, **chosen, **options)
     added = add_history(source, history, pipeline)  # for the entities `source` loads
     if tables is not None:
         source = source.with_resources(*[name for name in tables if name in source.resources])

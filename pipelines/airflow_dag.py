@@ -43,19 +43,22 @@ from pipedrive_source.deployment import (  # noqa: E402
     company_pipeline,
     configured_companies,
     configured_history,
+    entity_tables,
     prepare_run,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
-from pipedrive_source.entities import DEFAULT_ENTITIES  # noqa: E402
+from pipedrive_source.entities import BY_NAME  # noqa: E402
 from pipedrive_source.history import check_history, history_table  # noqa: E402
 from pipedrive_source.state_history import prune_state_history  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
 SCHEDULE = "0 * * * *"
 
-# Each group holds whole dlt resource groups: a child table (deal_products) sits with the parent it is read
-# from. Together the groups cover every default entity (a test checks it). The connector's custom-field
-# tables describe every entity at once, so they get a group of their own, after the entities' groups.
+# Each group holds whole dlt resource groups: a child table (deal_products, the opt-in deal_flow) sits with
+# the parent it is read from. Together the groups cover every entity (a test checks it); a company's DAG has
+# the tables of its `entities` setting (`deployment.entity_tables`: the defaults without it, opt-in ones
+# only where named), and a group none of whose tables it syncs has no task. The connector's custom-field
+# tables describe every entity synced at once, so they get a group of their own, after the entities' groups.
 RESOURCE_GROUPS: dict[str, tuple[str, ...]] = {
     "fields": (
         "activity_fields",
@@ -81,11 +84,25 @@ RESOURCE_GROUPS: dict[str, tuple[str, ...]] = {
         "goals",
         "teams",
     ),
-    "people": ("persons", "organizations"),
-    "deals": ("deals", "deal_products", "deal_installments"),
+    "people": (
+        "persons",
+        "organizations",
+        "person_followers",
+        "organization_followers",
+        "organization_relationships",
+    ),
+    "deals": (
+        "deals",
+        "deal_products",
+        "deal_installments",
+        "deal_flow",
+        "deal_participants",
+        "deal_discounts",
+        "deal_followers",
+    ),
     "leads": ("leads",),
     "activities": ("activities", "notes", "files", "call_logs"),
-    "products": ("products", "product_variations"),
+    "products": ("products", "product_variations", "product_followers"),
     "projects": ("projects", "tasks", "boards", "phases", "project_templates"),
     "custom_fields": ("custom_fields", "custom_field_options"),
 }
@@ -159,8 +176,8 @@ def sync_dag(
     )
     def pipedrive_sync() -> None:
         previous: Any = None
-        for group, entities in RESOURCE_GROUPS.items():
-            task = _group_task(company, destination, group, entities, history)
+        for group, tables in company_groups(company).items():
+            task = _group_task(company, destination, group, tables, history)
             if previous is not None:
                 previous >> task
             previous = task
@@ -209,10 +226,21 @@ def _views_task(company: Company, destination: Any) -> Any:
     return PythonOperator(task_id="analyst_views", python_callable=refresh, trigger_rule="all_done")
 
 
+def company_groups(company: Company) -> dict[str, list[str]]:
+    """The resource groups of the company's DAG, each with the tables of it the company syncs (those of the
+    `entities` setting, as the pipeline script syncs them); groups without any left out."""
+    synced = set(entity_tables(company))
+    groups = {
+        group: [name for name in tables if name in synced or name not in BY_NAME]
+        for group, tables in RESOURCE_GROUPS.items()
+    }
+    return {group: tables for group, tables in groups.items() if tables}
+
+
 def uncovered_entities() -> list[str]:
-    """Default entities no resource group loads (must be none)."""
+    """Entities no resource group loads (must be none)."""
     grouped = {name for names in RESOURCE_GROUPS.values() for name in names}
-    return [name for name in DEFAULT_ENTITIES if name not in grouped]
+    return [name for name in BY_NAME if name not in grouped]
 
 
 for _company in configured_companies():

@@ -3,11 +3,12 @@
     uv sync --extra dagster
     uv run dagster dev -f pipelines/dagster_definitions.py
 
-Per company (see `pipedrive_source.deployment`): one asset per table, keyed `[company, table]`, in the group
-named after the company's pipeline, each depending on the tables it references (deals on persons, stages,
-users, ...); an `analyst_views` asset after them; a job `<pipeline>_sync` over the group and its schedule
-(hourly, UTC). Materializing a subset of tables loads just those; a child table (deal_products, deals_history,
-...) needs its parent in the same run because its rows come from the parent's changed records.
+Per company (see `pipedrive_source.deployment`): one asset per table of its `entities` setting (the default
+tables without it; opt-in ones where named), as the pipeline script syncs them, keyed `[company, table]`, in
+the group named after the company's pipeline, each depending on the tables it references (deals on persons,
+stages, users, ...); an `analyst_views` asset after them; a job `<pipeline>_sync` over the group and its
+schedule (hourly, UTC). Materializing a subset of tables loads just those; a child table (deal_products,
+deals_history, ...) needs its parent in the same run because its rows come from the parent's changed records.
 
 Definitions load without credentials: they are read when a run starts, the dlt way (`.dlt/secrets.toml`,
 env `SOURCES__PIPEDRIVE__API_TOKEN`, or `PIPEDRIVE_<COMPANY>__SOURCES__PIPEDRIVE__API_TOKEN` per company).
@@ -29,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # loaded with `dagster dev -f`: the package lives next to this folder
     sys.path.insert(0, str(ROOT))
 
-from pipedrive_source import pipedrive_source  # noqa: E402
 from pipedrive_source.custom_fields_hook import CustomFieldResolution  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
@@ -40,6 +40,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     configured_history,
     history_left_out,
     prepare_run,
+    table_catalog,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
@@ -120,20 +121,13 @@ def in_dependency_order(results: list[Any]) -> list[Any]:
     return [by_table[table] for table in TopologicalSorter(graph).static_order()]
 
 
-def table_catalog(entities: Sequence[str] | None, history: Sequence[str]) -> Any:
-    """A source that only describes the tables (names, keys) for the asset specs; runs build their own.
-
-    Placeholder credentials: nothing is requested through this source, and definitions must load on a machine
-    without secrets (the Dagster webserver). Built without the custom-field resolution, whose source starts
-    fetching the field definitions as it is built: against the placeholder URL that was 9 requests retried
-    for 20 s in the background of every definitions load, with their warnings in the log, and every Dagster
-    step process waited for them before it exited. The resolution's two tables are added as they are."""
-    source = pipedrive_source(
-        api_token="unused-for-asset-specs",
-        base_url="http://127.0.0.1",
-        entities=entities,
-        resolve_custom_fields=False,
-    )
+def asset_catalog(company: Company, entities: Sequence[str] | None, history: Sequence[str]) -> Any:
+    """A source that only describes the company's tables (names, keys) for the asset specs; runs build their
+    own. The tables of `entities`, else of the `entities` setting, as the pipeline script syncs them
+    (`deployment.table_catalog`: nothing requested). The custom-field resolution's two tables are added as
+    they are: its source starts fetching the field definitions as it is built (against the placeholder
+    URL: 9 requests retried for 20 s in the background of every definitions load and step process)."""
+    source = table_catalog(company, entities)
     described = [BY_NAME[name] for name in source.resources if name in BY_NAME]
     # never iterated: the resources use the run context only when they run
     source.resources.add(*CustomFieldResolution().resources(cast(Any, None), described))
@@ -164,7 +158,7 @@ def company_assets(
 ) -> list[dg.AssetsDefinition]:
     """The table assets and the views asset of one company."""
     pipeline = company_pipeline(company, destination, pipelines_dir)
-    catalog = table_catalog(entities, history)
+    catalog = asset_catalog(company, entities, history)
     translator = PipedriveTranslator(company, list(catalog.resources))
 
     @dlt_assets(

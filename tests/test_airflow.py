@@ -48,8 +48,10 @@ for dag_id, dag in bag.dags.items():
                               "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule)}
                   for t in dag.tasks},
     }
+companies = {c.name: airflow_dag.company_groups(c) for c in airflow_dag.configured_companies()}
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags,
-                  "groups": airflow_dag.RESOURCE_GROUPS, "uncovered": airflow_dag.uncovered_entities()}))
+                  "groups": airflow_dag.RESOURCE_GROUPS, "uncovered": airflow_dag.uncovered_entities(),
+                  "companies": companies}))
 """
 
 
@@ -95,7 +97,11 @@ def test_the_dag_parses_without_credentials(airflow_env: dict[str, str]) -> None
     for before, after in zip(order, order[1:], strict=False):  # one group after another, views last
         assert dag["tasks"][after]["upstream"] == [before]
 
-    assert result["uncovered"] == []  # every default entity is in some group
+    assert result["uncovered"] == []  # every entity, opt-in ones too, is in some group
+    assert result["companies"]["pipedrive"] == {
+        group: [t for t in tables if t not in BY_NAME or not BY_NAME[t].opt_in]
+        for group, tables in result["groups"].items()
+    }
     group_of = {table: group for group, tables in result["groups"].items() for table in tables}
     for table, group in group_of.items():
         entity = BY_NAME.get(table)
@@ -114,6 +120,38 @@ def test_a_history_name_that_cannot_have_one_fails_the_dag_import(airflow_env: d
         [sys.executable, "-c", PARSE], env=env, capture_output=True, text=True, timeout=300
     )
     assert "No history for deal. History works for: " in parsed.stdout + parsed.stderr
+
+
+def test_each_company_s_dag_has_the_tables_of_its_entities_setting(airflow_env: dict[str, str]) -> None:
+    """The groups synced every default table, whatever `[sources.pipedrive] entities` named, and none of
+    the opt-in ones (deal_flow, the followers, ...) could be had at all."""
+    env = {
+        **airflow_env,
+        "PYTHONPATH": str(ROOT / "pipelines"),
+        "PIPEDRIVE__COMPANIES": '["acme", "globex"]',
+        "SOURCES__PIPEDRIVE__ENTITIES": '["users"]',
+        "PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__ENTITIES": '["deal_followers", "organization_relationships"]',
+    }
+    parsed = subprocess.run(
+        [sys.executable, "-c", PARSE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert parsed.returncode == 0, parsed.stderr[-3000:]
+    result: dict[str, Any] = json.loads(parsed.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    custom = ["custom_fields", "custom_field_options"]
+    assert result["companies"] == {
+        "acme": {
+            "people": ["organizations", "organization_relationships"],
+            "deals": ["deals", "deal_followers"],
+            "custom_fields": custom,
+        },
+        "globex": {"lookups": ["users"], "custom_fields": custom},
+    }
+    assert set(result["dags"]["pipedrive_globex_sync"]["tasks"]) == {
+        "lookups.pipedrive_globex",
+        "custom_fields.pipedrive_globex",
+        "analyst_views",
+    }
 
 
 def dags_test(env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess[str]:
@@ -210,6 +248,32 @@ def test_a_budget_stop_fails_its_task_with_the_stopped_early_line(
     assert "failed" in states.values(), states
     assert states["fields.pipedrive"] == "success"  # before the budget ran out
     assert "stopped early: Pipedrive's daily API token budget is used up" in run.stdout + run.stderr
+
+
+def test_an_opt_in_table_of_the_entities_setting_loads(
+    airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    env = {
+        **airflow_env,
+        "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token,
+        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
+        "SOURCES__PIPEDRIVE__ENTITIES": '["deal_participants"]',
+    }
+    emulator.control.reset_stats()
+    run = dags_test(env, tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert task_states(env) == {
+        "deals.pipedrive": "success",
+        "custom_fields.pipedrive": "success",
+        "analyst_views": "success",
+    }
+    deals = emulator.control.snapshot("deals")
+    assert emulator.control.stats()["requests"]["/v1/deals/{id}/participants"] == len(deals)
+    reader = make_pipeline(tmp_path)
+    assert synced_rows(reader, "deal_participants")
+    fields = {row["entity"] for row in synced_rows(reader, "custom_fields")}
+    assert fields == {"deals"}  # those of the entities synced, as in the pipeline script
 
 
 AIRFLOW_PROBE = """

@@ -280,3 +280,41 @@ def test_history_left_out_of_a_run_is_said_in_its_log(
     )
     with pytest.raises(ConfigError, match="No history for deal_products"):
         assets_for(definitions, tmp_path, history=["deal_products"])
+
+
+def test_the_assets_are_the_tables_of_the_entities_setting_per_company(
+    definitions: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[sources.pipedrive] entities` (and a company's own) pick the tables as for the pipeline script:
+    the assets were always the default tables, opt-in ones could not be had."""
+    monkeypatch.setenv("SOURCES__PIPEDRIVE__ENTITIES", '["deals", "deal_participants"]')
+    monkeypatch.setenv("PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__ENTITIES", '["product_followers"]')
+    defs = definitions.build_definitions(companies=[Company(), Company("acme")])
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    made = {"custom_fields", "custom_field_options", "analyst_views"}
+    assert {tuple(key.path) for key in keys} == {
+        *(("pipedrive", t) for t in {"deals", "deal_participants", *made}),
+        *(("acme", t) for t in {"products", "product_followers", *made}),
+    }
+
+
+def test_materializing_the_assets_of_the_entities_setting_loads_an_opt_in_table(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCES__PIPEDRIVE__ENTITIES", '["stages", "product_followers"]')
+    credentials.control.reset_stats()
+    result = materialize(assets_for(definitions, tmp_path))
+    assert result.success
+    tables = {"stages", "products", "product_followers", "custom_fields", "custom_field_options"}
+    assert set(materialized(result)) == {dg.AssetKey(["pipedrive", t]) for t in tables} | {VIEW_KEY}
+    requests = credentials.control.stats()["requests"]
+    assert requests["/api/v2/products/{id}/followers"] == len(credentials.control.snapshot("products"))
+    assert "/api/v2/deals" not in requests
+    reader = dlt.pipeline(
+        "reader",
+        destination=dlt.destinations.duckdb(credentials=str(tmp_path / "crm.duckdb")),
+        dataset_name="pipedrive",
+        pipelines_dir=str(tmp_path / "other"),
+    )
+    fields = {row["entity"] for row in synced_rows(reader, "custom_fields")}
+    assert fields == {"products"}  # the custom fields of the entities synced, as in the script
