@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from pipedrive_source.deployment import (  # noqa: E402
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME  # noqa: E402
+from pipedrive_source.failures import EXIT_BUDGET, failure_of  # noqa: E402
 from pipedrive_source.history import check_history, history_table  # noqa: E402
 from pipedrive_source.state_history import prune_state_history  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
@@ -142,12 +144,13 @@ class GroupRun:
 
         def run_and_flag() -> None:
             try:
-                task()
-                if self.run is not None:
-                    self.run.flag_vanished()
-                if notice := append_only_notice(self.pipeline):
-                    print(notice)
-                prune_state_history(self.pipeline)  # a state row per task run, never deleted by dlt
+                with failing_clearly():
+                    task()
+                    if self.run is not None:
+                        self.run.flag_vanished()
+                    if notice := append_only_notice(self.pipeline):
+                        print(notice)
+                    prune_state_history(self.pipeline)  # a state row per task run, never deleted by dlt
             finally:
                 shutil.rmtree(self.pipeline.working_dir, ignore_errors=True)
             if self.run is not None and self.run.monitor.stopped:
@@ -156,6 +159,23 @@ class GroupRun:
                 raise AirflowFailException(f"stopped early: {self.run.monitor.stopped}")
 
         return run_and_flag
+
+
+@contextmanager
+def failing_clearly() -> Iterator[None]:
+    """A failure as the pipeline script's one line (`failures.failure_of`: a missing setting, a rejected
+    token, ...), the message of the exception that fails the task, where dlt's own said it in dozens of
+    lines naming its classes; its traceback stays the cause. The budget running out before anything was
+    read fails without retries, as a budget stop does."""
+    try:
+        yield
+    except AirflowFailException:
+        raise
+    except Exception as exc:
+        failure = failure_of(exc)
+        if failure.exit_code == EXIT_BUDGET:
+            raise AirflowFailException(failure.message) from exc
+        raise failure from exc
 
 
 def sync_dag(
@@ -218,7 +238,8 @@ def _views_task(company: Company, destination: Any) -> Any:
     def refresh() -> None:
         pipeline = company_pipeline(company, destination)
         try:
-            report = refresh_views(pipeline)
+            with failing_clearly():
+                report = refresh_views(pipeline)
         finally:
             shutil.rmtree(pipeline.working_dir, ignore_errors=True)
         print(f"views created: {', '.join(report.created) or 'none'}", *report.notices(), sep="\n")
@@ -243,5 +264,6 @@ def uncovered_entities() -> list[str]:
     return [name for name in BY_NAME if name not in grouped]
 
 
-for _company in configured_companies():
-    globals()[f"{_company.pipeline_name}_sync"] = sync_dag(_company, history=configured_history())
+with failing_clearly():  # a settings file that is no TOML, a company name refused: the line to fix it
+    for _company in configured_companies():
+        globals()[f"{_company.pipeline_name}_sync"] = sync_dag(_company, history=configured_history())

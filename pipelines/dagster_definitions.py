@@ -16,6 +16,7 @@ env `SOURCES__PIPEDRIVE__API_TOKEN`, or `PIPEDRIVE_<COMPANY>__SOURCES__PIPEDRIVE
 
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any, cast
@@ -44,6 +45,7 @@ from pipedrive_source.deployment import (  # noqa: E402
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
+from pipedrive_source.failures import failure_of  # noqa: E402
 from pipedrive_source.history import SUFFIX, add_history, history_table  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.relations import upstream  # noqa: E402
@@ -148,6 +150,19 @@ def history_notices(history: Sequence[str], selected: Sequence[str]) -> list[str
     return notices
 
 
+@contextmanager
+def failing_clearly() -> Iterator[None]:
+    """A failure as the pipeline script's one line (`failures.failure_of`: a missing setting, a rejected
+    token, ...), as the message of the step's failure, where dlt's own exception said it in dozens of lines
+    naming its classes, or not at all (a settings file that is no TOML); its traceback stays the cause."""
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as exc:
+        raise dg.Failure(description=failure_of(exc).message) from exc
+
+
 def company_assets(
     company: Company,
     destination: Any = None,
@@ -175,28 +190,30 @@ def company_assets(
                 "Select the parent table too: "
                 + ", ".join(f"{t} is loaded from the {p} changed in the same run" for t, p in orphans.items())
             )
-        for notice in recover(pipeline):  # a killed run's packages: dagster-dlt would drop them, then re-read
-            context.log.info(notice)
-        run = prepare_run(
-            pipeline,
-            selected,
-            [t.removesuffix(SUFFIX) for t in selected if t.endswith(SUFFIX)],
-            company=company,
-            **(source_options or {}),
-        )
-        file_format = loader_file_format(pipeline.destination)  # the pipeline script's
-        for notice in history_notices(history, selected):
-            context.log.warning(notice)
-        results = dlt.run(context=context, dlt_source=run.source, loader_file_format=file_format)
-        yield from in_dependency_order(list(results))
-        for table, count in flag_vanished(reattach(pipeline), run.monitor).items():
-            context.log.info(f"{table}: {count} rows no longer in Pipedrive flagged is_deleted")
-        if notice := append_only_notice(pipeline):
-            context.log.warning(notice)
-        if refused := run.monitor.refused_everything():  # the pipeline script's exit 2
-            raise dg.Failure(refused)
-        if run.monitor.stopped:  # the pipeline script's exit 3: what was read is loaded and materialized
-            raise dg.Failure(f"stopped early: {run.monitor.stopped}")
+        with failing_clearly():
+            # a killed run's packages: dagster-dlt would drop them, then read them again
+            for notice in recover(pipeline):
+                context.log.info(notice)
+            run = prepare_run(
+                pipeline,
+                selected,
+                [t.removesuffix(SUFFIX) for t in selected if t.endswith(SUFFIX)],
+                company=company,
+                **(source_options or {}),
+            )
+            file_format = loader_file_format(pipeline.destination)  # the pipeline script's
+            for notice in history_notices(history, selected):
+                context.log.warning(notice)
+            results = dlt.run(context=context, dlt_source=run.source, loader_file_format=file_format)
+            yield from in_dependency_order(list(results))
+            for table, count in flag_vanished(reattach(pipeline), run.monitor).items():
+                context.log.info(f"{table}: {count} rows no longer in Pipedrive flagged is_deleted")
+            if notice := append_only_notice(pipeline):
+                context.log.warning(notice)
+            if refused := run.monitor.refused_everything():  # the pipeline script's exit 2
+                raise dg.Failure(refused)
+            if run.monitor.stopped:  # the pipeline script's exit 3: what was read is loaded and materialized
+                raise dg.Failure(f"stopped early: {run.monitor.stopped}")
 
     view_tables = sorted({table for view in VIEWS for table in view.tables} & set(catalog.resources))
 
@@ -207,7 +224,8 @@ def company_assets(
         description="Analyst views (v_deals, v_open_pipeline_by_stage, ...), refreshed after a load.",
     )
     def analyst_views(context: AssetExecutionContext) -> dg.MaterializeResult:
-        report = refresh_views(reattach(pipeline))
+        with failing_clearly():
+            report = refresh_views(reattach(pipeline))
         for notice in report.notices():
             context.log.warning(notice)
         return dg.MaterializeResult(metadata={"created": report.created, "skipped": report.skipped})
@@ -240,4 +258,7 @@ def build_definitions(
     )
 
 
-defs = build_definitions()
+try:
+    defs = build_definitions()
+except Exception as exc:  # a settings file that is no TOML, a company name refused: the line to fix it
+    raise failure_of(exc) from exc

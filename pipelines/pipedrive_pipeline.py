@@ -14,11 +14,9 @@ fetched is loaded, the next run continues where this one stopped, and the messag
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -29,23 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import dlt
-from dlt.common.configuration.exceptions import (
-    ConfigFieldMissingException,
-    ConfigValueCannotBeCoercedException,
-    InvalidNativeValue,
-    LookupTraces,
-)
-from dlt.common.configuration.providers.toml import TomlProviderReadException
-from dlt.common.configuration.specs import ConnectionStringCredentials
-from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.pipeline import get_dlt_pipelines_dir
-from dlt.pipeline.exceptions import InvalidPipelineName
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package lives next to this folder
     sys.path.insert(0, str(ROOT))
 
-from pipedrive_source import PipedriveError, SyncMonitor, pipedrive_source, steps  # noqa: E402
+from pipedrive_source import SyncMonitor, pipedrive_source, steps  # noqa: E402
 from pipedrive_source.client import abort_requests  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
@@ -59,22 +47,22 @@ from pipedrive_source.deployment import (  # noqa: E402
     history_left_out,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
-from pipedrive_source.errors import (  # noqa: E402
-    AuthError,
-    ConfigError,
-    RateLimitExhausted,
-    install_log_redaction,
-    redact,
+from pipedrive_source.errors import ConfigError, install_log_redaction  # noqa: E402
+from pipedrive_source.failures import (  # noqa: E402
+    EXIT_BUDGET,
+    EXIT_CONFIG,  # noqa: F401 (companies.py's exit codes are the script's)
+    EXIT_FAILED,
+    EXIT_OK,
+    failure_of,
+    root_cause,
 )
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
-from pipedrive_source.oauth import PipedriveOAuthCredentials  # noqa: E402
 from pipedrive_source.postgres_load import exact_destination  # noqa: E402
 from pipedrive_source.recovery import recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
 DEFAULT_PIPELINE = "pipedrive"
 INTERRUPTED = (
     "interrupted. Nothing is lost: run the same command again; it loads what this run left and reads again "
@@ -408,128 +396,16 @@ def show_tables(pipeline: dlt.Pipeline) -> None:
 def report_failure(exc: BaseException, verbose: bool) -> int:
     cause = root_cause(exc)
     interrupted = isinstance(cause, KeyboardInterrupt)  # Ctrl-C, SIGTERM (dlt's SignalReceivedException too)
-    if interrupted:
-        message = INTERRUPTED
-    elif isinstance(cause, PipedriveError):
-        message = cause.message
-    else:
-        first = redact(str(cause)).strip().splitlines()
-        message = f"{type(cause).__name__}: {first[0] if first else ''}".strip()
+    failure = failure_of(exc)
+    message = INTERRUPTED if interrupted else failure.message
+    if not interrupted and not failure.known:
         message += " (run with --verbose for details)"
     if verbose and not interrupted:
         logging.getLogger("pipedrive_source").exception("sync failed")
     print(f"error: {message}", file=sys.stderr, flush=True)
     if interrupted:
         return 128 + getattr(cause, "signal_code", signal.SIGINT)
-    if isinstance(cause, ConfigError | AuthError):
-        return EXIT_CONFIG
-    if isinstance(cause, RateLimitExhausted):
-        return EXIT_BUDGET
-    return EXIT_FAILED
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception, preferring our own errors (dlt wraps them in PipelineStepFailed) and a
-    setting dlt could not read (its own cause, a bare ValueError, would not name the setting)."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        if isinstance(current, PipedriveError):
-            return current
-        if isinstance(current, ConfigValueCannotBeCoercedException):
-            return setting_error(current)
-        if isinstance(current, ConfigFieldMissingException):
-            return missing_settings_error(current)
-        if isinstance(current, TomlProviderReadException):
-            return toml_error(current)
-        if isinstance(current, InvalidNativeValue):
-            return native_value_error(current)
-        if isinstance(current, InvalidPipelineName):
-            return ConfigError(
-                f"The pipeline name {current.pipeline_name!r} cannot name a folder (dlt keeps the pipeline's "
-                "state in one of that name); give --pipeline-name letters, digits, '_' or '-'."
-            )
-        if isinstance(current, UnknownDestinationModule):
-            return ConfigError(
-                f"Unknown destination {current.ref!r}: --destination takes a dlt destination such as duckdb, "
-                "postgres, bigquery, snowflake, motherduck or filesystem."
-            )
-        seen.append(current)
-        current = current.__cause__ or current.__context__ or getattr(current, "exception", None)
-    return seen[-1]
-
-
-def toml_error(exc: TomlProviderReadException) -> ConfigError:
-    """A settings file that is not TOML, where (and, but for secrets.toml, why: its values stay out of the
-    message). dlt's own exception went out as a traceback."""
-    where = [path for path in exc.full_paths if Path(path).is_file()] or exc.full_paths
-    reason = str(exc).splitlines()[-1]
-    if "secrets" in exc.file_name:
-        position = re.search(r"at line \d+ col \d+", reason)
-        reason = position.group(0) if position else "see the file"
-    return ConfigError(f"{' or '.join(where)} is not valid TOML: {reason}.")
-
-
-def native_value_error(exc: InvalidNativeValue) -> ConfigError:
-    """Settings given in one value (a connection string, OAuth as JSON) that do not parse, named as the user
-    sets them and without the value (credentials): dlt's own error went out with exit 1, or a TypeError."""
-    if issubclass(exc.spec, PipedriveOAuthCredentials):
-        setting = "SOURCES__PIPEDRIVE__OAUTH"
-        expected = "a JSON object of refresh_token, client_id, client_secret"
-    elif issubclass(exc.spec, ConnectionStringCredentials):  # dlt.destinations.impl.<name>.configuration
-        destination = exc.spec.__module__.partition(".impl.")[2].partition(".")[0] or "<name>"
-        setting = f"DESTINATION__{destination.upper()}__CREDENTIALS"
-        expected = "a connection string such as postgresql://user:password@host:5432/database"
-    else:
-        setting, expected = "__".join(exc.embedded_sections).upper(), f"a valid {exc.spec.__name__}"
-    return ConfigError(
-        f"The setting {setting} is not {expected}; or set its fields one by one ({setting}__<FIELD>, or "
-        f"under [{setting.lower().replace('__', '.')}] in .dlt/secrets.toml)."
-    )
-
-
-def missing_settings_error(exc: ConfigFieldMissingException) -> ConfigError:
-    """Settings dlt found nowhere, named by their environment variables (dlt's own message lists every
-    place it looked, dozens of lines, and its first line names only the configuration class)."""
-    keys = missing_keys(exc.traces)
-    message = (
-        f"Missing setting{'s' if len(keys) > 1 else ''} {', '.join(keys)}: set "
-        f"{'them' if len(keys) > 1 else 'it'} in the environment or in .dlt/secrets.toml "
-        f"({keys[0].lower().replace('__', '.')})"
-    )
-    whole = keys[0].rpartition("__")[0]
-    if whole.endswith("__CREDENTIALS"):  # a connection string (or a service account's JSON) in one value
-        message += f"; or all of them in one value, {whole} (a connection string for SQL databases)"
-    return ConfigError(message + ".")
-
-
-def missing_keys(traces: Any) -> list[str]:
-    """Each missing field's environment variable as dlt reads it outside a pipeline's own section (nested
-    configurations, such as credentials, by their fields)."""
-    keys: list[str] = []
-    for name, tried in traces.items():
-        nested = [trace for trace in tried if isinstance(trace, LookupTraces)]
-        if nested:
-            keys += missing_keys(nested[0].traces)
-            continue
-        env = [trace.key for trace in tried if trace.provider == "Environment Variables"]
-        plain = [key for key in env if key.startswith(("DESTINATION__", "SOURCES__"))] or env
-        keys.append(max(plain, key=lambda key: key.count("__")) if plain else name)
-    return keys
-
-
-def setting_error(exc: ConfigValueCannotBeCoercedException) -> ConfigError:
-    """A setting of the wrong type, named as the user sets it (the value only when it is no secret)."""
-    name = str(exc.field_name)
-    expected = getattr(exc.hint, "__name__", str(exc.hint))
-    secret = any(word in name for word in ("token", "secret", "password", "credentials"))
-    value = "" if secret else f" {str(exc.field_value)[:40]!r}"
-    where = "it in the environment or .dlt/config.toml"
-    if name in inspect.signature(pipedrive_source).parameters:
-        where = f"SOURCES__PIPEDRIVE__{name.upper()} (or {name} in [sources.pipedrive] of .dlt/config.toml)"
-    if expected in ("Sequence", "list"):  # a comma string is the mistake: say what a list looks like
-        expected = 'list (a TOML list, ["deals", "persons"]; in the environment the same JSON)'
-    return ConfigError(f"The setting {name}{value} is not a valid {expected}; fix {where}.")
+    return failure.exit_code
 
 
 if __name__ == "__main__":

@@ -276,6 +276,26 @@ def test_an_opt_in_table_of_the_entities_setting_loads(
     assert fields == {"deals"}  # those of the entities synced, as in the pipeline script
 
 
+def test_a_failed_task_says_the_pipeline_script_s_line(
+    airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """dlt's exceptions failed the tasks as they were: `PipelineStepFailed` in many lines."""
+    env = {
+        **airflow_env,
+        "SOURCES__PIPEDRIVE__API_TOKEN": "wrong-token",
+        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
+        "SOURCES__PIPEDRIVE__ENTITIES": '["users"]',
+    }
+    run = dags_test(env, tmp_path)
+    assert task_states(env)["lookups.pipedrive"] == "failed"
+    # the exception that failed the task, the last line of its traceback in the task log
+    assert (
+        "SyncFailed: Pipedrive rejected the API token (HTTP 401 unauthorized). Set a valid token in "
+        "SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [sources.pipedrive] in .dlt/secrets.toml)."
+    ) in run.stdout + run.stderr
+
+
 AIRFLOW_PROBE = """
 import json, os, sys
 {first}

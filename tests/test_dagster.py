@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -318,3 +320,57 @@ def test_materializing_the_assets_of_the_entities_setting_loads_an_opt_in_table(
     )
     fields = {row["entity"] for row in synced_rows(reader, "custom_fields")}
     assert fields == {"products"}  # the custom fields of the entities synced, as in the script
+
+
+def step_failure_message(result: Any) -> str:
+    """The message of the failed step's error, without its causes (which hold dlt's own wording)."""
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    return str(failure.event_specific_data.error.message).strip()
+
+
+def test_a_failed_run_says_the_pipeline_script_s_line(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dlt's exceptions went out as they were: the step's error was dlt's `PipelineStepFailed` in many
+    lines, or a list of every place dlt looked for a missing setting."""
+    monkeypatch.setenv("SOURCES__PIPEDRIVE__API_TOKEN", "wrong-token")
+    result = materialize(assets_for(definitions, tmp_path), ["users"])
+    assert not result.success
+    message = step_failure_message(result)
+    assert message.endswith(
+        "Pipedrive rejected the API token (HTTP 401 unauthorized). Set a valid token in "
+        "SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [sources.pipedrive] in .dlt/secrets.toml)."
+    ), message
+    assert "wrong-token" not in message
+
+    for name in [key for key in os.environ if key.startswith("DESTINATION__POSTGRES")]:
+        monkeypatch.delenv(name)
+    assets = definitions.company_assets(
+        Company(), destination="postgres", pipelines_dir=str(tmp_path / "pipelines")
+    )
+    result = materialize(assets, ["users"])
+    message = step_failure_message(result)
+    assert "Missing settings DESTINATION__POSTGRES__CREDENTIALS__" in message
+    assert message.splitlines()[-1].endswith("(a connection string for SQL databases)."), message
+
+
+def test_definitions_that_cannot_load_say_the_pipeline_script_s_line(tmp_path: Path) -> None:
+    """A `.dlt/config.toml` that is no TOML failed the definitions load with dlt's exception."""
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text('[pipedrive]\ncompanies = ["acme"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "PIPEDRIVE"))}
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import runpy; runpy.run_path({str(ROOT / 'pipelines' / 'dagster_definitions.py')!r})",
+        ],
+        cwd=tmp_path,
+        env={**env, "DLT_PROJECT_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode != 0
+    last = [line for line in loaded.stderr.splitlines() if line.startswith("pipedrive_source.failures.")]
+    assert last and "/.dlt/config.toml is not valid TOML: " in last[-1], loaded.stderr[-2000:]
