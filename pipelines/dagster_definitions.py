@@ -14,6 +14,7 @@ Definitions load without credentials: they are read when a run starts, the dlt w
 env `SOURCES__PIPEDRIVE__API_TOKEN`, or `PIPEDRIVE_<COMPANY>__SOURCES__PIPEDRIVE__API_TOKEN` per company).
 """
 
+import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -150,6 +151,35 @@ def history_notices(history: Sequence[str], selected: Sequence[str]) -> list[str
     return notices
 
 
+class RunLogHandler(logging.Handler):
+    """Records of the connector's loggers into a Dagster run's log (`context.log`), as Dagster's own
+    `managed_python_loggers` would, from any thread the sync reads in."""
+
+    def __init__(self, run_log: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.run_log = run_log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.run_log.log(record.levelno, record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def connector_logs_to(context: AssetExecutionContext) -> Iterator[None]:
+    """The connector's warnings (a history's start, an unknown option id, a table skipped, ...) in the run's
+    event log while a sync runs: they reached only the raw compute logs, where the pipeline script prints
+    them with its own output."""
+    logger = logging.getLogger("pipedrive_source")
+    handler = RunLogHandler(context.log)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 @contextmanager
 def failing_clearly() -> Iterator[None]:
     """A failure as the pipeline script's one line (`failures.failure_of`: a missing setting, a rejected
@@ -190,7 +220,7 @@ def company_assets(
                 "Select the parent table too: "
                 + ", ".join(f"{t} is loaded from the {p} changed in the same run" for t, p in orphans.items())
             )
-        with failing_clearly():
+        with failing_clearly(), connector_logs_to(context):
             # a killed run's packages: dagster-dlt would drop them, then read them again
             for notice in recover(pipeline):
                 context.log.info(notice)

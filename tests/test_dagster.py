@@ -374,3 +374,23 @@ def test_definitions_that_cannot_load_say_the_pipeline_script_s_line(tmp_path: P
     assert loaded.returncode != 0
     last = [line for line in loaded.stderr.splitlines() if line.startswith("pipedrive_source.failures.")]
     assert last and "/.dlt/config.toml is not valid TOML: " in last[-1], loaded.stderr[-2000:]
+
+
+def test_the_connector_s_warnings_reach_the_run_s_event_log(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
+) -> None:
+    """A warning of the connector's loggers (here: a history started on notes loaded before) reached only
+    the raw compute logs, not the run's event log where the rest of the run's notices are."""
+    assert materialize(assets_for(definitions, tmp_path), ["notes"]).success
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        assets_for(definitions, tmp_path, history=["notes"]),
+        resources={"dlt": dagster_dlt.DagsterDltResource()},
+        selection=[dg.AssetKey(["pipedrive", name]) for name in ("notes", "notes_history")],
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    starts = [w for w in warnings if w.startswith("notes_history starts with the notes that change from now")]
+    assert len(starts) == 1, warnings
