@@ -25,6 +25,7 @@ from dlt.pipeline.exceptions import InvalidPipelineName
 
 from .errors import AuthError, ConfigError, PipedriveError, RateLimitExhausted, redact
 from .oauth import PipedriveOAuthCredentials
+from .recovery import load_refused
 from .source import pipedrive_source
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
@@ -63,6 +64,8 @@ def root_cause(exc: BaseException) -> BaseException:
     while current is not None and current not in seen:
         if isinstance(current, PipedriveError):
             return current
+        if refused := load_refused(current):  # dlt's own text ended in a traceback and no way out
+            return refused
         if isinstance(current, ConfigValueCannotBeCoercedException):
             return setting_error(current)
         if isinstance(current, ConfigFieldMissingException):

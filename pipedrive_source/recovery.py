@@ -27,7 +27,16 @@ finished runs leave there:
   newest `KEEP_LOADED_PACKAGES` (setting `[pipedrive] keep_loaded_packages`; 0 keeps none): their rows are
   in the destination, and the newest stay for `dlt pipeline <name> load-package`.
 
-`recover(pipeline)` does all four (and shortens the destination's history of the pipeline's state,
+- A package the destination refuses for good (a job dlt does not retry: a column whose type was changed by
+  hand, a type or constraint the destination rejects). dlt keeps it pending with its state, so every later
+  run would load it again first and fail the same way. Each run still tries it once (the destination may
+  have been fixed), then stops; `load_refused` turns dlt's error into `LoadRefused`, one line that says
+  what failed and what to do (the first failing run ends with it too). `--drop-pending`
+  (`drop_pending`) aborts it instead: dlt rewinds the local state to where the package started, which is
+  the state of the last completed load (the destination trusts only those), so the next extract reads its
+  records from Pipedrive again; nothing is lost.
+
+`recover(pipeline)` does all of this (and shortens the destination's history of the pipeline's state,
 `state_history`) and returns one notice per thing it recovered from (empty when there was
 nothing to do; the pruning of loaded packages, done every run, says nothing). It assumes no other process runs
 the same pipeline at the same time (dlt does not support that either).
@@ -44,8 +53,9 @@ import dlt
 from dlt.common.storages.load_package import PackageStorage
 from dlt.common.storages.load_storage import LoadStorage
 from dlt.common.storages.normalize_storage import NormalizeStorage
+from dlt.load.exceptions import LoadClientJobFailed, LoadClientJobTerminalRetry
 
-from .errors import ConfigError
+from .errors import ConfigError, PipedriveError
 from .state_history import prune_state_history
 from .views import drop_views
 
@@ -64,13 +74,14 @@ KEEP_LOADED_PACKAGES = 3  # loaded packages kept in the working folder (module d
 KEEP_LOADED_PACKAGES_KEY = "pipedrive.keep_loaded_packages"
 
 
-def recover(pipeline: dlt.Pipeline) -> list[str]:
-    """Remove stale leftovers, then finish the packages an interrupted run left; notices of what was done.
+def recover(pipeline: dlt.Pipeline, drop: bool = False) -> list[str]:
+    """Remove stale leftovers, then finish the packages an interrupted run left (`drop`: drop them, and
+    their records are read again); notices of what was done.
     Also deletes loaded packages past the newest few (`prune_loaded_packages`) and the destination's state
     rows past the newest few (`state_history`)."""
     keep = configured_keep()  # a bad setting fails before anything is touched
     notices = remove_unfinished_extracts(pipeline) + remove_stale_packages(pipeline)
-    notices += finish_pending(pipeline)
+    notices += drop_pending(pipeline) if drop else finish_pending(pipeline)
     prune_loaded_packages(pipeline, keep)
     prune_state_history(pipeline)
     return notices
@@ -114,6 +125,68 @@ def finish_pending(pipeline: dlt.Pipeline) -> list[str]:
         pipeline.load()
     ids = ", ".join(load_ids) or "none"
     return [f"resumed: loaded {len(load_ids)} package(s) an interrupted run left ({ids}); now syncing"]
+
+
+def drop_pending(pipeline: dlt.Pipeline) -> list[str]:
+    """Abort the pending packages (`--drop-pending`); dlt rewinds the local state to where the oldest
+    started, so the run reads their records again."""
+    pipeline.activate()
+    plan = pipeline.abort_packages()
+    if plan is None:
+        return ["--drop-pending: no pending load package to drop; syncing as usual"]
+    aborted = plan["package_to_abort"]
+    ids = sorted({*plan["packages_to_delete"], *([aborted["load_id"]] if aborted else [])})
+    return [
+        f"dropped {len(ids)} pending load package(s) ({', '.join(ids)}); the sync continues from the last "
+        "completed load and reads their records from Pipedrive again"
+    ]
+
+
+class LoadRefused(PipedriveError):
+    """The destination refused a job of a load package for good; the package stays pending."""
+
+
+def load_refused(exc: BaseException) -> LoadRefused | None:
+    """`LoadRefused` for dlt's terminal job failure `exc`, else None. Its message names the table, the
+    package and the destination's error, and says what to do (module docstring)."""
+    if not isinstance(exc, LoadClientJobTerminalRetry | LoadClientJobFailed):
+        return None
+    table = exc.job_id.rsplit(".", 2)[0]  # <table>.<file id>.<format>
+    lines = str(exc.client_exception or exc.failed_message).strip().splitlines() or [""]
+    error = lines[0] if len(lines[0]) <= 300 else lines[0][:300] + "…"  # an enum lists every value
+    return LoadRefused(
+        f"The destination refused to load table {table} of load package {exc.load_id}: "
+        f"{error}. The records read are kept in "
+        "that package and the sync's state has not moved past them; every run tries the package once "
+        "again before it reads Pipedrive and stops here while the destination refuses it. Fix the "
+        f"destination (e.g. a column of {table} whose type was changed by hand, or a constraint added) and "
+        "run the same command again; or run it with --drop-pending to drop the package and read its "
+        "records from Pipedrive again (needed when the package itself cannot load, e.g. after upgrading "
+        "the connector). Nothing is lost either way."
+    )
+
+
+class _TerminalJobLogs(logging.Filter):
+    """dlt's log records of a terminal job failure: a traceback and the whole error again, which
+    `LoadRefused` says in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Terminal exception in job") or " failed terminally in load " in message
+        )
+
+
+_TERMINAL_JOB_LOGS = _TerminalJobLogs()
+
+
+def hide_terminal_job_logs(hide: bool) -> None:
+    """Keep dlt's log records of terminal job failures off stderr (`hide`), or let them through again."""
+    dlt_logger = logging.getLogger("dlt")  # dlt.common.logger's LOGGER
+    if hide:
+        dlt_logger.addFilter(_TERMINAL_JOB_LOGS)
+    else:
+        dlt_logger.removeFilter(_TERMINAL_JOB_LOGS)
 
 
 def remove_unfinished_extracts(pipeline: dlt.Pipeline) -> list[str]:

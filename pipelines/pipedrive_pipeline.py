@@ -58,7 +58,7 @@ from pipedrive_source.failures import (  # noqa: E402
 )
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.postgres_load import exact_destination  # noqa: E402
-from pipedrive_source.recovery import recover  # noqa: E402
+from pipedrive_source.recovery import hide_terminal_job_logs, recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
@@ -131,6 +131,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pipeline-name", default=None, help="dlt pipeline name (default pipedrive)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines, summary only")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
+    parser.add_argument(
+        "--drop-pending",
+        action="store_true",
+        help="drop the load package the destination refused (the error says so) and read its records again",
+    )
     return parser.parse_args(argv)
 
 
@@ -140,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():  # a scheduler's stop unwinds like Ctrl-C
         signal.signal(signal.SIGTERM, _terminated)
     install_log_redaction()
+    hide_terminal_job_logs(not args.verbose)  # the error line says it; dlt logged a traceback too
     started = time.perf_counter()
     monitor = SyncMonitor(on_progress=None if args.quiet else ProgressPrinter())
     views = None
@@ -148,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
             check_destination(pipeline)
-            for notice in recover(pipeline):  # what a killed run left: this run then syncs as usual
+            # what a killed run left (or, --drop-pending, a refused package dropped): this run then syncs
+            for notice in recover(pipeline, args.drop_pending):
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
             add_history(source, history_entities(args, source), pipeline)

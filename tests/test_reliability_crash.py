@@ -24,17 +24,21 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+import duckdb
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 from reliability_support import (
     EXACT_ENV,
+    SYNC_DB,
     Script,
     ScriptRun,
     all_of,
     assert_equal_to_truth,
+    assert_one_clear_line,
     files_in,
     ledger_logs,  # noqa: F401
     no_files,
+    requests_served,
     run_main,
     script_module,
     secret_emulator,
@@ -383,3 +387,64 @@ def test_each_kill_point_alone_then_resume(point: KillPoint, tmp_path: Path) -> 
         finish(script, "--reconcile")
         assert_equal_to_truth(emulator, tmp_path, TABLES)
         assert not unfinished_extracts(script.pipelines_dir)
+
+
+def refuse_other_deal_titles(db: Path) -> None:
+    """A hand-made change to the destination: deals.title becomes an ENUM of the titles it holds. Their values
+    stay as they were, but merging a deal of another title fails in DuckDB for good (Conversion Error), a
+    job dlt does not retry."""
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TYPE deal_title AS ENUM (SELECT DISTINCT title FROM pipedrive.deals WHERE title NOTNULL)"
+        )
+        con.execute("ALTER TABLE pipedrive.deals ALTER title SET DATA TYPE deal_title")
+
+
+@pytest.mark.parametrize("repair", ["fix the destination", "--drop-pending"])
+def test_a_load_the_destination_refuses_says_what_to_do_and_the_repair_loses_nothing(
+    repair: str, crash_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """dlt keeps a package the destination refused pending, and every run loaded it again first and failed the
+    same way, with dlt's traceback and no way out. Now the run says which table and package, the destination's
+    error, that nothing read is lost, and what to do; a later run tries the package once, reads nothing from
+    Pipedrive and says the same; each way out the message names ends in the emulator's data."""
+    script = Script(crash_emulator, tmp_path)
+    finish(script)
+    db = tmp_path / SYNC_DB
+    refuse_other_deal_titles(db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        (deal,) = con.execute("SELECT min(id) FROM pipedrive.deals").fetchone()
+    crash_emulator.control.mutate(seed=61, creates=2, updates=8)
+    title = {"op": "update", "table": "deals", "id": deal, "changes": {"title": "A title the ENUM lacks"}}
+    crash_emulator.control.mutate(ops=[title])
+
+    failed = script.run(*ENTITIES)
+    assert failed.returncode == 1
+    line = assert_one_clear_line(
+        failed,
+        "The destination refused to load table deals of load package ",
+        "Conversion Error",
+        "--drop-pending",
+    )
+    assert "The records read are kept in that package" in line and "Nothing is lost" in line
+    package = line.split("load package ")[1].split(":")[0]
+    assert (tmp_path / "pipelines" / PIPELINE / "load" / "normalized" / package).is_dir()
+
+    served = requests_served(crash_emulator)
+    again = script.run(*ENTITIES)
+    assert again.returncode == 1
+    assert assert_one_clear_line(again) == line  # the same package, the same advice
+    assert requests_served(crash_emulator) == served  # it stopped before reading Pipedrive
+
+    crash_emulator.control.mutate(seed=62, creates=1, updates=5)  # changes the repairing run must bring too
+    with duckdb.connect(str(db)) as con:  # the column back as dlt made it
+        con.execute("ALTER TABLE pipedrive.deals ALTER title SET DATA TYPE VARCHAR")
+    if repair == "--drop-pending":
+        repaired = finish(script, "--drop-pending")
+        assert f"dropped 1 pending load package(s) ({package})" in repaired.stdout
+    else:
+        repaired = finish(script)
+        assert f"resumed: loaded 1 package(s) an interrupted run left ({package})" in repaired.stdout
+    assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
+    assert "--drop-pending: no pending load package" in finish(script, "--drop-pending").stdout
+    assert_equal_to_truth(crash_emulator, tmp_path, TABLES)
