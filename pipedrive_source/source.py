@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,8 +159,9 @@ def pipedrive_source(
         _extract_writer_defaults()
     if not 1 <= page_size <= PAGE_SIZE:
         raise ConfigError(f"page_size must be between 1 and {PAGE_SIZE}, not {page_size}.")
-    if full_read_interval_hours is not None and not full_read_interval_hours >= 0:
-        raise ConfigError(f"full_read_interval_hours must be 0 or more, not {full_read_interval_hours}.")
+    hours = full_read_interval_hours
+    if hours is not None and not (math.isfinite(hours) and hours >= 0):  # inf: those lists never re-read
+        raise ConfigError(f"full_read_interval_hours must be a number of hours, 0 or more, not {hours}.")
     for name, count in (("max_attempts", max_attempts), ("workers", workers)):
         if count < 1:  # taken as 1 before, without a word: not what the setting asked for
             raise ConfigError(f"{name} must be at least 1, not {count}.")
@@ -226,11 +228,17 @@ def _extract_writer_defaults() -> None:
 
 
 def _select(entities: Sequence[str] | str | None) -> set[str]:
-    if entities is None or entities == "" or entities == []:
+    if entities is None:
         names = set(DEFAULT_ENTITIES)
     else:
         raw = entities.split(",") if isinstance(entities, str) else entities
         names = {str(name).strip() for name in raw if str(name).strip()}
+        if not names:  # synced every default table: not what a setting naming the tables to sync says
+            raise ConfigError(
+                f"entities {entities!r} names no table ({env_setting('entities', _own_section())}, or "
+                "entities under [sources.pipedrive]). Leave it unset to sync every default table, or "
+                'name the tables: ["deals", "persons"].'
+            )
         unknown = sorted(names - set(BY_NAME))
         if unknown:
             raise ConfigError(f"Unknown entity {', '.join(unknown)}. Known entities: {', '.join(BY_NAME)}.")

@@ -150,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     monitor = SyncMonitor(on_progress=None if args.quiet else ProgressPrinter())
     views = None
     try:
+        check_args(args)
         choose_demo(args)  # the first read of the settings: a broken .dlt/*.toml fails here
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
@@ -183,6 +184,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stopped early: {monitor.stopped}", file=sys.stderr, flush=True)
         return EXIT_BUDGET
     return EXIT_OK
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Flags given empty (`--entities ""` from an unset shell variable) were taken as not given: every
+    default table synced, the dataset `<pipeline>_dataset` dlt makes up, the default pipeline's state."""
+    if args.entities is not None and not entity_names(args):
+        raise ConfigError(
+            f"--entities {args.entities!r} names no table: leave --entities out to sync every default "
+            "table, or name them (--entities deals,persons)."
+        )
+    for flag, value in (("--dataset", args.dataset), ("--pipeline-name", args.pipeline_name)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} is empty: give it a name, or leave {flag} out for the default.")
+
+
+def entity_names(args: argparse.Namespace) -> list[str]:
+    return [name.strip() for name in (args.entities or "").split(",") if name.strip()]
 
 
 def read_settings_of_this_checkout() -> None:
@@ -317,7 +335,7 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
 def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> Any:
     options: dict[str, Any] = {"monitor": monitor}
     if args.entities:
-        options["entities"] = [name.strip() for name in args.entities.split(",") if name.strip()]
+        options["entities"] = entity_names(args)
     if args.start_date:
         options["start_date"] = args.start_date
     if args.reconcile:

@@ -169,6 +169,46 @@ def test_unknown_entity(cli, tmp_path: Path) -> None:
     assert nothing_loaded(tmp_path)
 
 
+@pytest.mark.parametrize("value", ["", ",", " , "])
+def test_entities_naming_no_table_are_refused(cli, tmp_path: Path, value: str) -> None:
+    """`--entities "$TABLES"` with the variable unset, or `--entities ,`, synced every default table."""
+    run = cli("--entities", value)
+    assert run.returncode == 2
+    assert_one_clear_line(run, "--entities", "names no table")
+    assert nothing_loaded(tmp_path)
+
+
+def test_an_empty_entities_setting_is_refused(cli, tmp_path: Path) -> None:
+    """`entities = []` synced every default table, where the README says a run given `entities` loads
+    only the tables named."""
+    run = cli(SOURCES__PIPEDRIVE__ENTITIES="[]")
+    assert run.returncode == 2
+    assert_one_clear_line(run, "names no table", "SOURCES__PIPEDRIVE__ENTITIES")
+    assert nothing_loaded(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+@pytest.mark.parametrize("flag", ["--dataset", "--pipeline-name"])
+def test_an_empty_dataset_or_pipeline_name_is_refused(cli, tmp_path: Path, flag: str, value: str) -> None:
+    """Taken as not given without a word: dlt's made-up `<pipeline>_dataset`, or the default pipeline."""
+    run = cli(*USERS, flag, value)
+    assert run.returncode == 2
+    assert_one_clear_line(run, f"{flag} is empty")
+    assert nothing_loaded(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_a_full_read_interval_that_is_no_number_of_hours(cli, tmp_path: Path, value: str) -> None:
+    """`inf` was accepted: call logs, tasks and phases were then never read in full again."""
+    for run in (
+        cli(*USERS, "--full-read-interval-hours", value),
+        cli(*USERS, SOURCES__PIPEDRIVE__FULL_READ_INTERVAL_HOURS=value),
+    ):
+        assert run.returncode == 2
+        assert_one_clear_line(run, "full_read_interval_hours must be a number of hours, 0 or more")
+        assert nothing_loaded(tmp_path)
+
+
 @pytest.mark.parametrize("size", ["-5", "0", "501", "1000000"])
 def test_page_size_out_of_range(cli, tmp_path: Path, size: str) -> None:
     run = cli(*USERS, SOURCES__PIPEDRIVE__PAGE_SIZE=size)
