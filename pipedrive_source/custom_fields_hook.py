@@ -41,6 +41,7 @@ import dlt
 import orjson
 
 from pipedrive_source.custom_fields import Resolver
+from pipedrive_source.errors import AccessDenied
 
 if TYPE_CHECKING:
     from dlt.extract.resource import DltResource
@@ -122,17 +123,29 @@ class CustomFieldResolution:
             return run[entity.name]
 
     def _build(self, entity: Entity, ctx: SyncContext) -> Resolver:
+        try:
+            definitions = _field_definitions(entity, ctx)
+            extra = {"label_ids": _lead_label_options(ctx)} if entity.name == "leads" else None
+        except AccessDenied as exc:
+            # the entity is skipped as a refused table is: loaded without its definitions, its custom
+            # fields would get columns named by hash, renamed without a word once the definitions come
+            raise AccessDenied(
+                f"its field definitions (or labels), which name its columns and labels, are refused: "
+                f"{exc.message}",
+                exc.status,
+                exc.detail,
+            ) from None
         bindings, last_seen = self._bindings(), self._state(LAST_SEEN_KEY)
         resolver = Resolver(
             entity.name,
-            _field_definitions(entity, ctx),
+            definitions,
             bindings=bindings.get(entity.name) or {},
             last_seen=last_seen.get(entity.name),
             parts=self._state(PARTS_KEY).get(entity.name),
             builtin_columns=_builtin_columns(entity),
             keep_option_ids=self.keep_option_ids,
             builtin_labels=self.builtin_labels,
-            extra_options={"label_ids": _lead_label_options(ctx)} if entity.name == "leads" else None,
+            extra_options=extra,
             refresh=lambda: _field_definitions(entity, ctx, fresh=True),
         )
         bindings[entity.name] = resolver.bindings
@@ -171,7 +184,11 @@ class CustomFieldResolution:
 
         def resolvers() -> Iterator[Resolver]:
             for entity in with_fields:
-                yield self.resolver(entity, ctx)
+                try:
+                    yield self.resolver(entity, ctx)
+                except AccessDenied as exc:  # its rows here stay as they were, as its table does
+                    if not ctx.monitor.progress(entity.name).skipped:  # it read no record to skip on
+                        logger.warning("custom_fields: nothing new of %s: %s", entity.name, exc.message)
 
         def field_rows() -> list[Row]:
             return _as_destination_names([row for r in resolvers() for row in r.field_rows()])

@@ -132,6 +132,7 @@ class SyncContext:
         self._me: dict[str, Any] | None = None
         self._company_checked = False
         self._memo: dict[str, list[Row]] = {}
+        self._refused: dict[str, AccessDenied] = {}  # lists Pipedrive refused (402/403): asked once a run
         self._memo_locks: dict[str, threading.Lock] = {}
         self.rewinds: dict[str, str] = {}  # entity -> its cursor may not pass this (see `rewind`)
         self.done: set[str] = set()  # entities whose resource has yielded its last item (see `read_done`)
@@ -312,8 +313,14 @@ class SyncContext:
         with self._lock:
             lock = self._memo_locks.setdefault(key, threading.Lock())
         with lock:
+            if key in self._refused:
+                raise self._refused[key]
             if key not in self._memo:
-                self._memo[key] = self._read_all(entity, params)
+                try:
+                    self._memo[key] = self._read_all(entity, params)
+                except AccessDenied as exc:  # a plan or a permission: no other answer within this run
+                    self._refused[key] = exc
+                    raise
             return self._memo[key]
 
     def _read_all(self, entity: Entity, params: Mapping[str, Any] | None, raw: bool = False) -> list[Row]:

@@ -162,6 +162,25 @@ def test_a_lapsed_subscription_or_every_table_refused_fails_with_one_line(
     assert run_cli(tmp_path, secret_emulator, SECRET, *tables).returncode == 0
 
 
+def test_refused_field_definitions_skip_their_table_instead_of_failing_the_run(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`dealFields` refused (403) ended the run with exit 1 and the refusal's text, loading nothing: the
+    deals are skipped as a refused table is, the other tables load, and a run of deals alone is exit 2."""
+    try:
+        secret_emulator.control.settings(forbidden="/api/v2/dealFields")
+        some = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,users")
+        only = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals")
+    finally:
+        secret_emulator.control.settings(forbidden="")
+    assert some.returncode == 0, some.stdout + some.stderr
+    assert "deals: skipped, its field definitions" in some.stdout and "/api/v2/dealFields" in some.stdout
+    tables = data_tables(tmp_path / "crm.duckdb")
+    assert tables["users"] > 0 and tables.get("deals", 0) == 0
+    assert only.returncode == 2, only.stdout + only.stderr
+    assert_one_clear_line(only, "Pipedrive refused every table this run asked for (deals)")
+
+
 def test_a_second_pipeline_of_another_company_into_the_same_dataset_is_refused(
     secret_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import dlt
 import duckdb
 import pytest
-from connector_fixtures import assert_equal_to_truth, make_pipeline, sync
+from connector_fixtures import assert_equal_to_truth, make_pipeline, sync, synced_rows
 
 from pipedrive_source import FIELDS_TABLES, ApiError, AuthError, PipedriveOAuthCredentials, pipedrive_source
 from pipedrive_source.client import PipedriveClient, abort_requests
@@ -162,6 +162,34 @@ def test_plan_and_permission_refusals_skip_their_table_and_say_what_to_do(
     assert "API token of a user who has it" in permission and "out of `entities`" in permission, permission
     clean_emulator.control.settings(plan="ultimate", forbidden="")
     assert_equal_to_truth(clean_emulator, tmp_path, ["deals"])
+
+
+@pytest.mark.parametrize("setting", [{"forbidden": "/api/v2/dealFields"}, {"forbidden": "/v1/leadLabels"}])
+def test_refused_field_definitions_skip_their_entity_as_a_refused_table(
+    clean_emulator, tmp_path: Path, setting: dict[str, str]
+) -> None:
+    """The deal fields (or lead labels) refused failed the whole run with the refusal's text (exit 1 in
+    the script): `custom_fields` could not describe deals. The entity whose custom fields (or labels) go
+    unnamed is skipped with the refusal and what it is needed for; no column named by a hash is loaded,
+    the other tables load, the list is asked for once, and the next run with it loads the skipped table."""
+    tables = ["deals", "leads", "persons"]
+    clean_emulator.control.settings(**setting)
+    try:
+        result = sync(clean_emulator, tmp_path, entities=tables)
+    finally:
+        clean_emulator.control.settings(forbidden="")
+    skipped = {name: p.skipped for name, p in result.monitor.entities.items() if p.skipped}
+    refused = setting["forbidden"]
+    assert set(skipped) == ({"deals", "leads"} if refused.endswith("dealFields") else {"leads"}), skipped
+    for message in skipped.values():
+        assert f"are refused: {refused}: the user of these credentials lacks the permission" in message
+    assert result.emulator_stats["requests"][refused] == 1
+    assert not set(skipped) & set(result.loaded)
+    described = {row["entity"] for row in synced_rows(result.pipeline, "custom_fields")}
+    assert described == set(tables) - set(skipped)
+    assert_equal_to_truth(clean_emulator, tmp_path, sorted(set(tables) - set(skipped)))
+    sync(clean_emulator, tmp_path, entities=tables)
+    assert_equal_to_truth(clean_emulator, tmp_path, tables)
 
 
 def test_installments_refused_below_growth_arrive_in_full_once_the_plan_has_them(
