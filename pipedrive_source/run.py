@@ -22,7 +22,7 @@ from dlt.common.pipeline import pipeline_state
 from .client import ClientStats, PipedriveClient
 from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool
 from .entities import BY_NAME, CURSOR, NONE, OFFSET, Entity, Listing
-from .errors import AccessDenied, ApiError, ConfigError, NothingReadable
+from .errors import AccessDenied, ApiError, ConfigError, NothingReadable, PipedriveError
 from .fetching import EntityRead, Tag, rewind_cursor
 from .limiter import BudgetExhausted
 from .output import Outputs
@@ -130,6 +130,7 @@ class SyncContext:
         self._lock = threading.RLock()
         self._run_started: datetime | None = None
         self._me: dict[str, Any] | None = None
+        self._me_refused: PipedriveError | None = None  # how `identity` failed: the same for the whole run
         self._company_checked = False
         self._memo: dict[str, list[Row]] = {}
         self._refused: dict[str, AccessDenied] = {}  # lists Pipedrive refused (402/403): asked once a run
@@ -162,17 +163,26 @@ class SyncContext:
         """The credentials' user and company (`/v1/users/me`, cost 2), asked at most once per run; checked
         against `company_domain` when that is set. Empty when the server does not say (404, 403)."""
         with self._lock:
+            if self._me_refused is not None:  # asked by the prefetch and each resource: one request
+                raise self._me_refused
             if self._me is None:
                 try:
-                    me = self.client.get("/v1/users/me", cost=2, label="users/me", missing_ok=True)
-                except AccessDenied as exc:
-                    if exc.status == 402:  # every plan has it: the company may use nothing
-                        raise NothingReadable(_LAPSED.format(detail=exc.detail)) from None
-                    me = {}
-                data = me.get("data") if isinstance(me.get("data"), dict) else {}
-                self._check_domain(data)  # before memoizing: a refused identity stays refused
-                self._me = data
+                    self._me = self._ask_identity()
+                except PipedriveError as exc:
+                    self._me_refused = exc
+                    raise
             return self._me
+
+    def _ask_identity(self) -> dict[str, Any]:
+        try:
+            me = self.client.get("/v1/users/me", cost=2, label="users/me", missing_ok=True)
+        except AccessDenied as exc:
+            if exc.status == 402:  # every plan has it: the company may use nothing
+                raise NothingReadable(_LAPSED.format(detail=exc.detail)) from None
+            me = {}
+        data = me.get("data") if isinstance(me.get("data"), dict) else {}
+        self._check_domain(data)
+        return data
 
     def check_company(self) -> None:
         """Refuse credentials of another company than the one whose data this pipeline holds.
@@ -263,12 +273,15 @@ class SyncContext:
         return items if raw or not items else self.shape(entity, tag.listing, items)
 
     def prefetch(self, entities: Sequence[Entity]) -> None:
-        """Fetch small shared lists (field definitions...) in the pool now, before a page needs them."""
+        """Fetch small shared lists (field definitions...) in the pool now, before a page needs them;
+        after the credentials' identity, which every read waits for anyway: credentials refused there (a
+        lapsed subscription, a wrong token) send none of them."""
         for entity in entities:
             self.pool.submit(lambda entity=entity: self._quietly(entity))
 
     def _quietly(self, entity: Entity) -> None:
         with contextlib.suppress(Exception):  # whoever needs the list asks again and gets the error then
+            self.identity()
             self._full_rows(entity)
 
     def rewind(self, entity: Entity, value: str) -> None:

@@ -141,13 +141,16 @@ def test_a_lapsed_subscription_or_every_table_refused_fails_with_one_line(
 ) -> None:
     """A lapsed subscription answers 402 everywhere: the run skipped every table with a warning and exited
     0, so cron and schedulers saw a good sync that loaded nothing. A selection of tables that are all
-    refused (here 403) ends the same way."""
+    refused (here 403) ends the same way. The lapsed run asks Pipedrive once: the field definitions read
+    in the background wait for the identity (they were sent anyway, /v1/users/me asked again)."""
     tables = ("--entities", "deals,persons,users")
     assert run_cli(tmp_path, secret_emulator, SECRET, *tables).returncode == 0
     before_tables, before_state = data_tables(tmp_path / "crm.duckdb"), state_files(tmp_path)
     try:
         secret_emulator.control.settings(lapsed=True)
+        secret_emulator.control.reset_stats()
         lapsed = run_cli(tmp_path, secret_emulator, SECRET, *tables)
+        assert secret_emulator.control.stats()["requests"] == {"/v1/users/me": 1}
         secret_emulator.control.settings(lapsed=False, forbidden="/api/v2/persons,/v1/users")
         refused = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "persons,users")
     finally:
