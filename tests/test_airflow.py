@@ -154,6 +154,19 @@ def test_each_company_s_dag_has_the_tables_of_its_entities_setting(airflow_env: 
     }
 
 
+def company_env(
+    airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path, **settings: str
+) -> dict[str, str]:
+    """The Airflow environment with the emulator's company and a DuckDB file of the test's own."""
+    return {
+        **airflow_env,
+        "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token,
+        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
+        **settings,
+    }
+
+
 def dags_test(env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess[str]:
     run = subprocess.run(
         [str(AIRFLOW), "dags", "test", DAG_ID],
@@ -179,13 +192,12 @@ def task_states(env: dict[str, str]) -> dict[str, str]:
 def test_dags_test_loads_the_company_then_its_changes(
     airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
-    env = {
-        **airflow_env,
-        "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token,
-        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
-        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
-        "SOURCES__PIPEDRIVE__FULL_READ_INTERVAL_HOURS": "0",  # unsortable lists read in full every run
-    }
+    env = company_env(
+        airflow_env,
+        emulator,
+        tmp_path,
+        SOURCES__PIPEDRIVE__FULL_READ_INTERVAL_HOURS="0",  # unsortable lists read in full every run
+    )
     first = dags_test(env, tmp_path)
     assert first.returncode == 0, first.stdout[-3000:]
     assert set(task_states(env).values()) == {"success"}
@@ -231,12 +243,7 @@ def test_a_budget_stop_fails_its_task_with_the_stopped_early_line(
 ) -> None:
     """The pipeline script ends a budget stop with exit 3; every task succeeded without a word, the
     products and projects tables were simply missing."""
-    env = {
-        **airflow_env,
-        "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token,
-        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
-        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
-    }
+    env = company_env(airflow_env, emulator, tmp_path)
     emulator.control.reset_ratelimit()
     emulator.control.settings(daily_budget=300)
     try:
@@ -253,13 +260,12 @@ def test_a_budget_stop_fails_its_task_with_the_stopped_early_line(
 def test_an_opt_in_table_of_the_entities_setting_loads(
     airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
-    env = {
-        **airflow_env,
-        "SOURCES__PIPEDRIVE__API_TOKEN": emulator.api_token,
-        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
-        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
-        "SOURCES__PIPEDRIVE__ENTITIES": '["deal_participants"]',
-    }
+    env = company_env(
+        airflow_env,
+        emulator,
+        tmp_path,
+        SOURCES__PIPEDRIVE__ENTITIES='["deal_participants"]',
+    )
     emulator.control.reset_stats()
     run = dags_test(env, tmp_path)
     assert run.returncode == 0, run.stdout[-3000:]

@@ -262,16 +262,7 @@ def test_history_left_out_of_a_run_is_said_in_its_log(
     `history: no history of deals kept by this run, ...`; a name that cannot have a history was dropped too
     (the script stops with exit 2)."""
     assets = assets_for(definitions, tmp_path, history=["deals", "persons"])
-    instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        assets,
-        resources={"dlt": dagster_dlt.DagsterDltResource()},
-        selection=[dg.AssetKey(["pipedrive", name]) for name in ("persons", "users")],
-        instance=instance,
-        raise_on_error=False,
-    )
-    assert result.success
-    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    warnings = event_log_warnings(assets, ["persons", "users"])
     assert (
         "history: no history of deals kept by this run, which does not sync it (the selected assets; "
         "[pipedrive] history names it)" in warnings
@@ -382,15 +373,22 @@ def test_the_connector_s_warnings_reach_the_run_s_event_log(
     """A warning of the connector's loggers (here: a history started on notes loaded before) reached only
     the raw compute logs, not the run's event log where the rest of the run's notices are."""
     assert materialize(assets_for(definitions, tmp_path), ["notes"]).success
+    warnings = event_log_warnings(
+        assets_for(definitions, tmp_path, history=["notes"]), ["notes", "notes_history"]
+    )
+    starts = [w for w in warnings if w.startswith("notes_history starts with the notes that change from now")]
+    assert len(starts) == 1, warnings
+
+
+def event_log_warnings(assets: Any, names: list[str]) -> list[str]:
+    """The warnings in the event log of a successful materialization of `names`."""
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        assets_for(definitions, tmp_path, history=["notes"]),
+        assets,
         resources={"dlt": dagster_dlt.DagsterDltResource()},
-        selection=[dg.AssetKey(["pipedrive", name]) for name in ("notes", "notes_history")],
+        selection=[dg.AssetKey(["pipedrive", name]) for name in names],
         instance=instance,
         raise_on_error=False,
     )
     assert result.success
-    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
-    starts = [w for w in warnings if w.startswith("notes_history starts with the notes that change from now")]
-    assert len(starts) == 1, warnings
+    return [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
