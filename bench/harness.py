@@ -118,6 +118,7 @@ def spec_minimum(result: dict[str, Any]) -> dict[str, int]:
     records were not counted apart are assumed to split the entity's records as evenly as possible."""
     records: dict[str, int] = result.get("records_by_entity", {})
     listings: dict[str, list[int]] = result.get("records_by_listing", {})
+    asked: dict[str, Any] = result.get("by_label", {})  # label -> [requests, tokens]
     requests = tokens = 0
     for name, count in records.items():
         entity = BY_NAME.get(name)
@@ -128,6 +129,10 @@ def spec_minimum(result: dict[str, Any]) -> dict[str, int]:
             per_listing = listings.get(name)
             n = per_listing[index] if per_listing else (count if index == 0 else 0)
             pages = _pages(entity, n, records)
+            if entity.strategy in (PER_RECORD, PER_PARENT):
+                # one request per parent it had to read: all of them in a full sync, the changed ones in an
+                # incremental run (none: phases between full reads), though every product is listed
+                pages = min(pages, (asked.get(name) or [0])[0])
             requests += pages
             tokens += pages * cost
     return {"requests": requests, "tokens": tokens}
