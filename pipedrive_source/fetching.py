@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .concurrency import Batch, Chain, Feed, OffsetPages, Request, TimeWindows
-from .entities import CURSOR, NONE, OFFSET, UPDATED_SINCE, Entity, Listing
+from .entities import CURSOR, DEAL_BATCH, NONE, OFFSET, UPDATED_SINCE, Entity, Listing
 from .record_digests import digest, key_text
 from .settings import DEAL_IDS_PER_REQUEST, OFFSET_OVERLAP_SHARE, SETTLED_AFTER_S
 from .timefmt import parse, render
@@ -95,7 +95,7 @@ class EntityRead:
             for start in range(0, len(ids), DEAL_IDS_PER_REQUEST):
                 chunk = tuple(ids[start : start + DEAL_IDS_PER_REQUEST])
                 for index, listing in enumerate(self.entity.listings):
-                    query = {**listing.params, "deal_ids": ",".join(str(i) for i in chunk)}
+                    _, query = parents_query(self.entity, listing, chunk)
                     yield self._chain(listing, query, Tag(index, listing, chunk))
 
         return self._start_each(chains())
@@ -103,13 +103,11 @@ class EntityRead:
     def per_record(self, ids: Sequence[Any]) -> EntityRead:
         """PER_RECORD: one list per parent record, its id in the path (`{id}`) or in the query parameter
         `parent_param` (a parent deleted meanwhile answers 404: no rows)."""
-        param = self.entity.parent_param
 
         def chains() -> Iterator[Chain]:
             for parent in ids:
                 for index, listing in enumerate(self.entity.listings):
-                    path = listing.path.format(id=parent)
-                    params = {**listing.params, param: parent} if param else listing.params
+                    path, params = parents_query(self.entity, listing, (parent,))
                     request = self._request(listing, params, path=path, missing_ok=True)
                     yield self._paged(request, Tag(index, listing, parent))
 
@@ -229,6 +227,17 @@ def settled_before(server_now: datetime, time_format: str) -> str:
     than that after its stamp would be missed (one within it is read next run, like one of the run's own
     second)."""
     return render(server_now - timedelta(seconds=SETTLED_AFTER_S), time_format)
+
+
+def parents_query(entity: Entity, listing: Listing, parents: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """The path and query of `listing` for the children of `parents`: `deal_ids` (DEAL_BATCH, up to 100),
+    else the one parent's id in the path (`{id}`) or in the query parameter `parent_param`."""
+    if entity.strategy == DEAL_BATCH:
+        return listing.path, {**listing.params, "deal_ids": ",".join(str(i) for i in parents)}
+    (parent,) = parents
+    path = listing.path.format(id=parent)
+    param = entity.parent_param
+    return path, {**listing.params, param: parent} if param else dict(listing.params)
 
 
 def run_until(server_now: datetime) -> datetime:

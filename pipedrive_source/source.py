@@ -75,6 +75,7 @@ from .fetching import STATE_KEY as CURSOR_STATE_KEY
 from .fetching import (
     CursorState,
     forget_cursor,
+    parents_query,
     read_before,
     rewind_cursor,
     run_until,
@@ -518,11 +519,7 @@ def _still_refused(entity: Entity, ctx: SyncContext, state: Any, children: Seque
 def _ask(child: Entity, ctx: SyncContext, parent_id: Any) -> None:
     """One request for the children of one parent (its answer is not loaded: the catch-up reads it)."""
     listing = child.listings[0]
-    path, params = listing.path, dict(listing.params)
-    if child.strategy == DEAL_BATCH:
-        params["deal_ids"] = str(parent_id)
-    else:
-        path = path.format(id=parent_id)
+    path, params = parents_query(child, listing, (parent_id,))
     ctx.client.get(path, params, cost=listing.cost or child.cost, label=child.name, missing_ok=True)
 
 
