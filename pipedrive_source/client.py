@@ -332,22 +332,9 @@ class PipedriveClient:
         self._count(label, cost)
         if status >= 500:
             raise _Transient(f"HTTP {status}")
-        if status == 402:
+        if status in _REFUSALS:
             detail = _error_text(response)
-            raise AccessDenied(
-                f"{path}: not in the Pipedrive company's plan, or its subscription has lapsed (HTTP 402: "
-                f"{detail}). Upgrade the plan, or leave this table out of `entities`.",
-                status,
-                detail,
-            )
-        if status == 403:
-            detail = _error_text(response)
-            raise AccessDenied(
-                f"{path}: the user of these credentials lacks the permission (HTTP 403: {detail}). Use the "
-                "API token of a user who has it (a global admin), or leave this table out of `entities`.",
-                status,
-                detail,
-            )
+            raise AccessDenied(f"{path}: {_REFUSALS[status].format(detail=detail)}", status, detail)
         if status >= 400:
             raise ApiError(f"Pipedrive rejected GET {path} with HTTP {status}: {_error_text(response)}")
         # A page decodes into thousands of containers that all stay alive until the page is shaped: the
@@ -457,6 +444,15 @@ class _RateLimited(Exception):
             return max(0.0, float(self.headers.get("retry-after", "")))
         except ValueError:
             return None
+
+
+# why Pipedrive refuses a list (the credentials are fine) and what the user can do about it
+_REFUSALS = {
+    402: "not in the Pipedrive company's plan, or its subscription has lapsed (HTTP 402: {detail}). Upgrade "
+    "the plan, or leave this table out of `entities`.",
+    403: "the user of these credentials lacks the permission (HTTP 403: {detail}). Use the API token of a "
+    "user who has it (a global admin), or leave this table out of `entities`.",
+}
 
 
 def _not_json(response: httpx.Response, content: bytes) -> str:
