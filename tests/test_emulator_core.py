@@ -607,6 +607,12 @@ def test_a_merge_removes_one_record_fills_the_other_and_moves_related_records(
     deals = [rid for _, rid in fresh.t["deals"].index("live", "id")]
     with_gone = [d for d in deals if gone in _participants(fresh, d)]  # as contact person or another
     name = fresh.t[table].get(kept)["name"]
+    users = [rid for _, rid in fresh.t["users"].index("live", "id")]
+    following = _followers(fresh, table, gone) + _followers(fresh, table, kept)
+    newcomer = next(u for u in users if u not in following)
+    fresh.mutate({"ops": [{"op": "follow", "table": table, "id": gone, "user_id": newcomer}]})
+    theirs = {f["user_id"]: f["add_time"] for f in _follows(fresh, table, gone)}
+    ours = {f["user_id"]: f["add_time"] for f in _follows(fresh, table, kept)}
 
     result = fresh.mutate({"ops": [{"op": "merge", "table": table, "id": gone, "merge_with_id": kept}]})
 
@@ -620,9 +626,19 @@ def test_a_merge_removes_one_record_fills_the_other_and_moves_related_records(
     moved = {r["id"]: r for r in pull_v2(fresh, f"/api/v2/{related}", limit=100, **{column: kept})}
     assert set(by_owner[gone]) <= moved.keys()
     assert all(moved[rid]["update_time"] == rfc3339(before[rid]) for rid in by_owner[gone])  # not stamped
-    if table == "persons":  # participations move too ("followers, participants")
+    # its followers move too ("followers, participants"), each since it followed the record merged away
+    assert {f["user_id"]: f["add_time"] for f in _follows(fresh, table, kept)} == {**theirs, **ours}
+    if table == "persons":  # and its participations
         assert set(with_gone) > set(by_owner[gone])
         assert all(kept in _participants(fresh, d) and gone not in _participants(fresh, d) for d in with_gone)
+
+
+def _follows(c: Company, table: str, rid: int) -> list[dict[str, Any]]:
+    return ok(c, f"/api/v2/{table}/{rid}/followers", limit=500)["data"]
+
+
+def _followers(c: Company, table: str, rid: int) -> list[int]:
+    return [f["user_id"] for f in _follows(c, table, rid)]
 
 
 def _participants(c: Company, deal_id: int) -> list[int]:

@@ -6,7 +6,8 @@ them for every record would cost memory for an opt-in list. A mutation's `follow
 (`{"op": "follow", "table": "deals", "id": 7, "user_id": 3}`) adds or removes one, kept in
 `company.follows` on top of the derived ones, and stamps the record: its `followers_count` (an
 `include_fields` field of each of the four lists) changes, and the emulator stamps a record whose counts of
-related items change (as a deal's products or activities do).
+related items change (as a deal's products or activities do). A merge of two persons or organizations
+hands the followers of the one merged away to the one kept (`move`).
 
 GetFollowersResponse's items are `user_id` and `add_time` (RFC3339), oldest user id first; pages are
 cursor-paged (`limit` 1..500, default 100). Snapshots tag each item with its record's id column.
@@ -35,6 +36,12 @@ TABLES: dict[str, str] = {table: followed for followed, (table, _) in FOLLOWED.i
 
 def followers(company: Company, name: str, rec: Record) -> list[dict[str, Any]]:
     """The followers of `rec` (a record of `name`), by user id."""
+    since = _since(company, name, rec)
+    return [{"user_id": user, "add_time": rfc3339(since[user])} for user in sorted(since)]
+
+
+def _since(company: Company, name: str, rec: Record) -> dict[int, int]:
+    """Each follower of `rec` and the emulator time it started following."""
     since = {rec["owner_id"]: rec["add_time"]}
     h = int(hashlib.md5(f"{company.seed}/followers/{name}/{rec['id']}".encode()).hexdigest()[:6], 16)
     if h % 2:
@@ -44,7 +51,7 @@ def followers(company: Company, name: str, rec: Record) -> list[dict[str, Any]]:
             since.pop(user, None)
         else:
             since[user] = added
-    return [{"user_id": user, "add_time": rfc3339(since[user])} for user in sorted(since)]
+    return since
 
 
 def change(company: Company, name: str, rec: Record, user_id: Any, follow: bool) -> None:
@@ -59,6 +66,18 @@ def change(company: Company, name: str, rec: Record, user_id: Any, follow: bool)
     if follow and company.t["users"].get(user) is None:
         raise ValueError(f"no user {user}")
     company.follows.setdefault((name, rec["id"]), {})[user] = company.clock if follow else None
+
+
+def move(company: Company, name: str, gone: Record, kept: Record) -> None:
+    """A merge hands `gone`'s followers to `kept` ("all related data (... followers, participants)" moves,
+    in Pipedrive's merge tutorials). A user following both keeps `kept`'s follow; a moved follow keeps the
+    time it started, as the user did not follow anew. The caller stamps `kept` (its followers_count)."""
+    if name not in FOLLOWED:
+        return
+    theirs, ours = _since(company, name, gone), _since(company, name, kept)
+    moved = {user: added for user, added in theirs.items() if user not in ours}
+    if moved:
+        company.follows.setdefault((name, kept["id"]), {}).update(moved)
 
 
 def snapshot(company: Company, table: str) -> list[dict[str, Any]]:

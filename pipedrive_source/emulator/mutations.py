@@ -339,6 +339,7 @@ class Batch:
         filled = {k: copy.deepcopy(v) for k, v in theirs.items() if _empty(ours.get(k)) and not _empty(v)}
         if filled:
             changes["custom_fields"] = filled  # merged key by key into the kept record's by update()
+        followers.move(self.c, name, gone, kept)
         self.update(name, kept, changes)
         for table, column in LINKS[name]:
             for rec in list(self.c.t[table].rows.values()):
