@@ -804,3 +804,38 @@ def test_each_request_costs_its_operations_x_token_cost(client: httpx.Client, de
         if spent != op.token_cost:
             wrong.append(f"GET {path}: charged {spent}, spec x-token-cost {op.token_cost}")
     assert not wrong, "\n".join(wrong)
+
+
+# --- page sizes -----------------------------------------------------------------------------------------
+
+
+def test_each_list_takes_the_limit_the_spec_states(client: httpx.Client, deal_ids: list[int]) -> None:
+    """`limit` as each operation's spec states it (`maximum` / "a maximum value of 500 is allowed" / "The
+    upper limit is 50"; "If not provided, 100 items will be returned"): the maximum is served, one more is
+    a 400 with Pipedrive's error body, 0 too; where no maximum is stated (v1 notes, roles, leads, a deal's
+    flow and participants) a larger limit is served as 500 and the envelope says so; v1 envelopes report
+    the stated default (else 100, never above the maximum) when none is asked for."""
+    wrong = []
+    for op, path, params in served_requests(client, deal_ids):
+        p = op.params.get("limit")
+        if p is None:
+            continue
+        ceiling = p.maximum or 500
+        for limit, status in ((ceiling, 200), (ceiling + 1, 200 if p.maximum is None else 400), (0, 400)):
+            r = client.get(path, params={**params, "limit": limit})
+            body = r.json()
+            if r.status_code != status or (status == 400 and (body["success"] or not body["error"])):
+                wrong.append(f"GET {path} limit={limit}: {r.status_code} (want {status}) {r.text[:120]}")
+            elif status == 200 and op.api == "v1" and v1_limit(body) != ceiling:
+                wrong.append(f"GET {path} limit={limit}: envelope limit {v1_limit(body)}, want {ceiling}")
+        if op.api == "v1":
+            default = min(p.default if isinstance(p.default, int) else 100, ceiling)
+            got = v1_limit(get_json(client, path, params))
+            if got != default:
+                wrong.append(f"GET {path} without limit: envelope limit {got}, want {default}")
+    assert not wrong, "\n".join(wrong)
+
+
+def v1_limit(body: dict) -> int:
+    extra = body["additional_data"]
+    return extra.get("pagination", extra)["limit"]

@@ -15,6 +15,7 @@ from types import ModuleType
 import pytest
 
 from pipedrive_source.emulator import spec
+from pipedrive_source.entities import ENTITIES
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -281,3 +282,30 @@ def test_flat_parser_tells_keywords_from_property_names(derive_spec: ModuleType)
 def test_flat_parser_rejects_what_it_cannot_place(derive_spec: ModuleType) -> None:
     with pytest.raises(ValueError, match="line"):
         derive_spec.parse_flat(FLAT + "stray text that is no YAML key\n", derive_spec.NestingOracle({}, {}))
+
+
+def test_list_limits_carry_the_maximum_and_default_the_spec_states() -> None:
+    """The ceilings the emulator enforces (`paging.page_limit`) come from here: the schema's `maximum`
+    (v1 files), else the description's "a maximum value of N is allowed" (v2) or "The upper limit is N"
+    (v1 call logs); the default from "If not provided, N items will be returned"."""
+    limits = {path: op(path).params["limit"] for path in ("/api/v2/deals", "/v1/files", "/v1/callLogs")}
+    assert [(p.maximum, p.default) for p in limits.values()] == [(500, 100), (100, None), (50, None)]
+    assert op("/v1/leads").params["limit"].default == 100
+    assert op("/v1/notes").params["limit"].maximum is None  # the v1 reference states none
+    v2_lists = [o for o in spec.operations() if o.api == "v2" and o.method == "GET" and "limit" in o.params]
+    assert {o.params["limit"].maximum for o in v2_lists if o.path != "/api/v2/itemSearch"} == {500}
+
+
+def test_the_connectors_page_sizes_stay_within_each_lists_stated_maximum() -> None:
+    """Above a stated maximum the emulator (as Pipedrive's validation) answers 400, so a page size the
+    connector asks for must fit every listing it reads with it (files 100, call logs 50)."""
+    over = []
+    for entity in ENTITIES:
+        for listing in entity.listings:
+            found = spec.match("GET", listing.path.replace("{id}", "1"))
+            assert found is not None, listing.path
+            limit = found[0].params.get("limit")
+            maximum = limit.maximum if limit is not None else None
+            if entity.page_size and maximum is not None and entity.page_size > maximum:
+                over.append(f"{entity.name} {listing.path}: page_size {entity.page_size} > {maximum}")
+    assert not over, over

@@ -1108,17 +1108,33 @@ def type_tree(schema: Any) -> dict:
 _SUPPORTED_FIELDS = re.compile(r"Supported fields: ((?:`[^`]+`(?:, )?)+)")
 
 
+# A list's `limit` states its ceiling and default mostly in prose: "Please note that a maximum value of 500 is
+# allowed." (v2, v1 files, whose schema also says `maximum: 100`), "The upper limit is 50." (v1 call logs),
+# "If not provided, 100 items will be returned."
+_MAXIMUM = re.compile(r"maximum value of (\d+) is allowed|upper limit is (\d+)")
+_DEFAULT_COUNT = re.compile(r"If not provided, (\d+) items will be returned")
+
+
 def param_record(param: dict) -> dict:
     schema = merged(param.get("schema"))
+    description = param.get("description") or ""
     enum = schema.get("enum")
-    if not enum and (found := _SUPPORTED_FIELDS.search(param.get("description") or "")):
+    if not enum and (found := _SUPPORTED_FIELDS.search(description)):
         enum = re.findall(r"`([^`]+)`", found[1])
-    return {
+    maximum, default = schema.get("maximum"), schema.get("default")
+    if maximum is None and (found := _MAXIMUM.search(description)):
+        maximum = int(found[1] or found[2])
+    if default is None and (found := _DEFAULT_COUNT.search(description)):
+        default = int(found[1])
+    record = {
         "type": json_type(schema) if schema else "string",
         "enum": [v for v in enum or []] or None,
-        "default": schema.get("default"),
+        "default": default,
         "required": bool(param.get("required")),
     }
+    if maximum is not None:
+        record["maximum"] = maximum
+    return record
 
 
 def _params(path_item: dict, op: dict, where: str) -> dict[str, dict]:

@@ -19,11 +19,12 @@ from typing import Any
 import orjson
 
 from .params import BadRequest
+from .spec import Operation
 from .store import Record, RecordId, Table
 
 Entry = tuple[Any, RecordId]
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 500
+DEFAULT_LIMIT = 100  # a list's `limit` default where the spec states none
+UNSTATED_MAX = 500  # the most a list serves where the spec states no maximum (v2's stated one)
 
 
 def _tuplify(v: Any) -> Any:
@@ -48,11 +49,23 @@ def decode_cursor(cursor: str, field: str, direction: str) -> Entry:
     return pos
 
 
-def v2_limit(q: dict[str, Any]) -> int:
-    limit = q.get("limit", DEFAULT_LIMIT)
-    if limit < 1 or limit > MAX_LIMIT:
-        raise BadRequest(f"Validation failed: limit: Number must be between 1 and {MAX_LIMIT}")
-    return limit
+def page_limit(op: Operation, q: dict[str, Any]) -> int:
+    """The page size of a list request, by what the spec says of the operation's `limit`.
+
+    A stated maximum ("a maximum value of 500 is allowed" in v2; v1 files 100, call logs "The upper limit is
+    50") is a bound, not a hint: above it is a 400, as v2's strict validation has it and as the emulator
+    holds v1 to (params.py), so a client learns its page size is wrong instead of getting smaller pages
+    than it counts on. The default is the stated one ("If not provided, 100 items will be returned"), else
+    100, never above the maximum. Where the spec states no maximum (v1 notes, roles, leads, a deal's flow
+    and participants) the emulator serves at most UNSTATED_MAX and reports that limit in the envelope:
+    nothing documents more, and a client must page on `more_items_in_collection` anyway."""
+    p = op.params.get("limit")
+    maximum = p.maximum if p is not None else None
+    default = p.default if p is not None and isinstance(p.default, int) else DEFAULT_LIMIT
+    limit = q.get("limit", default if maximum is None else min(default, maximum))
+    if limit < 1 or (maximum is not None and limit > maximum):
+        raise BadRequest(f"Validation failed: limit: Number must be between 1 and {maximum or UNSTATED_MAX}")
+    return min(limit, UNSTATED_MAX)
 
 
 @dataclass

@@ -14,8 +14,8 @@ v1 ordering and filters:
   `pinned_to_*_flag`, and `start_date`/`end_date` (inclusive dates on `add_time`);
 - `sort` honours its first `field ASC|DESC` pair, ties broken by id;
 - a deal's flow lists custom field changes only with `all_changes=1` (0 or none: without them);
-- `limit` default 100; values above an endpoint's documented ceiling (500; files 100; call logs 50) are
-  clamped, as v1 does, and the envelope reports the effective limit.
+- `limit` as the spec states it (`paging.page_limit`): above a stated maximum (files 100, call logs 50)
+  a 400; where none is stated, at most 500 are served and the envelope reports that limit.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from . import render
 from .clock import DAY, parse_date
 from .derived import deal_flow, deal_participants
 from .fieldsapi import field_items
-from .paging import offset_page
+from .paging import offset_page, page_limit
 from .params import BadRequest, NotFound
 from .routes_v2 import Req
 from .store import Record, Table
 
-CEILING = {"files": 100, "call_logs": 50}
 NESTED_PAGINATION = frozenset({"notes", "files", "call_logs", "roles"})
 V1_EQ = ("owner_id", "person_id", "organization_id", "user_id", "deal_id", "org_id", "lead_id", "project_id")
 PIN_FLAGS = (
@@ -44,13 +43,6 @@ PIN_FLAGS = (
     "pinned_to_person_flag",
     "pinned_to_project_flag",
 )
-
-
-def _limit(req: Req, name: str) -> int:
-    limit = req.q.get("limit", 100)
-    if limit < 1:
-        raise BadRequest("Validation failed: limit: must be a positive integer")
-    return min(limit, CEILING.get(name, 500))
 
 
 def _start(req: Req) -> int:
@@ -100,7 +92,7 @@ def _stream(table: Table, view: str, req: Req, default_sort: str) -> Iterator[Re
 def v1_list(name: str, view: str = "live", default_sort: str = "id") -> Callable[[Req], tuple[int, bytes]]:
     def handler(req: Req) -> tuple[int, bytes]:
         table = req.company.t[name]
-        start, limit = _start(req), _limit(req, name)
+        start, limit = _start(req), page_limit(req.op, req.q)
         keep = _keep(req)
         stream = _stream(table, view, req, default_sort)
         if keep is not None:
@@ -183,7 +175,7 @@ def per_deal(kind: str) -> Callable[[Req], tuple[int, bytes]]:
         deal = req.company.t["deals"].get(req.path_id())
         if deal is None or deal["is_deleted"]:
             raise NotFound()
-        start, limit = _start(req), _limit(req, kind)
+        start, limit = _start(req), page_limit(req.op, req.q)
         items, more = offset_page(iter(make(req, deal)), start, limit)
         return 200, paged_body([orjson.dumps(i) for i in items], start, limit, more, False)
 

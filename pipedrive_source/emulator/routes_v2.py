@@ -3,7 +3,8 @@
 Query semantics (beyond the generic validation in params.py):
 - `updated_since` inclusive, `updated_until` exclusive, RFC3339 without fractional seconds, else 400;
 - `sort_by` / `sort_direction` as the operation's enum allows (default `id` / `asc`); ties broken by id;
-- `limit` default 100, 1..500 else 400; `ids` up to 100 comma-separated ids;
+- `limit` default and maximum as the spec states them (100, 1..500), else 400 (`paging.page_limit`);
+  `ids` up to 100 comma-separated ids;
 - `/deals/products`, `/deals/installments`, `/deals/{id}/discounts`: rows of the given deals that are not
   deleted (a deleted deal's products are inaccessible like the deal itself);
 - deals: no `status` = every not-deleted deal; `status` is a comma list of open, won, lost, deleted (the
@@ -33,7 +34,7 @@ from . import followers as followed_by
 from . import render
 from .clock import parse_rfc3339
 from .fieldsapi import field_items
-from .paging import Ordered, decode_cursor, encode_cursor, keyset_page, time_bounded, v2_limit
+from .paging import Ordered, decode_cursor, encode_cursor, keyset_page, page_limit, time_bounded
 from .params import BadRequest, NotFound
 from .shape import conform
 from .store import Record, Table
@@ -309,7 +310,7 @@ def _sorting(req: Req) -> tuple[str, str]:
 def list_page(
     req: Req, table: Table, view: str, keep: Callable[[Record], bool] | None, ordered: Ordered | None = None
 ) -> tuple[int, bytes]:
-    limit = v2_limit(req.q)
+    limit = page_limit(req.op, req.q)
     sort_by, direction = _sorting(req)
     since, until = _time(req.q, "updated_since"), _time(req.q, "updated_until")
     if ordered is None:
@@ -466,7 +467,7 @@ def followers(name: str) -> Handler:
 
 def _offset_list(req: Req, items: list[dict[str, Any]]) -> bytes:
     """Cursor paging over a small in-memory list (followers, fields): the cursor encodes an offset."""
-    limit = v2_limit(req.q)
+    limit = page_limit(req.op, req.q)
     start = 0
     if req.q.get("cursor"):
         try:

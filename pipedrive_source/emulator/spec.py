@@ -38,6 +38,7 @@ class Param:
     enum: tuple[str, ...] | None  # allowed values as they appear in a query string
     default: object
     required: bool
+    maximum: int | None = None  # the schema's `maximum`, or the ceiling a description states (`limit`)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ def _param(name: str, rec: dict[str, Any]) -> Param:
         enum=tuple(_query_text(v) for v in enum) if enum else None,
         default=rec.get("default"),
         required=bool(rec.get("required")),
+        maximum=rec.get("maximum"),
     )
 
 
