@@ -839,3 +839,59 @@ def test_each_list_takes_the_limit_the_spec_states(client: httpx.Client, deal_id
 def v1_limit(body: dict) -> int:
     extra = body["additional_data"]
     return extra.get("pagination", extra)["limit"]
+
+
+# --- v1 timestamps the spec writes two ways -------------------------------------------------------------
+
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
+# (list, its timestamps): the schema declares `format: date-time` (RFC3339) for each; the activityTypes
+# example writes them '2019-10-04 16:24:55', the callLogs description says "Format: YYYY-MM-DD HH:MM:SS."
+# while its example writes '2022-12-12T01:01:01.000Z'
+SELF_CONTRADICTING_TIMES = {
+    "/v1/activityTypes": ("add_time", "update_time"),
+    "/v1/callLogs": ("start_time", "end_time"),
+}
+
+
+def reference_property(reference: dict, node: Any, name: str) -> dict | None:
+    """The schema of the first property `name` under `node`, following $ref, allOf and items."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target: Any = reference
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            return reference_property(reference, target, name)
+        if name in (node.get("properties") or {}):
+            return node["properties"][name]
+        children = [*(node.get("allOf") or []), node.get("items"), *(node.get("properties") or {}).values()]
+        for child in children:
+            if (found := reference_property(reference, child, name)) is not None:
+                return found
+    return None
+
+
+@pytest.mark.parametrize("path", sorted(SELF_CONTRADICTING_TIMES))
+def test_v1_times_the_spec_writes_two_ways_follow_the_schemas_date_time(
+    client: httpx.Client, v1_reference: dict, path: str
+) -> None:
+    """Where a v1 list's schema, description and example disagree on a timestamp's form, the emulator
+    follows the schema's `format: date-time` (RFC3339, UTC `Z`): it is the normative part (what a
+    validator and a generated client check), prose and examples illustrate it. Fractional seconds, which
+    RFC3339 leaves open, are written as the example writes them when the example is RFC3339 (call logs:
+    `.000Z`); the activityTypes example is not, so whole seconds, as v2 writes them. The connector reads
+    either form (`*_time` columns are timestamps). This test fails when the reference stops
+    contradicting itself, so the choice is revisited then."""
+    media = v1_reference["paths"][path.removeprefix("/v1")]["get"]["responses"]["200"]["content"]
+    schema, example = media["application/json"]["schema"], media["application/json"]["example"]["data"][0]
+    items = [i for page in v1_pages(client, path) for i in page["data"]]
+    assert items, path
+    for name in SELF_CONTRADICTING_TIMES[path]:
+        declared = reference_property(v1_reference, schema, name)
+        assert declared is not None and declared.get("format") == "date-time", (path, name)
+        want = RFC3339.fullmatch(example[name])
+        contradicted = not want or "YYYY-MM-DD HH:MM:SS" in declared["description"]
+        assert contradicted, f"{path} {name}: the reference agrees with itself now: {declared} {example}"
+        fraction = bool(want and want[1])
+        for item in items:
+            got = RFC3339.fullmatch(item[name] or "")
+            assert got and bool(got[1]) == fraction, f"{path} {name}: {item[name]!r}"

@@ -3,8 +3,13 @@
 v2: timestamps RFC3339 (`2025-01-01T10:20:00Z`), custom fields inside `custom_fields` keyed by hash
 with every active custom field present (null when unset), no internal `_` keys.
 v1 (leads): custom field values at the record root in their flattened v1 form, only when set (as the
-leads docs say); lead/label/call-log timestamps in the millisecond ISO form the v1 examples show, the
-classic v1 lists (notes, files, users, activity types, filters) in `YYYY-MM-DD HH:MM:SS`.
+leads docs say); lead/label/call-log timestamps in the millisecond ISO form the v1 examples show, activity
+types' in RFC3339, the classic v1 lists (notes, files, users, filters) in `YYYY-MM-DD HH:MM:SS`.
+
+Where the v1 spec writes a timestamp two ways (activityTypes: schema `format: date-time`, example
+'2019-10-04 16:24:55'; callLogs: `format: date-time` and example '2022-12-12T01:01:01.000Z', description
+"Format: YYYY-MM-DD HH:MM:SS."), the schema's `format` wins: it is the normative part, what validators and
+generated clients check; the example only decides the fractional seconds RFC3339 leaves open.
 
 Related names embedded in v1 notes (`deal.title`, `person.name`, ...) are frozen when the note is written,
 so a note's rendering changes only when the note itself changes (its `update_time` moves with it).
@@ -45,7 +50,7 @@ V1_TIMES: dict[str, tuple[frozenset[str], Callable[[int | None], str | None]]] =
     "lead_labels": (frozenset({"add_time", "update_time"}), rfc3339_ms),
     "call_logs": (frozenset({"start_time", "end_time"}), rfc3339_ms),
     "users": (frozenset({"last_login", "created", "modified"}), v1_time),
-    # the activityTypes schema declares `format: date-time` for its timestamps
+    # the schema's `format: date-time` over the example's '2019-10-04 16:24:55' (module docstring)
     "activity_types": (frozenset({"add_time", "update_time"}), rfc3339),
 }
 V1_DEFAULT_TIMES = (frozenset({"add_time", "update_time"}), v1_time)
