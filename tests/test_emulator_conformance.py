@@ -841,6 +841,37 @@ def v1_limit(body: dict) -> int:
     return extra.get("pagination", extra)["limit"]
 
 
+def test_v1_envelopes_carry_only_the_keys_their_spec_declares(
+    client: httpx.Client, deal_ids: list[int]
+) -> None:
+    """A v1 list's `additional_data` as its response schema declares it, key by key: the pagination
+    nested or flat, and `next_start` only where the schema has it (notes, files; not call logs or roles).
+    openapi-core lets undeclared keys pass, so they are compared here. Asked one item at a time, so that
+    every paged list has more to say."""
+    wrong = []
+    for op, path, params in served_requests(client, deal_ids):
+        if op.api != "v1" or not op.documented:
+            continue
+        query = {**params, "limit": 1} if "limit" in op.params else params
+        body = get_json(client, path, query)
+        for key in sorted(set(body) - {"success", "data", *(op.envelope or {})}):
+            wrong.append(f"GET {path}: top-level {key!r} not in the spec")
+        declared = (op.envelope or {}).get("additional_data")
+        wrong += undeclared(body.get("additional_data"), declared, f"GET {path}: additional_data")
+    assert not wrong, "\n".join(wrong)
+
+
+def undeclared(value: Any, node: dict | None, where: str) -> list[str]:
+    """Keys of `value` (recursively) its spec node does not declare; maps keyed by id are not walked."""
+    if not isinstance(value, dict) or node is None or node.get("additional_properties"):
+        return []
+    props = node.get("properties") or {}
+    out = [f"{where}.{k} not in the spec" for k in sorted(set(value) - set(props))]
+    for k in set(value) & set(props):
+        out += undeclared(value[k], props[k], f"{where}.{k}")
+    return out
+
+
 # --- v1 timestamps the spec writes two ways -------------------------------------------------------------
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")

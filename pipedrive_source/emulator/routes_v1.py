@@ -1,7 +1,8 @@
 """Handlers of the API v1 endpoints the connector reads.
 
-Envelopes follow each endpoint's v1 response schema: `additional_data.pagination` {start, limit,
-more_items_in_collection, next_start} for notes, files, call logs and roles; the flat `additional_data`
+Envelopes follow each endpoint's v1 response schema (`paged_body` reads it): `additional_data.pagination`
+{start, limit, more_items_in_collection} for notes, files, call logs and roles, with `next_start` for notes
+and files only (the others' schemas have none); the flat `additional_data`
 {start, limit, more_items_in_collection} for leads and the per-deal flow/participants lists; no
 `additional_data` for the unpaginated lookup lists (users, activity types, currencies, filters, lead labels,
 lead sources, permission sets, legacy teams), `data.goals` for `/goals/find`, and one object for `/users/me`
@@ -32,9 +33,9 @@ from .fieldsapi import field_items
 from .paging import offset_page, page_limit
 from .params import BadRequest, NotFound
 from .routes_v2 import Req
+from .spec import Operation
 from .store import Record, Table
 
-NESTED_PAGINATION = frozenset({"notes", "files", "call_logs", "roles"})
 V1_EQ = ("owner_id", "person_id", "organization_id", "user_id", "deal_id", "org_id", "lead_id", "project_id")
 PIN_FLAGS = (
     "pinned_to_lead_flag",
@@ -52,9 +53,13 @@ def _start(req: Req) -> int:
     return start
 
 
-def paged_body(items: list[bytes], start: int, limit: int, more: bool, nested: bool) -> bytes:
+def paged_body(op: Operation, items: list[bytes], start: int, limit: int, more: bool) -> bytes:
+    """A v1 page with the `additional_data` its response schema declares: the pagination nested under
+    `pagination` or flat, with `next_start` (when more follow) only where the schema has it."""
+    declared = ((op.envelope or {}).get("additional_data") or {}).get("properties") or {}
+    nested = "pagination" in declared
     pagination: dict[str, Any] = {"start": start, "limit": limit, "more_items_in_collection": more}
-    if nested and more:
+    if nested and more and "next_start" in (declared["pagination"].get("properties") or {}):
         pagination["next_start"] = start + limit
     extra = {"pagination": pagination} if nested else pagination
     return b"".join(
@@ -99,7 +104,7 @@ def v1_list(name: str, view: str = "live", default_sort: str = "id") -> Callable
             stream = (r for r in stream if keep(r))
         page, more = offset_page(stream, start, limit)
         items = [render.record_bytes(req.company, table, r, "v1") for r in page]
-        return 200, paged_body(items, start, limit, more, name in NESTED_PAGINATION)
+        return 200, paged_body(req.op, items, start, limit, more)
 
     return handler
 
@@ -158,7 +163,7 @@ def fields_list(table: str) -> Callable[[Req], tuple[int, bytes]]:
 
     def handler(req: Req) -> tuple[int, bytes]:
         items = [orjson.dumps(i) for i in field_items(req.company, table)]
-        return 200, paged_body(items, 0, len(items), False, False)
+        return 200, paged_body(req.op, items, 0, len(items), False)
 
     return handler
 
@@ -177,7 +182,7 @@ def per_deal(kind: str) -> Callable[[Req], tuple[int, bytes]]:
             raise NotFound()
         start, limit = _start(req), page_limit(req.op, req.q)
         items, more = offset_page(iter(make(req, deal)), start, limit)
-        return 200, paged_body([orjson.dumps(i) for i in items], start, limit, more, False)
+        return 200, paged_body(req.op, [orjson.dumps(i) for i in items], start, limit, more)
 
     return handler
 
