@@ -296,10 +296,11 @@ def test_list_limits_carry_the_maximum_and_default_the_spec_states() -> None:
     assert {o.params["limit"].maximum for o in v2_lists if o.path != "/api/v2/itemSearch"} == {500}
 
 
-def test_the_connectors_page_sizes_stay_within_each_lists_stated_maximum() -> None:
+def test_the_connectors_page_sizes_and_costs_agree_with_each_lists_spec() -> None:
     """Above a stated maximum the emulator (as Pipedrive's validation) answers 400, so a page size the
-    connector asks for must fit every listing it reads with it (files 100, call logs 50)."""
-    over = []
+    connector asks for must fit every listing it reads with it (files 100, call logs 50); and the cost it
+    budgets per request is the operation's x-token-cost."""
+    wrong = []
     for entity in ENTITIES:
         for listing in entity.listings:
             found = spec.match("GET", listing.path.replace("{id}", "1"))
@@ -307,5 +308,8 @@ def test_the_connectors_page_sizes_stay_within_each_lists_stated_maximum() -> No
             limit = found[0].params.get("limit")
             maximum = limit.maximum if limit is not None else None
             if entity.page_size and maximum is not None and entity.page_size > maximum:
-                over.append(f"{entity.name} {listing.path}: page_size {entity.page_size} > {maximum}")
-    assert not over, over
+                wrong.append(f"{entity.name} {listing.path}: page_size {entity.page_size} > {maximum}")
+            if (listing.cost or entity.cost) != found[0].token_cost:
+                cost = listing.cost or entity.cost
+                wrong.append(f"{entity.name} {listing.path}: cost {cost}, x-token-cost {found[0].token_cost}")
+    assert not wrong, wrong
