@@ -127,8 +127,8 @@ def pipedrive_source(
         api_token: personal API token (`SOURCES__PIPEDRIVE__API_TOKEN`); not needed with `oauth`.
         company_domain: `<company_domain>.pipedrive.com`; also checked against the token's company.
         base_url: overrides the company URL (e.g. the emulator's `http://127.0.0.1:PORT`).
-        entities: table names to load (default: all but the opt-in per-deal ones, deal_flow and
-            deal_participants). Children of deals pull in `deals`.
+        entities: table names to load (default: all but the opt-in ones, `Entity.opt_in`: a request per
+            parent record). A child of deals, persons, organizations or products pulls in its parent.
         start_date: first run loads records updated since then (default: the whole history).
         oauth: access/refresh token and client id/secret (`[sources.pipedrive.oauth]`).
         hard_delete: remove records Pipedrive reports deleted instead of keeping them with `is_deleted`.

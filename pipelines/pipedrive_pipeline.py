@@ -4,8 +4,8 @@
     python pipelines/pipedrive_pipeline.py --demo          # no account needed: syncs a local emulator
     python pipelines/pipedrive_pipeline.py --entities deals,persons --full-refresh
 
-Exit codes (for cron): 0 ok, 2 configuration or credentials (or Pipedrive refused every table), 3 daily
-API budget used up, 130/143 Ctrl-C / SIGTERM, 1 anything else.
+Exit codes (for cron): 0 ok, 2 configuration or credentials (also a lapsed subscription, or every selected
+table refused), 3 daily API budget used up, 130/143 Ctrl-C / SIGTERM, 1 anything else.
 On failure one line on stderr says what to fix; nothing partial is committed and the next run continues.
 When the daily API token budget (or --max-budget-share of it) runs out, the run stops cleanly: what was
 fetched is loaded, the next run continues where this one stopped, and the message says when it resets.
@@ -80,8 +80,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--destination", default="duckdb", help="any dlt destination (default duckdb)")
     parser.add_argument("--dataset", default="pipedrive", help="dataset / schema name (default pipedrive)")
-    parser.add_argument("--entities", default=None, help="comma-separated tables to sync (default: all)")
-    parser.add_argument("--full-refresh", action="store_true", help="drop tables and state, load everything")
+    parser.add_argument(
+        "--entities",
+        default=None,
+        help="comma-separated tables to sync (default: every table but the opt-in ones)",
+    )
+    parser.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="drop the tables, their history and state, and load everything (with --entities: those tables)",
+    )
     parser.add_argument(
         "--start-date",
         default=None,
@@ -101,8 +109,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--full-read-interval-hours",
         type=float,
         default=None,
-        help="re-read call_logs, tasks and phases (no filter or sort in the API) in full at most this often "
-        "(default 24; 0 = every run)",
+        help="re-read projects, tasks, call_logs and phases (no filter or sort in the API) in full at most "
+        "this often (default 24; 0 = every run)",
     )
     parser.add_argument(
         "--keep-option-ids",
@@ -127,8 +135,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-views", action="store_true", help="do not create or refresh the analyst views")
     parser.add_argument("--show", action="store_true", help="print tables and row counts after the run")
-    parser.add_argument("--pipelines-dir", default=None, help="where dlt keeps pipeline state")
-    parser.add_argument("--pipeline-name", default=None, help="dlt pipeline name (default pipedrive)")
+    parser.add_argument(
+        "--pipelines-dir",
+        default=None,
+        help="folder of the pipelines' working folders (default: dlt's, ~/.dlt/pipelines or, as root, "
+        "/var/dlt/pipelines)",
+    )
+    parser.add_argument(
+        "--pipeline-name",
+        default=None,
+        help="dlt pipeline name (default pipedrive; pipedrive_demo with --demo)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines, summary only")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
     parser.add_argument(
