@@ -1,24 +1,34 @@
-"""The README and `--help` agree with the code, so that they cannot drift apart again.
+"""The README, `--help` and `.dlt/` agree with the code, so that they cannot drift apart again.
 
 They had: the README's list of flags left out `--full-read-interval-hours`, `--burst-limit` and others,
 `--help` said `--entities` defaulted to "all" (the opt-in tables are left out) and left projects out of the
-full-read interval.
+full-read interval. The settings in `.dlt/config.toml` and `secrets.toml.example` (commented-out examples
+included) must be ones the code reads and the README documents, and every `[pipedrive]` one is listed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import re
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dlt.common.configuration.specs import RuntimeConfiguration
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from reliability_support import script_module
 
+from pipedrive_source import pipedrive_source
+from pipedrive_source.deployment import configured_companies, configured_history
 from pipedrive_source.emulator.__main__ import parse_args as emulator_args
 from pipedrive_source.entities import ENTITIES
+from pipedrive_source.errors import ConfigError
+from pipedrive_source.oauth import PipedriveOAuthCredentials
+from pipedrive_source.recovery import configured_keep
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -27,6 +37,14 @@ EMULATOR_SECTION = "## The Pipedrive emulator"
 # commands of other programs (their flags are theirs); the emulator's are checked against its --help
 OTHER_PROGRAM = re.compile(r"^\s*(pip |uv sync|uv run (pytest|dagster)|bench/)")
 EMULATOR_COMMAND = re.compile(r"-m pipedrive_source\.emulator\b")
+
+SOURCE_ARGUMENTS = set(inspect.signature(pipedrive_source).parameters)  # dlt injects [sources.pipedrive]
+# `[pipedrive]` settings and the function that reads each (it refuses the bad value given)
+PIPEDRIVE_SETTINGS: dict[str, tuple[Callable[[], Any], str]] = {
+    "companies": (configured_companies, '["Not A Name!"]'),
+    "history": (configured_history, '["no_such_entity"]'),
+    "keep_loaded_packages": (configured_keep, "-1"),
+}
 
 
 def help_texts(parse: Callable[[list[str]], Any]) -> dict[str, str]:
@@ -62,6 +80,17 @@ def commands(text: str) -> Iterator[str]:
     yield re.sub(r"`[^`]*`", "", prose)
 
 
+def documented_settings(path: Path) -> dict[str, Any]:
+    """A settings file with its commented-out examples (`# key = value`, `# [section]`) read as settings."""
+    example = re.compile(r"^#\s?(\[[\w.]+\]\s*$|\w+\s*=.*)")
+    lines = [m.group(1) if (m := example.match(line)) else line for line in path.read_text().splitlines()]
+    return tomllib.loads("\n".join(lines))
+
+
+def in_readme(name: str) -> bool:
+    return re.search(rf"`{re.escape(name)}[`\s=]", README) is not None
+
+
 def test_every_flag_of_the_help_is_in_the_readmes_table_and_no_other() -> None:
     assert set(readme_flag_rows()) == set(help_texts(script_module().parse_args)) - {"--help"}
 
@@ -93,3 +122,32 @@ def test_every_opt_in_table_is_in_the_readmes_table_of_costs() -> None:
     opt_in = {entity.name for entity in ENTITIES if entity.opt_in}
     rows = re.findall(r"^\| `(\w+)` \| v[12] `", section(README, "## Opt-in entities"), re.M)
     assert set(rows) == opt_in
+
+
+def test_every_setting_of_config_toml_is_read_and_documented(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = documented_settings(ROOT / ".dlt" / "config.toml")
+    source = config.pop("sources")["pipedrive"]
+    assert set(source) <= SOURCE_ARGUMENTS
+    assert set(config.pop("runtime")) <= set(RuntimeConfiguration.get_resolvable_fields())
+    assert set(config.pop("destination")["duckdb"]["credentials"]) <= set(
+        DuckDbCredentials.get_resolvable_fields()
+    )
+    pipedrive = config.pop("pipedrive")
+    assert not config  # a section nothing above reads
+    assert set(pipedrive) == set(PIPEDRIVE_SETTINGS)
+    for name in pipedrive:
+        reader, bad = PIPEDRIVE_SETTINGS[name]
+        monkeypatch.setenv(f"PIPEDRIVE__{name.upper()}", bad)
+        with pytest.raises(ConfigError):
+            reader()
+        monkeypatch.delenv(f"PIPEDRIVE__{name.upper()}")
+    undocumented = [name for name in [*source, *pipedrive] if not in_readme(name)]
+    assert not undocumented
+
+
+def test_every_setting_of_the_secrets_example_is_read_and_documented() -> None:
+    secrets = documented_settings(ROOT / ".dlt" / "secrets.toml.example")["sources"]["pipedrive"]
+    oauth = secrets.pop("oauth")
+    assert set(secrets) <= SOURCE_ARGUMENTS
+    assert set(oauth) <= set(PipedriveOAuthCredentials.get_resolvable_fields())
+    assert [name for name in [*secrets, *oauth] if not in_readme(name)] == []
