@@ -118,10 +118,16 @@ def test_every_flag_the_readme_names_exists() -> None:
     assert not unknown
 
 
-def test_every_opt_in_table_is_in_the_readmes_table_of_costs() -> None:
-    opt_in = {entity.name for entity in ENTITIES if entity.opt_in}
-    rows = re.findall(r"^\| `(\w+)` \| v[12] `", section(README, "## Opt-in entities"), re.M)
-    assert set(rows) == opt_in
+def test_every_opt_in_table_is_in_the_readmes_table_of_costs_as_the_entity_table_says() -> None:
+    rows = re.findall(
+        r"^\| `(\w+)` \| (v[12]) `([^`?]+)[^`]*` \| (\d+) \|", section(README, "## Opt-in entities"), re.M
+    )
+    documented = {name: (api, path, int(tokens)) for name, api, path, tokens in rows}
+    assert documented == {
+        entity.name: (entity.api, re.sub(r"^/(api/)?v[12]", "", entity.listings[0].path), entity.cost)
+        for entity in ENTITIES
+        if entity.opt_in
+    }
 
 
 def test_every_setting_of_config_toml_is_read_and_documented(monkeypatch: pytest.MonkeyPatch) -> None:
