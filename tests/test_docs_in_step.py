@@ -35,7 +35,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 EMULATOR_SECTION = "## The Pipedrive emulator"
 # commands of other programs (their flags are theirs); the emulator's are checked against its --help
-OTHER_PROGRAM = re.compile(r"^\s*(pip |uv sync|uv run (pytest|dagster)|bench/)")
+OTHER_PROGRAM = re.compile(r"^\s*(pip |uv sync|uv run (pytest|dagster|python tools/)|bench/|systemctl )")
 EMULATOR_COMMAND = re.compile(r"-m pipedrive_source\.emulator\b")
 
 SOURCE_ARGUMENTS = set(inspect.signature(pipedrive_source).parameters)  # dlt injects [sources.pipedrive]
@@ -105,12 +105,14 @@ def test_the_help_and_the_readme_say_what_a_default_leaves_out() -> None:
         assert entity.name.replace("_", " ") in rows["--full-read-interval-hours"]
 
 
-def test_every_flag_the_readme_names_exists() -> None:
+@pytest.mark.parametrize("doc", ["README.md", "docs/analysts.md", "docs/orchestration.md"])
+def test_every_flag_the_docs_name_exists(doc: str) -> None:
+    text = (ROOT / doc).read_text(encoding="utf-8")
     script = set(help_texts(script_module().parse_args))
     emulator = set(help_texts(emulator_args))
-    emulator_text = section(README, EMULATOR_SECTION)
+    emulator_text = section(text, EMULATOR_SECTION) if EMULATOR_SECTION in text else ""
     unknown = set(FLAG.findall(emulator_text)) - emulator
-    for command in commands(README.replace(emulator_text, "")):
+    for command in commands(text.replace(emulator_text, "")):
         if EMULATOR_COMMAND.search(command):
             unknown |= set(FLAG.findall(command)) - emulator
         elif not OTHER_PROGRAM.match(command):
