@@ -77,8 +77,11 @@ def rfc3339(value: str | datetime) -> str:
     return render(parse(value), "rfc3339")
 
 
-def start_date_value(start_date: str | date | datetime | None) -> datetime | None:
-    """Validate the `start_date` setting once; a clear error names it when it cannot be read."""
+def start_date_value(
+    start_date: str | date | datetime | None, setting: str = "SOURCES__PIPEDRIVE__START_DATE"
+) -> datetime | None:
+    """Validate the `start_date` setting once; a clear error names `setting`, where it was given, when it
+    cannot be read."""
     if start_date is None or start_date == "":
         return None
     try:
@@ -91,5 +94,5 @@ def start_date_value(start_date: str | date | datetime | None) -> datetime | Non
     except (ValueError, TypeError, OverflowError):
         raise ConfigError(
             f"start_date {str(start_date)[:40]!r} is not a date; use YYYY-MM-DD or an RFC3339 timestamp "
-            "such as 2025-01-01T10:20:00Z (without an offset: UTC) (SOURCES__PIPEDRIVE__START_DATE)."
+            f"such as 2025-01-01T10:20:00Z (without an offset: UTC) ({setting})."
         ) from None

@@ -60,6 +60,7 @@ from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.postgres_load import exact_destination  # noqa: E402
 from pipedrive_source.recovery import hide_terminal_job_logs, recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
+from pipedrive_source.timefmt import start_date_value  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
@@ -205,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check_args(args: argparse.Namespace) -> None:
     """Flags given empty (`--entities ""` from an unset shell variable) were taken as not given: every
-    default table synced, the dataset `<pipeline>_dataset` dlt makes up, the default pipeline's state."""
+    default table synced, the dataset `<pipeline>_dataset` dlt makes up, the default pipeline's state. A
+    `--start-date` that is no date was refused naming SOURCES__PIPEDRIVE__START_DATE, which was not set."""
     if args.entities is not None and not entity_names(args):
         raise ConfigError(
             f"--entities {args.entities!r} names no table: leave --entities out to sync every default "
@@ -214,6 +216,7 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, value in (("--dataset", args.dataset), ("--pipeline-name", args.pipeline_name)):
         if value is not None and not value.strip():
             raise ConfigError(f"{flag} is empty: give it a name, or leave {flag} out for the default.")
+    start_date_value(args.start_date, setting="--start-date")
 
 
 def entity_names(args: argparse.Namespace) -> list[str]:

@@ -259,7 +259,15 @@ def test_a_page_size_of_one_still_loads_everything(config_emulator, tmp_path: Pa
 def test_unparsable_start_date(cli, tmp_path: Path, value: str) -> None:
     run = cli(*USERS, "--start-date", value)
     assert run.returncode == 2
-    assert_one_clear_line(run, "start_date", "YYYY-MM-DD")
+    line = assert_one_clear_line(run, "start_date", "YYYY-MM-DD", "(--start-date)")
+    assert "SOURCES__PIPEDRIVE__START_DATE" not in line  # not what the user gave
+    assert nothing_loaded(tmp_path)
+
+
+def test_an_unparsable_start_date_setting_names_the_setting(cli, tmp_path: Path) -> None:
+    run = cli(*USERS, SOURCES__PIPEDRIVE__START_DATE="next tuesday-ish")
+    assert run.returncode == 2
+    assert_one_clear_line(run, "YYYY-MM-DD", "(SOURCES__PIPEDRIVE__START_DATE)")
     assert nothing_loaded(tmp_path)
 
 
