@@ -105,6 +105,15 @@ def test_the_help_and_the_readme_say_what_a_default_leaves_out() -> None:
         assert entity.name.replace("_", " ") in rows["--full-read-interval-hours"]
 
 
+def test_the_help_and_the_readme_give_the_defaults_argparse_has() -> None:
+    script = script_module()
+    texts, rows = help_texts(script.parse_args), readme_flag_rows()
+    for name, default in vars(script.parse_args([])).items():
+        flag = f"--{name.replace('_', '-')}"
+        if flag in rows and default not in (None, False):
+            assert f"default {default}" in texts[flag] and f"default `{default}`" in rows[flag]
+
+
 @pytest.mark.parametrize("doc", ["README.md", "docs/analysts.md", "docs/orchestration.md"])
 def test_every_flag_the_docs_name_exists(doc: str) -> None:
     text = (ROOT / doc).read_text(encoding="utf-8")
