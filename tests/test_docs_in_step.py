@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import json
 import re
 import tomllib
 from collections.abc import Callable, Iterator
@@ -168,3 +169,30 @@ def test_every_setting_of_the_secrets_example_is_read_and_documented() -> None:
     assert set(secrets) <= SOURCE_ARGUMENTS
     assert set(oauth) <= set(PipedriveOAuthCredentials.get_resolvable_fields())
     assert [name for name in [*secrets, *oauth] if not in_readme(name)] == []
+
+
+def figure_rows() -> Iterator[tuple[dict[str, Any], list[str]]]:
+    """The rows of the README's table of figures that name a stop, each with that stop's results."""
+    for line in section(README, "## Speed, tokens and memory").splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| ") and (stop := re.search(r"\bstop (\d+)\b", cells[0])):
+            yield json.loads((ROOT / "bench" / "results" / f"stop{stop[1]}.json").read_text()), cells
+
+
+def test_the_figures_of_a_stop_are_those_of_its_results_file() -> None:
+    """The README's table of figures against `bench/results/stop<N>.json`: its rows are copied by hand."""
+    checked = 0
+    for results, (label, scale, requests, tokens, seconds, _, _, peak) in figure_rows():
+        name = scale.split()[0]
+        if "bench/memory.py" in label:
+            run = results["memory"][name]
+            assert tokens.startswith(f"{run['tokens']:,} (+{run['tokens_over_minimum']:.1%})")
+        else:
+            kind = "no_change" if label.startswith("no change") else "incremental"
+            run = results[f"incremental_{name}"][kind]
+            assert tokens == f"{run['tokens']:,}"
+        assert requests.split()[0] == f"{run['requests']:,}"
+        assert seconds.split()[0] == f"{run['seconds']:.1f}"
+        assert peak.startswith(f"{round(run['peak_rss_mb'])} MB")
+        checked += 1
+    assert checked >= 4
