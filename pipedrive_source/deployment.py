@@ -38,7 +38,7 @@ from dlt.extract.source import DltSource
 from .deletions import flag_vanished
 from .destinations import duckdb as duckdb_destination
 from .entities import BY_NAME
-from .errors import ConfigError, env_setting
+from .errors import ConfigError, SettingError, config_place, env_setting
 from .history import add_history, check_history
 from .postgres_load import exact_destination
 from .run import SyncMonitor
@@ -74,8 +74,19 @@ class Company:
 
 
 def configured_companies() -> list[Company]:
-    """`[pipedrive] companies`; the single default company without it."""
-    return [Company(name) for name in _names("pipedrive.companies", '["acme", "globex"]')] or [Company()]
+    """`[pipedrive] companies`; the single default company without it. A list naming no company (`[]`, or
+    the variable set empty) is refused: it synced the single company, whose credentials may be another's."""
+    key = "pipedrive.companies"
+    names = _names(key, '["acme", "globex"]')
+    if names == []:
+        raise SettingError(
+            "companies",
+            str(dlt.config.get(key)),
+            'one or more company names, such as ["acme", "globex"] (not set: the one company of '
+            "[sources.pipedrive])",
+            config_place(key),
+        )
+    return [Company(name) for name in names] if names else [Company()]
 
 
 def check_credentials(company: Company) -> None:
@@ -106,7 +117,7 @@ def check_credentials(company: Company) -> None:
 def configured_history() -> list[str]:
     """`[pipedrive] history`: entities to keep SCD2 history of (e.g. `["deals"]`), none by default. A name
     that cannot have one is refused (the orchestrators dropped a typo without a word)."""
-    names = _names("pipedrive.history", '["deals"]')
+    names = _names("pipedrive.history", '["deals"]') or []  # [] as unset: no history
     check_history(names)
     return names
 
@@ -121,24 +132,30 @@ def history_left_out(entities: Sequence[str], reason: str, selection: str) -> st
     )
 
 
-def _names(key: str, example: str) -> list[str]:
-    """A list setting: a TOML list, or from the environment a JSON list or comma-separated names. Each name
-    once: a company named twice made Dagster's definitions fail on a duplicate asset key."""
+def split_names(text: str) -> list[str]:
+    """Comma-separated names (a flag, an environment variable), each once: a name twice made dlt fail on a
+    second resource of its name (`--history deals,deals`), Dagster on a duplicate asset key."""
+    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
+
+def _names(key: str, example: str) -> list[str] | None:
+    """A list setting: a TOML list, or from the environment a JSON list or comma-separated names (see
+    `split_names`); None when it is not set."""
     value: Any = dlt.config.get(key)
-    section, _, setting = key.partition(".")
-    wrong = ConfigError(
-        f"{setting} in [{section}] ({key.upper().replace('.', '__')}) must be a list of names, such as "
-        f"{example}, not {str(value)[:60]!r}."
-    )
+    name = key.rpartition(".")[2]
+    wrong = SettingError(name, str(value), f"a list of names, such as {example}", config_place(key))
+    if value is None:
+        return None
+    if isinstance(value, str) and not value.strip().startswith("["):
+        return split_names(value)
     if isinstance(value, str):
         try:
-            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+            value = json.loads(value)
         except ValueError:  # '[acme, globex]' from the environment: was a traceback
             raise wrong from None
-    if value is not None and not isinstance(value, list | tuple):  # `companies = 5`: was a TypeError
+    if not isinstance(value, list | tuple):  # `companies = 5`: was a TypeError
         raise wrong
-    names = [str(name).strip() for name in value or () if str(name).strip()]
-    return list(dict.fromkeys(names))
+    return split_names(",".join(str(name) for name in value))
 
 
 def duckdb_file_destination(dataset: str, default_path: str = DUCKDB_FILE) -> Any:

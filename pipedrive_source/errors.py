@@ -18,6 +18,18 @@ def env_setting(key: str, section: str | None = None) -> str:
     return f"{section.upper() + '__' if section else ''}SOURCES__PIPEDRIVE__{key.upper()}"
 
 
+def setting_place(key: str, section: str | None = None) -> str:
+    """Both places a source setting is set (see `env_setting`), as a message names them."""
+    where = f"{section}.sources.pipedrive" if section else "sources.pipedrive"
+    return f"{env_setting(key, section)}, or {key} under [{where}]"
+
+
+def config_place(key: str) -> str:
+    """Both places a setting of the connector outside the source (`pipedrive.companies`) is set."""
+    section, _, setting = key.rpartition(".")
+    return f"{key.upper().replace('.', '__')}, or {setting} under [{section}]"
+
+
 def token_setting(section: str | None = None) -> str:
     """Where to set the API token (see `env_setting`), as the messages say it."""
     where = f"{section}.sources.pipedrive" if section else "sources.pipedrive"
@@ -55,6 +67,24 @@ class Interrupted(PipedriveError):
 
 class ConfigError(PipedriveError):
     """Settings are missing or invalid; nothing was requested."""
+
+
+class SettingError(ConfigError):
+    """A value a setting does not accept, in one line that names the setting, where it is set and what it
+    accepts. Where a value is checked (the source) it cannot be told whether it came from the settings or
+    from the pipeline script's flag of the same name: `for_flag` says the same of the flag."""
+
+    def __init__(self, name: str, value: object, accepted: str, where: str | None = None) -> None:
+        self.name, self.accepted = name, accepted
+        self.shown = repr(value)[:80] if isinstance(value, str | list | tuple) else str(value)
+        super().__init__(f"{name} must be {accepted}, not {self.shown} ({where or setting_place(name)}).")
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def for_flag(self) -> ConfigError:
+        return ConfigError(f"{self.flag} must be {self.accepted}, not {self.shown}.")
 
 
 class AuthError(PipedriveError):

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from .errors import ConfigError, RateLimitExhausted
+from .errors import RateLimitExhausted
 from .timefmt import http_date
 
 BURST = "burst"
@@ -85,7 +85,8 @@ class BudgetExhausted(RateLimitExhausted):
 
 @dataclass(frozen=True)
 class Plan:
-    """What the account allows. None means: learn it from the response headers."""
+    """What the account allows. None means: learn it from the response headers. Values are checked where
+    they are set (`settings.RULES`, by the source)."""
 
     burst_limit: int | None = None  # requests per 2 s per token (API token 20/40/100/120, OAuth 80..480)
     daily_token_budget: int | None = None  # 30,000 x plan multiplier x seats
@@ -93,14 +94,6 @@ class Plan:
     window_s: float = WINDOW_S
     safety_s: float = 0.01  # added to the window (see `PlanLimiter`)
     tolerance_s: float = 0.2  # how far sends may bunch up after the first window (see `PlanLimiter`)
-
-    def __post_init__(self) -> None:
-        if self.burst_limit is not None and self.burst_limit < 1:
-            raise ConfigError(f"burst_limit must be at least 1, not {self.burst_limit}.")
-        if self.daily_token_budget is not None and self.daily_token_budget < 1:
-            raise ConfigError(f"daily_token_budget must be positive, not {self.daily_token_budget}.")
-        if not 0 < self.max_budget_share <= 1:
-            raise ConfigError(f"max_budget_share must be in (0, 1], not {self.max_budget_share}.")
 
 
 @dataclass

@@ -55,7 +55,7 @@ from dlt.common.storages.load_storage import LoadStorage
 from dlt.common.storages.normalize_storage import NormalizeStorage
 from dlt.load.exceptions import LoadClientJobFailed, LoadClientJobTerminalRetry
 
-from .errors import ConfigError, PipedriveError
+from .errors import PipedriveError, SettingError, config_place
 from .state_history import prune_state_history
 from .views import drop_views
 
@@ -90,15 +90,18 @@ def recover(pipeline: dlt.Pipeline, drop: bool = False) -> list[str]:
 def configured_keep() -> int:
     """`[pipedrive] keep_loaded_packages` (env `PIPEDRIVE__KEEP_LOADED_PACKAGES`); the default if unset."""
     value = dlt.config.get(KEEP_LOADED_PACKAGES_KEY)
-    if value is None or value == "":
+    if value is None:
         return KEEP_LOADED_PACKAGES
-    try:
-        keep = -1 if isinstance(value, bool) else int(value)
-    except (TypeError, ValueError):
-        keep = -1
-    if keep < 0:
-        raise ConfigError(f"keep_loaded_packages must be a whole number of 0 or more, not {value!r}.")
-    return keep
+    # int(2.5) is 2: a TOML 2.5 kept two packages without a word; "" (a variable set empty) kept the default
+    text = "" if isinstance(value, bool) else str(value).strip()
+    if not text.isdigit():
+        raise SettingError(
+            "keep_loaded_packages",
+            value,
+            "a whole number of 0 or more",
+            config_place(KEEP_LOADED_PACKAGES_KEY),
+        )
+    return int(text)
 
 
 def prune_loaded_packages(pipeline: dlt.Pipeline, keep: int = KEEP_LOADED_PACKAGES) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from .errors import SettingError, setting_place
 
 COMPANY_URL = "https://{company_domain}.pipedrive.com"
 OAUTH_TOKEN_URL = "https://oauth.pipedrive.com/oauth/token"
@@ -35,3 +39,44 @@ class HttpSettings:
     backoff_max_s: float = 30.0
     max_rate_limit_wait_s: float = 120.0  # a 429 asking for a longer wait means the daily budget is gone
     max_rate_limit_attempts: int = 20
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a numeric setting of the source accepts: `accepted` as the refusal says it, `ok` the test."""
+
+    accepted: str
+    ok: Callable[[float], bool]
+
+
+def _at_least_one(value: float) -> bool:
+    return value >= 1  # taken as 1 before, without a word: a run with settings other than the ones asked for
+
+
+def _finite_from_zero(value: float) -> bool:
+    return math.isfinite(value) and value >= 0  # inf: never (a full read), or capped at backoff_max_s
+
+
+# The numeric settings of `pipedrive_source` and what each accepts (None, not set: its default applies).
+# README's settings section lists the same ranges.
+RULES: dict[str, Rule] = {
+    "page_size": Rule(f"between 1 and {PAGE_SIZE}", lambda value: 1 <= value <= PAGE_SIZE),
+    "max_attempts": Rule("at least 1", _at_least_one),
+    "workers": Rule("at least 1", _at_least_one),
+    "backoff_base_s": Rule("a number of seconds, 0 or more", _finite_from_zero),
+    "full_read_interval_hours": Rule("a number of hours, 0 or more", _finite_from_zero),
+    "burst_limit": Rule("at least 1 (requests per 2 seconds)", _at_least_one),
+    "daily_token_budget": Rule("at least 1 (tokens a day)", _at_least_one),
+    "max_budget_share": Rule("above 0 and at most 1 (0.5: half the daily budget)", lambda v: 0 < v <= 1),
+}
+
+
+def check_settings(section: Callable[[], str | None] = lambda: None, **values: float | None) -> None:
+    """Refuse a value its `RULES` entry does not accept, naming the setting under `section()` (a named
+    company's pipeline, asked only for the message). A bool is no
+    number here, though Python counts it one."""
+    for name, value in values.items():
+        rule = RULES[name]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value is not None and not (number and rule.ok(value)):
+            raise SettingError(name, value, rule.accepted, setting_place(name, section()))

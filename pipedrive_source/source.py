@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,8 +65,10 @@ from .errors import (
     AccessDenied,
     ConfigError,
     PipedriveError,
+    SettingError,
     env_setting,
     oauth_setting,
+    setting_place,
     token_setting,
 )
 from .fetching import LEGACY_KEY as LEGACY_CURSOR_KEY
@@ -89,7 +90,14 @@ from .output import Output, parent_ids
 from .record_digests import DigestTable, digest, entry
 from .relinks import StoredLinks
 from .run import RecordHook, Row, SyncContext, SyncMonitor
-from .settings import COMPANY_URL, CREDENTIAL_KEYS, DEFAULT_MAX_TABLE_NESTING, PAGE_SIZE, HttpSettings
+from .settings import (
+    COMPANY_URL,
+    CREDENTIAL_KEYS,
+    DEFAULT_MAX_TABLE_NESTING,
+    PAGE_SIZE,
+    HttpSettings,
+    check_settings,
+)
 from .timefmt import render, start_date_value
 
 logger = logging.getLogger("pipedrive_source")
@@ -158,15 +166,18 @@ def pipedrive_source(
     selected = _select(entities)
     if arrow:
         _extract_writer_defaults()
-    if not 1 <= page_size <= PAGE_SIZE:
-        raise ConfigError(f"page_size must be between 1 and {PAGE_SIZE}, not {page_size}.")
-    hours = full_read_interval_hours
-    if hours is not None and not (math.isfinite(hours) and hours >= 0):  # inf: those lists never re-read
-        raise ConfigError(f"full_read_interval_hours must be a number of hours, 0 or more, not {hours}.")
-    for name, count in (("max_attempts", max_attempts), ("workers", workers)):
-        if count < 1:  # taken as 1 before, without a word: not what the setting asked for
-            raise ConfigError(f"{name} must be at least 1, not {count}.")
-    http = HttpSettings(max_attempts=max_attempts, backoff_base_s=max(0.0, backoff_base_s))
+    check_settings(
+        _own_section,
+        page_size=page_size,
+        max_attempts=max_attempts,
+        workers=workers,
+        backoff_base_s=backoff_base_s,
+        full_read_interval_hours=full_read_interval_hours,
+        burst_limit=burst_limit,
+        daily_token_budget=daily_token_budget,
+        max_budget_share=max_budget_share,
+    )
+    http = HttpSettings(max_attempts=max_attempts, backoff_base_s=backoff_base_s)
     if limiter is None:
         limiter = PlanLimiter(Plan(burst_limit, daily_token_budget, max_budget_share))
     client = PipedriveClient(_base_url(base_url, company_domain), _auth(api_token, oauth), http, limiter)
@@ -235,19 +246,19 @@ def _select(entities: Sequence[str] | str | None) -> set[str]:
         raw = entities.split(",") if isinstance(entities, str) else entities
         names = {str(name).strip() for name in raw if str(name).strip()}
         if not names:  # synced every default table: not what a setting naming the tables to sync says
-            raise ConfigError(
-                f"entities {entities!r} names no table ({env_setting('entities', _own_section())}, or "
-                "entities under [sources.pipedrive]). Leave it unset to sync every default table, or "
-                'name the tables: ["deals", "persons"].'
-            )
+            raise _entities_error(entities, "one or more table names (every default table when not given)")
         unknown = sorted(names - set(BY_NAME))
         if unknown:
-            raise ConfigError(f"Unknown entity {', '.join(unknown)}. Known entities: {', '.join(BY_NAME)}.")
+            raise _entities_error(", ".join(unknown), f"names of tables: {', '.join(BY_NAME)}")
     for name in list(names):
         parent = BY_NAME[name].parent
         if parent and BY_NAME[name].strategy in (DEAL_BATCH, PER_RECORD):
             names.add(parent)  # children follow the parents changed in this run
     return names
+
+
+def _entities_error(value: object, accepted: str) -> SettingError:
+    return SettingError("entities", value, accepted, setting_place("entities", _own_section()))
 
 
 def _read_order(entity: Entity) -> tuple[bool, bool]:

@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 
 import pendulum
 
-from .errors import ConfigError
+from .errors import SettingError
 
 FORMATS = {
     "rfc3339": "%Y-%m-%dT%H:%M:%SZ",
@@ -77,12 +77,9 @@ def rfc3339(value: str | datetime) -> str:
     return render(parse(value), "rfc3339")
 
 
-def start_date_value(
-    start_date: str | date | datetime | None, setting: str = "SOURCES__PIPEDRIVE__START_DATE"
-) -> datetime | None:
-    """Validate the `start_date` setting once; a clear error names `setting`, where it was given, when it
-    cannot be read."""
-    if start_date is None or start_date == "":
+def start_date_value(start_date: str | date | datetime | None) -> datetime | None:
+    """Validate the `start_date` setting once; a clear error names it when it cannot be read."""
+    if start_date is None:
         return None
     try:
         if isinstance(start_date, date):  # a TOML date or datetime, or one passed from Python
@@ -91,8 +88,10 @@ def start_date_value(
         if not _START_DATE.fullmatch(text):
             raise ValueError(text)
         return parse(datetime.fromisoformat(text))  # without an offset: UTC, as Pipedrive's clock
-    except (ValueError, TypeError, OverflowError):
-        raise ConfigError(
-            f"start_date {str(start_date)[:40]!r} is not a date; use YYYY-MM-DD or an RFC3339 timestamp "
-            f"such as 2025-01-01T10:20:00Z (without an offset: UTC) ({setting})."
+    except (ValueError, TypeError, OverflowError):  # "" too: it loaded the whole history, without a word
+        raise SettingError(
+            "start_date",
+            str(start_date)[:40],
+            "a date, YYYY-MM-DD, or an RFC3339 timestamp such as 2025-01-01T10:20:00Z (without an offset: "
+            "UTC)",
         ) from None

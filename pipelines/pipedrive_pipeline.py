@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dlt
 from dlt.common.pipeline import get_dlt_pipelines_dir
@@ -45,12 +45,13 @@ from pipedrive_source.deployment import (  # noqa: E402
     duckdb_file,
     duckdb_file_destination,
     history_left_out,
+    split_names,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
-from pipedrive_source.errors import ConfigError, install_log_redaction  # noqa: E402
+from pipedrive_source.errors import ConfigError, SettingError, causes, install_log_redaction  # noqa: E402
 from pipedrive_source.failures import (  # noqa: E402
     EXIT_BUDGET,
-    EXIT_CONFIG,  # noqa: F401 (companies.py's exit codes are the script's)
+    EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
     failure_of,
@@ -60,9 +61,10 @@ from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.postgres_load import exact_destination  # noqa: E402
 from pipedrive_source.recovery import hide_terminal_job_logs, recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
-from pipedrive_source.timefmt import start_date_value  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
+# flags that give a setting of the source (`--start-date`: start_date), checked there
+SOURCE_FLAGS = ("entities", "start_date", "full_read_interval_hours", "burst_limit", "max_budget_share")
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
 DEFAULT_PIPELINE = "pipedrive"
 INTERRUPTED = (
@@ -75,10 +77,16 @@ LOST_CREDENTIALS = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A flag argparse cannot read (`--burst-limit 1.5`) ends like every other failure: one `error:` line
+    naming the flag and exit 2, not argparse's usage lines first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"error: {message} (--help lists the flags)\n")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--destination", default="duckdb", help="any dlt destination (default duckdb)")
     parser.add_argument("--dataset", default="pipedrive", help="dataset / schema name (default pipedrive)")
     parser.add_argument(
@@ -205,22 +213,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Flags given empty (`--entities ""` from an unset shell variable) were taken as not given: every
-    default table synced, the dataset `<pipeline>_dataset` dlt makes up, the default pipeline's state. A
-    `--start-date` that is no date was refused naming SOURCES__PIPEDRIVE__START_DATE, which was not set."""
-    if args.entities is not None and not entity_names(args):
-        raise ConfigError(
-            f"--entities {args.entities!r} names no table: leave --entities out to sync every default "
-            "table, or name them (--entities deals,persons)."
-        )
-    for flag, value in (("--dataset", args.dataset), ("--pipeline-name", args.pipeline_name)):
+    """Flags given empty (`--dataset "$DATASET"` with the variable unset) were taken as not given: the
+    dataset `<pipeline>_dataset` dlt makes up, the default pipeline's state or folder, no history. The
+    flags the source reads (`SOURCE_FLAGS`) are checked by the source, once for the flag and the setting."""
+    paths = (("--dataset", args.dataset), ("--pipeline-name", args.pipeline_name))
+    for flag, value in (*paths, ("--pipelines-dir", args.pipelines_dir)):
         if value is not None and not value.strip():
-            raise ConfigError(f"{flag} is empty: give it a name, or leave {flag} out for the default.")
-    start_date_value(args.start_date, setting="--start-date")
-
-
-def entity_names(args: argparse.Namespace) -> list[str]:
-    return [name.strip() for name in (args.entities or "").split(",") if name.strip()]
+            raise ConfigError(f"{flag} is empty: give it a value, or leave {flag} out for the default.")
+    if args.history is not None and not split_names(args.history):
+        raise ConfigError(
+            f"--history {args.history!r} names no entity: leave --history out ([pipedrive] history applies) "
+            "or name them (--history deals)."
+        )
 
 
 def read_settings_of_this_checkout() -> None:
@@ -296,7 +300,7 @@ def history_entities(args: argparse.Namespace, source: Any) -> list[str]:
     out with a notice: a run of a few entities (`--entities persons`) next to the scheduled full ones is
     usual."""
     if args.history is not None:
-        names = [name.strip() for name in args.history.split(",") if name.strip()]
+        names = split_names(args.history)
         missing = not_loaded(source, names)
         if missing:
             them = ", ".join(missing)
@@ -353,26 +357,25 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
 
 
 def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> Any:
-    options: dict[str, Any] = {"monitor": monitor}
-    if args.entities:
-        options["entities"] = entity_names(args)
-    if args.start_date:
-        options["start_date"] = args.start_date
+    """The source, with the flags given in place of their settings; a value the source refuses is named
+    as the flag it came from."""
+    flags = {name: getattr(args, name) for name in SOURCE_FLAGS if getattr(args, name) is not None}
+    options: dict[str, Any] = {"monitor": monitor, **flags}
     if args.reconcile:
         options["reconcile"] = True
     if args.hard_delete:
         options["hard_delete"] = True
-    if args.full_read_interval_hours is not None:
-        options["full_read_interval_hours"] = args.full_read_interval_hours
     if args.keep_option_ids:
         options["keep_option_ids"] = True
-    if args.burst_limit is not None:
-        options["burst_limit"] = args.burst_limit
-    if args.max_budget_share is not None:
-        options["max_budget_share"] = args.max_budget_share
     if demo is not None:
         options.update(api_token=demo.api_token, base_url=demo.base_url, company_domain=None)
-    return pipedrive_source(**options)
+    try:
+        return pipedrive_source(**options)
+    except Exception as exc:
+        refused = next((cause for cause in causes(exc) if isinstance(cause, SettingError)), None)
+        if refused is None or refused.name not in flags:
+            raise
+        raise refused.for_flag() from None
 
 
 def run_options(args: argparse.Namespace, pipeline: dlt.Pipeline) -> dict[str, Any]:

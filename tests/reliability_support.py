@@ -912,7 +912,10 @@ def run_main(
         monkeypatch.setenv(name, value)
     LEDGER.path(workdir)
     capsys.readouterr()  # drop what came before
-    code = script_module().main(["--pipelines-dir", str(workdir / "pipelines"), "--quiet", *args])
+    try:
+        code = script_module().main(["--pipelines-dir", str(workdir / "pipelines"), "--quiet", *args])
+    except SystemExit as exc:  # argparse refusing a flag: the script's process ends with this code
+        code = int(exc.code or 0)
     out, err = capsys.readouterr()
     LEDGER.text("main output", out + err)
     return ScriptRun(code, out, err)

@@ -224,8 +224,8 @@ def test_first_run_with_wrong_token_loads_nothing(secret_emulator: EmulatorHandl
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--entities", "deals,nope"], "Unknown entity nope"),
-        (["--start-date", "next tuesday-ish"], "start_date"),
+        (["--entities", "deals,nope"], "--entities must be names of tables"),
+        (["--start-date", "next tuesday-ish"], "--start-date must be a date"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(

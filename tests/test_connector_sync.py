@@ -282,7 +282,7 @@ def test_start_date_limits_the_first_load(emulator, tmp_path: Path) -> None:
 def test_unknown_entity_and_bad_settings_are_one_line_errors(emulator) -> None:
     from pipedrive_source import ConfigError, pipedrive_source
 
-    with pytest.raises(ConfigError, match="Unknown entity nope"):
+    with pytest.raises(ConfigError, match="entities must be names of tables: .*, not 'nope'"):
         pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, entities=["deals", "nope"])
     with pytest.raises(ConfigError, match="start_date"):
         pipedrive_source(api_token=emulator.api_token, base_url=emulator.base_url, start_date="soon")

@@ -15,7 +15,7 @@ from pipedrive_source.emulator import EmulatorHandle
 from pipedrive_source.errors import ConfigError
 from pipedrive_source.limiter import DAILY, BudgetExhausted, NoLimiter, Plan, PlanLimiter, RateLimiter
 from pipedrive_source.oauth import ApiTokenAuth, OAuthAuth
-from pipedrive_source.settings import HttpSettings
+from pipedrive_source.settings import HttpSettings, check_settings
 
 DEALS = "/api/v2/deals"
 COST = 10  # x-token-cost of GET /api/v2/deals
@@ -222,7 +222,7 @@ def test_plan_settings_are_validated() -> None:
     bad = [{"burst_limit": 0}, {"daily_token_budget": -1}, {"max_budget_share": 0}, {"max_budget_share": 9}]
     for plan in bad:
         with pytest.raises(ConfigError):
-            Plan(**plan)
+            check_settings(**plan)
 
 
 def test_a_queue_before_pipedrive_counts_requests_gets_no_429(clean_emulator: EmulatorHandle) -> None:

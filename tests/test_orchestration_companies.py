@@ -163,16 +163,21 @@ def test_a_bad_company_name_is_refused(companies: dict[str, EmulatorHandle], tmp
     assert "Company name 'Acme Corp'" in result.stderr
 
 
-@pytest.mark.parametrize("value", ["5", "true"])
-def test_a_companies_setting_that_is_no_list_is_one_line(
-    companies: dict[str, EmulatorHandle], tmp_path: Path, value: str
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [("5", "a list of names"), ("true", "a list of names"), ("[]", "one or more company names")],
+)
+def test_a_companies_setting_that_is_no_list_of_companies_is_one_line(
+    companies: dict[str, EmulatorHandle], tmp_path: Path, value: str, accepted: str
 ) -> None:
+    """`companies = []` synced the single company of [sources.pipedrive] instead, exit 0."""
     (tmp_path / ".dlt").mkdir()
     (tmp_path / ".dlt" / "config.toml").write_text(f"[pipedrive]\ncompanies = {value}\n")
     result = run(tmp_path, companies)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.startswith("error: companies in [pipedrive] (PIPEDRIVE__COMPANIES) must be a list")
-    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: companies must be {accepted}")
+    assert "(PIPEDRIVE__COMPANIES, or companies under [pipedrive])" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_a_company_named_twice_is_one_company(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,7 +185,7 @@ def test_a_company_named_twice_is_one_company(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PIPEDRIVE__COMPANIES", '["acme", "globex", "acme"]')
     assert configured_companies() == [Company("acme"), Company("globex")]
     monkeypatch.setenv("PIPEDRIVE__COMPANIES", "[acme, globex]")  # not JSON: was a traceback
-    with pytest.raises(ConfigError, match="must be a list of names"):
+    with pytest.raises(ConfigError, match="companies must be a list of names"):
         configured_companies()
 
 

@@ -162,77 +162,115 @@ def test_unparsable_base_url_names_the_setting(cli, tmp_path: Path) -> None:
     assert nothing_loaded(tmp_path)
 
 
-def test_unknown_entity(cli, tmp_path: Path) -> None:
-    run = cli("--entities", "deals,nope")
-    assert run.returncode == 2
-    assert_one_clear_line(run, "Unknown entity nope", "Known entities: ")
-    assert nothing_loaded(tmp_path)
-
-
-@pytest.mark.parametrize("value", ["", ",", " , "])
-def test_entities_naming_no_table_are_refused(cli, tmp_path: Path, value: str) -> None:
-    """`--entities "$TABLES"` with the variable unset, or `--entities ,`, synced every default table."""
-    run = cli("--entities", value)
-    assert run.returncode == 2
-    assert_one_clear_line(run, "--entities", "names no table")
-    assert nothing_loaded(tmp_path)
-
-
-def test_an_empty_entities_setting_is_refused(cli, tmp_path: Path) -> None:
-    """`entities = []` synced every default table, where the README says a run given `entities` loads
-    only the tables named."""
-    run = cli(SOURCES__PIPEDRIVE__ENTITIES="[]")
-    assert run.returncode == 2
-    assert_one_clear_line(run, "names no table", "SOURCES__PIPEDRIVE__ENTITIES")
-    assert nothing_loaded(tmp_path)
-
-
-@pytest.mark.parametrize("value", ["", "  "])
-@pytest.mark.parametrize("flag", ["--dataset", "--pipeline-name"])
-def test_an_empty_dataset_or_pipeline_name_is_refused(cli, tmp_path: Path, flag: str, value: str) -> None:
-    """Taken as not given without a word: dlt's made-up `<pipeline>_dataset`, or the default pipeline."""
-    run = cli(*USERS, flag, value)
-    assert run.returncode == 2
-    assert_one_clear_line(run, f"{flag} is empty")
-    assert nothing_loaded(tmp_path)
-
-
-@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
-def test_a_full_read_interval_that_is_no_number_of_hours(cli, tmp_path: Path, value: str) -> None:
-    """`inf` was accepted: call logs, tasks and phases were then never read in full again."""
-    for run in (
-        cli(*USERS, "--full-read-interval-hours", value),
-        cli(*USERS, SOURCES__PIPEDRIVE__FULL_READ_INTERVAL_HOURS=value),
-    ):
-        assert run.returncode == 2
-        assert_one_clear_line(run, "full_read_interval_hours must be a number of hours, 0 or more")
-        assert nothing_loaded(tmp_path)
-
-
-@pytest.mark.parametrize("size", ["-5", "0", "501", "1000000"])
-def test_page_size_out_of_range(cli, tmp_path: Path, size: str) -> None:
-    run = cli(*USERS, SOURCES__PIPEDRIVE__PAGE_SIZE=size)
-    assert run.returncode == 2
-    assert_one_clear_line(run, "page_size must be between 1 and 500", size)
-    assert nothing_loaded(tmp_path)
-
-
-def test_page_size_that_is_not_a_number_names_the_setting(cli, tmp_path: Path) -> None:
-    run = cli(*USERS, SOURCES__PIPEDRIVE__PAGE_SIZE="abc")
-    assert_one_clear_line(run, "page_size", "SOURCES__PIPEDRIVE__PAGE_SIZE")
-    assert run.returncode == 2
-    assert nothing_loaded(tmp_path)
+ENV = "SOURCES__PIPEDRIVE__"
+FULL_READ = "full_read_interval_hours must be a number of hours, 0 or more"
+# Every setting and flag against empty, 0, negative, nan, inf, a wrong type, an unknown or a repeated name:
+# (command-line arguments, environment, what the one `error:` line says), or None where the value works as
+# the README says. Earlier each of those marked `new` ran with something else than asked, without a word
+# (`--history ""`: no history; backoff_base_s inf: 30 s, -1: 0; start_date "": the whole history;
+# keep_loaded_packages "": 3), failed with dlt's exit 1 (`--history deals,deals`), printed
+# argparse's usage lines first (`--burst-limit 1.5`), or named the setting where the flag was given.
+SETTINGS_TABLE: list[tuple[str, tuple[str, ...], dict[str, str], tuple[str, ...] | None]] = [
+    ("entities-flag-empty", ("--entities", ""), {}, ("--entities must be one or more table names", "''")),
+    ("entities-flag-comma", ("--entities", " , "), {}, ("--entities must be one or more table names",)),
+    ("entities-flag-unknown", ("--entities", "users,nope"), {}, ("--entities must be names of tables:",)),
+    ("entities-flag-twice", ("--entities", "users,users"), {}, None),
+    ("entities-empty", (), {ENV + "ENTITIES": "[]"}, ("entities must be one or more", ENV + "ENTITIES")),
+    ("entities-blank", (), {ENV + "ENTITIES": '[""]'}, ("entities must be one or more", ENV + "ENTITIES")),
+    ("entities-unknown", (), {ENV + "ENTITIES": '["nope"]'}, ("not 'nope'", ENV + "ENTITIES")),  # new
+    ("entities-comma", (), {ENV + "ENTITIES": "users,deals"}, ("not a valid list", ENV + "ENTITIES")),
+    ("entities-twice", (), {ENV + "ENTITIES": '["users", "users"]'}, None),
+    *[
+        (f"{flag}-{v!r}", (*USERS, flag, v), {}, (f"{flag} is empty",))
+        for flag in ("--dataset", "--pipeline-name")
+        for v in ("", " ")
+    ],
+    ("pipelines-dir-empty", (*USERS, "--pipelines-dir", ""), {}, ("--pipelines-dir is empty",)),  # new
+    ("history-flag-empty", (*USERS, "--history", ""), {}, ("--history '' names no entity",)),  # new
+    ("history-flag-comma", (*USERS, "--history", ","), {}, ("--history ',' names no entity",)),  # new
+    ("history-flag-unknown", (*USERS, "--history", "nope"), {}, ("No history for nope",)),
+    ("history-flag-twice", (*USERS, "--history", "users,users"), {}, None),  # new: exit 1 from dlt
+    ("history-empty", USERS, {"PIPEDRIVE__HISTORY": "[]"}, None),  # none, as without it
+    ("start-date-flag-empty", (*USERS, "--start-date", ""), {}, ("--start-date must be a date",)),  # new
+    ("start-date-empty", USERS, {ENV + "START_DATE": ""}, ("start_date must be a date", ENV)),  # new
+    *[
+        (
+            f"full-read-flag-{v}",
+            (*USERS, "--full-read-interval-hours", v),
+            {},
+            ("--full-read-interval-hours",),
+        )
+        for v in ("inf", "nan", "-1")  # new: the flag named
+    ],
+    ("full-read-flag-abc", (*USERS, "--full-read-interval-hours", "x"), {}, ("--full-read-interval-hours",)),
+    ("full-read-flag-0", (*USERS, "--full-read-interval-hours", "0"), {}, None),
+    *[
+        (f"full-read-{v}", USERS, {ENV + "FULL_READ_INTERVAL_HOURS": v}, (FULL_READ,))
+        for v in ("inf", "nan", "-1")
+    ],
+    ("full-read-empty", USERS, {ENV + "FULL_READ_INTERVAL_HOURS": ""}, ("not a valid float",)),
+    *[
+        (f"backoff-{v}", USERS, {ENV + "BACKOFF_BASE_S": v}, ("backoff_base_s must be a number of seconds",))
+        for v in ("inf", "nan", "-1")  # new
+    ],
+    ("backoff-0", USERS, {ENV + "BACKOFF_BASE_S": "0"}, None),
+    *[
+        (f"page-size-{v}", USERS, {ENV + "PAGE_SIZE": v}, ("page_size must be between 1 and 500", v))
+        for v in ("-5", "0", "501")
+    ],
+    ("page-size-abc", USERS, {ENV + "PAGE_SIZE": "abc"}, ("page_size", ENV + "PAGE_SIZE")),
+    *[
+        (f"{name}-{v}", USERS, {ENV + name.upper(): v}, (f"{name} must be at least 1", f"not {v} ({ENV}"))
+        for name in ("max_attempts", "workers", "burst_limit", "daily_token_budget")
+        for v in ("0", "-1")
+    ],
+    ("max-attempts-inf", USERS, {ENV + "MAX_ATTEMPTS": "inf"}, ("not a valid int",)),
+    ("burst-flag-0", (*USERS, "--burst-limit", "0"), {}, ("--burst-limit must be at least 1",)),  # new
+    ("burst-flag-1.5", (*USERS, "--burst-limit", "1.5"), {}, ("--burst-limit", "'1.5'")),  # new
+    *[
+        (
+            f"budget-share-flag-{v}",
+            (*USERS, "--max-budget-share", v),
+            {},
+            ("--max-budget-share must be above 0",),
+        )
+        for v in ("0", "-1", "nan", "inf", "1.5")  # new: the flag named
+    ],
+    ("budget-share-flag-empty", (*USERS, "--max-budget-share", ""), {}, ("--max-budget-share",)),  # new
+    ("budget-share-nan", USERS, {ENV + "MAX_BUDGET_SHARE": "nan"}, ("max_budget_share must be above 0", ENV)),
+    ("hard-delete-maybe", USERS, {ENV + "HARD_DELETE": "maybe"}, ("hard_delete", "not a valid bool")),
+    *[
+        (
+            f"keep-packages-{v!r}",
+            USERS,
+            {"PIPEDRIVE__KEEP_LOADED_PACKAGES": v},
+            ("keep_loaded_packages must",),
+        )
+        for v in ("", "-1", "1.5", "nan")  # new: "" kept 3
+    ],
+    ("keep-packages-0", USERS, {"PIPEDRIVE__KEEP_LOADED_PACKAGES": "0"}, None),
+]
 
 
 @pytest.mark.parametrize(
-    ("setting", "value"),
-    [("MAX_ATTEMPTS", "0"), ("MAX_ATTEMPTS", "-1"), ("WORKERS", "0"), ("WORKERS", "-3")],
+    ("args", "env", "needles"), [row[1:] for row in SETTINGS_TABLE], ids=[row[0] for row in SETTINGS_TABLE]
 )
-def test_counts_below_one_are_refused(cli, tmp_path: Path, setting: str, value: str) -> None:
-    """They were taken as 1 without a word: a run with settings other than the ones asked for."""
-    run = cli(*USERS, **{f"SOURCES__PIPEDRIVE__{setting}": value})
-    assert run.returncode == 2
-    assert_one_clear_line(run, f"{setting.lower()} must be at least 1, not {value}")
+def test_each_setting_works_as_documented_or_is_refused_in_one_line(
+    cli,
+    config_emulator,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    needles: tuple[str, ...] | None,
+) -> None:
+    config_emulator.control.reset_stats()
+    run = cli(*args, **env)
+    if needles is None:
+        assert run.returncode == 0, run.stderr[-2000:]
+        return
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert_one_clear_line(run, *needles)
+    assert config_emulator.control.stats()["total_requests"] == 0
     assert nothing_loaded(tmp_path)
 
 
@@ -259,7 +297,7 @@ def test_a_page_size_of_one_still_loads_everything(config_emulator, tmp_path: Pa
 def test_unparsable_start_date(cli, tmp_path: Path, value: str) -> None:
     run = cli(*USERS, "--start-date", value)
     assert run.returncode == 2
-    line = assert_one_clear_line(run, "start_date", "YYYY-MM-DD", "(--start-date)")
+    line = assert_one_clear_line(run, "--start-date must be a date", "YYYY-MM-DD")
     assert "SOURCES__PIPEDRIVE__START_DATE" not in line  # not what the user gave
     assert nothing_loaded(tmp_path)
 
@@ -267,7 +305,7 @@ def test_unparsable_start_date(cli, tmp_path: Path, value: str) -> None:
 def test_an_unparsable_start_date_setting_names_the_setting(cli, tmp_path: Path) -> None:
     run = cli(*USERS, SOURCES__PIPEDRIVE__START_DATE="next tuesday-ish")
     assert run.returncode == 2
-    assert_one_clear_line(run, "YYYY-MM-DD", "(SOURCES__PIPEDRIVE__START_DATE)")
+    assert_one_clear_line(run, "YYYY-MM-DD", "SOURCES__PIPEDRIVE__START_DATE")
     assert nothing_loaded(tmp_path)
 
 
