@@ -9,6 +9,9 @@ without an interpreter start per case); data cases inject values with `mutate` u
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -272,6 +275,25 @@ def test_each_setting_works_as_documented_or_is_refused_in_one_line(
     assert_one_clear_line(run, *needles)
     assert config_emulator.control.stats()["total_requests"] == 0
     assert nothing_loaded(tmp_path)
+
+
+@pytest.mark.parametrize(("value", "kept"), [("2.5", None), ("2", "2"), ("true", None)])
+def test_keep_loaded_packages_from_toml_is_a_whole_number(
+    tmp_path: Path, value: str, kept: str | None
+) -> None:
+    """A TOML 2.5 kept 2 packages without a word (int(2.5)); the environment cannot give a float."""
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text(f"[pipedrive]\nkeep_loaded_packages = {value}\n")
+    code = "from pipedrive_source.recovery import configured_keep; print(configured_keep())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEDRIVE__")}
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    if kept is not None:
+        assert run.stdout.strip() == kept, run.stderr[-2000:]
+        return
+    assert "SettingError: keep_loaded_packages must be a whole number of 0 or more" in run.stderr
+    assert "(PIPEDRIVE__KEEP_LOADED_PACKAGES, or keep_loaded_packages under [pipedrive])" in run.stderr
 
 
 def test_a_pipeline_name_that_cannot_name_a_folder(cli, tmp_path: Path) -> None:
