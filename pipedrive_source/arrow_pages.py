@@ -34,13 +34,16 @@ the child rows of all of that deal's participants, as dlt's own normalizer does 
 A column whose values do not fit its type in some page (say a text in a number column, a fraction in a
 `bigint` one) sends that page of that table through dlt's own JSON normalizer instead, as flat dicts with the
 same ids, so dlt coerces what it can and makes its usual variant column for the rest; nothing is lost or
-reinterpreted here. An object or a list in a column of another type goes to its `__v_json` variant first:
-dlt would make a table of a list (see `_json_variants`).
+reinterpreted here. Two kinds of value go to a variant column first (see `_variants`): an object or a list
+in a column of another type to `__v_json` (dlt would make a table of a list), and a number that is not finite
+in a numeric column to `__v_text` as its text ("NaN", "Infinity", "1e999": dlt would coerce it to NaN or inf,
+which makes every SUM over the column NaN or inf); a page holding a non-finite float goes this way too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -324,7 +327,7 @@ class PageShaper:
             else:
                 arrays[name] = array
         if fallback:
-            values = self._json_variants(values, types, announced, hints)
+            values = self._variants(values, types, announced, hints)
         if fallback and not is_root:
             hints.update(_link_hints(types, announced))
         announced.update(hints)
@@ -334,30 +337,53 @@ class PageShaper:
             return Shaped(table, _rows(values, size, types), hints, is_root, key, json)
         return Shaped(table, pa.table(arrays), hints, is_root, key)
 
-    def _json_variants(
+    def _variants(
         self,
         values: dict[str, list[Any]],
         types: dict[str, str],
         announced: set[str],
         hints: dict[str, dict[str, Any]],
     ) -> dict[str, list[Any]]:
-        """An object or a list in a column of another type (`title__nested` a number so far, a list now)
-        moved to the column's JSON variant, `<column>__v_json`, as dlt names a variant. Left in place, dlt's
-        normalizer makes a table of its own of a list (`deals__title__nested`), which it then merges as a
-        nested table keyed by `id`, and the load fails on every later run (`Cannot compare values of type
-        VARCHAR and BIGINT`); an object it would spread into new columns."""
+        """Values dlt's normalizer would load wrongly, moved to the column's variant (named as dlt names one):
+        - an object or a list in a column of another type (`title__nested` a number so far, a list now) to
+          `<column>__v_json`. Left in place, dlt makes a table of its own of a list (`deals__title__nested`),
+          which it then merges as a nested table keyed by `id`, and the load fails on every later run
+          (`Cannot compare values of type VARCHAR and BIGINT`); an object it would spread into new columns.
+        - a number that is not finite in a `double` or `bigint` column to `<column>__v_text`, as the text that
+          came ("NaN", "-Infinity", "1e999"; a float as `nan`, `inf`). dlt coerces such a text to NaN or inf
+          (`float()`), or a float to a `__v_double` variant, and one such value makes SUM() of the column
+          NaN or inf in DuckDB and Postgres alike: the typed column gets NULL and the text is kept."""
         out: dict[str, list[Any]] = {}
         for name, column in values.items():
-            if types.get(name, "json") == "json" or not any(type(v) in (dict, list) for v in column):
-                out[name] = column
+            out[name] = column
+            data_type = types.get(name, "json")
+            if data_type == "json":
                 continue
-            variant = self.schema.naming.shorten_fragments(name, "v_json")
-            out[name] = [None if type(v) in (dict, list) else v for v in column]
-            out[variant] = [v if type(v) in (dict, list) else None for v in column]
-            types[variant] = "json"
-            if variant not in announced:
-                hints[variant] = {"name": variant, "data_type": "json", "nullable": True}
+            if any(type(v) in (dict, list) for v in column):
+                self._move(out, name, "json", _nested, lambda v: v, types, announced, hints)
+            if data_type in NUMERIC and any(map(_non_finite, column)):
+                self._move(out, name, "text", _non_finite, _as_text, types, announced, hints)
         return out
+
+    def _move(
+        self,
+        out: dict[str, list[Any]],
+        name: str,
+        data_type: str,
+        misfit: Callable[[Any], bool],
+        convert: Callable[[Any], Any],
+        types: dict[str, str],
+        announced: set[str],
+        hints: dict[str, dict[str, Any]],
+    ) -> None:
+        """The `misfit` values of column `name` into its variant of `data_type`, NULL in their column."""
+        column = out[name]
+        variant = self.schema.naming.shorten_fragments(name, f"v_{data_type}")
+        out[name] = [None if misfit(v) else v for v in column]
+        out[variant] = [convert(v) if misfit(v) else None for v in column]
+        types[variant] = data_type
+        if variant not in announced:
+            hints[variant] = {"name": variant, "data_type": data_type, "nullable": True}
 
     def _declared(self, table: str) -> Mapping[str, Mapping[str, Any]]:
         """Column hints of `table`: the resource's (spec types, custom fields) for the root table, the
@@ -571,11 +597,35 @@ def _checked(values: list[Any], data_type: str) -> pa.Array | None:
             return _parsed(values, data_type)
         if str in kinds and data_type != "text":
             return None  # strings mixed with objects: rare, dlt's JSON path coerces them
-        if data_type == "double" and int in kinds:
-            return _doubles(values)
+        if data_type == "double":
+            return _finite(_doubles(values))
         return pa.array(values, ARROW_TYPES[data_type])
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, OverflowError):
         return None
+
+
+NUMERIC = frozenset({"double", "bigint"})
+
+
+def _nested(value: Any) -> bool:
+    return type(value) in (dict, list)
+
+
+def _non_finite(value: Any) -> bool:
+    """A float that is NaN or infinite, or a text `float()` reads as one, as dlt's coercion does."""
+    kind = type(value)
+    if kind is str:
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    elif kind is not float:
+        return False
+    return not math.isfinite(value)
+
+
+def _as_text(value: Any) -> str:
+    return value if type(value) is str else repr(value)
 
 
 def _first(values: list[Any]) -> Any:
@@ -583,12 +633,18 @@ def _first(values: list[Any]) -> Any:
 
 
 def _doubles(values: list[Any]) -> pa.Array:
-    """Whole numbers in a double column (`value` 100 next to 99.5); Arrow converts Python ints through
-    int64, so a page holding an integer beyond it (1e20 written without a fraction) is converted here."""
+    """A double column's numbers, whole ones too (`value` 100 next to 99.5); Arrow converts Python ints
+    through int64, so a page holding an integer beyond it (1e20 written without a fraction) is converted
+    here."""
     try:
         return pa.array(values, pa.float64())
     except (pa.ArrowInvalid, OverflowError):
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
+
+
+def _finite(array: pa.Array) -> pa.Array | None:
+    """The array, or None when it holds NaN or an infinity (a record hook's float): `_variants` moves it."""
+    return None if pc.all(pc.is_finite(array)).as_py() is False else array
 
 
 def _parsed(values: list[Any], data_type: str) -> pa.Array:

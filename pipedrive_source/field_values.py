@@ -10,6 +10,7 @@ column instead of losing it).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
@@ -61,10 +62,13 @@ ALL_SUFFIXES = (
 
 
 def to_float(v: Any) -> Any:
+    """A number as a float; one that reads as NaN or an infinity ("NaN", "inf", "1e999") stays as it came,
+    for the column's `__v_text` variant: a NaN in the column would make every SUM over it NaN."""
     try:
-        return float(v)
+        f = float(v)
     except (TypeError, ValueError):
         return v
+    return f if math.isfinite(f) else v
 
 
 # dlt's writers fail on a whole number beyond 64 bits, and so every later run on the same record; dlt's

@@ -7,6 +7,7 @@ The column each field lands in comes from the synced `custom_fields` table (nami
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, time
 from typing import Any
@@ -36,13 +37,22 @@ def shown(fd: dict[str, Any], option_id: Any) -> str:
     return label(fd, option_id) or str(option_id)
 
 
+def number(value: Any, kind: type = float) -> Any:
+    """A number's value; a text that is no finite number ("nan", "1e999") is kept as it is (`__v_text`)."""
+    try:
+        parsed = kind(value)
+    except ValueError:
+        return value
+    return parsed if math.isfinite(parsed) else value
+
+
 def expected_columns(fd: dict[str, Any], col: str, value: Any) -> dict[str, Any]:
     """What the warehouse row must hold for one custom value (v2 shape), by the documented rules."""
     t = fd["field_type"]
     if value is None:
         return {col: None}
     if t == "monetary":
-        return {col: float(value["value"]), f"{col}_currency": value["currency"]}
+        return {col: number(value["value"]), f"{col}_currency": value["currency"]}
     if t == "daterange":
         return {col: date.fromisoformat(value["value"]), f"{col}_until": date.fromisoformat(value["until"])}
     if t == "timerange":
@@ -60,9 +70,9 @@ def expected_columns(fd: dict[str, Any], col: str, value: Any) -> dict[str, Any]
         ids = value.split(",") if isinstance(value, str) else value  # v1 "11,12", v2 [11, 12]
         return {col: [shown(fd, i) for i in ids]}
     if t == "double":
-        return {col: float(value)}
+        return {col: number(value)}
     if t == "int":
-        return {col: int(value)}
+        return {col: number(value, int)}
     return {col: value}
 
 

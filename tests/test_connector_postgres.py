@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import json
+import math
 import os
 import shutil
 import socket
@@ -37,6 +38,7 @@ from connector_fixtures import (
 )
 from reliability_support import assert_read_twice_keeps_one_current_version
 from test_custom_fields_sync import check_unlisted_field_moves
+from test_reliability_bad_input import NON_FINITE_TABLES, inject_non_finite, non_finite_problems
 
 from pipedrive_source import pipedrive_source
 from pipedrive_source.deployment import Company
@@ -357,6 +359,30 @@ def test_nul_characters_in_text_and_json_values(postgres: str, tmp_path: Path) -
         )
     assert text == want
     assert data["content"] == want
+
+
+def test_non_finite_numbers_into_postgres(postgres: str, tmp_path: Path) -> None:
+    """Postgres takes NaN and Infinity in a double precision column as DuckDB does, and `SUM(value)` over
+    the deals was NaN: the typed columns are NULL there and the texts in `__v_text`, on an incremental run
+    and on a first sync (a dataset of its own)."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        pipeline = _pg_pipeline(tmp_path, postgres)
+        sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=NON_FINITE_TABLES)
+        texts = inject_non_finite(emulator)
+        sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=NON_FINITE_TABLES)
+        first = dlt.pipeline(
+            pipeline_name="pg_first",
+            destination=postgres_destination(postgres),
+            dataset_name="first_sync",
+            pipelines_dir=str(tmp_path / "first"),
+        )
+        sync(emulator, tmp_path, pipeline=first, loader_file_format=FORMAT, entities=NON_FINITE_TABLES)
+    for synced in (pipeline, first):
+        with synced.sql_client() as client:
+            [(total,)] = client.execute_sql("SELECT sum(value) FROM deals")
+        assert math.isfinite(total)
+        _copy_to_duckdb(synced, tmp_path / "copy.duckdb")
+        assert non_finite_problems(tmp_path / "copy.duckdb", texts) == []
 
 
 def test_history_into_postgres(emulator: Any, postgres: str, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ without an interpreter start per case); data cases inject values with `mutate` u
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,9 +18,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import pytest
-from connector_fixtures import make_pipeline, sync
+from connector_fixtures import DATASET, make_pipeline, sync
 from reliability_support import (
     EXACT,
     LEDGER,
@@ -556,3 +558,73 @@ def test_a_list_where_a_number_was_goes_to_a_json_variant(
     assert columns["title__nested__v_json"]["data_type"] == "json"
     assert schema_tables(tmp_path, "deals__title") == []
     assert_equal_to_truth(data_emulator, tmp_path, ["deals"], variants=True)
+
+
+# texts Python's float() (dlt's coercion to `double`) reads as NaN or an infinity: each went into its typed
+# column as NaN or inf, and one of them made SUM() of the whole column NaN or inf
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "nan", "inf", "1e999"]
+NON_FINITE_TABLES = ["deals", "products"]
+
+
+def inject_non_finite(emulator: EmulatorHandle) -> set[str]:
+    """Non-finite texts in the number columns of deals (`value`, `probability`, a double and a monetary
+    custom field) and of a product's prices (a child table); the texts put in."""
+    fields = {f["field_type"]: f["field_code"] for f in emulator.control.snapshot("deal_fields")}
+    deals, product = live_ids(emulator, "deals")[-len(NON_FINITE) :], live_ids(emulator, "products")[-1]
+    ops = [
+        {"op": "update", "table": "deals", "id": rid, "changes": {"value": text}}
+        for rid, text in zip(deals, NON_FINITE, strict=True)
+    ]
+    # not as Python writes them (`nan`, `-inf`): the text must be the one that came
+    custom = {
+        fields["double"]: "+Infinity",
+        fields["monetary"]: {"value": "-1E999", "currency": "EUR"},
+        fields["int"]: "-Infinity",
+    }
+    ops[0]["changes"].update(probability="Infinity", custom_fields=custom)
+    price = {"product_id": product, "currency": "EUR", "price": "Infinity", "cost": "NaN", "direct_cost": 0}
+    ops.append({"op": "update", "table": "products", "id": product, "changes": {"prices": [price]}})
+    emulator.control.mutate(ops=ops)
+    return {*NON_FINITE, "+Infinity", "-1E999"}
+
+
+def non_finite_problems(db: Path, texts: set[str]) -> list[str]:
+    """What a bad number left in the destination (a DuckDB file): a NaN or an infinity in a typed column, a
+    SUM that is not finite, or a text put in that no `__v_text` variant column kept."""
+    problems, kept = [], set()
+    with duckdb.connect(str(db), read_only=True) as con:
+        columns = con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ?",
+            [DATASET],
+        ).fetchall()
+        for table, column, data_type in columns:
+            ref, name = f'{DATASET}."{table}"', f'"{column}"'
+            if data_type == "DOUBLE":
+                [(bad, total)] = con.execute(
+                    f"SELECT count(*) FILTER (isnan({name}) OR isinf({name})), sum({name}) FROM {ref}"
+                ).fetchall()
+                if bad or (total is not None and not math.isfinite(total)):
+                    problems.append(f"{table}.{column}: {bad} NaN or infinite, SUM = {total}")
+            elif column.endswith("__v_text"):
+                kept.update(v for (v,) in con.execute(f"SELECT {name} FROM {ref}").fetchall() if v)
+    if texts - kept:
+        problems.append(f"texts kept in no __v_text column: {sorted(texts - kept)}")
+    return problems
+
+
+def test_non_finite_numbers_keep_their_text_and_sums_finite(
+    data_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """A text "NaN", "Infinity" or "1e999" where the spec says a number loaded as NaN or inf by dlt's
+    coercion (custom fields through the resolver's float()), and `SUM(value)` over the deals was NaN. Now
+    the typed column is NULL and the text is in `<column>__v_text`: on an incremental run (pages that
+    already have their columns) and on a first sync."""
+    sync(data_emulator, tmp_path, entities=NON_FINITE_TABLES, **EXACT)
+    texts = inject_non_finite(data_emulator)
+    sync(data_emulator, tmp_path, entities=NON_FINITE_TABLES, **EXACT)
+    assert non_finite_problems(tmp_path / "crm.duckdb", texts) == []
+    assert_equal_to_truth(data_emulator, tmp_path, NON_FINITE_TABLES, variants=True)
+    first = tmp_path / "first"
+    sync(data_emulator, first, entities=NON_FINITE_TABLES, **EXACT)
+    assert non_finite_problems(first / "crm.duckdb", texts) == []
