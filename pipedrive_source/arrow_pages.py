@@ -607,6 +607,20 @@ def _checked(values: list[Any], data_type: str) -> pa.Array | None:
 NUMERIC = frozenset({"double", "bigint"})
 
 
+def non_finite_as_text(rows: list[Row], numeric: frozenset[str]) -> list[Row]:
+    """Records that dlt's normalizer takes as they are (no Arrow pages: `arrow=False`, an entity with
+    history): a number that is not finite in one of the `numeric` top-level columns becomes `{"v_text":
+    <its text>}`, which dlt flattens into `<column>__v_text`, the variant `_variants` fills on the Arrow
+    path (a key named `value__v_text` would be normalized to `value_v_text`). Changed in place, so the
+    history sees what the table gets; members of objects and list items (prices) are left as they are."""
+    for row in rows:
+        for key in numeric.intersection(row):
+            value = row[key]
+            if _non_finite(value):
+                row[key] = {"v_text": _as_text(value)}
+    return rows
+
+
 def _nested(value: Any) -> bool:
     return type(value) in (dict, list)
 

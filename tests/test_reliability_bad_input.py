@@ -628,3 +628,15 @@ def test_non_finite_numbers_keep_their_text_and_sums_finite(
     first = tmp_path / "first"
     sync(data_emulator, first, entities=NON_FINITE_TABLES, **EXACT)
     assert non_finite_problems(first / "crm.duckdb", texts) == []
+
+
+def test_non_finite_numbers_on_the_records_path(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """Records that dlt normalizes itself (`arrow=False`; an entity with history takes the same path) had
+    their NaN and infinities coerced as above: the same columns, the same variants."""
+    texts = inject_non_finite(data_emulator)
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=False, **EXACT)
+    assert non_finite_problems(tmp_path / "crm.duckdb", texts) == []
+    inject_non_finite(data_emulator)  # stamped again: read by an incremental run
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=False, **EXACT)
+    assert non_finite_problems(tmp_path / "crm.duckdb", texts) == []
+    assert_equal_to_truth(data_emulator, tmp_path, ["deals"], variants=True)
