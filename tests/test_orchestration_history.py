@@ -13,6 +13,7 @@ import pytest
 from connector_fixtures import assert_history_is, make_pipeline, synced_rows
 from dlt.pipeline.exceptions import PipelineStepFailed
 from reliability_support import assert_read_twice_keeps_one_current_version
+from test_reliability_bad_input import NON_FINITE, inject_non_finite, non_finite_problems
 
 from pipedrive_source import SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
@@ -88,6 +89,18 @@ def test_a_no_change_run_adds_no_version(emulator: EmulatorHandle, tmp_path: Pat
     before = synced_rows(pipeline, "deals_history")
     run(emulator, pipeline, ["deals"])
     assert len(synced_rows(pipeline, "deals_history")) == len(before)
+
+
+def test_non_finite_numbers_in_a_history(tmp_path: Path) -> None:
+    """An entity with history hands dlt its records as they are: a "NaN" or "1e999" in a number column
+    loaded as NaN or inf in the entity's table and its history, and their SUM() was NaN or inf."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        pipeline = make_pipeline(tmp_path)
+        texts = inject_non_finite(emulator)
+        run(emulator, pipeline, ["deals"])
+    assert non_finite_problems(tmp_path / "crm.duckdb", texts) == []
+    kept = {row["value__v_text"] for row in synced_rows(pipeline, "deals_history")}
+    assert set(NON_FINITE) <= kept
 
 
 def test_history_is_skipped_where_the_destination_has_no_scd2(
