@@ -88,7 +88,7 @@ from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
 from .output import Output, parent_ids
 from .record_digests import DigestTable, digest, entry
-from .relinks import StoredLinks
+from .relinks import DestinationLinks, StoredLinks
 from .run import RecordHook, Row, SyncContext, SyncMonitor
 from .settings import (
     COMPANY_URL,
@@ -197,10 +197,11 @@ def pipedrive_source(
         arrow=arrow,
     )
     built: dict[str, DltResource] = {}
+    links = _reconcile_links(ctx, selected) if reconcile else None
     for entity in ENTITIES:
         if entity.name in selected:
             interval = _full_read_interval(entity, full_read_interval_hours)
-            built[entity.name] = _resource(entity, ctx, built, hard_delete, reconcile, interval, selected)
+            built[entity.name] = _resource(entity, ctx, built, hard_delete, links, interval, selected)
     if resolution is not None:  # field definitions arrive while the first pages are on their way
         ctx.prefetch(_shared_lists(selected))
     # small full reads first: their responses fix the run's server time before incremental reads need it,
@@ -348,7 +349,7 @@ def _resource(
     ctx: SyncContext,
     built: dict[str, DltResource],
     hard_delete: bool,
-    reconcile: bool,
+    reconcile: DestinationLinks | None,  # a reconcile's (see `_reconcile_links`); None: no reconcile
     full_read_hours: float | None,
     selected: set[str],
 ) -> DltResource:
@@ -366,7 +367,7 @@ def _resource(
         fetch = _incremental_fetch(entity, ctx, reconcile, hard_delete, children)
         return dlt.resource(_unless_denied(entity, ctx, fetch), **hints)
     if entity.strategy in (FULL, PER_PARENT):
-        fetch = _full_fetch(entity, ctx, full_read_hours, hard_delete, force=reconcile)  # reconcile: all
+        fetch = _full_fetch(entity, ctx, full_read_hours, hard_delete, force=reconcile is not None)  # all
         return dlt.resource(_unless_denied(entity, ctx, fetch), **hints)
     if entity.strategy in (DEAL_BATCH, PER_RECORD):
         fetch = _children_fetch(entity, ctx, hard_delete)
@@ -423,12 +424,26 @@ def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
     return {**hints, **column_types.keep_stored_types(entity.name, hints)}
 
 
+def _reconcile_links(ctx: SyncContext, selected: set[str]) -> DestinationLinks:
+    """The destination connection that the reconcile listings of `selected` share (`relinks.py`), closed
+    as the last of them is done."""
+    links = DestinationLinks(
+        e.name for e in ENTITIES if e.name in selected and e.strategy in (UPDATED_SINCE, SORTED)
+    )
+    ctx.when_done(links.release)
+    return links
+
+
 def _incremental_fetch(
-    entity: Entity, ctx: SyncContext, reconcile: bool, hard_delete: bool, children: Sequence[str] = ()
+    entity: Entity,
+    ctx: SyncContext,
+    reconcile: DestinationLinks | None,
+    hard_delete: bool,
+    children: Sequence[str] = (),
 ) -> Any:
     initial = render(ctx.start_date, entity.time_format) if ctx.start_date else None
     # children whose changes leave this record unstamped: a reconcile reads every record again for them
-    unseen = [c for c in children if BY_NAME[c].reconcile_all_parents] if reconcile else []
+    unseen = [c for c in children if BY_NAME[c].reconcile_all_parents] if reconcile is not None else []
 
     def fetch() -> Iterator[Any]:
         state = dlt.current.resource_state()
@@ -476,14 +491,14 @@ def _incremental_fetch(
             settled = settled_before(started, entity.time_format)
             cursor.commit(state, read.complete, read.resume_from(), rewind, settled)
             _children_followed(state, [c for c in following if not ctx.monitor.progress(c).skipped])
-            if reconcile and read.complete:
+            if reconcile is not None and read.complete:
                 # the listing of live ids reads every record whole: a history not seeded yet gets them all,
                 # at no request more (the entity's table gets them again, unchanged; not with children
                 # selected: their transformers would read every record's children); else the records a
                 # merge moved unstamped go to the table (`relinks.py`)
                 seed = history and not seeded and not children
                 listed = ctx.outputs.output(entity, hard_delete)
-                yield from _reconcile_listing(entity, ctx, listed, since, everything=seed)
+                yield from _reconcile_listing(entity, ctx, listed, since, reconcile, everything=seed)
                 yield from listed.flush()
                 seeded = seeded or seed
             if seeded and read.complete:
@@ -707,14 +722,20 @@ def _covered_up_to(pages: list[tuple[frozenset[int], frozenset[int], str, str]])
 
 
 def _reconcile_listing(
-    entity: Entity, ctx: SyncContext, output: Output, since: str | None, everything: bool = False
+    entity: Entity,
+    ctx: SyncContext,
+    output: Output,
+    since: str | None,
+    links: DestinationLinks,
+    everything: bool = False,
 ) -> Iterator[Any]:
     """Every id Pipedrive lists for `entity` now, read in id order (stable under concurrent updates) and
     noted as its live ids. The listed records go to `output`: all of them if `everything`, else those older
     than `since` that a merge of persons or organizations moved without stamping them (`relinks.py`). No
     request beyond the listing (the lists have no id-only form)."""
     by_id = {"sort_by": "id", "sort_direction": "asc"} if entity.paging == CURSOR else {"sort": "id ASC"}
-    stored = None if everything else StoredLinks.read(entity, since)
+    stored = None if everything else StoredLinks.read(entity, since, links)
+    links.release(entity.name)  # its query is done: the connection need not wait for its listing
     ids: set[Any] = set()
     moved = 0
     for listing in entity.listings:

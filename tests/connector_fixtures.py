@@ -21,6 +21,7 @@ from typing import Any
 
 import dlt
 import duckdb
+import pytest
 from custom_field_expectations import custom_definitions, flow_change, readable
 
 from pipedrive_source import ENTITIES, FIELDS_TABLES, SyncMonitor, pipedrive_source
@@ -89,6 +90,34 @@ def sync(
     counts = dict(trace.last_normalize_info.row_counts) if trace.last_normalize_info else {}
     loaded = {k: v for k, v in counts.items() if not k.startswith("_dlt")}
     return SyncResult(pipeline, monitor, loaded, flagged, seconds, emulator.control.stats())
+
+
+def connections_of_extract(
+    emulator: Any, pipeline: dlt.Pipeline, loader_file_format: str | None = "parquet", **source_options: Any
+) -> tuple[int, int]:
+    """(opened, left open) of the destination connections that extracting one run opens (the run then loads
+    as usual): counted by wrapping the destination's own `open_connection` and `close_connection`, each
+    still opening and closing a real connection."""
+    kind = type(pipeline.sql_client())
+    counts = {"open_connection": 0, "close_connection": 0}
+
+    def counting(name: str) -> Any:
+        original = getattr(kind, name)
+
+        def counted(self: Any) -> Any:
+            counts[name] += 1
+            return original(self)
+
+        return counted
+
+    options = {"api_token": emulator.api_token, "base_url": emulator.base_url, "backoff_base_s": 0.01}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in counts:
+            patch.setattr(kind, name, counting(name))
+        pipeline.extract(pipedrive_source(**options, **source_options), loader_file_format=loader_file_format)
+    pipeline.normalize()
+    pipeline.load()
+    return counts["open_connection"], counts["open_connection"] - counts["close_connection"]
 
 
 # ---- ground truth ------------------------------------------------------------------------------------------

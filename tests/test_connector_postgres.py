@@ -31,6 +31,7 @@ from connector_fixtures import (
     DATASET,
     assert_history_is,
     compare,
+    connections_of_extract,
     load_truth,
     make_pipeline,
     sync,
@@ -135,6 +136,18 @@ def test_full_then_incremental_sync_into_postgres(emulator: Any, postgres: str, 
 
     third = sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=TABLES)
     assert third.loaded == {}
+
+
+def test_a_reconcile_compares_every_entity_through_one_postgres_connection(
+    emulator: Any, postgres: str, tmp_path: Path
+) -> None:
+    pipeline = _pg_pipeline(tmp_path, postgres)
+    sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=TABLES)
+    options: dict[str, Any] = {"loader_file_format": FORMAT, "entities": TABLES}
+    incremental, _ = connections_of_extract(emulator, pipeline, **options)
+    reconcile, left_open = connections_of_extract(emulator, pipeline, reconcile=True, **options)
+    assert reconcile - incremental == 1  # deals and persons compared
+    assert left_open == 0
 
 
 def test_column_types_in_postgres(emulator: Any, postgres: str, tmp_path: Path) -> None:
