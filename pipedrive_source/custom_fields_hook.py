@@ -41,7 +41,7 @@ import dlt
 import orjson
 
 from pipedrive_source.custom_fields import Resolver
-from pipedrive_source.errors import AccessDenied
+from pipedrive_source.errors import AccessDenied, ApiError
 
 if TYPE_CHECKING:
     from dlt.extract.resource import DltResource
@@ -348,18 +348,30 @@ def _field_definitions(entity: Entity, ctx: SyncContext, fresh: bool = False) ->
     """The entity's fields; leads add the deal fields' custom ones, which they inherit (v1 leads docs).
     Read once per run and shared, or (`fresh`) read again from Pipedrive.
 
-    `/v1/leadFields` is not in the v1 spec: when it fails, leads still resolve with the deal fields.
+    `/v1/leadFields` is not in the v1 spec: when it fails or is refused (402/403), leads still resolve with
+    the deal fields, which name every custom field they have; only their own option fields (`visible_to`)
+    go without labels. A refusal is no reason to skip leads (as refused deal fields skip deals): no column
+    would be named otherwise than with the lead fields.
     """
     from pipedrive_source.entities import BY_NAME  # the engine's table; imported late to avoid a cycle
-    from pipedrive_source.errors import ApiError
 
     inherited = INHERITED_FIELDS.get(entity.name)
     if not inherited:
         return ctx.field_definitions(entity, fresh=fresh)
     try:
         own = ctx.field_definitions(entity, fresh=fresh)
-    except ApiError as exc:
-        logger.warning("%s: no field definitions of its own (%s); using %s", entity.name, exc, inherited)
+    except (ApiError, AccessDenied) as exc:
+        reason = f"HTTP {exc.status}: {exc.detail}" if isinstance(exc, AccessDenied) else exc.message
+        # read again (`fresh`) after the run's first read: that one said it already, or it worked
+        logger.log(
+            logging.INFO if fresh else logging.WARNING,
+            "%s: its own field definitions (%s) are not readable (%s); its custom fields are named by %s, "
+            "which it shares, and its own option fields (visible_to) get no labels in this run",
+            entity.name,
+            entity.fields_entity,
+            reason,
+            inherited,
+        )
         own = []
     custom = [f for f in ctx.full_rows(BY_NAME[inherited], fresh=fresh) if f.get("is_custom_field")]
     return [*custom, *own]  # later definitions win: the entity's own come last

@@ -192,6 +192,33 @@ def test_refused_field_definitions_skip_their_entity_as_a_refused_table(
     assert_equal_to_truth(clean_emulator, tmp_path, tables)
 
 
+def test_refused_lead_fields_read_the_leads_with_the_deal_fields_as_a_failure_does(
+    clean_emulator, tmp_path: Path, caplog
+) -> None:
+    """`/v1/leadFields` (not in the v1 spec) refused skipped the leads, though any other failure of it read
+    them with the deal fields, which name every custom field leads have. Refused, the leads load too, with
+    one warning line; the lead_fields table alone is skipped, and the list is asked for once. The leads'
+    own option field (visible_to) goes unlabelled then."""
+    tables = ["deals", "leads", "lead_fields"]
+    sync(clean_emulator, tmp_path, entities=tables)
+    clean_emulator.control.mutate(seed=41, creates=3, updates=6)
+    clean_emulator.control.settings(forbidden="/v1/leadFields")  # no plan lacks it: 403 only
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipedrive_source"):
+            result = sync(clean_emulator, tmp_path, entities=tables)
+    finally:
+        clean_emulator.control.settings(forbidden="")
+    skipped = {name for name, p in result.monitor.entities.items() if p.skipped}
+    assert skipped == {"lead_fields"}
+    assert result.loaded.get("leads")
+    assert result.emulator_stats["requests"]["/v1/leadFields"] == 1
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("leads:")]
+    assert len(lines) == 1 and "(HTTP 403: " in lines[0] and "named by deal_fields" in lines[0], lines
+    described = {row["entity"] for row in synced_rows(result.pipeline, "custom_fields")}
+    assert described == {"deals", "leads"}
+    assert_equal_to_truth(clean_emulator, tmp_path, ["deals"])
+
+
 def test_installments_refused_below_growth_arrive_in_full_once_the_plan_has_them(
     clean_emulator, tmp_path: Path
 ) -> None:
