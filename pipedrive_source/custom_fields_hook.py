@@ -15,6 +15,8 @@ notice it from the definitions it reads anyway (`source._reread_if_relabelled` k
 entity's state and then reads that entity in full once). Which field-definition changes alter stored values:
 - relabelled or removed option (custom enum/set, built-in deal/person labels, visible_to, lead labels; a
   deal field's also for leads, which inherit them): stale labels -> one full read of the entity;
+- an option field listed again after runs whose definitions lacked it (the leads' `visible_to` while
+  `/v1/leadFields` fails): the rows they loaded have no labels -> one full read of the entity;
 - renamed field: bindings keep its columns, only `custom_fields.field_name` changes -> nothing to re-read;
 - new option or new field: no record holds it until it is changed (and so stamped) -> nothing to re-read;
   one added while a run reads, or an option deleted that records still hold (custom or built-in), makes the
@@ -314,14 +316,23 @@ def _if_changed(rows: list[Row]) -> Iterator[list[Row]]:
         yield changed
 
 
-def options_summary(labels: OptionLabels) -> dict[str, Any]:
+def options_summary(labels: OptionLabels, previous: Any = None) -> dict[str, Any]:
     """What the state keeps of an entity's option labels: per option field its option ids and one digest
-    of their labels (a few bytes per option, whatever the labels' length)."""
+    of their labels (a few bytes per option, whatever the labels' length). A field of the `previous`
+    summary that `labels` lack stays, marked unlabelled: its rows were loaded without its labels (the leads'
+    `visible_to` while `/v1/leadFields` fails), so the next run that lists it again reads the entity again
+    (`relabelled_options`); a field deleted for good is never listed again and costs nothing."""
     summary = {}
+    for key, before in (previous or {}).items():
+        if key not in labels and isinstance(before, dict):
+            summary[key] = {"ids": before.get("ids") or [], "digest": UNLABELLED}
     for key, (_name, by_id) in labels.items():
         ids = sorted(by_id)
         summary[key] = {"ids": ids, "digest": _labels_digest(by_id, ids)}
     return summary
+
+
+UNLABELLED = ""  # the digest of an option field whose labels the rows last loaded lack: no digest is empty
 
 
 def relabelled_options(previous: Any, labels: OptionLabels) -> list[str]:

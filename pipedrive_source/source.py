@@ -636,14 +636,16 @@ def _relabelled(entity: Entity, ctx: SyncContext, state: Any) -> list[str]:
         labels = resolution.option_labels(entity, ctx)
     except PipedriveError:
         return []  # no definitions now: the first page's resolution reports why; the summary stays
-    changed = relabelled_options(state.get(_OPTION_LABELS_KEY), labels)
-    state[_OPTION_LABELS_KEY] = options_summary(labels)
+    previous = state.get(_OPTION_LABELS_KEY)
+    changed = relabelled_options(previous, labels)
+    state[_OPTION_LABELS_KEY] = options_summary(labels, previous)
     return changed + resolution.moved_fields(entity, ctx)
 
 
 def _log_reread(entity: Entity, changed: list[str]) -> None:
     logger.info(
-        "%s: option labels changed in Pipedrive, or fields once unlisted have columns of their own now (%s);"
+        "%s: option labels changed in Pipedrive (or are listed again after a run without them), or fields "
+        "once unlisted have columns of their own now (%s);"
         " reading every %s record again so that records not changed since get the new labels and columns",
         entity.name,
         ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""),

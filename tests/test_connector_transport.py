@@ -198,10 +198,14 @@ def test_refused_lead_fields_read_the_leads_with_the_deal_fields_as_a_failure_do
     """`/v1/leadFields` (not in the v1 spec) refused skipped the leads, though any other failure of it read
     them with the deal fields, which name every custom field leads have. Refused, the leads load too, with
     one warning line; the lead_fields table alone is skipped, and the list is asked for once. The leads'
-    own option field (visible_to) goes unlabelled then."""
+    own option field (visible_to) goes unlabelled then: the next run that reads the lead fields reads every
+    lead again, so that no lead keeps its label empty."""
     tables = ["deals", "leads", "lead_fields"]
     sync(clean_emulator, tmp_path, entities=tables)
-    clean_emulator.control.mutate(seed=41, creates=3, updates=6)
+    edited = [lead["id"] for lead in clean_emulator.control.snapshot("leads")[:2]]
+    edits = [{"op": "update", "table": "leads", "id": i, "changes": {"title": "Edited"}} for i in edited]
+    # a minute on: the next run's cursor moves past them, they are not read again by the run after it
+    clean_emulator.control.mutate(ops=[*edits, {"op": "advance_clock", "seconds": 120}])
     clean_emulator.control.settings(forbidden="/v1/leadFields")  # no plan lacks it: 403 only
     try:
         with caplog.at_level(logging.WARNING, logger="pipedrive_source"):
@@ -210,13 +214,20 @@ def test_refused_lead_fields_read_the_leads_with_the_deal_fields_as_a_failure_do
         clean_emulator.control.settings(forbidden="")
     skipped = {name for name, p in result.monitor.entities.items() if p.skipped}
     assert skipped == {"lead_fields"}
-    assert result.loaded.get("leads")
+    assert result.loaded["leads"] == len(edited)
     assert result.emulator_stats["requests"]["/v1/leadFields"] == 1
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("leads:")]
     assert len(lines) == 1 and "(HTTP 403: " in lines[0] and "named by deal_fields" in lines[0], lines
     described = {row["entity"] for row in synced_rows(result.pipeline, "custom_fields")}
     assert described == {"deals", "leads"}
     assert_equal_to_truth(clean_emulator, tmp_path, ["deals"])
+
+    unlabelled = {r["id"] for r in synced_rows(result.pipeline, "leads") if not r.get("visible_to_label")}
+    assert unlabelled == set(edited)
+    again = sync(clean_emulator, tmp_path, entities=tables)
+    assert again.loaded["leads"] == len(clean_emulator.control.snapshot("leads"))
+    assert all(row["visible_to_label"] for row in synced_rows(again.pipeline, "leads"))
+    assert_equal_to_truth(clean_emulator, tmp_path, tables)
 
 
 def test_installments_refused_below_growth_arrive_in_full_once_the_plan_has_them(
