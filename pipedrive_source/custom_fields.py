@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from pipedrive_source.errors import ApiError
+from pipedrive_source.errors import AccessDenied, ApiError
 from pipedrive_source.field_defs import FieldDef, parse_fields
 from pipedrive_source.field_values import (
     ALL_SUFFIXES,
@@ -353,7 +353,7 @@ class Resolver:
         )
         try:
             fresh = parse_fields(self._refresh())
-        except ApiError as exc:
+        except (ApiError, AccessDenied) as exc:  # refused as failed: what was read stays, ids stay visible
             logger.warning("%s: could not read the field definitions again (%s)", self.entity, exc)
             return
         # a field gone since stays as it was listed: its column keeps its name for this run

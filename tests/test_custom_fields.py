@@ -16,9 +16,11 @@ from datetime import date, time
 
 import pytest
 
+from pipedrive_source.client import PipedriveClient
 from pipedrive_source.custom_fields import Resolver
 from pipedrive_source.field_defs import parse_field
 from pipedrive_source.naming import NAMING, column_stem
+from pipedrive_source.oauth import ApiTokenAuth
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
 
@@ -424,6 +426,27 @@ def test_a_builtin_option_added_while_the_run_reads_gets_its_label() -> None:
     assert [r["labels"] for r in rows] == [["Frozen", "Hot"], ["5"]]
     assert rows[1]["visible_to_label"] == "7"
     assert len(reads) == 1
+
+
+def test_definitions_refused_when_read_again_leave_the_ones_read_in_place(clean_emulator, caplog) -> None:
+    """Read again for an unknown option, the definitions refused (403: a permission taken away while the
+    run reads) ended the entity's read there, skipped as a refused table after some of its pages had
+    loaded; a failure of that read kept the definitions read and the id's text, as a refusal now does."""
+    client = PipedriveClient(clean_emulator.base_url, ApiTokenAuth(clean_emulator.api_token))
+    clean_emulator.control.settings(forbidden="/api/v2/dealFields")
+    try:
+        resolver = Resolver(
+            "deals",
+            DEAL_FIELDS,
+            builtin_columns=DEAL_BUILTIN_KEYS,
+            refresh=lambda: client.get("/api/v2/dealFields", cost=20, label="dealFields")["data"],
+        )
+        with caplog.at_level(logging.WARNING, logger="pipedrive_source"):
+            rows = resolver.resolve_page([deal_v2(label_ids=[5, 1])])
+    finally:
+        clean_emulator.control.settings(forbidden="")
+    assert rows[0]["labels"] == ["5", "Hot"]
+    assert "could not read the field definitions again" in caplog.text and "HTTP 403" in caplog.text
 
 
 def test_unparseable_values_are_kept_not_dropped(resolver: Resolver) -> None:
