@@ -326,10 +326,15 @@ class SyncContext:
         `fresh`: read again, leaving the shared rows as they are (what the run loads and compares), and not
         passed through the record hooks (they saw this list's rows once)."""
         self.check_company()
-        return self._read_all(entity, params, raw=True) if fresh else self._full_rows(entity, params)
+        if not fresh:
+            return self._full_rows(entity, params)
+        refused = self._refused.get(_memo_key(entity, params))
+        if refused is not None:  # a plan or a permission: no other answer within this run (`_full_rows`)
+            raise refused
+        return self._read_all(entity, params, raw=True)
 
     def _full_rows(self, entity: Entity, params: Mapping[str, Any] | None = None) -> list[Row]:
-        key = f"{entity.name}?{sorted((params or {}).items())}"
+        key = _memo_key(entity, params)
         with self._lock:
             lock = self._memo_locks.setdefault(key, threading.Lock())
         with lock:
@@ -434,6 +439,10 @@ def _refuse_future_start(start_date: datetime | None, now: datetime) -> None:
             f"{now:%Y-%m-%d %H:%M:%S} UTC): nothing would load until then. Use a past date or leave it "
             "unset (SOURCES__PIPEDRIVE__START_DATE, --start-date)."
         )
+
+
+def _memo_key(entity: Entity, params: Mapping[str, Any] | None) -> str:
+    return f"{entity.name}?{sorted((params or {}).items())}"
 
 
 def _unwrap(items: list[Row], items_key: str | None) -> list[Row]:

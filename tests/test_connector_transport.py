@@ -22,9 +22,11 @@ from connector_fixtures import assert_equal_to_truth, make_pipeline, sync, synce
 from pipedrive_source import FIELDS_TABLES, ApiError, AuthError, PipedriveOAuthCredentials, pipedrive_source
 from pipedrive_source.client import PipedriveClient, abort_requests
 from pipedrive_source.concurrency import DEFAULT_WORKERS
-from pipedrive_source.errors import Interrupted, PipedriveError, causes
+from pipedrive_source.entities import BY_NAME
+from pipedrive_source.errors import AccessDenied, Interrupted, PipedriveError, causes
 from pipedrive_source.limiter import NoLimiter, PlanLimiter
 from pipedrive_source.oauth import ApiTokenAuth
+from pipedrive_source.run import SyncContext, SyncMonitor
 
 TABLES = ["deals", "persons", "organizations", "users", "notes", "leads", "deal_products"]
 
@@ -228,6 +230,21 @@ def test_refused_lead_fields_read_the_leads_with_the_deal_fields_as_a_failure_do
     assert again.loaded["leads"] == len(clean_emulator.control.snapshot("leads"))
     assert all(row["visible_to_label"] for row in synced_rows(again.pipeline, "leads"))
     assert_equal_to_truth(clean_emulator, tmp_path, tables)
+
+
+def test_a_list_refused_in_a_run_is_not_asked_for_again_when_read_again(clean_emulator) -> None:
+    """A refused list is asked for once a run; read again (`fresh`: the field definitions, for an option a
+    record holds that they lack, as the leads' fallback to the deal fields does) it was asked again."""
+    client = PipedriveClient(clean_emulator.base_url, ApiTokenAuth(clean_emulator.api_token))
+    ctx = SyncContext(client, SyncMonitor(), None, 500, (), None)
+    clean_emulator.control.settings(forbidden="/v1/leadFields")
+    try:
+        for fresh in (False, True, True):
+            with pytest.raises(AccessDenied):
+                ctx.full_rows(BY_NAME["lead_fields"], fresh=fresh)
+    finally:
+        clean_emulator.control.settings(forbidden="")
+    assert clean_emulator.control.stats()["requests"]["/v1/leadFields"] == 1
 
 
 def test_installments_refused_below_growth_arrive_in_full_once_the_plan_has_them(
