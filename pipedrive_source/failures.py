@@ -25,7 +25,7 @@ from dlt.pipeline.exceptions import InvalidPipelineName
 
 from .errors import AuthError, ConfigError, PipedriveError, RateLimitExhausted, redact
 from .oauth import PipedriveOAuthCredentials
-from .recovery import load_refused
+from .recovery import SCRIPT_WAYS_OUT, LoadRefused, WaysOut, load_refused
 from .source import pipedrive_source
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
@@ -42,9 +42,12 @@ class SyncFailed(Exception):
         self.known = known  # False: an exception of no known kind, named by its class and first line
 
 
-def failure_of(exc: BaseException) -> SyncFailed:
-    """`exc` (dlt's, or the connector's wrapped in dlt's) as the one line that says what to fix."""
+def failure_of(exc: BaseException, ways_out: WaysOut = SCRIPT_WAYS_OUT) -> SyncFailed:
+    """`exc` (dlt's, or the connector's wrapped in dlt's) as the one line that says what to fix; a load the
+    destination refused with `ways_out`, those of where the line is read (the script's by default)."""
     cause = root_cause(exc)
+    if isinstance(cause, LoadRefused):
+        return SyncFailed(cause.worded(ways_out))
     if isinstance(cause, PipedriveError):
         code = EXIT_FAILED
         if isinstance(cause, ConfigError | AuthError):

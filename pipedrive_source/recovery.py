@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import dlt
@@ -55,7 +56,7 @@ from dlt.common.storages.load_storage import LoadStorage
 from dlt.common.storages.normalize_storage import NormalizeStorage
 from dlt.load.exceptions import LoadClientJobFailed, LoadClientJobTerminalRetry
 
-from .errors import PipedriveError, SettingError, config_place
+from .errors import PipedriveError, SettingError, config_place, redact
 from .state_history import prune_state_history
 from .views import drop_views
 
@@ -74,14 +75,14 @@ KEEP_LOADED_PACKAGES = 3  # loaded packages kept in the working folder (module d
 KEEP_LOADED_PACKAGES_KEY = "pipedrive.keep_loaded_packages"
 
 
-def recover(pipeline: dlt.Pipeline, drop: bool = False) -> list[str]:
+def recover(pipeline: dlt.Pipeline, drop: bool = False, option: str = "--drop-pending") -> list[str]:
     """Remove stale leftovers, then finish the packages an interrupted run left (`drop`: drop them, and
-    their records are read again); notices of what was done.
+    their records are read again; `option`: what the user set to drop them); notices of what was done.
     Also deletes loaded packages past the newest few (`prune_loaded_packages`) and the destination's state
     rows past the newest few (`state_history`)."""
     keep = configured_keep()  # a bad setting fails before anything is touched
     notices = remove_unfinished_extracts(pipeline) + remove_stale_packages(pipeline)
-    notices += drop_pending(pipeline) if drop else finish_pending(pipeline)
+    notices += drop_pending(pipeline, option) if drop else finish_pending(pipeline)
     prune_loaded_packages(pipeline, keep)
     prune_state_history(pipeline)
     return notices
@@ -130,13 +131,13 @@ def finish_pending(pipeline: dlt.Pipeline) -> list[str]:
     return [f"resumed: loaded {len(load_ids)} package(s) an interrupted run left ({ids}); now syncing"]
 
 
-def drop_pending(pipeline: dlt.Pipeline) -> list[str]:
-    """Abort the pending packages (`--drop-pending`); dlt rewinds the local state to where the oldest
-    started, so the run reads their records again."""
+def drop_pending(pipeline: dlt.Pipeline, option: str = "--drop-pending") -> list[str]:
+    """Abort the pending packages (`option`, the script's `--drop-pending`); dlt rewinds the local state to
+    where the oldest started, so the run reads their records again."""
     pipeline.activate()
     plan = pipeline.abort_packages()
     if plan is None:
-        return ["--drop-pending: no pending load package to drop; syncing as usual"]
+        return [f"{option}: no pending load package to drop; syncing as usual"]
     aborted = plan["package_to_abort"]
     ids = sorted({*plan["packages_to_delete"], *([aborted["load_id"]] if aborted else [])})
     return [
@@ -145,8 +146,49 @@ def drop_pending(pipeline: dlt.Pipeline) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class WaysOut:
+    """How a refused load's line words the ways out where it is read: `again`, running the sync again;
+    `drop`, dropping the pending package, or None where no package outlives a run (Airflow's tasks start
+    from a fresh working folder, so each run reads the records again)."""
+
+    again: str
+    drop: str | None
+
+
+SCRIPT_WAYS_OUT = WaysOut("run the same command again", "run it with --drop-pending")
+
+
 class LoadRefused(PipedriveError):
     """The destination refused a job of a load package for good; the package stays pending."""
+
+    def __init__(self, table: str, load_id: str, error: str) -> None:
+        self.table, self.load_id, self.error = table, load_id, error
+        super().__init__(self.worded(SCRIPT_WAYS_OUT))
+
+    def worded(self, ways_out: WaysOut) -> str:
+        """The one line, with the ways out of where it is read (module docstring)."""
+        fix = (
+            f"Fix the destination (e.g. a column of {self.table} whose type was changed by hand, or a "
+            f"constraint added) and {ways_out.again}"
+        )
+        head = (
+            f"The destination refused to load table {self.table} of load package {self.load_id}: "
+            f"{self.error}."
+        )
+        if ways_out.drop is None:
+            return redact(
+                f"{head} The records read are not loaded and the sync's state has not moved past them; no "
+                "run keeps the package, so every run reads them from Pipedrive again and stops here while "
+                f"the destination refuses them. {fix}. Nothing is lost."
+            )
+        return redact(
+            f"{head} The records read are kept in that package and the sync's state has not moved past "
+            "them; every run tries the package once again before it reads Pipedrive and stops here while "
+            f"the destination refuses it. {fix}; or {ways_out.drop} to drop the package and read its "
+            "records from Pipedrive again (needed when the package itself cannot load, e.g. after "
+            "upgrading the connector). Nothing is lost either way."
+        )
 
 
 def load_refused(exc: BaseException) -> LoadRefused | None:
@@ -157,16 +199,7 @@ def load_refused(exc: BaseException) -> LoadRefused | None:
     table = exc.job_id.rsplit(".", 2)[0]  # <table>.<file id>.<format>
     lines = str(exc.client_exception or exc.failed_message).strip().splitlines() or [""]
     error = lines[0] if len(lines[0]) <= 300 else lines[0][:300] + "…"  # an enum lists every value
-    return LoadRefused(
-        f"The destination refused to load table {table} of load package {exc.load_id}: "
-        f"{error}. The records read are kept in "
-        "that package and the sync's state has not moved past them; every run tries the package once "
-        "again before it reads Pipedrive and stops here while the destination refuses it. Fix the "
-        f"destination (e.g. a column of {table} whose type was changed by hand, or a constraint added) and "
-        "run the same command again; or run it with --drop-pending to drop the package and read its "
-        "records from Pipedrive again (needed when the package itself cannot load, e.g. after upgrading "
-        "the connector). Nothing is lost either way."
-    )
+    return LoadRefused(table, exc.load_id, error)
 
 
 class _TerminalJobLogs(logging.Filter):

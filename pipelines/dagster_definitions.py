@@ -27,6 +27,7 @@ import dlt
 from dagster import AssetExecutionContext
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
+from pydantic import Field
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # loaded with `dagster dev -f`: the package lives next to this folder
@@ -48,7 +49,7 @@ from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
 from pipedrive_source.failures import failure_of  # noqa: E402
 from pipedrive_source.history import SUFFIX, add_history, history_table  # noqa: E402
-from pipedrive_source.recovery import recover  # noqa: E402
+from pipedrive_source.recovery import SCRIPT_WAYS_OUT, WaysOut, recover  # noqa: E402
 from pipedrive_source.relations import upstream  # noqa: E402
 from pipedrive_source.views import VIEWS, refresh_views  # noqa: E402
 
@@ -180,17 +181,34 @@ def connector_logs_to(context: AssetExecutionContext) -> Iterator[None]:
         logger.removeHandler(handler)
 
 
+class SyncConfig(dg.Config):
+    """Run config of a company's tables (the op `<pipeline>_tables`)."""
+
+    drop_pending: bool = Field(
+        default=False,
+        description="Drop the load package the destination refused (the step's error says when) and read "
+        "its records from Pipedrive again; the pipeline script's --drop-pending.",
+    )
+
+
+def ways_out(company: Company) -> WaysOut:
+    """A refused load's ways out in Dagster: the run config that drops the package, for the company's op."""
+    config = f'{{"ops": {{"{company.pipeline_name}_tables": {{"config": {{"drop_pending": true}}}}}}}}'
+    return WaysOut("materialize the assets again", f"materialize them once with the run config {config}")
+
+
 @contextmanager
-def failing_clearly() -> Iterator[None]:
+def failing_clearly(refused_load: WaysOut = SCRIPT_WAYS_OUT) -> Iterator[None]:
     """A failure as the pipeline script's one line (`failures.failure_of`: a missing setting, a rejected
     token, ...), as the message of the step's failure, where dlt's own exception said it in dozens of lines
-    naming its classes, or not at all (a settings file that is no TOML); its traceback stays the cause."""
+    naming its classes, or not at all (a settings file that is no TOML); its traceback stays the cause.
+    `refused_load`: the ways out a load the destination refused names (the script's said --drop-pending)."""
     try:
         yield
     except dg.Failure:
         raise
     except Exception as exc:
-        raise dg.Failure(description=failure_of(exc).message) from exc
+        raise dg.Failure(description=failure_of(exc, refused_load).message) from exc
 
 
 def company_assets(
@@ -212,7 +230,7 @@ def company_assets(
         name=f"{company.pipeline_name}_tables",
         dagster_dlt_translator=translator,
     )
-    def tables(context: AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[Any]:
+    def tables(context: AssetExecutionContext, dlt: DagsterDltResource, config: SyncConfig) -> Iterator[Any]:
         selected = [key.path[-1] for key in context.selected_asset_keys]
         orphans = {t: p for t in selected if (p := feeding_parent(t)) and p not in selected}
         if orphans:
@@ -220,9 +238,9 @@ def company_assets(
                 "Select the parent table too: "
                 + ", ".join(f"{t} is loaded from the {p} changed in the same run" for t, p in orphans.items())
             )
-        with failing_clearly(), connector_logs_to(context):
+        with failing_clearly(ways_out(company)), connector_logs_to(context):
             # a killed run's packages: dagster-dlt would drop them, then read them again
-            for notice in recover(pipeline):
+            for notice in recover(pipeline, config.drop_pending, "drop_pending"):
                 context.log.info(notice)
             run = prepare_run(
                 pipeline,

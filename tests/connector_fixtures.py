@@ -431,3 +431,18 @@ def assert_no_change_budget(result: SyncResult) -> None:
     assert all(per_endpoint.get(path, 0) <= n for path, n in incremental_listings().items()), per_endpoint
     for child in ("/api/v2/deals/products", "/api/v2/deals/installments", "/api/v2/products/{id}/variations"):
         assert child not in per_endpoint
+
+
+def refuse_a_changed_deal(emulator: Any, db: Path) -> None:
+    """A load the destination refuses for good: deals.title in `db` becomes by hand an ENUM of the titles it
+    holds (their values stay as they were), and a deal gets a title the ENUM lacks, so the next merge of
+    deals fails in DuckDB with a Conversion Error, a job dlt does not retry. Undo with
+    `ALTER TABLE pipedrive.deals ALTER title SET DATA TYPE VARCHAR`."""
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TYPE deal_title AS ENUM (SELECT DISTINCT title FROM pipedrive.deals WHERE title NOTNULL)"
+        )
+        con.execute("ALTER TABLE pipedrive.deals ALTER title SET DATA TYPE deal_title")
+        (deal,) = con.execute("SELECT min(id) FROM pipedrive.deals").fetchone()
+    title = {"op": "update", "table": "deals", "id": deal, "changes": {"title": "A title the ENUM lacks"}}
+    emulator.control.mutate(ops=[title])

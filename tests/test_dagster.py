@@ -17,12 +17,19 @@ from types import ModuleType
 from typing import Any
 
 import dlt
+import duckdb
 import pytest
 
 dg = pytest.importorskip("dagster", reason="Dagster is an optional extra: uv sync --extra dagster")
 dagster_dlt = pytest.importorskip("dagster_dlt", reason="dagster-dlt is in the dagster extra")
 
-from connector_fixtures import DEFAULT_TABLES, compare, load_truth, synced_rows  # noqa: E402
+from connector_fixtures import (  # noqa: E402
+    DEFAULT_TABLES,
+    compare,
+    load_truth,
+    refuse_a_changed_deal,
+    synced_rows,
+)
 
 from pipedrive_source import pipedrive_source  # noqa: E402
 from pipedrive_source.concurrency import FetchPool  # noqa: E402
@@ -67,10 +74,16 @@ def source_tables() -> set[str]:
     return set(pipedrive_source(api_token="x", base_url="http://127.0.0.1").resources)
 
 
-def materialize(assets: list[Any], selection: list[str] | None = None) -> Any:
+def materialize(
+    assets: list[Any], selection: list[str] | None = None, run_config: dict[str, Any] | None = None
+) -> Any:
     keys = [dg.AssetKey(["pipedrive", name]) for name in selection] if selection else None
     return dg.materialize(
-        assets, resources={"dlt": dagster_dlt.DagsterDltResource()}, selection=keys, raise_on_error=False
+        assets,
+        resources={"dlt": dagster_dlt.DagsterDltResource()},
+        selection=keys,
+        raise_on_error=False,
+        run_config=run_config,
     )
 
 
@@ -392,3 +405,43 @@ def event_log_warnings(assets: Any, names: list[str]) -> list[str]:
     )
     assert result.success
     return [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+
+
+def test_a_load_the_destination_refuses_names_dagster_s_ways_out_and_the_run_config_drops_it(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
+) -> None:
+    """A package the destination refused stays pending and every later materialization failed on it; the
+    step's error named the script's --drop-pending, which Dagster has not: the run config drop_pending
+    drops it there, and its records are read again."""
+    assets = assets_for(definitions, tmp_path)
+    tables = ["deals", "custom_fields"]
+    assert materialize(assets, tables).success
+    refuse_a_changed_deal(credentials, tmp_path / "crm.duckdb")
+    message = step_failure_message(materialize(assets, tables))
+    config = {"ops": {"pipedrive_tables": {"config": {"drop_pending": True}}}}
+    assert "The destination refused to load table deals of load package " in message
+    assert "Conversion Error" in message and "--drop-pending" not in message
+    assert (
+        "and materialize the assets again; or materialize them once with the run config "
+        '{"ops": {"pipedrive_tables": {"config": {"drop_pending": true}}}} to drop the package'
+    ) in message, message
+    served = credentials.control.stats()["total_requests"]
+    assert step_failure_message(materialize(assets, tables)) == message  # tried once again, nothing read
+    assert credentials.control.stats()["total_requests"] == served
+
+    with duckdb.connect(str(tmp_path / "crm.duckdb")) as con:
+        con.execute("ALTER TABLE pipedrive.deals ALTER title SET DATA TYPE VARCHAR")
+    package = message.split("load package ")[1].split(":")[0]
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        assets,
+        resources={"dlt": dagster_dlt.DagsterDltResource()},
+        selection=[dg.AssetKey(["pipedrive", name]) for name in tables],
+        instance=instance,
+        run_config=config,
+    )
+    assert result.success
+    logged = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(m.startswith(f"dropped 1 pending load package(s) ({package})") for m in logged), logged
+    truth = load_truth(credentials, tmp_path, ["deals"])
+    assert not compare(tmp_path / "crm.duckdb", truth, "deals")

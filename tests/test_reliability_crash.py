@@ -26,6 +26,7 @@ from typing import Any
 import dlt
 import duckdb
 import pytest
+from connector_fixtures import refuse_a_changed_deal
 from dlt.pipeline.exceptions import PipelineStepFailed
 from reliability_support import (
     EXACT_ENV,
@@ -389,17 +390,6 @@ def test_each_kill_point_alone_then_resume(point: KillPoint, tmp_path: Path) -> 
         assert not unfinished_extracts(script.pipelines_dir)
 
 
-def refuse_other_deal_titles(db: Path) -> None:
-    """A hand-made change to the destination: deals.title becomes an ENUM of the titles it holds. Their values
-    stay as they were, but merging a deal of another title fails in DuckDB for good (Conversion Error), a
-    job dlt does not retry."""
-    with duckdb.connect(str(db)) as con:
-        con.execute(
-            "CREATE TYPE deal_title AS ENUM (SELECT DISTINCT title FROM pipedrive.deals WHERE title NOTNULL)"
-        )
-        con.execute("ALTER TABLE pipedrive.deals ALTER title SET DATA TYPE deal_title")
-
-
 @pytest.mark.parametrize("repair", ["fix the destination", "--drop-pending"])
 def test_a_load_the_destination_refuses_says_what_to_do_and_the_repair_loses_nothing(
     repair: str, crash_emulator: EmulatorHandle, tmp_path: Path
@@ -411,12 +401,8 @@ def test_a_load_the_destination_refuses_says_what_to_do_and_the_repair_loses_not
     script = Script(crash_emulator, tmp_path)
     finish(script)
     db = tmp_path / SYNC_DB
-    refuse_other_deal_titles(db)
-    with duckdb.connect(str(db), read_only=True) as con:
-        (deal,) = con.execute("SELECT min(id) FROM pipedrive.deals").fetchone()
     crash_emulator.control.mutate(seed=61, creates=2, updates=8)
-    title = {"op": "update", "table": "deals", "id": deal, "changes": {"title": "A title the ENUM lacks"}}
-    crash_emulator.control.mutate(ops=[title])
+    refuse_a_changed_deal(crash_emulator, db)
 
     failed = script.run(*ENTITIES)
     assert failed.returncode == 1
