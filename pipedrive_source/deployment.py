@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dlt
 from dlt.common.configuration.container import Container
@@ -35,6 +35,7 @@ from dlt.common.destination.utils import resolve_merge_strategy
 from dlt.common.pipeline import PipelineContext
 from dlt.extract.source import DltSource
 
+from .custom_fields_hook import CustomFieldResolution
 from .deletions import flag_vanished
 from .destinations import duckdb as duckdb_destination
 from .entities import BY_NAME
@@ -130,6 +131,12 @@ def history_left_out(entities: Sequence[str], reason: str, selection: str) -> st
         f"history: no history of {', '.join(entities)} kept by this run, {reason} ({selection}; "
         "[pipedrive] history names it)"
     )
+
+
+def entities_setting(company: Company) -> str:
+    """Where the `entities` setting that picks a company's tables is read first."""
+    section = "" if company.name == DEFAULT_COMPANY else f"{company.pipeline_name}."
+    return f"[{section}sources.pipedrive] entities"
 
 
 def split_names(text: str) -> list[str]:
@@ -246,7 +253,9 @@ def company_pipeline(
     )
 
 
-def table_catalog(company: Company, entities: Sequence[str] | None = None) -> DltSource:
+def table_catalog(
+    company: Company, entities: Sequence[str] | None = None, custom_fields: bool = False
+) -> DltSource:
     """A source that only describes the tables a sync of `company` loads (names, keys): those of `entities`,
     else of the `entities` setting resolved as the pipeline script's source resolves it, under the company's
     pipeline name first (`[pipedrive_acme.sources.pipedrive] entities`), then `[sources.pipedrive]`, with
@@ -256,7 +265,9 @@ def table_catalog(company: Company, entities: Sequence[str] | None = None) -> Dl
 
     Placeholder credentials: nothing is requested through this source, so it is built where there are no
     secrets (the Dagster webserver, the Airflow scheduler). Built without the custom-field resolution,
-    whose source starts fetching the field definitions as it is built."""
+    whose source starts fetching the field definitions as it is built (against the placeholder URL: 9
+    requests retried for 20 s in the background); `custom_fields` adds the resolution's two tables as they
+    are, where an entity of the catalog has custom fields (as a sync does)."""
     chosen = {} if entities is None else {"entities": entities}
     # an active pipeline's name wins over the injected one: with several companies (Airflow's DAGs, built
     # one after another) the previous company's pipeline was active, and its `entities` were read
@@ -264,17 +275,23 @@ def table_catalog(company: Company, entities: Sequence[str] | None = None) -> Dl
         Container().injectable_context(PipelineContext()),
         inject_section(ConfigSectionContext(pipeline_name=company.pipeline_name)),
     ):
-        return pipedrive_source(
+        source = pipedrive_source(
             api_token="unused-for-the-catalog",
             base_url="http://127.0.0.1",
             resolve_custom_fields=False,
             **chosen,
         )
+    if custom_fields:
+        described = [BY_NAME[name] for name in source.resources if name in BY_NAME]
+        # never iterated: the resources use the run context only when they run
+        source.resources.add(*CustomFieldResolution().resources(cast(Any, None), described))
+    return source
 
 
-def entity_tables(company: Company) -> list[str]:
-    """The entity tables a sync of `company` loads (see `table_catalog`)."""
-    return [name for name in table_catalog(company).resources if name in BY_NAME]
+def synced_tables(company: Company) -> list[str]:
+    """The tables a sync of `company` loads: its entities' (see `table_catalog`), and `custom_fields` and
+    `custom_field_options` where one of them has custom fields."""
+    return list(table_catalog(company, custom_fields=True).resources)
 
 
 @dataclass

@@ -44,13 +44,17 @@ from pipedrive_source.deployment import (  # noqa: E402
     company_pipeline,
     configured_companies,
     configured_history,
-    entity_tables,
+    entities_setting,
+    history_left_out,
     prepare_run,
+    synced_tables,
+    table_catalog,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME  # noqa: E402
 from pipedrive_source.failures import EXIT_BUDGET, failure_of  # noqa: E402
-from pipedrive_source.history import check_history, history_table  # noqa: E402
+from pipedrive_source.history import check_history, history_table, not_loaded  # noqa: E402
+from pipedrive_source.recovery import WaysOut  # noqa: E402
 from pipedrive_source.state_history import prune_state_history  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
@@ -58,7 +62,7 @@ SCHEDULE = "0 * * * *"
 
 # Each group holds whole dlt resource groups: a child table (deal_products, the opt-in deal_flow) sits with
 # the parent it is read from. Together the groups cover every entity (a test checks it); a company's DAG has
-# the tables of its `entities` setting (`deployment.entity_tables`: the defaults without it, opt-in ones
+# the tables of its `entities` setting (`deployment.synced_tables`: the defaults without it, opt-in ones
 # only where named), and a group none of whose tables it syncs has no task. The connector's custom-field
 # tables describe every entity synced at once, so they get a group of their own, after the entities' groups.
 RESOURCE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -121,16 +125,27 @@ LOAD_RETRY = Retrying(
 )
 
 
+# each task starts from a fresh working folder and removes it (GroupRun), so a package the destination
+# refused goes with it and the next run reads its records again: nothing to drop
+WAYS_OUT = WaysOut("run the task again (clear it, or wait for the next DAG run)", None)
+
+
 class GroupRun:
     """The callables of one group's task: a fresh source when the task runs, the after-load step after it."""
 
     def __init__(
-        self, company: Company, pipeline: Any, tables: Sequence[str], history: Sequence[str]
+        self,
+        company: Company,
+        pipeline: Any,
+        tables: Sequence[str],
+        history: Sequence[str],
+        notices: Sequence[str] = (),
     ) -> None:
         self.company = company
         self.pipeline = pipeline
         self.history = [name for name in history if name in tables]
         self.tables = [*tables, *(history_table(name) for name in self.history)]
+        self.notices = notices  # said in the task's log as it runs
         self.run: Run | None = None
 
     def source(self) -> Any:
@@ -143,6 +158,8 @@ class GroupRun:
         fails the task (it succeeded without a word though its tables were not read)."""
 
         def run_and_flag() -> None:
+            for notice in self.notices:
+                print(notice, flush=True)
             try:
                 with failing_clearly():
                     task()
@@ -166,13 +183,14 @@ def failing_clearly() -> Iterator[None]:
     """A failure as the pipeline script's one line (`failures.failure_of`: a missing setting, a rejected
     token, ...), the message of the exception that fails the task, where dlt's own said it in dozens of
     lines naming its classes; its traceback stays the cause. The budget running out before anything was
-    read fails without retries, as a budget stop does."""
+    read fails without retries, as a budget stop does. A load the destination refused names Airflow's way
+    out: the script's said to drop a pending package with --drop-pending, but no task keeps one."""
     try:
         yield
     except AirflowFailException:
         raise
     except Exception as exc:
-        failure = failure_of(exc)
+        failure = failure_of(exc, WAYS_OUT)
         if failure.exit_code == EXIT_BUDGET:
             raise AirflowFailException(failure.message) from exc
         raise failure from exc
@@ -183,6 +201,11 @@ def sync_dag(
 ) -> Any:
     """The DAG of one company."""
     check_history(history)  # a group keeps the history of its own tables: a typo would match none, unsaid
+    # said by the first task of each DAG run, as the pipeline script says it each run
+    left_out = not_loaded(table_catalog(company), history)
+    notices = (
+        [history_left_out(left_out, "which does not sync it", entities_setting(company))] if left_out else []
+    )
 
     @dag(
         dag_id=f"{company.pipeline_name}_sync",
@@ -197,7 +220,7 @@ def sync_dag(
     def pipedrive_sync() -> None:
         previous: Any = None
         for group, tables in company_groups(company).items():
-            task = _group_task(company, destination, group, tables, history)
+            task = _group_task(company, destination, group, tables, history, [] if previous else notices)
             if previous is not None:
                 previous >> task
             previous = task
@@ -208,7 +231,12 @@ def sync_dag(
 
 
 def _group_task(
-    company: Company, destination: Any, group: str, entities: Sequence[str], history: Sequence[str]
+    company: Company,
+    destination: Any,
+    group: str,
+    entities: Sequence[str],
+    history: Sequence[str],
+    notices: Sequence[str],
 ) -> Any:
     tasks = PipelineTasksGroup(
         group,
@@ -220,7 +248,7 @@ def _group_task(
     )
     # created after the group: dlt's helper gives each task group its own temporary working folder
     pipeline = company_pipeline(company, destination)
-    run = GroupRun(company, pipeline, entities, history)
+    run = GroupRun(company, pipeline, entities, history, notices)
     (task,) = tasks.add_run(
         pipeline,
         run.source,  # a callable: the source is built when the task runs
@@ -249,12 +277,11 @@ def _views_task(company: Company, destination: Any) -> Any:
 
 def company_groups(company: Company) -> dict[str, list[str]]:
     """The resource groups of the company's DAG, each with the tables of it the company syncs (those of the
-    `entities` setting, as the pipeline script syncs them); groups without any left out."""
-    synced = set(entity_tables(company))
-    groups = {
-        group: [name for name in tables if name in synced or name not in BY_NAME]
-        for group, tables in RESOURCE_GROUPS.items()
-    }
+    `entities` setting, as the pipeline script syncs them); groups without any left out. The custom-field
+    tables only where a synced entity has custom fields: their task loaded nothing and, sending no
+    request, succeeded with a rejected token."""
+    synced = set(synced_tables(company))
+    groups = {group: [name for name in tables if name in synced] for group, tables in RESOURCE_GROUPS.items()}
     return {group: tables for group, tables in groups.items() if tables}
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from graphlib import TopologicalSorter
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import dagster as dg
 import dlt
@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # loaded with `dagster dev -f`: the package lives next to this folder
     sys.path.insert(0, str(ROOT))
 
-from pipedrive_source.custom_fields_hook import CustomFieldResolution  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     Company,
@@ -127,14 +126,9 @@ def in_dependency_order(results: list[Any]) -> list[Any]:
 
 def asset_catalog(company: Company, entities: Sequence[str] | None, history: Sequence[str]) -> Any:
     """A source that only describes the company's tables (names, keys) for the asset specs; runs build their
-    own. The tables of `entities`, else of the `entities` setting, as the pipeline script syncs them
-    (`deployment.table_catalog`: nothing requested). The custom-field resolution's two tables are added as
-    they are: its source starts fetching the field definitions as it is built (against the placeholder
-    URL: 9 requests retried for 20 s in the background of every definitions load and step process)."""
-    source = table_catalog(company, entities)
-    described = [BY_NAME[name] for name in source.resources if name in BY_NAME]
-    # never iterated: the resources use the run context only when they run
-    source.resources.add(*CustomFieldResolution().resources(cast(Any, None), described))
+    own. The tables of `entities`, else of the `entities` setting, as the pipeline script syncs them, with
+    the custom-field tables (`deployment.table_catalog`: nothing requested)."""
+    source = table_catalog(company, entities, custom_fields=True)
     add_history(source, history)  # for the entities of the catalog
     return source
 

@@ -16,13 +16,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 # find, not import: importing Airflow reconfigures the process's logging, which the other tests rely on
 if importlib.util.find_spec("airflow") is None:
     pytest.skip("Airflow is an optional extra: uv sync --extra airflow", allow_module_level=True)
 
-from connector_fixtures import DEFAULT_TABLES, compare, load_truth, make_pipeline, synced_rows  # noqa: E402
+from connector_fixtures import (  # noqa: E402
+    DEFAULT_TABLES,
+    compare,
+    load_truth,
+    make_pipeline,
+    refuse_a_changed_deal,
+    synced_rows,
+)
 
 from pipedrive_source.emulator import EmulatorHandle  # noqa: E402
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD, SORTED, UPDATED_SINCE  # noqa: E402
@@ -145,11 +153,10 @@ def test_each_company_s_dag_has_the_tables_of_its_entities_setting(airflow_env: 
             "deals": ["deals", "deal_followers"],
             "custom_fields": custom,
         },
-        "globex": {"lookups": ["users"], "custom_fields": custom},
+        "globex": {"lookups": ["users"]},  # users have no custom fields: nothing for custom_fields
     }
     assert set(result["dags"]["pipedrive_globex_sync"]["tasks"]) == {
         "lookups.pipedrive_globex",
-        "custom_fields.pipedrive_globex",
         "analyst_views",
     }
 
@@ -260,20 +267,29 @@ def test_a_budget_stop_fails_its_task_with_the_stopped_early_line(
 def test_an_opt_in_table_of_the_entities_setting_loads(
     airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
+    """Also: a `[pipedrive] history` entity the setting leaves out is said once in the run's log, as the
+    pipeline script says it (Airflow dropped it without a word)."""
     env = company_env(
         airflow_env,
         emulator,
         tmp_path,
         SOURCES__PIPEDRIVE__ENTITIES='["deal_participants"]',
+        PIPEDRIVE__HISTORY='["deals", "persons"]',
     )
     emulator.control.reset_stats()
     run = dags_test(env, tmp_path)
     assert run.returncode == 0, run.stdout[-3000:]
+    notice = (
+        "history: no history of persons kept by this run, which does not sync it ([sources.pipedrive] "
+        "entities; [pipedrive] history names it)"
+    )
+    assert (run.stdout + run.stderr).count(notice) == 1, run.stdout[-3000:]
     assert task_states(env) == {
         "deals.pipedrive": "success",
         "custom_fields.pipedrive": "success",
         "analyst_views": "success",
     }
+    assert synced_rows(make_pipeline(tmp_path), "deals_history")
     deals = emulator.control.snapshot("deals")
     assert emulator.control.stats()["requests"]["/v1/deals/{id}/participants"] == len(deals)
     reader = make_pipeline(tmp_path)
@@ -285,21 +301,57 @@ def test_an_opt_in_table_of_the_entities_setting_loads(
 def test_a_failed_task_says_the_pipeline_script_s_line(
     airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
-    """dlt's exceptions failed the tasks as they were: `PipelineStepFailed` in many lines."""
-    env = {
-        **airflow_env,
-        "SOURCES__PIPEDRIVE__API_TOKEN": "wrong-token",
-        "SOURCES__PIPEDRIVE__BASE_URL": emulator.base_url,
-        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crm.duckdb"),
-        "SOURCES__PIPEDRIVE__ENTITIES": '["users"]',
-    }
+    """dlt's exceptions failed the tasks as they were: `PipelineStepFailed` in many lines. Every task that
+    syncs fails with the line: the custom_fields task of a DAG whose entities have no custom fields loaded
+    nothing, sent no request and succeeded (it is no longer there)."""
+    env = company_env(
+        airflow_env,
+        emulator,
+        tmp_path,
+        SOURCES__PIPEDRIVE__API_TOKEN="wrong-token",
+        SOURCES__PIPEDRIVE__ENTITIES='["users", "persons"]',
+    )
     run = dags_test(env, tmp_path)
-    assert task_states(env)["lookups.pipedrive"] == "failed"
+    states = task_states(env)
+    syncing = {task: state for task, state in states.items() if task != "analyst_views"}
+    assert syncing == {
+        task: "failed" for task in ("lookups.pipedrive", "people.pipedrive", "custom_fields.pipedrive")
+    }
     # the exception that failed the task, the last line of its traceback in the task log
-    assert (
+    line = (
         "SyncFailed: Pipedrive rejected the API token (HTTP 401 unauthorized). Set a valid token in "
         "SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [sources.pipedrive] in .dlt/secrets.toml)."
-    ) in run.stdout + run.stderr
+    )
+    assert (run.stdout + run.stderr).count(line) >= len(syncing), run.stdout[-3000:]
+    env["SOURCES__PIPEDRIVE__ENTITIES"] = '["users"]'
+    dags_test(env, tmp_path)
+    assert task_states(env)["lookups.pipedrive"] == "failed"
+    assert "custom_fields.pipedrive" not in task_states(env)
+
+
+def test_a_load_the_destination_refuses_names_airflow_s_way_out_and_loses_nothing(
+    airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The task failed with the script's line, which said that every run tries the kept package first and
+    named --drop-pending: no task keeps a package (each starts from a fresh working folder), so the next
+    run reads the records again, and the line says so; once the destination is fixed they load."""
+    env = company_env(airflow_env, emulator, tmp_path, SOURCES__PIPEDRIVE__ENTITIES='["deals"]')
+    assert dags_test(env, tmp_path).returncode == 0
+    refuse_a_changed_deal(emulator, tmp_path / "crm.duckdb")
+    refused = dags_test(env, tmp_path)
+    assert task_states(env)["deals.pipedrive"] == "failed"
+    log = refused.stdout + refused.stderr
+    line = next(line for line in log.splitlines() if "SyncFailed: The destination refused to load" in line)
+    assert "table deals of load package" in line and "Conversion Error" in line, line
+    assert "every run reads them from Pipedrive again" in line and "--drop-pending" not in line, line
+    assert "and run the task again (clear it, or wait for the next DAG run). Nothing is lost." in line, line
+
+    with duckdb.connect(str(tmp_path / "crm.duckdb")) as con:
+        con.execute("ALTER TABLE pipedrive.deals ALTER title SET DATA TYPE VARCHAR")
+    assert dags_test(env, tmp_path).returncode == 0
+    assert set(task_states(env).values()) == {"success"}
+    truth = load_truth(emulator, tmp_path, ["deals"])
+    assert not compare(tmp_path / "crm.duckdb", truth, "deals")
 
 
 AIRFLOW_PROBE = """
