@@ -74,6 +74,14 @@ class Company:
         return self.pipeline_name
 
 
+def read_settings_of_checkout(root: Path) -> None:
+    """Run from a folder without a .dlt/ (cron without `cd`, `dagster dev -f` from elsewhere), read the .dlt/
+    of the checkout at `root`: dlt reads settings from the current folder only, so the checkout's token went
+    unseen (the script synced the demo, exit 0). A .dlt/ in the current folder, or DLT_PROJECT_DIR, wins."""
+    if "DLT_PROJECT_DIR" not in os.environ and not Path(".dlt").is_dir() and (root / ".dlt").is_dir():
+        os.environ["DLT_PROJECT_DIR"] = str(root)
+
+
 def configured_companies() -> list[Company]:
     """`[pipedrive] companies`; the single default company without it. A list naming no company (`[]`, or
     the variable set empty) is refused: it synced the single company, whose credentials may be another's."""

@@ -42,6 +42,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     configured_history,
     history_left_out,
     prepare_run,
+    read_settings_of_checkout,
     table_catalog,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
@@ -300,6 +301,7 @@ def build_definitions(
     )
 
 
+read_settings_of_checkout(ROOT)  # `dagster dev -f` from another folder, and each run's step process
 try:
     defs = build_definitions()
 except Exception as exc:  # a settings file that is no TOML, a company name refused: the line to fix it

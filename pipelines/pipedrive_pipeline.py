@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -45,6 +44,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     duckdb_file,
     duckdb_file_destination,
     history_left_out,
+    read_settings_of_checkout,
     split_names,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
@@ -228,11 +228,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def read_settings_of_this_checkout() -> None:
-    """Run from a folder without a .dlt/ (cron without `cd`), read the .dlt/ next to this script: dlt reads
-    settings from the current folder only, so the checkout's token went unseen and the demo ran instead
-    (exit 0). A .dlt/ in the current folder, or DLT_PROJECT_DIR, still wins."""
-    if "DLT_PROJECT_DIR" not in os.environ and not Path(".dlt").is_dir() and (ROOT / ".dlt").is_dir():
-        os.environ["DLT_PROJECT_DIR"] = str(ROOT)
+    """The .dlt/ of this checkout where the current folder has none (`read_settings_of_checkout`)."""
+    read_settings_of_checkout(ROOT)
 
 
 class Terminated(KeyboardInterrupt):

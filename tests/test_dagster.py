@@ -445,3 +445,33 @@ def test_a_load_the_destination_refuses_names_dagster_s_ways_out_and_the_run_con
     assert any(m.startswith(f"dropped 1 pending load package(s) ({package})") for m in logged), logged
     truth = load_truth(credentials, tmp_path, ["deals"])
     assert not compare(tmp_path / "crm.duckdb", truth, "deals")
+
+
+def test_definitions_loaded_from_another_folder_read_the_checkout_s_settings(tmp_path: Path) -> None:
+    """`dagster dev -f /srv/pipedrive/pipelines/dagster_definitions.py` from a folder without a .dlt/ read
+    no settings at all (the companies, the entities: dlt reads .dlt/ of the current folder only), where the
+    pipeline script reads the .dlt/ of its checkout."""
+    checkout = tmp_path / "checkout"
+    (checkout / "pipelines").mkdir(parents=True)
+    (checkout / ".dlt").mkdir()
+    (checkout / ".dlt" / "config.toml").write_text('[pipedrive]\ncompanies = ["acme"]\n')
+    definitions = checkout / "pipelines" / "dagster_definitions.py"
+    definitions.write_text((ROOT / "pipelines" / "dagster_definitions.py").read_text())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "PIPEDRIVE", "DLT_PROJECT"))}
+    groups = (
+        "import runpy; defs = runpy.run_path({path!r})['defs']; "
+        "graph = defs.resolve_asset_graph(); "
+        "print(sorted({{graph.get(key).group_name for key in graph.get_all_asset_keys()}}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", groups.format(path=str(definitions))],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "['pipedrive_acme']", loaded.stdout[-2000:]
