@@ -201,7 +201,7 @@ def sync_dag(
 ) -> Any:
     """The DAG of one company."""
     check_history(history)  # a group keeps the history of its own tables: a typo would match none, unsaid
-    # said by the first task of each DAG run, as the pipeline script says it each run
+    # as the pipeline script says it each run
     left_out = not_loaded(table_catalog(company), history)
     notices = (
         [history_left_out(left_out, "which does not sync it", entities_setting(company))] if left_out else []
@@ -220,7 +220,8 @@ def sync_dag(
     def pipedrive_sync() -> None:
         previous: Any = None
         for group, tables in company_groups(company).items():
-            task = _group_task(company, destination, group, tables, history, [] if previous else notices)
+            said = notices if previous is None else []  # once a run, by its first task
+            task = _group_task(company, destination, group, tables, history, said)
             if previous is not None:
                 previous >> task
             previous = task
