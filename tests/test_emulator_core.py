@@ -643,3 +643,15 @@ def _followers(c: Company, table: str, rid: int) -> list[int]:
 
 def _participants(c: Company, deal_id: int) -> list[int]:
     return [p["person_id"]["value"] for p in ok(c, f"/v1/deals/{deal_id}/participants", limit=100)["data"]]
+
+
+def test_a_deal_moved_to_another_stage_gets_its_stage_change_time(fresh: Company) -> None:
+    """The spec's `stage_change_time`, "the last updated date and time of the deal stage", follows a move
+    made by an explicit update as it does a random one; an update leaving the stage leaves it alone."""
+    deal = next(d for d in pull_v2(fresh, "/api/v2/deals", limit=100) if d["stage_id"])
+    stage = next(s["id"] for s in fresh.snapshot("stages") if s["id"] != deal["stage_id"])
+    op = {"op": "update", "table": "deals", "id": deal["id"]}
+    moved = fresh.mutate({"ops": [{**op, "changes": {"stage_id": stage}}]})["clock"]
+    assert ok(fresh, f"/api/v2/deals/{deal['id']}")["data"]["stage_change_time"] == moved
+    fresh.mutate({"ops": [{**op, "changes": {"title": "no move"}}]})
+    assert ok(fresh, f"/api/v2/deals/{deal['id']}")["data"]["stage_change_time"] == moved

@@ -20,7 +20,8 @@ Explicit operations — `{"ops": [...]}`, applied in order:
   record's rendering; records are not stamped, as in Pipedrive); `{"op": "add_field", "entity", "name",
   "field_type", "options": [labels]?, "fill": n?}` (n random live records get a value and are stamped);
 - `{"op": "archive_deal", "id"}`; `{"op": "update", "table", "id", "changes"}` (`custom_fields` in
-  changes is merged key by key; a null value clears a field); `{"op": "delete", "table", "id"}`;
+  changes is merged key by key; a null value clears a field; a deal given another `stage_id` gets the
+  batch's time as `stage_change_time` unless the changes name one); `{"op": "delete", "table", "id"}`;
   `{"op": "create", "table", "values"?}`; `{"op": "add_mail", "deal_id"}` (a mail message linked to the
   deal: it shows in the deal's flow); `{"op": "advance_clock", "seconds"}`;
   `{"op": "merge", "table": "persons" | "organizations", "id", "merge_with_id"}` (v1
@@ -259,6 +260,9 @@ class Batch:
         if changes is None:
             changes = self._random_changes(name, rec)
         changes = copy.deepcopy(changes)
+        if name == "deals" and changes.get("stage_id", rec.get("stage_id")) != rec.get("stage_id"):
+            # the spec's "last updated date and time of the deal stage": a move sets it as a random one does
+            changes.setdefault("stage_change_time", self.c.clock)
         if "custom_fields" in changes and "custom_fields" in rec:
             merged = dict(rec["custom_fields"])
             for k, v in changes["custom_fields"].items():
