@@ -5,7 +5,9 @@
   columns the synced `custom_fields` table names, as `connector_fixtures.load_truth` lays them out), child
   sets per parent, no duplicate primary key, no orphaned child row. Ids deleted in Pipedrive that its lists
   no longer reveal may stay unflagged until a reconcile run (`unflagged_ok`); everything else is exact.
-- `ModelWalk`: the seeded random walk of emulator mutations, each round followed by a sync and a comparison;
+- `ModelWalk`: the seeded random walk of emulator mutations, each round followed by a sync and a comparison
+  (besides record and field changes: merges of persons and organizations, pipeline, stage, board and phase
+  changes, followers added and removed, compared when the walk's tables include the followers tables);
   `FEATURES` it can add: the connector's own full-read interval under clock jumps of hours to days
   (`interval`), runs stopped by a small daily budget (`budget`), fields deleted and added again under the
   same name with another type (`retype`), every run with `hard_delete` (`hard_delete`).
@@ -57,6 +59,8 @@ from pipedrive_source import SyncMonitor, pipedrive_source
 from pipedrive_source.deletions import flag_vanished
 from pipedrive_source.destinations import loader_file_format
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
+from pipedrive_source.emulator.followers import FOLLOWED
+from pipedrive_source.emulator.mutations import LINKS, NAMED_LINKS
 from pipedrive_source.entities import BY_NAME, ENTITIES
 from pipedrive_source.history import add_history
 from pipedrive_source.settings import FULL_READ_INTERVAL_HOURS
@@ -223,16 +227,62 @@ class Comparison:
         return {table: [p[:300] for p in problems[:per_table]] for table, problems in self.problems.items()}
 
 
+@dataclass
+class Merges:
+    """What the walk's merges of persons and organizations did that a run need not see before a reconcile:
+    per merged table the id merged away -> the id kept (`into`), and per table the records a merge pointed
+    at the kept one without stamping them (`moved`): until a reconcile loads them they may still hold the
+    id merged away (and a note the name that goes with it, the emulator's `NAMED_LINKS`). Full-read lists
+    (call logs, projects) are not `moved`: their next full read must see the change."""
+
+    into: dict[str, dict[Any, Any]] = field(default_factory=dict)
+    moved: dict[str, set[Any]] = field(default_factory=dict)
+
+    def note(self, body: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        """Remember a mutation's merges and relinked records; a record stamped in it is read again."""
+        for op in body.get("ops") or ():
+            if op["op"] == "merge":
+                self.into.setdefault(op["table"], {})[op["id"]] = op["merge_with_id"]
+        for table, ids in result.get("relinked", {}).items():
+            if table in BY_NAME and table not in INTERVAL_TABLES:
+                self.moved.setdefault(table, set()).update(ids)
+        for kind in ("created", "updated", "deleted", "archived"):
+            for table, ids in result.get(kind, {}).items():
+                self.moved.get(table, set()).difference_update(ids)
+
+    def kept(self, table: str, rid: Any) -> Any:
+        """The id `rid` of `table` ends up as after every merge since (itself if never merged away)."""
+        while rid in self.into.get(table, {}):
+            rid = self.into[table][rid]
+        return rid
+
+    def as_stored(self, table: str, want: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
+        """The truth row `want` of a moved record with the links `got` may still hold: an id merged (maybe
+        over several merges) into the truth's."""
+        out = dict(want)
+        for merged, pairs in LINKS.items():
+            for column in (c for t, c in pairs if t == table):
+                old = got.get(column)
+                if old != want.get(column) and self.kept(merged, old) == want.get(column):
+                    out[column] = old
+                    name = NAMED_LINKS.get((table, column))
+                    if name:
+                        out[f"{name}__name"] = got.get(f"{name}__name")
+        return out
+
+
 def compare_with_truth(
     emulator: EmulatorHandle,
     workdir: Path,
     tables: Iterable[str],
     *,
     unflagged_ok: Mapping[str, set[Any]] | None = None,
+    merges: Merges | None = None,
     hard_delete: bool = False,
     variants: bool = False,
 ) -> Comparison:
     """Compare the sync in `workdir/crm.duckdb` with the emulator's ground truth (see module docstring);
+    `merges`: records moved by a merge may still point at the record merged away (see `Merges`);
     `variants`: values of another type than their column's may be in its variant columns (bad data)."""
     tables = list(tables)
     truth_db = load_truth(emulator, workdir, tables)
@@ -244,7 +294,7 @@ def compare_with_truth(
         for table in tables:
             tolerated = _tolerated(table, unflagged_ok or {}, con) if table in synced_tables else set()
             problems = _table_problems(
-                con, table, truth_tables, synced_tables, tolerated, hard_delete, result, variants
+                con, table, truth_tables, synced_tables, tolerated, hard_delete, result, variants, merges
             )
             if problems:
                 result.problems[table] = problems
@@ -274,6 +324,7 @@ def _table_problems(
     hard_delete: bool,
     result: Comparison,
     variants: bool = False,
+    merges: Merges | None = None,
 ) -> list[str]:
     pk = BY_NAME[table].primary_key
     if table not in synced_tables:
@@ -286,8 +337,13 @@ def _table_problems(
     )
     synced = {row[pk]: row for row in _fetch(con, f"SELECT * FROM {DATASET}.{table}")}
     result.rows += len(truth)
+    moved: set[Any] = set()
+    if merges is not None:
+        moved = merges.moved.get(table, set()) & truth.keys() & synced.keys()
+        truth.update({key: merges.as_stored(table, truth[key], synced[key]) for key in moved})
     problems += _row_problems(table, truth, synced, tolerated, hard_delete, variants)
     gone = {k for k, row in truth.items() if hard_delete and row.get("is_deleted") is True}
+    gone |= moved  # a moved activity's participants may name the person merged away, as its row may
     for child in sorted(t for t in truth_tables if t.startswith(f"{table}__")):
         result.rows += con.execute(f"SELECT count(*) FROM t.{TRUTH_DATASET}.{child}").fetchone()[0]
         problems += _compare_children(con, table, child, pk, child in synced_tables, gone)
@@ -350,6 +406,7 @@ FIELDS_TABLE_OF = {
     "product": "product_fields",
     "project": "project_fields",
 }
+FOLLOWER_TABLES = [table for table, _ in FOLLOWED.values()]  # opt-in: the walk follows and unfollows
 RECORD_OF = {"deal": "deals", "person": "persons", "organization": "organizations", "product": "products"}
 FIELD_TYPES = (
     "varchar", "text", "int", "double", "monetary", "date", "daterange", "time", "enum", "set",
@@ -363,6 +420,13 @@ NASTY_NAMES = ("Title", "Status", "Value", "ÜBER wert", "id", "2nd field", "Dea
 
 
 FEATURES = ("interval", "budget", "retype", "hard_delete")
+# the walk's renames of the sales and projects set-up (`ModelWalk._pipeline`)
+RENAMED = {
+    "rename_pipeline": "pipelines",
+    "rename_stage": "stages",
+    "rename_board": "boards",
+    "rename_phase": "phases",
+}
 # lists read in full at most once per interval (`entities.py`): with the `interval` feature the walk keeps
 # the connector's interval and checks them against a model of when they are due
 INTERVAL_TABLES = tuple(e.name for e in ENTITIES if e.full_read_hours is not None)
@@ -389,13 +453,15 @@ class ModelWalk:
     """A seeded random walk: each round mutates the emulator, syncs, and compares every table with the truth.
 
     The model's memory: which records were deleted in a way Pipedrive's lists no longer reveal (those may
-    stay unflagged until a reconcile run, which the walk picks now and then, never longer); with `interval`,
-    the emulator's clock and when each interval list was last read in full. A list due (first run,
-    reconcile, a day since its last full read by the server's clock, an option of its fields relabelled since)
-    must equal the truth; one not due must be left exactly as it was (not a row rewritten). With `budget`,
-    some runs get a daily budget below what the last run spent: a stopped run may leave tables behind the
-    truth but never broken (`STRUCTURAL`), and the next run must reach the truth again. With `hard_delete`,
-    every run removes the rows of deleted records instead of flagging them.
+    stay unflagged until a reconcile run, which the walk picks now and then, never longer), which records a
+    merge of persons or organizations moved without stamping them (`Merges`: they may keep the old id until
+    a reconcile run, never longer); with `interval`, the emulator's clock and when each interval list was
+    last read in full. A list due (first run, reconcile, a day since its last full read by the server's
+    clock, an option of its fields relabelled since, phases after a change of the boards) must equal the
+    truth; one not due must be left exactly as it was (not a row rewritten). With `budget`, some runs get a
+    daily budget below what the last run spent: a stopped run may leave tables behind the truth but never
+    broken (`STRUCTURAL`), and the next run must reach the truth again. With `hard_delete`, every run
+    removes the rows of deleted records instead of flagging them.
     """
 
     def __init__(
@@ -417,7 +483,10 @@ class ModelWalk:
         self.unflagged_ok: dict[str, set[Any]] = {}
         self.last_clock: str | None = None
         self.full_read_at: dict[str, int | None] = {t: None for t in INTERVAL_TABLES if t in self.tables}
-        self.relabelled: set[str] = set()  # interval lists due because an option of their fields changed
+        # interval lists due before their interval: an option of their fields relabelled, phases when the
+        # boards changed (the connector reads them again then)
+        self.due_early: set[str] = set()
+        self.merges = Merges()
         self.spent = 0  # tokens the last complete run spent: the scale of a stopping budget
         self.rounds: list[Round] = []
 
@@ -456,12 +525,14 @@ class ModelWalk:
                 self.spent = result.tokens
                 if reconcile:
                     self.unflagged_ok.clear()
+                    self.merges.moved.clear()
             compared = [t for t in self.tables if t not in self.skip and t not in before]
             comparison = compare_with_truth(
                 self.emulator,
                 self.workdir,
                 compared,
                 unflagged_ok=self.unflagged_ok,
+                merges=self.merges,
                 hard_delete="hard_delete" in self.features,
             )
             found = comparison.problems
@@ -521,7 +592,7 @@ class ModelWalk:
         return {
             table
             for table, at in self.full_read_at.items()
-            if reconcile or at is None or now - at >= INTERVAL_S or table in self.relabelled
+            if reconcile or at is None or now - at >= INTERVAL_S or table in self.due_early
         }
 
     def _note_full_reads(self, due: set[str], stopped: bool, result: SyncResult) -> dict[str, list[str]]:
@@ -539,7 +610,7 @@ class ModelWalk:
                 problems[table] = [f"{table}: last full read {kept}, the model expects one of {allowed}"]
             if kept == now:
                 self.full_read_at[table] = now
-                self.relabelled.discard(table)
+                self.due_early.discard(table)
             elif stopped:
                 self.full_read_at[table] = kept
         return problems
@@ -547,6 +618,7 @@ class ModelWalk:
     # ---- mutations ----------------------------------------------------------------------------------------
     def _mutate(self) -> list[str]:
         kinds = ["batch"] * 6 + ["rename", "relabel", "add_option", "add_field", "same_second", "nasty"]
+        kinds += ["merge", "pipeline", "follow"]
         kinds += ["delete_field"] if self.rng.random() < 0.2 else []
         kinds += ["clock_jump"] * 2 if "interval" in self.features else []
         kinds += ["retype"] if "retype" in self.features else []
@@ -556,14 +628,113 @@ class ModelWalk:
         body = getattr(self, f"_{kind}")()
         if body is None:
             return []
+        what = body.pop("what", None) or (body["ops"][0]["op"] if body.get("ops") else None)
         result = self.emulator.control.mutate(**body)
         self.last_clock = result["clock"]
         for table, ids in result["deleted"].items():
             self.unflagged_ok.setdefault(table, set()).update(ids)
+        self.merges.note(body, result)
         for change in result["fields"]:  # a changed option: the list's stored labels are stale, a read is due
             if change["op"] in ("relabel_option", "delete_option") and change["entity"] == "project":
-                self.relabelled.add("projects")
-        return [kind + (f" {body['ops'][0]['op']}" if body.get("ops") else "")]
+                self.due_early.add("projects")
+        if "boards" in result["updated"] or "boards" in result["deleted"]:
+            self.due_early.add("phases")
+        return [kind + (f" {what}" if what else "")]
+
+    def _live(self, table: str) -> list[dict[str, Any]]:
+        """The records of `table` a user can still change (not deleted, not archived)."""
+        return [
+            r
+            for r in self.emulator.control.snapshot(table)
+            if not r.get("is_deleted") and not r.get("is_archived") and r.get("status") != "deleted"
+        ]
+
+    def _merge(self) -> dict[str, Any] | None:
+        """Two persons (organizations) merged: the one kept changes, the records of the other move to it
+        unstamped (`Merges`), the other is gone."""
+        table = self.rng.choice(sorted(LINKS))
+        live = [r["id"] for r in self._live(table)]
+        if len(live) < 2:
+            return None
+        gone, kept = self.rng.sample(live, 2)
+        return {"ops": [{"op": "merge", "table": table, "id": gone, "merge_with_id": kept}]}
+
+    def _follow(self) -> dict[str, Any] | None:
+        """A user starts or stops following a deal, person, organization or product."""
+        table = self.rng.choice(sorted(FOLLOWED))
+        live = self._live(table)
+        if not live:
+            return None
+        rid = self.rng.choice(live)["id"]
+        followers_table, column = FOLLOWED[table]
+        following = sorted(
+            f["user_id"] for f in self.emulator.control.snapshot(followers_table) if f[column] == rid
+        )
+        others = sorted({u["id"] for u in self.emulator.control.snapshot("users")} - set(following))
+        follow = not following or (bool(others) and self.rng.random() < 0.5)
+        user = self.rng.choice(others if follow else following)
+        return {
+            "ops": [{"op": "follow" if follow else "unfollow", "table": table, "id": rid, "user_id": user}]
+        }
+
+    def _pipeline(self) -> dict[str, Any] | None:
+        """A change of the sales or projects set-up: a deal moved to another pipeline's stage, a pipeline,
+        stage, board or phase renamed, a stage deleted (its deals moved to another stage of its pipeline
+        first, as Pipedrive has a user do), a project moved to another phase."""
+        kind = self.rng.choice(("move_deal", "delete_stage", "move_project", *sorted(RENAMED)))
+        stages = self._live("stages")
+        name = f"Renamed {self.rng.randint(1, 999)}"
+        if kind == "move_deal":
+            deals = self._live("deals")
+            if not deals:
+                return None
+            deal = self.rng.choice(deals)
+            elsewhere = [s for s in stages if s["pipeline_id"] != deal["pipeline_id"]] or stages
+            stage = self.rng.choice(elsewhere)
+            changes = {"stage_id": stage["id"], "pipeline_id": stage["pipeline_id"]}
+            return {
+                "what": kind,
+                "ops": [{"op": "update", "table": "deals", "id": deal["id"], "changes": changes}],
+            }
+        if kind == "delete_stage":
+            return self._delete_stage(stages)
+        if kind == "move_project":
+            projects, phases = self._live("projects"), self._live("phases")
+            if not projects or not phases:
+                return None
+            phase = self.rng.choice(phases)
+            changes = {"phase_id": phase["id"], "board_id": phase["board_id"]}
+            project = self.rng.choice(projects)["id"]
+            return {
+                "what": kind,
+                "ops": [{"op": "update", "table": "projects", "id": project, "changes": changes}],
+            }
+        live = self._live(RENAMED[kind])
+        if not live:
+            return None
+        rid = self.rng.choice(live)["id"]
+        op = {"op": "update", "table": RENAMED[kind], "id": rid, "changes": {"name": name}}
+        return {"what": kind, "ops": [op]}
+
+    def _delete_stage(self, stages: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """A stage deleted once its deals (open, won, lost, archived) are in another stage of its pipeline."""
+        movable = [s for s in stages if sum(o["pipeline_id"] == s["pipeline_id"] for o in stages) > 1]
+        if not movable:
+            return None
+        stage = self.rng.choice(movable)
+        others = [s["id"] for s in stages if s["pipeline_id"] == stage["pipeline_id"] and s is not stage]
+        deals = self.emulator.control.snapshot("deals")
+        ops: list[dict[str, Any]] = [
+            {
+                "op": "update",
+                "table": "deals",
+                "id": d["id"],
+                "changes": {"stage_id": self.rng.choice(others)},
+            }
+            for d in deals
+            if d["stage_id"] == stage["id"] and d.get("status") != "deleted"
+        ]
+        return {"what": "delete_stage", "ops": [*ops, {"op": "delete", "table": "stages", "id": stage["id"]}]}
 
     def _clock_jump(self) -> dict[str, Any]:
         """Hours to days without a run (a paused schedule): around and past the full-read interval."""

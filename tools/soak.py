@@ -5,6 +5,7 @@ tests/test_reliability_model.py).
     uv run python tools/soak.py --rounds 200                   # scale tiny, seed 1, default entities
     uv run python tools/soak.py --rounds 50 --seed 7 --entities all --with-known-bugs --out soak.json
     uv run python tools/soak.py --rounds 100 --scale small --features all   # see --help for the features
+    uv run python tools/soak.py --rounds 100 --entities followers          # default + the followers tables
 
 Prints one line per round and the figures at the end (rounds, rows compared, seconds, failures); writes them
 as JSON to --out (default soak-result.json). Exit code 0 when every round matched, 1 otherwise.
@@ -26,7 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the shared test helpers and the package
 
 from connector_fixtures import ALL_TABLES, DEFAULT_TABLES  # noqa: E402
-from reliability_support import FEATURES, KNOWN_BUGS, ModelWalk, Round, secret_emulator  # noqa: E402
+from reliability_support import (  # noqa: E402
+    FEATURES,
+    FOLLOWER_TABLES,
+    KNOWN_BUGS,
+    ModelWalk,
+    Round,
+    secret_emulator,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,7 +44,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scale", default="tiny", help="emulator scale (tiny | small)")
-    parser.add_argument("--entities", choices=("default", "all"), default="default")
+    parser.add_argument(
+        "--entities",
+        choices=("default", "followers", "all"),
+        default="default",
+        help="default tables, those and the followers tables (whose adds and removals the walk makes), or "
+        "every table (the opt-in per-deal tables keep what a deal held when it last changed: the walk "
+        "reports that as differences)",
+    )
     parser.add_argument(
         "--with-known-bugs",
         action="store_true",
@@ -56,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tables = list(ALL_TABLES if args.entities == "all" else DEFAULT_TABLES)
+    choices = {"default": DEFAULT_TABLES, "followers": [*DEFAULT_TABLES, *FOLLOWER_TABLES], "all": ALL_TABLES}
+    tables = list(choices[args.entities])
     features = FEATURES if args.features == "all" else [f for f in args.features.split(",") if f]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pipedrive-soak-"))
     started = time.perf_counter()
