@@ -123,12 +123,13 @@ def connections_of_extract(
 # ---- ground truth ------------------------------------------------------------------------------------------
 
 
-def load_truth(emulator: Any, workdir: Path, tables: list[str]) -> Path:
+def load_truth(emulator: Any, workdir: Path, tables: list[str], named_only: bool = False) -> Path:
     """Load the emulator's snapshot of `tables` into `truth.duckdb` (replacing what was there).
 
     Custom values are put in their readable columns by `custom_field_expectations` (the documented rules,
-    independent of the resolver), in the columns the synced `custom_fields` table names; a change log's
-    (deal_flow's) custom field changes get that column as `data__column_name` and option labels."""
+    independent of the resolver), in the columns the synced `custom_fields` table names (`named_only`: the
+    values of fields it does not name yet are left out); a change log's (deal_flow's) custom field changes
+    get that column as `data__column_name` and option labels."""
     path = workdir / "ground_truth.duckdb"  # not truth.duckdb: catalog and dataset names must differ
     pipeline = dlt.pipeline(
         pipeline_name="truth",
@@ -143,7 +144,7 @@ def load_truth(emulator: Any, workdir: Path, tables: list[str]) -> Path:
         defs = custom_definitions(emulator.control.snapshot, table)
         if defs:
             columns = custom_columns(workdir / "crm.duckdb", table)
-            rows = [readable(row, defs, columns) for row in rows]
+            rows = [readable(row, defs, columns, named_only) for row in rows]
         if entity.derive:
             rows = [_derived(entity, row) for row in rows]
         if entity.changes_of:  # a change log names the changed custom field as its table does

@@ -89,13 +89,19 @@ def custom_definitions(snapshot: Any, table: str) -> dict[str, dict[str, Any]]:
     return defs
 
 
-def readable(row: dict[str, Any], defs: dict[str, dict[str, Any]], columns: dict[str, str]) -> dict[str, Any]:
-    """`row` with its custom values (v2 `custom_fields` or v1 root hash keys) in their readable columns."""
+def readable(
+    row: dict[str, Any], defs: dict[str, dict[str, Any]], columns: dict[str, str], named_only: bool = False
+) -> dict[str, Any]:
+    """`row` with its custom values (v2 `custom_fields` or v1 root hash keys) in their readable columns;
+    `named_only`: leave out the values of fields the sync has not named a column for yet (a run stopped
+    before it loaded them), which otherwise is an error."""
     out = dict(row)
     values = out.pop("custom_fields", None)
     if values is None:
         values = {code: _pop_v1(out, code, fd) for code, fd in defs.items() if code in out}
     for code, value in values.items():
+        if named_only and code not in columns:
+            continue
         out.update(expected_columns(defs[code], columns[code], value))
     return out
 

@@ -280,12 +280,14 @@ def compare_with_truth(
     merges: Merges | None = None,
     hard_delete: bool = False,
     variants: bool = False,
+    stopped: bool = False,
 ) -> Comparison:
     """Compare the sync in `workdir/crm.duckdb` with the emulator's ground truth (see module docstring);
     `merges`: records moved by a merge may still point at the record merged away (see `Merges`);
-    `variants`: values of another type than their column's may be in its variant columns (bad data)."""
+    `variants`: values of another type than their column's may be in its variant columns (bad data);
+    `stopped`: after a run stopped part way, which may not have named the columns of new fields yet."""
     tables = list(tables)
-    truth_db = load_truth(emulator, workdir, tables)
+    truth_db = load_truth(emulator, workdir, tables, named_only=stopped)
     result = Comparison()
     with duckdb.connect(str(workdir / SYNC_DB), read_only=True) as con:
         con.execute(f"ATTACH '{truth_db}' AS t (READ_ONLY)")
@@ -534,6 +536,7 @@ class ModelWalk:
                 unflagged_ok=self.unflagged_ok,
                 merges=self.merges,
                 hard_delete="hard_delete" in self.features,
+                stopped=stopped,
             )
             found = comparison.problems
             if stopped:  # behind the truth is fine, broken is not
