@@ -22,7 +22,9 @@ Child tables are dlt tables of their own (dlt cannot take a nested table's data 
 merge on `_dlt_id` and merge key `_dlt_root_id`: loading a parent replaces all of its child rows. A parent
 whose list became empty gets a placeholder row marked `_dlt_deleted` (a hard-delete column) that removes its
 old child rows and is not inserted itself; placeholders are only needed when the child table may already
-hold rows (`replace_children`).
+hold rows (`replace_children`, `output.Outputs.replaces`: not on a first sync, after a full refresh or for
+a table new to the pipeline). So are the root placeholders of an entity replaced as a set per parent
+(`source._placeholders`, below).
 
 An entity whose rows are replaced as a set per parent record (`Entity.merge_key`, say a deal's participants
 by `deal_id`) loses rows without naming them: a participant removed from a deal is just absent from the

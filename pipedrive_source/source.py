@@ -948,9 +948,10 @@ def _oldest(items: Any, parent: Entity) -> str | None:
 
 def _placeholders(entity: Entity, ctx: SyncContext, parent_ids: Sequence[Any], rows: list[Row]) -> list[Row]:
     """Rows that only clear a parent's old children: merge on `merge_key` deletes the parent's rows in the
-    destination, and `is_deleted` (a hard-delete column for these tables) keeps the placeholder out."""
+    destination, and `is_deleted` (a hard-delete column for these tables) keeps the placeholder out. None
+    while the table holds no rows to clear (`Outputs.replaces`)."""
     key = entity.merge_key
-    if not key or not ctx.outputs.merges():
+    if not key or not ctx.outputs.replaces(entity):
         return []
     with_rows = {row.get(key) for row in rows}
     return [

@@ -233,6 +233,17 @@ def test_products_of_a_changed_deal_are_replaced_as_a_set(emulator, tmp_path: Pa
     assert_equal_to_truth(emulator, tmp_path, ["deals", "deal_products"])
 
 
+def test_a_first_sync_writes_no_placeholder_rows(emulator, tmp_path: Path) -> None:
+    """A placeholder row clears the old rows of a parent left without any; into tables that hold no rows
+    yet there is nothing to clear, so a first sync writes exactly the rows the destination keeps (one per
+    deal without products used to be written and dropped again by the load)."""
+    tables = ["deals", "deal_products", "deal_installments", "products", "product_variations"]
+    result = sync(emulator, tmp_path, entities=tables)
+    kept = {table: len(synced_rows(result.pipeline, table)) for table in tables}
+    assert {table: result.loaded.get(table, 0) for table in tables} == kept
+    assert_equal_to_truth(emulator, tmp_path, tables)
+
+
 def test_children_follow_every_parent_change_whatever_entities_each_run_covers(
     emulator, tmp_path: Path
 ) -> None:
