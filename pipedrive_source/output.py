@@ -28,6 +28,7 @@ from .arrow_pages import NUMERIC, PageShaper, Shaped, concat, item, non_finite_a
 from .concurrency import drop_duckdb_code, release_memory
 from .entities import BY_NAME, Entity
 from .errors import ConfigError
+from .loaded import merges
 from .spec_hints import cache_spec_hints
 
 Row = dict[str, Any]
@@ -74,8 +75,7 @@ class Outputs:
         rows that only clear a parent's old children would become rows)."""
         if self._merges is None:
             try:
-                caps = dlt.current.pipeline().destination.capabilities()
-                self._merges = "delete-insert" in (caps.supported_merge_strategies or ())
+                self._merges = merges(dlt.current.pipeline().destination)
             except Exception:  # no pipeline or destination (e.g. iterating the source directly)
                 self._merges = False
         return self._merges

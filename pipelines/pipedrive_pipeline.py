@@ -58,6 +58,7 @@ from pipedrive_source.failures import (  # noqa: E402
     root_cause,
 )
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
+from pipedrive_source.loaded import loaded_rows, written_rows  # noqa: E402
 from pipedrive_source.postgres_load import exact_destination  # noqa: E402
 from pipedrive_source.recovery import hide_terminal_job_logs, recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
@@ -403,13 +404,14 @@ class ProgressPrinter:
 def print_summary(
     pipeline: dlt.Pipeline, monitor: SyncMonitor, flagged: dict[str, int], seconds: float
 ) -> None:
-    """One line per entity table: rows loaded (nested child-table rows apart), records read, cost, time."""
-    trace = pipeline.last_trace  # the run's steps in one trace (`steps.run`)
-    counts = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
+    """One line per entity table: rows loaded (nested child-table rows apart), records read, cost, time.
+    Rows loaded are those the run's load left in the destination (`loaded.loaded_rows`); the rows written
+    that it did not keep are told apart in the total."""
+    counts = loaded_rows(pipeline)  # the run's steps are one trace (`steps.run`)
+    written = sum(written_rows(pipeline).values())
     loaded: dict[str, list[int]] = {}  # table -> [rows, nested rows]
     for table, rows in counts.items():
-        if not table.startswith("_dlt"):
-            loaded.setdefault(table.split("__")[0], [0, 0])[1 if "__" in table else 0] += rows
+        loaded.setdefault(table.split("__")[0], [0, 0])[1 if "__" in table else 0] += rows
     stats = monitor.client_stats
     print(f"\n{'table':<24}{'rows':>10}{'nested':>10}{'read':>10}{'requests':>10}{'tokens':>9}{'seconds':>9}")
     for name in sorted(set(monitor.entities) | set(loaded)):
@@ -430,6 +432,11 @@ def print_summary(
     where = f"{pipeline.dataset_name} ({duckdb_file(pipeline) or pipeline.destination.destination_name})"
     cost = f"{requests:,} requests, {tokens:,} tokens"
     print(f"total: {total:,} rows loaded into {where}, {cost}, {seconds:.1f} s")
+    if written > total:
+        print(
+            f"({written - total:,} more rows written than loaded: rows that only cleared the old rows of "
+            "parents left without any, records read twice (kept once) and hard-deleted records)"
+        )
 
 
 def show_tables(pipeline: dlt.Pipeline) -> None:

@@ -474,6 +474,35 @@ def test_full_refresh_of_some_entities_keeps_the_others(
     assert trace.last_normalize_info.row_counts["deals"] == before["deals"]
 
 
+def summary_rows(result: subprocess.CompletedProcess[str], table: str) -> int:
+    line = next(line for line in result.stdout.splitlines() if line.startswith(f"{table} "))
+    return int(line.split()[1].replace(",", ""))
+
+
+def test_the_summary_counts_the_rows_the_destination_kept(tmp_path: Path) -> None:
+    """The summary's rows are the rows the load left in the destination, not the rows written: a deal that
+    lost its last product writes a row that only clears its old products, and the load keeps none."""
+    with run_emulator(seed=11, scale="tiny", api_token=SECRET) as emulator:
+        both = ("--entities", "deals,deal_products")
+        first = run_cli(tmp_path, emulator, SECRET, *both)
+        assert first.returncode == 0, first.stderr
+        assert summary_rows(first, "deal_products") == data_tables(tmp_path / "crm.duckdb")["deal_products"]
+        by_deal: dict[int, list[int]] = {}
+        for row in emulator.control.snapshot("deal_products"):
+            by_deal.setdefault(row["deal_id"], []).append(row["id"])
+        with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+            query = "SELECT DISTINCT deal_id FROM pipedrive.deal_products"
+            loaded = {deal for (deal,) in con.execute(query).fetchall()}
+        single = next(d for d, ids in by_deal.items() if len(ids) == 1 and d in loaded)
+        several = next(d for d, ids in by_deal.items() if len(ids) > 2 and d in loaded)
+        ops = [{"op": "delete", "table": "deal_products", "id": by_deal[d][0]} for d in (single, several)]
+        emulator.control.mutate(ops=ops)
+        second = run_cli(tmp_path, emulator, SECRET, *both)
+    assert second.returncode == 0, second.stderr
+    assert summary_rows(second, "deal_products") == len(by_deal[several]) - 1  # none for the emptied deal
+    assert "more rows written than loaded: rows that only cleared" in second.stdout, second.stdout
+
+
 def test_custom_fields_are_readable_and_keep_option_ids_keeps_ids(
     secret_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
