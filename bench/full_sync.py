@@ -8,8 +8,10 @@ The emulator runs in its own process (started once; each run gets fresh rate-lim
 into a fresh pipeline and DuckDB file in its own worker process. Without `--burst-limit` the API imposes no
 rate limit (local processing is measured); with it the connector is told nothing about the plan and has to
 learn it from the headers. Figures are medians over `--runs`; rows are all rows loaded (child tables
-included), records the API records read. With a burst limit, `min_seconds` = requests / (limit / 2 s) is
-the fastest the plan allows for the requests made, and `over_minimum_time` how far the run was above it.
+included; counted in DuckDB after the load, see `sync_worker.py`), `rows_written` the rows dlt's normalizer
+wrote (rows the load drops included), records the API records read. With a burst limit, `min_seconds` =
+requests / (limit / 2 s) is the fastest the plan allows for the requests made, and `over_minimum_time` how
+far the run was above it.
 """
 
 from __future__ import annotations

@@ -163,6 +163,8 @@ def summarize(runs: list[dict[str, Any]], extra: dict[str, Any] | None = None) -
         run["tokens_per_10k_records"] = 10_000 * run["tokens"] / run["records"] if run["records"] else None
     keys = ("rows", "records", "seconds", "rows_per_s", "records_per_s", "requests", "tokens", "peak_rss_mb")
     out: dict[str, Any] = {key: median_of(runs, key) for key in keys}
+    if any(run.get("rows_written") is not None for run in runs):  # runs of an older worker lack it
+        out["rows_written"] = median_of(runs, "rows_written")
     out.update({key: median_of(runs, key) for key in ("tokens_per_10k_rows", "tokens_per_10k_records")})
     out["phases"] = {
         phase: statistics.median(run["phases"][phase] for run in runs) for phase in runs[0]["phases"]
@@ -192,8 +194,10 @@ def print_figures(title: str, figures: dict[str, Any]) -> None:
     print(f"\n{title}")
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in figures.get("phases", {}).items())
     minimum = figures.get("spec_minimum", {})
+    written = f", {figures['rows_written']:,.0f} written" if "rows_written" in figures else ""
     print(
-        f"  rows {figures['rows']:,.0f} (records {figures['records']:,.0f}) in {figures['seconds']:.1f} s "
+        f"  rows {figures['rows']:,.0f} loaded{written} (records {figures['records']:,.0f}) "
+        f"in {figures['seconds']:.1f} s "
         f"= {figures['rows_per_s']:,.0f} rows/s ({figures['records_per_s']:,.0f} records/s); {phases}"
     )
     print(

@@ -7,7 +7,11 @@ The sync runs as the pipeline script runs it: `pipedrive_source.steps.run` (dlt'
 step: the destination's state first, then extract, normalize, load), then the vanished-id flagging. dlt's
 three steps are timed apart (`phases`, the flagging counted with the load; `seconds` is the whole), with the
 process's RSS as each step starts and its peak RSS so far as each ends, as dlt reports the steps to its
-progress collector. The API token comes from the `BENCH_API_TOKEN` environment variable (never a
+progress collector. `rows` are the rows the load left in DuckDB (this run's load id, counted there after
+the load, outside `seconds`: `pipedrive_source.loaded`), `tables` the same per table; `rows_written` the
+rows dlt's normalizer wrote, which also holds the rows the load drops (placeholders clearing a parent's old
+children, records read twice). Without a load in this process (`--phases extract-normalize`) rows are
+counted as written. The API token comes from the `BENCH_API_TOKEN` environment variable (never a
 command-line flag).
 """
 
@@ -37,6 +41,7 @@ from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.destinations import duckdb as duckdb_destination  # noqa: E402
 from pipedrive_source.errors import caused_by  # noqa: E402
 from pipedrive_source.limiter import Plan, PlanLimiter  # noqa: E402
+from pipedrive_source.loaded import loaded_rows, written_rows  # noqa: E402
 
 PLAN_KEYS = ("burst_limit", "daily_token_budget", "max_budget_share")
 
@@ -140,18 +145,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pipeline.load()
     if args.phases != "all":
         pipeline.normalize()
-    normalize_info = pipeline.last_trace.last_normalize_info
     phases = dict(steps.seconds)
     if args.phases == "all":
         t = time.perf_counter()
         flag_vanished(pipeline, monitor)
         phases["load"] = phases.get("load", 0.0) + time.perf_counter() - t
     seconds = time.perf_counter() - started
-    counts = {k: v for k, v in (normalize_info.row_counts or {}).items() if not k.startswith("_dlt")}
+    written = written_rows(pipeline)
+    # the rows the destination kept, counted there after the (timed) load; without a load, as written
+    counts = loaded_rows(pipeline) if args.phases == "all" else written
     stats = monitor.client_stats
     return {
         "outcome": outcome,
         "rows": sum(counts.values()),
+        "rows_written": sum(written.values()),  # placeholders and records read twice included
         "records": sum(p.rows for p in monitor.entities.values()),
         "seconds": round(seconds, 3),
         "phases": {k: round(v, 3) for k, v in phases.items()},
