@@ -4,9 +4,12 @@ dlt counts rows as the normalizer writes them, and not all of them stay: a place
 child rows of a parent left without any is hard deleted by the load (`arrow_pages.py`), a record read twice
 in one run (v1 offset pages overlap, a record updated while it was paged) is deduplicated by the merge, and
 so is a hard-deleted record (`hard_delete`). The destination itself knows what stayed: every row the load
-inserted carries its load id. One query counts them, over the tables the run wrote into only; DuckDB skips
-the row groups of older loads on `_dlt_load_id`'s min/max, so a run costs about its own rows. A destination
-that does not merge (filesystem) appends every row written, so the normalizer's counts are the loaded rows.
+inserted carries its load id. On DuckDB one query counts them, over the tables the run wrote into only;
+DuckDB skips the row groups of older loads on `_dlt_load_id`'s min/max, so a run costs about its own rows.
+Elsewhere the same query reads the load id of every row of those tables (Postgres has no index on it; a
+warehouse billed by bytes scanned would charge each run for it), so other destinations report the rows
+written (`counts_loaded`). A destination that does not merge (filesystem) appends every row written: its
+rows written are its rows loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 from typing import Any
 
 import dlt
+from dlt.common.destination.reference import DestinationReference
 from dlt.common.schema.typing import C_DLT_LOAD_ID
 
 logger = logging.getLogger(__name__)
@@ -26,6 +30,15 @@ def merges(destination: Any) -> bool:
     """Whether `destination` merges (filesystem without a table format appends: nothing is replaced)."""
     caps = destination.capabilities()
     return "delete-insert" in (caps.supported_merge_strategies or ())
+
+
+def counts_loaded(destination: Any) -> bool:
+    """Whether the run's rows are counted in `destination` as loaded (DuckDB; see the module docstring) or
+    given as the normalizer wrote them."""
+    base = dlt.destinations.duckdb
+    return destination.destination_type == DestinationReference.normalize_type(
+        f"{base.__module__}.{base.__qualname__}"
+    ) or not merges(destination)
 
 
 def written_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
@@ -43,6 +56,8 @@ def loaded_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
     info = trace.last_normalize_info if trace else None
     load_ids = [i for i in (info.loads_ids if info else []) if _LOAD_ID.match(i)]
     if not written or not load_ids or not merges(pipeline.destination):
+        return written
+    if not counts_loaded(pipeline.destination):
         return written
     schema = pipeline.default_schema
     column = schema.naming.normalize_identifier(C_DLT_LOAD_ID)

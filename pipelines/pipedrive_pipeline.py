@@ -58,7 +58,7 @@ from pipedrive_source.failures import (  # noqa: E402
     root_cause,
 )
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
-from pipedrive_source.loaded import loaded_rows, written_rows  # noqa: E402
+from pipedrive_source.loaded import counts_loaded, loaded_rows, written_rows  # noqa: E402
 from pipedrive_source.postgres_load import exact_destination  # noqa: E402
 from pipedrive_source.recovery import hide_terminal_job_logs, recover  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
@@ -406,7 +406,8 @@ def print_summary(
 ) -> None:
     """One line per entity table: rows loaded (nested child-table rows apart), records read, cost, time.
     Rows loaded are those the run's load left in the destination (`loaded.loaded_rows`); the rows written
-    that it did not keep are told apart in the total."""
+    that it did not keep are told apart in the total. Where counting them would read whole tables (not
+    DuckDB), the rows are those written, and the total says so."""
     counts = loaded_rows(pipeline)  # the run's steps are one trace (`steps.run`)
     written = sum(written_rows(pipeline).values())
     loaded: dict[str, list[int]] = {}  # table -> [rows, nested rows]
@@ -431,8 +432,9 @@ def print_summary(
     requests, tokens = (stats.requests, stats.tokens) if stats else (0, 0)
     where = f"{pipeline.dataset_name} ({duckdb_file(pipeline) or pipeline.destination.destination_name})"
     cost = f"{requests:,} requests, {tokens:,} tokens"
-    print(f"total: {total:,} rows loaded into {where}, {cost}, {seconds:.1f} s")
-    if written > total:
+    counted = counts_loaded(pipeline.destination)
+    print(f"total: {total:,} rows {'loaded' if counted else 'written'} into {where}, {cost}, {seconds:.1f} s")
+    if counted and written > total:
         print(
             f"({written - total:,} more rows written than loaded: rows that only cleared the old rows of "
             "parents left without any, records read twice (kept once) and hard-deleted records)"
