@@ -182,6 +182,20 @@ def custom_columns(sync_db: Path, table: str) -> dict[str, str]:
     return dict(rows)
 
 
+def column_types_of(db: Path) -> dict[str, dict[str, str]]:
+    """{table: {column: DuckDB type}} of the dataset in the DuckDB file `db`."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ?",
+            [DATASET],
+        ).fetchall()
+    out: dict[str, dict[str, str]] = {}
+    for table, column, data_type in rows:
+        out.setdefault(table, {})[column] = data_type
+    return out
+
+
 def _derived(entity: Any, row: dict[str, Any]) -> dict[str, Any]:
     parent_key = entity.merge_key
     entity.derive(row, row.get(parent_key))

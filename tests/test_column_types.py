@@ -16,7 +16,7 @@ from typing import Any
 import dlt
 import duckdb
 import pytest
-from connector_fixtures import ALL_TABLES, DATASET, make_pipeline, sync
+from connector_fixtures import ALL_TABLES, DATASET, column_types_of, make_pipeline, sync
 from dlt.common.schema.utils import get_first_column_name_with_prop, is_nested_table
 
 from pipedrive_source import pipedrive_source
@@ -42,19 +42,6 @@ ALLOWED = {
 }
 NUMBER_IDS = {"id", "visible_to"}  # the v2 spec types product and variation ids `number`
 MONEY_INTEGERS = {("goals", "expected_outcome__target")}
-
-
-def column_types_of(db: Path) -> dict[str, dict[str, str]]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        rows = con.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ?",
-            [DATASET],
-        ).fetchall()
-    out: dict[str, dict[str, str]] = {}
-    for table, column, data_type in rows:
-        out.setdefault(table, {})[column] = data_type
-    return out
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["arrow", "records"])

@@ -75,7 +75,10 @@ def source_tables() -> set[str]:
 
 
 def materialize(
-    assets: list[Any], selection: list[str] | None = None, run_config: dict[str, Any] | None = None
+    assets: list[Any],
+    selection: list[str] | None = None,
+    run_config: dict[str, Any] | None = None,
+    instance: Any = None,
 ) -> Any:
     keys = [dg.AssetKey(["pipedrive", name]) for name in selection] if selection else None
     return dg.materialize(
@@ -84,6 +87,7 @@ def materialize(
         selection=keys,
         raise_on_error=False,
         run_config=run_config,
+        instance=instance,
     )
 
 
@@ -396,13 +400,7 @@ def test_the_connector_s_warnings_reach_the_run_s_event_log(
 def event_log_warnings(assets: Any, names: list[str]) -> list[str]:
     """The warnings in the event log of a successful materialization of `names`."""
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        assets,
-        resources={"dlt": dagster_dlt.DagsterDltResource()},
-        selection=[dg.AssetKey(["pipedrive", name]) for name in names],
-        instance=instance,
-        raise_on_error=False,
-    )
+    result = materialize(assets, names, instance=instance)
     assert result.success
     return [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
 
@@ -433,13 +431,7 @@ def test_a_load_the_destination_refuses_names_dagster_s_ways_out_and_the_run_con
         con.execute("ALTER TABLE pipedrive.deals ALTER title SET DATA TYPE VARCHAR")
     package = message.split("load package ")[1].split(":")[0]
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        assets,
-        resources={"dlt": dagster_dlt.DagsterDltResource()},
-        selection=[dg.AssetKey(["pipedrive", name]) for name in tables],
-        instance=instance,
-        run_config=config,
-    )
+    result = materialize(assets, tables, run_config=config, instance=instance)
     assert result.success
     logged = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any(m.startswith(f"dropped 1 pending load package(s) ({package})") for m in logged), logged

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-from connector_fixtures import DATASET, make_pipeline, sync
+from connector_fixtures import DATASET, column_types_of, make_pipeline, sync
 from reliability_support import (
     EXACT,
     LEDGER,
@@ -592,12 +592,8 @@ def non_finite_problems(db: Path, texts: set[str]) -> list[str]:
     """What a bad number left in the destination (a DuckDB file): a NaN or an infinity in a typed column, a
     SUM that is not finite, or a text put in that no `__v_text` variant column kept."""
     problems, kept = [], set()
+    columns = [(t, c, kind) for t, types in column_types_of(db).items() for c, kind in types.items()]
     with duckdb.connect(str(db), read_only=True) as con:
-        columns = con.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ?",
-            [DATASET],
-        ).fetchall()
         for table, column, data_type in columns:
             ref, name = f'{DATASET}."{table}"', f'"{column}"'
             if data_type == "DOUBLE":
