@@ -39,7 +39,8 @@ same ids, so dlt coerces what it can and makes its usual variant column for the 
 reinterpreted here. Two kinds of value go to a variant column first (see `_variants`): an object or a list
 in a column of another type to `__v_json` (dlt would make a table of a list), and a number that is not finite
 in a numeric column to `__v_text` as its text ("NaN", "Infinity", "1e999": dlt would coerce it to NaN or inf,
-which makes every SUM over the column NaN or inf); a page holding a non-finite float goes this way too.
+which makes every SUM over the column NaN or inf), and so does a whole number beyond 64 bits in a `bigint`
+column (dlt's writers cannot hold it); a page holding a non-finite float goes this way too.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import dlt
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from dlt.common.data_types import py_type_to_sc_type
+from dlt.common.data_types import coerce_value, py_type_to_sc_type
 from dlt.common.schema import Schema, utils
 from dlt.common.utils import digest128b
 
@@ -354,7 +355,10 @@ class PageShaper:
         - a number that is not finite in a `double` or `bigint` column to `<column>__v_text`, as the text that
           came ("NaN", "-Infinity", "1e999"; a float as `nan`, `inf`). dlt coerces such a text to NaN or inf
           (`float()`), or a float to a `__v_double` variant, and one such value makes SUM() of the column
-          NaN or inf in DuckDB and Postgres alike: the typed column gets NULL and the text is kept."""
+          NaN or inf in DuckDB and Postgres alike: the typed column gets NULL and the text is kept.
+        - a whole number beyond 64 bits in a `bigint` column to `<column>__v_text` (digits as they came, a
+          float as `1e+25`): dlt coerces the text or float to that integer, which its writers cannot hold,
+          and the load failed in this run and every later one (the package stayed pending)."""
         out: dict[str, list[Any]] = {}
         for name, column in values.items():
             out[name] = column
@@ -363,8 +367,9 @@ class PageShaper:
                 continue
             if any(type(v) in (dict, list) for v in column):
                 self._move(out, name, "json", _nested, lambda v: v, types, announced, hints)
-            if data_type in NUMERIC and any(map(_non_finite, column)):
-                self._move(out, name, "text", _non_finite, _as_text, types, announced, hints)
+            misfit = AS_TEXT.get(data_type)
+            if misfit is not None and any(map(misfit, column)):
+                self._move(out, name, "text", misfit, _as_text, types, announced, hints)
         return out
 
     def _move(
@@ -606,19 +611,17 @@ def _checked(values: list[Any], data_type: str) -> pa.Array | None:
         return None
 
 
-NUMERIC = frozenset({"double", "bigint"})
-
-
-def non_finite_as_text(rows: list[Row], numeric: frozenset[str]) -> list[Row]:
+def numbers_as_text(rows: list[Row], numeric: Mapping[str, str]) -> list[Row]:
     """Records that dlt's normalizer takes as they are (no Arrow pages: `arrow=False`, an entity with
-    history): a number that is not finite in one of the `numeric` top-level columns becomes `{"v_text":
-    <its text>}`, which dlt flattens into `<column>__v_text`, the variant `_variants` fills on the Arrow
-    path (a key named `value__v_text` would be normalized to `value_v_text`). Changed in place, so the
-    history sees what the table gets; members of objects and list items (prices) are left as they are."""
+    history): a number a column of `numeric` (top-level column -> `double` or `bigint`) cannot take as it
+    is (`AS_TEXT`) becomes `{"v_text": <its text>}`, which dlt flattens into `<column>__v_text`, the
+    variant `_variants` fills on the Arrow path (a key named `value__v_text` would be normalized to
+    `value_v_text`). Changed in place, so the history sees what the table gets; members of objects and
+    list items (prices) are left as they are."""
     for row in rows:
-        for key in numeric.intersection(row):
+        for key in numeric.keys() & row.keys():
             value = row[key]
-            if _non_finite(value):
+            if AS_TEXT[numeric[key]](value):
                 row[key] = {"v_text": _as_text(value)}
     return rows
 
@@ -628,16 +631,39 @@ def _nested(value: Any) -> bool:
 
 
 def _non_finite(value: Any) -> bool:
-    """A float that is NaN or infinite, or a text `float()` reads as one, as dlt's coercion does."""
+    """A float that is NaN or infinite, or a text or an integer `float()` reads as one (or cannot read:
+    400 digits), as dlt's coercion does."""
     kind = type(value)
-    if kind is str:
+    if kind is str or kind is int:
         try:
             value = float(value)
         except ValueError:
             return False
+        except OverflowError:
+            return True
     elif kind is not float:
         return False
     return not math.isfinite(value)
+
+
+def _beyond_bigint(value: Any) -> bool:
+    """A value dlt's coercion to `bigint` turns into an integer beyond 64 bits (digits, hex digits, a whole
+    float), or one that is not finite."""
+    kind = type(value)
+    if kind is not int:
+        if kind is float and not math.isfinite(value):
+            return True
+        if kind not in (str, float):
+            return False
+        try:
+            value = coerce_value("bigint", "text" if kind is str else "double", value)
+        except ValueError:  # a fraction, a word: dlt's own variant column takes it
+            return _non_finite(value)
+    return not -(2**63) <= value < 2**63
+
+
+# what a numeric column's value goes to `<column>__v_text` for (see `_variants`)
+AS_TEXT: dict[str, Callable[[Any], bool]] = {"double": _non_finite, "bigint": _beyond_bigint}
 
 
 def _as_text(value: Any) -> str:

@@ -62,33 +62,39 @@ ALL_SUFFIXES = (
 
 
 def to_float(v: Any) -> Any:
-    """A number as a float; one that reads as NaN or an infinity ("NaN", "inf", "1e999") stays as it came,
-    for the column's `__v_text` variant: a NaN in the column would make every SUM over it NaN."""
+    """A number as a float; one that reads as NaN or an infinity ("NaN", "inf", "1e999", an integer beyond
+    a double) stays as it came, for the column's `__v_text` variant: a NaN in the column would make every
+    SUM over it NaN."""
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return v
     return f if math.isfinite(f) else v
 
 
 # dlt's writers fail on a whole number beyond 64 bits, and so every later run on the same record; dlt's
 # coercion turns digits and whole floats back into such an int, so it goes to the `__v_text` variant column
-# as the float's text ('1e+22', as Pipedrive's JSON gives any number beyond 64 bits)
+# as the float's text ('1e+22', as Pipedrive's JSON gives any number beyond 64 bits). One beyond a double
+# too (400 digits) has no float's text: it stays as it came, and the page's shaping moves such digits to
+# `__v_text` itself (`arrow_pages._variants`)
 _BIGINT_MIN, _BIGINT_END = -(2**63), 2**63
 
 
 def to_int(v: Any) -> Any:
-    if type(v) is int:
-        return v if _BIGINT_MIN <= v < _BIGINT_END else repr(float(v))
-    if type(v) is float:  # int() would cut 1.5 to 1: keep a fraction for dlt's variant column
+    kind = type(v)
+    if kind is float:  # int() would cut 1.5 to 1: keep a fraction for dlt's variant column
         if not v.is_integer():
             return v
         return int(v) if _BIGINT_MIN <= v < _BIGINT_END else repr(v)
     try:
-        return to_int(int(v))
+        whole = v if kind is int else int(v)
     except (TypeError, ValueError):
         f = to_float(v)
         return to_int(f) if isinstance(f, float) else v
+    if _BIGINT_MIN <= whole < _BIGINT_END:
+        return whole
+    f = to_float(whole)
+    return repr(f) if isinstance(f, float) else v
 
 
 def to_bool(v: Any) -> Any:

@@ -24,7 +24,7 @@ import dlt
 import pyarrow as pa
 from dlt.extract.items import TableNameMeta
 
-from .arrow_pages import NUMERIC, PageShaper, Shaped, concat, item, non_finite_as_text, prepare
+from .arrow_pages import AS_TEXT, PageShaper, Shaped, concat, item, numbers_as_text, prepare
 from .concurrency import drop_duckdb_code, release_memory
 from .entities import BY_NAME, Entity
 from .errors import ConfigError
@@ -155,7 +155,7 @@ class Output:
             return
         shaper = self.outputs.shaper(self.entity)
         if shaper is None:
-            yield non_finite_as_text(rows, _numeric_columns())
+            yield numbers_as_text(rows, _numeric_columns())
             return
         resource = self._resource = self._resource or dlt.current.resource()
         declared = self.outputs.declared(self.entity)
@@ -209,16 +209,16 @@ class Output:
             yield item(concat(parts))
 
 
-def _numeric_columns() -> frozenset[str]:
-    """The running resource's `double` and `bigint` columns, custom fields' included (hinted per run);
-    none outside a pipeline, where no destination sums them."""
+def _numeric_columns() -> dict[str, str]:
+    """The running resource's `double` and `bigint` columns and their types, custom fields' included
+    (hinted per run); none outside a pipeline, where no destination loads them."""
     try:
         columns = dlt.current.resource().columns
     except Exception:
-        return frozenset()
+        return {}
     if not isinstance(columns, dict):
-        return frozenset()
-    return frozenset(name for name, hint in columns.items() if hint.get("data_type") in NUMERIC)
+        return {}
+    return {name: hint["data_type"] for name, hint in columns.items() if hint.get("data_type") in AS_TEXT}
 
 
 def _deleted(row: Row) -> bool:

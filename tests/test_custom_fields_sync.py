@@ -618,8 +618,9 @@ def test_a_whole_number_beyond_64_bits_in_an_int_field_does_not_stop_the_sync(tm
     """An `int` field holding 1e22 or 2**64 - 1 (legacy numeric fields take what the API is given) failed
     every sync for good: dlt's writers cannot hold an integer beyond 64 bits, and each later run read the
     same record again. Such a value goes to the text variant column as the float JSON gives any number
-    beyond 64 bits (dlt would turn digits back into the integer); a bigint's bounds land in the column."""
-    values = [2**63 - 1, -(2**63), 1e22, 2**64 - 1, "-99999999999999999999"]
+    beyond 64 bits (dlt would turn digits back into the integer); a bigint's bounds land in the column.
+    Digits beyond a double as well (400) raised OverflowError in the resolver: kept as they came."""
+    values = [2**63 - 1, -(2**63), 1e22, 2**64 - 1, "-99999999999999999999", "9" * 400]
     with run_emulator(seed=7, scale="tiny") as emulator:
         code = next(c for c, fd in custom_defs(emulator, "deals").items() if fd["field_type"] == "int")
         s = Sync(emulator, tmp_path, entities=["deals"])
@@ -643,6 +644,7 @@ def test_a_whole_number_beyond_64_bits_in_an_int_field_does_not_stop_the_sync(tm
         (None, None, "1e+22"),
         (None, None, "1.8446744073709552e+19"),
         (None, None, "-1e+20"),
+        (None, None, "9" * 400),
     ]
 
 

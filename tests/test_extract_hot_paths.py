@@ -216,13 +216,30 @@ def test_decoding_a_body_leaves_the_garbage_collector_as_it_was(collecting: bool
         ("double", "1e999", "1e999"),
         ("double", float("inf"), "inf"),  # a record hook's float: the fast path would load it as is
         ("bigint", float("nan"), "nan"),  # dlt would make a `__v_double` column of it
+        ("double", "9" * 400, "9" * 400),  # a literal JSON cannot give as a double, kept as text
+        # beyond 64 bits: dlt's coercion makes the integer, which its writers cannot hold (the load failed)
+        ("bigint", "123456789012345678901234", "123456789012345678901234"),
+        ("bigint", " 0x" + "F" * 20, " 0x" + "F" * 20),  # dlt strips the text, reads hex
+        ("bigint", "9" * 5000, "9" * 5000),  # more digits than Python's int() reads
+        ("bigint", 1e25, "1e+25"),
+        ("bigint", 2**64 - 1, "18446744073709551615"),
     ],
 )
 def test_a_number_that_is_not_finite_goes_to_the_text_variant(data_type: str, value: Any, text: str) -> None:
-    """dlt's coercion loaded the text as NaN or inf, and every SUM over the column with it."""
+    """dlt's coercion loaded the text as NaN or inf, and every SUM over the column with it; a whole number
+    beyond 64 bits in a `bigint` column failed the load."""
     rows = [{"id": 1, "v": 2}, {"id": 2, "v": value}, {"id": 3, "v": "12.5"}]
     part = _shape(rows, {"v": data_type})[0]
     assert isinstance(part.data, list)
     assert [row.get("v") for row in part.data] == [2, None, "12.5"]  # dlt coerces the finite text
     assert [row.get("v__v_text") for row in part.data] == [None, text, None]
     assert part.columns["v__v_text"]["data_type"] == "text"
+
+
+def test_a_bigint_column_keeps_what_64_bits_hold() -> None:
+    values = [2**63 - 1, "-9223372036854775808", 1.5, "1e25", "abc"]  # the last three: dlt's own variants
+    rows = [{"id": i, "v": value} for i, value in enumerate(values)]
+    part = _shape(rows, {"v": "bigint"})[0]
+    assert isinstance(part.data, list)
+    assert [row.get("v") for row in part.data] == values
+    assert "v__v_text" not in part.columns

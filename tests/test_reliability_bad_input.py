@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-from connector_fixtures import DATASET, column_types_of, make_pipeline, sync
+from connector_fixtures import DATASET, column_types_of, custom_columns, make_pipeline, sync
 from reliability_support import (
     EXACT,
     LEDGER,
@@ -566,10 +566,15 @@ NON_FINITE = ["NaN", "Infinity", "-Infinity", "nan", "inf", "1e999"]
 NON_FINITE_TABLES = ["deals", "products"]
 
 
+def deal_field_codes(emulator: EmulatorHandle) -> dict[str, str]:
+    """A deal custom field's hash per field type (the tiny company has one of each)."""
+    return {f["field_type"]: f["field_code"] for f in emulator.control.snapshot("deal_fields")}
+
+
 def inject_non_finite(emulator: EmulatorHandle) -> set[str]:
     """Non-finite texts in the number columns of deals (`value`, `probability`, a double and a monetary
     custom field) and of a product's prices (a child table); the texts put in."""
-    fields = {f["field_type"]: f["field_code"] for f in emulator.control.snapshot("deal_fields")}
+    fields = deal_field_codes(emulator)
     deals, product = live_ids(emulator, "deals")[-len(NON_FINITE) :], live_ids(emulator, "products")[-1]
     ops = [
         {"op": "update", "table": "deals", "id": rid, "changes": {"value": text}}
@@ -636,3 +641,69 @@ def test_non_finite_numbers_on_the_records_path(data_emulator: EmulatorHandle, t
     sync(data_emulator, tmp_path, entities=["deals"], arrow=False, **EXACT)
     assert non_finite_problems(tmp_path / "crm.duckdb", texts) == []
     assert_equal_to_truth(data_emulator, tmp_path, ["deals"], variants=True)
+
+
+# ---- numbers no typed column holds ------------------------------------------------------------------------
+
+DIGITS = "9" * 400  # beyond a double as well as beyond 64 bits
+
+
+def inject_changes(emulator: EmulatorHandle, changes: list[dict[str, Any]]) -> list[Any]:
+    """One deal per change (the newest deals); `custom_fields` keyed by field type. The deals' ids."""
+    codes = deal_field_codes(emulator)
+    deals = live_ids(emulator, "deals")[-len(changes) :]
+    ops = []
+    for rid, change in zip(deals, changes, strict=True):
+        custom = {codes[kind]: value for kind, value in change.get("custom_fields", {}).items()}
+        changes = {**change, "custom_fields": custom}
+        ops.append({"op": "update", "table": "deals", "id": rid, "changes": changes})
+    emulator.control.mutate(ops=ops)
+    return deals
+
+
+def typed_and_text(emulator: EmulatorHandle, db: Path, cells: list[tuple[Any, str]]) -> list[tuple[Any, Any]]:
+    """(typed value, `<column>__v_text` value) of each (deal id, column); `custom:<type>` names the column
+    of the deal custom field of that type."""
+    codes, bound = deal_field_codes(emulator), custom_columns(db, "deals")
+    out = []
+    with duckdb.connect(str(db), read_only=True) as con:
+        present = {c[0] for c in con.execute(f"SELECT * FROM {DATASET}.deals LIMIT 0").description}
+        for rid, column in cells:
+            if column.startswith("custom:"):
+                column = bound[codes[column.removeprefix("custom:")]]
+            text = f'"{column}__v_text"' if f"{column}__v_text" in present else "NULL"
+            query = f'SELECT "{column}", {text} FROM {DATASET}.deals WHERE id = ?'
+            out += con.execute(query, [rid]).fetchall()
+    return out
+
+
+# (change, column, what `<column>__v_text` keeps): each failed every run until the record changed, the
+# first in the extract (the resolver's float()), the others in the normalize (dlt's coercion to an integer
+# from digits, from hex digits, from a whole float)
+BEYOND_64_BITS = [
+    ({"custom_fields": {"int": DIGITS}}, "custom:int", DIGITS),
+    ({"channel": "123456789012345678901234"}, "channel", "123456789012345678901234"),
+    ({"channel": "0x" + "F" * 20}, "channel", "0x" + "F" * 20),
+    ({"channel": 1e25}, "channel", "1e+25"),
+]
+BACK_TO_NUMBERS = [{"custom_fields": {"int": 7}}, {"channel": 1}, {"channel": 2}, {"channel": 3}]
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_a_whole_number_beyond_64_bits_keeps_its_text_and_the_sync_going(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """A custom int field holding 400 digits failed the extract of every run with `int too large to convert
+    to float`, and more than 19 digits, hex digits or a whole float beyond 64 bits in a `bigint` column (a
+    deal's `channel`) the normalize of every run with `Python int too large to convert to C long` (dlt's
+    coercion made the integer; the package stayed pending). The typed column is NULL now, the text is in
+    `<column>__v_text`, and once the record holds a number again it loads as usual."""
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    deals = inject_changes(data_emulator, [change for change, _, _ in BEYOND_64_BITS])
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    cells = [(rid, column) for rid, (_, column, _) in zip(deals, BEYOND_64_BITS, strict=True)]
+    db = tmp_path / "crm.duckdb"
+    assert typed_and_text(data_emulator, db, cells) == [(None, text) for _, _, text in BEYOND_64_BITS]
+    inject_changes(data_emulator, BACK_TO_NUMBERS)
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    assert typed_and_text(data_emulator, db, cells) == [(7, None), (1, None), (2, None), (3, None)]
