@@ -1,8 +1,10 @@
 """The one HTTP client every resource shares: auth headers, timeouts, bounded retries, 429 waits, accounting.
 
 Transient failures (5xx, dropped connections, incomplete reads, malformed JSON bodies) are retried with
-exponential backoff and full jitter, a bounded number of times. Every attempt passes the shared rate limiter
-(`limiter.py`): `acquire` before sending, `observe` after (status 0 when no response came). A 429 is told
+exponential backoff and full jitter, a bounded number of times; a body that is JSON but for a number no
+double holds or a `NaN` token is decoded with such numbers as their text instead (`_NumbersAsText`). Every
+attempt passes the shared rate limiter (`limiter.py`): `acquire` before sending, `observe` after (status 0
+when no response came). A 429 is told
 apart by `limiter.classify_429`: a burst 429 waits for `x-ratelimit-reset` (or `retry-after`) and retries; a
 daily-budget 429 (or one asking for longer than `max_rate_limit_wait_s`) ends the run with a message saying
 when the budget resets. Every message is built from the path and status only, never from headers or URLs
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
+import math
 import random
 import re
 import threading
@@ -350,7 +354,9 @@ class PipedriveClient:
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise _Transient(_not_json(response, content)) from None
+            body = _with_numbers_as_text(content)
+            if body is None:
+                raise _Transient(_not_json(response, content)) from None
         finally:
             if collecting:
                 gc.enable()
@@ -463,6 +469,52 @@ def _not_json(response: httpx.Response, content: bytes) -> str:
     if kind == "text/html" or content.lstrip()[:1] == b"<":
         return f"an HTML page instead of JSON (HTTP {response.status_code}; a proxy or maintenance page?)"
     return "malformed JSON body"
+
+
+class _NumbersAsText:
+    """Decodes a body orjson refused for a number no double holds (`1e999`, 400 digits) or a `NaN`,
+    `Infinity` or `-Infinity` token (JSON has none; Python's encoder writes them): each is kept as its
+    text, which the shaping then keeps in `<column>__v_text`. Refused, such a page was retried as
+    "malformed JSON body", failed the run, and every later run while the record was there. Every other
+    number comes out as orjson gives it (an integer beyond 64 bits as a float), so the page loads as it
+    would have."""
+
+    def __init__(self) -> None:
+        self.kept = False  # a number was kept as text: the page had what orjson refuses
+
+    def on_constant(self, text: str) -> str:
+        self.kept = True
+        return text
+
+    def on_float(self, text: str) -> float | str:
+        number = float(text)
+        if math.isfinite(number):
+            return number
+        self.kept = True
+        return text
+
+    def on_int(self, text: str) -> int | float | str:
+        if len(text) <= 20:  # up to 2**64 - 1 (and -2**63): orjson's integers
+            number = int(text)
+            if -(2**63) <= number < 2**64:
+                return number
+        return self.on_float(text)
+
+
+def _with_numbers_as_text(content: bytes) -> Any:
+    """The body orjson refused, decoded with such numbers kept as their text (`_NumbersAsText`); None when
+    it is not JSON anyway, or orjson refused it for something else (a lone surrogate): retried as before."""
+    numbers = _NumbersAsText()
+    try:
+        body = json.loads(
+            content,
+            parse_constant=numbers.on_constant,
+            parse_float=numbers.on_float,
+            parse_int=numbers.on_int,
+        )
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    return body if numbers.kept else None
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from pipedrive_source.emulator import EmulatorControlError, EmulatorHandle, run_emulator, spec
+from pipedrive_source.emulator.faults import RAW_JSON
 from pipedrive_source.emulator.ratelimit import RateLimiter
 
 V2_LIST = "/api/v2/deals"
@@ -265,6 +266,27 @@ def test_malformed_faults_are_200_with_broken_json(client: httpx.Client, emu: Em
     assert response.status_code == 200
     with pytest.raises(json.JSONDecodeError):
         response.json()
+
+
+def test_a_marked_value_is_served_as_a_bare_json_literal(client: httpx.Client, emu: EmulatorHandle) -> None:
+    """orjson renders every body and writes no `1e999` or `NaN`: a value marked `RAW_JSON` stands for one, in
+    the lists (v2 and v1, a custom field's too); the snapshot keeps the marker."""
+    deal = emu.control.snapshot("deals")[0]
+    fields = emu.control.snapshot("deal_fields")
+    code = next(f["field_code"] for f in fields if f["is_custom_field"] and f["field_type"] == "double")
+    changes = {"value": RAW_JSON + "1e999", "custom_fields": {code: RAW_JSON + "NaN"}}
+    emu.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal["id"], "changes": changes}])
+    try:
+        body = client.get(V2_LIST, headers=auth(emu)).content
+        assert b'"value":1e999' in body and f'"{code}":NaN'.encode() in body
+        served = json.loads(body)["data"][0]
+        assert (
+            served["value"] == float("inf") and served["custom_fields"][code] != served["custom_fields"][code]
+        )
+        assert emu.control.snapshot("deals")[0]["value"] == RAW_JSON + "1e999"
+    finally:
+        restore = {"value": deal["value"], "custom_fields": {code: deal["custom_fields"][code]}}
+        emu.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal["id"], "changes": restore}])
 
 
 def outcome(client: httpx.Client, emu: EmulatorHandle) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from reliability_support import (
 )
 
 from pipedrive_source.emulator import EmulatorHandle
+from pipedrive_source.emulator.faults import RAW_JSON
 from pipedrive_source.emulator.mutations import RANDOM_TABLES
 
 pytestmark = pytest.mark.usefixtures("ledger_logs")
@@ -567,8 +569,9 @@ NON_FINITE_TABLES = ["deals", "products"]
 
 
 def deal_field_codes(emulator: EmulatorHandle) -> dict[str, str]:
-    """A deal custom field's hash per field type (the tiny company has one of each)."""
-    return {f["field_type"]: f["field_code"] for f in emulator.control.snapshot("deal_fields")}
+    """A deal custom field's hash per field type (the last of each type)."""
+    fields = emulator.control.snapshot("deal_fields")
+    return {f["field_type"]: f["field_code"] for f in fields if f["is_custom_field"]}
 
 
 def inject_non_finite(emulator: EmulatorHandle) -> set[str]:
@@ -707,3 +710,54 @@ def test_a_whole_number_beyond_64_bits_keeps_its_text_and_the_sync_going(
     inject_changes(data_emulator, BACK_TO_NUMBERS)
     sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
     assert typed_and_text(data_emulator, db, cells) == [(7, None), (1, None), (2, None), (3, None)]
+
+
+# served as bare JSON (the emulator's `RAW_JSON`): orjson refuses the whole page of each, which was retried
+# as "malformed JSON body", failed the run, and every later one while the record was there
+RAW_LITERALS = [
+    ({"value": RAW_JSON + "1e999"}, "value", "1e999"),
+    ({"value": RAW_JSON + "-Infinity"}, "value", "-Infinity"),
+    ({"probability": RAW_JSON + "NaN"}, "probability", "NaN"),
+    ({"value": RAW_JSON + DIGITS}, "value", DIGITS),
+    ({"channel": RAW_JSON + DIGITS}, "channel", DIGITS),
+    ({"custom_fields": {"int": RAW_JSON + "-" + DIGITS}}, "custom:int", "-" + DIGITS),
+    ({"custom_fields": {"double": RAW_JSON + "Infinity"}}, "custom:double", "Infinity"),
+]
+RAW_BACK = [{"value": 10.5}, {"value": 20}, {"probability": 50}, {"value": 1e20}, {"channel": 4}]
+RAW_BACK += [{"custom_fields": {"int": -5}}, {"custom_fields": {"double": 0.25}}]
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_a_page_with_numbers_json_cannot_give_as_doubles_loads(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """The page is decoded another way, at once (no retry): such a number is NULL in its typed column with
+    its text in `<column>__v_text`, the sums stay finite, and the next run is an ordinary one."""
+    deals = inject_changes(data_emulator, [change for change, _, _ in RAW_LITERALS])
+    first = sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
+    cells = [(rid, column) for rid, (_, column, _) in zip(deals, RAW_LITERALS, strict=True)]
+    db = tmp_path / "crm.duckdb"
+    assert typed_and_text(data_emulator, db, cells) == [(None, text) for _, _, text in RAW_LITERALS]
+    assert non_finite_problems(db, {text for _, _, text in RAW_LITERALS}) == []
+    inject_changes(data_emulator, RAW_BACK)
+    again = sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    assert again.monitor.client_stats is not None and again.monitor.client_stats.retries == 0
+    assert typed_and_text(data_emulator, db, cells) == [
+        (10.5, None),
+        (20, None),
+        (50, None),
+        (1e20, None),
+        (4, None),
+        (-5, None),
+        (0.25, None),
+    ]
+
+
+def test_a_body_that_is_not_json_otherwise_is_still_retried_then_fails(
+    data_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    inject_changes(data_emulator, [{"value": RAW_JSON + "1e999x"}])
+    failed = "kept failing on /api/v2/deals after 2 attempts (last: malformed JSON body)"
+    with pytest.raises(Exception, match=re.escape(failed)):
+        sync(data_emulator, tmp_path, entities=["deals"], max_attempts=2, **EXACT)

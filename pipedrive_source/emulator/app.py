@@ -218,6 +218,7 @@ class EmulatorApp:
         if fault.kind == faults.STUCK:
             query = faults.first_page(query)
         status, body, extra = self._refused(method, path) or self._call_handle(company, method, path, query)
+        body = faults.raw_literals(body)
         headers = base + list(extra.items()) + _date(company)
         if fault.kind == faults.HTML:
             await _send(send, 200, headers, faults.MAINTENANCE_HTML, "text/html; charset=utf-8")

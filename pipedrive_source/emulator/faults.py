@@ -2,6 +2,11 @@
 server that ignores the paging parameters (answers the first page again, and its cursor again), and a 200
 whose body is an HTML page (a proxy's or a maintenance page) instead of JSON.
 
+Raw literals: a record value that is the string `RAW_JSON + literal` ("\u0000json:1e999" in the JSON of a
+mutate `update`) is served as the bare JSON text `literal` (`1e999`, `NaN`, 400 digits), in every Pipedrive
+answer (`raw_literals`). orjson renders every body and writes no such number, which a backend other than
+orjson may; the control snapshots keep the marker string.
+
 Off by default. One seeded RNG is consulted for every admitted Pipedrive request in arrival order, always with
 the same number of draws per request, so the same seed and the same request sequence give the same faults
 whatever the rates are changed to in between (changing `seed` at runtime restarts the sequence).
@@ -16,6 +21,7 @@ answer after them is normal (0: no cap, for faults that persist).
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections.abc import Hashable
 from dataclasses import asdict, dataclass
@@ -30,6 +36,9 @@ STUCK = "stuck"  # `cursor` and `start` ignored: the first page again, with the 
 HTML = "html"
 KINDS = (ERROR, THROTTLE, DROP, MALFORMED, STUCK, HTML)  # new kinds last: old seeds draw the same faults
 PAGING_PARAMS = frozenset({"cursor", "start"})
+RAW_JSON = "\x00json:"
+_RAW_MARK = b'"\\u0000json:'  # how orjson writes the marker's start
+_RAW_VALUE = re.compile(rb'"\\u0000json:([^"\\]*)"')
 QUEUE_PERIOD_S = 3.0  # not a multiple of the 2-second burst window
 
 BAD_GATEWAY_HTML = (
@@ -150,6 +159,11 @@ def truncate(body: bytes, detail: float) -> bytes:
     if len(body) < 2:
         return b"{"
     return body[: 1 + int(detail * (len(body) - 1))]
+
+
+def raw_literals(body: bytes) -> bytes:
+    """The body with every marked value (`RAW_JSON`) replaced by its bare literal."""
+    return _RAW_VALUE.sub(rb"\1", body) if _RAW_MARK in body else body
 
 
 def first_page(query: list[tuple[str, str]]) -> list[tuple[str, str]]:

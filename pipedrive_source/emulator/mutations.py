@@ -21,7 +21,9 @@ Explicit operations — `{"ops": [...]}`, applied in order:
   "field_type", "options": [labels]?, "fill": n?}` (n random live records get a value and are stamped);
 - `{"op": "archive_deal", "id"}`; `{"op": "update", "table", "id", "changes"}` (`custom_fields` in
   changes is merged key by key; a null value clears a field; a deal given another `stage_id` gets the
-  batch's time as `stage_change_time` unless the changes name one); `{"op": "delete", "table", "id"}`;
+  batch's time as `stage_change_time` unless the changes name one; a value `"\u0000json:<literal>"` is
+  served as the bare JSON `<literal>`, say `1e999` or `NaN`: `faults.RAW_JSON`);
+  `{"op": "delete", "table", "id"}`;
   `{"op": "create", "table", "values"?}`; `{"op": "add_mail", "deal_id"}` (a mail message linked to the
   deal: it shows in the deal's flow); `{"op": "advance_clock", "seconds"}`;
   `{"op": "merge", "table": "persons" | "organizations", "id", "merge_with_id"}` (v1
