@@ -55,7 +55,6 @@ from pipedrive_source.failures import (  # noqa: E402
     EXIT_FAILED,
     EXIT_OK,
     failure_of,
-    root_cause,
 )
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.loaded import counts_loaded, loaded_rows, written_rows  # noqa: E402
@@ -448,8 +447,10 @@ def show_tables(pipeline: dlt.Pipeline) -> None:
 
 
 def report_failure(exc: BaseException, verbose: bool) -> int:
-    cause = root_cause(exc)
-    interrupted = isinstance(cause, KeyboardInterrupt)  # Ctrl-C, SIGTERM (dlt's SignalReceivedException too)
+    # Ctrl-C, SIGTERM (dlt's SignalReceivedException too), also when it landed while a library handled an
+    # error of its own (dlt probing a new DuckDB's state table): the innermost cause is then that error
+    interrupt = next((c for c in causes(exc) if isinstance(c, KeyboardInterrupt)), None)
+    interrupted = interrupt is not None
     failure = failure_of(exc)
     message = INTERRUPTED if interrupted else failure.message
     if not interrupted and not failure.known:
@@ -458,7 +459,7 @@ def report_failure(exc: BaseException, verbose: bool) -> int:
         logging.getLogger("pipedrive_source").exception("sync failed")
     print(f"error: {message}", file=sys.stderr, flush=True)
     if interrupted:
-        return 128 + getattr(cause, "signal_code", signal.SIGINT)
+        return 128 + getattr(interrupt, "signal_code", signal.SIGINT)
     return failure.exit_code
 
 

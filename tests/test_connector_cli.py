@@ -564,6 +564,26 @@ def test_ctrl_c_ends_in_one_line_and_the_next_run_loads_everything(tmp_path: Pat
         assert deals > 0 and data_tables(tmp_path / "crm.duckdb")["deals"] == deals
 
 
+def test_an_interrupt_that_lands_while_a_library_handles_its_own_error_is_an_interrupt(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C as dlt probed a new DuckDB's state table (a CatalogException it handles) ended with that
+    error's text and exit 1, not "interrupted" and 130: the innermost cause was DuckDB's error, the
+    interrupt above it (seen under load in the test above)."""
+    from reliability_support import script_module
+
+    try:
+        try:
+            raise duckdb.CatalogException('Table with name "pipedrive._dlt_pipeline_state" does not exist')
+        except duckdb.CatalogException:
+            raise KeyboardInterrupt  # noqa: B904 (the signal, raised in the handler: DuckDB's error its context)
+    except KeyboardInterrupt as interrupt:
+        failed = RuntimeError("Pipeline execution failed at stage sync")  # as dlt wraps a step's failure
+        failed.__cause__ = interrupt
+    assert script_module().report_failure(failed, verbose=False) == 130
+    assert capsys.readouterr().err.startswith("error: interrupted. Nothing is lost")
+
+
 def test_sigterm_on_the_demo_ends_in_one_line_and_stops_its_emulator(tmp_path: Path) -> None:
     """A scheduler's stop (SIGTERM) ended the process at once, without a word, and left the demo's emulator
     serving for ever (its stderr, inherited, kept this test's pipe open: communicate() never returned)."""
