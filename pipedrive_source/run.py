@@ -133,7 +133,9 @@ class SyncContext:
         self._me_refused: PipedriveError | None = None  # how `identity` failed: the same for the whole run
         self._company_checked = False
         self._memo: dict[str, list[Row]] = {}
-        self._refused: dict[str, AccessDenied] = {}  # lists Pipedrive refused (402/403): asked once a run
+        # lists Pipedrive refused (402/403) or that failed after every retry: asked once a run, as another
+        # ask within the run would get the same answer after paying every retry again
+        self._failed: dict[str, PipedriveError] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
         self.rewinds: dict[str, str] = {}  # entity -> its cursor may not pass this (see `rewind`)
         self.done: set[str] = set()  # entities whose resource has yielded its last item (see `read_done`)
@@ -281,7 +283,8 @@ class SyncContext:
             self.pool.submit(lambda entity=entity: self._quietly(entity))
 
     def _quietly(self, entity: Entity) -> None:
-        with contextlib.suppress(Exception):  # whoever needs the list asks again and gets the error then
+        # whoever needs the list gets the error then: the list's, remembered (`_full_rows`), or another
+        with contextlib.suppress(Exception):
             self.identity()
             self._full_rows(entity)
 
@@ -328,9 +331,9 @@ class SyncContext:
         self.check_company()
         if not fresh:
             return self._full_rows(entity, params)
-        refused = self._refused.get(_memo_key(entity, params))
-        if refused is not None:  # a plan or a permission: no other answer within this run (`_full_rows`)
-            raise refused
+        failed = self._failed.get(_memo_key(entity, params))
+        if failed is not None:  # no other answer within this run (`_full_rows`)
+            raise failed
         return self._read_all(entity, params, raw=True)
 
     def _full_rows(self, entity: Entity, params: Mapping[str, Any] | None = None) -> list[Row]:
@@ -338,13 +341,13 @@ class SyncContext:
         with self._lock:
             lock = self._memo_locks.setdefault(key, threading.Lock())
         with lock:
-            if key in self._refused:
-                raise self._refused[key]
+            if key in self._failed:
+                raise self._failed[key]
             if key not in self._memo:
                 try:
                     self._memo[key] = self._read_all(entity, params)
-                except AccessDenied as exc:  # a plan or a permission: no other answer within this run
-                    self._refused[key] = exc
+                except PipedriveError as exc:  # a refusal, or a failure after every retry (`__init__`)
+                    self._failed[key] = exc
                     raise
             return self._memo[key]
 

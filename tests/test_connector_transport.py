@@ -247,6 +247,24 @@ def test_a_list_refused_in_a_run_is_not_asked_for_again_when_read_again(clean_em
     assert clean_emulator.control.stats()["requests"]["/v1/leadFields"] == 1
 
 
+def test_a_list_failing_after_every_retry_is_asked_for_once_a_run(clean_emulator, tmp_path: Path) -> None:
+    """The prefetch of the field definitions swallowed a failure other than a refusal without remembering
+    it: the resolution asked again and paid every retry a second time (a read again, `fresh`, a third).
+    Now the run falls back (the leads, on the deal fields) or fails after one round of retries."""
+    attempts = 3
+    try:
+        clean_emulator.control.settings(down_path="/v1/leadFields")
+        sync(clean_emulator, tmp_path / "leads", entities=["deals", "leads"], max_attempts=attempts)
+        assert clean_emulator.control.stats()["requests"]["/v1/leadFields"] == attempts
+        clean_emulator.control.settings(down_path="/api/v2/dealFields")
+        with pytest.raises(Exception) as failure:
+            sync(clean_emulator, tmp_path / "deals", entities=["deals"], max_attempts=attempts)
+        assert "kept failing" in str(_root(failure.value, ApiError))
+        assert clean_emulator.control.stats()["requests"]["/api/v2/dealFields"] == attempts
+    finally:
+        clean_emulator.control.settings(down_path="")
+
+
 def test_installments_refused_below_growth_arrive_in_full_once_the_plan_has_them(
     clean_emulator, tmp_path: Path
 ) -> None:
