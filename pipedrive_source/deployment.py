@@ -42,6 +42,7 @@ from .entities import BY_NAME
 from .errors import ConfigError, SettingError, config_place, env_setting
 from .history import add_history, check_history
 from .postgres_load import exact_destination
+from .recovery import recover
 from .run import SyncMonitor
 from .settings import CREDENTIAL_KEYS
 from .source import pipedrive_source
@@ -227,6 +228,17 @@ def check_destination(pipeline: dlt.Pipeline) -> None:
         f"folder {pipeline.working_dir} to start it where you run it now (it continues from the DuckDB "
         "file it finds there, or loads everything into a new one)."
     )
+
+
+def check_and_recover(
+    pipeline: dlt.Pipeline, drop: bool = False, option: str = "--drop-pending"
+) -> list[str]:
+    """The start of every run of the script and of Dagster: the destination checked (`check_destination`),
+    then what an interrupted run left finished or dropped (`recovery.recover`); its notices. In this order:
+    a pending package loaded into a DuckDB file whose folder has gone failed with DuckDB's "Cannot open
+    file" instead of the line that says why and what to do."""
+    check_destination(pipeline)
+    return recover(pipeline, drop, option)
 
 
 def append_only_notice(pipeline: dlt.Pipeline) -> str | None:

@@ -37,6 +37,7 @@ from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     Company,
     append_only_notice,
+    check_and_recover,
     company_pipeline,
     configured_companies,
     configured_history,
@@ -49,7 +50,7 @@ from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
 from pipedrive_source.failures import failure_of  # noqa: E402
 from pipedrive_source.history import SUFFIX, add_history, history_table  # noqa: E402
-from pipedrive_source.recovery import SCRIPT_WAYS_OUT, WaysOut, recover  # noqa: E402
+from pipedrive_source.recovery import SCRIPT_WAYS_OUT, WaysOut  # noqa: E402
 from pipedrive_source.relations import upstream  # noqa: E402
 from pipedrive_source.views import VIEWS, refresh_views  # noqa: E402
 
@@ -235,7 +236,7 @@ def company_assets(
             )
         with failing_clearly(ways_out(company)), connector_logs_to(context):
             # a killed run's packages: dagster-dlt would drop them, then read them again
-            for notice in recover(pipeline, config.drop_pending, "drop_pending"):
+            for notice in check_and_recover(pipeline, config.drop_pending, "drop_pending"):
                 context.log.info(notice)
             run = prepare_run(
                 pipeline,

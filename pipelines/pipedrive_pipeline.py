@@ -39,7 +39,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     CREDENTIAL_KEYS,
     DUCKDB_FILE,
     append_only_notice,
-    check_destination,
+    check_and_recover,
     configured_history,
     duckdb_file,
     duckdb_file_destination,
@@ -59,7 +59,7 @@ from pipedrive_source.failures import (  # noqa: E402
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.loaded import counts_loaded, loaded_rows, written_rows  # noqa: E402
 from pipedrive_source.postgres_load import exact_destination  # noqa: E402
-from pipedrive_source.recovery import hide_terminal_job_logs, recover  # noqa: E402
+from pipedrive_source.recovery import hide_terminal_job_logs  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
@@ -180,9 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         choose_demo(args)  # the first read of the settings: a broken .dlt/*.toml fails here
         with demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
-            check_destination(pipeline)
             # what a killed run left (or, --drop-pending, a refused package dropped): this run then syncs
-            for notice in recover(pipeline, args.drop_pending):
+            for notice in check_and_recover(pipeline, args.drop_pending):
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
             add_history(source, history_entities(args, source), pipeline)

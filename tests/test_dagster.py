@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ from connector_fixtures import (  # noqa: E402
 
 from pipedrive_source import pipedrive_source  # noqa: E402
 from pipedrive_source.concurrency import FetchPool  # noqa: E402
-from pipedrive_source.deployment import Company  # noqa: E402
+from pipedrive_source.deployment import Company, company_pipeline  # noqa: E402
 from pipedrive_source.emulator import EmulatorHandle  # noqa: E402
 from pipedrive_source.errors import ConfigError  # noqa: E402
 
@@ -437,6 +438,29 @@ def test_a_load_the_destination_refuses_names_dagster_s_ways_out_and_the_run_con
     assert any(m.startswith(f"dropped 1 pending load package(s) ({package})") for m in logged), logged
     truth = load_truth(credentials, tmp_path, ["deals"])
     assert not compare(tmp_path / "crm.duckdb", truth, "deals")
+
+
+def test_a_pending_package_and_a_duckdb_folder_gone_say_the_pipeline_script_s_line(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Dagster finished the pending package before it checked the destination, where the script checks
+    first: with the DuckDB file's folder gone, the step's error was DuckDB's "Cannot open file"."""
+    folder = tmp_path / "warehouse"
+    folder.mkdir()
+    destination = dlt.destinations.duckdb(credentials=str(folder / "crm.duckdb"))
+    pipelines_dir = str(tmp_path / "pipelines")
+    assets = definitions.company_assets(Company(), destination=destination, pipelines_dir=pipelines_dir)
+    assert materialize(assets, ["users"]).success
+    pending = company_pipeline(Company(), destination, pipelines_dir)
+    pending.extract([{"id": 1}], table_name="users")  # a run killed after its extract: a package pending
+    pending.normalize()
+    assert pending.has_pending_data
+    shutil.rmtree(folder)
+    message = step_failure_message(materialize(assets, ["users"]))
+    assert message.splitlines()[-1].endswith(
+        f"The folder of the DuckDB file {folder / 'crm.duckdb'}, {folder} does not exist: create it, or set "
+        "DESTINATION__DUCKDB__CREDENTIALS to a file in a folder that exists."
+    ), message
 
 
 def test_definitions_loaded_from_another_folder_read_the_checkout_s_settings(tmp_path: Path) -> None:
