@@ -445,6 +445,24 @@ DELETED_COLUMN = {"name": DELETED, "data_type": "bool", "nullable": True, "hard_
 NESTED = ":nested_hints"  # marks, among the declared tables, that the resource's nested hints are gone
 
 
+def declare_root(resource: Any, declared: set[str]) -> None:
+    """The root table's hints for Arrow items, once per resource call (`prepare`): also before an item
+    of no rows, which dlt computes the resource's tables for all the same."""
+    if NESTED in declared:
+        return
+    declared.add(NESTED)
+    if resource.nested_hints:
+        resource.apply_hints(nested_hints={})
+    # the source's hints were checked against the stored schema when it was built (`source._columns`);
+    # the schema of the run decides: the source may have been built before its pipeline was active,
+    # or a full refresh dropped the table since (then the spec's types apply again)
+    columns = resource.columns if isinstance(resource.columns, dict) else {}
+    live = dlt.current.source_schema().tables.get(resource.name, {}).get("columns", {})
+    kept = column_types.keep_stored_types(resource.name, columns, live)
+    if kept:
+        resource.apply_hints(columns=kept)
+
+
 def prepare(resource: Any, part: Shaped, declared: set[str]) -> None:
     """Give dlt the hints a shaped part needs before its data, from inside the running `resource`.
 
@@ -452,18 +470,7 @@ def prepare(resource: Any, part: Shaped, declared: set[str]) -> None:
     without the root table's column hints (a variant starts as a copy of the resource's hints). The
     resource's `nested_hints` (the child tables' types for records that dlt normalizes itself) are dropped
     first: dlt would declare the same tables again as nested tables of the root table."""
-    if NESTED not in declared:
-        declared.add(NESTED)
-        if resource.nested_hints:
-            resource.apply_hints(nested_hints={})
-        # the source's hints were checked against the stored schema when it was built (`source._columns`);
-        # the schema of the run decides: the source may have been built before its pipeline was active,
-        # or a full refresh dropped the table since (then the spec's types apply again)
-        columns = resource.columns if isinstance(resource.columns, dict) else {}
-        live = dlt.current.source_schema().tables.get(resource.name, {}).get("columns", {})
-        kept = column_types.keep_stored_types(resource.name, columns, live)
-        if kept:
-            resource.apply_hints(columns=kept)
+    declare_root(resource, declared)
     if part.is_root:
         if part.columns:
             resource.apply_hints(columns=part.columns)

@@ -88,7 +88,7 @@ class Entity:
     references: tuple[tuple[str, str], ...] = ()  # (column, table): rows go when that record is gone
     derive: Callable[[dict[str, Any], Any], None] | None = None  # PER_RECORD: (row, parent id) adds columns
     # PER_RECORD: changes here leave the parent's update_time alone, so only a reconcile (which then reads
-    # every parent again, and so every set of children) sees them
+    # the children of every parent, loading the sets that changed: `source._ChildSets`) sees them
     reconcile_all_parents: bool = False
     full_read_hours: float | None = None  # FULL/PER_PARENT: re-read in full at most this often (None: always)
     # hints winning over the spec types (column_types); an object hinted `json` here stays one JSON column

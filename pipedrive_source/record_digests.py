@@ -40,6 +40,13 @@ def entry(row: Mapping[str, Any], primary_key: str) -> tuple[int, int]:
     return _key_hash(key_text(row, primary_key)), int.from_bytes(_content_digest(row)[:8], "little")
 
 
+def set_entry(key: Any, digests: Iterable[str]) -> tuple[int, int]:
+    """A `DigestTable` entry of a set of records under one key (a parent's children), from each record's
+    `digest`: the key's hash and a packed digest of the set, whatever the records' order."""
+    packed = _content_digest(sorted(digests))[:8]
+    return _key_hash(orjson.dumps(key).decode()), int.from_bytes(packed, "little")
+
+
 def _content_digest(row: Any) -> bytes:
     text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.blake2b(text, digest_size=DIGEST_BYTES).digest()
@@ -94,6 +101,11 @@ class DigestTable:
         """The packed digest the (sorted) table holds for this key, or None."""
         at = _sorted_index(self._keys, key_hash)
         return None if at is None else self._digests[at]
+
+    def updated(self, entries: Mapping[int, int]) -> DigestTable:
+        """A (sorted) table of these entries and of this table's other keys."""
+        kept = ((k, d) for k, d in zip(self._keys, self._digests, strict=True) if k not in entries)
+        return DigestTable.of([*kept, *entries.items()])
 
     def pack(self) -> str:
         """The state's text of the table."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,8 +86,8 @@ from .fetching import (
 from .history import keeps_history
 from .limiter import BudgetExhausted, Plan, PlanLimiter, RateLimiter
 from .oauth import ApiTokenAuth, Auth, OAuthAuth, PipedriveOAuthCredentials
-from .output import Output, parent_ids
-from .record_digests import DigestTable, digest, entry
+from .output import Output, ParentsOnly, parent_ids
+from .record_digests import DigestTable, digest, entry, set_entry
 from .relinks import DestinationLinks, StoredLinks
 from .run import RecordHook, Row, SyncContext, SyncMonitor
 from .settings import (
@@ -143,7 +143,8 @@ def pipedrive_source(
         reconcile: also list every id of the incrementally loaded entities (a full read), so that
             `deletions.flag_vanished` can flag records deleted in Pipedrive; of the records listed, only
             those a merge of persons or organizations moved unstamped are loaded (`relinks.py`); every
-            product is read again with its variations (their changes leave the product unstamped).
+            product's variations are read (their changes leave the product unstamped), and loaded where
+            a product's set changed (`_ChildSets`).
         page_size: records per page (Pipedrive allows up to 500).
         monitor: receives progress and the run's figures (requests, tokens, rows per entity).
         limiter: the run's rate limiter (see `limiter.py`); default: a `PlanLimiter` built from
@@ -442,7 +443,7 @@ def _incremental_fetch(
     children: Sequence[str] = (),
 ) -> Any:
     initial = render(ctx.start_date, entity.time_format) if ctx.start_date else None
-    # children whose changes leave this record unstamped: a reconcile reads every record again for them
+    # children whose changes leave this record unstamped: a reconcile reads them for every record
     unseen = [c for c in children if BY_NAME[c].reconcile_all_parents] if reconcile is not None else []
 
     def fetch() -> Iterator[Any]:
@@ -452,12 +453,12 @@ def _incremental_fetch(
         following = [c for c in children if c not in refused]
         _catch_up_children(entity, state, following)
         ctx.children_followed[entity.name] = dict(state.get(_CHILDREN_KEY) or {})
-        if unseen and read_before(state):
-            # the children's transformer reads the set of every record yielded here and replaces it
-            # whole: a child deleted in Pipedrive leaves the table, a new one arrives
-            logger.info("%s: reconcile reads every record again for its %s", entity.name, ", ".join(unseen))
-            forget_cursor(state)
+        reread = [c for c in unseen if c in following]
         history = keeps_history(entity.name)
+        if reread and read_before(state) and history and not state.get(_HISTORY_SEEDED_KEY):
+            # a history to seed takes every record: loaded again, they carry their children along
+            logger.info("%s: reconcile reads every record again for its %s", entity.name, ", ".join(reread))
+            forget_cursor(state)
         # a history started on this list after it was loaded holds only the records changed since; a read
         # from the start (a first one, a cursor forgotten) gives it every record, and so does a reconcile
         # (below). A history turned off misses changes meanwhile: seeded again once it is back on
@@ -466,6 +467,7 @@ def _incremental_fetch(
             state.pop(_HISTORY_SEEDED_KEY, None)
         cursor = CursorState(state, entity, initial)
         since = cursor.since  # where this run's read starts: a reconcile compares the records before it
+        field, at_since = entity.cursor_field or "update_time", set()  # the records read at `since`
         output = ctx.outputs.output(entity, hard_delete)
         coverage = _Coverage(entity)
         with ctx.timed(entity):
@@ -477,8 +479,13 @@ def _incremental_fetch(
                     continue
                 rows = ctx.records(entity, batch)
                 coverage.add(batch.tag.index, rows)
-                yield from output.page(cursor.admit(rows))
-                del rows  # not held while waiting for the next page (a page of dicts per waiting resource)
+                admitted = cursor.admit(rows)
+                if reread:  # their children are read with them: not again by the reconcile (below)
+                    at_since.update(
+                        row.get(entity.primary_key) for row in admitted if row.get(field) == since
+                    )
+                yield from output.page(admitted)
+                del rows, admitted  # not held while waiting for the next page (a page of dicts per resource)
             yield from output.flush()
             gap = coverage.gap()
             if gap is not None:
@@ -498,7 +505,16 @@ def _incremental_fetch(
                 # merge moved unstamped go to the table (`relinks.py`)
                 seed = history and not seeded and not children
                 listed = ctx.outputs.output(entity, hard_delete)
-                yield from _reconcile_listing(entity, ctx, listed, since, reconcile, everything=seed)
+                yield from _reconcile_listing(
+                    entity,
+                    ctx,
+                    listed,
+                    since,
+                    reconcile,
+                    everything=seed,
+                    children=() if seed else reread,
+                    read=at_since,
+                )
                 yield from listed.flush()
                 seeded = seeded or seed
             if seeded and read.complete:
@@ -730,22 +746,42 @@ def _reconcile_listing(
     since: str | None,
     links: DestinationLinks,
     everything: bool = False,
+    children: Sequence[str] = (),
+    read: Collection[Any] = (),
 ) -> Iterator[Any]:
     """Every id Pipedrive lists for `entity` now, read in id order (stable under concurrent updates) and
     noted as its live ids. The listed records go to `output`: all of them if `everything`, else those older
-    than `since` that a merge of persons or organizations moved without stamping them (`relinks.py`). No
-    request beyond the listing (the lists have no id-only form)."""
+    than `since` that a merge of persons or organizations moved without stamping them (`relinks.py`); the
+    other records up to `since` go to the transformers of `children` only (`ParentsOnly`), but for those
+    the incremental read of this run loaded (`read`: its records at `since`; the newer ones it loaded all),
+    which gave them their children. No request beyond the listing (the lists have no id-only form)."""
     by_id = {"sort_by": "id", "sort_direction": "asc"} if entity.paging == CURSOR else {"sort": "id ASC"}
     stored = None if everything else StoredLinks.read(entity, since, links)
     links.release(entity.name)  # its query is done: the connection need not wait for its listing
+    key, field = entity.primary_key, entity.cursor_field or "update_time"
+    if children and since is not None:
+        logger.info("%s: reconcile reads the %s of every record", entity.name, ", ".join(children))
     ids: set[Any] = set()
     moved = 0
     for listing in entity.listings:
         for page in ctx.pages(entity, listing, by_id, raw=not everything):
-            ids.update(row.get(entity.primary_key) for row in page.items)
+            ids.update(row.get(key) for row in page.items)
             if everything:
                 yield from output.page(page.items)
-            elif rows := stored.moved(page.items) if stored is not None else []:
+                continue
+            rows = stored.moved(page.items) if stored is not None else []
+            if children and since is not None:  # a moved record carries its children along (`output`)
+                loaded = {row.get(key) for row in rows}
+                unchanged = [
+                    {key: row.get(key), field: moment}
+                    for row in page.items
+                    if isinstance(moment := row.get(field), str)
+                    and (moment < since or (moment == since and row.get(key) not in read))
+                    and row.get(key) not in loaded
+                ]
+                if unchanged:
+                    yield output.parents_only(unchanged, children)
+            if rows:
                 moved += len(rows)
                 yield from output.page(ctx.shape(entity, listing, rows))
     ids.discard(None)
@@ -894,13 +930,20 @@ def _children_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:
     parent (PER_RECORD); a placeholder per parent without children clears rows it had before."""
 
     def fetch(items: Any, meta: Any = None) -> Iterator[Any]:
+        unchanged_parents = isinstance(meta, ParentsOnly)
+        if unchanged_parents:
+            if entity.name not in meta.children:
+                return
+            items, meta = meta.rows, None
         ids = parent_ids(items, meta, entity.parent or "")
         if not ids:
             return
         if ctx.pool.halted:
-            _rewind_parents(entity, ctx, items)  # the run stopped before these parents' children
+            if not unchanged_parents:  # those: the next reconcile reads their children
+                _rewind_parents(entity, ctx, items)  # the run stopped before these parents' children
             return
         output = ctx.outputs.output(entity, hard_delete)
+        sets = _ChildSets(entity, hold=unchanged_parents)
         with ctx.timed(entity):
             listing = ctx.read(entity)
             read = listing.deal_batches(ids) if entity.strategy == DEAL_BATCH else listing.per_record(ids)
@@ -914,16 +957,71 @@ def _children_fetch(entity: Entity, ctx: SyncContext, hard_delete: bool) -> Any:
                     if entity.derive:
                         for row in rows:
                             entity.derive(row, batch.tag.parent)
-                    yield from output.page(rows + _placeholders(entity, ctx, parents, rows))
+                    if sets.add(batch.tag.parent, rows):
+                        yield from output.page(rows + _placeholders(entity, ctx, parents, rows))
                     del rows
+                for parent, rows in sets.changed(read.complete):
+                    yield from output.page(rows + _placeholders(entity, ctx, [parent], rows))
             except AccessDenied:
+                sets.commit(ids, complete=False)
                 _note_refused(entity, ctx, ids[0])
                 raise
+            sets.commit(ids, read.complete)
             yield from output.flush()
-            if not read.complete:
+            if not read.complete and not unchanged_parents:
                 _rewind_parents(entity, ctx, items)
 
     return fetch
+
+
+class _ChildSets:
+    """Each parent's set of children as last loaded, for the children a reconcile reads for every parent
+    (`Entity.reconcile_all_parents`: product variations, organization relationships): a digest per parent
+    in the transformer's state (16 bytes, `record_digests.set_entry`), which dlt commits with the load.
+    The children of parents a reconcile reads only for them (`ParentsOnly`) are held until the read is
+    done and loaded where their set differs: a reconcile without changes loaded them all (706 rows at
+    `small`). The children of changed parents are loaded as they come, and their digests noted."""
+
+    KEY = "child_sets"
+
+    def __init__(self, entity: Entity, hold: bool) -> None:
+        self.on = entity.reconcile_all_parents
+        self.hold = hold and self.on
+        self.digests: dict[Any, list[str]] = {}  # parent -> its children's digests, as they go to the output
+        self.rows: dict[Any, list[Row]] = {}  # parent -> its children held
+
+    def add(self, parent: Any, rows: list[Row]) -> bool:
+        """Note a page of `parent`'s children; whether to load it now (else `changed` may give it)."""
+        if self.on:
+            self.digests.setdefault(parent, []).extend(digest(row) for row in rows)
+        if self.hold:
+            self.rows.setdefault(parent, []).extend(rows)
+        return not self.hold
+
+    def changed(self, complete: bool) -> Iterator[tuple[Any, list[Row]]]:
+        """The held parents whose children differ from the ones last loaded; none where the read did not
+        complete (a set read in part would replace the whole: the next reconcile reads them again)."""
+        if not self.hold or not complete:
+            return
+        table = DigestTable.from_state(dlt.current.resource_state().get(self.KEY))
+        for parent, rows in self.rows.items():
+            if not table.holds(*set_entry(parent, self.digests[parent])):
+                yield parent, rows
+
+    def commit(self, parents: Sequence[Any], complete: bool) -> None:
+        """Note the children of `parents` as loaded now; unknown (never equal) where a read that loaded
+        them as they came stopped early."""
+        if not self.on or (self.hold and not complete):
+            return  # held and not loaded: as they were
+        if complete:
+            entries = dict(set_entry(parent, self.digests.get(parent, ())) for parent in parents)
+        else:
+            entries = {set_entry(parent, ())[0]: _UNKNOWN for parent in parents}
+        state = dlt.current.resource_state()
+        state[self.KEY] = DigestTable.from_state(state.get(self.KEY)).updated(entries).pack()
+
+
+_UNKNOWN = 0  # the digest of a set that was not read whole: no set's digest (one in 2**64)
 
 
 def _rewind_parents(entity: Entity, ctx: SyncContext, items: Any) -> None:

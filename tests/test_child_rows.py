@@ -132,3 +132,64 @@ def test_reconcile_reads_every_product_s_variations(emulator: EmulatorHandle, tm
     gone = f"SELECT count(*) FROM {DATASET}.product_variations WHERE id = {variation_id}"
     assert _one(pipeline, gone) == (0,)  # child rows leave with their set, as when the product changes
     assert_equal_to_truth(emulator, tmp_path, tables)  # the added variation is there too
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+def test_a_reconcile_loads_the_variation_sets_that_changed_and_no_product(
+    emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """A reconcile read every product again for its variations (their changes leave the product unstamped)
+    and loaded every product and every variation again, changed or not: 1,893 rows at `small` with nothing
+    changed. The products are now read for their variations only, and a product's variations are loaded
+    where they differ from the set loaded last."""
+    tables = ["products", "product_variations"]
+    pipeline = sync(emulator, tmp_path, entities=tables, arrow=arrow).pipeline
+    variations = "/api/v2/products/{id}/variations"
+    before = _newest_load(pipeline)
+    unchanged = sync(emulator, tmp_path, entities=tables, pipeline=pipeline, reconcile=True, arrow=arrow)
+    live_products = len(emulator.control.snapshot("products"))
+    assert unchanged.emulator_stats["requests"][variations] == live_products  # read, all the same
+    assert _rows_loaded_after(pipeline, before) == {}
+
+    (product_id, variation_id) = _one(
+        pipeline, f"SELECT product_id, id FROM {DATASET}.product_variations ORDER BY id LIMIT 1"
+    )
+    edit = {
+        "op": "update",
+        "table": "product_variations",
+        "id": variation_id,
+        "changes": {"name": f"Edited ({arrow=})"},
+    }
+    assert "products" not in emulator.control.mutate(ops=[edit])["updated"]  # no product stamped
+    before = _newest_load(pipeline)
+    sync(emulator, tmp_path, entities=tables, pipeline=pipeline, reconcile=True, arrow=arrow)
+    (in_set,) = _one(
+        pipeline, f"SELECT count(*) FROM {DATASET}.product_variations WHERE product_id = {product_id}"
+    )
+    loaded = _rows_loaded_after(pipeline, before)
+    assert loaded.pop("product_variations") == in_set, loaded  # the edited one's set, and no product
+    assert set(loaded) <= {"product_variations__prices"}, loaded
+    assert_equal_to_truth(emulator, tmp_path, tables)
+
+
+def _newest_load(pipeline: dlt.Pipeline) -> str:
+    (load_id,) = _one(pipeline, f"SELECT max(load_id) FROM {DATASET}._dlt_loads")
+    return load_id
+
+
+def _rows_loaded_after(pipeline: dlt.Pipeline, load_id: str) -> dict[str, int]:
+    """Rows per table that loads after `load_id` wrote (a table with none left out), of the tables with a
+    `_dlt_load_id` (the nested tables dlt makes of records have none)."""
+    with pipeline.sql_client() as client:
+        tables = client.execute_sql(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = %s "
+            "AND column_name = '_dlt_load_id' AND table_name NOT LIKE '\\_dlt%%' ESCAPE '\\'",
+            DATASET,
+        )
+        counts = {
+            table: client.execute_sql(
+                f"SELECT count(*) FROM {DATASET}.{table} WHERE _dlt_load_id > %s", load_id
+            )[0][0]
+            for (table,) in tables
+        }
+    return {table: rows for table, rows in counts.items() if rows}
