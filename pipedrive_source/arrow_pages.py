@@ -385,9 +385,10 @@ class PageShaper:
     ) -> None:
         """The `misfit` values of column `name` into its variant of `data_type`, NULL in their column."""
         column = out[name]
+        moved = [misfit(v) for v in column]  # once a value: a misfit may parse a text
         variant = self.schema.naming.shorten_fragments(name, f"v_{data_type}")
-        out[name] = [None if misfit(v) else v for v in column]
-        out[variant] = [convert(v) if misfit(v) else None for v in column]
+        out[name] = [None if m else v for v, m in zip(column, moved, strict=True)]
+        out[variant] = [convert(v) if m else None for v, m in zip(column, moved, strict=True)]
         types[variant] = data_type
         if variant not in announced:
             hints[variant] = {"name": variant, "data_type": data_type, "nullable": True}

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 import dlt
-from dlt.common.destination.reference import DestinationReference
+from dlt.common.destination.reference import Destination
 from dlt.common.schema.typing import C_DLT_LOAD_ID
 
 logger = logging.getLogger(__name__)
@@ -34,17 +34,18 @@ def merges(destination: Any) -> bool:
 
 def counts_loaded(destination: Any) -> bool:
     """Whether the run's rows are counted in `destination` as loaded (DuckDB; see the module docstring) or
-    given as the normalizer wrote them."""
-    base = dlt.destinations.duckdb
-    return destination.destination_type == DestinationReference.normalize_type(
-        f"{base.__module__}.{base.__qualname__}"
-    ) or not merges(destination)
+    given as the normalizer wrote them: the same where it does not merge."""
+    return _counted_there(destination) or not merges(destination)
+
+
+def _counted_there(destination: Any) -> bool:
+    # by type: a named destination (`dlt.destinations.duckdb(destination_name="crm")`) is still duckdb
+    return Destination.to_name(destination.destination_type) == "duckdb"
 
 
 def written_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
     """Rows the last run's normalizer wrote per table, dlt's own tables left out."""
-    trace = pipeline.last_trace
-    info = trace.last_normalize_info if trace else None
+    info = _normalize_info(pipeline)
     counts = dict(info.row_counts) if info else {}
     return {table: rows for table, rows in counts.items() if rows and not table.startswith("_dlt")}
 
@@ -52,12 +53,10 @@ def written_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
 def loaded_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
     """Rows of the last run's load now in the destination per table (tables without any left out)."""
     written = written_rows(pipeline)
-    trace = pipeline.last_trace
-    info = trace.last_normalize_info if trace else None
+    info = _normalize_info(pipeline)
     load_ids = [i for i in (info.loads_ids if info else []) if _LOAD_ID.match(i)]
-    if not written or not load_ids or not merges(pipeline.destination):
-        return written
-    if not counts_loaded(pipeline.destination):
+    destination = pipeline.destination
+    if not written or not load_ids or not merges(destination) or not _counted_there(destination):
         return written
     schema = pipeline.default_schema
     column = schema.naming.normalize_identifier(C_DLT_LOAD_ID)
@@ -71,6 +70,11 @@ def loaded_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
     out = {table: rows for table, rows in written.items() if table not in counts}
     out.update(counts)
     return {table: rows for table, rows in out.items() if rows}
+
+
+def _normalize_info(pipeline: dlt.Pipeline) -> Any:
+    trace = pipeline.last_trace
+    return trace.last_normalize_info if trace else None
 
 
 def _count(pipeline: dlt.Pipeline, tables: list[str], column: str, load_ids: list[str]) -> dict[str, int]:

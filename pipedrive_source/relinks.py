@@ -30,6 +30,7 @@ from dlt.destinations.sql_client import SqlClientBase
 
 from .deletions import materialized
 from .entities import Entity
+from .loaded import merges
 from .record_digests import DigestTable
 from .relations import references
 from .run import Row
@@ -125,12 +126,10 @@ class DestinationLinks:
                 self._looked_up = True
                 try:
                     pipeline = dlt.current.pipeline()
-                    merges = "delete-insert" in (
-                        pipeline.destination.capabilities().supported_merge_strategies or ()
-                    )
+                    compared = merges(pipeline.destination)
                 except Exception:  # no pipeline or destination
                     return None
-                if merges and pipeline.default_schema_name:
+                if compared and pipeline.default_schema_name:
                     self._pipeline, self._schema = pipeline, pipeline.default_schema
             return self._schema
 
