@@ -212,7 +212,9 @@ class ViewsReport:
 
 
 def refresh_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> ViewsReport:
-    """Create or replace `views` in the pipeline's dataset; never raises for what a destination cannot do."""
+    """Create or replace `views` in the pipeline's dataset; never raises for what a destination cannot do.
+    What it skipped is in the report's `notices()`, for the caller to show once (the script's summary, a
+    Dagster or Airflow log): logged here too, each notice was printed twice."""
     report = ViewsReport()
     dialect = pipeline.destination.capabilities().sqlglot_dialect
     with pipeline.destination_client() as client:
@@ -220,8 +222,6 @@ def refresh_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> View
             report.skipped["*"] = f"the {pipeline.destination.destination_name} destination has no SQL views"
         else:
             _refresh(client, dialect, views, report)
-    for notice in report.notices():
-        log.warning(notice)
     return report
 
 
