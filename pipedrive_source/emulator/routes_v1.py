@@ -138,13 +138,43 @@ def currencies(req: Req) -> tuple[int, bytes]:
 
 
 def goals(req: Req) -> tuple[int, bytes]:
+    """`/goals/find` (getGoals): each filter names the goal's attribute it compares by its dotted path
+    (`assignee.id` is the goal's `assignee.id`); `is_active` defaults to true; the array filters
+    (`type.params.pipeline_id`, `type.params.activity_type_id`) match a goal with the same set of ids;
+    `period.start`..`period.end` (inclusive dates; `period.end` alone: up to it) selects the goals whose
+    duration overlaps that period."""
     table = req.company.t["goals"]
     rows = sorted(table.in_view("live"), key=lambda r: r["id"])  # a deleted goal leaves the list
-    name = req.q.get("type.name")
-    active = req.q.get("is_active", True)
-    rows = [r for r in rows if (name is None or r["type"]["name"] == name) and r["is_active"] == active]
+    q = {**{n: p.default for n, p in req.op.params.items() if p.default is not None}, **req.q}
+    period = _goal_period(q.pop("period.start", None), q.pop("period.end", None))
+    rows = [r for r in rows if all(_goal_has(r, name, want) for name, want in q.items())]
+    if period is not None:
+        start, end = period
+        rows = [r for r in rows if r["duration"]["start"] <= end and (r["duration"]["end"] or end) >= start]
     items = [render.record_bytes(req.company, table, r, "v1") for r in rows]
     return 200, b'{"success":true,"data":{"goals":[' + b",".join(items) + b"]}}"
+
+
+def _goal_has(goal: Record, name: str, want: Any) -> bool:
+    value: Any = goal
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(want, list):  # "An array of pipeline IDs": the goal's own array, in any order
+        return isinstance(value, list) and sorted(value) == sorted(want)
+    return value == want
+
+
+def _goal_period(start: str | None, end: str | None) -> tuple[str, str] | None:
+    """The period asked for, as dates. The spec: "When `period.start` is provided, `period.end` must be
+    provided too" (a 400 otherwise, as a malformed date is); `period.end` alone has no lower bound."""
+    if end is None:
+        if start is not None:
+            raise BadRequest("Validation failed: period.end: required when period.start is provided")
+        return None
+    for name, day in (("period.start", start), ("period.end", end)):
+        if day is not None and parse_date(day) is None:
+            raise BadRequest(f"Validation failed: {name}: expected YYYY-MM-DD")
+    return start or "0000-01-01", end
 
 
 def legacy_teams(req: Req) -> tuple[int, bytes]:

@@ -1,0 +1,142 @@
+"""Filters and envelope parts the spec documents, checked over HTTP against the v1 reference's own text.
+
+Each test reads the parameter list (names, descriptions) or response schema from
+`../shared/reference/pipedrive-api-v1-openapi.yaml`, so a parameter the reference adds fails the test
+until the emulator honours it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from test_emulator_conformance import _v1_yaml, get_json, v1_problems
+
+from pipedrive_source.emulator import EmulatorHandle, run_emulator
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return _v1_yaml()
+
+
+@pytest.fixture(scope="module")
+def v1_openapi(reference: dict) -> Any:
+    from openapi_core import OpenAPI
+
+    return OpenAPI.from_dict(_v1_yaml())
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[EmulatorHandle]:
+    # its own company: the tests below mutate records to give every filter something to tell apart
+    with run_emulator(seed=7, scale="tiny", burst_limit=1_000_000, daily_budget=10**12) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emu.base_url, headers={"x-api-token": emu.api_token}, timeout=30) as c:
+        yield c
+
+
+def query_params(reference: dict, path: str) -> dict[str, dict[str, Any]]:
+    """The query parameters of GET `path` (a /v1 path) in the v1 reference, by name."""
+    op = reference["paths"][path.removeprefix("/v1")]["get"]
+    return {p["name"]: p for p in op.get("parameters") or () if p["in"] == "query"}
+
+
+# --- /v1/goals/find ---------------------------------------------------------------------------------------
+
+
+def dotted(goal: dict[str, Any], name: str) -> Any:
+    value: Any = goal
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def goal_ids(client: httpx.Client, params: dict[str, Any]) -> set[str]:
+    return {g["id"] for g in get_json(client, "/v1/goals/find", params)["data"]["goals"]}
+
+
+def test_v1_goals_find_applies_every_filter_the_spec_lists(
+    emu: EmulatorHandle, client: httpx.Client, reference: dict, v1_openapi: Any
+) -> None:
+    """getGoals names each filter after the goal attribute it selects on (`assignee.id`, `type.params.
+    pipeline_id`, ...): all of them but `type.name` and `is_active` were accepted and ignored, so a client
+    asking for one user's goals got everyone's. Each filter, given a value one goal has, returns exactly
+    the goals (active unless `is_active=false`, its default being true) whose attribute has that value;
+    `period.start`..`period.end` those whose duration overlaps the period; `period.start` alone is a 400
+    ("When `period.start` is provided, `period.end` must be provided too")."""
+    goals = get_json(client, "/v1/goals/find")["data"]["goals"]
+    assert len(goals) >= 3, "the tiny company has goals"
+    first, other, odd = goals[0], goals[1], goals[2]
+    unrendered = {"expected_outcome.currency_id": 3, "type.params.stage_id": 2}  # not in the item schema
+    changes = {
+        "title": "Quarterly push",
+        "is_active": False,
+        "assignee": {"id": first["assignee"]["id"], "type": "team"},
+        "type": {"name": odd["type"]["name"], "params": {"pipeline_id": [2, 1], "activity_type_id": [3]}},
+        "expected_outcome": {"target": 70, "tracking_metric": "sum", "currency_id": 3},
+        "duration": {"start": "2020-01-01", "end": "2020-03-31"},
+    }
+    changes["type"]["params"]["stage_id"] = 2
+    emu.control.mutate(ops=[{"op": "update", "table": "goals", "id": odd["id"], "changes": changes}])
+    every = [*get_json(client, "/v1/goals/find")["data"]["goals"]]
+    every += get_json(client, "/v1/goals/find", {"is_active": "false"})["data"]["goals"]
+    odd = next(g for g in every if g["id"] == odd["id"])
+    assert odd["is_active"] is False and other["is_active"] is True
+
+    params = query_params(reference, "/v1/goals/find")
+    checked = set()
+    for name, param in params.items():
+        if name.startswith("period.") or name == "is_active":
+            continue
+        for goal in (first, odd):
+            value = unrendered.get(name) if name in unrendered and goal is odd else dotted(goal, name)
+            if value is None:
+                continue
+            is_list = param["schema"]["type"] == "array"
+            query = {name: ",".join(map(str, value)) if is_list else value}
+            if not goal["is_active"]:
+                query["is_active"] = "false"
+            want = {
+                g["id"]
+                for g in every
+                if g["is_active"] == goal["is_active"]
+                and (
+                    g["id"] == odd["id"]
+                    if name in unrendered
+                    else (sorted(dotted(g, name)) if is_list else dotted(g, name))
+                    == (sorted(value) if is_list else value)
+                )
+            }
+            assert goal["id"] in want
+            got = goal_ids(client, query)
+            assert got == want, f"{name}={query[name]}: {sorted(got)}, want {sorted(want)}"
+            if name == "type.name" or len(want) < len([g for g in every if g["is_active"]]):
+                checked.add(name)
+    assert checked == set(params) - {"period.start", "period.end", "is_active"}, checked
+
+    assert goal_ids(client, {}) == {g["id"] for g in every if g["is_active"]}  # is_active defaults to true
+    assert goal_ids(client, {"is_active": "false"}) == {odd["id"]}
+    inside = {"period.start": "2020-03-01", "period.end": "2020-06-30", "is_active": "false"}
+    assert goal_ids(client, inside) == {odd["id"]}
+    assert goal_ids(client, {**inside, "period.start": "2020-04-01"}) == set()
+    assert goal_ids(client, {"period.end": "2019-12-31", "is_active": "false"}) == set()
+    for bad in ({"period.start": "2020-01-01"}, {"period.start": "2020-01-01", "period.end": "31.12.2020"}):
+        r = client.get("/v1/goals/find", params=bad)
+        assert r.status_code == 400 and "period" in r.json()["error"], (bad, r.text)
+    body = get_json(client, "/v1/goals/find", {"assignee.type": "team", "is_active": "false"})
+    assert not v1_problems(v1_openapi, "/v1/goals/find", body)
+
+
+def words(description: str) -> list[str]:
+    """The values a description enumerates as "(Possible values - a, b, c)"."""
+    listed = re.search(r"\(Possible values - ([^)]*)\)", description)
+    assert listed, description
+    return [w.strip() for w in listed[1].split(",")]
