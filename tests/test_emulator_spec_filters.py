@@ -140,3 +140,57 @@ def words(description: str) -> list[str]:
     listed = re.search(r"\(Possible values - ([^)]*)\)", description)
     assert listed, description
     return [w.strip() for w in listed[1].split(",")]
+
+
+# --- /v1/deals/{id}/flow ----------------------------------------------------------------------------------
+
+
+def flow(client: httpx.Client, deal_id: int, **params: Any) -> list[dict[str, Any]]:
+    items, start = [], 0
+    while True:
+        body = get_json(client, f"/v1/deals/{deal_id}/flow", {**params, "start": start, "limit": 500})
+        items += body["data"]
+        if not body["additional_data"]["more_items_in_collection"]:
+            return items
+        start += 500
+
+
+# `items` values naming a subset of one kind of flow item, and what sets the subset apart
+FLOW_SUBKINDS = {
+    "plannedActivity": ("activity", lambda data: not data["done"]),
+    "call": ("activity", lambda data: data["type"] == "call"),
+    "mailMessageWithAttachment": ("mailMessage", lambda data: bool(data["attachments"])),
+    "change": ("dealChange", lambda data: True),
+}
+
+
+def test_v1_deal_flow_items_keeps_the_kinds_of_update_named(
+    client: httpx.Client, reference: dict, deal_ids: list[int]
+) -> None:
+    """getDealUpdates' `items` ("A comma-separated string for filtering out item specific updates",
+    values listed in its description) was accepted and ignored: a client asking for a deal's notes got its
+    whole flow. Every value the description lists is taken; a value naming an item `object` keeps exactly
+    those items, in the flow's order; `plannedActivity`, `call`, `mailMessageWithAttachment` and `change`
+    the activities not done, the calls, the mails with attachments, the field changes; several values keep
+    the union; a value the description does not list is a 400."""
+    values = words(query_params(reference, "/v1/deals/{id}/flow")["items"]["description"])
+    assert {"activity", "note", "file", "dealChange", "mailMessage", *FLOW_SUBKINDS} <= set(values)
+    seen: set[str] = set()
+    for deal_id in deal_ids:
+        whole = flow(client, deal_id, all_changes=1)
+        for value in values:
+            kind, test = FLOW_SUBKINDS.get(value, (value, lambda data: True))
+            want = [i for i in whole if i["object"] == kind and test(i["data"])]
+            assert flow(client, deal_id, all_changes=1, items=value) == want, (deal_id, value)
+            if want:
+                seen.add(value)
+        pair = [i for i in whole if i["object"] in ("note", "mailMessage")]
+        assert flow(client, deal_id, all_changes=1, items="note,mailMessage") == pair
+    assert {"activity", "note", "file", "dealChange", "mailMessage", *FLOW_SUBKINDS} <= seen, seen
+    r = client.get(f"/v1/deals/{deal_ids[0]}/flow", params={"items": "note,email"})
+    assert r.status_code == 400 and "items" in r.json()["error"], r.text
+
+
+@pytest.fixture(scope="module")
+def deal_ids(client: httpx.Client) -> list[int]:
+    return [d["id"] for d in get_json(client, "/api/v2/deals", {"limit": 40})["data"]]

@@ -14,7 +14,8 @@ v1 ordering and filters:
 - notes: by id unless `sort`; `user_id`, `deal_id`, `person_id`, `org_id`, `lead_id`, `project_id`,
   `pinned_to_*_flag`, and `start_date`/`end_date` (inclusive dates on `add_time`);
 - `sort` honours its first `field ASC|DESC` pair, ties broken by id;
-- a deal's flow lists custom field changes only with `all_changes=1` (0 or none: without them);
+- a deal's flow lists custom field changes only with `all_changes=1` (0 or none: without them), and only
+  the kinds of update `items` names when given (`FLOW_ITEMS`);
 - `limit` as the spec states it (`paging.page_limit`): above a stated maximum (files 100, call logs 50)
   a 400; where none is stated, at most 500 are served and the envelope reports that limit.
 """
@@ -203,7 +204,9 @@ def per_deal(kind: str) -> Callable[[Req], tuple[int, bytes]]:
 
     def make(req: Req, deal: Record) -> list[dict[str, Any]]:
         if kind == "flow":
-            return deal_flow(req.company, deal, _all_changes(req))
+            keep = _flow_items(req)
+            flow = deal_flow(req.company, deal, _all_changes(req))
+            return flow if keep is None else [i for i in flow if keep(i)]
         return deal_participants(req.company, deal)
 
     def handler(req: Req) -> tuple[int, bytes]:
@@ -225,6 +228,62 @@ def _all_changes(req: Req) -> bool:
     if raw is not None and raw not in ("0", "1"):
         raise BadRequest("Validation failed: all_changes: must be one of 0, 1")
     return raw == "1"
+
+
+def _activity(item: dict[str, Any]) -> bool:
+    return item["object"] == "activity"
+
+
+# getDealUpdates' `items`: "A comma-separated string for filtering out item specific updates": the flow
+# narrowed to the kinds of update named (read as picking them out, not as leaving them out: a client names
+# what it wants to see). A value names the flow items of its `object` (`dealChange`, `note`, ...), except:
+# `change` names every field change, `plannedActivity` the activities not done yet, `call` the activities of
+# type call, `mailMessageWithAttachment` the mails with attachments. The kinds the emulator never lists
+# (followers, invoices, ...) select nothing.
+FLOW_ITEMS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    **{
+        name: (lambda item, n=name: item["object"] == n)
+        for name in (
+            "activity",
+            "note",
+            "deal",
+            "file",
+            "dealChange",
+            "personChange",
+            "organizationChange",
+            "follower",
+            "dealFollower",
+            "personFollower",
+            "organizationFollower",
+            "participant",
+            "comment",
+            "mailMessage",
+            "invoice",
+            "document",
+            "marketing_campaign_stat",
+            "marketing_status_change",
+        )
+    },
+    "change": lambda item: item["object"].endswith("Change"),
+    "plannedActivity": lambda item: _activity(item) and not item["data"]["done"],
+    "call": lambda item: _activity(item) and item["data"]["type"] == "call",
+    "mailMessageWithAttachment": lambda item: (
+        item["object"] == "mailMessage" and bool(item["data"]["attachments"])
+    ),
+}
+
+
+def _flow_items(req: Req) -> Callable[[dict[str, Any]], bool] | None:
+    """What `items` keeps (None: no filter); a value the description does not list is a 400, as a value
+    outside an enum."""
+    names = [n.strip() for n in (req.q.get("items") or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in FLOW_ITEMS]
+    if unknown:
+        raise BadRequest(f"Validation failed: items: '{unknown[0]}' must be one of {', '.join(FLOW_ITEMS)}")
+    if not names:
+        return None
+    tests = [FLOW_ITEMS[n] for n in names]
+    return lambda item: any(t(item) for t in tests)
 
 
 def current_user(req: Req) -> tuple[int, bytes]:
