@@ -194,3 +194,100 @@ def test_v1_deal_flow_items_keeps_the_kinds_of_update_named(
 @pytest.fixture(scope="module")
 def deal_ids(client: httpx.Client) -> list[int]:
     return [d["id"] for d in get_json(client, "/api/v2/deals", {"limit": 40})["data"]]
+
+
+# --- related_objects of a deal's flow and participants ----------------------------------------------------
+
+
+def resolved(reference: dict, node: Any) -> dict[str, Any]:
+    """A schema node with its $ref followed and its allOf parts' properties merged."""
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = reference
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    out = {k: v for k, v in node.items() if k not in ("allOf", "properties")}
+    props = dict(node.get("properties") or {})
+    for part in node.get("allOf") or ():
+        merged = resolved(reference, part)
+        props.update(merged.get("properties") or {})
+        out.update({k: v for k, v in merged.items() if k not in ("properties", "type")})
+    out["properties"] = props
+    return out
+
+
+JSON_TYPES = {"integer": int, "number": (int, float), "string": str, "boolean": bool, "array": list}
+
+# what each item of a page refers to, per related_objects category: (path into the item, category)
+FLOW_REFS = (("data.user_id", "user"), ("data.person_id", "person"), ("data.org_id", "organization"))
+PARTICIPANT_REFS = (
+    ("person_id.value", "person"),
+    ("added_by_user_id.id", "user"),
+    ("person.owner_id.id", "user"),
+    ("person.org_id.value", "organization"),
+)
+
+
+@pytest.mark.parametrize("template", ["/v1/deals/{id}/flow", "/v1/deals/{id}/participants"])
+def test_v1_per_deal_lists_carry_the_related_objects_their_schema_declares(
+    client: httpx.Client, reference: dict, deal_ids: list[int], template: str
+) -> None:
+    """GetDealUpdates and GetDealParticipants declare `related_objects` next to `data`: the users,
+    persons, organizations (and for the flow, deals) the page refers to, keyed by id, in the shapes the
+    schema gives its placeholder keys (USER_ID, ...; an organization's `active_flag` as the examples show).
+    The emulator left them out, so a client reading names from them found none. Each page's envelope now
+    has exactly the schema's top-level keys, every object a page item refers to is listed, as its record is
+    (names as the v2 lists give them), and every listed one has the declared keys and types."""
+    media = reference["paths"][template.removeprefix("/v1")]["get"]["responses"]["200"]["content"]
+    schema, example = (
+        resolved(reference, media["application/json"]["schema"]),
+        media["application/json"]["example"],
+    )
+    related_schema = resolved(reference, schema["properties"]["related_objects"])["properties"]
+    examples = {
+        k: v
+        for part in example["related_objects"].get("allOf", [example["related_objects"]])
+        for k, v in part.items()
+    }
+    names = {
+        "user": {u["id"]: u["name"] for u in get_json(client, "/v1/users")["data"]},
+        "person": {p["id"]: p["name"] for p in get_json(client, "/api/v2/persons", {"limit": 500})["data"]},
+        "organization": {
+            o["id"]: o["name"] for o in get_json(client, "/api/v2/organizations", {"limit": 500})["data"]
+        },
+    }
+    refs = FLOW_REFS if "flow" in template else PARTICIPANT_REFS
+    seen: set[str] = set()
+    for deal_id in deal_ids[:15]:
+        path = template.replace("{id}", str(deal_id))
+        start, more = 0, True
+        while more:
+            body = get_json(client, path, {"start": start, "limit": 7})
+            assert set(body) == set(schema["properties"]), sorted(body)
+            related = body["related_objects"]
+            assert set(related) == set(related_schema), sorted(related)
+            for name, objects in related.items():
+                (placeholder,) = resolved(reference, related_schema[name])["properties"].values()
+                declared = resolved(reference, placeholder)["properties"]
+                shown = set(next(iter(examples[name].values())))
+                for key, obj in objects.items():
+                    seen.add(name)
+                    assert key == str(obj["id"]) and set(obj) <= set(declared) | shown, (name, obj)
+                    for prop, value in obj.items():
+                        kind = (declared.get(prop) or {}).get("type")
+                        if value is not None and kind is not None:
+                            ok = isinstance(value, JSON_TYPES[kind]) and (kind == "boolean") == (
+                                type(value) is bool
+                            )
+                            assert ok, (name, prop, value)
+                    if name in names:
+                        assert names[name].get(obj["id"], obj["name"]) == obj["name"], (name, obj)
+            wanted = {(name, dotted(item, ref)) for item in body["data"] for ref, name in refs}
+            if "flow" in template:
+                wanted.add(("deal", deal_id))
+            for name, ident in wanted:
+                if isinstance(ident, int) and not isinstance(ident, bool):
+                    assert str(ident) in related[name], (path, start, name, ident)
+            more = body["additional_data"]["more_items_in_collection"]
+            start += 7
+    assert seen == set(related_schema), seen

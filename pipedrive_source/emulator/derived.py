@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .clock import v1_time
 from .fields import flatten_v1
 from .flow_items import linked_count, linked_items
+from .org_relationships import related_organization
 from .shape import HASH_KEY
 
 if TYPE_CHECKING:
@@ -197,6 +198,59 @@ def participant_item(company: Company, deal: Record, person: Record) -> dict[str
 def deal_participants(company: Company, deal: Record) -> list[dict[str, Any]]:
     persons = company.t["persons"].rows
     return [participant_item(company, deal, persons[p]) for p in _participant_ids(company, deal)]
+
+
+def related_objects(company: Company, deal: Record, kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """`related_objects` of a page of the deal's flow or participants, as their responses declare it: the
+    users, persons and organizations (and for the flow, deals: the deal itself and any an item names) the
+    page's items refer to, each keyed by its id, in the shapes the spec's examples give them."""
+    refs: dict[str, set[int]] = {"user": set(), "person": set(), "organization": set(), "deal": set()}
+    if kind == "flow":
+        refs["deal"].add(deal["id"])
+        for item in items:
+            data = item["data"]
+            for key, name in (("user_id", "user"), ("person_id", "person"), ("org_id", "organization")):
+                if type(data.get(key)) is int:
+                    refs[name].add(data[key])
+            if type(data.get("deal_id")) is int:
+                refs["deal"].add(data["deal_id"])
+    else:
+        for item in items:
+            person = item["person"]
+            refs["person"].add(item["person_id"]["value"])
+            refs["user"].update(u["id"] for u in (item["added_by_user_id"], person["owner_id"]) if u)
+            if person.get("org_id"):
+                refs["organization"].add(person["org_id"]["value"])
+        del refs["deal"]  # GetDealParticipants' related_objects has users, organizations and persons only
+    t = company.t
+    render = {
+        "user": lambda r: {k: v for k, v in (_user(t["users"].rows, r["id"]) or {}).items() if k != "value"},
+        "person": lambda r: _related_person(r),
+        "organization": lambda r: related_organization(company, r),
+        "deal": _related_deal,
+    }
+    tables = {"user": "users", "person": "persons", "organization": "organizations", "deal": "deals"}
+    out = {}
+    for name, ids in refs.items():
+        rows = t[tables[name]].rows
+        out[name] = {str(i): render[name](rows[i]) for i in sorted(ids) if i in rows}
+    return out
+
+
+def _related_person(person: Record) -> dict[str, Any]:
+    return {
+        "active_flag": not person["is_deleted"],
+        "id": person["id"],
+        "name": person["name"],
+        "email": person["emails"],
+        "phone": person["phones"],
+        "owner_id": person["owner_id"],
+    }
+
+
+def _related_deal(deal: Record) -> dict[str, Any]:
+    keys = ("id", "title", "status", "value", "currency", "stage_id", "pipeline_id")
+    return {k: deal[k] for k in keys}
 
 
 def snapshot_derived(company: Company, table: str) -> list[dict[str, Any]]:

@@ -100,6 +100,11 @@ def info(company: Company, org: Record) -> dict[str, Any]:
     return item
 
 
+def related_organization(company: Company, org: Record) -> dict[str, Any]:
+    """The organization as `related_objects.organization` lists it: `info` keyed by `id`, not `value`."""
+    return {"id": org["id"], **{k: v for k, v in info(company, org).items() if k != "value"}}
+
+
 def handler(req: Req) -> tuple[int, bytes]:
     org_id = req.q.get("org_id")
     if org_id is None:
@@ -107,7 +112,7 @@ def handler(req: Req) -> tuple[int, bytes]:
     items = relationships(req.company, org_id)
     orgs = req.company.t["organizations"].rows
     related = {
-        str(i): {"id": i, **{k: v for k, v in info(req.company, orgs[i]).items() if k != "value"}}
+        str(i): related_organization(req.company, orgs[i])
         for i in sorted({item[end]["value"] for item in items for end in ENDS})
     }
     body = {

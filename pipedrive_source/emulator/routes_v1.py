@@ -3,7 +3,8 @@
 Envelopes follow each endpoint's v1 response schema (`paged_body` reads it): `additional_data.pagination`
 {start, limit, more_items_in_collection} for notes, files, call logs and roles, with `next_start` for notes
 and files only (the others' schemas have none); the flat `additional_data`
-{start, limit, more_items_in_collection} for leads and the per-deal flow/participants lists; no
+{start, limit, more_items_in_collection} for leads and the per-deal flow/participants lists (which add the
+page's `related_objects`: `derived.related_objects`); no
 `additional_data` for the unpaginated lookup lists (users, activity types, currencies, filters, lead labels,
 lead sources, permission sets, legacy teams), `data.goals` for `/goals/find`, and one object for `/users/me`
 (the token's user with its company's id, name and domain: each emulated company is told apart by its seed).
@@ -29,7 +30,7 @@ import orjson
 
 from . import render
 from .clock import DAY, parse_date
-from .derived import deal_flow, deal_participants
+from .derived import deal_flow, deal_participants, related_objects
 from .fieldsapi import field_items
 from .paging import offset_page, page_limit
 from .params import BadRequest, NotFound
@@ -54,17 +55,21 @@ def _start(req: Req) -> int:
     return start
 
 
-def paged_body(op: Operation, items: list[bytes], start: int, limit: int, more: bool) -> bytes:
+def paged_body(
+    op: Operation, items: list[bytes], start: int, limit: int, more: bool, related: dict | None = None
+) -> bytes:
     """A v1 page with the `additional_data` its response schema declares: the pagination nested under
-    `pagination` or flat, with `next_start` (when more follow) only where the schema has it."""
+    `pagination` or flat, with `next_start` (when more follow) only where the schema has it; and the page's
+    `related_objects` where the schema has them."""
     declared = ((op.envelope or {}).get("additional_data") or {}).get("properties") or {}
     nested = "pagination" in declared
     pagination: dict[str, Any] = {"start": start, "limit": limit, "more_items_in_collection": more}
     if nested and more and "next_start" in (declared["pagination"].get("properties") or {}):
         pagination["next_start"] = start + limit
     extra = {"pagination": pagination} if nested else pagination
+    tail = b"}" if related is None else b',"related_objects":' + orjson.dumps(related) + b"}"
     return b"".join(
-        (b'{"success":true,"data":[', b",".join(items), b'],"additional_data":', orjson.dumps(extra), b"}")
+        (b'{"success":true,"data":[', b",".join(items), b'],"additional_data":', orjson.dumps(extra), tail)
     )
 
 
@@ -215,7 +220,8 @@ def per_deal(kind: str) -> Callable[[Req], tuple[int, bytes]]:
             raise NotFound()
         start, limit = _start(req), page_limit(req.op, req.q)
         items, more = offset_page(iter(make(req, deal)), start, limit)
-        return 200, paged_body(req.op, [orjson.dumps(i) for i in items], start, limit, more)
+        related = related_objects(req.company, deal, kind, items)
+        return 200, paged_body(req.op, [orjson.dumps(i) for i in items], start, limit, more, related)
 
     return handler
 
