@@ -12,6 +12,7 @@ lead sources, permission sets, legacy teams), `data.goals` for `/goals/find`, an
 v1 ordering and filters:
 - leads (+ archived): oldest first by creation unless `sort` says otherwise; `owner_id`, `person_id`,
   `organization_id` filters; archived leads only on `/leads/archived`;
+  `filter_id` is accepted (it is in the spec) but not emulated, as in v2: the list comes unfiltered;
 - notes: by id unless `sort`; `user_id`, `deal_id`, `person_id`, `org_id`, `lead_id`, `project_id`,
   `pinned_to_*_flag`, and `start_date`/`end_date` (inclusive dates on `add_time`);
 - `sort` honours its first `field ASC|DESC` pair, ties broken by id;
