@@ -3,7 +3,7 @@
 The spec is read afresh from `../shared` (`tools/derive_spec.py`: the v2 seed, the v1 reference), not from
 the emulator's committed `spec_v*.json`, and compared with what the emulator answers over HTTP:
 - each query parameter the spec lists for the operation is taken with a plausible value (200);
-- a parameter the spec does not list is a 400;
+- a parameter the spec does not list is a 400, and so is a value its type or enum rules out;
 - a 200's top-level keys are exactly `success`, `data` and the envelope keys the spec's response declares
   (`additional_data` also where a v2 list pages by cursor: it must hand out `next_cursor`);
 - the handler looks at each parameter it takes: a parameter validated and then never read is one the
@@ -149,6 +149,13 @@ def sample(name: str, p: dict[str, Any]) -> Any:
     return {"integer": 1, "number": 1, "boolean": "true", "array": "1", "string": "x"}[p["type"]]
 
 
+def invalid(p: dict[str, Any]) -> str | None:
+    """A value the spec's type or enum rules out (None where any text goes)."""
+    if p["enum"] or p["type"] in ("integer", "number", "boolean", "array"):
+        return "no_such_value"
+    return None
+
+
 def url(path: str) -> str:
     return path.replace("{id}", "1")
 
@@ -199,6 +206,11 @@ def test_each_list_takes_the_spec_params_and_answers_the_spec_envelope(
             wrong.append(f"{name}={value!r}: top-level keys {sorted(r.json())}")
         elif name not in READ.get(path, ()) and name not in NOT_EMULATED:
             wrong.append(f"{name}={value!r}: accepted, never read by the handler")
+        bad = invalid(p)
+        if bad is not None and name != "cursor":
+            r = client.get(url(path), params={**base, name: bad, **COMPANIONS.get(name, {})})
+            if r.status_code != 400 or name not in r.json().get("error", ""):
+                wrong.append(f"{name}={bad!r} (outside its type or values): {r.status_code} {r.text[:160]}")
     r = client.get(url(path), params={**base, "no_such_parameter": "1"})
     if r.status_code != 400 or "no_such_parameter" not in r.json().get("error", ""):
         wrong.append(f"an unlisted parameter: {r.status_code} {r.text[:160]}")
