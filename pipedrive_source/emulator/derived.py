@@ -19,6 +19,7 @@ are derived on demand, deterministically:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .clock import v1_time
@@ -122,8 +123,11 @@ def _participant_ids(company: Company, deal: Record) -> list[int]:
 
 def _user(users: dict[Any, Record], uid: Any) -> dict[str, Any] | None:
     user = users.get(uid)
-    if user is None:
-        return None
+    return None if user is None else {**_related_user(user), "value": user["id"]}
+
+
+def _related_user(user: Record) -> dict[str, Any]:
+    """`userDataWithId`: a user as related_objects shows it (`added_by_user_id`, `owner_id` add `value`)."""
     return {
         "id": user["id"],
         "name": user["name"],
@@ -131,7 +135,6 @@ def _user(users: dict[Any, Record], uid: Any) -> dict[str, Any] | None:
         "has_pic": 0,
         "pic_hash": None,
         "active_flag": user["active_flag"],
-        "value": user["id"],
     }
 
 
@@ -222,18 +225,17 @@ def related_objects(company: Company, deal: Record, kind: str, items: list[dict[
             if person.get("org_id"):
                 refs["organization"].add(person["org_id"]["value"])
         del refs["deal"]  # GetDealParticipants' related_objects has users, organizations and persons only
-    t = company.t
-    render = {
-        "user": lambda r: {k: v for k, v in (_user(t["users"].rows, r["id"]) or {}).items() if k != "value"},
-        "person": lambda r: _related_person(r),
-        "organization": lambda r: related_organization(company, r),
-        "deal": _related_deal,
+    render: dict[str, tuple[str, Callable[[Record], dict[str, Any]]]] = {
+        "user": ("users", _related_user),
+        "person": ("persons", _related_person),
+        "organization": ("organizations", lambda r: related_organization(company, r)),
+        "deal": ("deals", _related_deal),
     }
-    tables = {"user": "users", "person": "persons", "organization": "organizations", "deal": "deals"}
     out = {}
     for name, ids in refs.items():
-        rows = t[tables[name]].rows
-        out[name] = {str(i): render[name](rows[i]) for i in sorted(ids) if i in rows}
+        table, shape = render[name]
+        rows = company.t[table].rows
+        out[name] = {str(i): shape(rows[i]) for i in sorted(ids) if i in rows}
     return out
 
 
