@@ -90,6 +90,7 @@ class Resolver:
         keep_option_ids: bool = False,
         builtin_labels: bool = True,
         extra_options: Mapping[str, Mapping[Any, str]] | None = None,
+        unlabelled: Iterable[str] = (),
         last_seen: Mapping[str, Sequence[str | None]] | None = None,
         parts: Mapping[str, Mapping[str, str]] | None = None,
         refresh: Callable[[], Iterable[Mapping[str, Any] | FieldDef]] | None = None,
@@ -113,6 +114,8 @@ class Resolver:
         builtin_defs = [fd for fd in defs if not fd.is_custom and fd.code not in extra]
         builtin_defs += extra.values()
         self._extra_codes = set(extra)
+        # built-in option fields whose labels could not be read in this run (`labelled_options`)
+        self._unlabelled = frozenset(unlabelled)
         self._warned: set[str] = set()
         self._initial_bindings = dict(bindings or {})
         self._last_seen = {c: tuple(v) for c, v in (last_seen or {}).items() if len(v) == 2}
@@ -472,17 +475,19 @@ class Resolver:
         columns = [col if kind else f"{self.entity}__{col}" for col, kind in compiled.columns.items()]
         return columns + [col for col in self.parts.get(code, {}).values() if col not in columns]
 
-    def labelled_options(self) -> dict[str, tuple[str, dict[str, str | None]]]:
+    def labelled_options(self) -> dict[str, tuple[str, dict[str, str | None] | None]]:
         """Every option field this resolver labels: key -> (readable name, {option id as text: label}).
 
         Custom enum/set fields under their code, built-in ones (deal labels, visible_to, lead labels)
-        under their record key; deleted options keep the label records holding them get."""
-        out: dict[str, tuple[str, dict[str, str | None]]] = {}
+        under their record key; deleted options keep the label records holding them get. A built-in one
+        whose labels could not be read (`unlabelled`) maps to None: its rows load without labels."""
+        out: dict[str, tuple[str, dict[str, str | None] | None]] = {}
         fields = [(fd.code, fd) for fd in self.custom.values() if kind_of(fd.type) in ("enum", "set")]
         fields += [(b.keys[0], b.field) for b in self._builtin_labels.values()]
         for key, fd in fields:
             labels = {str(oid): label for oid, label in (*fd.deleted_options, *fd.options)}
             out[key] = (fd.name or key, labels)
+        out.update({code: (code, None) for code in self._unlabelled})
         return out
 
     def option_rows(self) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@
 The hook builds one `Resolver` per entity per run (per `SyncContext`) from the entity's `*_fields` table
 (`ctx.field_definitions`, fetched once per run and shared with the field tables) and the bindings kept in
 the source state under `custom_field_bindings[<table>]`, which dlt commits with a successful load only, so
-a failed run leaves the previous bindings in place. Leads' `label_ids` are named through `lead_labels`.
+a failed run leaves the previous bindings in place. Leads' `label_ids` are named through `lead_labels`
+(refused, the leads load without labels: `_lead_label_options`).
 
 Pipedrive does not stamp records when an option is relabelled, so a label stored with a record not changed
 since would stay old for good. `option_labels` / `options_summary` / `relabelled_options` let the engine
@@ -16,7 +17,8 @@ entity's state and then reads that entity in full once). Which field-definition 
 - relabelled or removed option (custom enum/set, built-in deal/person labels, visible_to, lead labels; a
   deal field's also for leads, which inherit them): stale labels -> one full read of the entity;
 - an option field listed again after runs whose definitions lacked it (the leads' `visible_to` while
-  `/v1/leadFields` fails): the rows they loaded have no labels -> one full read of the entity;
+  `/v1/leadFields` fails, their `label_ids` while `/v1/leadLabels` does): the rows they loaded have no
+  labels -> one full read of the entity;
 - renamed field: bindings keep its columns, only `custom_fields.field_name` changes -> nothing to re-read;
 - new option or new field: no record holds it until it is changed (and so stamped) -> nothing to re-read;
   one added while a run reads, or an option deleted that records still hold (custom or built-in), makes the
@@ -60,7 +62,8 @@ DIGESTS_KEY = "custom_field_tables"  # digest of each entity's rows of a table a
 LEAD_LABELS = "lead_labels"
 INHERITED_FIELDS = {"leads": "deal_fields"}
 Row = dict[str, Any]
-OptionLabels = dict[str, tuple[str, dict[str, Any]]]  # option field -> (name, {option id: label})
+# option field -> (name, {option id: label}; None: its labels are not readable in this run)
+OptionLabels = dict[str, tuple[str, dict[str, Any] | None]]
 
 
 class CustomFieldResolution:
@@ -127,16 +130,19 @@ class CustomFieldResolution:
     def _build(self, entity: Entity, ctx: SyncContext) -> Resolver:
         try:
             definitions = _field_definitions(entity, ctx)
-            extra = {"label_ids": _lead_label_options(ctx)} if entity.name == "leads" else None
         except AccessDenied as exc:
             # the entity is skipped as a refused table is: loaded without its definitions, its custom
             # fields would get columns named by hash, renamed without a word once the definitions come
             raise AccessDenied(
-                f"its field definitions (or labels), which name its columns and labels, are refused: "
-                f"{exc.message}",
+                f"its field definitions, which name its columns and labels, are refused: {exc.message}",
                 exc.status,
                 exc.detail,
             ) from None
+        extra, unlabelled = None, ()
+        if entity.name == "leads":
+            labels = _lead_label_options(ctx)
+            # unreadable, the labels alone go missing (no column is named by them): the leads load
+            extra, unlabelled = {"label_ids": labels or {}}, ("label_ids",) if labels is None else ()
         bindings, last_seen = self._bindings(), self._state(LAST_SEEN_KEY)
         resolver = Resolver(
             entity.name,
@@ -148,6 +154,7 @@ class CustomFieldResolution:
             keep_option_ids=self.keep_option_ids,
             builtin_labels=self.builtin_labels,
             extra_options=extra,
+            unlabelled=unlabelled,
             refresh=lambda: _field_definitions(entity, ctx, fresh=True),
         )
         bindings[entity.name] = resolver.bindings
@@ -321,12 +328,17 @@ def options_summary(labels: OptionLabels, previous: Any = None) -> dict[str, Any
     of their labels (a few bytes per option, whatever the labels' length). A field of the `previous`
     summary that `labels` lack stays, marked unlabelled: its rows were loaded without its labels (the leads'
     `visible_to` while `/v1/leadFields` fails), so the next run that lists it again reads the entity again
-    (`relabelled_options`); a field deleted for good is never listed again and costs nothing."""
+    (`relabelled_options`); a field deleted for good is never listed again and costs nothing. A field whose
+    labels `labels` give as None (not readable: the leads' `label_ids` while `/v1/leadLabels` is refused) is
+    marked so too, in a first run as well."""
     summary = {}
     for key, before in (previous or {}).items():
-        if key not in labels and isinstance(before, dict):
+        if (key not in labels or labels[key][1] is None) and isinstance(before, dict):
             summary[key] = {"ids": before.get("ids") or [], "digest": UNLABELLED}
     for key, (_name, by_id) in labels.items():
+        if by_id is None:  # not readable now (lead labels refused), in a first run too: rows go unlabelled
+            summary.setdefault(key, {"ids": [], "digest": UNLABELLED})
+            continue
         ids = sorted(by_id)
         summary[key] = {"ids": ids, "digest": _labels_digest(by_id, ids)}
     return summary
@@ -342,9 +354,9 @@ def relabelled_options(previous: Any, labels: OptionLabels) -> list[str]:
     column keeps the last values; `custom_fields.still_exists` tells it is gone)."""
     changed = []
     for key, before in sorted((previous or {}).items()):
-        if key not in labels or not isinstance(before, dict):
+        name, by_id = labels.get(key, (key, None))
+        if by_id is None or not isinstance(before, dict):
             continue
-        name, by_id = labels[key]
         ids = [str(i) for i in before.get("ids") or ()]
         if any(i not in by_id for i in ids) or _labels_digest(by_id, ids) != before.get("digest"):
             changed.append(name)
@@ -372,7 +384,6 @@ def _field_definitions(entity: Entity, ctx: SyncContext, fresh: bool = False) ->
     try:
         own = ctx.field_definitions(entity, fresh=fresh)
     except (ApiError, AccessDenied) as exc:
-        reason = f"HTTP {exc.status}: {exc.detail}" if isinstance(exc, AccessDenied) else exc.message
         # read again (`fresh`) after the run's first read: that one said it already, or it worked
         logger.log(
             logging.INFO if fresh else logging.WARNING,
@@ -380,7 +391,7 @@ def _field_definitions(entity: Entity, ctx: SyncContext, fresh: bool = False) ->
             "which it shares, and its own option fields (visible_to) get no labels in this run",
             entity.name,
             entity.fields_entity,
-            reason,
+            _why(exc),
             inherited,
         )
         own = []
@@ -402,11 +413,30 @@ def _builtin_columns(entity: Entity) -> set[str]:
     return names | ({entity.cursor_field} if entity.cursor_field else set())
 
 
-def _lead_label_options(ctx: SyncContext) -> dict[Any, str]:
+def _lead_label_options(ctx: SyncContext) -> dict[Any, str] | None:
+    """The leads' labels by id; None when `/v1/leadLabels` is refused (402/403) or fails after every retry.
+
+    Leads then load with `label_ids` and no `labels`, as their `visible_to` goes unlabelled without the
+    lead fields: skipping them (as refused deal fields skip deals) would hold back every lead for a
+    column that only labels ids. The option summary marks `label_ids` unlabelled (`options_summary`), so
+    the first run that reads the labels reads every lead again and fills them."""
     from pipedrive_source.entities import BY_NAME
 
-    rows = ctx.full_rows(BY_NAME[LEAD_LABELS])
+    try:
+        rows = ctx.full_rows(BY_NAME[LEAD_LABELS])
+    except (ApiError, AccessDenied) as exc:
+        logger.warning(
+            "leads: its labels (%s) are not readable (%s); leads load with label_ids and no labels in this "
+            "run, and the first run that reads them reads every lead again to fill them",
+            LEAD_LABELS,
+            _why(exc),
+        )
+        return None
     return {row["id"]: row.get("name") for row in rows if row.get("id") is not None}
+
+
+def _why(exc: ApiError | AccessDenied) -> str:
+    return f"HTTP {exc.status}: {exc.detail}" if isinstance(exc, AccessDenied) else exc.message
 
 
 def _apply_column_hints(table: str, resolver: Resolver) -> bool:

@@ -166,23 +166,23 @@ def test_plan_and_permission_refusals_skip_their_table_and_say_what_to_do(
     assert_equal_to_truth(clean_emulator, tmp_path, ["deals"])
 
 
-@pytest.mark.parametrize("setting", [{"forbidden": "/api/v2/dealFields"}, {"forbidden": "/v1/leadLabels"}])
 def test_refused_field_definitions_skip_their_entity_as_a_refused_table(
-    clean_emulator, tmp_path: Path, setting: dict[str, str]
+    clean_emulator, tmp_path: Path
 ) -> None:
-    """The deal fields (or lead labels) refused failed the whole run with the refusal's text (exit 1 in
-    the script): `custom_fields` could not describe deals. The entity whose custom fields (or labels) go
-    unnamed is skipped with the refusal and what it is needed for; no column named by a hash is loaded,
-    the other tables load, the list is asked for once, and the next run with it loads the skipped table."""
+    """The deal fields refused failed the whole run with the refusal's text (exit 1 in the script):
+    `custom_fields` could not describe deals. The entities whose custom fields go unnamed (deals, and
+    leads, which inherit them) are skipped with the refusal and what it is needed for; no column named by
+    a hash is loaded, the other tables load, the list is asked for once, and the next run with it loads
+    the skipped tables."""
     tables = ["deals", "leads", "persons"]
-    clean_emulator.control.settings(**setting)
+    refused = "/api/v2/dealFields"
+    clean_emulator.control.settings(forbidden=refused)
     try:
         result = sync(clean_emulator, tmp_path, entities=tables)
     finally:
         clean_emulator.control.settings(forbidden="")
     skipped = {name: p.skipped for name, p in result.monitor.entities.items() if p.skipped}
-    refused = setting["forbidden"]
-    assert set(skipped) == ({"deals", "leads"} if refused.endswith("dealFields") else {"leads"}), skipped
+    assert set(skipped) == {"deals", "leads"}, skipped
     for message in skipped.values():
         assert f"are refused: {refused}: the user of these credentials lacks the permission" in message
     assert result.emulator_stats["requests"][refused] == 1
@@ -230,6 +230,53 @@ def test_refused_lead_fields_read_the_leads_with_the_deal_fields_as_a_failure_do
     assert again.loaded["leads"] == len(clean_emulator.control.snapshot("leads"))
     assert all(row["visible_to_label"] for row in synced_rows(again.pipeline, "leads"))
     assert_equal_to_truth(clean_emulator, tmp_path, tables)
+
+
+def test_refused_lead_labels_load_the_leads_unlabelled_until_a_run_reads_them(
+    clean_emulator, tmp_path: Path, caplog
+) -> None:
+    """`/v1/leadLabels` refused skipped the whole leads table, though the labels name no column: they only
+    label `label_ids`. The leads load now, `label_ids` as always and no `labels`, with one warning line;
+    only lead_labels is skipped. In a first run too, the rows are marked unlabelled: the first run that
+    reads the labels reads every lead again and labels them, and the run after it reads no lead."""
+    tables = ["deals", "leads", "lead_labels"]
+    clean_emulator.control.settings(forbidden="/v1/leadLabels")  # a user without the permission
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipedrive_source"):
+            result = sync(clean_emulator, tmp_path, entities=tables)
+    finally:
+        clean_emulator.control.settings(forbidden="")
+    leads = clean_emulator.control.snapshot("leads")
+    assert {name for name, p in result.monitor.entities.items() if p.skipped} == {"lead_labels"}
+    assert result.loaded["leads"] == len(leads)
+    assert result.emulator_stats["requests"]["/v1/leadLabels"] == 1
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("leads:")]
+    assert len(lines) == 1 and "(HTTP 403: " in lines[0] and "no labels" in lines[0], lines
+    assert not _lead_labels(result.pipeline)
+    assert_equal_to_truth(clean_emulator, tmp_path, ["deals", "leads"])
+
+    again = sync(clean_emulator, tmp_path, entities=tables)
+    assert again.loaded["leads"] == len(leads)
+    names = {label["id"]: label["name"] for label in clean_emulator.control.snapshot("lead_labels")}
+    want = {lead["id"]: [names[i] for i in lead["label_ids"]] for lead in leads if lead["label_ids"]}
+    assert want and _lead_labels(again.pipeline) == want
+    assert_equal_to_truth(clean_emulator, tmp_path, tables)
+    assert "leads" not in sync(clean_emulator, tmp_path, entities=tables).loaded
+
+
+def _lead_labels(pipeline: dlt.Pipeline) -> dict[str, list[str]]:
+    """The `labels` of each lead, in order ({} where the child table does not exist yet)."""
+    if "leads__labels" not in pipeline.default_schema.data_table_names():
+        return {}
+    query = (
+        "SELECT p.id, c.value FROM leads__labels c JOIN leads p ON c._dlt_parent_id = p._dlt_id "
+        "ORDER BY p.id, c._dlt_list_idx"
+    )
+    labels: dict[str, list[str]] = {}
+    with pipeline.sql_client() as client, client.execute_query(query) as cursor:
+        for lead, label in cursor.fetchall():
+            labels.setdefault(lead, []).append(label)
+    return labels
 
 
 def test_a_list_refused_in_a_run_is_not_asked_for_again_when_read_again(clean_emulator) -> None:
