@@ -152,12 +152,15 @@ class PipedriveClient:
         cost: int,
         label: str,
         missing_ok: bool = False,
+        accept: Callable[[dict], str | None] | None = None,
     ) -> dict:
         """GET a JSON object from `path` (e.g. `/api/v2/deals`); retries transient failures.
 
-        Raises PipedriveError subclasses; with `missing_ok` a 404 returns `{}` instead. Until a first
-        request got through, requests go one at a time: if Pipedrive is unreachable or refuses the
-        credentials, the run ends after one request's retries instead of every worker's.
+        Raises PipedriveError subclasses; with `missing_ok` a 404 returns `{}` instead. `accept` judges a
+        2xx body: what is wrong with it (None: nothing) makes it a failure retried as a 5xx is (a field
+        list without a field). Until a first request got through, requests go one at a time: if Pipedrive
+        is unreachable or refuses the credentials, the run ends after one request's retries instead of
+        every worker's.
         """
         if not self._open:
             with self._gate:
@@ -165,7 +168,7 @@ class PipedriveClient:
                     raise type(self._fatal)(self._fatal.message)
                 if not self._open:
                     try:
-                        body = self._get(path, params, cost, label, missing_ok)
+                        body = self._get(path, params, cost, label, missing_ok, accept)
                     except (AuthError, _Unavailable) as exc:
                         self._fatal = exc
                         raise
@@ -174,7 +177,7 @@ class PipedriveClient:
                         raise
                     self._open = True
                     return body
-        return self._get(path, params, cost, label, missing_ok)
+        return self._get(path, params, cost, label, missing_ok, accept)
 
     @contextlib.contextmanager
     def before_read(self, hook: Callable[[], None]) -> Iterator[None]:
@@ -194,7 +197,13 @@ class PipedriveClient:
         self._abort_event.set()
 
     def _get(
-        self, path: str, params: Mapping[str, Any] | None, cost: int, label: str, missing_ok: bool
+        self,
+        path: str,
+        params: Mapping[str, Any] | None,
+        cost: int,
+        label: str,
+        missing_ok: bool,
+        accept: Callable[[dict], str | None] | None = None,
     ) -> dict:
         self._prepare()
         query = {k: v for k, v in (params or {}).items() if v is not None}
@@ -204,7 +213,7 @@ class PipedriveClient:
             if self._aborted is not None:
                 raise type(self._aborted)(self._aborted.message)
             try:
-                return self._attempt(path, query, cost, label, missing_ok)
+                return self._attempt(path, query, cost, label, missing_ok, accept)
             except _Unauthorized as exc:
                 renewals += 1
                 if renewals > 1:  # a fresh token refused again: renewing once more will not help
@@ -273,7 +282,15 @@ class PipedriveClient:
                 "the OAuth token endpoint", failure, failures, _token_gave_up(failure, failures)
             )
 
-    def _attempt(self, path: str, query: dict[str, Any], cost: int, label: str, missing_ok: bool) -> dict:
+    def _attempt(
+        self,
+        path: str,
+        query: dict[str, Any],
+        cost: int,
+        label: str,
+        missing_ok: bool,
+        accept: Callable[[dict], str | None] | None,
+    ) -> dict:
         self.limiter.acquire(cost)
         headers = self.auth.headers()
         request = self._http.build_request(
@@ -304,7 +321,11 @@ class PipedriveClient:
         if response.status_code == 404 and missing_ok:
             self._count(label, 0)
             return {}
-        return self._interpret(response, path, headers, cost, label)
+        body = self._interpret(response, path, headers, cost, label)
+        wrong = accept(body) if accept is not None else None
+        if wrong:
+            raise _Transient(wrong)
+        return body
 
     def _trace(self, event: str, info: Mapping[str, Any]) -> None:
         """httpcore's progress events: the moment the request is on the wire is when its burst slot starts

@@ -80,3 +80,14 @@ def parse_fields(raw_fields: Iterable[Mapping[str, Any] | FieldDef]) -> list[Fie
         if fd is not None:
             by_code[fd.code] = fd
     return list(by_code.values())
+
+
+def without_fields(body: Mapping[str, Any]) -> str | None:
+    """What is wrong with the first page of a `*Fields` list, or None. Every company's list holds the
+    entity's built-in fields (a deal's `title` and `value`, an activity's `subject`: "metadata about all
+    activity fields in the company", custom or not), so a 200 without a single field is Pipedrive failing,
+    not a company without fields: trusted, the custom fields loaded under their 40-character hash names
+    and were renamed once the definitions came back. Retried, then handled as a field list that failed."""
+    if body.get("data"):
+        return None
+    return "a list of field definitions without a single field (every company's has the built-in ones)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,9 @@ from .client import PipedriveClient
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
+# judges a listing's first page (`PipedriveClient.get`'s `accept`): a later one may be empty, the first of
+# some lists may not (a field list without a field)
+Accept = Callable[[dict], str | None] | None
 MAX_STEPS_BACK = 32  # per listing: a list that keeps shifting this often is read on, with a warning
 
 
@@ -37,12 +40,14 @@ def cursor_pages(
     label: str,
     page_size: int,
     missing_ok: bool = False,
+    accept: Accept = None,
 ) -> Iterator[Page]:
     query = dict(params, limit=page_size)
     number = 0
     guard = LoopGuard(path)
     while True:
-        body = client.get(path, query, cost=cost, label=label, missing_ok=missing_ok)
+        first = accept if number == 0 else None
+        body = client.get(path, query, cost=cost, label=label, missing_ok=missing_ok, accept=first)
         number += 1
         cursor = (body.get("additional_data") or {}).get("next_cursor") or None
         items = _items(body, path)
@@ -63,6 +68,7 @@ def offset_pages(
     page_size: int | None,
     missing_ok: bool = False,
     overlap: int = 0,
+    accept: Accept = None,
 ) -> Iterator[Page]:
     """`overlap` re-reads that many records before each next page: offsets shift left when records are
     deleted while we page, and a record crossing the page boundary would otherwise be skipped (the
@@ -80,7 +86,8 @@ def offset_pages(
     number, back, steps = 0, 0, 0
     guard = LoopGuard(path)
     while True:
-        body = client.get(path, query, cost=cost, label=label, missing_ok=missing_ok)
+        first = accept if query["start"] == 0 else None
+        body = client.get(path, query, cost=cost, label=label, missing_ok=missing_ok, accept=first)
         number += 1
         extra = body.get("additional_data") or {}
         pagination = extra.get("pagination") or extra  # leads and per-deal lists use a flat envelope
@@ -155,9 +162,10 @@ def single_page(
     cost: int,
     label: str,
     missing_ok: bool = False,
+    accept: Accept = None,
 ) -> Iterator[Page]:
     """Endpoints that return everything at once (users, currencies, boards, ...)."""
-    body = client.get(path, dict(params), cost=cost, label=label, missing_ok=missing_ok)
+    body = client.get(path, dict(params), cost=cost, label=label, missing_ok=missing_ok, accept=accept)
     yield Page(_items(body, path), 1, False)
 
 

@@ -21,9 +21,10 @@ from dlt.common.pipeline import pipeline_state
 
 from .client import ClientStats, PipedriveClient
 from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool
-from .entities import BY_NAME, CURSOR, NONE, OFFSET, Entity, Listing
+from .entities import BY_NAME, CURSOR, FIELDS_TABLES, NONE, OFFSET, Entity, Listing
 from .errors import AccessDenied, ApiError, ConfigError, NothingReadable, PipedriveError
 from .fetching import EntityRead, Tag, rewind_cursor
+from .field_defs import without_fields
 from .limiter import BudgetExhausted
 from .output import Outputs
 from .pagination import Page, cursor_pages, offset_pages, single_page
@@ -235,7 +236,12 @@ class SyncContext:
         """Pages of one listing, shaped by the listing flags and the record hooks (unless `raw`)."""
         path = listing.path.format(**path_params) if path_params else listing.path
         query = {**listing.params, **(params or {})}
-        options = {"cost": listing.cost or entity.cost, "label": entity.name, "missing_ok": missing_ok}
+        options = {
+            "cost": listing.cost or entity.cost,
+            "label": entity.name,
+            "missing_ok": missing_ok,
+            "accept": without_fields if entity.name in FIELDS_TABLES else None,
+        }
         page_size = min(entity.page_size, self.page_size) if entity.page_size else None
         if entity.paging == CURSOR:
             pages = cursor_pages(self.client, path, query, page_size=page_size or self.page_size, **options)

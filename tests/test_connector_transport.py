@@ -312,6 +312,35 @@ def test_a_list_failing_after_every_retry_is_asked_for_once_a_run(clean_emulator
         clean_emulator.control.settings(down_path="")
 
 
+def test_a_field_list_without_a_field_is_retried_then_handled_as_one_that_failed(
+    clean_emulator, tmp_path: Path, caplog
+) -> None:
+    """A field list answered 200 with no field at all (not even the built-in ones every company has) was
+    trusted: the deals' custom fields loaded under their 40-character hash names, renamed once the
+    definitions came back. It is retried as a 5xx is, then handled as a list that failed: the deals' run
+    fails, the leads go on with the deal fields (without their own, as when /v1/leadFields fails)."""
+    attempts = 3
+    try:
+        clean_emulator.control.settings(empty_path="/api/v2/dealFields")
+        with pytest.raises(Exception) as failure:
+            sync(clean_emulator, tmp_path / "deals", entities=["deals"], max_attempts=attempts)
+        message = str(_root(failure.value, ApiError))
+        assert "kept failing on /api/v2/dealFields" in message and "without a single field" in message
+        assert clean_emulator.control.stats()["requests"]["/api/v2/dealFields"] == attempts
+        clean_emulator.control.settings(empty_path="/v1/leadFields")
+        with caplog.at_level(logging.WARNING, logger="pipedrive_source"):
+            result = sync(
+                clean_emulator, tmp_path / "leads", entities=["deals", "leads"], max_attempts=attempts
+            )
+    finally:
+        clean_emulator.control.settings(empty_path="")
+    assert result.emulator_stats["requests"]["/v1/leadFields"] == attempts
+    assert result.loaded["leads"] == len(clean_emulator.control.snapshot("leads"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("leads:")]
+    assert len(lines) == 1 and "without a single field" in lines[0] and "named by deal_fields" in lines[0]
+    assert_equal_to_truth(clean_emulator, tmp_path / "leads", ["deals", "leads"])
+
+
 def test_installments_refused_below_growth_arrive_in_full_once_the_plan_has_them(
     clean_emulator, tmp_path: Path
 ) -> None:

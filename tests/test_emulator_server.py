@@ -268,6 +268,23 @@ def test_malformed_faults_are_200_with_broken_json(client: httpx.Client, emu: Em
         response.json()
 
 
+def test_an_empty_path_answers_its_lists_without_items_or_a_next_page(
+    client: httpx.Client, emu: EmulatorHandle
+) -> None:
+    """`empty_path`: a list that lost its content (a field list without a field), v2 and v1 alike; the other
+    paths answer as usual."""
+    for path, params in ((V2_LIST, {"limit": 2}), (V1_LIST, {"limit": 2})):
+        emu.control.settings(empty_path=path)
+        body = client.get(path, headers=auth(emu), params=params).json()
+        extra = body["additional_data"]
+        more = (extra.get("pagination") or extra).get("more_items_in_collection")  # v1
+        assert body["success"] is True and body["data"] == []
+        assert not extra.get("next_cursor") and not more
+        assert client.get("/api/v2/persons", headers=auth(emu), params=params).json()["data"]
+    emu.control.settings(empty_path="")
+    assert client.get(V2_LIST, headers=auth(emu), params={"limit": 2}).json()["data"]
+
+
 def test_a_marked_value_is_served_as_a_bare_json_literal(client: httpx.Client, emu: EmulatorHandle) -> None:
     """orjson renders every body and writes no `1e999` or `NaN`: a value marked `RAW_JSON` stands for one, in
     the lists (v2 and v1, a custom field's too); the snapshot keeps the marker."""

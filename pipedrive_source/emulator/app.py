@@ -94,6 +94,10 @@ class EmulatorSettings:
     down_path: str = field(
         default="", metadata=_opt("a path answered 5xx every time (one service down); '' for none", True)
     )
+    empty_path: str = field(
+        default="",
+        metadata=_opt("a list path answered 200 with no items every time (content lost); '' for none", True),
+    )
     lapsed: bool = field(
         default=False, metadata=_opt("the subscription has lapsed: every Pipedrive request answers 402", True)
     )
@@ -218,6 +222,8 @@ class EmulatorApp:
         if fault.kind == faults.STUCK:
             query = faults.first_page(query)
         status, body, extra = self._refused(method, path) or self._call_handle(company, method, path, query)
+        if path == self.settings.empty_path and status == 200:
+            body = faults.emptied(body)
         body = faults.raw_literals(body)
         headers = base + list(extra.items()) + _date(company)
         if fault.kind == faults.HTML:
