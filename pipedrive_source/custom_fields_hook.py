@@ -61,6 +61,8 @@ PARTS_KEY = "custom_field_parts"  # per table and field code: {member its type d
 DIGESTS_KEY = "custom_field_tables"  # digest of each entity's rows of a table about the fields, as loaded
 LEAD_LABELS = "lead_labels"
 INHERITED_FIELDS = {"leads": "deal_fields"}
+# the built-in option fields only the entity's own definitions label (leads' label_ids: by lead labels)
+OWN_OPTION_FIELDS = {"leads": ("visible_to",)}
 Row = dict[str, Any]
 # option field -> (name, {option id: label}; None: its labels are not readable in this run)
 OptionLabels = dict[str, tuple[str, dict[str, Any] | None]]
@@ -129,7 +131,7 @@ class CustomFieldResolution:
 
     def _build(self, entity: Entity, ctx: SyncContext) -> Resolver:
         try:
-            definitions = _field_definitions(entity, ctx)
+            definitions, unlabelled = _field_definitions(entity, ctx)
         except AccessDenied as exc:
             # the entity is skipped as a refused table is: loaded without its definitions, its custom
             # fields would get columns named by hash, renamed without a word once the definitions come
@@ -138,11 +140,12 @@ class CustomFieldResolution:
                 exc.status,
                 exc.detail,
             ) from None
-        extra, unlabelled = None, ()
+        extra = None
         if entity.name == "leads":
             labels = _lead_label_options(ctx)
             # unreadable, the labels alone go missing (no column is named by them): the leads load
-            extra, unlabelled = {"label_ids": labels or {}}, ("label_ids",) if labels is None else ()
+            extra = {"label_ids": labels or {}}
+            unlabelled += ("label_ids",) if labels is None else ()
         bindings, last_seen = self._bindings(), self._state(LAST_SEEN_KEY)
         resolver = Resolver(
             entity.name,
@@ -155,7 +158,7 @@ class CustomFieldResolution:
             builtin_labels=self.builtin_labels,
             extra_options=extra,
             unlabelled=unlabelled,
-            refresh=lambda: _field_definitions(entity, ctx, fresh=True),
+            refresh=lambda: _field_definitions(entity, ctx, fresh=True)[0],
         )
         bindings[entity.name] = resolver.bindings
         last_seen[entity.name] = resolver.last_seen
@@ -367,20 +370,25 @@ def _labels_digest(by_id: dict[str, Any], ids: list[str]) -> str:
     return hashlib.blake2b(orjson.dumps([by_id.get(i) for i in ids]), digest_size=8).hexdigest()
 
 
-def _field_definitions(entity: Entity, ctx: SyncContext, fresh: bool = False) -> list[Row]:
-    """The entity's fields; leads add the deal fields' custom ones, which they inherit (v1 leads docs).
-    Read once per run and shared, or (`fresh`) read again from Pipedrive.
+def _field_definitions(
+    entity: Entity, ctx: SyncContext, fresh: bool = False
+) -> tuple[list[Row], tuple[str, ...]]:
+    """The entity's fields, and its built-in option fields they cannot label in this run; leads add the deal
+    fields' custom ones, which they inherit (v1 leads docs). Read once per run and shared, or (`fresh`)
+    read again from Pipedrive.
 
     `/v1/leadFields` is not in the v1 spec: when it fails or is refused (402/403), leads still resolve with
     the deal fields, which name every custom field they have; only their own option fields (`visible_to`)
-    go without labels. A refusal is no reason to skip leads (as refused deal fields skip deals): no column
-    would be named otherwise than with the lead fields.
+    go without labels, which the first run that reads them fills in (`options_summary`), a first run's
+    rows too. A refusal is no reason to skip leads (as refused deal fields skip deals): no column would be
+    named otherwise than with the lead fields.
     """
     from pipedrive_source.entities import BY_NAME  # the engine's table; imported late to avoid a cycle
 
     inherited = INHERITED_FIELDS.get(entity.name)
     if not inherited:
-        return ctx.field_definitions(entity, fresh=fresh)
+        return ctx.field_definitions(entity, fresh=fresh), ()
+    unlabelled: tuple[str, ...] = ()
     try:
         own = ctx.field_definitions(entity, fresh=fresh)
     except (ApiError, AccessDenied) as exc:
@@ -394,9 +402,9 @@ def _field_definitions(entity: Entity, ctx: SyncContext, fresh: bool = False) ->
             _why(exc),
             inherited,
         )
-        own = []
+        own, unlabelled = [], OWN_OPTION_FIELDS.get(entity.name, ())
     custom = [f for f in ctx.full_rows(BY_NAME[inherited], fresh=fresh) if f.get("is_custom_field")]
-    return [*custom, *own]  # later definitions win: the entity's own come last
+    return [*custom, *own], unlabelled  # later definitions win: the entity's own come last
 
 
 def _builtin_columns(entity: Entity) -> set[str]:

@@ -232,6 +232,27 @@ def test_refused_lead_fields_read_the_leads_with_the_deal_fields_as_a_failure_do
     assert_equal_to_truth(clean_emulator, tmp_path, tables)
 
 
+def test_lead_fields_refused_in_a_first_run_are_filled_in_by_the_first_run_that_reads_them(
+    clean_emulator, tmp_path: Path
+) -> None:
+    """The leads' visible_to was marked unlabelled only where an earlier run had labelled it: refused in
+    a pipeline's first run, the lead fields' first readable run read no lead again, and every lead kept
+    visible_to_label empty until it changed. That run now reads every lead again, and the next none."""
+    tables = ["deals", "leads"]
+    clean_emulator.control.settings(forbidden="/v1/leadFields")
+    try:
+        first = sync(clean_emulator, tmp_path, entities=tables)
+    finally:
+        clean_emulator.control.settings(forbidden="")
+    leads = clean_emulator.control.snapshot("leads")
+    assert first.loaded["leads"] == len(leads)
+    assert not any(row.get("visible_to_label") for row in synced_rows(first.pipeline, "leads"))
+    again = sync(clean_emulator, tmp_path, entities=tables)
+    assert again.loaded["leads"] == len(leads)
+    assert all(row["visible_to_label"] for row in synced_rows(again.pipeline, "leads"))
+    assert "leads" not in sync(clean_emulator, tmp_path, entities=tables).loaded
+
+
 def test_refused_lead_labels_load_the_leads_unlabelled_until_a_run_reads_them(
     clean_emulator, tmp_path: Path, caplog
 ) -> None:
