@@ -310,11 +310,15 @@ ENTITIES: tuple[Entity, ...] = (
         FULL,
         items_key="goals",
         cursor_field=None,
-        listings=(
-            Listing("/v1/goals/find", {"is_active": "true"}),
-            Listing("/v1/goals/find", {"is_active": "false"}),
+        # without a filter the spec marks "If provided, everyone's goals will be returned" /goals/find
+        # answers only the goals of the credentials' user; every goal tracks a quantity or a sum
+        listings=tuple(
+            Listing("/v1/goals/find", {"expected_outcome.tracking_metric": metric, "is_active": active})
+            for metric in ("quantity", "sum")
+            for active in ("true", "false")
         ),
-        notes="/goals/find returns only active goals unless asked for inactive ones too.",
+        notes="/goals/find returns only the user's own active goals unless a filter asks for everyone's "
+        "(by tracking metric) and for inactive ones too.",
     ),
     _v1(
         "teams",

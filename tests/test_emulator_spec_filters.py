@@ -16,6 +16,7 @@ import pytest
 from test_emulator_conformance import _v1_yaml, get_json, v1_problems
 
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
+from pipedrive_source.emulator.routes_v1 import EVERYONES_GOALS
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,41 @@ def goal_ids(client: httpx.Client, params: dict[str, Any]) -> set[str]:
     return {g["id"] for g in get_json(client, "/v1/goals/find", params)["data"]["goals"]}
 
 
+EVERYONE = {"expected_outcome.tracking_metric": "quantity"}, {"expected_outcome.tracking_metric": "sum"}
+
+
+def everyones_goals(client: httpx.Client, **params: str) -> list[dict[str, Any]]:
+    """Every goal (with `params`): one request per tracking metric, a filter that asks for everyone's."""
+    return [
+        g
+        for each in EVERYONE
+        for g in get_json(client, "/v1/goals/find", {**each, **params})["data"]["goals"]
+    ]
+
+
+def test_v1_goals_find_without_a_filter_for_everyone_answers_the_users_own_goals(
+    client: httpx.Client, reference: dict
+) -> None:
+    """getGoals' `assignee.id`: "When omitted, only your goals will be returned"; the filters whose
+    description says "If provided, everyone's goals will be returned" (`EVERYONES_GOALS`) answer everyone's.
+    The emulator answered everyone's goals to every request, so a client reading `/goals/find` with
+    `is_active` alone (the connector did) loaded every goal here and only its own user's from Pipedrive."""
+    params = query_params(reference, "/v1/goals/find")
+    said = {n for n, p in params.items() if "everyone's goals will be returned" in p.get("description", "")}
+    assert said == EVERYONES_GOALS
+    me = get_json(client, "/v1/users/me")["data"]["id"]
+    every = everyones_goals(client)
+    mine = {g["id"] for g in every if g["assignee"] == {"id": me, "type": "person"}}
+    assert mine and len(mine) < len(every), "the tiny company has goals of its user and of others"
+    assert goal_ids(client, {}) == mine
+    assert goal_ids(client, {"title": next(g for g in every if g["id"] in mine)["title"]}) <= mine
+    other = next(g for g in every if g["id"] not in mine)
+    assert goal_ids(client, {"assignee.id": other["assignee"]["id"]}) == {other["id"]}
+    for name in EVERYONES_GOALS & {"type.name", "assignee.type", "expected_outcome.tracking_metric"}:
+        want = {g["id"] for g in every if dotted(g, name) == dotted(other, name)}
+        assert goal_ids(client, {name: dotted(other, name)}) == want, name
+
+
 def test_v1_goals_find_applies_every_filter_the_spec_lists(
     emu: EmulatorHandle, client: httpx.Client, reference: dict, v1_openapi: Any
 ) -> None:
@@ -72,22 +108,28 @@ def test_v1_goals_find_applies_every_filter_the_spec_lists(
     the goals (active unless `is_active=false`, its default being true) whose attribute has that value;
     `period.start`..`period.end` those whose duration overlaps the period; `period.start` alone is a 400
     ("When `period.start` is provided, `period.end` must be provided too")."""
-    goals = get_json(client, "/v1/goals/find")["data"]["goals"]
+    goals = sorted(everyones_goals(client), key=lambda g: g["id"])
     assert len(goals) >= 3, "the tiny company has goals"
+    me = get_json(client, "/v1/users/me")["data"]["id"]
+    first = next(g for g in goals if g["assignee"] == {"id": me, "type": "person"})
+    goals.remove(first)
+    goals.insert(0, first)
     first, other, odd = goals[0], goals[1], goals[2]
     unrendered = {"expected_outcome.currency_id": 3, "type.params.stage_id": 2}  # not in the item schema
     changes = {
         "title": "Quarterly push",
         "is_active": False,
-        "assignee": {"id": first["assignee"]["id"], "type": "team"},
+        "assignee": {
+            "id": me,
+            "type": "person",
+        },  # the user's own: found by filters that are not for everyone
         "type": {"name": odd["type"]["name"], "params": {"pipeline_id": [2, 1], "activity_type_id": [3]}},
         "expected_outcome": {"target": 70, "tracking_metric": "sum", "currency_id": 3},
         "duration": {"start": "2020-01-01", "end": "2020-03-31"},
     }
     changes["type"]["params"]["stage_id"] = 2
     emu.control.mutate(ops=[{"op": "update", "table": "goals", "id": odd["id"], "changes": changes}])
-    every = [*get_json(client, "/v1/goals/find")["data"]["goals"]]
-    every += get_json(client, "/v1/goals/find", {"is_active": "false"})["data"]["goals"]
+    every = [*everyones_goals(client), *everyones_goals(client, is_active="false")]
     odd = next(g for g in every if g["id"] == odd["id"])
     assert odd["is_active"] is False and other["is_active"] is True
 
@@ -108,6 +150,7 @@ def test_v1_goals_find_applies_every_filter_the_spec_lists(
                 g["id"]
                 for g in every
                 if g["is_active"] == goal["is_active"]
+                and (name in EVERYONES_GOALS or name == "assignee.id" or g["assignee"] == first["assignee"])
                 and (
                     g["id"] == odd["id"]
                     if name in unrendered
@@ -122,16 +165,20 @@ def test_v1_goals_find_applies_every_filter_the_spec_lists(
                 checked.add(name)
     assert checked == set(params) - {"period.start", "period.end", "is_active"}, checked
 
-    assert goal_ids(client, {}) == {g["id"] for g in every if g["is_active"]}  # is_active defaults to true
-    assert goal_ids(client, {"is_active": "false"}) == {odd["id"]}
-    inside = {"period.start": "2020-03-01", "period.end": "2020-06-30", "is_active": "false"}
+    sums = {"expected_outcome.tracking_metric": "sum"}
+    active_sums = {
+        g["id"] for g in every if g["is_active"] and g["expected_outcome"]["tracking_metric"] == "sum"
+    }
+    assert goal_ids(client, sums) == active_sums  # is_active defaults to true
+    assert goal_ids(client, {**sums, "is_active": "false"}) == {odd["id"]}
+    inside = {"period.start": "2020-03-01", "period.end": "2020-06-30", "is_active": "false", **sums}
     assert goal_ids(client, inside) == {odd["id"]}
     assert goal_ids(client, {**inside, "period.start": "2020-04-01"}) == set()
     assert goal_ids(client, {"period.end": "2019-12-31", "is_active": "false"}) == set()
     for bad in ({"period.start": "2020-01-01"}, {"period.start": "2020-01-01", "period.end": "31.12.2020"}):
         r = client.get("/v1/goals/find", params=bad)
         assert r.status_code == 400 and "period" in r.json()["error"], (bad, r.text)
-    body = get_json(client, "/v1/goals/find", {"assignee.type": "team", "is_active": "false"})
+    body = get_json(client, "/v1/goals/find", {"assignee.type": "person", "is_active": "false"})
     assert not v1_problems(v1_openapi, "/v1/goals/find", body)
 
 

@@ -320,7 +320,7 @@ def lookups(g: Generator) -> None:
             "assignee": {"id": 1 + i % g.n["users"], "type": "person"},
             "interval": "monthly",
             "duration": {"start": iso_date(g.now - 90 * DAY), "end": iso_date(g.now + 90 * DAY)},
-            "expected_outcome": {"target": 10 * (i + 1), "tracking_metric": "quantity"},
+            "expected_outcome": {"target": 10 * (i + 1), "tracking_metric": ("quantity", "sum")[i % 2]},
             "is_active": True,
             "report_ids": [det_uuid(g.seed, "reports", i + 1)],
         }

@@ -144,15 +144,35 @@ def currencies(req: Req) -> tuple[int, bytes]:
     return 200, b'{"success":true,"data":[' + b",".join(items) + b"]}"
 
 
+# getGoals' filters whose description says "If provided, everyone's goals will be returned"; without one of
+# them (or `assignee.id`: "When omitted, only your goals will be returned") a user sees the goals assigned to
+# them only (a test holds this list to the spec's descriptions)
+EVERYONES_GOALS = frozenset(
+    {
+        "type.name",
+        "assignee.type",
+        "expected_outcome.target",
+        "expected_outcome.tracking_metric",
+        "expected_outcome.currency_id",
+        "type.params.pipeline_id",
+        "type.params.stage_id",
+        "type.params.activity_type_id",
+    }
+)
+
+
 def goals(req: Req) -> tuple[int, bytes]:
     """`/goals/find` (getGoals): each filter names the goal's attribute it compares by its dotted path
     (`assignee.id` is the goal's `assignee.id`); `is_active` defaults to true; the array filters
     (`type.params.pipeline_id`, `type.params.activity_type_id`) match a goal with the same set of ids;
     `period.start`..`period.end` (inclusive dates; `period.end` alone: up to it) selects the goals whose
-    duration overlaps that period."""
+    duration overlaps that period. Without `assignee.id` or a filter of `EVERYONES_GOALS`, only the goals
+    assigned to the credentials' user."""
     table = req.company.t["goals"]
     rows = sorted(table.in_view("live"), key=lambda r: r["id"])  # a deleted goal leaves the list
     q = {**{n: p.default for n, p in req.op.params.items() if p.default is not None}, **req.q}
+    if "assignee.id" not in q and not EVERYONES_GOALS & q.keys():
+        q.update({"assignee.id": _you(req.company)["id"], "assignee.type": "person"})
     period = _goal_period(q.pop("period.start", None), q.pop("period.end", None))
     rows = [r for r in rows if all(_goal_has(r, name, want) for name, want in q.items())]
     if period is not None:
@@ -295,12 +315,18 @@ def _flow_items(req: Req) -> Callable[[dict[str, Any]], bool] | None:
 
 def current_user(req: Req) -> tuple[int, bytes]:
     """`/v1/users/me`: the credentials' user (`is_you`) plus its company's data (GetCurrentUser)."""
-    table = req.company.t["users"]
+    me = _you(req.company)
+    user = orjson.loads(render.record_bytes(req.company, req.company.t["users"], me, "v1"))
+    return 200, orjson.dumps({"success": True, "data": {**user, **company_data(req.company.seed)}})
+
+
+def _you(company: Any) -> Record:
+    """The credentials' user (`is_you`)."""
+    table = company.t["users"]
     me = next((r for _, i in table.index("live", "id") if (r := table.rows[i]).get("is_you")), None)
     if me is None:
         raise NotFound()
-    user = orjson.loads(render.record_bytes(req.company, table, me, "v1"))
-    return 200, orjson.dumps({"success": True, "data": {**user, **company_data(req.company.seed)}})
+    return me
 
 
 def company_data(seed: int) -> dict[str, Any]:
