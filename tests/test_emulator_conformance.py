@@ -17,6 +17,7 @@ field's `field_code`, `field_name`, `field_type`), for booleans, for arrays (an 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import Counter
@@ -108,16 +109,25 @@ HASH = re.compile(r"[0-9a-f]{40}")
 # --- emulator and HTTP ----------------------------------------------------------------------------------
 
 
+def unlimited_emulator() -> contextlib.AbstractContextManager[EmulatorHandle]:
+    """The tiny company of seed 7, limits out of the way: these modules read everything (the cost test here
+    reads the emulator's stats)."""
+    return run_emulator(seed=7, scale="tiny", burst_limit=1_000_000, daily_budget=10**12)
+
+
+def api_client(emu: EmulatorHandle) -> httpx.Client:
+    return httpx.Client(base_url=emu.base_url, headers={"x-api-token": emu.api_token}, timeout=30)
+
+
 @pytest.fixture(scope="module")
 def emu() -> Iterator[EmulatorHandle]:
-    # limits out of the way: this module reads everything, and the cost test reads stats
-    with run_emulator(seed=7, scale="tiny", burst_limit=1_000_000, daily_budget=10**12) as handle:
+    with unlimited_emulator() as handle:
         yield handle
 
 
 @pytest.fixture(scope="module")
 def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.base_url, headers={"x-api-token": emu.api_token}, timeout=30) as c:
+    with api_client(emu) as c:
         yield c
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from test_emulator_conformance import _v1_yaml, get_json, v1_problems
+from test_emulator_conformance import _v1_yaml, api_client, get_json, unlimited_emulator, v1_problems
 
-from pipedrive_source.emulator import EmulatorHandle, run_emulator
+from pipedrive_source.emulator import EmulatorHandle
 from pipedrive_source.emulator.routes_v1 import EVERYONES_GOALS
 
 
@@ -34,13 +34,13 @@ def v1_openapi(reference: dict) -> Any:
 @pytest.fixture(scope="module")
 def emu() -> Iterator[EmulatorHandle]:
     # its own company: the tests below mutate records to give every filter something to tell apart
-    with run_emulator(seed=7, scale="tiny", burst_limit=1_000_000, daily_budget=10**12) as handle:
+    with unlimited_emulator() as handle:
         yield handle
 
 
 @pytest.fixture(scope="module")
 def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.base_url, headers={"x-api-token": emu.api_token}, timeout=30) as c:
+    with api_client(emu) as c:
         yield c
 
 

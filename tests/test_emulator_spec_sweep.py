@@ -21,8 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+from test_emulator_conformance import api_client, unlimited_emulator
 
-from pipedrive_source.emulator import EmulatorHandle, api, run_emulator
+from pipedrive_source.emulator import EmulatorHandle, api
 from pipedrive_source.entities import ENTITIES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,13 +105,13 @@ def emu() -> Iterator[EmulatorHandle]:
     parse = api.parse_query
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(api, "parse_query", lambda op, query: NotingQuery(parse(op, query), op.path))
-        with run_emulator(seed=7, scale="tiny", burst_limit=1_000_000, daily_budget=10**12) as handle:
+        with unlimited_emulator() as handle:
             yield handle
 
 
 @pytest.fixture(scope="module")
 def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.base_url, headers={"x-api-token": emu.api_token}, timeout=30) as c:
+    with api_client(emu) as c:
         yield c
 
 
