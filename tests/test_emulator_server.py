@@ -306,6 +306,46 @@ def test_a_marked_value_is_served_as_a_bare_json_literal(client: httpx.Client, e
         emu.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal["id"], "changes": restore}])
 
 
+@pytest.mark.parametrize(
+    ("table", "path", "column"), [("persons", "/api/v2/persons", "name"), ("notes", "/v1/notes", "content")]
+)
+def test_a_marked_string_is_served_with_its_escapes_as_written(
+    client: httpx.Client, emu: EmulatorHandle, table: str, path: str, column: str
+) -> None:
+    """A lone surrogate escape (`\\ud800`), which orjson neither reads nor writes, reaches the wire as a
+    string literal with it, in v2 and v1 answers alike."""
+    record = emu.control.snapshot(table)[0]
+    literal = '"a\\ud800 \\"q\\" \\\\ud800 \\ud83d\\ude00"'
+    changes = {column: RAW_JSON + literal}
+    emu.control.mutate(ops=[{"op": "update", "table": table, "id": record["id"], "changes": changes}])
+    try:
+        body = client.get(path, params={"limit": 500}, headers=auth(emu)).content
+        assert f'"{column}":{literal}'.encode() in body
+        served = {r["id"]: r[column] for r in json.loads(body)["data"]}
+        assert served[record["id"]] == 'a\ud800 "q" \\ud800 \U0001f600'
+    finally:
+        restore = {column: record[column]}
+        emu.control.mutate(ops=[{"op": "update", "table": table, "id": record["id"], "changes": restore}])
+
+
+def test_a_share_of_answers_starts_with_a_byte_order_mark(client: httpx.Client, emu: EmulatorHandle) -> None:
+    """As some proxies and gateways add; drawn without a draw of its own: the faults stay as seeded."""
+    bom = b"\xef\xbb\xbf"
+    emu.control.settings(bom_rate=1.0)
+    for path in (V2_LIST, V1_LIST, "/v1/leadLabels"):
+        body = client.get(path, headers=auth(emu)).content
+        assert body.startswith(bom) and json.loads(body[3:])["success"] is True
+    runs = []
+    for rate in (0.0, 0.5):
+        emu.control.settings(fault_seed=1234, error_rate=0.3, bom_rate=rate)
+        answers = [client.get(V2_LIST, headers=auth(emu)) for _ in range(30)]
+        runs.append([(a.status_code, a.content.startswith(bom)) for a in answers])
+    assert [status for status, _ in runs[0]] == [status for status, _ in runs[1]]
+    assert not any(has for _, has in runs[0])
+    assert {has for status, has in runs[1] if status == 200} == {True, False}
+    assert not any(has for status, has in runs[1] if status >= 500)
+
+
 def outcome(client: httpx.Client, emu: EmulatorHandle) -> str:
     try:
         response = client.get(V2_LIST, headers=auth(emu))

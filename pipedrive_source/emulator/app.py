@@ -79,6 +79,9 @@ class EmulatorSettings:
     malformed_rate: float = field(default=0.0, metadata=_opt("share answered with truncated JSON", True))
     stuck_rate: float = field(default=0.0, metadata=_opt("share answered as if without cursor/start", True))
     html_rate: float = field(default=0.0, metadata=_opt("share answered 200 with an HTML page", True))
+    bom_rate: float = field(
+        default=0.0, metadata=_opt("share of JSON answers starting with a UTF-8 byte order mark", True)
+    )
     fault_seed: int | None = field(default=None, metadata=_opt("seed of the fault RNG (default: seed)", True))
     max_in_a_row: int = field(
         default=0, metadata=_opt("faults one request (method, path, query) gets in a row; 0: no cap", True)
@@ -225,6 +228,8 @@ class EmulatorApp:
         if path == self.settings.empty_path and status == 200:
             body = faults.emptied(body)
         body = faults.raw_literals(body)
+        if fault.detail < self.faults.settings.bom_rate:  # a draw made anyway: the seed draws the same faults
+            body = faults.BOM + body
         headers = base + list(extra.items()) + _date(company)
         if fault.kind == faults.HTML:
             await _send(send, 200, headers, faults.MAINTENANCE_HTML, "text/html; charset=utf-8")

@@ -3,9 +3,11 @@ server that ignores the paging parameters (answers the first page again, and its
 whose body is an HTML page (a proxy's or a maintenance page) instead of JSON.
 
 Raw literals: a record value that is the string `RAW_JSON + literal` ("\u0000json:1e999" in the JSON of a
-mutate `update`) is served as the bare JSON text `literal` (`1e999`, `NaN`, 400 digits), in every Pipedrive
-answer (`raw_literals`). orjson renders every body and writes no such number, which a backend other than
-orjson may; the control snapshots keep the marker string.
+mutate `update`) is served as the bare JSON text `literal` (`1e999`, `NaN`, 400 digits, or a string such as
+`"a\\ud800b"` with a lone surrogate escape), in every Pipedrive answer (`raw_literals`). orjson renders every
+body and writes no such number or escape, which a backend other than orjson may; the control snapshots keep
+the marker string. `bom_rate`: a share of the answers starts with a UTF-8 byte order mark, as some proxies
+and gateways add (decided by a draw every request makes anyway: the same seed draws the same faults).
 
 Off by default. One seeded RNG is consulted for every admitted Pipedrive request in arrival order, always with
 the same number of draws per request, so the same seed and the same request sequence give the same faults
@@ -38,7 +40,8 @@ KINDS = (ERROR, THROTTLE, DROP, MALFORMED, STUCK, HTML)  # new kinds last: old s
 PAGING_PARAMS = frozenset({"cursor", "start"})
 RAW_JSON = "\x00json:"
 _RAW_MARK = b'"\\u0000json:'  # how orjson writes the marker's start
-_RAW_VALUE = re.compile(rb'"\\u0000json:([^"\\]*)"')
+_RAW_VALUE = re.compile(rb'"\\u0000json:((?:[^"\\]|\\.)*)"')  # the literal as a JSON string escapes it
+BOM = b"\xef\xbb\xbf"
 QUEUE_PERIOD_S = 3.0  # not a multiple of the 2-second burst window
 
 BAD_GATEWAY_HTML = (
@@ -59,6 +62,7 @@ class FaultSettings:
     malformed_rate: float = 0.0  # share answered 200 with a truncated JSON body
     stuck_rate: float = 0.0  # share answered as if without `cursor` / `start` (STUCK)
     html_rate: float = 0.0  # share answered 200 with an HTML page
+    bom_rate: float = 0.0  # share of answers (not a 5xx, 429 or 401) starting with a UTF-8 byte order mark
     # round trip of every request: half of `latency_ms` passes before the rate limiter counts the request
     # (the way there), the other half plus the jitter after it (processing and the way back)
     latency_ms: float = 0.0
@@ -163,7 +167,15 @@ def truncate(body: bytes, detail: float) -> bytes:
 
 def raw_literals(body: bytes) -> bytes:
     """The body with every marked value (`RAW_JSON`) replaced by its bare literal."""
-    return _RAW_VALUE.sub(rb"\1", body) if _RAW_MARK in body else body
+    return _RAW_VALUE.sub(_literal, body) if _RAW_MARK in body else body
+
+
+def _literal(match: re.Match[bytes]) -> bytes:
+    escaped = match[1]
+    if b"\\" not in escaped:
+        return escaped
+    # a literal with quotes or backslashes, say the string `"\ud800"` (a lone surrogate escape)
+    return str(orjson.loads(b'"' + escaped + b'"')).encode()
 
 
 def emptied(body: bytes) -> bytes:
