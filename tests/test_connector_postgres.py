@@ -45,6 +45,7 @@ from pipedrive_source import pipedrive_source
 from pipedrive_source.deployment import Company
 from pipedrive_source.destinations import loader_file_format
 from pipedrive_source.emulator import run_emulator
+from pipedrive_source.emulator.faults import RAW_JSON
 from pipedrive_source.history import add_history
 from pipedrive_source.loaded import counts_loaded, loaded_rows
 from pipedrive_source.postgres_load import postgres as postgres_destination
@@ -370,6 +371,41 @@ def test_nul_characters_in_text_and_json_values(postgres: str, tmp_path: Path) -
         sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=tables)
 
     want = "beforeafter \\u0000 kept"
+    with pipeline.sql_client() as client:
+        [(text,)] = client.execute_sql("SELECT content FROM notes WHERE id = %s", note["id"])
+        [(data,)] = client.execute_sql(
+            "SELECT item_data FROM deal_flow WHERE flow_id = %s", f"note:{note['id']}"
+        )
+    assert text == want
+    assert data["content"] == want
+
+
+def test_lone_surrogates_and_control_characters_in_text_and_json_values(
+    postgres: str, tmp_path: Path
+) -> None:
+    """A lone surrogate escape in a page (`"\\ud800"`, as Pipedrive echoes it from text a user entered)
+    failed every run; it arrives as U+FFFD in a text column and inside a JSON one (jsonb), through Arrow
+    and the parquet file COPY loads, a pair next to it as its character, control characters as they are."""
+    with run_emulator(seed=7, scale="tiny") as emulator:
+        note = next(n for n in emulator.control.snapshot("notes") if n.get("deal_id") and n["active_flag"])
+        controls = "\\u0001\\u001b\\u001f\\u007f\\u0085\\u009f\\u2028\\ufeff\\t\\r\\n"
+        content = RAW_JSON + f'"a\\ud800b \\ud83d\\ude00 \\udfff {controls}"'
+        emulator.control.mutate(
+            ops=[
+                {"op": "update", "table": "notes", "id": note["id"], "changes": {"content": content}},
+                {"op": "update", "table": "deals", "id": note["deal_id"], "changes": {}},  # its flow again
+            ]
+        )
+        pipeline = dlt.pipeline(  # a dataset of its own: a first sync reads the deal's whole flow
+            pipeline_name="pg_surrogates",
+            destination=postgres_destination(postgres),
+            dataset_name="surrogates",
+            pipelines_dir=str(tmp_path / "surrogates"),
+        )
+        tables = ["deals", "deal_flow", "notes"]
+        sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=tables)
+
+    want = "a\ufffdb \U0001f600 \ufffd \x01\x1b\x1f\x7f\x85\x9f\u2028\ufeff\t\r\n"
     with pipeline.sql_client() as client:
         [(text,)] = client.execute_sql("SELECT content FROM notes WHERE id = %s", note["id"])
         [(data,)] = client.execute_sql(

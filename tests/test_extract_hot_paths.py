@@ -266,15 +266,50 @@ def test_a_body_with_numbers_json_cannot_give_as_doubles_keeps_them_as_text() ->
     assert repr(_decoded(content)) == repr({"data": [row]})  # repr: an int and its float are equal
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def test_a_byte_order_mark_before_the_body_is_dropped() -> None:
+    """Some proxies and gateways put one before a body: orjson refused it, the page was retried as
+    malformed and the run failed."""
+    body = {"data": [{"id": 1, "name": "x", "value": 1.5}], "success": True}
+    assert _decoded(BOM + orjson.dumps(body)) == body
+    assert _decoded(BOM + b'{"data": [{"value": NaN}]}') == {"data": [{"value": "NaN"}]}
+
+
+def test_a_lone_surrogate_escape_becomes_the_replacement_character() -> None:
+    """Half of a character beyond U+FFFF (which Pipedrive echoes from text a user entered): orjson refused
+    the whole page. A pair stays the character it makes; a backslash written before `ud800` is text."""
+    content = (
+        b'{"data": [{"a": "x\\ud800y", "b": "\\udc00\\uD83D\\ud83d\\ude00\\uDBFF", '
+        b'"c": "\\\\ud800", "d": "\\\\\\ud800", "\\ud800": [1.5, "\\ud83d\\ude00"]}]}'
+    )
+    row = {"a": "x\ufffdy", "b": "\ufffd\ufffd\U0001f600\ufffd", "c": "\\ud800", "d": "\\\ufffd"}
+    row["\ufffd"] = [1.5, "\U0001f600"]
+    assert _decoded(content) == {"data": [row]}
+    assert _decoded(BOM + content.replace(b"1.5", b"-Infinity"))["data"][0]["\ufffd"][0] == "-Infinity"
+
+
 @pytest.mark.parametrize(
     "content",
     [
         b'{"data": [{"value": 1e999',  # cut off
         b'{"data": [{"value": 1e999x}]}',
-        b'{"data": [{"name": "\\ud800", "value": 1}]}',  # a lone surrogate: no text column holds it
+        b'{"data": [{"name": "\\ud800", "value": 1',
+        BOM + b'{"data": [{"value": 1',
+        BOM,
         b"<html><body>NaN</body></html>",
+        BOM + b"<html><body>\\ud800</body></html>",
+        b'{"data": [{"name": "\\ud800"}]}'.decode().encode("utf-16"),  # JSON only in UTF-8 here
+        b'{"data": [{"name": "\xff"}]}',  # not UTF-8
+        b'{"data": [{"name": "\xed\xa0\x80"}]}',  # a surrogate in bytes: not UTF-8 either
     ],
 )
 def test_a_body_that_is_not_json_otherwise_is_still_malformed(content: bytes) -> None:
     with pytest.raises(Exception, match="malformed JSON|HTML page"):
         _decoded(content)
+
+
+def test_an_html_page_after_a_byte_order_mark_is_named_one() -> None:
+    with pytest.raises(Exception, match="an HTML page instead of JSON"):
+        _decoded(BOM + b"  <!DOCTYPE html><html></html>")

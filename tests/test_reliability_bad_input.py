@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-from connector_fixtures import DATASET, column_types_of, custom_columns, make_pipeline, sync
+from connector_fixtures import DATASET, column_types_of, custom_columns, make_pipeline, sync, utc
 from reliability_support import (
     EXACT,
     LEDGER,
@@ -761,3 +761,103 @@ def test_a_body_that_is_not_json_otherwise_is_still_retried_then_fails(
     failed = "kept failing on /api/v2/deals after 2 attempts (last: malformed JSON body)"
     with pytest.raises(Exception, match=re.escape(failed)):
         sync(data_emulator, tmp_path, entities=["deals"], max_attempts=2, **EXACT)
+
+
+# ---- JSON that the fast decoder refuses all the same ------------------------------------------------------
+
+
+def test_answers_after_a_byte_order_mark_load(data_emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """Some proxies and gateways put a UTF-8 byte order mark before a body: every page was retried as
+    "malformed JSON body" and the run failed. Each answer with one (v1, v2, the field lists) now loads as
+    one without it, at once."""
+    data_emulator.control.settings(bom_rate=1.0)
+    first = sync(data_emulator, tmp_path, entities=DATA_TABLES, **EXACT)
+    assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
+    assert_equal_to_truth(data_emulator, tmp_path, DATA_TABLES)
+
+
+TEXT_TABLES = ["deals", "persons", "notes"]
+
+
+def text_ops(emulator: EmulatorHandle, texts: list[Any]) -> list[dict[str, Any]]:
+    """Update ops putting texts[0..2] into three deals' titles, texts[3] into a deal's custom varchar field,
+    texts[4] into a person's name, texts[5] into its email and texts[6] into a note (v1; it shows its
+    deal's title too): the same records for the same emulator."""
+    live, person = live_ids(emulator, "deals"), live_ids(emulator, "persons")[-1]
+    note = next(
+        n for n in emulator.control.snapshot("notes") if n.get("deal_id") in live and n["active_flag"]
+    )
+    deals = [note["deal_id"], *[rid for rid in live[-3:] if rid != note["deal_id"]][:2]]
+    varchar = deal_field_codes(emulator)["varchar"]
+    changes = [
+        ("deals", deals[0], {"title": texts[0], "custom_fields": {varchar: texts[3]}}),
+        ("deals", deals[1], {"title": texts[1]}),
+        ("deals", deals[2], {"title": texts[2]}),
+        (
+            "persons",
+            person,
+            {"name": texts[4], "emails": [{"value": texts[5], "primary": True, "label": "w"}]},
+        ),
+        ("notes", note["id"], {"content": texts[6]}),
+    ]
+    return [{"op": "update", "table": table, "id": rid, "changes": change} for table, rid, change in changes]
+
+
+def hold_as_loaded(emulator: EmulatorHandle, texts: list[Any]) -> None:
+    """Let the emulator hold `texts` where `text_ops` put others, the records' `update_time` unchanged: its
+    ground truth is then what the destination should hold."""
+    snapshots = {table: emulator.control.snapshot(table) for table in TEXT_TABLES}
+    times = {(t, r["id"]): int(utc(r["update_time"]).timestamp()) for t, rs in snapshots.items() for r in rs}
+    ops = text_ops(emulator, texts)
+    for op in ops:
+        op["changes"]["update_time"] = times[op["table"], op["id"]]
+    emulator.control.mutate(ops=ops)
+
+
+# each a JSON string literal as Pipedrive may send it (served as written: `RAW_JSON`), and its text loaded
+SURROGATES = [
+    ('"Ann \\ud800 Lee"', "Ann \ufffd Lee"),  # a high surrogate alone
+    ('"\\udc00x \\ud83d\\ude00"', "\ufffdx \U0001f600"),  # a low one alone, then a pair: one character
+    ('"typed \\\\ud800"', "typed \\ud800"),  # an escaped backslash: text, kept
+    ('"\\uDBFF\\uDBFF\\uDFFF"', "\ufffd\U0010ffff"),
+    ('"Zo\\u00eb \\ud83d"', "Zo\u00eb \ufffd"),
+    ('"a\\udfff@example.org"', "a\ufffd@example.org"),
+    ('"<p>\\ud800\\ud800</p>"', "<p>\ufffd\ufffd</p>"),
+]
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_lone_surrogates_load_as_replacement_characters(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """Half of a character beyond U+FFFF, a lone surrogate escape, which Pipedrive echoes from text a user
+    entered: orjson refused the whole page, which was retried as "malformed JSON body", and the run failed,
+    and every later one while the record was there. Each loads as U+FFFD, at once (no column of Arrow,
+    Parquet or a database holds the surrogate); a pair next to it stays its character."""
+    data_emulator.control.mutate(ops=text_ops(data_emulator, [RAW_JSON + raw for raw, _ in SURROGATES]))
+    first = sync(data_emulator, tmp_path, entities=TEXT_TABLES, arrow=arrow, **EXACT)
+    assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
+    hold_as_loaded(data_emulator, [text for _, text in SURROGATES])
+    assert_equal_to_truth(data_emulator, tmp_path, TEXT_TABLES)
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        titles = con.execute(f"SELECT title FROM {DATASET}.deals WHERE title LIKE '%\ufffd%'").fetchall()
+    assert sorted(titles) == sorted((text,) for _, text in SURROGATES[:2])
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_control_characters_load_as_they_are_and_nul_is_dropped(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """Every control character and the other odd ones (a byte order mark inside a text, line and paragraph
+    separators) reach DuckDB as they are, in v1 and v2 records, a custom field and a child table; a NUL is
+    dropped, on every destination, as Postgres holds it neither in text nor in JSON (README)."""
+    controls = [*range(1, 0x20), *range(0x7F, 0xA0)]
+    odd = "".join(map(chr, controls)) + "\xa0\u2028\u2029\ufeff\ufffe\U0010ffff"
+    texts = [f"{i}:a\x00b{odd}\x00" for i in range(7)]
+    data_emulator.control.mutate(ops=text_ops(data_emulator, texts))
+    sync(data_emulator, tmp_path, entities=TEXT_TABLES, arrow=arrow, **EXACT)
+    hold_as_loaded(data_emulator, [text.replace("\x00", "") for text in texts])
+    assert_equal_to_truth(data_emulator, tmp_path, TEXT_TABLES)
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        [(title,)] = con.execute(f"SELECT title FROM {DATASET}.deals WHERE title LIKE '0:%'").fetchall()
+    assert title == f"0:ab{odd}"
