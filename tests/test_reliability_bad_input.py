@@ -754,11 +754,25 @@ def test_a_page_with_numbers_json_cannot_give_as_doubles_loads(
     ]
 
 
+@pytest.mark.parametrize(
+    ("change", "settings", "path"),
+    [
+        ({"value": RAW_JSON + "1e999x"}, {}, "/api/v2/deals"),
+        # every answer cut after a byte order mark: the run's first request fails
+        ({"title": RAW_JSON + '"a\\ud800"'}, {"bom_rate": 1.0, "malformed_rate": 1.0}, "/v1/users/me"),
+    ],
+    ids=["bad number", "cut off after a byte order mark"],
+)
 def test_a_body_that_is_not_json_otherwise_is_still_retried_then_fails(
-    data_emulator: EmulatorHandle, tmp_path: Path
+    data_emulator: EmulatorHandle,
+    tmp_path: Path,
+    change: dict[str, Any],
+    settings: dict[str, float],
+    path: str,
 ) -> None:
-    inject_changes(data_emulator, [{"value": RAW_JSON + "1e999x"}])
-    failed = "kept failing on /api/v2/deals after 2 attempts (last: malformed JSON body)"
+    inject_changes(data_emulator, [change])
+    data_emulator.control.settings(**settings)
+    failed = f"kept failing on {path} after 2 attempts (last: malformed JSON body)"
     with pytest.raises(Exception, match=re.escape(failed)):
         sync(data_emulator, tmp_path, entities=["deals"], max_attempts=2, **EXACT)
 
