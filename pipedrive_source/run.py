@@ -29,7 +29,7 @@ from .limiter import BudgetExhausted
 from .output import Outputs
 from .pagination import Page, cursor_pages, offset_pages, single_page
 from .record_digests import IdListing
-from .settings import OFFSET_OVERLAP_SHARE
+from .settings import OFFSET_OVERLAP_SHARE, check_start_date
 from .state_history import other_pipelines_source_state
 
 SOURCE_SECTION = "pipedrive"  # where dlt keeps the source state (`@dlt.source(section=...)`)
@@ -119,8 +119,10 @@ class SyncContext:
         company_domain: str | None,
         workers: int = DEFAULT_WORKERS,
         arrow: bool = True,
+        section: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.client = client
+        self.section = section  # where the source's settings are set, for a refusal at run time
         self.pool = FetchPool(client, workers)
         self.outputs = Outputs(arrow)
         self.monitor = monitor
@@ -159,7 +161,8 @@ class SyncContext:
                         "Pipedrive's responses had no Date header in HTTP's GMT form (RFC 7231); cannot "
                         "fix the run's time window."
                     )
-                _refuse_future_start(self.start_date, now)
+                # by the clock that stamps the records: the source checked the machine's clock only
+                check_start_date(self.start_date, now, "Pipedrive's clock", self.section)
                 self._run_started = now
             return self._run_started
 
@@ -439,15 +442,6 @@ def _refuse_other_company_in_dataset(company: Mapping[str, Any]) -> None:
                 "nothing was loaded. Give this company a dataset of its own (--dataset), as pipelines/"
                 "companies.py does."
             )
-
-
-def _refuse_future_start(start_date: datetime | None, now: datetime) -> None:
-    if start_date is not None and start_date > now:
-        raise ConfigError(
-            f"start_date {start_date:%Y-%m-%d %H:%M:%S} UTC is in the future (Pipedrive's clock says "
-            f"{now:%Y-%m-%d %H:%M:%S} UTC): nothing would load until then. Use a past date or leave it "
-            "unset (SOURCES__PIPEDRIVE__START_DATE, --start-date)."
-        )
 
 
 def _memo_key(entity: Entity, params: Mapping[str, Any] | None) -> str:

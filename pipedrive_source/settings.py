@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from .errors import SettingError, setting_place
 
@@ -80,3 +81,18 @@ def check_settings(section: Callable[[], str | None] = lambda: None, **values: f
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if value is not None and not (number and rule.ok(value)):
             raise SettingError(name, value, rule.accepted, setting_place(name, section()))
+
+
+def check_start_date(
+    start: datetime | None, now: datetime, clock: str, section: Callable[[], str | None] = lambda: None
+) -> None:
+    """Refuse a `start_date` after `now` by `clock` (a first run would load nothing, and its cursor would
+    wait there), naming the setting under `section()` as `check_settings` does."""
+    if start is not None and start > now:
+        raise SettingError(
+            "start_date",
+            f"{start:%Y-%m-%d %H:%M:%S} UTC",
+            f"a moment not in the future ({clock} says {now:%Y-%m-%d %H:%M:%S} UTC; a later start loads "
+            "nothing until then): a past date, or not set for the whole history",
+            setting_place("start_date", section()),
+        )

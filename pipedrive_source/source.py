@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +97,7 @@ from .settings import (
     PAGE_SIZE,
     HttpSettings,
     check_settings,
+    check_start_date,
 )
 from .timefmt import render, start_date_value
 
@@ -178,6 +179,9 @@ def pipedrive_source(
         daily_token_budget=daily_token_budget,
         max_budget_share=max_budget_share,
     )
+    start = start_date_value(start_date)
+    # the machine's clock: before any request (the run checks Pipedrive's again, `SyncContext.run_started`)
+    check_start_date(start, datetime.now(UTC), "this machine's clock", _own_section)
     http = HttpSettings(max_attempts=max_attempts, backoff_base_s=backoff_base_s)
     if limiter is None:
         limiter = PlanLimiter(Plan(burst_limit, daily_token_budget, max_budget_share))
@@ -190,12 +194,13 @@ def pipedrive_source(
     ctx = SyncContext(
         client,
         monitor,
-        start_date_value(start_date),
+        start,
         page_size,
         hooks,
         _domain_name(company_domain),
         workers=workers,
         arrow=arrow,
+        section=_own_section,
     )
     built: dict[str, DltResource] = {}
     links = _reconcile_links(ctx, selected) if reconcile else None

@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_tables(pipeline)
     except (Exception, KeyboardInterrupt) as exc:  # every failure ends in one clear line and an exit code
         abort_requests()  # requests still retrying in the background end now, not after their last attempt
-        return report_failure(exc, args.verbose)
+        return report_failure(as_given(exc, args), args.verbose)
     if info.has_failed_jobs:
         return EXIT_FAILED
     if refused := monitor.refused_everything():  # nothing could be read: no sync to pass for a good one
@@ -352,11 +352,24 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
     )
 
 
+def source_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given that set a setting of the source (`SOURCE_FLAGS`), by the setting's name."""
+    return {name: getattr(args, name) for name in SOURCE_FLAGS if getattr(args, name) is not None}
+
+
+def as_given(exc: BaseException, args: argparse.Namespace) -> BaseException:
+    """A value the source refused, as built or while it ran (a `--start-date` after Pipedrive's clock),
+    named as the flag it came from where a flag gave it: the refusal names the setting, which the user
+    did not set."""
+    refused = next((cause for cause in causes(exc) if isinstance(cause, SettingError)), None)
+    if refused is None or refused.name not in source_flags(args):
+        return exc
+    return refused.for_flag()
+
+
 def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> Any:
-    """The source, with the flags given in place of their settings; a value the source refuses is named
-    as the flag it came from."""
-    flags = {name: getattr(args, name) for name in SOURCE_FLAGS if getattr(args, name) is not None}
-    options: dict[str, Any] = {"monitor": monitor, **flags}
+    """The source, with the flags given in place of their settings (`as_given` names a refused one)."""
+    options: dict[str, Any] = {"monitor": monitor, **source_flags(args)}
     if args.reconcile:
         options["reconcile"] = True
     if args.hard_delete:
@@ -365,13 +378,7 @@ def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> An
         options["keep_option_ids"] = True
     if demo is not None:
         options.update(api_token=demo.api_token, base_url=demo.base_url, company_domain=None)
-    try:
-        return pipedrive_source(**options)
-    except Exception as exc:
-        refused = next((cause for cause in causes(exc) if isinstance(cause, SettingError)), None)
-        if refused is None or refused.name not in flags:
-            raise
-        raise refused.for_flag() from None
+    return pipedrive_source(**options)
 
 
 def run_options(args: argparse.Namespace, pipeline: dlt.Pipeline) -> dict[str, Any]:

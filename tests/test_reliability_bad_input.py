@@ -171,6 +171,7 @@ def test_unparsable_base_url_names_the_setting(cli, tmp_path: Path) -> None:
 
 ENV = "SOURCES__PIPEDRIVE__"
 FULL_READ = "full_read_interval_hours must be a number of hours, 0 or more"
+FUTURE = "{} must be a moment not in the future (this machine's clock says"
 # Every setting and flag against empty, 0, negative, nan, inf, a wrong type, an unknown or a repeated name:
 # (command-line arguments, environment, what the one `error:` line says), or None where the value works as
 # the README says. Earlier each of those marked `new` ran with something else than asked, without a word
@@ -200,6 +201,12 @@ SETTINGS_TABLE: list[tuple[str, tuple[str, ...], dict[str, str], tuple[str, ...]
     ("history-empty", USERS, {"PIPEDRIVE__HISTORY": "[]"}, None),  # none, as without it
     ("start-date-flag-empty", (*USERS, "--start-date", ""), {}, ("--start-date must be a date",)),  # new
     ("start-date-empty", USERS, {ENV + "START_DATE": ""}, ("start_date must be a date", ENV)),  # new
+    # new: refused before any request (it was after the company check), naming the flag where given
+    *[
+        (f"start-date-flag-{v}", (*USERS, "--start-date", v), {}, (FUTURE.format("--start-date"), "'2999"))
+        for v in ("2999-01-01", "2999-01-01T10:00:00+02:00")
+    ],
+    ("start-date-future", USERS, {ENV + "START_DATE": "2999-01-01"}, (FUTURE.format("start_date"), ENV)),
     *[
         (
             f"full-read-flag-{v}",
@@ -335,13 +342,19 @@ def test_an_unparsable_start_date_setting_names_the_setting(cli, tmp_path: Path)
     assert nothing_loaded(tmp_path)
 
 
-@pytest.mark.parametrize("days", [1, 356_000], ids=["tomorrow by pipedrive", "far future"])
-def test_start_date_in_the_future(cli, config_emulator, tmp_path: Path, days: int) -> None:
-    """Future by Pipedrive's clock (the `Date` header), which the emulator keeps behind the real one."""
-    day = (config_emulator.company.now() + timedelta(days=days)).date().isoformat()
-    run = cli("--entities", "deals,notes", "--start-date", day)
+@pytest.mark.parametrize("by_flag", [True, False], ids=["flag", "setting"])
+def test_start_date_in_the_future_by_pipedrives_clock(
+    cli, config_emulator, tmp_path: Path, by_flag: bool
+) -> None:
+    """Future by Pipedrive's clock (the `Date` header), which the emulator keeps behind the real one: only the
+    run can tell. The line named the setting (and the flag) where the flag was given."""
+    day = (config_emulator.company.now() + timedelta(days=1)).date().isoformat()
+    given = ("--start-date", day) if by_flag else ()
+    run = cli("--entities", "deals,notes", *given, **({} if by_flag else {ENV + "START_DATE": day}))
     assert run.returncode == 2
-    assert_one_clear_line(run, "start_date", "future")
+    name = "--start-date" if by_flag else "start_date"
+    line = assert_one_clear_line(run, f"{name} must be a moment not in the future (Pipedrive's clock says")
+    assert (ENV + "START_DATE" in line) is not by_flag
     assert nothing_loaded(tmp_path)
 
 
