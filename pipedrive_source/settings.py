@@ -72,6 +72,13 @@ RULES: dict[str, Rule] = {
 }
 
 
+# what the `entities` setting (and the pipeline script's `--entities`) accepts, as a refusal says it
+SOME_TABLES = "one or more table names (every default table when not given)"
+# the `entities` setting given one string, which dlt hands on as it is (a JSON string from the environment,
+# a TOML string): a list, as for every list setting, rather than a guess at what the string holds
+A_LIST = 'a list of table names, ["deals", "persons"] (in the environment the same JSON, unquoted)'
+
+
 def check_settings(section: Callable[[], str | None] = lambda: None, **values: float | None) -> None:
     """Refuse a value its `RULES` entry does not accept, naming the setting under `section()` (a named
     company's pipeline, asked only for the message). A bool is no

@@ -91,10 +91,12 @@ from .record_digests import DigestTable, digest, entry, set_entry
 from .relinks import DestinationLinks, StoredLinks
 from .run import RecordHook, Row, SyncContext, SyncMonitor
 from .settings import (
+    A_LIST,
     COMPANY_URL,
     CREDENTIAL_KEYS,
     DEFAULT_MAX_TABLE_NESTING,
     PAGE_SIZE,
+    SOME_TABLES,
     HttpSettings,
     check_settings,
     check_start_date,
@@ -246,14 +248,16 @@ def _extract_writer_defaults() -> None:
             dlt.config[key] = value
 
 
-def _select(entities: Sequence[str] | str | None) -> set[str]:
+def _select(entities: Sequence[str] | None) -> set[str]:
     if entities is None:
         names = set(DEFAULT_ENTITIES)
     else:
-        raw = entities.split(",") if isinstance(entities, str) else entities
-        names = {str(name).strip() for name in raw if str(name).strip()}
+        # split at commas, '"deals,persons"' passed and '"[\"deals\"]"' was a table named '["deals"]'
+        if isinstance(entities, str):
+            raise _entities_error(entities, A_LIST)
+        names = {str(name).strip() for name in entities if str(name).strip()}
         if not names:  # synced every default table: not what a setting naming the tables to sync says
-            raise _entities_error(entities, "one or more table names (every default table when not given)")
+            raise _entities_error(entities, SOME_TABLES)
         unknown = sorted(names - set(BY_NAME))
         if unknown:
             raise _entities_error(", ".join(unknown), f"names of tables: {', '.join(BY_NAME)}")

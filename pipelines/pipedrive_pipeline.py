@@ -61,6 +61,7 @@ from pipedrive_source.loaded import counts_loaded, loaded_rows, written_rows  # 
 from pipedrive_source.postgres_load import exact_destination  # noqa: E402
 from pipedrive_source.recovery import hide_terminal_job_logs  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
+from pipedrive_source.settings import SOME_TABLES  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
 # flags that give a setting of the source (`--start-date`: start_date), checked there
@@ -219,6 +220,8 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, value in (*paths, ("--pipelines-dir", args.pipelines_dir)):
         if value is not None and not value.strip():
             raise ConfigError(f"{flag} is empty: give it a value, or leave {flag} out for the default.")
+    if args.entities is not None and not split_names(args.entities):  # as the source would say, `[]` apart
+        raise SettingError("entities", args.entities, SOME_TABLES).for_flag()
     if args.history is not None and not split_names(args.history):
         raise ConfigError(
             f"--history {args.history!r} names no entity: leave --history out ([pipedrive] history applies) "
@@ -353,8 +356,12 @@ def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
 
 
 def source_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags given that set a setting of the source (`SOURCE_FLAGS`), by the setting's name."""
-    return {name: getattr(args, name) for name in SOURCE_FLAGS if getattr(args, name) is not None}
+    """The flags given that set a setting of the source (`SOURCE_FLAGS`), by the setting's name; the
+    tables of `--entities` as the list the setting is."""
+    flags = {name: getattr(args, name) for name in SOURCE_FLAGS if getattr(args, name) is not None}
+    if args.entities is not None:
+        flags["entities"] = split_names(args.entities)
+    return flags
 
 
 def as_given(exc: BaseException, args: argparse.Namespace) -> BaseException:

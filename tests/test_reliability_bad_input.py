@@ -171,6 +171,7 @@ def test_unparsable_base_url_names_the_setting(cli, tmp_path: Path) -> None:
 
 ENV = "SOURCES__PIPEDRIVE__"
 FULL_READ = "full_read_interval_hours must be a number of hours, 0 or more"
+A_LIST = 'entities must be a list of table names, ["deals", "persons"] (in the environment'
 FUTURE = "{} must be a moment not in the future (this machine's clock says"
 # Every setting and flag against empty, 0, negative, nan, inf, a wrong type, an unknown or a repeated name:
 # (command-line arguments, environment, what the one `error:` line says), or None where the value works as
@@ -188,6 +189,12 @@ SETTINGS_TABLE: list[tuple[str, tuple[str, ...], dict[str, str], tuple[str, ...]
     ("entities-unknown", (), {ENV + "ENTITIES": '["nope"]'}, ("not 'nope'", ENV + "ENTITIES")),  # new
     ("entities-comma", (), {ENV + "ENTITIES": "users,deals"}, ("not a valid list", ENV + "ENTITIES")),
     ("entities-twice", (), {ENV + "ENTITIES": '["users", "users"]'}, None),
+    # new: dlt hands a JSON string on as text, which was split at commas ('"[\"users\"]"': no such table)
+    *[
+        (f"entities-string-{v}", (), {ENV + "ENTITIES": v}, (A_LIST, f"not {json.loads(v)!r} ({ENV}"))
+        for v in ('"users,deals"', '"users"', '"[\\"users\\"]"', '" [\\"users\\", \\"deals\\"] "')
+    ],
+    ("entities-list-spaced", (), {ENV + "ENTITIES": ' [" users", "deals"] '}, None),
     *[
         (f"{flag}-{v!r}", (*USERS, flag, v), {}, (f"{flag} is empty",))
         for flag in ("--dataset", "--pipeline-name")
