@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -187,7 +188,8 @@ def pipedrive_source(
     http = HttpSettings(max_attempts=max_attempts, backoff_base_s=backoff_base_s)
     if limiter is None:
         limiter = PlanLimiter(Plan(burst_limit, daily_token_budget, max_budget_share))
-    client = PipedriveClient(_base_url(base_url, company_domain), _auth(api_token, oauth), http, limiter)
+    domain = _domain_name(company_domain)
+    client = PipedriveClient(_base_url(base_url, domain), _auth(api_token, oauth), http, limiter)
     monitor = monitor or SyncMonitor()
     monitor.hard_delete = hard_delete
     monitor.selected = frozenset(selected)
@@ -199,7 +201,7 @@ def pipedrive_source(
         start,
         page_size,
         hooks,
-        _domain_name(company_domain),
+        domain,
         workers=workers,
         arrow=arrow,
         section=_own_section,
@@ -319,14 +321,29 @@ def _own_section() -> str | None:
     return name if own else None
 
 
+# one DNS label: the company's host is `<company_domain>.pipedrive.com`
+_SUBDOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+
+
 def _domain_name(company_domain: str | None) -> str | None:
-    if not company_domain:
+    """The subdomain `company_domain` names (`acme`, `acme.pipedrive.com` or its URL); None when not set.
+    Set to anything else, an empty string included, it is refused: with `base_url` set, an empty one
+    skipped the check that the credentials are the company's."""
+    if company_domain is None:
         return None
-    name = company_domain.strip().removeprefix("https://").removeprefix("http://").split("/")[0]
-    return name.removesuffix(".pipedrive.com") or None
+    name = str(company_domain).strip().removeprefix("https://").removeprefix("http://")
+    name = name.split("/")[0].removesuffix(".pipedrive.com")
+    if not _SUBDOMAIN.fullmatch(name):
+        raise SettingError(
+            "company_domain",
+            company_domain,
+            "the company's subdomain, the 'acme' of acme.pipedrive.com",
+            setting_place("company_domain", _own_section()),
+        )
+    return name
 
 
-def _base_url(base_url: str | None, company_domain: str | None) -> str:
+def _base_url(base_url: str | None, domain: str | None) -> str:
     if base_url:
         url = base_url.strip().rstrip("/")
         try:
@@ -341,7 +358,6 @@ def _base_url(base_url: str | None, company_domain: str | None) -> str:
                 f"({env_setting('base_url', _own_section())})."
             )
         return url
-    domain = _domain_name(company_domain)
     if not domain:
         setting = env_setting("company_domain", _own_section())
         raise ConfigError(

@@ -145,6 +145,7 @@ def test_company_domain_of_another_company(cli, config_emulator, tmp_path: Path)
     assert_one_clear_line(run, domain, "SOURCES__PIPEDRIVE__COMPANY_DOMAIN")
     assert nothing_loaded(tmp_path)
     assert cli(*USERS, SOURCES__PIPEDRIVE__COMPANY_DOMAIN=domain).returncode == 0
+    assert cli(*USERS, SOURCES__PIPEDRIVE__COMPANY_DOMAIN=f" https://{domain}.pipedrive.com/").returncode == 0
 
 
 def test_unreachable_base_url(cli, tmp_path: Path) -> None:
@@ -172,6 +173,7 @@ def test_unparsable_base_url_names_the_setting(cli, tmp_path: Path) -> None:
 ENV = "SOURCES__PIPEDRIVE__"
 FULL_READ = "full_read_interval_hours must be a number of hours, 0 or more"
 A_LIST = 'entities must be a list of table names, ["deals", "persons"] (in the environment'
+DOMAIN = "company_domain must be the company's subdomain, the 'acme' of acme.pipedrive.com"
 FUTURE = "{} must be a moment not in the future (this machine's clock says"
 # Every setting and flag against empty, 0, negative, nan, inf, a wrong type, an unknown or a repeated name:
 # (command-line arguments, environment, what the one `error:` line says), or None where the value works as
@@ -259,6 +261,10 @@ SETTINGS_TABLE: list[tuple[str, tuple[str, ...], dict[str, str], tuple[str, ...]
     ],
     ("budget-share-flag-empty", (*USERS, "--max-budget-share", ""), {}, ("--max-budget-share",)),  # new
     ("budget-share-nan", USERS, {ENV + "MAX_BUDGET_SHARE": "nan"}, ("max_budget_share must be above 0", ENV)),
+    *[  # new: "" (or no subdomain) with base_url set skipped the check that the token is the company's
+        (f"domain-{v!r}", USERS, {ENV + "COMPANY_DOMAIN": v}, (DOMAIN, f"not {v!r} ({ENV}COMPANY_DOMAIN"))
+        for v in ("", " ", "https://", ".pipedrive.com", "acme corp", "acme_corp")
+    ],
     ("hard-delete-maybe", USERS, {ENV + "HARD_DELETE": "maybe"}, ("hard_delete", "not a valid bool")),
     *[
         (
