@@ -182,7 +182,7 @@ def pipedrive_source(
         daily_token_budget=daily_token_budget,
         max_budget_share=max_budget_share,
     )
-    start = start_date_value(start_date)
+    start = start_date_value(start_date, _own_section)
     # the machine's clock: before any request (the run checks Pipedrive's again, `SyncContext.run_started`)
     check_start_date(start, datetime.now(UTC), "this machine's clock", _own_section)
     http = HttpSettings(max_attempts=max_attempts, backoff_base_s=backoff_base_s)

@@ -8,12 +8,13 @@ the records); `updated_since` wants RFC3339 without fractional seconds.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 
 import pendulum
 
-from .errors import SettingError
+from .errors import SettingError, setting_place
 
 FORMATS = {
     "rfc3339": "%Y-%m-%dT%H:%M:%SZ",
@@ -77,8 +78,11 @@ def rfc3339(value: str | datetime) -> str:
     return render(parse(value), "rfc3339")
 
 
-def start_date_value(start_date: str | date | datetime | None) -> datetime | None:
-    """Validate the `start_date` setting once; a clear error names it when it cannot be read."""
+def start_date_value(
+    start_date: str | date | datetime | None, section: Callable[[], str | None] = lambda: None
+) -> datetime | None:
+    """Validate the `start_date` setting once; a clear error names it (under `section()`, a named company's
+    pipeline, asked only for the message) when it cannot be read."""
     if start_date is None:
         return None
     try:
@@ -94,4 +98,5 @@ def start_date_value(start_date: str | date | datetime | None) -> datetime | Non
             str(start_date)[:40],
             "a date, YYYY-MM-DD, or an RFC3339 timestamp such as 2025-01-01T10:20:00Z (without an offset: "
             "UTC)",
+            setting_place("start_date", section()),
         ) from None

@@ -371,6 +371,20 @@ def test_start_date_in_the_future_by_pipedrives_clock(
     assert nothing_loaded(tmp_path)
 
 
+@pytest.mark.parametrize("value", ["next tuesday-ish", "2999-01-01"])
+def test_a_named_companys_start_date_names_its_own_setting(
+    cli, config_emulator, tmp_path: Path, value: str
+) -> None:
+    """The unreadable one named SOURCES__PIPEDRIVE__START_DATE, which dlt reads after the company's own."""
+    own = "ACME__SOURCES__PIPEDRIVE__"  # credentials in its own section make it the one dlt reads first
+    env = {own + "API_TOKEN": config_emulator.api_token, own + "START_DATE": value}
+    run = cli(*USERS, "--pipeline-name", "acme", **env)
+    assert run.returncode == 2
+    line = assert_one_clear_line(run, f"({own}START_DATE, or start_date under [acme.sources.pipedrive])")
+    assert ENV + "START_DATE" not in line.replace(own, "")
+    assert nothing_loaded(tmp_path)
+
+
 def test_start_date_yesterday_on_pipedrives_clock_loads(cli, config_emulator) -> None:
     day = (config_emulator.company.now() - timedelta(days=1)).date().isoformat()
     run = cli("--entities", "deals,notes", "--start-date", day)
