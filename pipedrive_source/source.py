@@ -139,8 +139,9 @@ def pipedrive_source(
         api_token: personal API token (`SOURCES__PIPEDRIVE__API_TOKEN`); not needed with `oauth`.
         company_domain: `<company_domain>.pipedrive.com`; also checked against the token's company.
         base_url: overrides the company URL (e.g. the emulator's `http://127.0.0.1:PORT`).
-        entities: table names to load (default: all but the opt-in ones, `Entity.opt_in`: a request per
-            parent record). A child of deals, persons, organizations or products pulls in its parent.
+        entities: a list of the table names to load, not one string (default: all but the opt-in ones,
+            `Entity.opt_in`: a request per parent record). A child of deals, persons, organizations or
+            products pulls in its parent.
         start_date: first run loads records updated since then (default: the whole history).
         oauth: access/refresh token and client id/secret (`[sources.pipedrive.oauth]`).
         hard_delete: remove records Pipedrive reports deleted instead of keeping them with `is_deleted`.
@@ -254,7 +255,7 @@ def _select(entities: Sequence[str] | None) -> set[str]:
     if entities is None:
         names = set(DEFAULT_ENTITIES)
     else:
-        # split at commas, '"deals,persons"' passed and '"[\"deals\"]"' was a table named '["deals"]'
+        # a string was split at commas: '"deals,persons"' passed, '"[\"deals\"]"' named a table '["deals"]'
         if isinstance(entities, str):
             raise _entities_error(entities, A_LIST)
         names = {str(name).strip() for name in entities if str(name).strip()}
