@@ -10,9 +10,34 @@ from typing import Any
 
 import dlt
 from dlt.common.pipeline import LoadInfo
+from dlt.common.typing import TRefreshMode
 from dlt.pipeline.pipeline import with_runtime_trace
 
+from .destinations import loader_file_format
 from .views import drop_views
+
+
+def refresh_mode(full_refresh: bool, some_tables: bool) -> TRefreshMode | None:
+    """dlt's `refresh` for a full refresh (`--full-refresh`, Dagster's run config `full_refresh`, Airflow's
+    DAG param): a run of some of the tables (`--entities`, a subset of the assets, one of Airflow's groups)
+    starts only those over, as dropping the whole source would drop the other tables and their state
+    without loading them again; a run of every table drops the source (its state too: another company's
+    token is then accepted)."""
+    if not full_refresh:
+        return None
+    return "drop_resources" if some_tables else "drop_sources"
+
+
+def run_options(pipeline: dlt.Pipeline, refresh: TRefreshMode | None = None) -> dict[str, Any]:
+    """The options `run` gives the extraction: the connector's loader file format for the pipeline's
+    destination, and `refresh` (`refresh_mode`)."""
+    options: dict[str, Any] = {}
+    file_format = loader_file_format(pipeline.destination)
+    if file_format:
+        options["loader_file_format"] = file_format
+    if refresh:
+        options["refresh"] = refresh
+    return options
 
 
 @with_runtime_trace()  # as `pipeline.run`

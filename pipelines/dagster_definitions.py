@@ -27,15 +27,18 @@ import dlt
 from dagster import AssetExecutionContext
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
+from dlt.common.pipeline import LoadInfo
 from pydantic import Field
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # loaded with `dagster dev -f`: the package lives next to this folder
     sys.path.insert(0, str(ROOT))
 
+from pipedrive_source import steps  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     Company,
+    Run,
     append_only_notice,
     check_and_recover,
     company_pipeline,
@@ -46,7 +49,6 @@ from pipedrive_source.deployment import (  # noqa: E402
     read_settings_of_checkout,
     table_catalog,
 )
-from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
 from pipedrive_source.failures import failure_of  # noqa: E402
 from pipedrive_source.history import SUFFIX, add_history, history_table  # noqa: E402
@@ -119,6 +121,26 @@ def reattach(pipeline: dlt.Pipeline) -> dlt.Pipeline:
     )
 
 
+def materializations(
+    context: AssetExecutionContext,
+    resource: DagsterDltResource,
+    translator: PipedriveTranslator,
+    run: Run,
+    info: LoadInfo,
+) -> list[dg.MaterializeResult]:
+    """A result per table `run` loaded, with dagster-dlt's metadata (rows loaded, jobs, columns) of the
+    load `info`, as `DagsterDltResource.run` makes them; read from the saved pipeline (`reattach`: the
+    metadata step takes the live schema apart, which the next run in this process would load with)."""
+    saved = reattach(run.pipeline)
+    return [
+        dg.MaterializeResult(
+            asset_key=translator.key(name),
+            metadata=resource.extract_resource_metadata(context, table, info, saved),
+        )
+        for name, table in run.source.selected_resources.items()
+    ]
+
+
 def in_dependency_order(results: list[Any]) -> list[Any]:
     """Dagster wants a multi-asset's results upstream first; dlt reports them in the source's order."""
     by_table = {result.asset_key.path[-1]: result for result in results}
@@ -185,6 +207,11 @@ class SyncConfig(dg.Config):
         description="Drop the load package the destination refused (the step's error says when) and read "
         "its records from Pipedrive again; the pipeline script's --drop-pending.",
     )
+    full_refresh: bool = Field(
+        default=False,
+        description="Drop the tables, their history and their state, and load everything; the pipeline "
+        "script's --full-refresh. A subset of the assets starts only those tables over (--entities).",
+    )
 
 
 def ways_out(company: Company) -> WaysOut:
@@ -245,11 +272,13 @@ def company_assets(
                 company=company,
                 **(source_options or {}),
             )
-            file_format = loader_file_format(pipeline.destination)  # the pipeline script's
             for notice in history_notices(history, selected):
                 context.log.warning(notice)
-            results = dlt.run(context=context, dlt_source=run.source, loader_file_format=file_format)
-            yield from in_dependency_order(list(results))
+            # the pipeline script's steps (dagster-dlt's `run` loads without dropping the analyst views
+            # a full refresh's drops need out of the way on Postgres), then dagster-dlt's metadata
+            refresh = steps.refresh_mode(config.full_refresh, some_tables=context.is_subset)
+            info = steps.run(pipeline, run.source, steps.run_options(pipeline, refresh))
+            yield from in_dependency_order(materializations(context, dlt, translator, run, info))
             for table, count in flag_vanished(reattach(pipeline), run.monitor).items():
                 context.log.info(f"{table}: {count} rows no longer in Pipedrive flagged is_deleted")
             if notice := append_only_notice(pipeline):

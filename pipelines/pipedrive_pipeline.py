@@ -47,7 +47,6 @@ from pipedrive_source.deployment import (  # noqa: E402
     read_settings_of_checkout,
     split_names,
 )
-from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.errors import ConfigError, SettingError, causes, install_log_redaction  # noqa: E402
 from pipedrive_source.failures import (  # noqa: E402
     EXIT_BUDGET,
@@ -186,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
             add_history(source, history_entities(args, source), pipeline)
-            info = steps.run(pipeline, source, run_options(args, pipeline))
+            refresh = steps.refresh_mode(args.full_refresh, some_tables=bool(args.entities))
+            info = steps.run(pipeline, source, steps.run_options(pipeline, refresh))
             flagged = flag_vanished(pipeline, monitor)
             if not args.no_views:
                 views = refresh_views(pipeline)  # skips with a notice what the destination cannot do
@@ -386,16 +386,6 @@ def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> An
     if demo is not None:
         options.update(api_token=demo.api_token, base_url=demo.base_url, company_domain=None)
     return pipedrive_source(**options)
-
-
-def run_options(args: argparse.Namespace, pipeline: dlt.Pipeline) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    file_format = loader_file_format(pipeline.destination)
-    if file_format:
-        options["loader_file_format"] = file_format
-    if args.full_refresh:  # with --entities only those tables start over; the others keep their data
-        options["refresh"] = "drop_resources" if args.entities else "drop_sources"
-    return options
 
 
 class ProgressPrinter:
