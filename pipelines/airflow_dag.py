@@ -9,7 +9,9 @@ One DAG per company (`[pipedrive] companies`, see `pipedrive_source.deployment`)
 default one: a task group per resource group (fields, lookups, people, deals, ...) whose task syncs those
 tables, then flags records gone from Pipedrive; `analyst_views` refreshes the views at the end. Groups run one
 after another (DuckDB has one writer) and each runs even if an earlier one failed (`all_done`). Retries: the
-HTTP client retries requests, dlt retries a failed load step (`retry_policy`), Airflow retries the task.
+HTTP client retries requests, dlt retries a failed load step (`retry_policy`), Airflow retries the task
+(`PIPEDRIVE_TASK_RETRIES` times, default 2). The DAG param `full_refresh` is the pipeline script's
+`--full-refresh`, each group starting its own tables over.
 The source is built when the task runs, so the DAG parses without credentials.
 A killed task leaves nothing to resume (so no `pipedrive_source.recovery` here): dlt's helper gives each task
 a fresh working folder and drops local state first; the next task takes the state of the last completed load
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag
+from airflow.sdk import Param, dag, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 from dlt.helpers.airflow_helper import PipelineTasksGroup
 from tenacity import Retrying, stop_after_attempt, wait_exponential
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if (ROOT / "pipedrive_source").is_dir() and str(ROOT) not in sys.path:  # run from a checkout of the project
     sys.path.insert(0, str(ROOT))
 
+from pipedrive_source import steps  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     Company,
     Run,
@@ -52,9 +55,10 @@ from pipedrive_source.deployment import (  # noqa: E402
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME  # noqa: E402
+from pipedrive_source.errors import ConfigError  # noqa: E402
 from pipedrive_source.failures import EXIT_BUDGET, failure_of  # noqa: E402
 from pipedrive_source.history import check_history, history_table, not_loaded  # noqa: E402
-from pipedrive_source.recovery import WaysOut  # noqa: E402
+from pipedrive_source.recovery import WaysOut, configured_keep  # noqa: E402
 from pipedrive_source.state_history import prune_state_history  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
@@ -113,12 +117,24 @@ RESOURCE_GROUPS: dict[str, tuple[str, ...]] = {
     "custom_fields": ("custom_fields", "custom_field_options"),
 }
 
-DEFAULT_ARGS = {
-    "owner": "data",
-    "retries": int(os.environ.get("PIPEDRIVE_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(minutes=5),
-    "retry_exponential_backoff": True,
-}
+TASK_RETRIES = "PIPEDRIVE_TASK_RETRIES"  # Airflow's retries of a failed task (default 2)
+FULL_REFRESH = "full_refresh"  # the DAG param: the pipeline script's --full-refresh
+
+
+def default_args() -> dict[str, Any]:
+    """The tasks' Airflow arguments; `PIPEDRIVE_TASK_RETRIES` other than a whole number of 0 or more (`abc`,
+    `-1`, set empty) fails the DAG's import with a line saying so (it was `int()`'s traceback)."""
+    retries = os.environ.get(TASK_RETRIES, "2")
+    if not retries.strip().isdigit():
+        raise ConfigError(f"{TASK_RETRIES} must be a whole number of 0 or more (default 2), not {retries!r}.")
+    return {
+        "owner": "data",
+        "retries": int(retries),
+        "retry_delay": timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+    }
+
+
 # dlt retries the load step (the destination) inside the task before Airflow retries the whole task
 LOAD_RETRY = Retrying(
     stop=stop_after_attempt(3), wait=wait_exponential(multiplier=1.5, min=4, max=30), reraise=True
@@ -150,6 +166,10 @@ class GroupRun:
 
     def source(self) -> Any:
         self.run = prepare_run(self.pipeline, self.tables, self.history, company=self.company)
+        # dlt's helper runs `pipeline.run` without a refresh argument (and after its `drop()`, which resets
+        # the pipeline's own): a group is some of the tables, `--full-refresh --entities <its tables>`
+        full_refresh = bool(get_current_context()["params"].get(FULL_REFRESH))
+        self.pipeline.refresh = steps.refresh_mode(full_refresh, some_tables=True)
         return self.run.source
 
     def then_flag_vanished(self, task: Callable[[], Any]) -> Callable[[], None]:
@@ -201,6 +221,9 @@ def sync_dag(
 ) -> Any:
     """The DAG of one company."""
     check_history(history)  # a group keeps the history of its own tables: a typo would match none, unsaid
+    # no task keeps a package (each starts from a fresh working folder), but a value the script and Dagster
+    # refuse is refused here too, rather than left to mislead where the deployment moves to them
+    configured_keep()
     # as the pipeline script says it each run
     left_out = not_loaded(table_catalog(company), history)
     notices = (
@@ -213,7 +236,15 @@ def sync_dag(
         start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(),
+        params={
+            FULL_REFRESH: Param(
+                False,
+                type="boolean",
+                description="Drop the tables, their history and their state, and load everything again; "
+                "each group starts its own tables over (the pipeline script's --full-refresh --entities).",
+            )
+        },
         tags=["pipedrive", "dlt"],
         doc_md=__doc__,
     )

@@ -62,6 +62,14 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
                   "companies": companies}))
 """
 
+# the import errors Airflow shows for the DAG file argv[1]
+IMPORT_ERRORS = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+print(json.dumps({path: str(error) for path, error in bag.import_errors.items()}))
+"""
+
 
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
@@ -130,6 +138,40 @@ def test_a_history_name_that_cannot_have_one_fails_the_dag_import(airflow_env: d
     assert "No history for deal. History works for: " in parsed.stdout + parsed.stderr
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "line"),
+    [
+        (
+            "PIPEDRIVE_TASK_RETRIES",
+            "abc",
+            "PIPEDRIVE_TASK_RETRIES must be a whole number of 0 or more (default 2), not 'abc'.",
+        ),
+        (
+            "PIPEDRIVE__KEEP_LOADED_PACKAGES",
+            "-1",
+            "keep_loaded_packages must be a whole number of 0 or more, not '-1' "
+            "(PIPEDRIVE__KEEP_LOADED_PACKAGES, or keep_loaded_packages under [pipedrive]).",
+        ),
+    ],
+    ids=["task_retries", "keep_loaded_packages"],
+)
+def test_a_setting_the_dag_cannot_take_fails_its_import_with_one_line(
+    airflow_env: dict[str, str], setting: str, value: str, line: str
+) -> None:
+    """`PIPEDRIVE_TASK_RETRIES=abc` failed the import with int()'s traceback, which named no setting; a
+    `keep_loaded_packages` the pipeline script refuses with exit 2 was taken without a word."""
+    parsed = subprocess.run(
+        [sys.executable, "-c", IMPORT_ERRORS, str(ROOT / "pipelines" / "airflow_dag.py")],
+        env={**airflow_env, setting: value},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert parsed.returncode == 0, parsed.stderr[-3000:]
+    (error,) = json.loads(parsed.stdout.strip().splitlines()[-1]).values()  # what Airflow shows
+    assert error.strip().splitlines()[-1] == f"pipedrive_source.failures.SyncFailed: {line}", error
+
+
 def test_each_company_s_dag_has_the_tables_of_its_entities_setting(airflow_env: dict[str, str]) -> None:
     """The groups synced every default table, whatever `[sources.pipedrive] entities` named, and none of
     the opt-in ones (deal_flow, the followers, ...) could be had at all."""
@@ -174,9 +216,9 @@ def company_env(
     }
 
 
-def dags_test(env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess[str]:
+def dags_test(env: dict[str, str], workdir: Path, *options: str) -> subprocess.CompletedProcess[str]:
     run = subprocess.run(
-        [str(AIRFLOW), "dags", "test", DAG_ID],
+        [str(AIRFLOW), "dags", "test", DAG_ID, *options],
         env=env,
         cwd=workdir,
         capture_output=True,
@@ -352,6 +394,27 @@ def test_a_load_the_destination_refuses_names_airflow_s_way_out_and_loses_nothin
     assert set(task_states(env).values()) == {"success"}
     truth = load_truth(emulator, tmp_path, ["deals"])
     assert not compare(tmp_path / "crm.duckdb", truth, "deals")
+
+
+def test_the_full_refresh_param_starts_the_tables_over(
+    airflow_env: dict[str, str], emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The pipeline script's --full-refresh had no counterpart in Airflow: a table damaged by hand (a row
+    deleted here) stayed so, as incremental runs only load changes. The DAG param `full_refresh` reloads
+    each group's tables from scratch."""
+    env = company_env(airflow_env, emulator, tmp_path, SOURCES__PIPEDRIVE__ENTITIES='["users"]')
+    assert dags_test(env, tmp_path).returncode == 0
+    db = tmp_path / "crm.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("DELETE FROM pipedrive.users WHERE id = (SELECT min(id) FROM pipedrive.users)")
+    refreshed = dags_test(env, tmp_path, "--conf", '{"full_refresh": true}')
+    assert refreshed.returncode == 0, refreshed.stdout[-3000:]
+    assert set(task_states(env).values()) == {"success"}
+    with duckdb.connect(str(db), read_only=True) as con:
+        users, loads = con.execute(
+            "SELECT count(*), count(DISTINCT _dlt_load_id) FROM pipedrive.users"
+        ).fetchone()
+    assert (users, loads) == (len(emulator.control.snapshot("users")), 1)  # all of them, loaded anew
 
 
 AIRFLOW_PROBE = """
