@@ -50,9 +50,14 @@ from pipedrive_source.deployment import (  # noqa: E402
     table_catalog,
 )
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
-from pipedrive_source.failures import failure_of  # noqa: E402
+from pipedrive_source.failures import failure_of, root_cause  # noqa: E402
 from pipedrive_source.history import SUFFIX, add_history, history_table  # noqa: E402
-from pipedrive_source.recovery import SCRIPT_WAYS_OUT, WaysOut  # noqa: E402
+from pipedrive_source.recovery import (  # noqa: E402
+    SCRIPT_WAYS_OUT,
+    LoadRefused,
+    WaysOut,
+    hide_terminal_job_logs,
+)
 from pipedrive_source.relations import upstream  # noqa: E402
 from pipedrive_source.views import VIEWS, refresh_views  # noqa: E402
 
@@ -225,13 +230,22 @@ def failing_clearly(refused_load: WaysOut = SCRIPT_WAYS_OUT) -> Iterator[None]:
     """A failure as the pipeline script's one line (`failures.failure_of`: a missing setting, a rejected
     token, ...), as the message of the step's failure, where dlt's own exception said it in dozens of lines
     naming its classes, or not at all (a settings file that is no TOML); its traceback stays the cause.
-    `refused_load`: the ways out a load the destination refused names (the script's said --drop-pending)."""
+    `refused_load`: the ways out a load the destination refused names (the script's said --drop-pending).
+
+    A load the destination refused is its line alone, as the script (without --verbose) says it: dlt logged
+    the job's traceback twice into the raw compute logs, and its exceptions, the step's causes, said the
+    destination's error five times over and to run `pipeline.load()`, which is no way out in Dagster. Its
+    line names the table, the package and the destination's error; tracebacks of anything else stay."""
+    hide_terminal_job_logs(True)
     try:
         yield
     except dg.Failure:
         raise
     except Exception as exc:
-        raise dg.Failure(description=failure_of(exc, refused_load).message) from exc
+        cause = None if isinstance(root_cause(exc), LoadRefused) else exc
+        raise dg.Failure(description=failure_of(exc, refused_load).message) from cause
+    finally:
+        hide_terminal_job_logs(False)
 
 
 def company_assets(

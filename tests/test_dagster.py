@@ -351,6 +351,8 @@ def test_a_failed_run_says_the_pipeline_script_s_line(
         "SOURCES__PIPEDRIVE__API_TOKEN (or api_token under [sources.pipedrive] in .dlt/secrets.toml)."
     ), message
     assert "wrong-token" not in message
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.event_specific_data.error.cause is not None  # dlt's exception, for what the line omits
 
     for name in [key for key in os.environ if key.startswith("DESTINATION__POSTGRES")]:
         monkeypatch.delenv(name)
@@ -411,12 +413,23 @@ def test_a_load_the_destination_refuses_names_dagster_s_ways_out_and_the_run_con
 ) -> None:
     """A package the destination refused stays pending and every later materialization failed on it; the
     step's error named the script's --drop-pending, which Dagster has not: the run config drop_pending
-    drops it there, and its records are read again."""
+    drops it there, and its records are read again. The raw compute logs held dlt's tracebacks of the job
+    (twice) and the step's causes (dlt's exceptions, the destination's error five times over, telling to
+    run `pipeline.load()`), where the script prints its line alone."""
     assets = assets_for(definitions, tmp_path)
     tables = ["deals", "custom_fields"]
     assert materialize(assets, tables).success
     refuse_a_changed_deal(credentials, tmp_path / "crm.duckdb")
-    message = step_failure_message(materialize(assets, tables))
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as logged:
+        refused = materialize(assets, tables, instance=logged)
+    message = step_failure_message(refused)
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.event_specific_data.error.cause is None
+    (raw,) = [path for path in (tmp_path / "dagster").rglob("*.err") if refused.run_id in str(path)]
+    logs = raw.read_text()
+    assert "The destination refused to load table deals of load package" in logs
+    assert "Traceback" not in logs and "pipeline.load()" not in logs, logs[-3000:]
     config = {"ops": {"pipedrive_tables": {"config": {"drop_pending": True}}}}
     assert "The destination refused to load table deals of load package " in message
     assert "Conversion Error" in message and "--drop-pending" not in message
