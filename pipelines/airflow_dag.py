@@ -221,8 +221,8 @@ def sync_dag(
 ) -> Any:
     """The DAG of one company."""
     check_history(history)  # a group keeps the history of its own tables: a typo would match none, unsaid
-    # no task keeps a package (each starts from a fresh working folder), but a value the script and Dagster
-    # refuse is refused here too, rather than left to mislead where the deployment moves to them
+    # unused here (each task starts from a fresh working folder, keeping no package), but the script and
+    # Dagster read the same .dlt/ and refuse such a value: refused alike, not taken without a word
     configured_keep()
     # as the pipeline script says it each run
     left_out = not_loaded(table_catalog(company), history)

@@ -36,7 +36,9 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 EMULATOR_SECTION = "## The Pipedrive emulator"
 # commands of other programs (their flags are theirs); the emulator's are checked against its --help
-OTHER_PROGRAM = re.compile(r"^\s*(pip |uv sync|uv run (pytest|dagster|python tools/)|bench/|systemctl )")
+OTHER_PROGRAM = re.compile(
+    r"^\s*(pip |uv sync|(uv run )?airflow |uv run (pytest|dagster|python tools/)|bench/|systemctl )"
+)
 EMULATOR_COMMAND = re.compile(r"-m pipedrive_source\.emulator\b")
 
 SOURCE_ARGUMENTS = set(inspect.signature(pipedrive_source).parameters)  # dlt injects [sources.pipedrive]
