@@ -410,6 +410,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def merge_pair(emulator: Any, table: str, column: str, related: str) -> tuple[int, int]:
+    """(the live record with the most live related records, the live record it is merged into)."""
+    live = {r["id"] for r in emulator.control.snapshot(table) if not r.get("is_deleted")}
+    counts: dict[int, int] = {}
+    for rec in emulator.control.snapshot(related):
+        if rec.get(column) in live and not rec.get("is_deleted"):
+            counts[rec[column]] = counts.get(rec[column], 0) + 1
+    gone = max(sorted(counts), key=lambda rid: counts[rid])
+    return gone, min(live - {gone})
+
+
 def synced_rows(pipeline: dlt.Pipeline, table: str) -> list[dict[str, Any]]:
     with pipeline.sql_client() as client, client.execute_query(f"SELECT * FROM {table}") as cursor:
         names = [d[0] for d in cursor.description]

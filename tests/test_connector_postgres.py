@@ -34,6 +34,7 @@ from connector_fixtures import (
     connections_of_extract,
     load_truth,
     make_pipeline,
+    merge_pair,
     sync,
     synced_rows,
 )
@@ -763,3 +764,34 @@ def test_a_field_unlisted_when_loaded_gets_its_typed_column_in_postgres(
         destination=destination,
         loader_file_format=loader_file_format(destination),
     )
+
+
+def test_a_reconcile_into_postgres_compares_nothing_at_first_then_loads_what_a_merge_moved(
+    emulator: Any, postgres: str, tmp_path: Path
+) -> None:
+    """The reconcile's comparison with the destination (`relinks.py`) in Postgres: a first run into an
+    empty dataset has nothing to compare with and loads every record once; after a merge of persons, the
+    next reconcile flags the person merged away and loads the deals the merge moved without stamping them,
+    with their new person, as on DuckDB (`test_merges.py`)."""
+    pipeline = dlt.pipeline(
+        pipeline_name="pg_reconcile",
+        destination=postgres_destination(postgres),
+        dataset_name="pipedrive_reconciled",  # not the module's: empty before this test
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    options: dict[str, Any] = {"loader_file_format": FORMAT, "entities": ["persons", "deals"]}
+    first = sync(emulator, tmp_path, pipeline=pipeline, reconcile=True, **options)
+    assert first.loaded["deals"] == len(emulator.control.snapshot("deals"))
+    assert first.flagged == {}
+    person, kept = merge_pair(emulator, "persons", "person_id", "deals")
+    merged = emulator.control.mutate(
+        ops=[{"op": "merge", "table": "persons", "id": person, "merge_with_id": kept}]
+    )
+    moved = {int(deal) for deal in merged["relinked"]["deals"]}
+    assert moved
+
+    second = sync(emulator, tmp_path, pipeline=pipeline, reconcile=True, **options)
+
+    assert second.flagged == {"persons": 1}
+    deals = {row["id"]: row for row in synced_rows(pipeline, "deals")}
+    assert {deal: deals[deal]["person_id"] for deal in moved} == dict.fromkeys(moved, kept)

@@ -26,6 +26,7 @@ from connector_fixtures import (
     counted_connections,
     load_truth,
     make_pipeline,
+    merge_pair,
     sync,
     synced_rows,
 )
@@ -48,17 +49,6 @@ LINKED = {
 LINE = re.compile(r"\w+?(?:__(\w+))?\[([^\]]+)\](?:\.(\w+))?: ")
 
 
-def _merge_pair(emulator: EmulatorHandle, table: str, column: str, related: str) -> tuple[int, int]:
-    """(the live record with the most live related records, the live record it is merged into)."""
-    live = {r["id"] for r in emulator.control.snapshot(table) if not r.get("is_deleted")}
-    counts: dict[int, int] = {}
-    for rec in emulator.control.snapshot(related):
-        if rec.get(column) in live and not rec.get("is_deleted"):
-            counts[rec[column]] = counts.get(rec[column], 0) + 1
-    gone = max(sorted(counts), key=lambda rid: counts[rid])
-    return gone, min(live - {gone})
-
-
 def _rows(result: Any, table: str) -> dict[Any, dict[str, Any]]:
     return {row["id"]: row for row in synced_rows(result.pipeline, table)}
 
@@ -74,8 +64,8 @@ def test_a_merge_loads_the_kept_record_and_a_reconcile_the_merged_one_and_the_mo
     emulator: EmulatorHandle, tmp_path: Path, hard_delete: bool
 ) -> None:
     sync(emulator, tmp_path, entities=TABLES, hard_delete=hard_delete)
-    person, person_kept = _merge_pair(emulator, "persons", "person_id", "deals")
-    org, org_kept = _merge_pair(emulator, "organizations", "org_id", "persons")
+    person, person_kept = merge_pair(emulator, "persons", "person_id", "deals")
+    org, org_kept = merge_pair(emulator, "organizations", "org_id", "persons")
     changes = emulator.control.mutate(
         ops=[
             {"op": "merge", "table": "persons", "id": person, "merge_with_id": person_kept},
