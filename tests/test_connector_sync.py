@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import dlt
+import duckdb
 import pytest
 from connector_fixtures import (
     ALL_TABLES,
@@ -15,6 +17,7 @@ from connector_fixtures import (
     assert_no_change_budget,
     counted_connections,
     incremental_listings,
+    make_pipeline,
     sync,
     synced_rows,
 )
@@ -160,6 +163,29 @@ def test_the_rows_vanished_from_every_table_are_flagged_through_one_connection(e
         flagged = flag_vanished(pipeline, monitor)
     assert flagged == {table: 1 for table in LOOKUP_LISTS}
     assert (counts.opened, counts.left_open) == (1, 0)
+
+
+def test_a_filesystem_destination_gets_one_tombstone_per_deleted_record(emulator, tmp_path: Path) -> None:
+    """The filesystem destination appends: a record Pipedrive no longer lists gets a tombstone row. Its
+    earlier rows stay as they were, unflagged, and every later run found them again, appended another
+    tombstone and counted the record flagged again; and each table's tombstones were a load of their own."""
+    tables = LOOKUP_LISTS[:3]
+    lake = dlt.destinations.filesystem(bucket_url=(tmp_path / "lake").as_uri())
+    pipeline = sync(emulator, tmp_path, pipeline=make_pipeline(tmp_path, lake), entities=tables).pipeline
+    ops = [
+        {"op": "delete", "table": table, "id": max(row["id"] for row in emulator.control.snapshot(table))}
+        for table in tables
+    ]
+    deleted = emulator.control.mutate(ops=ops)["deleted"]
+    assert sync(emulator, tmp_path, pipeline=pipeline, entities=tables).flagged == dict.fromkeys(tables, 1)
+    assert sync(emulator, tmp_path, pipeline=pipeline, entities=tables).flagged == {}
+    loads = set()
+    for table in tables:
+        files = f"{tmp_path / 'lake' / DATASET / table}/*.parquet"
+        rows = duckdb.sql(f"SELECT id, _dlt_load_id FROM read_parquet('{files}') WHERE is_deleted").fetchall()
+        assert [key for key, _ in rows] == deleted[table], table
+        loads.update(load for _, load in rows)
+    assert len(loads) == 1
 
 
 def test_hard_delete_removes_deleted_records(emulator, tmp_path: Path) -> None:
