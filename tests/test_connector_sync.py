@@ -149,7 +149,7 @@ def test_a_record_deleted_from_any_lookup_list_is_flagged(emulator, tmp_path: Pa
 
 def test_the_rows_vanished_from_every_table_are_flagged_through_one_connection(emulator, tmp_path) -> None:
     """A destination client per table flagged (dlt resolving the destination's configuration, connecting)
-    took 3.5-6.2 s for the 33 tables a reconcile of the small demo flagged, for statements of milliseconds."""
+    took 1.7-2.9 s for the 33 tables a reconcile of the small demo flagged, for statements of milliseconds."""
     pipeline = sync(emulator, tmp_path, entities=LOOKUP_LISTS).pipeline
     ops = [
         {"op": "delete", "table": table, "id": max(row["id"] for row in emulator.control.snapshot(table))}
