@@ -417,7 +417,8 @@ def _other_company_message(known: Mapping[str, Any], actual: Mapping[str, Any]) 
         f"This pipeline holds data of the Pipedrive company {_describe(known)} but the credentials belong to "
         f"the company {_describe(actual)}; nothing was loaded. Use a token of {_describe(known)}, or load "
         "the other company with its own pipeline and dataset (--pipeline-name, --dataset), or start this "
-        "pipeline over with --full-refresh (all entities)."
+        "pipeline over with --full-refresh of every table it holds (a run of some of them starts only those "
+        "over and keeps the company)."
     )
 
 

@@ -48,7 +48,20 @@ def run(pipeline: dlt.Pipeline, source: Any, options: dict[str, Any]) -> LoadInf
     pipeline.activate()
     if pipeline.config.restore_from_destination and not pipeline.dev_mode:
         pipeline.sync_destination()  # the destination's state and schema, where newer than this machine's
+    if options.get("refresh") == "drop_sources" and not _selects_every_table(pipeline, source):
+        options = {**options, "refresh": "drop_resources"}
     pipeline.extract(source, **options)
     pipeline.normalize()
     drop_views(pipeline)
     return pipeline.load()
+
+
+def _selects_every_table(pipeline: dlt.Pipeline, source: Any) -> bool:
+    """Whether `source` loads every table the pipeline holds (as the destination's schema says, synced just
+    before). Dropping the whole source drops them all, and a run of some tables (the `entities` setting, or
+    tables an earlier run added, such as opt-in ones) would leave the others dropped, not loaded again: such
+    a full refresh starts only the run's tables over."""
+    if not pipeline.default_schema_name:
+        return True
+    loaded = {t["resource"] for t in pipeline.default_schema.data_tables() if t.get("resource")}
+    return loaded <= set(source.selected_resources)

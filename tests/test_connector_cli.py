@@ -477,6 +477,21 @@ def test_full_refresh_of_some_entities_keeps_the_others(
     assert trace.last_normalize_info.row_counts["deals"] == before["deals"]
 
 
+def test_full_refresh_of_the_entities_a_setting_selects_keeps_the_others(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`--full-refresh` with the tables chosen by the `entities` setting (not the flag) dropped the whole
+    source: every other table the pipeline had loaded (persons here, an opt-in table such as deal_flow after
+    a run of the defaults) was dropped from the destination and not loaded again."""
+    assert run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,persons").returncode == 0
+    before = data_tables(tmp_path / "crm.duckdb")
+    only_deals = {"SOURCES__PIPEDRIVE__ENTITIES": '["deals"]'}
+    again = run_cli(tmp_path, secret_emulator, SECRET, "--full-refresh", **only_deals)
+    assert again.returncode == 0, again.stderr
+    assert summary_rows(again, "deals") == before["deals"]  # reloaded from scratch
+    assert data_tables(tmp_path / "crm.duckdb")["persons"] == before["persons"]
+
+
 def summary_rows(result: subprocess.CompletedProcess[str], table: str) -> int:
     line = next(line for line in result.stdout.splitlines() if line.startswith(f"{table} "))
     return int(line.split()[1].replace(",", ""))
