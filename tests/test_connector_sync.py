@@ -188,6 +188,19 @@ def test_a_filesystem_destination_gets_one_tombstone_per_deleted_record(emulator
     assert len(loads) == 1
 
 
+def test_goals_hold_every_goal_of_the_company_active_or_not(emulator, tmp_path: Path) -> None:
+    """getGoals' defaults hide goals: `is_active` is true unless asked, and without a filter the spec marks
+    "everyone's goals will be returned" only the credentials' user's goals come. The tiny company had no
+    inactive goal, so a connector that never asked for `is_active=false` loaded every goal it has."""
+    me = next(u["id"] for u in emulator.control.snapshot("users") if u["is_you"])
+    goals = emulator.control.snapshot("goals")
+    hidden = [g for g in goals if not g["is_active"] and g["assignee"] != {"id": me, "type": "person"}]
+    assert hidden, "the tiny company has an inactive goal not assigned to the credentials' user"
+    result = sync(emulator, tmp_path, entities=["goals"])
+    assert result.loaded["goals"] == len(goals)
+    assert_equal_to_truth(emulator, tmp_path, ["goals"])
+
+
 def test_hard_delete_removes_deleted_records(emulator, tmp_path: Path) -> None:
     sync(emulator, tmp_path, hard_delete=True)
     changes = emulator.control.mutate(seed=13, deletes=10)

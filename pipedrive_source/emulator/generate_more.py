@@ -317,11 +317,15 @@ def lookups(g: Generator) -> None:
             "owner_id": 1,
             "title": f"{t} goal",
             "type": {"name": t, "params": {"pipeline_id": [1], "activity_type_id": []}},
-            "assignee": {"id": 1 + i % g.n["users"], "type": "person"},
+            # the third is a team's (team 1: every company has teams) and has ended: hidden from /goals/find
+            # by `is_active`'s default (true) and by its answering only the user's goals unless asked
+            "assignee": {"id": 1, "type": "team"}
+            if i == 2
+            else {"id": 1 + i % g.n["users"], "type": "person"},
             "interval": "monthly",
             "duration": {"start": iso_date(g.now - 90 * DAY), "end": iso_date(g.now + 90 * DAY)},
             "expected_outcome": {"target": 10 * (i + 1), "tracking_metric": ("quantity", "sum")[i % 2]},
-            "is_active": True,
+            "is_active": i != 2,
             "report_ids": [det_uuid(g.seed, "reports", i + 1)],
         }
         for i, t in enumerate(["deals_won", "deals_progressed", "activities_completed", "deals_started"])
