@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -437,6 +438,30 @@ def test_indexes_stay_sorted_and_complete_under_mutation() -> None:
             for field in ("update_time", "id"):
                 fresh = sorted((t.key_of(field, r), r["id"]) for r in t.rows.values() if t.view_of(r) == view)
                 assert t.index(view, field) == fresh, (name, view, field)
+
+
+def test_a_deleted_project_is_listed_by_the_list_of_its_kind(fresh: Company) -> None:
+    """The v2 spec: `/projects` "Returns all non-archived projects", `/projects/archived` "Returns all
+    archived projects", `status=deleted` adding the deleted ones. `/projects/archived` listed every deleted
+    project, archived or not, so a client reading both lists with `deleted` got a deleted project twice,
+    once as archived (and `/projects` the deleted archived ones as not archived)."""
+    seed = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "002_a00f74d36d51d740.txt"
+    if seed.is_file():
+        lines = seed.read_text().splitlines()
+        for path, says in (("/projects", "all non-archived"), ("/projects/archived", "all archived")):
+            at = lines.index(f"{path}:")
+            assert says in next(x for x in lines[at:] if x.startswith("description:")), path
+    live = pull_v2(fresh, "/api/v2/projects")[0]
+    archived = pull_v2(fresh, "/api/v2/projects/archived")[0]
+    ops = [{"op": "delete", "table": "projects", "id": p["id"]} for p in (live, archived)]
+    fresh.mutate({"ops": ops})
+    for status in ("open,completed,canceled,deleted", "deleted"):
+        listed = {
+            path: {p["id"] for p in pull_v2(fresh, f"/api/v2/projects{path}", status=status)}
+            for path in ("", "/archived")
+        }
+        assert live["id"] in listed[""] and live["id"] not in listed["/archived"], status
+        assert archived["id"] in listed["/archived"] and archived["id"] not in listed[""], status
 
 
 def test_project_status_and_task_parent_filters(fresh: Company) -> None:

@@ -12,7 +12,8 @@ Query semantics (beyond the generic validation in params.py):
   deleted in the last 30 days of the emulator clock; `/deals` never returns archived deals,
   `/deals/archived` only those (with `deleted` each returns its own kind of recently deleted deal);
 - projects: `status` is a comma list of open, completed, canceled, deleted; deleted projects are listed
-  only when `deleted` is asked for; tasks' `parent_task_id=null` selects root tasks;
+  only when `deleted` is asked for, each by the list of its kind (`/projects` the not archived ones,
+  `/projects/archived` the archived ones), as deals are; tasks' `parent_task_id=null` selects root tasks;
 - equality filters (owner_id, person_id, org_id, pipeline_id, stage_id, deal_id, done, ...) compare the
   record field of the same name; tasks' `assignee_id` matches any of `assignee_ids`;
 - `filter_id` is accepted (it is in the spec) but not emulated: saved filters' conditions do not exist here,
@@ -325,27 +326,35 @@ def v2_list(name: str, view: str = "live") -> Handler:
     def handler(req: Req) -> tuple[int, bytes]:
         table, keep = req.company.t[name], _predicate(req, name)
         status = req.q.get("status")
-        if name == "deals" and status and "deleted" in status:
-            return _deals_with_deleted(req, table, view, keep, status)
-        if name == "projects" and status and "deleted" in _statuses(status):
-            return _with_deleted(req, table, (view, "deleted"), keep)
+        if name == "projects" and status:
+            status = _statuses(status)
+        if name in ("deals", "projects") and status and "deleted" in status:
+            return _listed_with_deleted(req, table, view, keep, status)
         return list_page(req, table, view, keep)
 
     return handler
 
 
-def _deals_with_deleted(
+def _listed_with_deleted(
     req: Req, table: Table, view: str, keep: Callable[[Record], bool] | None, status: list[str]
 ) -> tuple[int, bytes]:
-    """Deals' `status` with `deleted`: archived deleted deals only through /deals/archived."""
+    """Deals' or projects' `status` with `deleted`: a deleted record is listed by the list of its kind, the
+    archived ones only through `/archived` ("Returns all archived projects"), the others only through the
+    list of the not archived ones ("Returns all non-archived projects")."""
     archived = view == "archived"
 
     def here(r: Record) -> bool:
-        return (not r.get("is_deleted") or r["is_archived"] == archived) and (keep is None or keep(r))
+        deleted = table.view_of(r) == "deleted"
+        return (not deleted or _archived(r) == archived) and (keep is None or keep(r))
 
     if set(status) == {"deleted"}:
         return list_page(req, table, "deleted", here)
     return _with_deleted(req, table, (view, "deleted"), here)
+
+
+def _archived(rec: Record) -> bool:
+    """Archived (deals: `is_archived`; projects: an `archive_time`), deleted or not."""
+    return bool(rec.get("is_archived") or rec.get("archive_time"))
 
 
 def _with_deleted(
