@@ -924,7 +924,7 @@ class _Changes:
         for row in rows:
             key = row.get(self.entity.primary_key)
             if key in self.seen:
-                continue  # listed twice (a deleted project is also among the archived ones): first wins
+                continue  # listed twice (archived between the reads of its two lists): first wins
             self.seen.add(key)
             packed = entry(row, self.entity.primary_key)
             self.current.add(*packed)
