@@ -201,6 +201,23 @@ def test_goals_hold_every_goal_of_the_company_active_or_not(emulator, tmp_path: 
     assert_equal_to_truth(emulator, tmp_path, ["goals"])
 
 
+def test_deleted_projects_keep_whether_they_were_archived(emulator, tmp_path: Path) -> None:
+    """By default /projects and /projects/archived leave deleted projects out; `status=...,deleted` adds
+    them, each to the list of its kind. The emulator listed every deleted project among the archived ones
+    too, so a deleted archived project came first through /projects and loaded with is_archived false."""
+    projects = emulator.control.snapshot("projects")
+    live = next(p for p in projects if p["status"] != "deleted" and not p["archive_time"])
+    archived = next(p for p in projects if p["status"] != "deleted" and p["archive_time"])
+    emulator.control.mutate(
+        ops=[{"op": "delete", "table": "projects", "id": p["id"]} for p in (live, archived)]
+    )
+    result = sync(emulator, tmp_path, entities=["projects"])
+    rows = {row["id"]: row for row in synced_rows(result.pipeline, "projects")}
+    assert (rows[live["id"]]["status"], rows[live["id"]]["is_archived"]) == ("deleted", False)
+    assert (rows[archived["id"]]["status"], rows[archived["id"]]["is_archived"]) == ("deleted", True)
+    assert_equal_to_truth(emulator, tmp_path, ["projects"])
+
+
 def test_hard_delete_removes_deleted_records(emulator, tmp_path: Path) -> None:
     sync(emulator, tmp_path, hard_delete=True)
     changes = emulator.control.mutate(seed=13, deletes=10)
