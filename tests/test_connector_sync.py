@@ -218,6 +218,22 @@ def test_deleted_projects_keep_whether_they_were_archived(emulator, tmp_path: Pa
     assert_equal_to_truth(emulator, tmp_path, ["projects"])
 
 
+def test_a_deleted_archived_deal_is_loaded_deleted_and_archived(emulator, tmp_path: Path) -> None:
+    """/deals/archived, like /deals, leaves deleted deals out unless `status` names `deleted` ("If omitted,
+    all not deleted deals are returned"); the tiny company has no deleted archived deal, so no sync showed
+    whether the archived listing asks for them."""
+    deal = next(
+        d for d in emulator.control.snapshot("deals") if d["status"] == "open" and not d["is_archived"]
+    )
+    ops = [{"op": "archive_deal", "id": deal["id"]}, {"op": "delete", "table": "deals", "id": deal["id"]}]
+    emulator.control.mutate(ops=ops)
+    result = sync(emulator, tmp_path, entities=["deals"])
+    rows = {r["id"]: r for r in synced_rows(result.pipeline, "deals")}
+    assert deal["id"] in rows, "the deleted archived deal was not loaded"
+    assert (rows[deal["id"]]["is_deleted"], rows[deal["id"]]["is_archived"]) == (True, True)
+    assert_equal_to_truth(emulator, tmp_path, ["deals"])
+
+
 def test_hard_delete_removes_deleted_records(emulator, tmp_path: Path) -> None:
     sync(emulator, tmp_path, hard_delete=True)
     changes = emulator.control.mutate(seed=13, deletes=10)
