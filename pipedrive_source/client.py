@@ -3,7 +3,7 @@
 Transient failures (5xx, dropped connections, incomplete reads, malformed JSON bodies) are retried with
 exponential backoff and full jitter, a bounded number of times; a body that is JSON but for what the fast
 decoder refuses (a leading byte order mark, a lone surrogate escape, a number no double holds or a `NaN`
-token) is decoded leniently instead (`_lenient`). Every attempt passes the shared rate limiter
+token) is decoded leniently instead (`json_body.loads`). Every attempt passes the shared rate limiter
 (`limiter.py`): `acquire` before sending, `observe` after (status 0 when no response came). A 429 is told
 apart by `limiter.classify_429`: a burst 429 waits for `x-ratelimit-reset` (or `retry-after`) and retries; a
 daily-budget 429 (or one asking for longer than `max_rate_limit_wait_s`) ends the run with a message saying
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
-import math
 import random
 import re
 import threading
@@ -28,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import orjson
 
+from . import json_body
 from .errors import (
     AccessDenied,
     ApiError,
@@ -51,13 +49,6 @@ _READ = httpx.ByteStream(b"")  # stands in for the stream of a response read in 
 # a NUL character (JSON `\u0000`, not preceded by an escaped backslash): Postgres stores it in neither text
 # (dlt drops it there) nor JSON (jsonb refuses the whole load), so it is dropped from every value
 _NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
-_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which some proxies and gateways put before a body
-# a UTF-16 surrogate written as a JSON escape (not text reading `\ud800`, after an escaped backslash): a high
-# one then a low one are a pair (one character beyond U+FFFF), any other stands alone
-_SURROGATE = re.compile(
-    rb"(?<!\\)((?:\\\\)*)"
-    rb"(\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
-)
 
 
 class _Transient(Exception):
@@ -380,8 +371,8 @@ class PipedriveClient:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            body = _json(content)
-        except _NotJson:
+            body = json_body.loads(content)
+        except json_body.NotJson:
             raise _Transient(_not_json(response, content)) from None
         finally:
             if collecting:
@@ -492,100 +483,15 @@ def _not_json(response: httpx.Response, content: bytes) -> str:
     proxy, a captive portal or a maintenance page in the way, which the person running the sync can act on;
     "malformed JSON" sent them looking for a bug in Pipedrive's answers."""
     kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "text/html" or content.removeprefix(_BOM).lstrip()[:1] == b"<":
+    if kind == "text/html" or content.removeprefix(json_body.BOM).lstrip()[:1] == b"<":
         return f"an HTML page instead of JSON (HTTP {response.status_code}; a proxy or maintenance page?)"
     return "malformed JSON body"
 
 
-class _NumbersAsText:
-    """Decodes a body orjson refused for a number no double holds (`1e999`, 400 digits) or a `NaN`,
-    `Infinity` or `-Infinity` token (JSON has none; Python's encoder writes them): each is kept as its
-    text, which the shaping then keeps in `<column>__v_text`. Refused, such a page was retried as
-    "malformed JSON body", failed the run, and every later run while the record was there. Every other
-    number comes out as orjson gives it (an integer beyond 64 bits as a float), so the page loads as it
-    would have."""
-
-    def __init__(self) -> None:
-        self.kept = False  # a number was kept as text: the page had what orjson refuses
-
-    def on_constant(self, text: str) -> str:
-        self.kept = True
-        return text
-
-    def on_float(self, text: str) -> float | str:
-        number = float(text)
-        if math.isfinite(number):
-            return number
-        self.kept = True
-        return text
-
-    def on_int(self, text: str) -> int | float | str:
-        if len(text) <= 20:  # up to 2**64 - 1 (and -2**63): orjson's integers
-            number = int(text)
-            if -(2**63) <= number < 2**64:
-                return number
-        return self.on_float(text)
-
-
-class _NotJson(ValueError):
-    """A body that is not JSON, even to `_lenient`."""
-
-
-def _json(content: bytes) -> Any:
-    """The body decoded by orjson, or by `_lenient` where orjson refuses it (rare: the common path pays
-    nothing for it); raises `_NotJson`."""
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return _lenient(content)
-
-
-def _lenient(content: bytes) -> Any:
-    """A body orjson refused that is JSON all the same, which Pipedrive's answers can be: a UTF-8 byte order
-    mark before it (a proxy's or gateway's) is dropped; a lone surrogate escape (`"\\ud800"`, half of a
-    character beyond U+FFFF, which Pipedrive echoes from text a user entered) becomes U+FFFD, the
-    replacement character, as a browser shows it (no text column of Arrow, Parquet, DuckDB or Postgres
-    holds the surrogate itself; its escape as text would read like text a user typed); a number no double
-    holds or a `NaN` token is kept as its text (`_NumbersAsText`). Refused, such a page was retried as
-    "malformed JSON body", failed the run, and every later run while the record was there. A body that is
-    not JSON otherwise (cut off, HTML) raises `_NotJson`."""
-    repaired = content.removeprefix(_BOM)
-    if b"\\ud" in repaired or b"\\uD" in repaired:
-        repaired = _SURROGATE.sub(_pair_or_replacement, repaired)
-    if repaired != content:
-        with contextlib.suppress(orjson.JSONDecodeError):
-            return orjson.loads(repaired)
-    body = _with_numbers_as_text(repaired)
-    if body is None:
-        raise _NotJson
-    return body
-
-
-def _pair_or_replacement(match: re.Match[bytes]) -> bytes:
-    escapes, surrogate = match.group(1, 2)
-    return match[0] if len(surrogate) == 12 else escapes + rb"\ufffd"
-
-
-def _with_numbers_as_text(content: bytes) -> Any:
-    """The body orjson refused, decoded with such numbers kept as their text (`_NumbersAsText`); None when
-    it is not JSON anyway, or orjson refused it for something else: retried as before."""
-    numbers = _NumbersAsText()
-    try:
-        body = json.loads(
-            content,
-            parse_constant=numbers.on_constant,
-            parse_float=numbers.on_float,
-            parse_int=numbers.on_int,
-        )
-    except ValueError:  # JSONDecodeError, UnicodeDecodeError
-        return None
-    return body if numbers.kept else None
-
-
 def _error_text(response: httpx.Response) -> str:
     try:
-        body = _json(response.content)
-    except _NotJson:
+        body = json_body.loads(response.content)
+    except json_body.NotJson:
         return f"HTTP {response.status_code}"
     if isinstance(body, dict):
         text = body.get("error") or body.get("message") or ""

@@ -17,6 +17,7 @@ from dlt.common.configuration import configspec
 from dlt.common.configuration.specs import CredentialsConfiguration
 from dlt.common.typing import TSecretStrValue
 
+from . import json_body
 from .errors import OAUTH_SETTING, TOKEN_SETTING, AuthError, register_secret
 from .settings import OAUTH_TOKEN_URL
 
@@ -158,8 +159,10 @@ class OAuthAuth:
 
 
 def _json_or_empty(content: bytes) -> dict[str, Any]:
+    """The token endpoint's answer, decoded as the data client decodes Pipedrive's (a byte order mark a proxy
+    put before it read as a refusal to refresh); {} where it is no JSON object."""
     try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError:
+        body = json_body.loads(content)
+    except json_body.NotJson:
         return {}
     return body if isinstance(body, dict) else {}

@@ -42,7 +42,13 @@ def oauth_credentials(emulator, **overrides: str) -> PipedriveOAuthCredentials:
     return credentials
 
 
-def test_oauth_refreshes_when_the_access_token_expires_mid_run(clean_emulator, tmp_path: Path) -> None:
+@pytest.mark.parametrize("bom_rate", [0.0, 1.0], ids=["plain", "byte order mark"])
+def test_oauth_refreshes_when_the_access_token_expires_mid_run(
+    clean_emulator, tmp_path: Path, bom_rate: float
+) -> None:
+    """A proxy's byte order mark before the token endpoint's answer (and every other) failed the run at its
+    first refresh: "Pipedrive refused to refresh the OAuth access token (HTTP 200)"."""
+    clean_emulator.control.settings(bom_rate=bom_rate)
     pages = []
 
     def expire_after_first_page(entity, rows, ctx):

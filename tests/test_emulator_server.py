@@ -163,6 +163,18 @@ def test_oauth_rejects_bad_client_and_bad_refresh_token(client: httpx.Client) ->
     assert bad_type.status_code == 400 and bad_type.json()["error"] == "unsupported_grant_type"
 
 
+def test_the_oauth_token_endpoint_answers_with_a_byte_order_mark_at_bom_rate(
+    client: httpx.Client, emu: EmulatorHandle
+) -> None:
+    """As a proxy in front of it may; its refusals too, and none without `bom_rate`."""
+    bom = b"\xef\xbb\xbf"
+    assert not oauth_grant(client).content.startswith(bom)
+    emu.control.settings(bom_rate=1.0)
+    for grant, status in ((oauth_grant(client), 200), (oauth_grant(client, refresh_token="nope"), 400)):
+        assert grant.status_code == status and grant.content.startswith(bom)
+        assert json.loads(grant.content[3:])
+
+
 # ---- rate limits -----------------------------------------------------------------------------------------
 
 

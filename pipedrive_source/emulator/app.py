@@ -1,10 +1,10 @@
 """The emulator's raw ASGI application: transport concerns around CORE's pure `handle()`.
 
 Per request: `/_emulator/*` control endpoints (no auth, no rate limit), then `POST /oauth/token` (of the
-faults, 5xx only), then every other path as Pipedrive: authenticate -> rate limit -> fault injection ->
-the plan's and the user's refusals (402/403, `access.py`) -> `handle()` under `company.lock`.
-Every Pipedrive response carries the rate-limit headers (see `ratelimit.py`) and a `Date` header with the
-emulator clock (`company.now()`), so a client can read "server now" from it.
+faults, 5xx and the byte order mark only), then every other path as Pipedrive: authenticate -> rate limit ->
+fault injection -> the plan's and the user's refusals (402/403, `access.py`) -> `handle()` under
+`company.lock`. Every Pipedrive response carries the rate-limit headers (see `ratelimit.py`) and a `Date`
+header with the emulator clock (`company.now()`), so a client can read "server now" from it.
 """
 
 from __future__ import annotations
@@ -228,8 +228,7 @@ class EmulatorApp:
         if path == self.settings.empty_path and status == 200:
             body = faults.emptied(body)
         body = faults.raw_literals(body)
-        if fault.detail < self.faults.settings.bom_rate:  # a draw made anyway: the seed draws the same faults
-            body = faults.BOM + body
+        body = self.faults.with_bom(body, fault)
         headers = base + list(extra.items()) + _date(company)
         if fault.kind == faults.HTML:
             await _send(send, 200, headers, faults.MAINTENANCE_HTML, "text/html; charset=utf-8")
@@ -302,7 +301,7 @@ class EmulatorApp:
             await _send(send, status, [("cache-control", "no-store")], body, content_type)
             return
         status, body = self.oauth.grant(_headers(scope).get("authorization"), form, self.base_url)
-        await _send(send, status, [("cache-control", "no-store")], body)
+        await _send(send, status, [("cache-control", "no-store")], self.faults.with_bom(body, fault))
 
     # ---- control ---------------------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ Raw literals: a record value that is the string `RAW_JSON + literal` ("\u0000jso
 mutate `update`) is served as the bare JSON text `literal` (`1e999`, `NaN`, 400 digits, or a string such as
 `"a\\ud800b"` with a lone surrogate escape), in every Pipedrive answer (`raw_literals`). orjson renders every
 body and writes no such number or escape, which a backend other than orjson may; the control snapshots keep
-the marker string. `bom_rate`: a share of the answers starts with a UTF-8 byte order mark, as some proxies
-and gateways add (decided by a draw every request makes anyway: the same seed draws the same faults).
+the marker string. `bom_rate`: a share of the answers (the OAuth token endpoint's too) starts with a UTF-8
+byte order mark, as some proxies and gateways add (decided by a draw every request makes anyway: the same
+seed draws the same faults).
 
 Off by default. One seeded RNG is consulted for every admitted Pipedrive request in arrival order, always with
 the same number of draws per request, so the same seed and the same request sequence give the same faults
@@ -62,7 +63,9 @@ class FaultSettings:
     malformed_rate: float = 0.0  # share answered 200 with a truncated JSON body
     stuck_rate: float = 0.0  # share answered as if without `cursor` / `start` (STUCK)
     html_rate: float = 0.0  # share answered 200 with an HTML page
-    bom_rate: float = 0.0  # share of answers (not a 5xx, 429 or 401) starting with a UTF-8 byte order mark
+    # share of answers (not a 5xx, 429 or a data endpoint's 401; the OAuth token endpoint's too) starting
+    # with a UTF-8 byte order mark
+    bom_rate: float = 0.0
     # round trip of every request: half of `latency_ms` passes before the rate limiter counts the request
     # (the way there), the other half plus the jitter after it (processing and the way back)
     latency_ms: float = 0.0
@@ -122,6 +125,12 @@ class FaultInjector:
             s = self.settings
             kind = self._streak(request, _kind(pick, s))
         return Fault(kind, s.way_back_s + jitter * s.jitter_ms / 1000.0, detail)
+
+    def with_bom(self, body: bytes, fault: Fault) -> bytes:
+        """`body`, after a UTF-8 byte order mark for a share of `bom_rate` of the answers (a data endpoint's
+        or the OAuth token endpoint's): decided by the draw `fault.detail` every request makes anyway, so
+        the seed draws the same faults."""
+        return BOM + body if fault.detail < self.settings.bom_rate else body
 
     def _streak(self, request: Hashable, kind: str | None) -> str | None:
         """`kind`, or None where it would exceed the request's faults in a row (under the lock)."""
