@@ -15,7 +15,7 @@ Views are replaced (DROP + CREATE), never altered, so new columns in the tables 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dlt
@@ -236,8 +236,23 @@ def drop_views(pipeline: dlt.Pipeline, views: Sequence[View] = VIEWS) -> None:
     must leave the views (dropped earlier, they were gone until the next good run), and only then does a
     machine without the pipeline's local state know the tables (dlt restores them from the destination as
     the run starts). `refresh_views` recreates them after the load."""
+    if _drops_tables(pipeline):
+        _drop_in_destination(pipeline, views)
+
+
+def drop_views_reading(
+    pipeline: dlt.Pipeline, tables: Collection[str], views: Sequence[View] = VIEWS
+) -> None:
+    """Drop those of `views` that read one of `tables`, whatever the next load holds: before a run that
+    drops `tables` and leaves no place between its normalize and load steps for `drop_views` (dlt's Airflow
+    helper runs `pipeline.run` itself). `refresh_views` makes them again."""
+    _drop_in_destination(pipeline, [view for view in views if set(view.tables) & set(tables)])
+
+
+def _drop_in_destination(pipeline: dlt.Pipeline, views: Sequence[View]) -> None:
+    """Drop `views` where the destination refuses to drop a table a view reads."""
     dialect = pipeline.destination.capabilities().sqlglot_dialect
-    if not dialect or not _drops_tables(pipeline):
+    if not dialect or not views:
         return
     if pipeline.destination.destination_name in DROPS_TABLES_UNDER_VIEWS:
         return  # and opening DuckDB here would map its library into the extraction's memory until the load

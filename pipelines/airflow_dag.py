@@ -11,7 +11,8 @@ tables, then flags records gone from Pipedrive; `analyst_views` refreshes the vi
 after another (DuckDB has one writer) and each runs even if an earlier one failed (`all_done`). Retries: the
 HTTP client retries requests, dlt retries a failed load step (`retry_policy`), Airflow retries the task
 (`PIPEDRIVE_TASK_RETRIES` times, default 2). The DAG param `full_refresh` is the pipeline script's
-`--full-refresh`, each group starting its own tables over.
+`--full-refresh`, each group starting its own tables over (and first dropping the analyst views that read
+them, which Postgres does not drop a table under).
 The source is built when the task runs, so the DAG parses without credentials.
 A killed task leaves nothing to resume (so no `pipedrive_source.recovery` here): dlt's helper gives each task
 a fresh working folder and drops local state first; the next task takes the state of the last completed load
@@ -60,7 +61,7 @@ from pipedrive_source.failures import EXIT_BUDGET, failure_of  # noqa: E402
 from pipedrive_source.history import check_history, history_table, not_loaded  # noqa: E402
 from pipedrive_source.recovery import WaysOut, configured_keep  # noqa: E402
 from pipedrive_source.state_history import prune_state_history  # noqa: E402
-from pipedrive_source.views import refresh_views  # noqa: E402
+from pipedrive_source.views import drop_views_reading, refresh_views  # noqa: E402
 
 SCHEDULE = "0 * * * *"
 
@@ -170,6 +171,11 @@ class GroupRun:
         # the pipeline's own): a group is some of the tables, `--full-refresh --entities <its tables>`
         full_refresh = bool(get_current_context()["params"].get(FULL_REFRESH))
         self.pipeline.refresh = steps.refresh_mode(full_refresh, some_tables=True)
+        if full_refresh:
+            # Postgres refuses to drop a table a view reads, and dlt's `pipeline.run` leaves no place
+            # between normalize and load for `steps.run`'s drop: dropped before the run. `analyst_views`
+            # (all_done) makes them again, also after a group that failed
+            drop_views_reading(self.pipeline, self.tables)
         return self.run.source
 
     def then_flag_vanished(self, task: Callable[[], Any]) -> Callable[[], None]:
