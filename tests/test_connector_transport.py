@@ -51,10 +51,13 @@ def test_oauth_refreshes_when_the_access_token_expires_mid_run(
     clean_emulator.control.settings(bom_rate=bom_rate)
     pages = []
 
+    once = threading.Lock()  # hooks run in the fetch threads
+
     def expire_after_first_page(entity, rows, ctx):
-        pages.append(entity.name)
-        if len(pages) == 2:
-            assert clean_emulator.control.expire_oauth() == 1  # the token the run is using
+        with once:
+            pages.append(entity.name)
+            if len(pages) == 2:
+                assert clean_emulator.control.expire_oauth() == 1  # the token the run is using
         return rows
 
     # base_url points nowhere: the run must continue on the api_domain the token endpoint returns
@@ -98,11 +101,13 @@ def test_a_failing_oauth_token_endpoint_is_retried_not_blamed_on_the_refresh_tok
     OAuth access token (HTTP 503). Check refresh_token ...', mid-run too: nothing was wrong with it."""
     # every request fails twice, then is answered: the token grant (at the start and after the expiry) too
     clean_emulator.control.settings(error_rate=1.0, max_in_a_row=2)
-    expired = []
+    expired: list[int] = []
+    once = threading.Lock()  # hooks run in the fetch threads: two first pages at once expired twice
 
     def expire_once(entity, rows, ctx):
-        if not expired:
-            expired.append(clean_emulator.control.expire_oauth())
+        with once:
+            if not expired:
+                expired.append(clean_emulator.control.expire_oauth())
         return rows
 
     oauth = oauth_credentials(clean_emulator)
