@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import dlt
 import duckdb
 import pytest
 
@@ -32,7 +31,7 @@ from connector_fixtures import (  # noqa: E402
     refuse_a_changed_deal,
     synced_rows,
 )
-from test_connector_postgres import VIEW_TABLES, postgres  # noqa: E402, F401 (postgres: a fixture)
+from test_connector_postgres import VIEW_TABLES, postgres, postgres_reader  # noqa: E402, F401 (postgres: a fixture)
 
 from pipedrive_source.emulator import EmulatorHandle  # noqa: E402
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD, SORTED, UPDATED_SINCE  # noqa: E402
@@ -448,12 +447,7 @@ def test_a_full_refresh_into_postgres_loads_under_the_analyst_views(
         DESTINATION__POSTGRES__CREDENTIALS=postgres,
         SOURCES__PIPEDRIVE__ENTITIES=json.dumps(VIEW_TABLES.split(",")),
     )
-    reader = dlt.pipeline(
-        "reader",
-        destination=dlt.destinations.postgres(credentials=postgres),
-        dataset_name="pipedrive",
-        pipelines_dir=str(tmp_path / "reader"),
-    )
+    reader = postgres_reader(postgres, tmp_path / "reader")
     live = {deal["id"] for deal in emulator.control.snapshot("deals") if not deal["is_deleted"]}
     first = dags_test(env, tmp_path)
     assert first.returncode == 0, first.stdout[-3000:]

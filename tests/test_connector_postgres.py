@@ -114,6 +114,16 @@ def _copy_to_duckdb(pipeline: dlt.Pipeline, path: Path) -> None:
             con.execute(f'CREATE TABLE {DATASET}."{table}" AS SELECT * FROM frame')
 
 
+def postgres_reader(credentials: str, folder: Path) -> dlt.Pipeline:
+    """A pipeline of its own (its working folder in `folder`) that reads the `pipedrive` dataset."""
+    return dlt.pipeline(
+        "reader",
+        destination=postgres_destination(credentials),
+        dataset_name="pipedrive",
+        pipelines_dir=str(folder),
+    )
+
+
 def _pg_pipeline(tmp_path: Path, credentials: str) -> dlt.Pipeline:
     return make_pipeline(tmp_path, destination=postgres_destination(credentials), name="pg")
 
@@ -358,27 +368,31 @@ def test_nul_characters_in_text_and_json_values(postgres: str, tmp_path: Path) -
     """Postgres stores NUL in neither text nor JSON: a note with one (in its deal's flow, a JSON column)
     failed the load with `UntranslatableCharacter: unsupported Unicode escape sequence`, for good (the
     package stayed pending). The character is dropped; a backslash written before `u0000` is text, kept."""
+    text, in_json = _note_content_loaded(
+        _pg_pipeline(tmp_path, postgres), tmp_path, "before\x00after \\u0000 kept"
+    )
+    assert text == in_json == "beforeafter \\u0000 kept"
+
+
+def _note_content_loaded(pipeline: dlt.Pipeline, tmp_path: Path, content: str) -> tuple[str, str]:
+    """A note (on a deal) given `content`, synced with its deal's flow into `pipeline`: the note's `content`
+    column and its flow item's `item_data` (JSON) `content`, as Postgres holds them."""
     with run_emulator(seed=7, scale="tiny") as emulator:
         note = next(n for n in emulator.control.snapshot("notes") if n.get("deal_id") and n["active_flag"])
-        content = "before\x00after \\u0000 kept"
         emulator.control.mutate(
             ops=[
                 {"op": "update", "table": "notes", "id": note["id"], "changes": {"content": content}},
                 {"op": "update", "table": "deals", "id": note["deal_id"], "changes": {}},  # its flow again
             ]
         )
-        pipeline = _pg_pipeline(tmp_path, postgres)
         tables = ["deals", "deal_flow", "notes"]
         sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=tables)
-
-    want = "beforeafter \\u0000 kept"
     with pipeline.sql_client() as client:
         [(text,)] = client.execute_sql("SELECT content FROM notes WHERE id = %s", note["id"])
         [(data,)] = client.execute_sql(
             "SELECT item_data FROM deal_flow WHERE flow_id = %s", f"note:{note['id']}"
         )
-    assert text == want
-    assert data["content"] == want
+    return text, data["content"]
 
 
 def test_lone_surrogates_and_control_characters_in_text_and_json_values(
@@ -387,33 +401,16 @@ def test_lone_surrogates_and_control_characters_in_text_and_json_values(
     """A lone surrogate escape in a page (`"\\ud800"`, as Pipedrive echoes it from text a user entered)
     failed every run; it arrives as U+FFFD in a text column and inside a JSON one (jsonb), through Arrow
     and the parquet file COPY loads, a pair next to it as its character, control characters as they are."""
-    with run_emulator(seed=7, scale="tiny") as emulator:
-        note = next(n for n in emulator.control.snapshot("notes") if n.get("deal_id") and n["active_flag"])
-        controls = "\\u0001\\u001b\\u001f\\u007f\\u0085\\u009f\\u2028\\ufeff\\t\\r\\n"
-        content = RAW_JSON + f'"a\\ud800b \\ud83d\\ude00 \\udfff {controls}"'
-        emulator.control.mutate(
-            ops=[
-                {"op": "update", "table": "notes", "id": note["id"], "changes": {"content": content}},
-                {"op": "update", "table": "deals", "id": note["deal_id"], "changes": {}},  # its flow again
-            ]
-        )
-        pipeline = dlt.pipeline(  # a dataset of its own: a first sync reads the deal's whole flow
-            pipeline_name="pg_surrogates",
-            destination=postgres_destination(postgres),
-            dataset_name="surrogates",
-            pipelines_dir=str(tmp_path / "surrogates"),
-        )
-        tables = ["deals", "deal_flow", "notes"]
-        sync(emulator, tmp_path, pipeline=pipeline, loader_file_format=FORMAT, entities=tables)
-
-    want = "a\ufffdb \U0001f600 \ufffd \x01\x1b\x1f\x7f\x85\x9f\u2028\ufeff\t\r\n"
-    with pipeline.sql_client() as client:
-        [(text,)] = client.execute_sql("SELECT content FROM notes WHERE id = %s", note["id"])
-        [(data,)] = client.execute_sql(
-            "SELECT item_data FROM deal_flow WHERE flow_id = %s", f"note:{note['id']}"
-        )
-    assert text == want
-    assert data["content"] == want
+    controls = "\\u0001\\u001b\\u001f\\u007f\\u0085\\u009f\\u2028\\ufeff\\t\\r\\n"
+    content = RAW_JSON + f'"a\\ud800b \\ud83d\\ude00 \\udfff {controls}"'
+    pipeline = dlt.pipeline(  # a dataset of its own: a first sync reads the deal's whole flow
+        pipeline_name="pg_surrogates",
+        destination=postgres_destination(postgres),
+        dataset_name="surrogates",
+        pipelines_dir=str(tmp_path / "surrogates"),
+    )
+    text, in_json = _note_content_loaded(pipeline, tmp_path, content)
+    assert text == in_json == "a\ufffdb \U0001f600 \ufffd \x01\x1b\x1f\x7f\x85\x9f\u2028\ufeff\t\r\n"
 
 
 def test_non_finite_numbers_into_postgres(postgres: str, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from connector_fixtures import (  # noqa: E402
     refuse_a_changed_deal,
     synced_rows,
 )
-from test_connector_postgres import VIEW_TABLES, postgres  # noqa: E402, F401 (postgres: a fixture)
+from test_connector_postgres import VIEW_TABLES, postgres, postgres_reader  # noqa: E402, F401 (postgres: a fixture)
 
 from pipedrive_source import pipedrive_source  # noqa: E402
 from pipedrive_source.concurrency import FetchPool  # noqa: E402
@@ -544,26 +544,11 @@ def test_a_full_refresh_loads_under_the_analyst_views_into_postgres(
     assets = definitions.company_assets(
         Company(), destination=dlt.destinations.postgres(credentials=postgres), pipelines_dir=str(tmp_path)
     )
-    tables = [*VIEW_TABLES.split(","), "custom_fields"]
-    keys = [dg.AssetKey(["pipedrive", name]) for name in tables] + [VIEW_KEY]
-
-    def materialize_views(run_config: dict[str, Any] | None = None) -> Any:
-        return dg.materialize(
-            assets,
-            resources={"dlt": dagster_dlt.DagsterDltResource()},
-            selection=keys,
-            raise_on_error=False,
-            run_config=run_config,
-        )
-
-    assert materialize_views().success
-    refreshed = materialize_views({"ops": {"pipedrive_tables": {"config": {"full_refresh": True}}}})
+    tables = [*VIEW_TABLES.split(","), "custom_fields", VIEW_KEY.path[-1]]
+    assert materialize(assets, tables).success
+    refresh = {"ops": {"pipedrive_tables": {"config": {"full_refresh": True}}}}
+    refreshed = materialize(assets, tables, run_config=refresh)
     assert refreshed.success, step_failure_message(refreshed)
-    reader = dlt.pipeline(
-        "reader",
-        destination=dlt.destinations.postgres(credentials=postgres),
-        dataset_name="pipedrive",
-        pipelines_dir=str(tmp_path / "other"),
-    )
+    reader = postgres_reader(postgres, tmp_path / "other")
     live = {deal["id"] for deal in credentials.control.snapshot("deals") if not deal["is_deleted"]}
     assert {row["deal_id"] for row in synced_rows(reader, "v_deals")} == live
