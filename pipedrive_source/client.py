@@ -34,6 +34,7 @@ from .errors import (
     AuthError,
     Interrupted,
     PipedriveError,
+    env_setting,
     install_log_redaction,
     redact,
 )
@@ -106,7 +107,10 @@ class PipedriveClient:
         settings: HttpSettings | None = None,
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], Any] | None = None,
+        section: str | None = None,
     ) -> None:
+        """`section`: the named company whose own settings the run reads first (`errors.env_setting`), so
+        that a message names the setting to fix; None for the single company's."""
         install_log_redaction()
         self._abort_event = threading.Event()  # set by `abort`: a retry's or a rate limit's wait ends at once
         self.settings = settings or HttpSettings()
@@ -114,6 +118,7 @@ class PipedriveClient:
         self.limiter = limiter or NoLimiter()
         self.stats = ClientStats()
         self._base_url = base_url.rstrip("/")
+        self._section = section
         self._sleep = sleep or self._abort_event.wait
         self._lock = threading.Lock()
         self._prepared = False
@@ -240,10 +245,10 @@ class PipedriveClient:
 
     def _gave_up(self, path: str, failures: int, exc: _Transient, unreachable: bool) -> ApiError:
         if unreachable:
+            settings = ", ".join(env_setting(key, self._section) for key in ("base_url", "company_domain"))
             return _Unavailable(
                 f"Could not connect to {self._base_url} ({exc}, {failures} attempts). Check base_url / "
-                "company_domain (SOURCES__PIPEDRIVE__BASE_URL, SOURCES__PIPEDRIVE__COMPANY_DOMAIN) and "
-                "the network."
+                f"company_domain ({settings}) and the network."
             )
         return _Unavailable(
             f"Pipedrive kept failing on {path} after {failures} attempts (last: {exc}). "

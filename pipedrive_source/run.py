@@ -22,7 +22,7 @@ from dlt.common.pipeline import pipeline_state
 from .client import ClientStats, PipedriveClient
 from .concurrency import DEFAULT_WORKERS, Batch, Feed, FetchPool
 from .entities import BY_NAME, CURSOR, FIELDS_TABLES, NONE, OFFSET, Entity, Listing
-from .errors import AccessDenied, ApiError, ConfigError, NothingReadable, PipedriveError
+from .errors import AccessDenied, ApiError, ConfigError, NothingReadable, PipedriveError, setting_place
 from .fetching import EntityRead, Tag, rewind_cursor
 from .field_defs import without_fields
 from .limiter import BudgetExhausted
@@ -119,10 +119,12 @@ class SyncContext:
         company_domain: str | None,
         workers: int = DEFAULT_WORKERS,
         arrow: bool = True,
-        section: Callable[[], str | None] = lambda: None,
+        section: str | None = None,
     ) -> None:
         self.client = client
-        self.section = section  # where the source's settings are set, for a refusal at run time
+        # the named company whose own settings the run reads first (`errors.setting_place`), for a refusal
+        # at run time; known as the source is built: a fetch thread (`prefetch`) sees no active pipeline
+        self.section = section
         self.pool = FetchPool(client, workers)
         self.outputs = Outputs(arrow)
         self.monitor = monitor
@@ -161,7 +163,7 @@ class SyncContext:
                         "fix the run's time window."
                     )
                 # by the clock that stamps the records: the source checked the machine's clock only
-                check_start_date(self.start_date, now, "Pipedrive's clock", self.section)
+                check_start_date(self.start_date, now, "Pipedrive's clock", lambda: self.section)
                 self._run_started = now
             return self._run_started
 
@@ -221,7 +223,8 @@ class SyncContext:
         if self.company_domain and actual and actual != self.company_domain:
             raise ConfigError(
                 f"The credentials belong to the Pipedrive company '{actual}', not '{self.company_domain}'. "
-                "Use a token of the right company or fix company_domain (SOURCES__PIPEDRIVE__COMPANY_DOMAIN)."
+                f"Use a token of the right company or fix company_domain "
+                f"({setting_place('company_domain', self.section)})."
             )
 
     # ---- reading ----------------------------------------------------------------------------------------

@@ -190,7 +190,8 @@ def pipedrive_source(
     if limiter is None:
         limiter = PlanLimiter(Plan(burst_limit, daily_token_budget, max_budget_share))
     domain = _domain_name(company_domain)
-    client = PipedriveClient(_base_url(base_url, domain), _auth(api_token, oauth), http, limiter)
+    url, section = _base_url(base_url, domain), _own_section()
+    client = PipedriveClient(url, _auth(api_token, oauth, section), http, limiter, section=section)
     monitor = monitor or SyncMonitor()
     monitor.hard_delete = hard_delete
     monitor.selected = frozenset(selected)
@@ -205,7 +206,7 @@ def pipedrive_source(
         domain,
         workers=workers,
         arrow=arrow,
-        section=_own_section,
+        section=section,
     )
     built: dict[str, DltResource] = {}
     links = DestinationLinks() if reconcile else None  # shared by the reconcile listings
@@ -298,13 +299,14 @@ def _shared_lists(selected: set[str]) -> list[Entity]:
 OAUTH_FIELDS = ("refresh_token", "client_id", "client_secret", "access_token")
 
 
-def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None) -> Auth:
+def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None, section: str | None) -> Auth:
     """OAuth wins when it has a refresh token; OAuth set in part and no token: `OAuthAuth` names what is
-    missing (it read "No Pipedrive credentials configured ... or configure OAuth" to one who had)."""
+    missing (it read "No Pipedrive credentials configured ... or configure OAuth" to one who had).
+    `section`: the company's own (`_own_section`), which the messages name."""
     oauth_given = oauth is not None and any(getattr(oauth, name, None) for name in OAUTH_FIELDS)
     if oauth_given and (getattr(oauth, "refresh_token", None) or not api_token):
-        return OAuthAuth(oauth, oauth_setting(_own_section()))
-    setting = token_setting(_own_section())
+        return OAuthAuth(oauth, oauth_setting(section))
+    setting = token_setting(section)
     if api_token:
         return ApiTokenAuth(api_token, setting)
     raise ConfigError(f"No Pipedrive credentials configured. Set {setting}, or configure OAuth.")

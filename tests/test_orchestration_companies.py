@@ -157,6 +157,37 @@ def test_a_company_without_its_domain_names_its_own_setting(
     )
 
 
+@pytest.mark.parametrize(
+    ("env", "code", "needle"),
+    [
+        (  # another company's domain: refused by its answer to /v1/users/me
+            {"COMPANY_DOMAIN": "not-acme"},
+            2,
+            "fix company_domain (PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__COMPANY_DOMAIN, or company_domain under "
+            "[pipedrive_acme.sources.pipedrive]).",
+        ),
+        (
+            {"BASE_URL": "http://127.0.0.1:9", "MAX_ATTEMPTS": "1"},
+            1,
+            "Could not connect to http://127.0.0.1:9 (",
+        ),
+    ],
+    ids=["other-domain", "unreachable"],
+)
+def test_a_company_s_domain_and_connection_refusals_name_its_own_settings(
+    companies: dict[str, EmulatorHandle], tmp_path: Path, env: dict[str, str], code: int, needle: str
+) -> None:
+    """Both lines said SOURCES__PIPEDRIVE__COMPANY_DOMAIN (and __BASE_URL), which a named company's run reads
+    only where its own section lacks the setting: fixed there, the company kept failing."""
+    own = "PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__"
+    result = run(tmp_path, companies, "acme", **{own + key: value for key, value in env.items()})
+    assert result.returncode == code, result.stdout[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], result.stderr[-2000:]
+    assert own + "COMPANY_DOMAIN" in errors[0]
+    assert "SOURCES__PIPEDRIVE__" not in errors[0].replace(own, ""), errors[0]
+
+
 def test_a_bad_company_name_is_refused(companies: dict[str, EmulatorHandle], tmp_path: Path) -> None:
     result = run(tmp_path, companies, "Acme Corp")
     assert result.returncode == 2
