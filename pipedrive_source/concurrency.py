@@ -65,6 +65,7 @@ from .errors import AccessDenied, PipedriveError
 from .limiter import BudgetExhausted
 from .pagination import LoopGuard, looping, page_mark
 from .pagination import _items as page_items
+from .settings import RUN_BUFFERED_PAGES
 
 Row = dict[str, Any]
 DEFAULT_WORKERS = 16
@@ -75,7 +76,7 @@ DEFAULT_WORKERS = 16
 # apart (`max_decoded`), so that a run bound by its own processing (no rate limit, every answer at once)
 # holds a few pages, not 20: a response whose page has no room yet waits unread, in the socket.
 DEFAULT_CAPACITY = 12  # pages per feed buffered, in flight or waiting for the rate limiter
-DEFAULT_BUFFERED = 20  # pages of the whole run buffered, in flight or waiting
+DEFAULT_BUFFERED = RUN_BUFFERED_PAGES  # pages of the whole run buffered, in flight or waiting
 DEFAULT_DECODED = 4  # pages of the whole run read or decoded and not taken yet
 MALLOC_ARENAS = 1  # glibc malloc arenas of the process (see the module docstring)
 RELEASE_AFTER_S = 30.0  # memory is released every second until this long after the last page was taken

@@ -28,6 +28,12 @@ FULL_READ_INTERVAL_HOURS = 24.0
 
 DEFAULT_MAX_TABLE_NESTING = 1  # top-level lists become child tables; anything deeper is kept as JSON
 
+# pages a run holds at once, buffered, in flight or waiting for the rate limiter (`concurrency.FetchPool`):
+# no more requests than this are ever in flight, so more `workers` than this would never be busy (a typo's
+# 1000 was 1000 threads)
+RUN_BUFFERED_PAGES = 20
+HIGHEST_BURST_LIMIT = 480  # requests per 2 s of Pipedrive's highest plan (OAuth); API tokens get 20 to 120
+
 
 @dataclass(frozen=True)
 class HttpSettings:
@@ -63,10 +69,17 @@ def _finite_from_zero(value: float) -> bool:
 RULES: dict[str, Rule] = {
     "page_size": Rule(f"between 1 and {PAGE_SIZE}", lambda value: 1 <= value <= PAGE_SIZE),
     "max_attempts": Rule("at least 1", _at_least_one),
-    "workers": Rule("at least 1", _at_least_one),
+    "workers": Rule(
+        f"between 1 and {RUN_BUFFERED_PAGES} (requests in flight; a run has no more)",
+        lambda value: 1 <= value <= RUN_BUFFERED_PAGES,
+    ),
     "backoff_base_s": Rule("a number of seconds, 0 or more", _finite_from_zero),
     "full_read_interval_hours": Rule("a number of hours, 0 or more", _finite_from_zero),
-    "burst_limit": Rule("at least 1 (requests per 2 seconds)", _at_least_one),
+    "burst_limit": Rule(
+        f"between 1 and {HIGHEST_BURST_LIMIT} (requests per 2 seconds; Pipedrive's highest plan allows "
+        f"{HIGHEST_BURST_LIMIT})",
+        lambda value: 1 <= value <= HIGHEST_BURST_LIMIT,
+    ),
     "daily_token_budget": Rule("at least 1 (tokens a day)", _at_least_one),
     "max_budget_share": Rule("above 0 and at most 1 (0.5: half the daily budget)", lambda v: 0 < v <= 1),
 }

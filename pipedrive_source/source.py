@@ -162,11 +162,12 @@ def pipedrive_source(
         full_read_interval_hours: how often the lists that can be neither filtered nor sorted (call_logs,
             projects, tasks, phases) are re-read in full (default: each entity's own, 24 h; 0: every run). See
             `entities.py`; `reconcile` and a full refresh read them anyway.
-        burst_limit: requests per 2 s the plan allows (API token 20/40/100/120, OAuth 80..480); default:
-            learned from the `x-ratelimit-limit` header. A lower value leaves room to other integrations.
+        burst_limit: requests per 2 s the plan allows (API token 20/40/100/120, OAuth 80..480, so at most
+            `HIGHEST_BURST_LIMIT`); default: learned from the `x-ratelimit-limit` header. A lower value leaves
+            room to other integrations.
         daily_token_budget: the company's daily token budget; default: learned from the response headers.
         max_budget_share: share of the daily budget this run may spend (0-1]; the run stops cleanly there.
-        workers: requests in flight at most (the rate limiter paces them).
+        workers: requests in flight at most (the rate limiter paces them), 1 to `RUN_BUFFERED_PAGES`.
         arrow: load pages as Arrow tables (fast); False lets dlt normalize the records one by one.
     """
     selected = _select(entities)

@@ -244,11 +244,26 @@ SETTINGS_TABLE: list[tuple[str, tuple[str, ...], dict[str, str], tuple[str, ...]
     ("page-size-abc", USERS, {ENV + "PAGE_SIZE": "abc"}, ("page_size", ENV + "PAGE_SIZE")),
     *[
         (f"{name}-{v}", USERS, {ENV + name.upper(): v}, (f"{name} must be at least 1", f"not {v} ({ENV}"))
-        for name in ("max_attempts", "workers", "burst_limit", "daily_token_budget")
+        for name in ("max_attempts", "daily_token_budget")
         for v in ("0", "-1")
     ],
+    # new above the highest: workers=1000 started 1000 threads (a run has 20 requests in flight at most),
+    # burst_limit=1000 paced for a plan Pipedrive has not (its highest allows 480 per 2 s)
+    *[
+        (
+            f"{name}-{v}",
+            USERS,
+            {ENV + name.upper(): v},
+            (f"{name} must be between 1 and {top}", f"not {v} ({ENV}"),
+        )
+        for name, top in (("workers", 20), ("burst_limit", 480))
+        for v in ("0", "-1", str(top + 1), "1000")
+    ],
+    ("workers-20", USERS, {ENV + "WORKERS": "20"}, None),
+    ("burst-limit-480", USERS, {ENV + "BURST_LIMIT": "480"}, None),
     ("max-attempts-inf", USERS, {ENV + "MAX_ATTEMPTS": "inf"}, ("not a valid int",)),
-    ("burst-flag-0", (*USERS, "--burst-limit", "0"), {}, ("--burst-limit must be at least 1",)),  # new
+    ("burst-flag-0", (*USERS, "--burst-limit", "0"), {}, ("--burst-limit must be between 1 and 480",)),  # new
+    ("burst-flag-481", (*USERS, "--burst-limit", "481"), {}, ("--burst-limit must be between 1 and 480",)),
     ("burst-flag-1.5", (*USERS, "--burst-limit", "1.5"), {}, ("--burst-limit", "'1.5'")),  # new
     *[
         (
