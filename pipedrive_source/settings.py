@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from .errors import SettingError, setting_place
 
@@ -101,6 +102,25 @@ def check_settings(section: Callable[[], str | None] = lambda: None, **values: f
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if value is not None and not (number and rule.ok(value)):
             raise SettingError(name, value, rule.accepted, setting_place(name, section()))
+
+
+# The type of a boolean setting of `pipedrive_source`: true or false, None when not set (its default applies).
+# Any to dlt, which then hands the value on as set, for `flag` to check: typed bool, dlt took "yes", "1", "t"
+# and a TOML 2 for true and "no" or 0 for false without a word (and refused "on" and " true").
+Flag = Any
+
+
+def flag(name: str, value: Flag, default: bool, section: Callable[[], str | None] = lambda: None) -> bool:
+    """A boolean setting's value: `default` when not set (None), else true or false (TOML's, or as text, the
+    environment's, in any case); anything else is refused, naming the setting under `section()` as
+    `check_settings` does."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise SettingError(name, value, "true or false", setting_place(name, section()))
 
 
 def check_start_date(

@@ -98,9 +98,11 @@ from .settings import (
     DEFAULT_MAX_TABLE_NESTING,
     PAGE_SIZE,
     SOME_TABLES,
+    Flag,
     HttpSettings,
     check_settings,
     check_start_date,
+    flag,
 )
 from .timefmt import render, start_date_value
 
@@ -116,22 +118,22 @@ def pipedrive_source(
     entities: Sequence[str] | None = None,
     start_date: str | None = None,
     oauth: PipedriveOAuthCredentials | None = None,
-    hard_delete: bool = False,
-    reconcile: bool = False,
+    hard_delete: Flag = None,
+    reconcile: Flag = None,
     page_size: int = PAGE_SIZE,
     max_attempts: int = HttpSettings.max_attempts,
     backoff_base_s: float = HttpSettings.backoff_base_s,
     monitor: SyncMonitor | None = None,
     limiter: RateLimiter | None = None,
     record_hooks: Sequence[RecordHook] = (),
-    resolve_custom_fields: bool = True,
-    keep_option_ids: bool = False,
+    resolve_custom_fields: Flag = None,
+    keep_option_ids: Flag = None,
     full_read_interval_hours: float | None = None,
     burst_limit: int | None = None,
     daily_token_budget: int | None = None,
     max_budget_share: float = 1.0,
     workers: int = DEFAULT_WORKERS,
-    arrow: bool = True,
+    arrow: Flag = None,
 ) -> list[DltResource]:
     """All Pipedrive entities of one company as dlt resources (one table each), merged on their primary key.
 
@@ -144,12 +146,13 @@ def pipedrive_source(
             products pulls in its parent.
         start_date: first run loads records updated since then (default: the whole history).
         oauth: access/refresh token and client id/secret (`[sources.pipedrive.oauth]`).
-        hard_delete: remove records Pipedrive reports deleted instead of keeping them with `is_deleted`.
+        hard_delete: remove records Pipedrive reports deleted instead of keeping them with `is_deleted`
+            (default false). This and the other `Flag`s take true or false only (`settings.flag`).
         reconcile: also list every id of the incrementally loaded entities (a full read), so that
             `deletions.flag_vanished` can flag records deleted in Pipedrive; of the records listed, only
             those a merge of persons or organizations moved unstamped are loaded (`relinks.py`); every
             product's variations are read (their changes leave the product unstamped), and loaded where
-            a product's set changed (`_ChildSets`).
+            a product's set changed (`_ChildSets`). Default false.
         page_size: records per page (Pipedrive allows up to 500).
         monitor: receives progress and the run's figures (requests, tokens, rows per entity).
         limiter: the run's rate limiter (see `limiter.py`); default: a `PlanLimiter` built from
@@ -157,8 +160,10 @@ def pipedrive_source(
         record_hooks: functions applied to every page of records before it is yielded (after the
             custom-field resolution).
         resolve_custom_fields: hash keys -> readable columns, option ids -> labels, plus the tables
-            `custom_fields` and `custom_field_options` (see `custom_fields.py`); False loads raw values.
-        keep_option_ids: keep the raw option ids next to their labels (`<column>_id`, `<column>_ids`).
+            `custom_fields` and `custom_field_options` (see `custom_fields.py`); false loads raw values
+            (default true).
+        keep_option_ids: keep the raw option ids next to their labels (`<column>_id`, `<column>_ids`);
+            default false.
         full_read_interval_hours: how often the lists that can be neither filtered nor sorted (call_logs,
             projects, tasks, phases) are re-read in full (default: each entity's own, 24 h; 0: every run). See
             `entities.py`; `reconcile` and a full refresh read them anyway.
@@ -168,8 +173,14 @@ def pipedrive_source(
         daily_token_budget: the company's daily token budget; default: learned from the response headers.
         max_budget_share: share of the daily budget this run may spend (0-1]; the run stops cleanly there.
         workers: requests in flight at most (the rate limiter paces them), 1 to `RUN_BUFFERED_PAGES`.
-        arrow: load pages as Arrow tables (fast); False lets dlt normalize the records one by one.
+        arrow: load pages as Arrow tables (fast; default true); false lets dlt normalize the records one
+            by one.
     """
+    hard_delete = flag("hard_delete", hard_delete, False, _own_section)
+    reconcile = flag("reconcile", reconcile, False, _own_section)
+    resolve_custom_fields = flag("resolve_custom_fields", resolve_custom_fields, True, _own_section)
+    keep_option_ids = flag("keep_option_ids", keep_option_ids, False, _own_section)
+    arrow = flag("arrow", arrow, True, _own_section)
     selected = _select(entities)
     if arrow:
         _extract_writer_defaults()

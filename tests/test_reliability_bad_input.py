@@ -37,9 +37,11 @@ from reliability_support import (
     state_bytes,
 )
 
+from pipedrive_source import pipedrive_source
 from pipedrive_source.emulator import EmulatorHandle
 from pipedrive_source.emulator.faults import RAW_JSON
 from pipedrive_source.emulator.mutations import RANDOM_TABLES
+from pipedrive_source.errors import SettingError
 
 pytestmark = pytest.mark.usefixtures("ledger_logs")
 USERS = ("--entities", "users")
@@ -175,6 +177,7 @@ FULL_READ = "full_read_interval_hours must be a number of hours, 0 or more"
 A_LIST = 'entities must be a list of table names, ["deals", "persons"] (in the environment'
 DOMAIN = "company_domain must be the company's subdomain, the 'acme' of acme.pipedrive.com"
 FUTURE = "{} must be a moment not in the future (this machine's clock says"
+BOOLEANS = ("hard_delete", "reconcile", "keep_option_ids", "resolve_custom_fields", "arrow")
 # Every setting and flag against empty, 0, negative, nan, inf, a wrong type, an unknown or a repeated name:
 # (command-line arguments, environment, what the one `error:` line says), or None where the value works as
 # the README says. Earlier each of those marked `new` ran with something else than asked, without a word
@@ -280,7 +283,19 @@ SETTINGS_TABLE: list[tuple[str, tuple[str, ...], dict[str, str], tuple[str, ...]
         (f"domain-{v!r}", USERS, {ENV + "COMPANY_DOMAIN": v}, (DOMAIN, f"not {v!r} ({ENV}COMPANY_DOMAIN"))
         for v in ("", " ", "https://", ".pipedrive.com", "acme corp", "acme_corp")
     ],
-    ("hard-delete-maybe", USERS, {ENV + "HARD_DELETE": "maybe"}, ("hard_delete", "not a valid bool")),
+    ("hard-delete-maybe", USERS, {ENV + "HARD_DELETE": "maybe"}, ("hard_delete must be true or false",)),
+    # new: dlt took "yes" and "1" for true, "no" and "0" for false, without a word (and refused "on")
+    *[
+        (
+            f"{name}-{v}",
+            USERS,
+            {ENV + name.upper(): v},
+            (f"{name} must be true or false, not {v!r} ({ENV}{name.upper()}",),
+        )
+        for name in BOOLEANS
+        for v in ("yes", "1", "no", "0", "on")
+    ],
+    *[(f"{name}-{v}", USERS, {ENV + name.upper(): v}, None) for name in BOOLEANS for v in ("TRUE", "false")],
     *[
         (
             f"keep-packages-{v!r}",
@@ -314,6 +329,15 @@ def test_each_setting_works_as_documented_or_is_refused_in_one_line(
     assert_one_clear_line(run, *needles)
     assert config_emulator.control.stats()["total_requests"] == 0
     assert nothing_loaded(tmp_path)
+
+
+@pytest.mark.parametrize("name", BOOLEANS)
+@pytest.mark.parametrize("value", [1, 0, 2, 0.5])
+def test_a_boolean_setting_given_a_number_is_refused(config_emulator, name: str, value: object) -> None:
+    """As from TOML (`hard_delete = 1`), which hands dlt the number itself: taken for true or false."""
+    emulator = {"api_token": config_emulator.api_token, "base_url": config_emulator.base_url}
+    with pytest.raises(SettingError, match=f"^{name} must be true or false, not {value!r} "):
+        pipedrive_source(**emulator, **{name: value})
 
 
 @pytest.mark.parametrize(("value", "kept"), [("2.5", None), ("2", "2"), ("true", None)])
