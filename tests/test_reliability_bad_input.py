@@ -250,8 +250,8 @@ SETTINGS_TABLE: list[tuple[str, tuple[str, ...], dict[str, str], tuple[str, ...]
         for name in ("max_attempts", "daily_token_budget")
         for v in ("0", "-1")
     ],
-    # new above the highest: workers=1000 started 1000 threads (a run has 20 requests in flight at most),
-    # burst_limit=1000 paced for a plan Pipedrive has not (its highest allows 480 per 2 s)
+    # new above the highest: workers=1000 was taken (a run has 20 requests in flight at most, more workers
+    # are never busy), burst_limit=1000 paced for a plan Pipedrive has not (its highest allows 480 per 2 s)
     *[
         (
             f"{name}-{v}",
