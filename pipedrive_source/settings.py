@@ -30,8 +30,7 @@ FULL_READ_INTERVAL_HOURS = 24.0
 DEFAULT_MAX_TABLE_NESTING = 1  # top-level lists become child tables; anything deeper is kept as JSON
 
 # pages a run holds at once, buffered, in flight or waiting for the rate limiter (`concurrency.FetchPool`):
-# no more requests than this are ever in flight, so more `workers` than this would never be busy (a typo's
-# 1000 was 1000 threads)
+# no more requests than this are ever in flight, so more `workers` than this would never be busy
 RUN_BUFFERED_PAGES = 20
 HIGHEST_BURST_LIMIT = 480  # requests per 2 s of Pipedrive's highest plan (OAuth); API tokens get 20 to 120
 
