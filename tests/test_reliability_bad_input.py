@@ -424,6 +424,22 @@ def test_a_named_companys_start_date_names_its_own_setting(
     assert nothing_loaded(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"), [("HARD_DELETE", "yes"), ("WORKERS", "1000"), ("BURST_LIMIT", "481")]
+)
+def test_a_named_companys_new_refusals_name_its_own_setting(
+    cli, config_emulator, tmp_path: Path, key: str, value: str
+) -> None:
+    own = "ACME__SOURCES__PIPEDRIVE__"
+    run = cli(
+        *USERS, "--pipeline-name", "acme", **{own + "API_TOKEN": config_emulator.api_token, own + key: value}
+    )
+    assert run.returncode == 2
+    line = assert_one_clear_line(run, f"({own}{key}, or {key.lower()} under [acme.sources.pipedrive])")
+    assert ENV not in line.replace(own, "")
+    assert nothing_loaded(tmp_path)
+
+
 def test_start_date_yesterday_on_pipedrives_clock_loads(cli, config_emulator) -> None:
     day = (config_emulator.company.now() - timedelta(days=1)).date().isoformat()
     run = cli("--entities", "deals,notes", "--start-date", day)
