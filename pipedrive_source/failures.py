@@ -23,10 +23,10 @@ from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.pipeline.exceptions import InvalidPipelineName
 
-from .errors import AuthError, ConfigError, PipedriveError, RateLimitExhausted, redact
+from .errors import AuthError, ConfigError, PipedriveError, RateLimitExhausted, redact, setting_place
 from .oauth import PipedriveOAuthCredentials
 from .recovery import SCRIPT_WAYS_OUT, LoadRefused, WaysOut, load_refused
-from .source import pipedrive_source
+from .source import own_section, pipedrive_source
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
 
@@ -158,8 +158,8 @@ def setting_error(exc: ConfigValueCannotBeCoercedException) -> ConfigError:
     secret = any(word in name for word in ("token", "secret", "password", "credentials"))
     value = "" if secret else f" {str(exc.field_value)[:40]!r}"
     where = "it in the environment or .dlt/config.toml"
-    if name in inspect.signature(pipedrive_source).parameters:
-        where = f"SOURCES__PIPEDRIVE__{name.upper()} (or {name} in [sources.pipedrive] of .dlt/config.toml)"
+    if name in inspect.signature(pipedrive_source).parameters:  # a named company's own, where it has them
+        where = setting_place(name, own_section())
     if expected in ("Sequence", "list"):  # a comma string is the mistake: say what a list looks like
         expected = 'list (a TOML list, ["deals", "persons"]; in the environment the same JSON)'
     return ConfigError(f"The setting {name}{value} is not a valid {expected}; fix {where}.")

@@ -176,16 +176,16 @@ def pipedrive_source(
         arrow: load pages as Arrow tables (fast; default true); false lets dlt normalize the records one
             by one.
     """
-    hard_delete = flag("hard_delete", hard_delete, False, _own_section)
-    reconcile = flag("reconcile", reconcile, False, _own_section)
-    resolve_custom_fields = flag("resolve_custom_fields", resolve_custom_fields, True, _own_section)
-    keep_option_ids = flag("keep_option_ids", keep_option_ids, False, _own_section)
-    arrow = flag("arrow", arrow, True, _own_section)
+    hard_delete = flag("hard_delete", hard_delete, False, own_section)
+    reconcile = flag("reconcile", reconcile, False, own_section)
+    resolve_custom_fields = flag("resolve_custom_fields", resolve_custom_fields, True, own_section)
+    keep_option_ids = flag("keep_option_ids", keep_option_ids, False, own_section)
+    arrow = flag("arrow", arrow, True, own_section)
     selected = _select(entities)
     if arrow:
         _extract_writer_defaults()
     check_settings(
-        _own_section,
+        own_section,
         page_size=page_size,
         max_attempts=max_attempts,
         workers=workers,
@@ -195,14 +195,14 @@ def pipedrive_source(
         daily_token_budget=daily_token_budget,
         max_budget_share=max_budget_share,
     )
-    start = start_date_value(start_date, _own_section)
+    start = start_date_value(start_date, own_section)
     # the machine's clock: before any request (the run checks Pipedrive's again, `SyncContext.run_started`)
-    check_start_date(start, datetime.now(UTC), "this machine's clock", _own_section)
+    check_start_date(start, datetime.now(UTC), "this machine's clock", own_section)
     http = HttpSettings(max_attempts=max_attempts, backoff_base_s=backoff_base_s)
     if limiter is None:
         limiter = PlanLimiter(Plan(burst_limit, daily_token_budget, max_budget_share))
     domain = _domain_name(company_domain)
-    url, section = _base_url(base_url, domain), _own_section()
+    url, section = _base_url(base_url, domain), own_section()
     client = PipedriveClient(url, _auth(api_token, oauth, section), http, limiter, section=section)
     monitor = monitor or SyncMonitor()
     monitor.hard_delete = hard_delete
@@ -285,7 +285,7 @@ def _select(entities: Sequence[str] | None) -> set[str]:
 
 
 def _entities_error(value: object, accepted: str) -> SettingError:
-    return SettingError("entities", value, accepted, setting_place("entities", _own_section()))
+    return SettingError("entities", value, accepted, setting_place("entities", own_section()))
 
 
 def _read_order(entity: Entity) -> tuple[bool, bool]:
@@ -314,7 +314,7 @@ OAUTH_FIELDS = ("refresh_token", "client_id", "client_secret", "access_token")
 def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None, section: str | None) -> Auth:
     """OAuth wins when it has a refresh token; OAuth set in part and no token: `OAuthAuth` names what is
     missing (it read "No Pipedrive credentials configured ... or configure OAuth" to one who had).
-    `section`: the company's own (`_own_section`), which the messages name."""
+    `section`: the company's own (`own_section`), which the messages name."""
     oauth_given = oauth is not None and any(getattr(oauth, name, None) for name in OAUTH_FIELDS)
     if oauth_given and (getattr(oauth, "refresh_token", None) or not api_token):
         return OAuthAuth(oauth, oauth_setting(section))
@@ -324,7 +324,7 @@ def _auth(api_token: str | None, oauth: PipedriveOAuthCredentials | None, sectio
     raise ConfigError(f"No Pipedrive credentials configured. Set {setting}, or configure OAuth.")
 
 
-def _own_section() -> str | None:
+def own_section() -> str | None:
     """The active pipeline's name when its own section holds the credentials, an API token or OAuth (a named
     company's: dlt reads them there first), so that messages name the setting to fix; None for the single
     company's."""
@@ -353,7 +353,7 @@ def _domain_name(company_domain: str | None) -> str | None:
             "company_domain",
             company_domain,
             "the company's subdomain, the 'acme' of acme.pipedrive.com",
-            setting_place("company_domain", _own_section()),
+            setting_place("company_domain", own_section()),
         )
     return name
 
@@ -370,11 +370,11 @@ def _base_url(base_url: str | None, domain: str | None) -> str:
         if not usable:
             raise ConfigError(
                 f"base_url {url[:60]!r} is not an http(s) URL such as https://acme.pipedrive.com "
-                f"({env_setting('base_url', _own_section())})."
+                f"({env_setting('base_url', own_section())})."
             )
         return url
     if not domain:
-        setting = env_setting("company_domain", _own_section())
+        setting = env_setting("company_domain", own_section())
         raise ConfigError(
             f"No Pipedrive company configured. Set company_domain ({setting}, the 'acme' of "
             "acme.pipedrive.com) or base_url."

@@ -425,9 +425,10 @@ def test_a_named_companys_start_date_names_its_own_setting(
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("HARD_DELETE", "yes"), ("WORKERS", "1000"), ("BURST_LIMIT", "481")]
+    ("key", "value"),
+    [("HARD_DELETE", "yes"), ("WORKERS", "1000"), ("BURST_LIMIT", "481"), ("PAGE_SIZE", "abc")],
 )
-def test_a_named_companys_new_refusals_name_its_own_setting(
+def test_a_named_companys_refusals_name_its_own_setting(
     cli, config_emulator, tmp_path: Path, key: str, value: str
 ) -> None:
     own = "ACME__SOURCES__PIPEDRIVE__"
@@ -435,7 +436,7 @@ def test_a_named_companys_new_refusals_name_its_own_setting(
         *USERS, "--pipeline-name", "acme", **{own + "API_TOKEN": config_emulator.api_token, own + key: value}
     )
     assert run.returncode == 2
-    line = assert_one_clear_line(run, f"({own}{key}, or {key.lower()} under [acme.sources.pipedrive])")
+    line = assert_one_clear_line(run, f"{own}{key}, or {key.lower()} under [acme.sources.pipedrive]")
     assert ENV not in line.replace(own, "")
     assert nothing_loaded(tmp_path)
 
