@@ -23,7 +23,15 @@ from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.pipeline.exceptions import InvalidPipelineName
 
-from .errors import AuthError, ConfigError, PipedriveError, RateLimitExhausted, redact, setting_place
+from .errors import (
+    AuthError,
+    ConfigError,
+    PipedriveError,
+    RateLimitExhausted,
+    env_setting,
+    redact,
+    setting_place,
+)
 from .oauth import PipedriveOAuthCredentials
 from .recovery import SCRIPT_WAYS_OUT, LoadRefused, WaysOut, load_refused
 from .source import own_section, pipedrive_source
@@ -107,7 +115,7 @@ def native_value_error(exc: InvalidNativeValue) -> ConfigError:
     """Settings given in one value (a connection string, OAuth as JSON) that do not parse, named as the user
     sets them and without the value (credentials): dlt's own error went out with exit 1, or a TypeError."""
     if issubclass(exc.spec, PipedriveOAuthCredentials):
-        setting = "SOURCES__PIPEDRIVE__OAUTH"
+        setting = env_setting("oauth", own_section())  # a named company's own, where it has them
         expected = "a JSON object of refresh_token, client_id, client_secret"
     elif issubclass(exc.spec, ConnectionStringCredentials):  # dlt.destinations.impl.<name>.configuration
         destination = exc.spec.__module__.partition(".impl.")[2].partition(".")[0] or "<name>"

@@ -312,6 +312,8 @@ def test_a_destination_that_cannot_merge_says_so(secret_emulator: EmulatorHandle
     ("setting", "value", "args"),
     [
         ("SOURCES__PIPEDRIVE__OAUTH", "{client_id: SECRET-VALUE", []),
+        # a named company's own: it said SOURCES__PIPEDRIVE__OAUTH, which that run does not read first
+        ("ACME__SOURCES__PIPEDRIVE__OAUTH", "{client_id: SECRET-VALUE", ["--pipeline-name", "acme"]),
         ("DESTINATION__POSTGRES__CREDENTIALS", "postgres:SECRET-VALUE@", ["--destination", "postgres"]),
         (
             "DESTINATION__POSTGRES__CREDENTIALS",
