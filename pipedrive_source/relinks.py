@@ -108,10 +108,9 @@ class DestinationLinks:
     one connection, opened by the first query and closed as soon as no resource that may still query runs
     (`reading`). A resource counts from its start to its end, however it ends: read, stopped, failed, or
     closed by dlt as the extraction ends; one that never starts (the run failed first, `with_resources`
-    left it out) keeps nothing open. dlt's round robin (its default) starts every resource before any of
-    them reaches its listing, so the connection is not closed between two entities (a resource started
-    after the others were done would open a new one). The entities' resources run one at a time, but a
-    lock keeps the connection to one user anyway."""
+    left it out) keeps nothing open. Every resource of a run starts in dlt's first round, before any of
+    them reaches its listing: the connection is not closed and opened again between two entities. The
+    entities' resources run one at a time, but a lock keeps the connection to one user anyway."""
 
     def __init__(self) -> None:
         self._reading: set[str] = set()
