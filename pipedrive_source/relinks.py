@@ -105,33 +105,17 @@ class StoredLinks:
 class DestinationLinks:
     """What every entity a reconcile compares shares: the destination's schema and capabilities, looked up
     once (about 0.2 s each time: dlt resolves the destination's configuration and reloads the schema), and
-    one connection, opened by the first query and closed as soon as no resource that may still query runs
-    (`reading`). A resource counts from its start to its end, however it ends: read, stopped, failed, or
-    closed by dlt as the extraction ends; one that never starts (the run failed first, `with_resources`
-    left it out) keeps nothing open. Every resource of a run starts in dlt's first round, before any of
-    them reaches its listing: the connection is not closed and opened again between two entities. The
-    entities' resources run one at a time, but a lock keeps the connection to one user anyway."""
+    one connection, opened by the first query and closed once each of those entities is done (`release`),
+    whether it queried or not (a read stopped, a refused table). The entities' resources run one at a time,
+    but a lock keeps the connection to one user anyway."""
 
-    def __init__(self) -> None:
-        self._reading: set[str] = set()
+    def __init__(self, entities: Iterable[str]) -> None:
+        self._waiting = {name for name in entities if relinked(name)}
         self._lock = threading.RLock()
         self._looked_up = False
         self._pipeline: dlt.Pipeline | None = None
         self._schema: Schema | None = None
         self._client: SqlClientBase[Any] | None = None
-
-    @contextlib.contextmanager
-    def reading(self, entity: str) -> Iterator[None]:
-        """Around the resource of `entity`: the connection stays open for it until it ends."""
-        if not relinked(entity):  # never queries: the others need not wait for its listing
-            yield
-            return
-        with self._lock:
-            self._reading.add(entity)
-        try:
-            yield
-        finally:
-            self.release(entity)
 
     def schema(self) -> Schema | None:
         """The running pipeline's schema as the run began (nothing loads while the entities are read); None
@@ -161,10 +145,10 @@ class DestinationLinks:
             yield self._client
 
     def release(self, entity: str) -> None:
-        """`entity` queries no more: the connection closes once no other resource may."""
+        """`entity` queries no more: the connection closes with the last one."""
         with self._lock:
-            self._reading.discard(entity)
-            if not self._reading and self._client is not None:
+            self._waiting.discard(entity)
+            if not self._waiting and self._client is not None:
                 client, self._client = self._client, None
                 client.close_connection()
 

@@ -144,6 +144,7 @@ class SyncContext:
         self._memo_locks: dict[str, threading.Lock] = {}
         self.rewinds: dict[str, str] = {}  # entity -> its cursor may not pass this (see `rewind`)
         self.done: set[str] = set()  # entities whose resource has yielded its last item (see `read_done`)
+        self._done_hooks: list[Callable[[str], None]] = []
         # parent entity -> {child: the parent's cursor after its last run with that child}, as this run began
         self.children_followed: dict[str, dict[str, str]] = {}
         monitor.client_stats = client.stats
@@ -311,6 +312,12 @@ class SyncContext:
         """`entity`'s resource is done (read, skipped or stopped): what waits for its records may go on."""
         with self._lock:
             self.done.add(entity.name)
+        for hook in self._done_hooks:
+            hook(entity.name)
+
+    def when_done(self, hook: Callable[[str], None]) -> None:
+        """Call `hook` with each entity's name as its resource is done (see `read_done`)."""
+        self._done_hooks.append(hook)
 
     def note_stop(self) -> None:
         """Record a budget stop (once) for the monitor: the run ends cleanly with what it loaded."""

@@ -221,7 +221,7 @@ def pipedrive_source(
         section=section,
     )
     built: dict[str, DltResource] = {}
-    links = DestinationLinks() if reconcile else None  # shared by the reconcile listings
+    links = _reconcile_links(ctx, selected) if reconcile else None
     for entity in ENTITIES:
         if entity.name in selected:
             interval = _full_read_interval(entity, full_read_interval_hours)
@@ -390,7 +390,7 @@ def _resource(
     ctx: SyncContext,
     built: dict[str, DltResource],
     hard_delete: bool,
-    reconcile: DestinationLinks | None,  # a reconcile's (`relinks.py`); None: no reconcile
+    reconcile: DestinationLinks | None,  # a reconcile's (see `_reconcile_links`); None: no reconcile
     full_read_hours: float | None,
     selected: set[str],
 ) -> DltResource:
@@ -463,6 +463,16 @@ def _columns(entity: Entity, hard_delete: bool) -> dict[str, Any]:
         field = entity.cursor_field
         hints[field] = {**hints.get(field, {}), "dedup_sort": "desc"}
     return {**hints, **column_types.keep_stored_types(entity.name, hints)}
+
+
+def _reconcile_links(ctx: SyncContext, selected: set[str]) -> DestinationLinks:
+    """The destination connection that the reconcile listings of `selected` share (`relinks.py`), closed
+    as the last of them is done."""
+    links = DestinationLinks(
+        e.name for e in ENTITIES if e.name in selected and e.strategy in (UPDATED_SINCE, SORTED)
+    )
+    ctx.when_done(links.release)
+    return links
 
 
 def _incremental_fetch(
@@ -550,14 +560,7 @@ def _incremental_fetch(
             if seeded and read.complete:
                 state[_HISTORY_SEEDED_KEY] = True
 
-    if reconcile is None:
-        return fetch
-
-    def holding() -> Iterator[Any]:
-        with reconcile.reading(entity.name):  # the shared connection stays while this resource runs
-            yield from fetch()
-
-    return holding
+    return fetch
 
 
 # the entity's option labels as its rows were last labelled (custom_fields_hook.options_summary)

@@ -14,7 +14,6 @@ user sees when they do not (README, "Merged persons and organizations"):
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,13 @@ import pytest
 from connector_fixtures import (
     compare,
     connections_of_extract,
-    counted_connections,
     load_truth,
     make_pipeline,
     merge_pair,
     sync,
     synced_rows,
 )
-from dlt.pipeline.exceptions import PipelineStepFailed
 
-from pipedrive_source import pipedrive_source
 from pipedrive_source.emulator import EmulatorHandle
 from pipedrive_source.relinks import relinked
 
@@ -138,28 +134,3 @@ def test_a_reconcile_compares_every_entity_through_one_destination_connection(
     reconcile, left_open = connections_of_extract(emulator, pipeline, entities=TABLES, reconcile=True)
     assert reconcile - incremental == 1
     assert left_open == 0
-
-
-@pytest.mark.parametrize("ending", ["a list failing", "resources left out"])
-def test_the_reconcile_connection_is_closed_when_the_extraction_ends(
-    clean_emulator: EmulatorHandle, tmp_path: Path, ending: str
-) -> None:
-    """However the extraction ends, the connection the reconcile shares ends with it, not with garbage
-    collection: a list failing after every retry while the others read (dlt closes their resources), or
-    a run that never starts some of the source's resources (`with_resources`), which the connection waited
-    for, for good."""
-    pipeline = make_pipeline(tmp_path)
-    sync(clean_emulator, tmp_path, pipeline=pipeline, entities=TABLES)
-    # retries long enough for the other entities to reach their reconcile listing first
-    options = {"api_token": clean_emulator.api_token, "base_url": clean_emulator.base_url}
-    source = pipedrive_source(**options, backoff_base_s=0.2, entities=TABLES, reconcile=True)
-    failing = ending == "a list failing"
-    if failing:
-        clean_emulator.control.settings(down_path="/v1/files")
-    else:
-        source = source.with_resources("persons", "deals")
-    ends = pytest.raises(PipelineStepFailed) if failing else contextlib.nullcontext()
-    with counted_connections(pipeline) as counts, ends:
-        pipeline.extract(source)
-    assert counts.opened == 1
-    assert counts.left_open == 0
