@@ -7,11 +7,13 @@ every column the truth has (nested child tables included, matched to their paren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -96,28 +98,46 @@ def connections_of_extract(
     emulator: Any, pipeline: dlt.Pipeline, loader_file_format: str | None = "parquet", **source_options: Any
 ) -> tuple[int, int]:
     """(opened, left open) of the destination connections that extracting one run opens (the run then loads
-    as usual): counted by wrapping the destination's own `open_connection` and `close_connection`, each
-    still opening and closing a real connection."""
-    kind = type(pipeline.sql_client())
-    counts = {"open_connection": 0, "close_connection": 0}
+    as usual)."""
+    options = {"api_token": emulator.api_token, "base_url": emulator.base_url, "backoff_base_s": 0.01}
+    with counted_connections(pipeline) as counts:
+        pipeline.extract(pipedrive_source(**options, **source_options), loader_file_format=loader_file_format)
+    pipeline.normalize()
+    pipeline.load()
+    return counts.opened, counts.left_open
 
-    def counting(name: str) -> Any:
+
+@dataclass
+class ConnectionCounts:
+    opened: int = 0
+    closed: int = 0
+
+    @property
+    def left_open(self) -> int:
+        return self.opened - self.closed
+
+
+@contextlib.contextmanager
+def counted_connections(pipeline: dlt.Pipeline) -> Iterator[ConnectionCounts]:
+    """The destination connections opened and closed while inside: counted by wrapping the destination's
+    own `open_connection` and `close_connection`, each still opening and closing a real connection (a
+    connection that garbage collection ends is never counted closed)."""
+    kind = type(pipeline.sql_client())
+    counts = ConnectionCounts()
+
+    def counting(name: str, attribute: str) -> Any:
         original = getattr(kind, name)
 
         def counted(self: Any) -> Any:
-            counts[name] += 1
+            setattr(counts, attribute, getattr(counts, attribute) + 1)
             return original(self)
 
         return counted
 
-    options = {"api_token": emulator.api_token, "base_url": emulator.base_url, "backoff_base_s": 0.01}
     with pytest.MonkeyPatch.context() as patch:
-        for name in counts:
-            patch.setattr(kind, name, counting(name))
-        pipeline.extract(pipedrive_source(**options, **source_options), loader_file_format=loader_file_format)
-    pipeline.normalize()
-    pipeline.load()
-    return counts["open_connection"], counts["open_connection"] - counts["close_connection"]
+        patch.setattr(kind, "open_connection", counting("open_connection", "opened"))
+        patch.setattr(kind, "close_connection", counting("close_connection", "closed"))
+        yield counts
 
 
 # ---- ground truth ------------------------------------------------------------------------------------------
