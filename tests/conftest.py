@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from pipedrive_source.emulator import EmulatorHandle, EmulatorSettings, run_emulator
@@ -35,3 +36,10 @@ def clean_emulator(emulator: EmulatorHandle) -> EmulatorHandle:
     emulator.control.reset_ratelimit()
     emulator.control.reset_stats()
     return emulator
+
+
+@pytest.fixture(scope="module")
+def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
+    """An HTTP client of the `emu` fixture a module defines, with its API token."""
+    with httpx.Client(base_url=emu.base_url, headers={"x-api-token": emu.api_token}, timeout=30) as c:
+        yield c

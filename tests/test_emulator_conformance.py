@@ -115,20 +115,10 @@ def unlimited_emulator() -> contextlib.AbstractContextManager[EmulatorHandle]:
     return run_emulator(seed=7, scale="tiny", burst_limit=1_000_000, daily_budget=10**12)
 
 
-def api_client(emu: EmulatorHandle) -> httpx.Client:
-    return httpx.Client(base_url=emu.base_url, headers={"x-api-token": emu.api_token}, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def emu() -> Iterator[EmulatorHandle]:
     with unlimited_emulator() as handle:
         yield handle
-
-
-@pytest.fixture(scope="module")
-def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
-    with api_client(emu) as c:
-        yield c
 
 
 def get_json(client: httpx.Client, path: str, params: dict[str, Any] | None = None) -> dict:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_emulator_conformance import _v1_yaml, api_client, get_json, unlimited_emulator, v1_problems
+from test_emulator_conformance import _v1_yaml, get_json, unlimited_emulator, v1_problems
 
 from pipedrive_source.emulator import EmulatorHandle
 from pipedrive_source.emulator.routes_v1 import EVERYONES_GOALS
@@ -36,12 +36,6 @@ def emu() -> Iterator[EmulatorHandle]:
     # its own company: the tests below mutate records to give every filter something to tell apart
     with unlimited_emulator() as handle:
         yield handle
-
-
-@pytest.fixture(scope="module")
-def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
-    with api_client(emu) as c:
-        yield c
 
 
 def query_params(reference: dict, path: str) -> dict[str, dict[str, Any]]:

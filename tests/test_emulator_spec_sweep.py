@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_emulator_conformance import api_client, unlimited_emulator
+from test_emulator_conformance import unlimited_emulator
 
 from pipedrive_source.emulator import EmulatorHandle, api
 from pipedrive_source.entities import ENTITIES
@@ -107,12 +107,6 @@ def emu() -> Iterator[EmulatorHandle]:
         patch.setattr(api, "parse_query", lambda op, query: NotingQuery(parse(op, query), op.path))
         with unlimited_emulator() as handle:
             yield handle
-
-
-@pytest.fixture(scope="module")
-def client(emu: EmulatorHandle) -> Iterator[httpx.Client]:
-    with api_client(emu) as c:
-        yield c
 
 
 def listings() -> list[tuple[str, str]]:
