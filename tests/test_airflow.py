@@ -3,7 +3,8 @@ group, retries, chained, views last), and `airflow dags test` runs every task ag
 full load equal to the ground truth, then an incremental one after changes, deleted records flagged.
 
 Needs the optional extra (`uv sync --extra airflow`); Airflow runs in subprocesses with its own AIRFLOW_HOME
-(SQLite), so its configuration and logging never leak into the other tests. Slow (about 2.5 minutes)."""
+(SQLite), so its configuration and logging never leak into the other tests. Slow: about 4 minutes on one
+worker; CI spreads its tests over the workers (`--dist load`), each with an Airflow home of its own."""
 
 from __future__ import annotations
 
