@@ -51,6 +51,12 @@ from .views import ViewsReport, refresh_views
 DEFAULT_COMPANY = "pipedrive"
 DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
 COMPANY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+DESTINATION_KEY = "pipedrive.destination"
+DESTINATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")  # postgres, dlt.destinations.postgres
+DESTINATION_ACCEPTED = (
+    "a dlt destination, as the pipeline script's --destination takes it: a name such as postgres, a named "
+    "destination whose destination_type is set, or dlt.destinations.postgres"
+)
 
 
 @dataclass(frozen=True)
@@ -212,8 +218,7 @@ def check_destination(pipeline: dlt.Pipeline) -> None:
     mostly a checkout moved or deleted after the pipeline's first run, whose folder dlt keeps."""
     if pipeline.destination is None:
         return
-    client = pipeline.destination_client()  # raises dlt's ConfigFieldMissingException for a missing setting
-    file = duckdb_file(pipeline, client)
+    file = duckdb_file(pipeline, check_destination_settings(pipeline))
     if file is None or file.parent.is_dir():
         return
     if Path(pipeline.get_local_state_val("initial_cwd")).is_dir():
@@ -262,15 +267,63 @@ def append_only_notice(pipeline: dlt.Pipeline) -> str | None:
 def company_pipeline(
     company: Company, destination: Any = None, pipelines_dir: str | None = None
 ) -> dlt.Pipeline:
-    """The company's pipeline into `destination` (a dlt destination or its name; None: its DuckDB file;
-    `"postgres"`: `postgres_load.exact_destination`'s)."""
-    destination = exact_destination(destination)
+    """The company's pipeline into `destination` (see `pipeline_destination`; None: the company's
+    `destination` setting, see `configured_destination`)."""
+    if destination is None:
+        destination = configured_destination(company)
     return dlt.pipeline(
         pipeline_name=company.pipeline_name,
-        destination=destination or duckdb_file_destination(company.dataset_name),
+        destination=pipeline_destination(destination, company.dataset_name),
         dataset_name=company.dataset_name,
         pipelines_dir=pipelines_dir,
     )
+
+
+def pipeline_destination(destination: Any, dataset: str, default_path: str = DUCKDB_FILE) -> Any:
+    """What the pipeline script's `--destination` and the orchestrators' destination load into, resolved
+    one way for all of them: None or `"duckdb"`, the DuckDB file of `duckdb_file_destination` (`default_path`
+    unless DESTINATION__DUCKDB__CREDENTIALS names one); Postgres however it is named,
+    `postgres_load.exact_destination`'s; any other dlt destination (a name, a named destination whose
+    `destination_type` is configured, `dlt.destinations.bigquery`, a destination object) as dlt takes it.
+    An unknown name raises dlt's `UnknownDestinationModule` here, as `dlt.pipeline` would."""
+    if destination is None or destination == "duckdb":
+        return duckdb_file_destination(dataset, default_path)
+    return exact_destination(destination)
+
+
+def configured_destination(company: Company) -> str | None:
+    """The `destination` setting of `company`: under its pipeline's name first (`[pipedrive_acme.pipedrive]
+    destination`, env `PIPEDRIVE_ACME__PIPEDRIVE__DESTINATION`), then `[pipedrive] destination` (env
+    `PIPEDRIVE__DESTINATION`), as the pipeline script's `--destination` takes it; None (not set): DuckDB.
+    A value that names nothing (set empty, not text) is refused: it loaded into DuckDB without a word, where
+    the deployment expected a warehouse; so is one that is no name, without showing it (a connection string
+    given here by mistake holds a password)."""
+    keys = [DESTINATION_KEY]
+    if company.name != DEFAULT_COMPANY:
+        keys.insert(0, f"{company.pipeline_name}.{DESTINATION_KEY}")
+    for key in keys:
+        value = dlt.config.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise SettingError("destination", value, DESTINATION_ACCEPTED, config_place(key))
+        if not DESTINATION_NAME.match(value.strip()):
+            raise ConfigError(
+                f"destination must be {DESTINATION_ACCEPTED}, not a value of other characters, which is not "
+                f"shown ({config_place(key)}); a connection string goes into the destination's credentials, "
+                "DESTINATION__<NAME>__CREDENTIALS."
+            )
+        return value.strip()
+    return None
+
+
+def check_destination_settings(pipeline: dlt.Pipeline) -> Any:
+    """The pipeline's destination client (None: no destination), made to resolve its settings: dlt's
+    exception for one missing or unreadable (`failures.failure_of` makes it the script's line). Nothing is
+    connected."""
+    if pipeline.destination is None:
+        return None
+    return pipeline.destination_client()  # dlt's ConfigFieldMissingException for a missing setting
 
 
 def table_catalog(

@@ -1,9 +1,11 @@
 """Airflow: the Pipedrive sync as a DAG built with dlt's `PipelineTasksGroup`, one task per resource group.
 
 Install the package with the extra into Airflow's environment (`pip install "pipedrive-source[airflow]"`, or
-`uv sync --extra airflow` here), copy this file into the dags folder, and give the workers the settings the
-dlt way: `SOURCES__PIPEDRIVE__API_TOKEN` (or `.dlt/secrets.toml` in the dags folder, which dlt's helper makes
-the project folder) and the destination's credentials (`DESTINATION__DUCKDB__CREDENTIALS=/data/crm.duckdb`).
+`uv sync --extra airflow` here), copy this file into the dags folder as it is, and give the scheduler and the
+workers the settings the dlt way: `SOURCES__PIPEDRIVE__API_TOKEN` (or `.dlt/secrets.toml` in the dags folder,
+which dlt's helper makes the project folder), the destination (`PIPEDRIVE__DESTINATION=postgres`, as the
+pipeline script's `--destination`; DuckDB without it) and its credentials
+(`DESTINATION__DUCKDB__CREDENTIALS=/data/crm.duckdb`), which the DAG's import checks.
 
 One DAG per company (`[pipedrive] companies`, see `pipedrive_source.deployment`), `pipedrive_sync` for the
 default one: a task group per resource group (fields, lookups, people, deals, ...) whose task syncs those
@@ -45,6 +47,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     Company,
     Run,
     append_only_notice,
+    check_destination_settings,
     company_pipeline,
     configured_companies,
     configured_history,
@@ -225,7 +228,8 @@ def failing_clearly() -> Iterator[None]:
 def sync_dag(
     company: Company, destination: Any = None, history: Sequence[str] = (), schedule: str = SCHEDULE
 ) -> Any:
-    """The DAG of one company."""
+    """The DAG of one company, loading into `destination` (None: the company's `destination` setting, DuckDB
+    without it; `deployment.configured_destination`)."""
     check_history(history)  # a group keeps the history of its own tables: a typo would match none, unsaid
     # unused here (each task starts from a fresh working folder, keeping no package), but the script and
     # Dagster read the same .dlt/ and refuse such a value: refused alike, not taken without a word
@@ -286,6 +290,8 @@ def _group_task(
     )
     # created after the group: dlt's helper gives each task group its own temporary working folder
     pipeline = company_pipeline(company, destination)
+    # as the DAG is parsed: a destination without its credentials failed every task of every run instead
+    check_destination_settings(pipeline)
     run = GroupRun(company, pipeline, entities, history, notices)
     (task,) = tasks.add_run(
         pipeline,
@@ -329,6 +335,10 @@ def uncovered_entities() -> list[str]:
     return [name for name in BY_NAME if name not in grouped]
 
 
-with failing_clearly():  # a settings file that is no TOML, a company name refused: the line to fix it
+try:
     for _company in configured_companies():
         globals()[f"{_company.pipeline_name}_sync"] = sync_dag(_company, history=configured_history())
+except Exception as exc:
+    # a settings file that is no TOML, a company name refused, an unknown destination, its credentials
+    # missing: the import error is the script's line to fix it, without dlt's exceptions (dozens of lines)
+    raise failure_of(exc) from None

@@ -10,8 +10,11 @@ stages, users, ...); an `analyst_views` asset after them; a job `<pipeline>_sync
 schedule (hourly, UTC). Materializing a subset of tables loads just those; a child table (deal_products,
 deals_history, ...) needs its parent in the same run because its rows come from the parent's changed records.
 
-Definitions load without credentials: they are read when a run starts, the dlt way (`.dlt/secrets.toml`,
-env `SOURCES__PIPEDRIVE__API_TOKEN`, or `PIPEDRIVE_<COMPANY>__SOURCES__PIPEDRIVE__API_TOKEN` per company).
+Definitions load without Pipedrive credentials: they are read when a run starts, the dlt way
+(`.dlt/secrets.toml`, env `SOURCES__PIPEDRIVE__API_TOKEN`, or
+`PIPEDRIVE_<COMPANY>__SOURCES__PIPEDRIVE__API_TOKEN` per company). The destination is a setting
+(`[pipedrive] destination = "postgres"`, env `PIPEDRIVE__DESTINATION`, as the pipeline script's
+`--destination`; DuckDB without it), whose credentials the definitions check as they load.
 """
 
 import logging
@@ -41,6 +44,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     Run,
     append_only_notice,
     check_and_recover,
+    check_destination_settings,
     company_pipeline,
     configured_companies,
     configured_history,
@@ -256,8 +260,11 @@ def company_assets(
     history: Sequence[str] = (),
     source_options: dict[str, Any] | None = None,
 ) -> list[dg.AssetsDefinition]:
-    """The table assets and the views asset of one company."""
+    """The table assets and the views asset of one company, loading into `destination` (None: the company's
+    `destination` setting, DuckDB without it; `deployment.configured_destination`)."""
     pipeline = company_pipeline(company, destination, pipelines_dir)
+    # as the definitions load: a destination without its credentials failed every run's step instead
+    check_destination_settings(pipeline)
     catalog = asset_catalog(company, entities, history)
     translator = PipedriveTranslator(company, list(catalog.resources))
 
@@ -329,24 +336,27 @@ def build_definitions(
     cron: str = SCHEDULE,
     source_options: dict[str, Any] | None = None,
 ) -> dg.Definitions:
-    """Assets, a job and a schedule per company (default: the companies in `[pipedrive] companies`)."""
+    """Assets, a job and a schedule per company (default: the companies in `[pipedrive] companies`). Settings
+    it cannot take (a settings file that is no TOML, a company name refused, an unknown destination, its
+    credentials missing) fail it with the pipeline script's line, without dlt's exceptions (dozens of
+    lines)."""
     assets: list[dg.AssetsDefinition] = []
     jobs, schedules = [], []
-    history = configured_history() if history is None else history
-    for company in companies or configured_companies():
-        assets += company_assets(company, destination, pipelines_dir, entities, history, source_options)
-        job = dg.define_asset_job(
-            f"{company.pipeline_name}_sync", selection=dg.AssetSelection.groups(company.pipeline_name)
-        )
-        jobs.append(job)
-        schedules.append(dg.ScheduleDefinition(job=job, cron_schedule=cron, execution_timezone="UTC"))
+    try:
+        history = configured_history() if history is None else history
+        for company in companies or configured_companies():
+            assets += company_assets(company, destination, pipelines_dir, entities, history, source_options)
+            job = dg.define_asset_job(
+                f"{company.pipeline_name}_sync", selection=dg.AssetSelection.groups(company.pipeline_name)
+            )
+            jobs.append(job)
+            schedules.append(dg.ScheduleDefinition(job=job, cron_schedule=cron, execution_timezone="UTC"))
+    except Exception as exc:
+        raise failure_of(exc) from None
     return dg.Definitions(
         assets=assets, jobs=jobs, schedules=schedules, resources={"dlt": DagsterDltResource()}
     )
 
 
 read_settings_of_checkout(ROOT)  # `dagster dev -f` from another folder, and each run's step process
-try:
-    defs = build_definitions()
-except Exception as exc:  # a settings file that is no TOML, a company name refused: the line to fix it
-    raise failure_of(exc) from exc
+defs = build_definitions()

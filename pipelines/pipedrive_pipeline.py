@@ -42,8 +42,8 @@ from pipedrive_source.deployment import (  # noqa: E402
     check_and_recover,
     configured_history,
     duckdb_file,
-    duckdb_file_destination,
     history_left_out,
+    pipeline_destination,
     read_settings_of_checkout,
     split_names,
 )
@@ -57,7 +57,6 @@ from pipedrive_source.failures import (  # noqa: E402
 )
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.loaded import counts_loaded, loaded_rows, written_rows  # noqa: E402
-from pipedrive_source.postgres_load import exact_destination  # noqa: E402
 from pipedrive_source.recovery import hide_terminal_job_logs  # noqa: E402
 from pipedrive_source.run import EntityProgress  # noqa: E402
 from pipedrive_source.settings import SOME_TABLES  # noqa: E402
@@ -338,13 +337,9 @@ def demo_emulator(args: argparse.Namespace) -> Iterator[Any]:
 
 def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
     check_pipelines_dir(args)
-    destination: Any = args.destination
-    if args.destination == "duckdb":  # a file: with the connector's load settings
-        # the demo's file where it runs (dlt would keep it in the folder of the demo's first run)
-        default = str(Path.cwd() / DEMO_DUCKDB_FILE) if demo else DUCKDB_FILE
-        destination = duckdb_file_destination(args.dataset, default)
-    else:
-        destination = exact_destination(destination)
+    # the demo's file where it runs (dlt would keep it in the folder of the demo's first run)
+    default = str(Path.cwd() / DEMO_DUCKDB_FILE) if demo else DUCKDB_FILE
+    destination = pipeline_destination(args.destination, args.dataset, default)
     name = args.pipeline_name or ("pipedrive_demo" if demo else DEFAULT_PIPELINE)
     return dlt.pipeline(
         pipeline_name=name,

@@ -39,6 +39,39 @@ TRUTH_DATASET = "truth"
 DLT_COLUMNS = ("_dlt_id", "_dlt_load_id", "_dlt_parent_id", "_dlt_root_id", "_dlt_list_idx")
 
 
+# destination settings an orchestrator cannot load into, with the pipeline script's line for each: its
+# definitions or DAG file fail to load with it (`settings` as environment variables)
+UNUSABLE_DESTINATIONS = [
+    pytest.param(
+        {"PIPEDRIVE__DESTINATION": "postgres"},
+        "Missing settings DESTINATION__POSTGRES__CREDENTIALS__DATABASE, DESTINATION__POSTGRES__"
+        "CREDENTIALS__PASSWORD, DESTINATION__POSTGRES__CREDENTIALS__USERNAME, DESTINATION__POSTGRES__"
+        "CREDENTIALS__HOST: set them in the environment or in .dlt/secrets.toml (destination.postgres."
+        "credentials.database); or all of them in one value, DESTINATION__POSTGRES__CREDENTIALS (a "
+        "connection string for SQL databases).",
+        id="missing_credentials",
+    ),
+    pytest.param(
+        {"PIPEDRIVE__DESTINATION": "postgress"},
+        "Unknown destination 'postgress': --destination takes a dlt destination such as duckdb, "
+        "postgres, bigquery, snowflake, motherduck or filesystem.",
+        id="unknown",
+    ),
+    pytest.param(
+        {
+            "PIPEDRIVE__COMPANIES": '["acme"]',
+            "PIPEDRIVE_ACME__PIPEDRIVE__DESTINATION": "postgres",
+            "DESTINATION__POSTGRES__CREDENTIALS": "postgresql://loader:s3cret-pw@db:port/crm",
+        },
+        "The setting DESTINATION__POSTGRES__CREDENTIALS is not a connection string such as "
+        "postgresql://user:password@host:5432/database; or set its fields one by one (DESTINATION__"
+        "POSTGRES__CREDENTIALS__<FIELD>, or under [destination.postgres.credentials] in .dlt/secrets.toml).",
+        id="unreadable_credentials_of_a_company",
+    ),
+]
+SECRET_OF_UNUSABLE = "s3cret"  # the password in one of them, shown nowhere
+
+
 @dataclass
 class SyncResult:
     pipeline: dlt.Pipeline

@@ -26,6 +26,8 @@ if importlib.util.find_spec("airflow") is None:
 
 from connector_fixtures import (  # noqa: E402
     DEFAULT_TABLES,
+    SECRET_OF_UNUSABLE,
+    UNUSABLE_DESTINATIONS,
     compare,
     load_truth,
     make_pipeline,
@@ -172,6 +174,26 @@ def test_a_setting_the_dag_cannot_take_fails_its_import_with_one_line(
     assert parsed.returncode == 0, parsed.stderr[-3000:]
     (error,) = json.loads(parsed.stdout.strip().splitlines()[-1]).values()  # what Airflow shows
     assert error.strip().splitlines()[-1] == f"pipedrive_source.failures.SyncFailed: {line}", error
+
+
+@pytest.mark.parametrize(("settings", "line"), UNUSABLE_DESTINATIONS)
+def test_a_destination_the_dag_cannot_load_into_fails_its_import_with_the_script_s_line(
+    airflow_env: dict[str, str], settings: dict[str, str], line: str
+) -> None:
+    """The destination was the DAG file's last line, to edit; chosen by the setting, one that cannot load
+    fails the import as the pipeline script fails, in its one line, without dlt's exceptions and without a
+    secret (every task of every run failed with it otherwise)."""
+    parsed = subprocess.run(
+        [sys.executable, "-c", IMPORT_ERRORS, str(ROOT / "pipelines" / "airflow_dag.py")],
+        env={**airflow_env, **settings},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert parsed.returncode == 0, parsed.stderr[-3000:]
+    (error,) = json.loads(parsed.stdout.strip().splitlines()[-1]).values()  # what Airflow shows
+    assert error.strip().splitlines()[-1] == f"pipedrive_source.failures.SyncFailed: {line}", error
+    assert "dlt.common" not in error and SECRET_OF_UNUSABLE not in parsed.stdout + parsed.stderr, error
 
 
 def test_each_company_s_dag_has_the_tables_of_its_entities_setting(airflow_env: dict[str, str]) -> None:
@@ -419,10 +441,6 @@ def test_the_full_refresh_param_starts_the_tables_over(
     assert (users, loads) == (len(emulator.control.snapshot("users")), 1)  # all of them, loaded anew
 
 
-# the DAG file's last line, which a deployment into Postgres changes in its copy (docs/orchestration.md)
-DUCKDB_DAGS = "sync_dag(_company, history=configured_history())"
-
-
 def test_a_full_refresh_into_postgres_loads_under_the_analyst_views(
     airflow_env: dict[str, str],
     emulator: EmulatorHandle,
@@ -433,18 +451,13 @@ def test_a_full_refresh_into_postgres_loads_under_the_analyst_views(
     between normalize and load to drop the views as the script and Dagster do: the DAG param full_refresh
     failed the groups whose tables the views read ("cannot drop table ... because other objects depend on
     it") until one dropped the views by hand. Each refreshing task now drops the views reading its tables
-    first; `analyst_views` makes them again."""
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    dag_file = (ROOT / "pipelines" / "airflow_dag.py").read_text()
-    assert dag_file.count(DUCKDB_DAGS) == 1
-    postgres_dags = DUCKDB_DAGS.replace("_company,", '_company, destination="postgres",')
-    (dags / "airflow_dag.py").write_text(dag_file.replace(DUCKDB_DAGS, postgres_dags))
+    first; `analyst_views` makes them again. Also: the DAG file loads into Postgres as it is, by the
+    `destination` setting (the DAG file's last line was edited for it)."""
     env = company_env(
         airflow_env,
         emulator,
         tmp_path,
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        PIPEDRIVE__DESTINATION="postgres",
         DESTINATION__POSTGRES__CREDENTIALS=postgres,
         SOURCES__PIPEDRIVE__ENTITIES=json.dumps(VIEW_TABLES.split(",")),
     )

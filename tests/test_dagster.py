@@ -26,6 +26,8 @@ dagster_dlt = pytest.importorskip("dagster_dlt", reason="dagster-dlt is in the d
 
 from connector_fixtures import (  # noqa: E402
     DEFAULT_TABLES,
+    SECRET_OF_UNUSABLE,
+    UNUSABLE_DESTINATIONS,
     compare,
     load_truth,
     refuse_a_changed_deal,
@@ -38,6 +40,7 @@ from pipedrive_source.concurrency import FetchPool  # noqa: E402
 from pipedrive_source.deployment import Company, company_pipeline  # noqa: E402
 from pipedrive_source.emulator import EmulatorHandle  # noqa: E402
 from pipedrive_source.errors import ConfigError  # noqa: E402
+from pipedrive_source.postgres_load import postgres as postgres_destination  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pydantic v1 shims inside dagster
 
@@ -355,15 +358,76 @@ def test_a_failed_run_says_the_pipeline_script_s_line(
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.event_specific_data.error.cause is not None  # dlt's exception, for what the line omits
 
-    for name in [key for key in os.environ if key.startswith("DESTINATION__POSTGRES")]:
-        monkeypatch.delenv(name)
+    # the destination's settings, there as the definitions loaded, gone when the run starts
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", "postgresql://loader:pw@127.0.0.1:9/crm")
     assets = definitions.company_assets(
         Company(), destination="postgres", pipelines_dir=str(tmp_path / "pipelines")
     )
+    for name in [key for key in os.environ if key.startswith("DESTINATION__POSTGRES")]:
+        monkeypatch.delenv(name)
     result = materialize(assets, ["users"])
     message = step_failure_message(result)
     assert "Missing settings DESTINATION__POSTGRES__CREDENTIALS__" in message
     assert message.splitlines()[-1].endswith("(a connection string for SQL databases)."), message
+
+
+@pytest.mark.parametrize(("settings", "line"), UNUSABLE_DESTINATIONS)
+def test_definitions_whose_destination_cannot_load_fail_to_load_with_the_script_s_line(
+    tmp_path: Path, settings: dict[str, str], line: str
+) -> None:
+    """The destination was code only (`build_definitions(destination=...)`); chosen by the setting, one that
+    cannot load fails the definitions as the pipeline script fails, in its one line, without dlt's
+    exceptions and without a secret (every run's step failed with it otherwise)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "PIPEDRIVE", "DESTINATION"))}
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import runpy; runpy.run_path({str(ROOT / 'pipelines' / 'dagster_definitions.py')!r})",
+        ],
+        cwd=tmp_path,
+        env={**env, **settings, "DLT_DATA_DIR": str(tmp_path / "dlt")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode != 0
+    assert loaded.stderr.strip().splitlines()[-1] == f"pipedrive_source.failures.SyncFailed: {line}"
+    shown = loaded.stderr
+    assert "dlt.common" not in shown and SECRET_OF_UNUSABLE not in shown, shown[-3000:]
+
+
+def test_the_destination_setting_loads_the_assets_into_postgres(
+    definitions: ModuleType,
+    emulator: EmulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """A company's `destination` setting (here `[pipedrive_pg.pipedrive] destination = "postgres"` by its
+    variable) with the server's credentials: the definitions load into Postgres, as the pipeline script's
+    --destination postgres does; the destination was code only."""
+    monkeypatch.setenv("PIPEDRIVE__COMPANIES", '["pg"]')
+    monkeypatch.setenv("PIPEDRIVE_PG__PIPEDRIVE__DESTINATION", "postgres")
+    monkeypatch.setenv("PIPEDRIVE_PG__SOURCES__PIPEDRIVE__API_TOKEN", emulator.api_token)
+    monkeypatch.setenv("PIPEDRIVE_PG__SOURCES__PIPEDRIVE__BASE_URL", emulator.base_url)
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", postgres)
+    defs = definitions.build_definitions(pipelines_dir=str(tmp_path / "pipelines"))
+    result = dg.materialize(
+        [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
+        resources={"dlt": dagster_dlt.DagsterDltResource()},
+        selection=[dg.AssetKey(["pg", "users"])],
+        raise_on_error=False,
+    )
+    assert result.success, step_failure_message(result)
+    reader = dlt.pipeline(
+        "reader_pg",
+        destination=postgres_destination(postgres),
+        dataset_name="pipedrive_pg",
+        pipelines_dir=str(tmp_path / "reader"),
+    )
+    users = {user["id"] for user in emulator.control.snapshot("users")}
+    assert {row["id"] for row in synced_rows(reader, "users")} == users
 
 
 def test_definitions_that_cannot_load_say_the_pipeline_script_s_line(tmp_path: Path) -> None:

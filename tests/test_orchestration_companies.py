@@ -16,10 +16,13 @@ from pipedrive_source import destinations
 from pipedrive_source.deployment import Company, company_pipeline, configured_companies
 from pipedrive_source.emulator import EmulatorHandle, run_emulator
 from pipedrive_source.errors import ConfigError
+from pipedrive_source.failures import failure_of
+from pipedrive_source.postgres_load import is_exact_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pipelines" / "companies.py"
 ENTITIES = "deals,pipelines,stages,users"
+NAMES = ("pipedrive", "acme", "globex", "initech", "hooli")
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +240,61 @@ def test_a_company_pipeline_loads_a_duckdb_file_as_the_pipeline_script_does(
     monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "pipedrive_acme.duckdb"))
     with pytest.raises(ConfigError, match="pipedrive_acme.duckdb and the dataset pipedrive_acme"):
         company_pipeline(Company("acme"), pipelines_dir=pipelines)
+
+
+def test_the_destination_setting_picks_each_company_s_destination_as_the_script_s_flag_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow and Dagster loaded into DuckDB unless one edited the DAG file or the definitions' code: the
+    `destination` setting (per company first) names it as the pipeline script's `--destination` does."""
+    pipelines = str(tmp_path / "pipelines")
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "crm.duckdb"))
+    monkeypatch.setenv("PIPEDRIVE__DESTINATION", "postgres")
+    monkeypatch.setenv("PIPEDRIVE_ACME__PIPEDRIVE__DESTINATION", "duckdb")  # the connector's DuckDB file
+    monkeypatch.setenv("PIPEDRIVE_INITECH__PIPEDRIVE__DESTINATION", "crm")  # named, of type postgres
+    monkeypatch.setenv("DESTINATION__CRM__DESTINATION_TYPE", "postgres")
+    monkeypatch.setenv("PIPEDRIVE_HOOLI__PIPEDRIVE__DESTINATION", "dlt.destinations.filesystem")
+    chosen = {name: company_pipeline(Company(name), pipelines_dir=pipelines).destination for name in NAMES}
+    assert is_exact_postgres(chosen["pipedrive"]) and is_exact_postgres(chosen["globex"])
+    assert isinstance(chosen["acme"], destinations._DuckDb)
+    assert is_exact_postgres(chosen["initech"]) and chosen["initech"].destination_name == "crm"
+    assert chosen["hooli"].destination_type == "dlt.destinations.filesystem"
+    monkeypatch.delenv("PIPEDRIVE__DESTINATION")
+    assert isinstance(company_pipeline(Company(), pipelines_dir=pipelines).destination, destinations._DuckDb)
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        (
+            "",
+            "destination must be a dlt destination, as the pipeline script's --destination takes it: a name "
+            "such as postgres, a named destination whose destination_type is set, or dlt.destinations."
+            "postgres, not '' (PIPEDRIVE_ACME__PIPEDRIVE__DESTINATION, or destination under "
+            "[pipedrive_acme.pipedrive]).",
+        ),
+        (
+            "postgresql://loader:s3cret-pw@db:5432/crm",
+            "destination must be a dlt destination, as the pipeline script's --destination takes it: a name "
+            "such as postgres, a named destination whose destination_type is set, or dlt.destinations."
+            "postgres, not a value of other characters, which is not shown (PIPEDRIVE_ACME__PIPEDRIVE__"
+            "DESTINATION, or destination under [pipedrive_acme.pipedrive]); a connection string goes into "
+            "the destination's credentials, DESTINATION__<NAME>__CREDENTIALS.",
+        ),
+        (
+            "postgress",
+            "Unknown destination 'postgress': --destination takes a dlt destination such as duckdb, "
+            "postgres, bigquery, snowflake, motherduck or filesystem.",
+        ),
+    ],
+    ids=["empty", "connection_string", "unknown"],
+)
+def test_a_destination_setting_that_names_no_destination_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, line: str
+) -> None:
+    """Set empty, the company loaded into DuckDB without a word; a connection string would be shown."""
+    monkeypatch.setenv("PIPEDRIVE__DESTINATION", "postgres")
+    monkeypatch.setenv("PIPEDRIVE_ACME__PIPEDRIVE__DESTINATION", value)
+    with pytest.raises(Exception) as refused:
+        company_pipeline(Company("acme"), pipelines_dir=str(tmp_path))
+    assert failure_of(refused.value).message == line
