@@ -92,8 +92,9 @@ def root_cause(exc: BaseException) -> BaseException:
             )
         if isinstance(current, UnknownDestinationModule):
             return ConfigError(
-                f"Unknown destination {current.ref!r}: --destination takes a dlt destination such as duckdb, "
-                "postgres, bigquery, snowflake, motherduck or filesystem."
+                f"Unknown destination {current.ref!r}: --destination (or the destination setting under "
+                "[pipedrive]) takes a dlt destination such as duckdb, postgres, bigquery, snowflake, "
+                "motherduck or filesystem."
             )
         seen.append(current)
         current = current.__cause__ or current.__context__ or getattr(current, "exception", None)

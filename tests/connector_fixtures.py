@@ -53,8 +53,8 @@ UNUSABLE_DESTINATIONS = [
     ),
     pytest.param(
         {"PIPEDRIVE__DESTINATION": "postgress"},
-        "Unknown destination 'postgress': --destination takes a dlt destination such as duckdb, "
-        "postgres, bigquery, snowflake, motherduck or filesystem.",
+        "Unknown destination 'postgress': --destination (or the destination setting under [pipedrive]) "
+        "takes a dlt destination such as duckdb, postgres, bigquery, snowflake, motherduck or filesystem.",
         id="unknown",
     ),
     pytest.param(

@@ -283,8 +283,9 @@ def test_the_destination_setting_picks_each_company_s_destination_as_the_script_
         ),
         (
             "postgress",
-            "Unknown destination 'postgress': --destination takes a dlt destination such as duckdb, "
-            "postgres, bigquery, snowflake, motherduck or filesystem.",
+            "Unknown destination 'postgress': --destination (or the destination setting under "
+            "[pipedrive]) takes a dlt destination such as duckdb, postgres, bigquery, snowflake, motherduck "
+            "or filesystem.",
         ),
     ],
     ids=["empty", "connection_string", "unknown"],
