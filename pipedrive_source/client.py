@@ -2,13 +2,13 @@
 
 Transient failures (5xx, dropped connections, incomplete reads, malformed JSON bodies) are retried with
 exponential backoff and full jitter, a bounded number of times; a body that is JSON but for what the fast
-decoder refuses (a leading byte order mark, a lone surrogate escape, a number no double holds or a `NaN`
-token) is decoded leniently instead (`json_body.loads`). Every attempt passes the shared rate limiter
-(`limiter.py`): `acquire` before sending, `observe` after (status 0 when no response came). A 429 is told
-apart by `limiter.classify_429`: a burst 429 waits for `x-ratelimit-reset` (or `retry-after`) and retries; a
-daily-budget 429 (or one asking for longer than `max_rate_limit_wait_s`) ends the run with a message saying
-when the budget resets. Every message is built from the path and status only, never from headers or URLs
-that could hold a secret.
+decoder refuses (a leading byte order mark, a lone surrogate escape, bytes that are not UTF-8, a number no
+double holds or a `NaN` token) is decoded leniently instead (`json_body.loads`). Every attempt passes the
+shared rate limiter (`limiter.py`): `acquire` before sending, `observe` after (status 0 when no response
+came). A 429 is told apart by `limiter.classify_429`: a burst 429 waits for `x-ratelimit-reset` (or
+`retry-after`) and retries; a daily-budget 429 (or one asking for longer than `max_rate_limit_wait_s`) ends
+the run with a message saying when the budget resets. Every message is built from the path and status only,
+never from headers or URLs that could hold a secret.
 """
 
 from __future__ import annotations

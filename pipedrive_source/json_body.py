@@ -70,10 +70,13 @@ def _lenient(content: bytes) -> Any:
     character beyond U+FFFF, which Pipedrive echoes from text a user entered) becomes U+FFFD, the
     replacement character, as a browser shows it (no text column of Arrow, Parquet, DuckDB or Postgres
     holds the surrogate itself; its escape as text would read like text a user typed); a number no double
-    holds or a `NaN` token is kept as its text (`_NumbersAsText`). Refused, such a page was retried as
-    "malformed JSON body", failed the run, and every later run while the record was there. A body that is
-    not JSON otherwise (cut off, HTML) raises `NotJson`."""
-    repaired = content.removeprefix(BOM)
+    holds or a `NaN` token is kept as its text (`_NumbersAsText`); bytes that are not UTF-8 (Latin-1 text a
+    user pasted, a proxy that re-encoded the body) become U+FFFD as a browser shows them, one for each
+    maximal part of a sequence that went wrong (`b"Caf\\xe9"` is `Caf\ufffd`). Refused, such a page was
+    retried as "malformed JSON body", failed the run, and every later run while the record was there. A body
+    that is not JSON otherwise (cut off, HTML) raises `NotJson`."""
+    # valid UTF-8 comes back as it was; guessing Latin-1 instead would garble a page that mixes encodings
+    repaired = content.removeprefix(BOM).decode("utf-8", "replace").encode()
     if b"\\ud" in repaired or b"\\uD" in repaired:
         repaired = _SURROGATE.sub(_pair_or_replacement, repaired)
     if repaired != content:

@@ -39,7 +39,7 @@ from reliability_support import (
 
 from pipedrive_source import pipedrive_source
 from pipedrive_source.emulator import EmulatorHandle
-from pipedrive_source.emulator.faults import RAW_JSON
+from pipedrive_source.emulator.faults import RAW_JSON, RAW_LATIN1
 from pipedrive_source.emulator.mutations import RANDOM_TABLES
 from pipedrive_source.errors import SettingError
 
@@ -952,6 +952,43 @@ def test_lone_surrogates_load_as_replacement_characters(
     with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
         titles = con.execute(f"SELECT title FROM {DATASET}.deals WHERE title LIKE '%\ufffd%'").fetchall()
     assert sorted(titles) == sorted((text,) for _, text in SURROGATES[:2])
+
+
+# each a JSON string literal sent a byte per character (`RAW_LATIN1`), and its text loaded: a byte that is
+# not UTF-8 or each maximal part of a sequence that breaks off is one U+FFFD, as a browser shows it
+NOT_UTF8 = [
+    ('"Caf\xe9"', "Caf\ufffd"),  # Latin-1 text a user pasted
+    ('"Jos\xe9 M\xfcller \xc3\xa9"', "Jos\ufffd M\ufffdller \xe9"),  # UTF-8 next to it stays
+    ('"x \xf0\x9f\x98 y"', "x \ufffd y"),  # a character cut after three of its four bytes
+    ('"\xed\xa0\x80\xff"', "\ufffd\ufffd\ufffd\ufffd"),  # a surrogate encoded as UTF-8 (CESU-8)
+    ('"\x80\\u00e9"', "\ufffd\xe9"),  # a continuation byte alone; an escape is an escape
+    ('"j\xf6rg@example.org"', "j\ufffdrg@example.org"),
+    ('"<p>\xa0\x85</p>"', "<p>\ufffd\ufffd</p>"),
+]
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_bytes_that_are_not_utf8_load_as_replacement_characters(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """A body with bytes that are not UTF-8 (text pasted from a Latin-1 source, a proxy that re-encoded the
+    body): orjson refused the page, which was retried as "malformed JSON body", and the run failed, and every
+    later one while the record was there. Each such byte loads as U+FFFD, at once, and the rest of the page
+    as it came (v1 and v2, a custom field and a child table)."""
+    ops = text_ops(data_emulator, [RAW_LATIN1 + raw for raw, _ in NOT_UTF8])
+    data_emulator.control.mutate(ops=ops)
+    served = httpx.get(
+        f"{data_emulator.base_url}/api/v2/deals/{ops[1]['id']}",
+        headers={"x-api-token": data_emulator.api_token},
+    ).content
+    assert b'"title":"Jos\xe9 M\xfcller \xc3\xa9"' in served
+    first = sync(data_emulator, tmp_path, entities=TEXT_TABLES, arrow=arrow, **EXACT)
+    assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
+    hold_as_loaded(data_emulator, [text for _, text in NOT_UTF8])
+    assert_equal_to_truth(data_emulator, tmp_path, TEXT_TABLES)
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        titles = con.execute(f"SELECT title FROM {DATASET}.deals WHERE title LIKE '%\ufffd%'").fetchall()
+    assert sorted(titles) == sorted((text,) for _, text in NOT_UTF8[:3])
 
 
 @pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])

@@ -6,9 +6,11 @@ Raw literals: a record value that is the string `RAW_JSON + literal` ("\u0000jso
 mutate `update`) is served as the bare JSON text `literal` (`1e999`, `NaN`, 400 digits, or a string such as
 `"a\\ud800b"` with a lone surrogate escape), in every Pipedrive answer (`raw_literals`). orjson renders every
 body and writes no such number or escape, which a backend other than orjson may; the control snapshots keep
-the marker string. `bom_rate`: a share of the answers (the OAuth token endpoint's too) starts with a UTF-8
-byte order mark, as some proxies and gateways add (decided by a draw every request makes anyway: the same
-seed draws the same faults).
+the marker string. A value `RAW_LATIN1 + literal` is served the same way with each character of `literal`
+as one byte (its Latin-1 code), which is not UTF-8 beyond U+007F: `RAW_LATIN1 + '"Caf\\xe9"'` is the bytes
+`"Caf\\xe9"`, text a user pasted from a Latin-1 source, or a proxy re-encoded. `bom_rate`: a share of the
+answers (the OAuth token endpoint's too) starts with a UTF-8 byte order mark, as some proxies and gateways
+add (decided by a draw every request makes anyway: the same seed draws the same faults).
 
 Off by default. One seeded RNG is consulted for every admitted Pipedrive request in arrival order, always with
 the same number of draws per request, so the same seed and the same request sequence give the same faults
@@ -40,8 +42,10 @@ HTML = "html"
 KINDS = (ERROR, THROTTLE, DROP, MALFORMED, STUCK, HTML)  # new kinds last: old seeds draw the same faults
 PAGING_PARAMS = frozenset({"cursor", "start"})
 RAW_JSON = "\x00json:"
-_RAW_MARK = b'"\\u0000json:'  # how orjson writes the marker's start
-_RAW_VALUE = re.compile(rb'"\\u0000json:((?:[^"\\]|\\.)*)"')  # the literal as a JSON string escapes it
+RAW_LATIN1 = "\x00latin1:"
+_RAW_MARKS = (b'"\\u0000json:', b'"\\u0000latin1:')  # how orjson writes the markers' start
+# the marker, then the literal as a JSON string escapes it
+_RAW_VALUE = re.compile(rb'"\\u0000(json|latin1):((?:[^"\\]|\\.)*)"')
 BOM = b"\xef\xbb\xbf"
 QUEUE_PERIOD_S = 3.0  # not a multiple of the 2-second burst window
 
@@ -175,12 +179,14 @@ def truncate(body: bytes, detail: float) -> bytes:
 
 
 def raw_literals(body: bytes) -> bytes:
-    """The body with every marked value (`RAW_JSON`) replaced by its bare literal."""
-    return _RAW_VALUE.sub(_literal, body) if _RAW_MARK in body else body
+    """The body with every marked value (`RAW_JSON`, `RAW_LATIN1`) replaced by its bare literal."""
+    return _RAW_VALUE.sub(_literal, body) if any(mark in body for mark in _RAW_MARKS) else body
 
 
 def _literal(match: re.Match[bytes]) -> bytes:
-    escaped = match[1]
+    marker, escaped = match.group(1, 2)
+    if marker == b"latin1":
+        return str(orjson.loads(b'"' + escaped + b'"')).encode("latin-1")
     if b"\\" not in escaped:
         return escaped
     # a literal with quotes or backslashes, say the string `"\ud800"` (a lone surrogate escape)

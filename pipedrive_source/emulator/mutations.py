@@ -22,7 +22,8 @@ Explicit operations — `{"ops": [...]}`, applied in order:
 - `{"op": "archive_deal", "id"}`; `{"op": "update", "table", "id", "changes"}` (`custom_fields` in
   changes is merged key by key; a null value clears a field; a deal given another `stage_id` gets the
   batch's time as `stage_change_time` unless the changes name one; a value `"\u0000json:<literal>"` is
-  served as the bare JSON `<literal>`, say `1e999` or `NaN`: `faults.RAW_JSON`);
+  served as the bare JSON `<literal>`, say `1e999` or `NaN`: `faults.RAW_JSON`; `"\u0000latin1:<literal>"`
+  too, with a byte per character, not UTF-8: `faults.RAW_LATIN1`);
   `{"op": "delete", "table", "id"}`;
   `{"op": "create", "table", "values"?}`; `{"op": "add_mail", "deal_id"}` (a mail message linked to the
   deal: it shows in the deal's flow); `{"op": "advance_clock", "seconds"}`;
