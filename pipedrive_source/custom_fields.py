@@ -40,6 +40,7 @@ from pipedrive_source.field_values import (
     set_converter,
     set_ids,
     suffixes_for,
+    to_json_text,
 )
 from pipedrive_source.naming import (
     HASH_RE,
@@ -104,6 +105,7 @@ class Resolver:
         self._lock = threading.RLock()
         self._unknown_ids: dict[str, set[str]] = {}  # option ids no definition lists, by field code
         self._reported_ids: dict[str, set[str]] = {}
+        self._warned_no_id: set[str] = set()  # option fields warned about for a value that is no id
         # field code -> {member: column} of the members composite values had beyond their type's (a part
         # Pipedrive adds to addresses); kept across runs, so the column keeps that part for good
         self.parts: dict[str, dict[str, str]] = {code: dict(m) for code, m in (parts or {}).items()}
@@ -372,9 +374,13 @@ class Resolver:
     def _unknown_option(self, code: str, option_id: Any) -> str | None:
         """The label column's value for an option id the labels of field `code` (custom or built-in)
         lack: its label once the definitions are read again, else the id's text (kept, not lost;
-        reported per page)."""
-        if option_id is None or option_id == "" or isinstance(option_id, (dict, list)):  # "": no option
+        reported per page). A value that is no id at all (a list where one id goes, an object without
+        an id) is kept as its JSON text, with one warning per field: it was NULL, the value lost."""
+        if option_id is None or option_id == "":  # "": no option
             return None
+        if isinstance(option_id, (dict, list)):
+            self._warn_no_option_id(code)
+            return to_json_text(option_id)
         with self._lock:
             self._refresh_once()
             builtin = self._builtin_labels.get(code)
@@ -394,18 +400,37 @@ class Resolver:
                 if not new:
                     continue
                 reported.update(new)
-                builtin = self._builtin_labels.get(code)
-                fd = builtin.field if builtin else self.custom.get(code)
                 logger.warning(
                     "%s: %s field %r (column %r) holds option id(s) %s that Pipedrive does not list "
                     "(deleted options?); their ids are kept as text in that column",
                     self.entity,
-                    "built-in" if builtin else "custom",
-                    (fd.name or code) if fd else code[:8],
-                    builtin.column if builtin else self.bindings.get(code),
+                    *self._option_field(code),
                     ", ".join(new),
                 )
             self._unknown_ids.clear()
+
+    def _warn_no_option_id(self, code: str) -> None:
+        with self._lock:
+            if code in self._warned_no_id:
+                return
+            self._warned_no_id.add(code)
+        logger.warning(
+            "%s: %s field %r (column %r) holds values that are no option id (a list where one id goes, an "
+            "object without an id); they are kept as their JSON text in that column",
+            self.entity,
+            *self._option_field(code),
+        )
+
+    def _option_field(self, code: str) -> tuple[str, str, str | None]:
+        """How a warning names option field `code`: built-in or custom, its name, its label column."""
+        builtin = self._builtin_labels.get(code)
+        fd = builtin.field if builtin else self.custom.get(code)
+        name = (fd.name or code) if fd else code[:8]
+        return (
+            "built-in" if builtin else "custom",
+            name,
+            builtin.column if builtin else self.bindings.get(code),
+        )
 
     def _reserved_columns(self) -> set[str]:
         """Columns no field may be newly bound onto: address parts' and those unlisted fields' values

@@ -159,8 +159,15 @@ def option_labels(fd: FieldDef) -> dict[Any, str]:
 
 
 def _option_id(v: Any) -> Any:
-    """The id of an option value: `12`, `"12"` or v2's `{id, label}` (include_option_labels=true)."""
-    return v.get("id") if isinstance(v, Mapping) else v
+    """The id of an option value: `12`, `"12"` or v2's `{id, label}` (include_option_labels=true); an
+    object without an id is its own (no option has it: `unknown` keeps it, not a NULL in its place)."""
+    return v.get("id", v) if isinstance(v, Mapping) else v
+
+
+def _label_of(get: Callable[[Any], str | None], v: Any) -> str | None:
+    """The label of option value `v`, None when no option has its id (a list or an object is none)."""
+    oid = _option_id(v)
+    return None if isinstance(oid, (dict, list)) else get(oid)
 
 
 def set_ids(v: Any) -> list:
@@ -181,8 +188,7 @@ def enum_converter(
     get = labels.get
 
     def slow(v: Any) -> Any:
-        oid = _option_id(v)
-        label = get(oid) if not isinstance(oid, (dict, list)) else None
+        label = _label_of(get, v)
         return label if label is not None or not isinstance(v, Mapping) else v.get("label")
 
     def conv(v: Any, row: dict) -> None:
@@ -210,8 +216,8 @@ def set_converter(
         ids = set_ids(v)
         try:
             found = [get(i) for i in ids]
-        except TypeError:
-            found = [get(_option_id(i)) for i in ids]
+        except TypeError:  # an unhashable member: an {id, label} object, or a list where an id goes
+            found = [_label_of(get, i) for i in ids]
         if unknown is not None and None in found:
             found = [
                 unknown(_option_id(i)) if label is None and i is not None else label

@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import orjson
 import pytest
 from connector_fixtures import DATASET, column_types_of, custom_columns, make_pipeline, sync, utc
 from reliability_support import (
@@ -656,6 +657,55 @@ def test_a_list_where_a_number_was_goes_to_a_json_variant(
     assert columns["title__nested__v_json"]["data_type"] == "json"
     assert schema_tables(tmp_path, "deals__title") == []
     assert_equal_to_truth(data_emulator, tmp_path, ["deals"], variants=True)
+
+
+# (enum value, set value, what the enum's column and the set's child rows hold): a value no option id
+# (a list where one id goes, an object without an id) is kept as its JSON text next to the labels
+NO_OPTION_IDS = [
+    ([1, 2], [[1, 2], "<option>"], "[1,2]", ["[1,2]", "<label>"]),
+    ({"x": {"y": [1]}}, [{"x": 1}, None], '{"x":{"y":[1]}}', ['{"x":1}', None]),
+    ({"id": "<option>", "label": "?"}, [{"id": "<option>"}], "<label>", ["<label>"]),
+]
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_a_value_that_is_no_option_id_in_an_option_field_is_kept(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """A list or an object without an id in a custom enum field loaded as NULL, without a word (the value
+    was lost), and a list among a set's ids failed the run with `TypeError: unhashable type: 'list'` (and
+    every later run while the record held it). Now each is kept as its JSON text where its label would be,
+    as an option id Pipedrive does not list is kept as its text; an `{id}` object still gets its label."""
+    codes = deal_field_codes(data_emulator)
+    fields = {f["field_code"]: f for f in data_emulator.control.snapshot("deal_fields")}
+    option = fields[codes["set"]]["options"][0]
+    choice = fields[codes["enum"]]["options"][0]
+
+    def filled(value: Any, item: dict[str, Any]) -> Any:
+        text = orjson.dumps(value).decode()
+        return orjson.loads(text.replace('"<option>"', str(item["id"])).replace("<label>", item["label"]))
+
+    changes = [
+        {"custom_fields": {"enum": filled(enum, choice), "set": filled(members, option)}}
+        for enum, members, _, _ in NO_OPTION_IDS
+    ]
+    deals = inject_changes(data_emulator, changes)
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    db = tmp_path / "crm.duckdb"
+    columns = custom_columns(db, "deals")
+    enum_column, set_column = columns[codes["enum"]], columns[codes["set"]]
+    with duckdb.connect(str(db), read_only=True) as con:
+        for rid, (_, _, enum_text, set_texts) in zip(deals, NO_OPTION_IDS, strict=True):
+            [(held,)] = con.execute(
+                f"SELECT {enum_column} FROM {DATASET}.deals WHERE id = ?", [rid]
+            ).fetchall()
+            assert held == filled(enum_text, choice), rid
+            members = con.execute(
+                f"SELECT c.value FROM {DATASET}.deals__{set_column} c JOIN {DATASET}.deals p "
+                "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ? ORDER BY c._dlt_list_idx",
+                [rid],
+            ).fetchall()
+            assert [m for (m,) in members] == [filled(t, option) for t in set_texts], rid
 
 
 # texts Python's float() (dlt's coercion to `double`) reads as NaN or an infinity: each went into its typed
