@@ -126,9 +126,10 @@ def to_time(v: Any) -> Any:
 
 
 def to_ref(v: Any) -> Any:
-    """A referenced record's id; v1 sometimes sends the record as `{"value": id, "name": ...}`."""
+    """A referenced record's id; v1 sometimes sends the record as `{"value": id, "name": ...}`. An object
+    with neither stays as it came, for the column's `__v_json` variant: it was NULL, the value lost."""
     if isinstance(v, Mapping):
-        v = v.get("value", v.get("id"))
+        v = v.get("value", v.get("id", v))
     if v is None:
         return v
     if isinstance(v, str) and not v.isdigit():

@@ -708,6 +708,28 @@ def test_a_value_that_is_no_option_id_in_an_option_field_is_kept(
             assert [m for (m,) in members] == [filled(t, option) for t in set_texts], rid
 
 
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_an_object_without_an_id_in_a_reference_field_is_kept(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """A user, organization or person field holding an object with neither `value` nor `id` (v1 sends the
+    record as `{"value": id, "name": ...}`) loaded as NULL, the value lost. It is kept now as any object
+    in a custom field is: its members in `<column>__<member>` columns."""
+    codes = deal_field_codes(data_emulator)
+    kinds = ["user", "org", "people"]
+    value = {"name": "Ann", "k": {"x": [1]}}
+    deals = inject_changes(data_emulator, [{"custom_fields": {kind: value}} for kind in kinds])
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    db = tmp_path / "crm.duckdb"
+    columns = custom_columns(db, "deals")
+    with duckdb.connect(str(db), read_only=True) as con:
+        for rid, kind in zip(deals, kinds, strict=True):
+            column = columns[codes[kind]]
+            query = f"SELECT {column}, {column}__name, {column}__k FROM {DATASET}.deals WHERE id = ?"
+            [(held, name, nested)] = con.execute(query, [rid]).fetchall()
+            assert (held, name, json.loads(nested)) == (None, "Ann", {"x": [1]}), kind
+
+
 # texts Python's float() (dlt's coercion to `double`) reads as NaN or an infinity: each went into its typed
 # column as NaN or inf, and one of them made SUM() of the whole column NaN or inf
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "nan", "inf", "1e999"]
