@@ -117,12 +117,15 @@ def flatten_v1(fd: FieldDef, value: Any) -> list[tuple[str, Any]]:
     h, t = fd.code, fd.field_type
     if value is None:
         return []
-    if t == "set":
+    # a value of another shape than its type's (bad input a test put there) is served as it is
+    if t == "set" and isinstance(value, list):
         return [(h, ",".join(str(v) for v in value))]
+    if not (isinstance(value, dict) and "value" in value):
+        return [(h, value)]
     if t == "monetary":
-        return [(h, value["value"]), (f"{h}_currency", value["currency"])]
+        return [(h, value["value"]), (f"{h}_currency", value.get("currency"))]
     if t in ("daterange", "timerange"):
-        return [(h, value["value"]), (f"{h}_until", value["until"])]
+        return [(h, value["value"]), (f"{h}_until", value.get("until"))]
     if t == "address":
         return [(h, value["value"])] + [(f"{h}_{k}", v) for k, v in value.items() if k != "value"]
     return [(h, value)]
