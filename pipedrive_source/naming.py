@@ -5,6 +5,8 @@ Rules (documented in the README):
   and passed through dlt's own snake_case naming convention, so the column we bind is exactly the column
   dlt creates: ``Deal Tier`` -> ``deal_tier``, ``Região de venda`` -> ``regiao_de_venda``.
 - A name with nothing readable left (``顧客ランク``) becomes ``cf_<first 8 chars of the hash>``.
+- A name longer than ``MAX_STEM`` (150) characters is shortened as dlt shortens identifiers (a tag from the
+  whole name in its middle): its column may name a child table, and dlt names files after tables.
 - A field owns a *group* of columns: its base name plus the suffixed columns its type can produce
   (``_currency``, ``_until``, ``_id`` ...). A group never overlaps a built-in column or another field's group.
 - If the group would hit a built-in column the base gets ``_cf`` (``status`` -> ``status_cf``), then
@@ -64,6 +66,11 @@ _EDGE_NON_ALNUM = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$")
 HASH_RE = re.compile(r"[0-9a-f]{40}")
 RESERVED_PREFIX = "_dlt"
 MAX_SUFFIX_TRIES = 10_000
+# A field's column may name a child table (a set field, a list in a text field): `deals__<column>`, whose
+# job files dlt names `<table>.<file id>.<retry>.<format>`, and a file name has at most 255 bytes. Pipedrive
+# allows 255 characters for a field name: such a column failed every run (`File name too long`). 150 leaves
+# room for the longest table prefix (`organizations_history__`), a suffix and dlt's file name parts.
+MAX_STEM = 150
 
 
 def ascii_fold(text: str) -> str:
@@ -83,7 +90,10 @@ def column_stem(name: str | None, field_code: str) -> str:
     folded = _EDGE_NON_ALNUM.sub("", ascii_fold(name or ""))
     if not folded:
         return f"cf_{field_code[:8]}"
-    return normalize(folded)
+    stem = normalize(folded)
+    # as dlt shortens an identifier for a destination's limit: a tag from the whole name keeps two long
+    # names that differ only at their end apart
+    return NAMING.shorten_identifier(stem, stem, MAX_STEM)
 
 
 @dataclass(frozen=True)

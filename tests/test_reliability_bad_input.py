@@ -488,6 +488,42 @@ def test_a_field_of_an_unknown_type_keeps_its_values(data_emulator: EmulatorHand
     assert_equal_to_truth(data_emulator, tmp_path, ["deals"])
 
 
+LONGEST_NAME = "Qualified by " + "very " * 48 + "ok"  # 255 characters, the most Pipedrive allows
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_a_field_with_the_longest_name_gets_a_child_table_a_file_can_be_named_after(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """A set field (or a list in a text field) named with Pipedrive's 255 characters gave a child table
+    `deals__<its column>`, whose job file dlt names after the table: `OSError: [Errno 36] File name too
+    long`. The run failed in the extract (Arrow) or left its package pending in the normalize (records),
+    and so did every later run. The column's name is shortened now as dlt shortens identifiers (a tag
+    from the whole name), to 150 characters."""
+    assert len(LONGEST_NAME) == 255
+    ops = [
+        {"op": "add_field", "entity": "deal", "name": LONGEST_NAME, "field_type": "set", "fill": 10},
+        {"op": "add_field", "entity": "deal", "name": LONGEST_NAME + "!", "field_type": "varchar"},
+    ]
+    set_code, text_code = (f["field_code"] for f in data_emulator.control.mutate(ops=ops)["fields"])
+    deal = live_ids(data_emulator, "deals")[0]
+    listed = {"custom_fields": {text_code: ["a", "b"]}}
+    data_emulator.control.mutate(ops=[{"op": "update", "table": "deals", "id": deal, "changes": listed}])
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    db = tmp_path / "crm.duckdb"
+    columns = custom_columns(db, "deals")
+    assert all(len(columns[code]) <= 152 for code in (set_code, text_code))  # a name taken: `<column>_2`
+    assert columns[set_code] != columns[text_code]
+    with duckdb.connect(str(db), read_only=True) as con:
+        listed_rows = con.execute(
+            f"SELECT c.value FROM {DATASET}.deals__{columns[text_code]} c JOIN {DATASET}.deals p "
+            "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ? ORDER BY c._dlt_list_idx",
+            [deal],
+        ).fetchall()
+    assert listed_rows == [("a",), ("b",)]
+    assert_equal_to_truth(data_emulator, tmp_path, ["deals"])
+
+
 def update_time_of(emulator: EmulatorHandle, table: str, rid: Any) -> Any:
     return next(r for r in emulator.control.snapshot(table) if r["id"] == rid)["update_time"]
 
