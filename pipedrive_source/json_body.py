@@ -75,14 +75,19 @@ def _lenient(content: bytes) -> Any:
     maximal part of a sequence that went wrong (`b"Caf\\xe9"` is `Caf\ufffd`). Refused, such a page was
     retried as "malformed JSON body", failed the run, and every later run while the record was there. A body
     that is not JSON otherwise (cut off, HTML) raises `NotJson`."""
-    # valid UTF-8 comes back as it was; guessing Latin-1 instead would garble a page that mixes encodings
-    repaired = content.removeprefix(BOM).decode("utf-8", "replace").encode()
+    repaired = content.removeprefix(BOM)
     if b"\\ud" in repaired or b"\\uD" in repaired:
         repaired = _SURROGATE.sub(_pair_or_replacement, repaired)
     if repaired != content:
         with contextlib.suppress(orjson.JSONDecodeError):
             return orjson.loads(repaired)
-    body = _with_numbers_as_text(repaired)
+    # only now, as a proxy that adds a byte order mark adds it to every page: valid UTF-8 comes back as it
+    # was (Latin-1 guessed instead would garble a page that mixes encodings)
+    valid = repaired.decode("utf-8", "replace").encode()
+    if valid != repaired:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            return orjson.loads(valid)
+    body = _with_numbers_as_text(valid)
     if body is None:
         raise NotJson
     return body
