@@ -1,0 +1,34 @@
+"""`json_body.loads` on bodies orjson refuses: what each decodes to (the syncs over HTTP are in
+test_reliability_bad_input.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipedrive_source import json_body
+
+BOM = json_body.BOM
+
+
+@pytest.mark.parametrize(
+    ("body", "decoded"),
+    [
+        (b'{"n":"Caf\xe9"}', {"n": "Caf\ufffd"}),  # Latin-1
+        (b'{"n":"Caf\xc3\xa9 \xff"}', {"n": "Caf\xe9 \ufffd"}),  # UTF-8 next to it stays
+        (b'{"n":"\xf0\x9f\x98!"}', {"n": "\ufffd!"}),  # a character cut short: one U+FFFD, as a browser
+        (b'{"n":"\xed\xa0\x80"}', {"n": "\ufffd" * 3}),  # a surrogate encoded as UTF-8 (CESU-8)
+        (b'{"n\xe9":1}', {"n\ufffd": 1}),  # in a key too
+        # with everything else the lenient path repairs, in one body
+        (BOM + b'{"n":"\xe9 \\ud800","v":1e999}', {"n": "\ufffd \ufffd", "v": "1e999"}),
+    ],
+)
+def test_bytes_that_are_not_utf8_become_replacement_characters(body: bytes, decoded: Any) -> None:
+    assert json_body.loads(body) == decoded
+
+
+@pytest.mark.parametrize("body", [b'{"n":"\xe9', b"<html>\xe9</html>", b"\xff\xfe{}"])
+def test_a_body_that_is_not_json_otherwise_is_still_refused(body: bytes) -> None:
+    with pytest.raises(json_body.NotJson):
+        json_body.loads(body)
