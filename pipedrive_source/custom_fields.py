@@ -104,6 +104,7 @@ class Resolver:
         self._refreshed = False
         self._lock = threading.RLock()
         self._unknown_ids: dict[str, set[str]] = {}  # option ids no definition lists, by field code
+        self._unlabelled_ids: dict[str, set[str]] = {}  # option ids listed with a null label, by field code
         self._reported_ids: dict[str, set[str]] = {}
         self._warned_no_id: set[str] = set()  # option fields warned about for a value that is no id
         # field code -> {member: column} of the members composite values had beyond their type's (a part
@@ -245,7 +246,7 @@ class Resolver:
         resolve = self.resolve
         for row in rows:
             resolve(row)
-        if self._unknown_ids:
+        if self._unknown_ids or self._unlabelled_ids:
             self._report_unknown_options()
         return rows
 
@@ -389,25 +390,32 @@ class Resolver:
             label = labels.get(option_id) if labels else None
             if label is not None:
                 return label
-            self._unknown_ids.setdefault(code, set()).add(str(option_id))
+            # listed with a null label: a warning about a deleted option would send a user looking for one
+            found = self._unlabelled_ids if labels and option_id in labels else self._unknown_ids
+            found.setdefault(code, set()).add(str(option_id))
         return str(option_id)
 
     def _report_unknown_options(self) -> None:
         with self._lock:
-            for code, ids in sorted(self._unknown_ids.items()):
-                reported = self._reported_ids.setdefault(code, set())
-                new = sorted(ids - reported, key=lambda i: (len(i), i))
-                if not new:
-                    continue
-                reported.update(new)
-                logger.warning(
-                    "%s: %s field %r (column %r) holds option id(s) %s that Pipedrive does not list "
-                    "(deleted options?); their ids are kept as text in that column",
-                    self.entity,
-                    *self._option_field(code),
-                    ", ".join(new),
-                )
-            self._unknown_ids.clear()
+            for found, why in (
+                (self._unknown_ids, "that Pipedrive does not list (deleted options?)"),
+                (self._unlabelled_ids, "that the field definitions list without a label (null)"),
+            ):
+                for code, ids in sorted(found.items()):
+                    reported = self._reported_ids.setdefault(code, set())
+                    new = sorted(ids - reported, key=lambda i: (len(i), i))
+                    if not new:
+                        continue
+                    reported.update(new)
+                    logger.warning(
+                        "%s: %s field %r (column %r) holds option id(s) %s %s; their ids are kept as text "
+                        "in that column",
+                        self.entity,
+                        *self._option_field(code),
+                        ", ".join(new),
+                        why,
+                    )
+                found.clear()
 
     def _warn_no_option_id(self, code: str) -> None:
         with self._lock:

@@ -1144,3 +1144,26 @@ def test_control_characters_load_as_they_are_and_nul_is_dropped(
     with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
         [(title,)] = con.execute(f"SELECT title FROM {DATASET}.deals WHERE title LIKE '0:%'").fetchall()
     assert title == f"0:ab{odd}"
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_an_option_listed_without_a_label_keeps_its_id_and_says_so(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An option whose label is null in the field definitions was reported as an option id Pipedrive does
+    not list ("deleted options?"), which sent a user looking for a deleted option; its id text is kept."""
+    codes = deal_field_codes(data_emulator)
+    fields = {f["field_code"]: f for f in data_emulator.control.snapshot("deal_fields")}
+    option = fields[codes["enum"]]["options"][0]["id"]
+    relabel = {"op": "relabel_option", "entity": "deal", "field_code": codes["enum"], "option_id": option}
+    data_emulator.control.mutate(ops=[{**relabel, "label": None}])
+    [deal] = inject_changes(data_emulator, [{"custom_fields": {"enum": option}}])
+    with caplog.at_level("WARNING", logger="pipedrive_source"):
+        sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    db = tmp_path / "crm.duckdb"
+    column = custom_columns(db, "deals")[codes["enum"]]
+    with duckdb.connect(str(db), read_only=True) as con:
+        query = f"SELECT {column} FROM {DATASET}.deals WHERE id = ?"
+        assert con.execute(query, [deal]).fetchall() == [(str(option),)]
+    [line] = [m for m in caplog.messages if f"option id(s) {option} " in m]
+    assert "list without a label (null)" in line and "does not list" not in line

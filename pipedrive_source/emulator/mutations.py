@@ -13,7 +13,8 @@ Random batch — `{"seed": 1, "creates": 10, "updates": 50, "deletes": 5, "archi
 - archives go to deals (`is_archived`), leads (`is_archived`) and projects (`archive_time`).
 Explicit operations — `{"ops": [...]}`, applied in order:
 - `{"op": "rename_field", "entity", "field_code", "name"}`; `{"op": "relabel_option", "entity",
-  "field_code", "option_id", "label"}`; `{"op": "add_option", "entity", "field_code", "label"}`;
+  "field_code", "option_id", "label"}` (a null label is served as null); `{"op": "add_option", "entity",
+  "field_code", "label"}`;
   `{"op": "delete_option", "entity", "field_code", "option_id"}` (the option leaves the field's options,
   v1 lists it under `options_deleted`; records holding its id keep it and are not stamped);
   `{"op": "delete_field", "entity", "field_code"}` (the field leaves the fields endpoint and every
@@ -442,7 +443,7 @@ def field_op(batch: Batch, op: dict[str, Any]) -> None:
             fd.name = str(op["name"])
         elif kind == "relabel_option":
             o = _option(fd, op["option_id"])
-            o.update(label=str(op["label"]), update_time=now)
+            o.update(label=None if op["label"] is None else str(op["label"]), update_time=now)
         elif kind == "add_option":
             if fd.options is None:
                 raise MutationError(f"field {fd.code} has no options")
