@@ -61,7 +61,7 @@ from dlt.common.data_types import coerce_value, py_type_to_sc_type
 from dlt.common.schema import Schema, utils
 from dlt.common.utils import digest128b
 
-from . import column_types
+from . import column_types, json_body
 
 Row = dict[str, Any]
 Item = tuple[str, int, Any]  # a list item: (parent row's id, position in the list, the item)
@@ -568,7 +568,10 @@ def set_key_column(merge_key: str, schema: Schema) -> str:
 def _array(values: list[Any], data_type: str) -> pa.Array | None:
     """The Arrow array for a column of `data_type`, or None when some value does not fit it."""
     if data_type == "json":
-        return pa.array([None if v is None else orjson.dumps(v).decode() for v in values], pa.string())
+        try:
+            return pa.array([None if v is None else orjson.dumps(v).decode() for v in values], pa.string())
+        except orjson.JSONEncodeError:  # a value nested past orjson's 254 levels: the page is written again
+            return pa.array([None if v is None else json_body.dumps(v) for v in values], pa.string())
     if data_type in STRICT:
         array = _strict(values, data_type)
         if array is not None:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, time
 from typing import Any
 
-import orjson
-
+from pipedrive_source import json_body
 from pipedrive_source.field_defs import FieldDef
 from pipedrive_source.naming import normalize
 
@@ -239,7 +238,7 @@ def to_json_text(v: Any) -> str:
 
     A `json` hint would send a scalar to a dlt variant column (`<column>__v_text`) and leave the announced
     column NULL; text keeps every value in the announced column."""
-    return v if isinstance(v, str) else orjson.dumps(v).decode()
+    return v if isinstance(v, str) else json_body.dumps(v)
 
 
 def scalar_converter(col: str, parse: Parser) -> Converter:

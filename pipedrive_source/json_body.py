@@ -74,7 +74,8 @@ def _lenient(content: bytes) -> Any:
     user pasted, a proxy that re-encoded the body) become U+FFFD as a browser shows them, one for each
     maximal part of a sequence that went wrong (`b"Caf\\xe9"` is `Caf\ufffd`). Refused, such a page was
     retried as "malformed JSON body", failed the run, and every later run while the record was there. A body
-    that is not JSON otherwise (cut off, HTML) raises `NotJson`."""
+    that is not JSON otherwise (cut off, HTML) raises `NotJson`, and so does one nested deeper than both
+    decoders go (orjson 1024 levels, Python's recursion limit): its `RecursionError` escaped, a traceback."""
     repaired = content.removeprefix(BOM)
     if b"\\ud" in repaired or b"\\uD" in repaired:
         repaired = _SURROGATE.sub(_pair_or_replacement, repaired)
@@ -109,6 +110,43 @@ def _with_numbers_as_text(content: bytes) -> Any:
             parse_float=numbers.on_float,
             parse_int=numbers.on_int,
         )
-    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nested past ~1000 levels
         return None
     return body if numbers.kept else None
+
+
+class _Raw(str):
+    """Text `dumps` writes as it is (a bracket, a separator, a key), never a value's own string."""
+
+
+def dumps(value: Any, sort_keys: bool = False) -> str:
+    """The JSON text of a decoded value, by orjson; a value nested deeper than orjson writes (254 levels; it
+    decodes up to 1024) is written here, level by level without recursion, as orjson writes the rest.
+    Left to orjson alone, one such value failed the run with `Recursion limit reached`. A value of another
+    type than JSON's is written as its `str()`."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS if sort_keys else None).decode()
+    except orjson.JSONEncodeError:
+        if type(value) not in (dict, list):
+            raise
+    parts: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is _Raw:
+            parts.append(item)
+        elif isinstance(item, dict):
+            stack.append(_Raw("}"))
+            entries = sorted(item.items()) if sort_keys else list(item.items())
+            for index in range(len(entries) - 1, -1, -1):
+                key, member = entries[index]
+                stack += [member, _Raw(("," if index else "") + orjson.dumps(str(key)).decode() + ":")]
+            stack.append(_Raw("{"))
+        elif isinstance(item, list):
+            stack.append(_Raw("]"))
+            for index in range(len(item) - 1, -1, -1):
+                stack += [item[index], _Raw(",")] if index else [item[index]]
+            stack.append(_Raw("["))
+        else:
+            parts.append(orjson.dumps(item, default=str).decode())
+    return "".join(parts)

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from . import json_body
+
 DIGEST_BYTES = 10  # `digest` (hex); a packed table keeps the first 8 bytes
 _PACKED = "Q"  # unsigned 64-bit, little-endian in the state
 
@@ -48,7 +50,10 @@ def set_entry(key: Any, digests: Iterable[str]) -> tuple[int, int]:
 
 
 def _content_digest(row: Any) -> bytes:
-    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
+    try:
+        text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
+    except orjson.JSONEncodeError:  # nested past orjson's 254 levels: written level by level instead
+        text = json_body.dumps(row, sort_keys=True).encode()
     return hashlib.blake2b(text, digest_size=DIGEST_BYTES).digest()
 
 

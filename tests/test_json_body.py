@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from pipedrive_source import json_body
@@ -32,3 +33,17 @@ def test_bytes_that_are_not_utf8_become_replacement_characters(body: bytes, deco
 def test_a_body_that_is_not_json_otherwise_is_still_refused(body: bytes) -> None:
     with pytest.raises(json_body.NotJson):
         json_body.loads(body)
+
+
+def test_a_body_nested_deeper_than_both_decoders_go_is_refused() -> None:
+    """orjson refuses past 1024 levels and Python's decoder hits its recursion limit: a `RecursionError`
+    escaped as a traceback instead of the malformed body's retry and one line."""
+    with pytest.raises(json_body.NotJson):
+        json_body.loads(b'{"a":' + b"[" * 1100 + b"]" * 1100 + b"}")
+
+
+def test_dumps_writes_what_orjson_writes_and_what_it_refuses() -> None:
+    shallow = {"a": [1, {"b": 'x"', "": None}, [], {}], "c": 1.5}
+    assert json_body.dumps(shallow) == orjson.dumps(shallow).decode()
+    text = "[" * 600 + '{"k":[true,"s"]},2' + "]" * 600
+    assert json_body.dumps(orjson.loads(text)) == text

@@ -1167,3 +1167,41 @@ def test_an_option_listed_without_a_label_keeps_its_id_and_says_so(
         assert con.execute(query, [deal]).fetchall() == [(str(option),)]
     [line] = [m for m in caplog.messages if f"option id(s) {option} " in m]
     assert "list without a label (null)" in line and "does not list" not in line
+
+
+DEEP = 300  # past orjson's 254 levels to write, within its 1024 to read
+
+
+def test_values_nested_deeper_than_orjson_writes_load_as_their_json_text(
+    data_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """A value nested past 254 levels, which orjson reads but refuses to write, failed the run with
+    `Recursion limit reached` (the Arrow pages' JSON column, the set field's JSON text), and every later
+    run while the record held it. Each loads as its JSON text; the run goes on."""
+    deep = "[" * DEEP + '{"k":"v"}' + "]" * DEEP
+    changes = [{"custom_fields": {"varchar": {"k": RAW_JSON + deep}}}, {"custom_fields": {"set": [deep]}}]
+    changes[1]["custom_fields"]["set"] = RAW_JSON + f"[{deep}]"
+    deals = inject_changes(data_emulator, changes)
+    sync(data_emulator, tmp_path, entities=["deals"], **EXACT)
+    db = tmp_path / "crm.duckdb"
+    columns, codes = custom_columns(db, "deals"), deal_field_codes(data_emulator)
+    with duckdb.connect(str(db), read_only=True) as con:
+        query = f"SELECT {columns[codes['varchar']]}__k FROM {DATASET}.deals WHERE id = ?"
+        assert con.execute(query, [deals[0]]).fetchall() == [(deep,)]
+        members = con.execute(
+            f"SELECT c.value FROM {DATASET}.deals__{columns[codes['set']]} c JOIN {DATASET}.deals p "
+            "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ?",
+            [deals[1]],
+        ).fetchall()
+    assert members == [(deep,)]
+
+
+def test_a_page_nested_deeper_than_both_decoders_go_is_retried_then_fails(
+    data_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Past 1024 levels neither orjson nor Python's decoder reads the page: a `RecursionError` escaped from
+    the lenient decoding as a traceback; the page fails as any other malformed body does."""
+    inject_changes(data_emulator, [{"title": RAW_JSON + "[" * 1100 + "]" * 1100}])
+    failed = "kept failing on /api/v2/deals after 2 attempts (last: malformed JSON body)"
+    with pytest.raises(Exception, match=re.escape(failed)):
+        sync(data_emulator, tmp_path, entities=["deals"], max_attempts=2, **EXACT)
