@@ -1205,3 +1205,20 @@ def test_a_page_nested_deeper_than_both_decoders_go_is_retried_then_fails(
     failed = "kept failing on /api/v2/deals after 2 attempts (last: malformed JSON body)"
     with pytest.raises(Exception, match=re.escape(failed)):
         sync(data_emulator, tmp_path, entities=["deals"], max_attempts=2, **EXACT)
+
+
+def test_the_emulator_clears_every_custom_field_for_a_null_and_refuses_other_shapes(
+    data_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`custom_fields: null` in an update answered HTTP 500 (an AttributeError in the merge): it clears
+    every custom field of the record, as a null value clears one, and a sync loads the deal so."""
+    deal = live_ids(data_emulator, "deals")[-1]
+    change = {"op": "update", "table": "deals", "id": deal, "changes": {"custom_fields": None}}
+    data_emulator.control.mutate(ops=[change])
+    [held] = [d for d in data_emulator.control.snapshot("deals") if d["id"] == deal]
+    assert set(held["custom_fields"].values()) == {None}
+    sync(data_emulator, tmp_path, entities=["deals"], **EXACT)
+    assert_equal_to_truth(data_emulator, tmp_path, ["deals"])
+    change["changes"] = {"custom_fields": [1]}
+    with pytest.raises(Exception, match=re.escape("400") + ".*custom_fields must be an object"):
+        data_emulator.control.mutate(ops=[change])

@@ -21,10 +21,11 @@ Explicit operations — `{"ops": [...]}`, applied in order:
   record's rendering; records are not stamped, as in Pipedrive); `{"op": "add_field", "entity", "name",
   "field_type", "options": [labels]?, "fill": n?}` (n random live records get a value and are stamped);
 - `{"op": "archive_deal", "id"}`; `{"op": "update", "table", "id", "changes"}` (`custom_fields` in
-  changes is merged key by key; a null value clears a field; a deal given another `stage_id` gets the
-  batch's time as `stage_change_time` unless the changes name one; a value `"\u0000json:<literal>"` is
-  served as the bare JSON `<literal>`, say `1e999` or `NaN`: `faults.RAW_JSON`; `"\u0000latin1:<literal>"`
-  too, with a byte per character, not UTF-8: `faults.RAW_LATIN1`);
+  changes is merged key by key; a null value clears a field, `custom_fields: null` all of them, another
+  shape is refused; a deal given another `stage_id` gets the batch's time as `stage_change_time` unless
+  the changes name one; a value `"\u0000json:<literal>"` is served as the bare JSON `<literal>`, say
+  `1e999` or `NaN`: `faults.RAW_JSON`; `"\u0000latin1:<literal>"` too, with a byte per character, not
+  UTF-8: `faults.RAW_LATIN1`);
   `{"op": "delete", "table", "id"}`;
   `{"op": "create", "table", "values"?}`; `{"op": "add_mail", "deal_id"}` (a mail message linked to the
   deal: it shows in the deal's flow); `{"op": "advance_clock", "seconds"}`;
@@ -268,8 +269,13 @@ class Batch:
             # the spec's "last updated date and time of the deal stage": a move sets it as a random one does
             changes.setdefault("stage_change_time", self.c.clock)
         if "custom_fields" in changes and "custom_fields" in rec:
-            merged = dict(rec["custom_fields"])
-            for k, v in changes["custom_fields"].items():
+            given = changes["custom_fields"]
+            if given is None:  # as a null value clears one field (it answered HTTP 500, an AttributeError)
+                given = dict.fromkeys(rec["custom_fields"] or {})
+            elif not isinstance(given, dict):
+                raise MutationError(f"custom_fields must be an object of field values or null, not {given!r}")
+            merged = dict(rec["custom_fields"] or {})
+            for k, v in given.items():
                 if v is None:
                     merged.pop(k, None)
                 else:
