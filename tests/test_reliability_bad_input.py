@@ -1222,3 +1222,25 @@ def test_the_emulator_clears_every_custom_field_for_a_null_and_refuses_other_sha
     change["changes"] = {"custom_fields": [1]}
     with pytest.raises(Exception, match=re.escape("400") + ".*custom_fields must be an object"):
         data_emulator.control.mutate(ops=[change])
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_a_list_or_an_object_in_a_records_own_plain_column_is_nested_data(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """What README says of a list or an object where a record's plain value goes (a deal's `title`, a custom
+    text field), on both paths alike: the list's items in `<table>__<column>`, the object's members in
+    `<column>__<member>` (README said `<column>__v_json`, which holds such values only inside an object)."""
+    deals = inject_changes(data_emulator, [{"title": ["a", "b"]}, {"custom_fields": {"varchar": {"m": 1}}}])
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    db = tmp_path / "crm.duckdb"
+    column = custom_columns(db, "deals")[deal_field_codes(data_emulator)["varchar"]]
+    with duckdb.connect(str(db), read_only=True) as con:
+        items = con.execute(
+            f"SELECT c.value FROM {DATASET}.deals__title c JOIN {DATASET}.deals p "
+            "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ? ORDER BY c._dlt_list_idx",
+            [deals[0]],
+        ).fetchall()
+        query = f"SELECT {column}, {column}__m FROM {DATASET}.deals WHERE id = ?"
+        members = con.execute(query, [deals[1]]).fetchall()
+    assert (items, members) == ([("a",), ("b",)], [(None, 1)])
