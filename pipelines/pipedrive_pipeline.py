@@ -14,8 +14,10 @@ fetched is loaded, the next run continues where this one stopped, and the messag
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -47,7 +49,13 @@ from pipedrive_source.deployment import (  # noqa: E402
     read_settings_of_checkout,
     split_names,
 )
-from pipedrive_source.errors import ConfigError, SettingError, causes, install_log_redaction  # noqa: E402
+from pipedrive_source.errors import (  # noqa: E402
+    ConfigError,
+    PipedriveError,
+    SettingError,
+    causes,
+    install_log_redaction,
+)
 from pipedrive_source.failures import (  # noqa: E402
     EXIT_BUDGET,
     EXIT_CONFIG,
@@ -177,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_args(args)
         choose_demo(args)  # the first read of the settings: a broken .dlt/*.toml fails here
-        with demo_emulator(args) as demo:
+        with one_run_at_a_time(args, args.demo), demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
             # what a killed run left (or, --drop-pending, a refused package dropped): this run then syncs
             for notice in check_and_recover(pipeline, args.drop_pending):
@@ -335,14 +343,42 @@ def demo_emulator(args: argparse.Namespace) -> Iterator[Any]:
             abort_requests()
 
 
-def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
+@contextmanager
+def one_run_at_a_time(args: argparse.Namespace, demo: bool) -> Iterator[None]:
+    """Hold the pipeline's lock for the run: a second run of the pipeline stops before it touches the
+    pipeline's folder. It took the first run's extract for one a killed run left and removed it (`removed 1
+    unfinished extract(s)`), so the first failed with a FileNotFoundError. The lock file lies next to the
+    working folder, as dlt wipes that folder when it restores the state from the destination; the kernel
+    releases the lock when the process ends, however it ends."""
     check_pipelines_dir(args)
+    name = pipeline_name(args, demo)
+    with open(pipelines_dir(args) / f".{name}.lock", "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise PipedriveError(
+                f"Another run of the pipeline '{name}' is still going (process {holder}); this one stopped "
+                "before reading or loading anything. Let that run finish (the next scheduled run continues "
+                "from it), or stop it first (it loses nothing)."
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+def pipeline_name(args: argparse.Namespace, demo: bool) -> str:
+    return args.pipeline_name or ("pipedrive_demo" if demo else DEFAULT_PIPELINE)
+
+
+def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
     # the demo's file where it runs (dlt would keep it in the folder of the demo's first run)
     default = str(Path.cwd() / DEMO_DUCKDB_FILE) if demo else DUCKDB_FILE
     destination = pipeline_destination(args.destination, args.dataset, default)
-    name = args.pipeline_name or ("pipedrive_demo" if demo else DEFAULT_PIPELINE)
     return dlt.pipeline(
-        pipeline_name=name,
+        pipeline_name=pipeline_name(args, demo),
         destination=destination,
         dataset_name=args.dataset,
         pipelines_dir=args.pipelines_dir,

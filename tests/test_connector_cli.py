@@ -685,3 +685,32 @@ def loads(workdir: Path) -> list[str]:
 def first_column(workdir: Path, query: str) -> list[str]:
     with duckdb.connect(str(workdir / "crm.duckdb"), read_only=True) as con:
         return [row[0] for row in con.execute(query).fetchall()]
+
+
+def test_a_second_run_while_the_first_reads_stops_and_leaves_the_first_alone(tmp_path: Path) -> None:
+    """The second run took the first one's extract for a killed run's leftover and removed it: the first
+    failed with `error: FileNotFoundError: … schema.json`, the second printed `removed 1 unfinished
+    extract(s) of failed or killed runs`."""
+    with run_emulator(seed=7, scale="tiny", api_token=SECRET, latency_ms=100) as emulator:
+        env = cli_env(tmp_path, emulator, SECRET)  # at 100 ms a request the first run reads for seconds
+        command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(tmp_path / "pipelines")]
+        first = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
+        assert first.stdout is not None
+        for line in first.stdout:
+            if " page " in line:  # reading: its extract is in the pipeline's folder
+                break
+        second = run_cli(tmp_path, emulator, SECRET)
+        rest, errors = first.communicate(timeout=600)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert_one_clear_line(
+            second, f"Another run of the pipeline 'pipedrive' is still going (process {first.pid})"
+        )
+        assert "removed" not in second.stdout and "total:" not in second.stdout
+        assert first.returncode == 0, errors
+        assert "total:" in rest
+        deals = len(emulator.control.snapshot("deals"))
+        assert deals > 0 and data_tables(tmp_path / "crm.duckdb")["deals"] == deals
+        again = run_cli(tmp_path, emulator, SECRET, "--entities", "deals")  # the lock went with the first
+        assert again.returncode == 0, again.stderr
