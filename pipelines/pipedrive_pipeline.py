@@ -431,7 +431,10 @@ class ProgressPrinter:
         if now - self.last.get(entity, 0.0) < self.every_s:
             return
         self.last[entity] = now
-        print(f"  {entity:<22} page {progress.pages:>5}  {progress.rows:>9,} records read", flush=True)
+        # one write per line: print() writes the text and its newline apart, and the entities' threads
+        # report at once, so two lines ran together and an empty line followed
+        line = f"  {entity:<22} page {progress.pages:>5}  {progress.rows:>9,} records read\n"
+        print(line, end="", flush=True)
 
 
 def print_summary(

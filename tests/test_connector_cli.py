@@ -714,3 +714,34 @@ def test_a_second_run_while_the_first_reads_stops_and_leaves_the_first_alone(tmp
         assert deals > 0 and data_tables(tmp_path / "crm.duckdb")["deals"] == deals
         again = run_cli(tmp_path, emulator, SECRET, "--entities", "deals")  # the lock went with the first
         assert again.returncode == 0, again.stderr
+
+
+def test_progress_lines_from_the_entities_threads_do_not_run_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The entities page in threads of their own and each reports its progress: print() wrote a line's
+    text and its newline apart, so a first --demo showed `deal_fields … 43 records read  person_fields …
+    33 records read` on one line and an empty one after it."""
+    from reliability_support import script_module
+
+    from pipedrive_source.run import EntityProgress
+
+    writes: list[str] = []
+
+    class Terminal:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    printer = script_module().ProgressPrinter()
+    printer("deal_fields", EntityProgress(pages=1, rows=43))
+    printer("person_fields", EntityProgress(pages=1, rows=33))
+    shown = [text for text in writes if text]
+    assert shown == [
+        "  deal_fields            page     1         43 records read\n",
+        "  person_fields          page     1         33 records read\n",
+    ]
