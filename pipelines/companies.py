@@ -28,6 +28,10 @@ from pipedrive_source.deployment import Company, check_credentials, configured_c
 from pipedrive_source.errors import ConfigError  # noqa: E402
 
 NOT_PASSED_ON = ("--pipeline-name", "--dataset", "--demo")  # set per company here
+FLAGS_HELP = (
+    "Flags: those of pipelines/pipedrive_pipeline.py (its --help lists them), but for "
+    f"{', '.join(NOT_PASSED_ON)}, which are set per company."
+)
 
 
 def split_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -45,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(flag.split("=")[0] in NOT_PASSED_ON for flag in flags):
         print(f"error: {', '.join(NOT_PASSED_ON)} are set per company", file=sys.stderr)
         return pipedrive_pipeline.EXIT_CONFIG
+    if any(flag in ("-h", "--help") for flag in flags):
+        print(__doc__.strip(), FLAGS_HELP, sep="\n\n")
+        return pipedrive_pipeline.EXIT_OK
+    # before the first company: argparse exits, so a flag it cannot read (or --help) ended the whole run
+    # inside the first company's run, under its header, and the other companies were never tried
+    pipedrive_pipeline.parse_args(flags)
     try:
         companies = [Company(name) for name in names] if names else configured_companies()
     except ConfigError as exc:

@@ -745,3 +745,29 @@ def test_progress_lines_from_the_entities_threads_do_not_run_together(
         "  deal_fields            page     1         43 records read\n",
         "  person_fields          page     1         33 records read\n",
     ]
+
+
+def test_companies_refuse_a_flag_or_answer_help_before_the_first_company(tmp_path: Path) -> None:
+    """A flag argparse cannot read ended the run under the first company's header (its exit left the
+    loop), the other companies never tried; `--help` printed that header, then the usage of the pipeline
+    script under the name companies.py, with --dataset and --pipeline-name, which companies.py refuses."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "PIPEDRIVE"))}
+    env.update(
+        PIPEDRIVE__COMPANIES='["acme", "globex"]',
+        PIPEDRIVE_ACME__SOURCES__PIPEDRIVE__API_TOKEN=SECRET,
+        PIPEDRIVE_GLOBEX__SOURCES__PIPEDRIVE__API_TOKEN=SECRET,
+        DLT_PROJECT_DIR=str(tmp_path),
+    )
+    command = [sys.executable, str(ROOT / "pipelines" / "companies.py"), "--pipelines-dir", str(tmp_path)]
+    bad = subprocess.run(
+        [*command, "--burst-limit", "1.5"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert_one_clear_line(bad, "argument --burst-limit: invalid int value: '1.5'")
+    assert "== company" not in bad.stdout
+    helped = subprocess.run([*command, "--help"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "== company" not in helped.stdout and "usage:" not in helped.stdout
+    assert "Sync several Pipedrive companies" in helped.stdout
+    assert "pipedrive_pipeline.py (its --help lists them)" in helped.stdout
+    assert not list(tmp_path.iterdir())  # no pipeline folder, no DuckDB file
