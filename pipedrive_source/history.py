@@ -36,6 +36,7 @@ from dlt.extract.source import DltSource
 
 from .entities import BY_NAME, FULL, PER_PARENT
 from .errors import ConfigError
+from .output import child_layout, history_needs_a_refresh
 from .record_digests import entry
 
 log = logging.getLogger("pipedrive_source")
@@ -69,9 +70,17 @@ def check_history(entities: Sequence[str]) -> None:
 
 
 def add_history(
-    source: DltSource, entities: Sequence[str], pipeline: dlt.Pipeline | None = None
+    source: DltSource,
+    entities: Sequence[str],
+    pipeline: dlt.Pipeline | None = None,
+    *,
+    refresh: bool | None = None,
+    reconcile: bool = False,
 ) -> list[str]:
-    """Add an SCD2 history table for each of `entities` that `source` loads; returns the tables added."""
+    """Add an SCD2 history table for each of `entities` that `source` loads; returns the tables added.
+    `refresh` (whether the run starts the entities over; None: not known here, as the run's refresh is
+    decided later) and `reconcile` (it lists every id) tell where a history started on an entity `pipeline`
+    loaded before begins: see `_say_where_it_starts`."""
     check_history(entities)
     if pipeline is not None and not _supports_scd2(pipeline):
         log.warning(
@@ -84,8 +93,8 @@ def add_history(
         if name in source.resources:
             source.resources.add(_history_resource(source, name))
             added.append(history_table(name))
-            if pipeline is not None:
-                _say_where_it_starts(pipeline, name, source)
+            if pipeline is not None and not refresh:
+                _say_where_it_starts(pipeline, name, source, reconcile, refuse=refresh is False)
     return added
 
 
@@ -98,22 +107,32 @@ def keeps_history(entity: str) -> bool:
     return history_table(entity) in source.selected_resources
 
 
-def _say_where_it_starts(pipeline: dlt.Pipeline, name: str, source: DltSource) -> None:
+def _say_where_it_starts(
+    pipeline: dlt.Pipeline, name: str, source: DltSource, reconcile: bool, refuse: bool
+) -> None:
     """A history started on an entity loaded before holds the records read from then on: every record for
     the lists read in full (their next full read gives each a version), only the changed ones for the
     incremental lists until a reconcile (without children of theirs selected) or a full refresh gives it
-    every record. Said until the history has its first row."""
+    every record. Said until the history has its first row, not by the run that gives it every record
+    (the warning said "the next --reconcile gives it every record" to that very reconcile). One whose lists
+    loaded as tables of their own is refused here (`refuse`: the run is known to be no refresh), before
+    anything is read: the run warned, read, and was then refused by its first page
+    (`output.history_needs_a_refresh`)."""
     from .deletions import materialized  # deletions depends on this module
 
     schema = pipeline.default_schema if pipeline.default_schema_name else None
+    if refuse and schema is not None and child_layout(schema, name) == "arrow":
+        raise history_needs_a_refresh(name)
     if BY_NAME[name].strategy in (FULL, PER_PARENT) or not materialized(schema, name):
         return
     if not materialized(schema, history_table(name)):
         children = [e.name for e in BY_NAME.values() if e.parent == name and e.name in source.resources]
-        reconcile = "" if children else "the next --reconcile gives it every record at no request more; "
+        if reconcile and not children:
+            return
+        seeds = "" if children else "the next --reconcile gives it every record at no request more; "
         log.warning(
             f"{history_table(name)} starts with the {name} that change from now on ({name} loaded before "
-            f"without history); {reconcile}--full-refresh --entities {name} --history {name} gives it every "
+            f"without history); {seeds}--full-refresh --entities {name} --history {name} gives it every "
             f"record, at the cost of reading {name} in full again"
         )
 

@@ -118,15 +118,10 @@ class Outputs:
             schema = dlt.current.source_schema()
         except Exception:  # not inside a pipeline's extract: plain records
             return None
-        layout = _child_layout(schema, entity.name)
+        layout = child_layout(schema, entity.name)
         if _fed_to_foreign_transformer(resource):
             if layout == "arrow":
-                raise ConfigError(
-                    f"{entity.name} was loaded without history, whose records make its nested tables "
-                    f"({entity.name}__*) another way: start its history with a full refresh of it "
-                    f"(--full-refresh --entities {entity.name} --history {entity.name}), which also "
-                    "gives the history every record"
-                )
+                raise history_needs_a_refresh(entity.name)
             return None
         if layout == "records":  # loaded with history once: its nested tables are dlt's nested tables
             return None
@@ -252,7 +247,17 @@ def _may_hold_rows(table: str) -> bool:
     return bool(schema.tables.get(table, {}).get("columns"))
 
 
-def _child_layout(schema: Any, entity: str) -> str | None:
+def history_needs_a_refresh(entity: str) -> ConfigError:
+    """The refusal of a history started on `entity` whose lists loaded as tables of their own
+    (`child_layout` "arrow"): dlt refuses to turn them into its nested tables."""
+    return ConfigError(
+        f"{entity} was loaded without history, whose records make its nested tables ({entity}__*) another "
+        f"way: start its history with a full refresh of it (--full-refresh --entities {entity} --history "
+        f"{entity}), which also gives the history every record"
+    )
+
+
+def child_layout(schema: Any, entity: str) -> str | None:
     """How the entity's child tables were made: "arrow" (tables of their own, `arrow_pages.py`), "records"
     (dlt's nested tables, with a parent) or None (none yet). dlt refuses to turn one into the other."""
     for name, table in schema.tables.items():

@@ -191,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for notice in check_and_recover(pipeline, args.drop_pending):
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
-            add_history(source, history_entities(args, source), pipeline)
+            history = history_entities(args, source)
+            add_history(source, history, pipeline, refresh=args.full_refresh, reconcile=args.reconcile)
             refresh = steps.refresh_mode(args.full_refresh, some_tables=bool(args.entities))
             info = steps.run(pipeline, source, steps.run_options(pipeline, refresh))
             flagged = flag_vanished(pipeline, monitor)

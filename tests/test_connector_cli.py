@@ -771,3 +771,35 @@ def test_companies_refuse_a_flag_or_answer_help_before_the_first_company(tmp_pat
     assert "Sync several Pipedrive companies" in helped.stdout
     assert "pipedrive_pipeline.py (its --help lists them)" in helped.stdout
     assert not list(tmp_path.iterdir())  # no pipeline folder, no DuckDB file
+
+
+def test_a_history_started_later_is_told_what_this_run_gives_it(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Each of these runs warned that the history `starts with the deals that change from now on …; the
+    next --reconcile gives it every record`: the full refresh its refusal asks for and a reconcile, which
+    both give the history every record, and a run then refused by its first page for the deals' nested
+    tables (warned, read, refused: two answers, one of them wrong, and requests for nothing)."""
+    first = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,notes")
+    assert first.returncode == 0, first.stderr
+    before = data_tables(tmp_path / "crm.duckdb")
+
+    refused = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals", "--history", "deals")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert_one_clear_line(refused, "deals was loaded without history", "--full-refresh --entities deals")
+    assert "  deals " not in refused.stdout  # refused before reading them (only their field definitions)
+    assert "starts with" not in refused.stdout + refused.stderr
+    assert data_tables(tmp_path / "crm.duckdb") == before
+
+    reconciled = run_cli(
+        tmp_path, secret_emulator, SECRET, "--entities", "notes", "--history", "notes", "--reconcile"
+    )
+    refreshed = run_cli(
+        tmp_path, secret_emulator, SECRET, "--full-refresh", "--entities", "deals", "--history", "deals"
+    )
+    tables = data_tables(tmp_path / "crm.duckdb")
+    for run in (reconciled, refreshed):
+        assert run.returncode == 0, run.stderr
+        assert "starts with" not in run.stdout + run.stderr
+    assert tables["notes_history"] == tables["notes"] > 0
+    assert tables["deals_history"] == tables["deals"] > 0
