@@ -14,7 +14,9 @@ fetched is loaded, the next run continues where this one stopped, and the messag
 from __future__ import annotations
 
 import argparse
+import difflib
 import fcntl
+import inspect
 import json
 import logging
 import os
@@ -28,6 +30,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import dlt
+from dlt.common.configuration.container import Container
+from dlt.common.configuration.providers.toml import SettingsTomlProvider
+from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 from dlt.common.pipeline import get_dlt_pipelines_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_args(args)
         choose_demo(args)  # the first read of the settings: a broken .dlt/*.toml fails here
+        for notice in unknown_settings():
+            print(notice, flush=True)
         with one_run_at_a_time(args, args.demo), demo_emulator(args) as demo:
             pipeline = make_pipeline(args, demo is not None)
             # what a killed run left (or, --drop-pending, a refused package dropped): this run then syncs
@@ -264,6 +271,49 @@ def choose_demo(args: argparse.Namespace) -> None:
         flush=True,
     )
     args.demo = True
+
+
+# what the connector reads under [sources.pipedrive]: its source's arguments, but those only code passes
+SETTINGS = frozenset(inspect.signature(pipedrive_source).parameters) - {"monitor", "limiter", "record_hooks"}
+
+
+def unknown_settings() -> list[str]:
+    """One line for each key under `[sources.pipedrive]` (a named company's
+    `[pipedrive_acme.sources.pipedrive]` too) of the settings files, or `SOURCES__PIPEDRIVE__*` variable,
+    that names no setting of the connector: dlt passes over it, so a typo (`page_sise = 100`) ran with the
+    default without a word. Sections below it (`oauth`) are dlt's to check."""
+    found: list[tuple[str, str]] = []
+    for provider in Container()[PluggableRunContext].providers.providers:
+        if not isinstance(provider, SettingsTomlProvider):
+            continue
+        where = ", ".join(provider.present_locations) or provider.name
+        doc = provider._config_doc  # dlt keeps the parsed file only there
+        sections = {"sources.pipedrive": doc.get("sources", {}).get("pipedrive", {})}
+        for name, value in doc.items():
+            if isinstance(value, dict) and isinstance(value.get("sources"), dict):
+                sections[f"{name}.sources.pipedrive"] = value["sources"].get("pipedrive", {})
+        for section, values in sections.items():
+            if not isinstance(values, dict):
+                continue
+            found += [(key, f"under [{section}] in {where}") for key in values if _unknown(key, values[key])]
+    for variable, value in os.environ.items():
+        head, sep, key = variable.rpartition("SOURCES__PIPEDRIVE__")
+        if sep and (not head or head.endswith("__")) and "__" not in key and _unknown(key.lower(), value):
+            found.append((key.lower(), f"({variable})"))
+    return [
+        f"settings: {key} {where} names no setting of the connector, {_meant(key)}" for key, where in found
+    ]
+
+
+def _meant(key: str) -> str:
+    close = difflib.get_close_matches(key, SETTINGS, n=1)
+    if close:
+        return f"which reads none of it: did you mean {close[0]}?"
+    return f"which reads none of it (the settings: {', '.join(sorted(SETTINGS))})"
+
+
+def _unknown(key: str, value: Any) -> bool:
+    return not isinstance(value, dict) and key not in SETTINGS
 
 
 def pipelines_dir(args: argparse.Namespace) -> Path:

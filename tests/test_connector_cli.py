@@ -803,3 +803,34 @@ def test_a_history_started_later_is_told_what_this_run_gives_it(
         assert "starts with" not in run.stdout + run.stderr
     assert tables["notes_history"] == tables["notes"] > 0
     assert tables["deals_history"] == tables["deals"] > 0
+
+
+def test_a_setting_misspelt_is_named_with_the_one_meant(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """dlt passes over a key that no argument reads: `page_sise = 5` (and SOURCES__PIPEDRIVE__FULL_READ_HOURS)
+    ran with the default page size without a word, and the analyst wondered why the setting did nothing."""
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text(
+        "[sources.pipedrive]\npage_sise = 5\nkeep_option_ids = false\n"
+        '[pipedrive_acme.sources.pipedrive]\nbase_ur = "x"\n'
+    )
+    ran = run_cli(
+        tmp_path, secret_emulator, SECRET, "--entities", "pipelines", SOURCES__PIPEDRIVE__FULL_READ_HOURS="3"
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = [line for line in ran.stdout.splitlines() if line.startswith("settings: ")]
+    file = tmp_path / ".dlt" / "config.toml"
+    assert lines == [
+        f"settings: page_sise under [sources.pipedrive] in {file} names no setting of the connector, which "
+        "reads none of it: did you mean page_size?",
+        f"settings: base_ur under [pipedrive_acme.sources.pipedrive] in {file} names no setting of the "
+        "connector, which reads none of it: did you mean base_url?",
+        "settings: full_read_hours (SOURCES__PIPEDRIVE__FULL_READ_HOURS) names no setting of the connector, "
+        "which reads none of it: did you mean full_read_interval_hours?",
+    ]
+    assert data_tables(tmp_path / "crm.duckdb")["pipelines"] > 0
+    (tmp_path / ".dlt" / "config.toml").write_text("[sources.pipedrive]\npage_size = 5\n")
+    spelt = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "pipelines")
+    assert spelt.returncode == 0, spelt.stderr
+    assert "settings: " not in spelt.stdout
