@@ -6,6 +6,7 @@ tables were not known yet), so the load failed under them. The steps share one d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dlt
@@ -41,18 +42,30 @@ def run_options(pipeline: dlt.Pipeline, refresh: TRefreshMode | None = None) -> 
 
 
 @with_runtime_trace()  # as `pipeline.run`
-def run(pipeline: dlt.Pipeline, source: Any, options: dict[str, Any]) -> LoadInfo:
+def run(
+    pipeline: dlt.Pipeline,
+    source: Any,
+    options: dict[str, Any],
+    say: Callable[[str], None] | None = None,
+) -> LoadInfo:
     """Sync with the destination, extract `source` (`options`: `pipeline.extract`'s), normalize, drop the
     views where the load drops tables, load. Returns the load's info, as `pipeline.run` does.
-    Packages a killed run left are loaded before (`recovery.recover`), not here."""
+    Packages a killed run left are loaded before (`recovery.recover`), not here. `say` is told when the
+    reading ends and when the load starts: the progress lines stop with the reading, and the normalize and
+    load after it went on without a word (2.4 s at the emulator's `small`; about 8 s at `large` under a
+    burst limit of 120, bench/RESULTS.md)."""
     pipeline.activate()
     if pipeline.config.restore_from_destination and not pipeline.dev_mode:
         pipeline.sync_destination()  # the destination's state and schema, where newer than this machine's
     if options.get("refresh") == "drop_sources" and not _selects_every_table(pipeline, source):
         options = {**options, "refresh": "drop_resources"}
     pipeline.extract(source, **options)
+    if say:
+        say("reading done; normalizing what was read ...")
     pipeline.normalize()
     drop_views(pipeline)
+    if say:
+        say(f"loading into {pipeline.dataset_name} ...")
     return pipeline.load()
 
 

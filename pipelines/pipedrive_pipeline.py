@@ -201,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             history = history_entities(args, source)
             add_history(source, history, pipeline, refresh=args.full_refresh, reconcile=args.reconcile)
             refresh = steps.refresh_mode(args.full_refresh, some_tables=bool(args.entities))
-            info = steps.run(pipeline, source, steps.run_options(pipeline, refresh))
+            say = None if args.quiet else print_now
+            info = steps.run(pipeline, source, steps.run_options(pipeline, refresh), say)
             flagged = flag_vanished(pipeline, monitor)
             if not args.no_views:
                 views = refresh_views(pipeline)  # skips with a notice what the destination cannot do
@@ -486,6 +487,10 @@ class ProgressPrinter:
         # report at once, so two lines ran together and an empty line followed
         line = f"  {entity:<22} page {progress.pages:>5}  {progress.rows:>9,} records read\n"
         print(line, end="", flush=True)
+
+
+def print_now(line: str) -> None:
+    print(line, flush=True)
 
 
 def print_summary(

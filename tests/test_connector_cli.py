@@ -834,3 +834,24 @@ def test_a_setting_misspelt_is_named_with_the_one_meant(
     spelt = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "pipelines")
     assert spelt.returncode == 0, spelt.stderr
     assert "settings: " not in spelt.stdout
+
+
+def test_the_run_says_when_it_stops_reading_and_starts_loading(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The progress lines stop with the reading, and the normalize and load after it (seconds at a large
+    company) went on without a word: a run that looked stuck after its last page."""
+    ran = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,persons")
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    said = [
+        lines.index("reading done; normalizing what was read ..."),
+        lines.index("loading into pipedrive ..."),
+    ]
+    last_page = max(i for i, line in enumerate(lines) if " page " in line)
+    assert (
+        last_page < said[0] < said[1] < lines.index(next(line for line in lines if line.startswith("table ")))
+    )
+    quiet = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,persons", "--quiet")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "reading done" not in quiet.stdout and "loading into" not in quiet.stdout
