@@ -17,6 +17,7 @@ from dlt.common.configuration.exceptions import (
     ConfigValueCannotBeCoercedException,
     InvalidNativeValue,
     LookupTraces,
+    ValueNotSecretException,
 )
 from dlt.common.configuration.providers.toml import TomlProviderReadException
 from dlt.common.configuration.specs import ConnectionStringCredentials
@@ -85,6 +86,8 @@ def root_cause(exc: BaseException) -> BaseException:
             return toml_error(current)
         if isinstance(current, InvalidNativeValue):
             return native_value_error(current)
+        if isinstance(current, ValueNotSecretException):
+            return secret_in_config_error(current)
         if isinstance(current, InvalidPipelineName):
             return ConfigError(
                 f"The pipeline name {current.pipeline_name!r} cannot name a folder (dlt keeps the pipeline's "
@@ -110,6 +113,19 @@ def toml_error(exc: TomlProviderReadException) -> ConfigError:
         position = re.search(r"at line \d+ col \d+", reason)
         reason = position.group(0) if position else "see the file"
     return ConfigError(f"{' or '.join(where)} is not valid TOML: {reason}.")
+
+
+def secret_in_config_error(exc: ValueNotSecretException) -> ConfigError:
+    """A secret (`api_token`, `oauth`) in .dlt/config.toml, which dlt refuses to read secrets from: its own
+    words, "Provider `config.toml` cannot hold secret values ...", ended in exit 1 and no place to put it.
+    Never the value."""
+    key = exc.key.rsplit(".", 1)[-1]
+    variable = "__".join(exc.key.upper().split("."))
+    return ConfigError(
+        f"{key} is a secret, which dlt does not read from {exc.provider_name} (a file meant to be shared): "
+        f"move it, with its section, to .dlt/secrets.toml, or set {variable}"
+        f"{'__*' if key == 'oauth' else ''} instead."
+    )
 
 
 def native_value_error(exc: InvalidNativeValue) -> ConfigError:

@@ -855,3 +855,29 @@ def test_the_run_says_when_it_stops_reading_and_starts_loading(
     quiet = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals,persons", "--quiet")
     assert quiet.returncode == 0, quiet.stderr
     assert "reading done" not in quiet.stdout and "loading into" not in quiet.stdout
+
+
+def test_a_token_in_config_toml_says_where_it_belongs(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """dlt reads no secret from config.toml: the run ended in exit 1 with `error: ValueNotSecretException:
+    Provider `config.toml` cannot hold secret values but key `sources.pipedrive.api_token` ...`, a setting to
+    fix that named neither the file to put it in nor the variable."""
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text(f'[sources.pipedrive]\napi_token = "{SECRET}"\n')
+    env = cli_env(tmp_path, secret_emulator, SECRET)
+    del env["SOURCES__PIPEDRIVE__API_TOKEN"]
+    command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(tmp_path / "pipelines")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_clear_line(
+        result,
+        "api_token is a secret, which dlt does not read from config.toml",
+        "move it, with its section, to .dlt/secrets.toml, or set SOURCES__PIPEDRIVE__API_TOKEN instead.",
+    )
+    verbose = subprocess.run(
+        [*command, "--verbose"], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr  # dlt's, without the value
+    assert SECRET not in result.stdout + result.stderr + verbose.stdout + verbose.stderr
+    assert data_tables(tmp_path / "crm.duckdb") == {}
