@@ -54,6 +54,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     read_settings_of_checkout,
     split_names,
 )
+from pipedrive_source.entities import BY_NAME  # noqa: E402
 from pipedrive_source.errors import (  # noqa: E402
     ConfigError,
     PipedriveError,
@@ -198,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for notice in check_and_recover(pipeline, args.drop_pending):
                 print(notice, flush=True)
             source = make_source(args, monitor, demo)
+            if notice := start_date_passed_over(args, pipeline, source):
+                print(notice, flush=True)
             history = history_entities(args, source)
             add_history(source, history, pipeline, refresh=args.full_refresh, reconcile=args.reconcile)
             refresh = steps.refresh_mode(args.full_refresh, some_tables=bool(args.entities))
@@ -455,6 +458,23 @@ def as_given(exc: BaseException, args: argparse.Namespace) -> BaseException:
     if refused is None or refused.name not in source_flags(args):
         return exc
     return refused.for_flag()
+
+
+def start_date_passed_over(args: argparse.Namespace, pipeline: dlt.Pipeline, source: Any) -> str | None:
+    """What `--start-date` does not do in this run: a table loaded before continues from its last load, so
+    `--start-date 2020-01-01` on a pipeline that synced meant to load older records ran as any incremental
+    run, without a word. None where it applies to every table (a first run, a full refresh)."""
+    if args.start_date is None or args.full_refresh or not pipeline.default_schema_name:
+        return None
+    loaded = {table.get("resource") for table in pipeline.default_schema.data_tables()}
+    tables = [name for name in source.selected_resources if name in BY_NAME and name in loaded]
+    if not tables:
+        return None
+    return (
+        "start date: --start-date applies to a table's first load; these continue from their last load: "
+        f"{', '.join(tables)} (--full-refresh --entities {','.join(tables)} --start-date {args.start_date} "
+        "loads them again from then)"
+    )
 
 
 def make_source(args: argparse.Namespace, monitor: SyncMonitor, demo: Any) -> Any:

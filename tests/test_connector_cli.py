@@ -881,3 +881,32 @@ def test_a_token_in_config_toml_says_where_it_belongs(
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr  # dlt's, without the value
     assert SECRET not in result.stdout + result.stderr + verbose.stdout + verbose.stderr
     assert data_tables(tmp_path / "crm.duckdb") == {}
+
+
+def test_a_start_date_on_tables_loaded_before_says_they_go_on_from_their_last_load(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`--start-date 2020-01-01` on a pipeline that had synced, meant to load older records, ran as any
+    incremental run and said nothing: the tables loaded before continue from their last load."""
+    assert run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals").returncode == 0
+    dated = run_cli(
+        tmp_path, secret_emulator, SECRET, "--entities", "deals,notes", "--start-date", "2020-01-01"
+    )
+    assert dated.returncode == 0, dated.stderr
+    assert (
+        "start date: --start-date applies to a table's first load; these continue from their last load: "
+        "deals (--full-refresh --entities deals --start-date 2020-01-01 loads them again from then)"
+    ) in dated.stdout.splitlines()
+    assert data_tables(tmp_path / "crm.duckdb")["notes"] == len(secret_emulator.control.snapshot("notes"))
+    refreshed = run_cli(
+        tmp_path,
+        secret_emulator,
+        SECRET,
+        "--entities",
+        "deals",
+        "--start-date",
+        "2020-01-01",
+        "--full-refresh",
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert "start date:" not in refreshed.stdout
