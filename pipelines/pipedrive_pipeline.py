@@ -331,11 +331,15 @@ def check_pipelines_dir(args: argparse.Namespace) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        option = "--pipelines-dir" if args.pipelines_dir else "dlt's pipelines folder (DLT_DATA_DIR)"
-        reason = "it is a file" if path.is_file() else exc.strerror
-        raise ConfigError(
-            f"{option} {path} cannot be used as a folder ({reason}): give a folder this user can write"
-        ) from None
+        raise unusable_pipelines_dir(args, "it is a file" if path.is_file() else exc.strerror) from None
+
+
+def unusable_pipelines_dir(args: argparse.Namespace, reason: str | None) -> ConfigError:
+    option = "--pipelines-dir" if args.pipelines_dir else "dlt's pipelines folder (DLT_DATA_DIR)"
+    return ConfigError(
+        f"{option} {pipelines_dir(args)} cannot be used as a folder ({reason}): give a folder this user can "
+        "write"
+    )
 
 
 def synced_a_company_before(args: argparse.Namespace) -> bool:
@@ -407,7 +411,11 @@ def one_run_at_a_time(args: argparse.Namespace, demo: bool) -> Iterator[None]:
     releases the lock when the process ends, however it ends."""
     check_pipelines_dir(args)
     name = pipeline_name(args, demo)
-    with open(pipelines_dir(args) / f".{name}.lock", "a+", encoding="utf-8") as lock:
+    try:  # a folder that exists but this user may not write in (mkdir passed it)
+        opened = open(pipelines_dir(args) / f".{name}.lock", "a+", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise unusable_pipelines_dir(args, f"its lock file .{name}.lock: {exc.strerror}") from None
+    with opened as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -910,3 +910,20 @@ def test_a_start_date_on_tables_loaded_before_says_they_go_on_from_their_last_lo
     )
     assert refreshed.returncode == 0, refreshed.stderr
     assert "start date:" not in refreshed.stdout
+
+
+def test_a_pipelines_dir_that_cannot_hold_the_lock_file_is_refused_before_anything_is_read(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The pipeline's lock file (one run at a time) that cannot be opened ended in exit 1 and `error:
+    PermissionError: …` (a folder that exists but this user may not write in: tested here with a folder in
+    the lock file's place, as the tests run as root, whom permissions do not stop)."""
+    (tmp_path / "pipelines" / ".pipedrive.lock").mkdir(parents=True)
+    result = run_cli(tmp_path, secret_emulator, SECRET)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_clear_line(
+        result,
+        f"--pipelines-dir {tmp_path / 'pipelines'} cannot be used as a folder (its lock file .pipedrive.lock",
+        "give a folder this user can write",
+    )
+    assert data_tables(tmp_path / "crm.duckdb") == {}
