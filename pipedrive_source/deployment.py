@@ -270,7 +270,7 @@ def company_pipeline(
     """The company's pipeline into `destination` (see `pipeline_destination`; None: the company's
     `destination` setting, see `configured_destination`)."""
     if destination is None:
-        destination = configured_destination(company)
+        destination = configured_destination(company.pipeline_name)
     return dlt.pipeline(
         pipeline_name=company.pipeline_name,
         destination=pipeline_destination(destination, company.dataset_name),
@@ -291,16 +291,17 @@ def pipeline_destination(destination: Any, dataset: str, default_path: str = DUC
     return exact_destination(destination)
 
 
-def configured_destination(company: Company) -> str | None:
-    """The `destination` setting of `company`: under its pipeline's name first (`[pipedrive_acme.pipedrive]
-    destination`, env `PIPEDRIVE_ACME__PIPEDRIVE__DESTINATION`), then `[pipedrive] destination` (env
-    `PIPEDRIVE__DESTINATION`), as the pipeline script's `--destination` takes it; None (not set): DuckDB.
+def configured_destination(pipeline_name: str) -> str | None:
+    """The `destination` setting of pipeline `pipeline_name` (a company's): under its name first
+    (`[pipedrive_acme.pipedrive] destination`, env `PIPEDRIVE_ACME__PIPEDRIVE__DESTINATION`), then
+    `[pipedrive] destination` (env `PIPEDRIVE__DESTINATION`), as the pipeline script's `--destination` takes
+    it; None (not set): DuckDB.
     A value that names nothing (set empty, not text) is refused: it loaded into DuckDB without a word, where
     the deployment expected a warehouse; so is one that is no name, without showing it (a connection string
     given here by mistake holds a password)."""
     keys = [DESTINATION_KEY]
-    if company.name != DEFAULT_COMPANY:
-        keys.insert(0, f"{company.pipeline_name}.{DESTINATION_KEY}")
+    if pipeline_name != DEFAULT_COMPANY:
+        keys.insert(0, f"{pipeline_name}.{DESTINATION_KEY}")
     for key in keys:
         value = dlt.config.get(key)
         if value is None:

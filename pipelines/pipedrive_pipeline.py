@@ -47,6 +47,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     DUCKDB_FILE,
     append_only_notice,
     check_and_recover,
+    configured_destination,
     configured_history,
     duckdb_file,
     history_left_out,
@@ -100,7 +101,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--destination", default="duckdb", help="any dlt destination (default duckdb)")
+    parser.add_argument(
+        "--destination",
+        help="any dlt destination (default: the destination setting under [pipedrive], else duckdb)",
+    )
     parser.add_argument("--dataset", default="pipedrive", help="dataset / schema name (default pipedrive)")
     parser.add_argument(
         "--entities",
@@ -439,7 +443,10 @@ def pipeline_name(args: argparse.Namespace, demo: bool) -> str:
 def make_pipeline(args: argparse.Namespace, demo: bool) -> dlt.Pipeline:
     # the demo's file where it runs (dlt would keep it in the folder of the demo's first run)
     default = str(Path.cwd() / DEMO_DUCKDB_FILE) if demo else DUCKDB_FILE
-    destination = pipeline_destination(args.destination, args.dataset, default)
+    destination = args.destination
+    if destination is None and not demo:  # the demo's rows never go to the deployment's warehouse
+        destination = configured_destination(pipeline_name(args, demo))
+    destination = pipeline_destination(destination, args.dataset, default)
     return dlt.pipeline(
         pipeline_name=pipeline_name(args, demo),
         destination=destination,

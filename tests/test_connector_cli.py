@@ -291,6 +291,34 @@ def test_a_destination_without_its_settings_is_refused_before_anything_is_read(
     assert secret_emulator.control.stats()["total_requests"] == 0
 
 
+def test_the_destination_setting_is_where_the_script_loads_unless_the_flag_says_otherwise(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`[pipedrive] destination` (read by Dagster and Airflow) is the script's too: set to filesystem, the
+    deals land as parquet files and no DuckDB file is made; an unknown one is refused before any request,
+    naming the setting; `--destination duckdb` wins over it."""
+    lake = tmp_path / "lake"
+    args = ("--entities", "deals", "--no-views")
+    env = {"PIPEDRIVE__DESTINATION": "filesystem", "DESTINATION__FILESYSTEM__BUCKET_URL": str(lake)}
+    loaded = run_cli(tmp_path, secret_emulator, SECRET, *args, **env)
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    ((deals,),) = duckdb.sql(
+        f"SELECT count(DISTINCT id) FROM read_parquet('{lake}/pipedrive/deals/*.parquet')"
+    ).fetchall()
+    assert deals == len(secret_emulator.control.snapshot("deals"))
+    assert not list(tmp_path.glob("*.duckdb"))
+    secret_emulator.control.reset_stats()
+    refused = run_cli(tmp_path, secret_emulator, SECRET, *args, PIPEDRIVE__DESTINATION="postgress")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert_one_clear_line(
+        refused, "Unknown destination 'postgress'", "the destination setting under [pipedrive]"
+    )
+    assert secret_emulator.control.stats()["total_requests"] == 0
+    flag = run_cli(tmp_path, secret_emulator, SECRET, *args, "--destination", "duckdb", **env)
+    assert flag.returncode == 0, flag.stdout + flag.stderr
+    assert list(tmp_path.glob("*.duckdb"))
+
+
 def test_a_destination_that_cannot_merge_says_so(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
     """The filesystem destination appends changed records (dlt's fallback, a warning below the log level):
     the run says so, and the second run's updated deals are there as second rows."""
