@@ -52,6 +52,9 @@ DEFAULT_COMPANY = "pipedrive"
 DUCKDB_FILE = "pipedrive_crm.duckdb"  # not pipedrive.duckdb: a catalog named like the dataset is ambiguous
 COMPANY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 DESTINATION_KEY = "pipedrive.destination"
+# what the connector reads under [pipedrive] (`configured_companies`, `configured_history`,
+# `recovery.configured_keep`, `configured_destination`)
+DEPLOYMENT_SETTINGS = frozenset({"companies", "history", "keep_loaded_packages", "destination"})
 DESTINATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")  # postgres, dlt.destinations.postgres
 DESTINATION_ACCEPTED = (
     "a dlt destination, as the pipeline script's --destination takes it: a name such as postgres, a named "

@@ -837,14 +837,22 @@ def test_a_setting_misspelt_is_named_with_the_one_meant(
     secret_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
     """dlt passes over a key that no argument reads: `page_sise = 5` (and SOURCES__PIPEDRIVE__FULL_READ_HOURS)
-    ran with the default page size without a word, and the analyst wondered why the setting did nothing."""
+    ran with the default page size without a word, and the analyst wondered why the setting did nothing; a
+    typo under [pipedrive] (`destinaton`) loaded into DuckDB instead of the warehouse meant."""
     (tmp_path / ".dlt").mkdir()
     (tmp_path / ".dlt" / "config.toml").write_text(
         "[sources.pipedrive]\npage_sise = 5\nkeep_option_ids = false\n"
         '[pipedrive_acme.sources.pipedrive]\nbase_ur = "x"\n'
+        '[pipedrive]\ndestinaton = "postgres"\nkeep_loaded_packages = 3\n'
     )
     ran = run_cli(
-        tmp_path, secret_emulator, SECRET, "--entities", "pipelines", SOURCES__PIPEDRIVE__FULL_READ_HOURS="3"
+        tmp_path,
+        secret_emulator,
+        SECRET,
+        "--entities",
+        "pipelines",
+        SOURCES__PIPEDRIVE__FULL_READ_HOURS="3",
+        PIPEDRIVE_ACME__PIPEDRIVE__HISTORIES='["deals"]',
     )
     assert ran.returncode == 0, ran.stderr
     lines = [line for line in ran.stdout.splitlines() if line.startswith("settings: ")]
@@ -852,10 +860,14 @@ def test_a_setting_misspelt_is_named_with_the_one_meant(
     assert lines == [
         f"settings: page_sise under [sources.pipedrive] in {file} names no setting of the connector, which "
         "reads none of it: did you mean page_size?",
+        f"settings: destinaton under [pipedrive] in {file} names no setting of the connector, which reads "
+        "none of it: did you mean destination?",
         f"settings: base_ur under [pipedrive_acme.sources.pipedrive] in {file} names no setting of the "
         "connector, which reads none of it: did you mean base_url?",
         "settings: full_read_hours (SOURCES__PIPEDRIVE__FULL_READ_HOURS) names no setting of the connector, "
         "which reads none of it: did you mean full_read_interval_hours?",
+        "settings: histories (PIPEDRIVE_ACME__PIPEDRIVE__HISTORIES) names no setting of the connector, which "
+        "reads none of it: did you mean history?",
     ]
     assert data_tables(tmp_path / "crm.duckdb")["pipelines"] > 0
     (tmp_path / ".dlt" / "config.toml").write_text("[sources.pipedrive]\npage_size = 5\n")

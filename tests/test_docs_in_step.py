@@ -24,7 +24,13 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from reliability_support import script_module
 
 from pipedrive_source import pipedrive_source
-from pipedrive_source.deployment import configured_companies, configured_history
+from pipedrive_source.deployment import (
+    DEFAULT_COMPANY,
+    DEPLOYMENT_SETTINGS,
+    configured_companies,
+    configured_destination,
+    configured_history,
+)
 from pipedrive_source.emulator.__main__ import parse_args as emulator_args
 from pipedrive_source.entities import ENTITIES
 from pipedrive_source.errors import ConfigError
@@ -47,7 +53,9 @@ PIPEDRIVE_SETTINGS: dict[str, tuple[Callable[[], Any], str]] = {
     "companies": (configured_companies, '["Not A Name!"]'),
     "history": (configured_history, '["no_such_entity"]'),
     "keep_loaded_packages": (configured_keep, "-1"),
+    "destination": (lambda: configured_destination(DEFAULT_COMPANY), "postgresql://user:secret@host/db"),
 }
+assert set(PIPEDRIVE_SETTINGS) == DEPLOYMENT_SETTINGS  # what the script's check of setting names knows
 
 
 def help_texts(parse: Callable[[list[str]], Any]) -> dict[str, str]:
