@@ -34,6 +34,8 @@ from dlt.common.configuration.container import Container
 from dlt.common.configuration.providers.toml import SettingsTomlProvider
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 from dlt.common.pipeline import get_dlt_pipelines_dir
+from dlt.common.storages import FileStorage
+from dlt.pipeline.exceptions import InvalidPipelineName
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package lives next to this folder
@@ -439,6 +441,10 @@ def one_run_at_a_time(args: argparse.Namespace, demo: bool) -> Iterator[None]:
     releases the lock when the process ends, however it ends."""
     check_pipelines_dir(args)
     name = pipeline_name(args, demo)
+    try:  # before the name makes a path: `../elsewhere` is refused as dlt refuses it
+        FileStorage.validate_file_name_component(name)
+    except ValueError as exc:
+        raise InvalidPipelineName(name, str(exc)) from None
     try:  # a folder that exists but this user may not write in (mkdir passed it)
         opened = open(pipelines_dir(args) / f".{name}.lock", "a+", encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
