@@ -20,6 +20,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -35,6 +36,8 @@ from dlt.common.configuration.providers.toml import SettingsTomlProvider
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.storages import FileStorage
+from dlt.common.versioned_state import json_decode_state
+from dlt.pipeline import Pipeline
 from dlt.pipeline.exceptions import InvalidPipelineName
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for notice in unknown_settings():
             print(notice, flush=True)
         with one_run_at_a_time(args, args.demo), demo_emulator(args) as demo:
+            check_dataset_of_state(args, demo is not None)
             pipeline = make_pipeline(args, demo is not None)
             # what a killed run left (or, --drop-pending, a refused package dropped): this run then syncs
             for notice in check_and_recover(pipeline, args.drop_pending):
@@ -464,6 +468,32 @@ def one_run_at_a_time(args: argparse.Namespace, demo: bool) -> Iterator[None]:
         lock.write(str(os.getpid()))
         lock.flush()
         yield
+
+
+def check_dataset_of_state(args: argparse.Namespace, demo: bool) -> None:
+    """Refuses a run into another dataset than the one the pipeline's state on this machine is of, but for
+    a full refresh: the state says where each table's reading got to in that dataset, and dlt takes a
+    dataset's own state back only when it is not older than the machine's. So after runs into `my_data`, a
+    run back into `pipedrive` read on from `my_data`'s place: the records changed in between never reached
+    `pipedrive` (nor, the other way, `my_data`). Read before `dlt.pipeline`, which writes the dataset it is
+    given into the state."""
+    name = pipeline_name(args, demo)
+    file = pipelines_dir(args) / name / Pipeline.STATE_FILE
+    if args.full_refresh or not file.is_file():
+        return
+    try:
+        held = json_decode_state(file.read_text(encoding="utf-8")).get("dataset_name")
+    except (OSError, ValueError):
+        return  # dlt says what is wrong with the state when it reads it
+    if held and held != args.dataset:
+        own = re.sub(r"\W+", "_", args.dataset.lower())
+        raise ConfigError(
+            f"The pipeline '{name}' loads the dataset {held}, not {args.dataset}: its state on this machine "
+            f"(where each table's reading got to) is {held}'s, so a run into {args.dataset} would read on "
+            f"from there and miss what changed since its own last run. Give {args.dataset} a pipeline of "
+            f"its own (--pipeline-name {name}_{own}), or move this one with --full-refresh "
+            f"(it loads {args.dataset} in full, and then belongs to it)."
+        )
 
 
 def pipeline_name(args: argparse.Namespace, demo: bool) -> str:

@@ -212,6 +212,37 @@ def test_a_second_pipeline_of_another_company_into_the_same_dataset_is_refused(
     )
 
 
+def test_a_pipeline_moves_to_another_dataset_only_with_a_full_refresh(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """One pipeline's state is one dataset's: after runs into `my_data` a run back into `pipedrive` read on
+    from `my_data`'s place, and the deals changed in between never reached `pipedrive`. Such a run is refused
+    before any request; a pipeline of its own per dataset, or a full refresh (the pipeline moves), loads."""
+    deals = ("--entities", "deals")
+    assert run_cli(tmp_path, secret_emulator, SECRET, *deals).returncode == 0
+    secret_emulator.control.reset_stats()
+    refused = run_cli(tmp_path, secret_emulator, SECRET, *deals, "--dataset", "my_data")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert_one_clear_line(
+        refused,
+        "The pipeline 'pipedrive' loads the dataset pipedrive, not my_data",
+        "--pipeline-name pipedrive_my_data",
+        "--full-refresh",
+    )
+    assert secret_emulator.control.stats()["total_requests"] == 0
+    own = ("--dataset", "my_data", "--pipeline-name", "pipedrive_my_data")
+    assert run_cli(tmp_path, secret_emulator, SECRET, *deals, *own).returncode == 0
+    secret_emulator.control.mutate(seed=5, updates=8, creates=3)
+    assert run_cli(tmp_path, secret_emulator, SECRET, *deals).returncode == 0
+    truth = {(d["id"], d["title"]) for d in secret_emulator.control.snapshot("deals")}
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        assert set(con.execute("SELECT id, title FROM pipedrive.deals").fetchall()) == truth
+    moved = run_cli(tmp_path, secret_emulator, SECRET, *deals, "--dataset", "moved", "--full-refresh")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    back = run_cli(tmp_path, secret_emulator, SECRET, *deals)
+    assert back.returncode == 2 and "loads the dataset moved, not pipedrive" in back.stderr
+
+
 def test_first_run_with_wrong_token_loads_nothing(secret_emulator: EmulatorHandle, tmp_path: Path) -> None:
     wrong = f"pd-wrong-{uuid.uuid4().hex}"
     failed = run_cli(tmp_path, secret_emulator, wrong, "--verbose")
