@@ -75,6 +75,20 @@ print(json.dumps({path: str(error) for path, error in bag.import_errors.items()}
 """
 
 
+def dag_import_error(env: dict[str, str]) -> tuple[str, str]:
+    """The one import error Airflow shows for our DAG file under `env`, and all the parse printed."""
+    parsed = subprocess.run(
+        [sys.executable, "-c", IMPORT_ERRORS, str(ROOT / "pipelines" / "airflow_dag.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert parsed.returncode == 0, parsed.stderr[-3000:]
+    (error,) = json.loads(parsed.stdout.strip().splitlines()[-1]).values()  # what Airflow shows
+    return error, parsed.stdout + parsed.stderr
+
+
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A private Airflow: AIRFLOW_HOME with a migrated SQLite database, a dags folder holding only our DAG."""
@@ -164,15 +178,7 @@ def test_a_setting_the_dag_cannot_take_fails_its_import_with_one_line(
 ) -> None:
     """`PIPEDRIVE_TASK_RETRIES=abc` failed the import with int()'s traceback, which named no setting; a
     `keep_loaded_packages` the pipeline script refuses with exit 2 was taken without a word."""
-    parsed = subprocess.run(
-        [sys.executable, "-c", IMPORT_ERRORS, str(ROOT / "pipelines" / "airflow_dag.py")],
-        env={**airflow_env, setting: value},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert parsed.returncode == 0, parsed.stderr[-3000:]
-    (error,) = json.loads(parsed.stdout.strip().splitlines()[-1]).values()  # what Airflow shows
+    error, _ = dag_import_error({**airflow_env, setting: value})
     assert error.strip().splitlines()[-1] == f"pipedrive_source.failures.SyncFailed: {line}", error
 
 
@@ -183,17 +189,9 @@ def test_a_destination_the_dag_cannot_load_into_fails_its_import_with_the_script
     """The destination was the DAG file's last line, to edit; chosen by the setting, one that cannot load
     fails the import as the pipeline script fails, in its one line, without dlt's exceptions and without a
     secret (every task of every run failed with it otherwise)."""
-    parsed = subprocess.run(
-        [sys.executable, "-c", IMPORT_ERRORS, str(ROOT / "pipelines" / "airflow_dag.py")],
-        env={**airflow_env, **settings},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert parsed.returncode == 0, parsed.stderr[-3000:]
-    (error,) = json.loads(parsed.stdout.strip().splitlines()[-1]).values()  # what Airflow shows
+    error, output = dag_import_error({**airflow_env, **settings})
     assert error.strip().splitlines()[-1] == f"pipedrive_source.failures.SyncFailed: {line}", error
-    assert "dlt.common" not in error and SECRET_OF_UNUSABLE not in parsed.stdout + parsed.stderr, error
+    assert "dlt.common" not in error and SECRET_OF_UNUSABLE not in output, error
 
 
 def test_each_company_s_dag_has_the_tables_of_its_entities_setting(airflow_env: dict[str, str]) -> None:
