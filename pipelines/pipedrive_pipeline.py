@@ -482,10 +482,12 @@ def check_dataset_of_state(args: argparse.Namespace, demo: bool) -> None:
     if args.full_refresh or not file.is_file():
         return
     try:
-        held = json_decode_state(file.read_text(encoding="utf-8")).get("dataset_name")
+        state = json_decode_state(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return  # dlt says what is wrong with the state when it reads it
-    if held and held != args.dataset:
+    held = state.get("dataset_name")
+    # a pipeline whose runs all stopped before reading (another company's token): no place to read on from
+    if held and held != args.dataset and state.get("sources"):
         own = re.sub(r"\W+", "_", args.dataset.lower())
         raise ConfigError(
             f"The pipeline '{name}' loads the dataset {held}, not {args.dataset}: its state on this machine "
