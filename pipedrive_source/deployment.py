@@ -400,6 +400,7 @@ def prepare_run(
     tables: Sequence[str] | None = None,
     history: Sequence[str] = (),
     company: Company | None = None,
+    refresh: bool | None = None,
     **options: Any,
 ) -> Run:
     """A fresh source for one run (its own monitor, clock and caches), configured under the pipeline's name.
@@ -408,8 +409,10 @@ def prepare_run(
     tables pick the entities to read; the other tables the source makes (`custom_fields`,
     `custom_field_options`, `<entity>_history`) are loaded only if named too, and without an entity table
     named they are those of the `entities` setting. `company`: the company the pipeline is for, whose own
-    credentials are required (see `check_credentials`). Build one per run: a source remembers its run's
-    server time and the lists it read.
+    credentials are required (see `check_credentials`). `refresh`: whether the run starts its tables over
+    (None: not known), which tells where a history started on a table loaded before begins (a full refresh
+    gives it every record: no warning). Build one per run: a source remembers its run's server time and the
+    lists it read.
     """
     if company is not None:
         check_credentials(company)
@@ -420,7 +423,7 @@ def prepare_run(
     entities = [name for name in tables or () if name in BY_NAME]
     chosen = {"entities": entities} if entities else {}
     source = pipedrive_source(monitor=monitor, **chosen, **options)
-    added = add_history(source, history, pipeline)  # for the entities `source` loads
+    added = add_history(source, history, pipeline, refresh=refresh)  # for the entities `source` loads
     if tables is not None:
         source = source.with_resources(*[name for name in tables if name in source.resources])
     return Run(pipeline, source, monitor, added)

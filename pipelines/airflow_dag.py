@@ -169,10 +169,12 @@ class GroupRun:
         self.run: Run | None = None
 
     def source(self) -> Any:
-        self.run = prepare_run(self.pipeline, self.tables, self.history, company=self.company)
+        full_refresh = bool(get_current_context()["params"].get(FULL_REFRESH))
+        self.run = prepare_run(
+            self.pipeline, self.tables, self.history, company=self.company, refresh=full_refresh
+        )
         # dlt's helper runs `pipeline.run` without a refresh argument (and after its `drop()`, which resets
         # the pipeline's own): a group is some of the tables, `--full-refresh --entities <its tables>`
-        full_refresh = bool(get_current_context()["params"].get(FULL_REFRESH))
         self.pipeline.refresh = steps.refresh_mode(full_refresh, some_tables=True)
         if full_refresh:
             # Postgres refuses to drop a table a view reads, and dlt's `pipeline.run` leaves no place

@@ -291,6 +291,7 @@ def company_assets(
                 selected,
                 [t.removesuffix(SUFFIX) for t in selected if t.endswith(SUFFIX)],
                 company=company,
+                refresh=config.full_refresh,
                 **(source_options or {}),
             )
             for notice in history_notices(history, selected):

@@ -465,6 +465,28 @@ def test_the_connector_s_warnings_reach_the_run_s_event_log(
     assert len(starts) == 1, warnings
 
 
+def test_a_full_refresh_that_fills_a_history_does_not_warn_it_starts_later(
+    definitions: ModuleType, credentials: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The run config full_refresh gives a history started on notes loaded before every record, yet its run
+    warned that the history "starts with the notes that change from now on" and to run a full refresh."""
+    assert materialize(assets_for(definitions, tmp_path), ["notes"]).success
+    instance = dg.DagsterInstance.ephemeral()
+    refresh = {"ops": {"pipedrive_tables": {"config": {"full_refresh": True}}}}
+    assets = assets_for(definitions, tmp_path, history=["notes"])
+    result = materialize(assets, ["notes", "notes_history"], run_config=refresh, instance=instance)
+    assert result.success
+    logged = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert not [w for w in logged if "starts with" in w], logged
+    reader = dlt.pipeline(
+        "reader",
+        destination=dlt.destinations.duckdb(credentials=str(tmp_path / "crm.duckdb")),
+        dataset_name="pipedrive",
+        pipelines_dir=str(tmp_path / "other"),
+    )
+    assert len(synced_rows(reader, "notes_history")) == len(credentials.control.snapshot("notes"))
+
+
 def event_log_warnings(assets: Any, names: list[str]) -> list[str]:
     """The warnings in the event log of a successful materialization of `names`."""
     instance = dg.DagsterInstance.ephemeral()
