@@ -263,8 +263,9 @@ def sync_dag(
     def pipedrive_sync() -> None:
         previous: Any = None
         for group, tables in company_groups(company).items():
-            said = notices if previous is None else []  # once a run, by its first task
-            task = _group_task(company, destination, group, tables, history, said)
+            first = previous is None
+            said = notices if first else []  # once a run, by its first task
+            task = _group_task(company, destination, group, tables, history, said, check=first)
             if previous is not None:
                 previous >> task
             previous = task
@@ -281,7 +282,11 @@ def _group_task(
     entities: Sequence[str],
     history: Sequence[str],
     notices: Sequence[str],
+    check: bool = False,
 ) -> Any:
+    """The task group syncing `entities`; `check`: resolve the destination's settings now, as the DAG is
+    parsed (one group per DAG: each resolution takes dlt's configuration and schema again, and the DAG file
+    is parsed again every 30 seconds by default)."""
     tasks = PipelineTasksGroup(
         group,
         use_data_folder=False,
@@ -292,8 +297,8 @@ def _group_task(
     )
     # created after the group: dlt's helper gives each task group its own temporary working folder
     pipeline = company_pipeline(company, destination)
-    # as the DAG is parsed: a destination without its credentials failed every task of every run instead
-    check_destination_settings(pipeline)
+    if check:  # a destination without its credentials failed every task of every run instead
+        check_destination_settings(pipeline)
     run = GroupRun(company, pipeline, entities, history, notices)
     (task,) = tasks.add_run(
         pipeline,
