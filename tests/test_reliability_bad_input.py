@@ -1081,13 +1081,21 @@ def test_lone_surrogates_load_as_replacement_characters(
     and every later one while the record was there. Each loads as U+FFFD, at once (no column of Arrow,
     Parquet or a database holds the surrogate); a pair next to it stays its character."""
     data_emulator.control.mutate(ops=text_ops(data_emulator, [RAW_JSON + raw for raw, _ in SURROGATES]))
-    first = sync(data_emulator, tmp_path, entities=TEXT_TABLES, arrow=arrow, **EXACT)
+    assert_replaced_at_once(data_emulator, tmp_path, arrow, SURROGATES, titled=2)
+
+
+def assert_replaced_at_once(
+    emulator: EmulatorHandle, tmp_path: Path, arrow: bool, served: list[tuple[str, str]], titled: int
+) -> None:
+    """A sync of the texts `served` (literals, each with the text it loads as) needs no retry, loads each as
+    its text, and the deals' titles, the first `titled` of them, hold their U+FFFD."""
+    first = sync(emulator, tmp_path, entities=TEXT_TABLES, arrow=arrow, **EXACT)
     assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
-    hold_as_loaded(data_emulator, [text for _, text in SURROGATES])
-    assert_equal_to_truth(data_emulator, tmp_path, TEXT_TABLES)
+    hold_as_loaded(emulator, [text for _, text in served])
+    assert_equal_to_truth(emulator, tmp_path, TEXT_TABLES)
     with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
         titles = con.execute(f"SELECT title FROM {DATASET}.deals WHERE title LIKE '%\ufffd%'").fetchall()
-    assert sorted(titles) == sorted((text,) for _, text in SURROGATES[:2])
+    assert sorted(titles) == sorted((text,) for _, text in served[:titled])
 
 
 # each a JSON string literal sent a byte per character (`RAW_LATIN1`), and its text loaded: a byte that is
@@ -1118,13 +1126,7 @@ def test_bytes_that_are_not_utf8_load_as_replacement_characters(
         headers={"x-api-token": data_emulator.api_token},
     ).content
     assert b'"title":"Jos\xe9 M\xfcller \xc3\xa9"' in served
-    first = sync(data_emulator, tmp_path, entities=TEXT_TABLES, arrow=arrow, **EXACT)
-    assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
-    hold_as_loaded(data_emulator, [text for _, text in NOT_UTF8])
-    assert_equal_to_truth(data_emulator, tmp_path, TEXT_TABLES)
-    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
-        titles = con.execute(f"SELECT title FROM {DATASET}.deals WHERE title LIKE '%\ufffd%'").fetchall()
-    assert sorted(titles) == sorted((text,) for _, text in NOT_UTF8[:3])
+    assert_replaced_at_once(data_emulator, tmp_path, arrow, NOT_UTF8, titled=3)
 
 
 @pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
