@@ -194,6 +194,7 @@ def tasks(g: Generator) -> None:
     projects_ = g.out["projects"]
     users_n = g.n["users"]
     previous: list[dict] = [projects_[0]]
+    deleted: set[int] = set()  # deleting a task deletes its subtasks (the spec's deleteTask)
 
     def make(i: int, add: int, upd: int, rng: Any) -> dict:
         r = rng.random
@@ -203,7 +204,7 @@ def tasks(g: Generator) -> None:
         previous[0] = proj
         add, upd = max(add, proj["add_time"]), max(upd, proj["add_time"])
         done = r() < 0.4
-        return {
+        record = {
             "id": i,
             "title": f"Task {i}",
             "creator_id": proj["owner_id"],
@@ -221,6 +222,10 @@ def tasks(g: Generator) -> None:
             "marked_as_done_time": upd if done else None,
             "_deleted": r() < DELETED_SHARE,
         }
+        if record["_deleted"] or record["parent_task_id"] in deleted:
+            record["_deleted"] = True
+            deleted.add(i)
+        return record
 
     g.timed("tasks", g.n["tasks"], make)
 

@@ -35,8 +35,9 @@ Explicit operations — `{"ops": [...]}`, applied in order:
   "user_id"}` (a follower added or removed, `followers.py`; the record is stamped).
 Delete semantics: a deal becomes `status: deleted`, `is_deleted: true` and stays visible through
 `status=deleted` for 30 days; a project becomes `status: deleted` (listed only by `status=deleted`, the
-spec's documented exception); leads and tasks get an internal deleted flag, notes and files
-`active_flag: false`, everything else `is_deleted: true` — all of those vanish from lists.
+spec's documented exception); leads and tasks get an internal deleted flag (a task's subtasks are deleted
+with it, as the spec's deleteTask says), notes and files `active_flag: false`, everything else
+`is_deleted: true` — all of those vanish from lists.
 A change to a deal product, installment or discount also stamps its deal (its products or value changed),
 so clients that re-read products for changed deals see it; so do an activity, note or file added to a deal
 or deleted, and a mail linked to it (the deal's counts of them change, and its flow shows them).
@@ -327,6 +328,11 @@ class Batch:
         else:
             changes = {"is_deleted": True}
         self.stamp(name, rec, changes, "deleted")
+        if name == "tasks":  # the spec's deleteTask: "If the task has subtasks, those will also be deleted."
+            tasks = self.table("tasks")
+            for sub in sorted(tasks.group("parent_task_id").get(rec["id"], ())):
+                if tasks.view_of(tasks.rows[sub]) == "live":
+                    self.delete("tasks", tasks.rows[sub])
 
     def merge(self, name: str, gone: Record, kept: Record) -> None:
         """`PUT /v1/{persons|organizations}/{id}/merge` with `merge_with_id`, as Pipedrive's merge tutorials
