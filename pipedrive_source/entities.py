@@ -215,8 +215,29 @@ ENTITIES: tuple[Entity, ...] = (
         "deleted or added does not change its product, so it shows with the product's next change or "
         "the next reconcile, which reads every product's variations (one request per product).",
     ),
-    _v2("pipelines", "/api/v2/pipelines", SORTED, cost=5),
-    _v2("stages", "/api/v2/stages", SORTED, cost=5),
+    # ---- API v2, small lists read in full every run: a deletion is known from the next run --------------
+    # SORTED read them newest first in one request too (one page of 500 holds a company's pipelines and
+    # stages), but the ids the page lacked were never compared: a deleted pipeline or stage ("Marks a
+    # pipeline as deleted", the list leaves it out) stayed live in the destination until a reconcile
+    _v2(
+        "pipelines",
+        "/api/v2/pipelines",
+        FULL,
+        cost=5,
+        cursor_field=None,
+        notes="one request per 500 pipelines; a deleted pipeline leaves the list and is flagged is_deleted "
+        "by the next run. Its stages stay as the stages list has them (the spec does not say that deleting "
+        "a pipeline deletes them).",
+    ),
+    _v2(
+        "stages",
+        "/api/v2/stages",
+        FULL,
+        cost=5,
+        cursor_field=None,
+        notes="one request per 500 stages; a deleted stage leaves the list and is flagged is_deleted by the "
+        "next run.",
+    ),
     # ---- API v2, neither filter nor sort: full read, changed rows only -----------------------------------
     _v2(
         "projects",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connector_fixtures import assert_equal_to_truth, sync, synced_rows
+from connector_fixtures import SyncResult, assert_equal_to_truth, assert_no_change_budget, sync, synced_rows
 
 from pipedrive_source.emulator import EmulatorHandle
 from pipedrive_source.emulator.company import Company
@@ -35,3 +35,47 @@ def test_no_generated_subtask_outlives_its_deleted_task() -> None:
     gone = {i for i, task in tasks.rows.items() if tasks.view_of(task) == "deleted"}
     assert gone
     assert all(task["id"] in gone for task in tasks.rows.values() if task["parent_task_id"] in gone)
+
+
+def test_a_deleted_pipeline_or_stage_is_flagged_by_the_next_plain_run(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Pipelines and stages were read newest first, stopping at the last loaded change: a deleted one
+    ("Marks a pipeline as deleted"; the list leaves it out) was never read again and stayed live in the
+    destination until a reconcile. Each list fits one page: read whole every run at the same one request,
+    the ids it lacks are flagged."""
+    tables = ["pipelines", "stages"]
+    sync(emulator, tmp_path, entities=tables)
+    stages = emulator.control.snapshot("stages")
+    pipeline = stages[0]["pipeline_id"]
+    stage = next(s["id"] for s in stages if s["pipeline_id"] != pipeline)
+    ops = [
+        {"op": "delete", "table": "pipelines", "id": pipeline},
+        {"op": "delete", "table": "stages", "id": stage},
+    ]
+    emulator.control.mutate(ops=ops)
+
+    result = sync(emulator, tmp_path, entities=tables)
+    assert result.flagged == {"pipelines": 1, "stages": 1}
+    assert _listings(result) == {"/api/v2/pipelines": 1, "/api/v2/stages": 1}
+    assert {row["id"] for row in synced_rows(result.pipeline, "pipelines") if row["is_deleted"]} == {pipeline}
+    assert {row["id"] for row in synced_rows(result.pipeline, "stages") if row["is_deleted"]} == {stage}
+    assert_equal_to_truth(emulator, tmp_path, tables)
+
+    again = sync(emulator, tmp_path, entities=tables)  # nothing changed: nothing loaded or flagged again
+    assert (again.loaded, again.flagged) == ({}, {})
+    assert _listings(again) == {"/api/v2/pipelines": 1, "/api/v2/stages": 1}
+
+
+def _listings(result: SyncResult) -> dict[str, int]:
+    """Requests per endpoint, but the company check every run makes (`/v1/users/me`)."""
+    return {path: n for path, n in result.emulator_stats["requests"].items() if path != "/v1/users/me"}
+
+
+def test_a_plain_run_without_changes_still_costs_one_request_per_entity(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    sync(emulator, tmp_path)
+    second = sync(emulator, tmp_path)
+    assert (second.loaded, second.flagged) == ({}, {})
+    assert_no_change_budget(second)

@@ -267,10 +267,10 @@ def test_history_started_later_on_a_list_read_in_full_gets_every_record(
 ) -> None:
     """Lists without list fields can start a history without a full refresh. One read in full every run
     (activity types) held only the records changed since; its next full read, made anyway, now gives every
-    record a version, at no request more. An incremental list (stages) reads only what changed: the run
+    record a version, at no request more. An incremental list (notes) reads only what changed: the run
     says how to give its history every record, and the next reconcile, which reads every record for its
-    live ids, does so at no request more (the history held the one stage changed since, and nothing more)."""
-    tables = ["activity_types", "stages"]
+    live ids, does so at no request more (the history held the one note changed since, and nothing more)."""
+    tables = ["activity_types", "notes"]
     with run_emulator(seed=3, scale="tiny") as emulator:
         pipeline, plain = make_pipeline(tmp_path), make_pipeline(tmp_path / "plain", name="plain")
 
@@ -295,7 +295,7 @@ def test_history_started_later_on_a_list_read_in_full_gets_every_record(
         emulator.control.mutate(
             ops=[
                 {"op": "update", "table": "activity_types", "id": changed["activity_types"], "changes": {}},
-                {"op": "update", "table": "stages", "id": changed["stages"], "changes": {}},
+                {"op": "update", "table": "notes", "id": changed["notes"], "changes": {}},
             ]
         )
         with caplog.at_level(logging.WARNING, logger="pipedrive_source"):
@@ -304,22 +304,22 @@ def test_history_started_later_on_a_list_read_in_full_gets_every_record(
         seeded = synced_rows(pipeline, "activity_types_history")
         assert sorted(r["id"] for r in seeded) == sorted(types)  # one version each, current
         assert all(r["valid_to"] is None for r in seeded)
-        assert [r["id"] for r in synced_rows(pipeline, "stages_history")] == [changed["stages"]]
-        assert "stages_history starts with the stages that change from now on" in caplog.text
+        assert [r["id"] for r in synced_rows(pipeline, "notes_history")] == [changed["notes"]]
+        assert "notes_history starts with the notes that change from now on" in caplog.text
         assert "the next --reconcile gives it every record at no request more" in caplog.text
         assert "activity_types_history" not in caplog.text
 
         sync(pipeline, tables)  # seeded once: the next full reads give it the changed records only
         assert len(synced_rows(pipeline, "activity_types_history")) == len(types)
 
-        # a reconcile lists every stage for its live ids: they seed the history, at no request more
+        # a reconcile lists every note for its live ids: they seed the history, at no request more
         assert sync(pipeline, tables, reconcile=True) == sync(plain, [], reconcile=True)
-        stages = {s["id"] for s in emulator.control.snapshot("stages") if not s["is_deleted"]}
-        seeded = synced_rows(pipeline, "stages_history")
-        assert sorted(r["id"] for r in seeded if r["valid_to"] is None) == sorted(stages)
-        assert len(seeded) == len(stages)  # the stage changed before had its version: not made twice
+        notes = {n["id"] for n in emulator.control.snapshot("notes")}
+        seeded = synced_rows(pipeline, "notes_history")
+        assert sorted(r["id"] for r in seeded if r["valid_to"] is None) == sorted(notes)
+        assert len(seeded) == len(notes)  # the note changed before had its version: not made twice
         sync(pipeline, tables, reconcile=True)  # seeded: reconciles give it nothing more
-        assert len(synced_rows(pipeline, "stages_history")) == len(stages)
+        assert len(synced_rows(pipeline, "notes_history")) == len(notes)
 
 
 def test_a_record_changed_while_it_is_read_twice_has_one_current_version(tmp_path: Path) -> None:
