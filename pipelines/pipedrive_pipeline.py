@@ -85,6 +85,8 @@ from pipedrive_source.views import refresh_views  # noqa: E402
 
 # flags that give a setting of the source (`--start-date`: start_date), checked there
 SOURCE_FLAGS = ("entities", "start_date", "full_read_interval_hours", "burst_limit", "max_budget_share")
+# flags whose value lists names, comma-separated: a second flag to add names replaced the first's
+LIST_FLAGS = ("entities", "history")
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
 DEFAULT_PIPELINE = "pipedrive"
 INTERRUPTED = (
@@ -101,12 +103,37 @@ class OneLineParser(argparse.ArgumentParser):
     """A flag argparse cannot read (`--burst-limit 1.5`) ends like every other failure: one `error:` line
     naming the flag and exit 2, not argparse's usage lines first."""
 
+    given: set[str]  # the flags of `GivenOnce` read so far
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_CONFIG, f"error: {message} (--help lists the flags)\n")
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        self.given = set()
+        return super().parse_known_args(*args, **kwargs)
+
+
+class GivenOnce(argparse.Action):
+    """A flag given twice with two values is refused: argparse kept the last, so `--entities deals
+    --entities persons` synced persons alone, and a `--destination` added to a command that had one loaded
+    into one of them without a word."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        given = parser.given if isinstance(parser, OneLineParser) else set()
+        first = getattr(namespace, self.dest)
+        if self.dest in given and first != values:  # the same value again asks for the same
+            listed = " (a comma-separated list takes them all)" if self.dest in LIST_FLAGS else ""
+            parser.error(f"argument {option}: given {first!r} and then {values!r}; give it once{listed}")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in (None, "store"):  # every flag with a value; a switch given twice asks for the same
+        parser.register("action", name, GivenOnce)
     parser.add_argument(
         "--destination",
         help="any dlt destination (default: the destination setting under [pipedrive], else duckdb)",

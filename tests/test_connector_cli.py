@@ -998,3 +998,28 @@ def test_a_pipelines_dir_that_cannot_hold_the_lock_file_is_refused_before_anythi
         "give a folder this user can write",
     )
     assert data_tables(tmp_path / "crm.duckdb") == {}
+
+
+def test_a_flag_given_twice_with_two_values_is_refused_before_anything_is_read(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """argparse keeps a flag's last value: `--entities deals --entities persons` synced persons alone, exit
+    0, and a second `--dataset` loaded into it rather than the first, without a word."""
+    refused = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals", "--entities=persons")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert_one_clear_line(
+        refused,
+        "argument --entities: given 'deals' and then 'persons'; give it once (a comma-separated list takes "
+        "them all)",
+    )
+    dataset = run_cli(
+        tmp_path, secret_emulator, SECRET, "--dataset", "a", "--burst-limit", "5", "--dataset", "b"
+    )
+    assert dataset.returncode == 2, dataset.stdout + dataset.stderr
+    assert_one_clear_line(dataset, "argument --dataset: given 'a' and then 'b'; give it once")
+    assert not (tmp_path / "pipelines").exists() and data_tables(tmp_path / "crm.duckdb") == {}
+    again = run_cli(
+        tmp_path, secret_emulator, SECRET, "--entities", "users", "--entities", "users", "--quiet"
+    )
+    assert again.returncode == 0, again.stderr  # the same value twice asks for the same
+    assert data_tables(tmp_path / "crm.duckdb")["users"] > 0
