@@ -19,18 +19,23 @@ is called `pipedrive` (pipeline and dataset `pipedrive`, settings in `[sources.p
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import os
 import re
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import dlt
 from dlt.common.configuration.container import Container
+from dlt.common.configuration.providers.toml import SettingsTomlProvider
 from dlt.common.configuration.resolve import inject_section
 from dlt.common.configuration.specs import ConfigSectionContext
+from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 from dlt.common.destination.utils import resolve_merge_strategy
 from dlt.common.pipeline import PipelineContext
 from dlt.extract.source import DltSource
@@ -427,3 +432,123 @@ def prepare_run(
     if tables is not None:
         source = source.with_resources(*[name for name in tables if name in source.resources])
     return Run(pipeline, source, monitor, added)
+
+
+# what the connector reads, by section: under [sources.pipedrive] its source's arguments (but those only code
+# passes), under [pipedrive] the deployment's settings (a typo in `destination` loaded into DuckDB unsaid)
+SETTINGS = {
+    "sources.pipedrive": frozenset(inspect.signature(pipedrive_source).parameters)
+    - {"monitor", "limiter", "record_hooks"},
+    "pipedrive": DEPLOYMENT_SETTINGS,
+}
+# top-level sections of dlt's and ours, where a pipeline's own section would be `[<pipeline name>]`
+NOT_A_PIPELINE = frozenset({"sources", "pipedrive", "destination", "runtime", "extract", "normalize", "load"})
+# how alike a section's name must be to one of ours to be taken for a typo of it (difflib's ratio):
+# `source.pipedrive`, `sources.pipedrve`, `pipedrve`, `Pipedrive` are; `sources.hubspot` (0.62) is not
+SECTION_LIKENESS = 0.8
+
+
+def unknown_settings() -> list[str]:
+    """One line for each setting dlt would pass over without a word, so a run goes on with the default:
+    a key under `[sources.pipedrive]` or `[pipedrive]` (a named company's `[pipedrive_acme.sources.pipedrive]`
+    and `[pipedrive_acme.pipedrive]` too) of the settings files, or `SOURCES__PIPEDRIVE__*` / `PIPEDRIVE__*`
+    variable, that names no setting of the connector (`page_sise = 100`); and a section of values named
+    like one of those but not quite (`[source.pipedrive]`, `[sources.pipedrve]`, `[pipedrve]`,
+    `SOURCE__PIPEDRIVE__API_TOKEN`), whose token the run then said was not configured. Sections below ours
+    (`oauth`) are dlt's to check. Names only: no value is read into a line. What the pipeline script prints
+    before a run, and Dagster and Airflow log in theirs."""
+    found: list[str] = []
+    for provider in Container()[PluggableRunContext].providers.providers:
+        if isinstance(provider, SettingsTomlProvider):
+            found += _unknown_in_file(provider)
+    for variable, value in os.environ.items():
+        parts = tuple(part.lower() for part in variable.split("__"))
+        if meant := _meant_section(parts[:-1]):
+            found.append(_section_line(f"({variable})", meant))
+            continue
+        for section in SETTINGS:
+            head, sep, key = variable.rpartition(f"{section.upper().replace('.', '__')}__")
+            # SOURCES__PIPEDRIVE__X is no [pipedrive] setting
+            named = head.endswith("__") and not head.endswith("SOURCES__")
+            if sep and (not head or named) and "__" not in key and _unknown(section, key.lower(), value):
+                found.append(_key_line(key.lower(), section, f"({variable})"))
+    return list(dict.fromkeys(found))
+
+
+def _unknown_in_file(provider: SettingsTomlProvider) -> list[str]:
+    where = ", ".join(provider.present_locations) or provider.name
+    doc = tomllib.loads(provider.to_toml())  # dlt's own text of the files it read (all of them, merged)
+    misspelt = [meant for path in _sections_of_values(doc) if (meant := _meant_section(path))]
+    found = [_section_line(f"in {where}", meant) for meant in misspelt]
+    named = [(f"{n}.", tree) for n, tree in doc.items() if isinstance(tree, dict) and n not in NOT_A_PIPELINE]
+    for prefix, tree in [("", doc), *named]:
+        for section in SETTINGS:
+            if f"{prefix}{section}" in (given for given, _ in misspelt):  # `[source.pipedrive]`: said so
+                continue
+            values = _section(tree, section)
+            where_key = f"under [{prefix}{section}] in {where}"
+            found += [
+                _key_line(key, section, where_key) for key in values if _unknown(section, key, values[key])
+            ]
+    return found
+
+
+def _sections_of_values(tree: dict[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The path of every section of `tree` that holds a value (not only sections)."""
+    if path and any(not isinstance(value, dict) for value in tree.values()):
+        yield path
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            yield from _sections_of_values(value, (*path, name))
+
+
+def _meant_section(path: tuple[str, ...]) -> tuple[str, str] | None:
+    """The part of `path` misspelt and the section of ours it is like (`SECTION_LIKENESS`), or None: one of
+    ours, within one of `[sources.pipedrive]` (dlt's sections), or like none of them. Ours under a
+    pipeline's name too, where the path starts with one that looks like ours (`pipedrive`,
+    `pipedrive_acme`)."""
+    root = path[:1] if path and re.fullmatch(rf"{DEFAULT_COMPANY}(_\w+)?", path[0]) else ()
+    if path == root:
+        return None
+    ours = [(*base, *section.split(".")) for base in {(), root} for section in SETTINGS]
+    if any(path[: len(section)] == section for section in ours if section[-2:] == ("sources", "pipedrive")):
+        return None
+    if path in ours:
+        return None
+    best, meant = SECTION_LIKENESS, None
+    for section in ours:
+        given = path[: len(section)]
+        if len(given) == len(section) and given != section and given[: len(root)] == section[: len(root)]:
+            ratio = difflib.SequenceMatcher(None, ".".join(given).lower(), ".".join(section)).ratio()
+            if ratio >= best:
+                best, meant = ratio, (".".join(given), ".".join(section))
+    return meant
+
+
+def _section_line(where: str, meant: tuple[str, str]) -> str:
+    given, section = meant
+    return (
+        f"settings: [{given}] {where} names no section of the connector, which reads none of it: did you "
+        f"mean [{section}]?"
+    )
+
+
+def _key_line(key: str, section: str, where: str) -> str:
+    return f"settings: {key} {where} names no setting of the connector, {_meant(section, key)}"
+
+
+def _section(tree: dict[str, Any], section: str) -> dict[str, Any]:
+    for part in section.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None  # type: ignore[assignment]
+    return tree if isinstance(tree, dict) else {}
+
+
+def _meant(section: str, key: str) -> str:
+    close = difflib.get_close_matches(key, SETTINGS[section], n=1)
+    if close:
+        return f"which reads none of it: did you mean {close[0]}?"
+    return f"which reads none of it (the settings under [{section}]: {', '.join(sorted(SETTINGS[section]))})"
+
+
+def _unknown(section: str, key: str, value: Any) -> bool:
+    return not isinstance(value, dict) and key not in SETTINGS[section]

@@ -14,9 +14,7 @@ fetched is loaded, the next run continues where this one stopped, and the messag
 from __future__ import annotations
 
 import argparse
-import difflib
 import fcntl
-import inspect
 import json
 import logging
 import os
@@ -31,9 +29,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import dlt
-from dlt.common.configuration.container import Container
-from dlt.common.configuration.providers.toml import SettingsTomlProvider
-from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.storages import FileStorage
 from dlt.common.versioned_state import json_decode_state
@@ -49,7 +44,6 @@ from pipedrive_source.client import abort_requests  # noqa: E402
 from pipedrive_source.deletions import flag_vanished  # noqa: E402
 from pipedrive_source.deployment import (  # noqa: E402
     CREDENTIAL_KEYS,
-    DEPLOYMENT_SETTINGS,
     DUCKDB_FILE,
     append_only_notice,
     check_and_recover,
@@ -60,6 +54,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     pipeline_destination,
     read_settings_of_checkout,
     split_names,
+    unknown_settings,
 )
 from pipedrive_source.entities import BY_NAME  # noqa: E402
 from pipedrive_source.errors import (  # noqa: E402
@@ -313,72 +308,6 @@ def choose_demo(args: argparse.Namespace) -> None:
         flush=True,
     )
     args.demo = True
-
-
-# what the connector reads, by section: under [sources.pipedrive] its source's arguments (but those only code
-# passes), under [pipedrive] the deployment's settings (a typo in `destination` loaded into DuckDB unsaid)
-SETTINGS = {
-    "sources.pipedrive": frozenset(inspect.signature(pipedrive_source).parameters)
-    - {"monitor", "limiter", "record_hooks"},
-    "pipedrive": DEPLOYMENT_SETTINGS,
-}
-
-
-# top-level sections of dlt's and ours, where a pipeline's own section would be `[<pipeline name>]`
-NOT_A_PIPELINE = frozenset({"sources", "pipedrive", "destination", "runtime", "extract", "normalize", "load"})
-
-
-def unknown_settings() -> list[str]:
-    """One line for each key under `[sources.pipedrive]` or `[pipedrive]` (a named company's
-    `[pipedrive_acme.sources.pipedrive]` and `[pipedrive_acme.pipedrive]` too) of the settings files, or
-    `SOURCES__PIPEDRIVE__*` / `PIPEDRIVE__*` variable, that names no setting of the connector: dlt passes
-    over it, so a typo (`page_sise = 100`) ran with the default without a word. Sections below them
-    (`oauth`) are dlt's to check."""
-    found: list[tuple[str, str, str]] = []
-    for provider in Container()[PluggableRunContext].providers.providers:
-        if not isinstance(provider, SettingsTomlProvider):
-            continue
-        where = ", ".join(provider.present_locations) or provider.name
-        doc = provider._config_doc  # dlt keeps the parsed file only there
-        named = [
-            (f"{n}.", tree) for n, tree in doc.items() if isinstance(tree, dict) and n not in NOT_A_PIPELINE
-        ]
-        for prefix, tree in [("", doc), *named]:
-            for section in SETTINGS:
-                values = _section(tree, section)
-                found += [
-                    (key, section, f"under [{prefix}{section}] in {where}")
-                    for key in values
-                    if _unknown(section, key, values[key])
-                ]
-    for variable, value in os.environ.items():
-        for section in SETTINGS:
-            head, sep, key = variable.rpartition(f"{section.upper().replace('.', '__')}__")
-            # SOURCES__PIPEDRIVE__X is no [pipedrive] setting
-            named = head.endswith("__") and not head.endswith("SOURCES__")
-            if sep and (not head or named) and "__" not in key and _unknown(section, key.lower(), value):
-                found.append((key.lower(), section, f"({variable})"))
-    return [
-        f"settings: {key} {where} names no setting of the connector, {_meant(section, key)}"
-        for key, section, where in found
-    ]
-
-
-def _section(tree: dict[str, Any], section: str) -> dict[str, Any]:
-    for part in section.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None  # type: ignore[assignment]
-    return tree if isinstance(tree, dict) else {}
-
-
-def _meant(section: str, key: str) -> str:
-    close = difflib.get_close_matches(key, SETTINGS[section], n=1)
-    if close:
-        return f"which reads none of it: did you mean {close[0]}?"
-    return f"which reads none of it (the settings under [{section}]: {', '.join(sorted(SETTINGS[section]))})"
-
-
-def _unknown(section: str, key: str, value: Any) -> bool:
-    return not isinstance(value, dict) and key not in SETTINGS[section]
 
 
 def pipelines_dir(args: argparse.Namespace) -> Path:

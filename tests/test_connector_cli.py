@@ -1023,3 +1023,52 @@ def test_a_flag_given_twice_with_two_values_is_refused_before_anything_is_read(
     )
     assert again.returncode == 0, again.stderr  # the same value twice asks for the same
     assert data_tables(tmp_path / "crm.duckdb")["users"] > 0
+
+
+def test_a_section_misspelt_is_named_with_the_one_meant_without_its_values(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """dlt passes over a section no lookup reads: the token under `[source.pipedrive]` in secrets.toml
+    ended in `No Pipedrive credentials`, a destination under `[pipedrve]` loaded into DuckDB, and nothing
+    said that the section was the mistake. Sections of dlt's and of other sources are left alone."""
+    (tmp_path / ".dlt").mkdir()
+    secrets = tmp_path / ".dlt" / "secrets.toml"
+    secrets.write_text(
+        f'[source.pipedrive]\napi_token = "{SECRET}"\n'
+        f'[pipedrive_acme.sources.pipedrve]\napi_token = "{SECRET}"\n'
+    )
+    config = tmp_path / ".dlt" / "config.toml"
+    config.write_text(
+        '[pipedrve]\ndestination = "postgres"\n[Sources.Pipedrive]\npage_size = 5\n'
+        '[sources.hubspot]\npage_size = 5\n[pipedrive.runtime]\nlog_level = "WARNING"\n'
+        "[pipedrive_acme.sources.pipedrive]\npage_size = 5\n"
+    )
+    env = cli_env(tmp_path, secret_emulator, SECRET, SOURCE__PIPEDRIVE__BASE_URL=secret_emulator.base_url)
+    del env["SOURCES__PIPEDRIVE__API_TOKEN"]
+    command = [sys.executable, str(SCRIPT), "--pipelines-dir", str(tmp_path / "pipelines")]
+    ran = subprocess.run(
+        [*command, "--pipeline-name", "pipedrive"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert ran.returncode == 2, ran.stdout + ran.stderr  # no token where dlt looks
+    lines = [line for line in ran.stdout.splitlines() if line.startswith("settings: ")]
+    assert lines == [
+        f"settings: [source.pipedrive] in {secrets} names no section of the connector, which reads none of "
+        "it: did you mean [sources.pipedrive]?",
+        f"settings: [pipedrive_acme.sources.pipedrve] in {secrets} names no section of the connector, which "
+        "reads none of it: did you mean [pipedrive_acme.sources.pipedrive]?",
+        f"settings: [pipedrve] in {config} names no section of the connector, which reads none of it: did "
+        "you mean [pipedrive]?",
+        f"settings: [Sources.Pipedrive] in {config} names no section of the connector, which reads none of "
+        "it: did you mean [sources.pipedrive]?",
+        "settings: [source.pipedrive] (SOURCE__PIPEDRIVE__BASE_URL) names no section of the connector, which "
+        "reads none of it: did you mean [sources.pipedrive]?",
+    ]
+    assert SECRET not in ran.stdout + ran.stderr
+    secrets.write_text(f'[sources.pipedrive]\napi_token = "{SECRET}"\n')
+    config.write_text('[sources.hubspot]\npage_size = 5\n[pipedrive.runtime]\nlog_level = "WARNING"\n')
+    del env["SOURCE__PIPEDRIVE__BASE_URL"]
+    spelt = subprocess.run(
+        [*command, "--entities", "pipelines"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert spelt.returncode == 0, spelt.stdout + spelt.stderr
+    assert "settings: " not in spelt.stdout and data_tables(tmp_path / "crm.duckdb")["pipelines"] > 0
