@@ -56,6 +56,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     prepare_run,
     synced_tables,
     table_catalog,
+    unknown_settings,
 )
 from pipedrive_source.destinations import loader_file_format  # noqa: E402
 from pipedrive_source.entities import BY_NAME  # noqa: E402
@@ -236,11 +237,11 @@ def sync_dag(
     # unused here (each task starts from a fresh working folder, keeping no package), but the script and
     # Dagster read the same .dlt/ and refuse such a value: refused alike, not taken without a word
     configured_keep()
-    # as the pipeline script says it each run
+    # as the pipeline script says them each run: a misspelt setting's name, history left out
     left_out = not_loaded(table_catalog(company), history)
-    notices = (
-        [history_left_out(left_out, "which does not sync it", entities_setting(company))] if left_out else []
-    )
+    notices = unknown_settings()
+    if left_out:
+        notices.append(history_left_out(left_out, "which does not sync it", entities_setting(company)))
 
     @dag(
         dag_id=f"{company.pipeline_name}_sync",

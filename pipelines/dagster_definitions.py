@@ -52,6 +52,7 @@ from pipedrive_source.deployment import (  # noqa: E402
     prepare_run,
     read_settings_of_checkout,
     table_catalog,
+    unknown_settings,
 )
 from pipedrive_source.entities import BY_NAME, DEAL_BATCH, PER_RECORD  # noqa: E402
 from pipedrive_source.failures import failure_of, root_cause  # noqa: E402
@@ -283,6 +284,9 @@ def company_assets(
                 + ", ".join(f"{t} is loaded from the {p} changed in the same run" for t, p in orphans.items())
             )
         with failing_clearly(ways_out(company)), connector_logs_to(context):
+            # as the pipeline script says them before its run: a misspelt `destinaton` loaded into DuckDB
+            for notice in unknown_settings():
+                context.log.warning(notice)
             # a killed run's packages: dagster-dlt would drop them, then read them again
             for notice in check_and_recover(pipeline, config.drop_pending, "drop_pending"):
                 context.log.info(notice)
