@@ -87,6 +87,28 @@ class SettingError(ConfigError):
         return ConfigError(f"{self.flag} must be {self.accepted}, not {self.shown}.")
 
 
+class HistoryNeedsRefresh(ConfigError):
+    """A history started on `entity` whose lists loaded as tables of their own: dlt refuses to turn them
+    into its nested tables. Worded for `--history`, which a refusal cannot tell from the setting:
+    `for_setting` says the same of `[pipedrive] history`."""
+
+    def __init__(self, entity: str, asked: str | None = None) -> None:
+        self.entity = entity
+        asked = asked or f"--full-refresh --entities {entity} --history {entity}"
+        super().__init__(
+            f"{entity} was loaded without history, whose records make its nested tables ({entity}__*) "
+            f"another way: start its history with a full refresh of it ({asked}), which also gives the "
+            "history every record"
+        )
+
+    def for_setting(self) -> ConfigError:
+        return HistoryNeedsRefresh(
+            self.entity,
+            f"--full-refresh --entities {self.entity}, as [pipedrive] history names it; or leave it out of "
+            "[pipedrive] history",
+        )
+
+
 class AuthError(PipedriveError):
     """Pipedrive refused the credentials."""
 

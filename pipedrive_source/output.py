@@ -36,7 +36,7 @@ from .arrow_pages import (
 )
 from .concurrency import drop_duckdb_code, release_memory
 from .entities import BY_NAME, Entity
-from .errors import ConfigError
+from .errors import ConfigError, HistoryNeedsRefresh
 from .loaded import merges
 from .spec_hints import cache_spec_hints
 
@@ -250,11 +250,7 @@ def _may_hold_rows(table: str) -> bool:
 def history_needs_a_refresh(entity: str) -> ConfigError:
     """The refusal of a history started on `entity` whose lists loaded as tables of their own
     (`child_layout` "arrow"): dlt refuses to turn them into its nested tables."""
-    return ConfigError(
-        f"{entity} was loaded without history, whose records make its nested tables ({entity}__*) another "
-        f"way: start its history with a full refresh of it (--full-refresh --entities {entity} --history "
-        f"{entity}), which also gives the history every record"
-    )
+    return HistoryNeedsRefresh(entity)
 
 
 def child_layout(schema: Any, entity: str) -> str | None:

@@ -59,6 +59,7 @@ from pipedrive_source.deployment import (  # noqa: E402
 from pipedrive_source.entities import BY_NAME  # noqa: E402
 from pipedrive_source.errors import (  # noqa: E402
     ConfigError,
+    HistoryNeedsRefresh,
     PipedriveError,
     SettingError,
     causes,
@@ -486,7 +487,11 @@ def source_flags(args: argparse.Namespace) -> dict[str, Any]:
 def as_given(exc: BaseException, args: argparse.Namespace) -> BaseException:
     """A value the source refused, as built or while it ran (a `--start-date` after Pipedrive's clock),
     named as the flag it came from where a flag gave it: the refusal names the setting, which the user
-    did not set."""
+    did not set. A history refused for a full refresh it needs names `[pipedrive] history` where that
+    asked for it, not the `--history` the user did not give."""
+    history = next((cause for cause in causes(exc) if isinstance(cause, HistoryNeedsRefresh)), None)
+    if history is not None and args.history is None:
+        return history.for_setting()
     refused = next((cause for cause in causes(exc) if isinstance(cause, SettingError)), None)
     if refused is None or refused.name not in source_flags(args):
         return exc

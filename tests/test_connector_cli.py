@@ -1072,3 +1072,29 @@ def test_a_section_misspelt_is_named_with_the_one_meant_without_its_values(
     )
     assert spelt.returncode == 0, spelt.stdout + spelt.stderr
     assert "settings: " not in spelt.stdout and data_tables(tmp_path / "crm.duckdb")["pipelines"] > 0
+
+
+def test_a_history_of_the_setting_refused_for_a_full_refresh_names_the_setting(
+    secret_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """`[pipedrive] history = ["deals"]` on deals loaded before without history is refused until a full
+    refresh; the refusal said to run `--full-refresh --entities deals --history deals`, a flag the user had
+    not given, and not that the setting asked for the history."""
+    first = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals")
+    assert first.returncode == 0, first.stderr
+    before = data_tables(tmp_path / "crm.duckdb")
+    refused = run_cli(
+        tmp_path, secret_emulator, SECRET, "--entities", "deals", PIPEDRIVE__HISTORY='["deals"]'
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert_one_clear_line(
+        refused,
+        "deals was loaded without history",
+        "(--full-refresh --entities deals, as [pipedrive] history names it; or leave it out of [pipedrive] "
+        "history)",
+    )
+    assert "--history" not in refused.stderr
+    assert data_tables(tmp_path / "crm.duckdb") == before
+    flag = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals", "--history", "deals")
+    assert flag.returncode == 2, flag.stdout + flag.stderr
+    assert_one_clear_line(flag, "(--full-refresh --entities deals --history deals)")
