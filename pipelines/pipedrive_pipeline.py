@@ -81,8 +81,6 @@ from pipedrive_source.views import refresh_views  # noqa: E402
 
 # flags that give a setting of the source (`--start-date`: start_date), checked there
 SOURCE_FLAGS = ("entities", "start_date", "full_read_interval_hours", "burst_limit", "max_budget_share")
-# flags whose value lists names, comma-separated: a second flag to add names replaced the first's
-LIST_FLAGS = ("entities", "history")
 DEMO_DUCKDB_FILE = "pipedrive_demo.duckdb"
 DEFAULT_PIPELINE = "pipedrive"
 INTERRUPTED = (
@@ -110,26 +108,26 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class GivenOnce(argparse.Action):
-    """A flag given twice with two values is refused: argparse kept the last, so `--entities deals
-    --entities persons` synced persons alone, and a `--destination` added to a command that had one loaded
-    into one of them without a word."""
+    """A list flag (`--entities`, `--history`) given twice with two lists is refused: argparse kept the
+    last, so `--entities deals --entities persons` synced persons alone, without a word. A flag of one value
+    given again is left to win, as wrappers that append an override to a command rely on."""
 
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
     ) -> None:
         given = parser.given if isinstance(parser, OneLineParser) else set()
         first = getattr(namespace, self.dest)
-        if self.dest in given and first != values:  # the same value again asks for the same
-            listed = " (a comma-separated list takes them all)" if self.dest in LIST_FLAGS else ""
-            parser.error(f"argument {option}: given {first!r} and then {values!r}; give it once{listed}")
+        if self.dest in given and first != values:  # the same list again asks for the same
+            parser.error(
+                f"argument {option}: given {first!r} and then {values!r}; give it once, with every name "
+                f"({option} {first},{values})"
+            )
         given.add(self.dest)
         setattr(namespace, self.dest, values)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in (None, "store"):  # every flag with a value; a switch given twice asks for the same
-        parser.register("action", name, GivenOnce)
     parser.add_argument(
         "--destination",
         help="any dlt destination (default: the destination setting under [pipedrive], else duckdb)",
@@ -138,6 +136,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--entities",
         default=None,
+        action=GivenOnce,
         help="comma-separated tables to sync (default: every table but the opt-in ones)",
     )
     parser.add_argument(
@@ -186,6 +185,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--history",
         default=None,
+        action=GivenOnce,
         help="entities to keep SCD2 history of, e.g. deals (default: [pipedrive] history)",
     )
     parser.add_argument("--no-views", action="store_true", help="do not create or refresh the analyst views")

@@ -1000,28 +1000,28 @@ def test_a_pipelines_dir_that_cannot_hold_the_lock_file_is_refused_before_anythi
     assert data_tables(tmp_path / "crm.duckdb") == {}
 
 
-def test_a_flag_given_twice_with_two_values_is_refused_before_anything_is_read(
+def test_a_list_flag_given_twice_with_two_lists_is_refused_before_anything_is_read(
     secret_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
     """argparse keeps a flag's last value: `--entities deals --entities persons` synced persons alone, exit
-    0, and a second `--dataset` loaded into it rather than the first, without a word."""
+    0, and `--history deals --history persons` kept the history of persons alone, without a word."""
     refused = run_cli(tmp_path, secret_emulator, SECRET, "--entities", "deals", "--entities=persons")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert_one_clear_line(
         refused,
-        "argument --entities: given 'deals' and then 'persons'; give it once (a comma-separated list takes "
-        "them all)",
+        "argument --entities: given 'deals' and then 'persons'; give it once, with every name (--entities "
+        "deals,persons)",
     )
-    dataset = run_cli(
-        tmp_path, secret_emulator, SECRET, "--dataset", "a", "--burst-limit", "5", "--dataset", "b"
+    history = run_cli(
+        tmp_path, secret_emulator, SECRET, "--history", "deals", "--quiet", "--history", "persons"
     )
-    assert dataset.returncode == 2, dataset.stdout + dataset.stderr
-    assert_one_clear_line(dataset, "argument --dataset: given 'a' and then 'b'; give it once")
+    assert history.returncode == 2, history.stdout + history.stderr
+    assert_one_clear_line(history, "argument --history: given 'deals' and then 'persons'; give it once")
     assert not (tmp_path / "pipelines").exists() and data_tables(tmp_path / "crm.duckdb") == {}
     again = run_cli(
         tmp_path, secret_emulator, SECRET, "--entities", "users", "--entities", "users", "--quiet"
     )
-    assert again.returncode == 0, again.stderr  # the same value twice asks for the same
+    assert again.returncode == 0, again.stderr  # the same list twice asks for the same
     assert data_tables(tmp_path / "crm.duckdb")["users"] > 0
 
 
