@@ -7,6 +7,7 @@ the client's request and token counts). `SyncContext` is internal: one per sourc
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -34,6 +35,7 @@ from .state_history import other_pipelines_source_state
 
 SOURCE_SECTION = "pipedrive"  # where dlt keeps the source state (`@dlt.source(section=...)`)
 COMPANY_KEY = "company"  # source state: {id, domain} of the Pipedrive company whose data the pipeline holds
+DATASET_KEY = "dataset"  # source state: the dataset whose reading positions the state holds
 
 Row = dict[str, Any]
 RecordHook = Callable[[Entity, list[Row], "SyncContext"], list[Row]]
@@ -137,6 +139,7 @@ class SyncContext:
         self._me: dict[str, Any] | None = None
         self._me_refused: PipedriveError | None = None  # how `identity` failed: the same for the whole run
         self._company_checked = False
+        self._prefetch: list[Entity] = []  # lists to fetch once the pipeline is checked (`prefetch`)
         self._memo: dict[str, list[Row]] = {}
         # lists Pipedrive refused (402/403) or that failed after every retry: asked once a run, as another
         # ask within the run would get the same answer after paying every retry again
@@ -155,8 +158,8 @@ class SyncContext:
         `/v1/users/me` call of `identity` at the latest). A `start_date` after it is refused."""
         with self._lock:
             if self._run_started is None:
-                self.check_company()
-                self.identity()  # once per run: also where no pipeline state lets `check_company` ask
+                self.check_pipeline()
+                self.identity()  # once per run: also where no pipeline state lets `check_pipeline` ask
                 now = self.client.server_now
                 if now is None:
                     raise ApiError(
@@ -193,21 +196,29 @@ class SyncContext:
         self._check_domain(data)
         return data
 
-    def check_company(self) -> None:
-        """Refuse credentials of another company than the one whose data this pipeline holds.
+    def check_pipeline(self) -> None:
+        """Refuse a run into another dataset than the one whose reading positions the source state holds
+        (`check_dataset`), before any request; then credentials of another company than the one whose data
+        this pipeline holds.
 
-        The company loaded first is remembered in the source state (id and domain, no secret). Called before
-        anything is read or yielded; it acts only where the state is writable (the thread running the
-        resources of a pipeline run), so that a refusal fails the extraction: nothing is loaded and the
-        state stays as it was."""
+        The dataset and the company loaded first are remembered in the source state (no secret). Called
+        before anything is read or yielded; it acts only where the state is writable (the thread running
+        the resources of a pipeline run, after dlt's refresh dropped what it drops), so that a refusal
+        fails the extraction: nothing is loaded and the state stays as it was. The prefetch (`prefetch`)
+        waits for it."""
         if self._company_checked:
             return
         state = _writable_source_state()
         if state is None:
+            self._send_prefetch()
             return
         with self._lock:
             if self._company_checked:
                 return
+            dataset = dlt.current.pipeline().dataset_name
+            check_dataset(state, dataset, dlt.current.pipeline().pipeline_name)
+            state[DATASET_KEY] = dataset
+            self._send_prefetch()
             company = _company(self.identity())
             known = state.get(COMPANY_KEY)
             if company is not None:
@@ -275,12 +286,12 @@ class SyncContext:
 
     def read(self, entity: Entity) -> EntityRead:
         """A fresh concurrent read of `entity` through the run's pool (see `fetching.py`)."""
-        self.check_company()
+        self.check_pipeline()
         return EntityRead(entity, Feed(self.pool), self.page_size)
 
     def records(self, entity: Entity, batch: Batch, raw: bool = False) -> list[Row]:
         """A fetched batch as records: unwrapped, counted, shaped by the listing flags and hooks."""
-        self.check_company()
+        self.check_pipeline()
         tag: Tag = batch.tag
         items = _unwrap(batch.items, entity.items_key)
         self.monitor.page(entity.name, len(items))
@@ -288,9 +299,16 @@ class SyncContext:
         return items if raw or not items else self.shape(entity, tag.listing, items)
 
     def prefetch(self, entities: Sequence[Entity]) -> None:
-        """Fetch small shared lists (field definitions...) in the pool now, before a page needs them;
+        """Fetch small shared lists (field definitions...) in the pool before a page needs them: as the
+        run's first read asks (`check_pipeline`: a run refused before any request sends none of them);
         after the credentials' identity, which every read waits for anyway: credentials refused there (a
         lapsed subscription, a wrong token) send none of them."""
+        with self._lock:
+            self._prefetch.extend(entities)
+
+    def _send_prefetch(self) -> None:
+        with self._lock:
+            entities, self._prefetch = self._prefetch, []
         for entity in entities:
             self.pool.submit(lambda entity=entity: self._quietly(entity))
 
@@ -340,7 +358,7 @@ class SyncContext:
         """Every row of a small list, fetched once per run and shared (boards feed phases, fields hooks);
         `fresh`: read again, leaving the shared rows as they are (what the run loads and compares), and not
         passed through the record hooks (they saw this list's rows once)."""
-        self.check_company()
+        self.check_pipeline()
         if not fresh:
             return self._full_rows(entity, params)
         failed = self._failed.get(_memo_key(entity, params))
@@ -430,6 +448,47 @@ def _other_company_message(known: Mapping[str, Any], actual: Mapping[str, Any]) 
         "pipeline over with --full-refresh of every table it holds (a run of some of them starts only those "
         "over and keeps the company)."
     )
+
+
+class DatasetSwitch(ConfigError):
+    """A run into another dataset than the one whose reading positions the pipeline's source state holds
+    (`check_dataset`), with the ways out in the words of the library (`pipeline_name=`, `refresh=`);
+    `for_flags` says it with the pipeline script's flags."""
+
+    def __init__(self, pipeline: str, held: str, wanted: str) -> None:
+        self.held, self.wanted = held, wanted
+        self.own = pipeline + "_" + re.sub(r"\W+", "_", wanted.lower())  # a pipeline name of its own
+        self.why = (
+            f"The pipeline '{pipeline}' loads the dataset {held}, not {wanted}: its state (where each "
+            f"table's reading got to) is {held}'s, so a run into {wanted} would read on from there and miss "
+            "what changed since its own last run; nothing was read."
+        )
+        super().__init__(
+            f"{self.why} Give {wanted} a pipeline of its own (dlt.pipeline(pipeline_name='{self.own}', "
+            f"dataset_name='{wanted}')), or move this one with a refresh that drops the source's state "
+            f"(refresh='drop_sources' in dlt.pipeline or pipeline.run: it loads {wanted} in full, and then "
+            "belongs to it)."
+        )
+
+    def for_flags(self) -> ConfigError:
+        return ConfigError(
+            f"{self.why} Give {self.wanted} a pipeline of its own (--pipeline-name {self.own}), or move this "
+            f"one with --full-refresh of every table it holds (it loads {self.wanted} in full, and then "
+            "belongs to it)."
+        )
+
+
+def check_dataset(state: Mapping[str, Any], dataset: str, pipeline: str, held: str | None = None) -> None:
+    """Refuse (`DatasetSwitch`) a run into `dataset` where the source state `state` holds the reading
+    positions of another dataset (`DATASET_KEY`; `held` where it does not say, a state of an earlier
+    version). dlt keeps one state per pipeline on the machine and takes a dataset's own back only when it
+    is not older: after runs into `b`, a run back into `a` read on from `b`'s place, and the records
+    changed in between reached neither dataset. A state without positions (every run stopped before
+    reading, or a refresh dropped them) may load any dataset."""
+    held = state.get(DATASET_KEY) or held
+    positions = state.get("resources")
+    if held and held != dataset and isinstance(positions, Mapping) and any(positions.values()):
+        raise DatasetSwitch(pipeline, held, dataset)
 
 
 def _refuse_other_company_in_dataset(company: Mapping[str, Any]) -> None:

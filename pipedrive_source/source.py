@@ -227,7 +227,7 @@ def pipedrive_source(
             interval = _full_read_interval(entity, full_read_interval_hours)
             built[entity.name] = _resource(entity, ctx, built, hard_delete, links, interval, selected)
     if resolution is not None:  # field definitions arrive while the first pages are on their way
-        ctx.prefetch(_shared_lists(selected))
+        ctx.prefetch(_shared_lists(selected))  # sent as the run's first read asks
     # small full reads first: their responses fix the run's server time before incremental reads need it,
     # and field definitions are in hand before the records whose custom fields they describe
     # (lists with a full-read interval last among them: their check needs the server time)
@@ -427,6 +427,7 @@ def _unless_denied(entity: Entity, ctx: SyncContext, fetch: Callable[..., Iterat
             ctx.read_done(entity)
             return
         try:
+            ctx.check_pipeline()  # before the fetch's first request (a refused child's catch-up asks one)
             yield from fetch(*args, **kwargs)
         except AccessDenied as exc:
             _skip(entity, ctx, exc)

@@ -18,7 +18,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -75,7 +74,7 @@ from pipedrive_source.failures import (  # noqa: E402
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
 from pipedrive_source.loaded import counts_loaded, loaded_rows, written_rows  # noqa: E402
 from pipedrive_source.recovery import hide_terminal_job_logs  # noqa: E402
-from pipedrive_source.run import EntityProgress  # noqa: E402
+from pipedrive_source.run import SOURCE_SECTION, DatasetSwitch, EntityProgress, check_dataset  # noqa: E402
 from pipedrive_source.settings import SOME_TABLES  # noqa: E402
 from pipedrive_source.views import refresh_views  # noqa: E402
 
@@ -428,12 +427,10 @@ def one_run_at_a_time(args: argparse.Namespace, demo: bool) -> Iterator[None]:
 
 
 def check_dataset_of_state(args: argparse.Namespace, demo: bool) -> None:
-    """Refuses a run into another dataset than the one the pipeline's state on this machine is of, but for
-    a full refresh: the state says where each table's reading got to in that dataset, and dlt takes a
-    dataset's own state back only when it is not older than the machine's. So after runs into `my_data`, a
-    run back into `pipedrive` read on from `my_data`'s place: the records changed in between never reached
-    `pipedrive` (nor, the other way, `my_data`). Read before `dlt.pipeline`, which writes the dataset it is
-    given into the state."""
+    """The source's dataset check (`run.check_dataset`) on the state this machine holds, but for a full
+    refresh (which moves the pipeline; the source checks again what dlt's refresh leaves): read before
+    `dlt.pipeline`, which writes the dataset it is given into the state, and before a package a killed run
+    left is loaded there; and in the words of the flags."""
     name = pipeline_name(args, demo)
     file = pipelines_dir(args) / name / Pipeline.STATE_FILE
     if args.full_refresh or not file.is_file():
@@ -442,17 +439,11 @@ def check_dataset_of_state(args: argparse.Namespace, demo: bool) -> None:
         state = json_decode_state(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return  # dlt says what is wrong with the state when it reads it
-    held = state.get("dataset_name")
-    # a pipeline whose runs all stopped before reading (another company's token): no place to read on from
-    if held and held != args.dataset and state.get("sources"):
-        own = re.sub(r"\W+", "_", args.dataset.lower())
-        raise ConfigError(
-            f"The pipeline '{name}' loads the dataset {held}, not {args.dataset}: its state on this machine "
-            f"(where each table's reading got to) is {held}'s, so a run into {args.dataset} would read on "
-            f"from there and miss what changed since its own last run. Give {args.dataset} a pipeline of "
-            f"its own (--pipeline-name {name}_{own}), or move this one with --full-refresh "
-            f"(it loads {args.dataset} in full, and then belongs to it)."
-        )
+    source = (state.get("sources") or {}).get(SOURCE_SECTION) or {}
+    try:  # a state of an earlier version says the dataset of the pipeline only
+        check_dataset(source, args.dataset, name, state.get("dataset_name"))
+    except DatasetSwitch as exc:
+        raise exc.for_flags() from None
 
 
 def pipeline_name(args: argparse.Namespace, demo: bool) -> str:
@@ -488,10 +479,14 @@ def as_given(exc: BaseException, args: argparse.Namespace) -> BaseException:
     """A value the source refused, as built or while it ran (a `--start-date` after Pipedrive's clock),
     named as the flag it came from where a flag gave it: the refusal names the setting, which the user
     did not set. A history refused for a full refresh it needs names `[pipedrive] history` where that
-    asked for it, not the `--history` the user did not give."""
+    asked for it, not the `--history` the user did not give. A run into another dataset, which the source
+    refused, is named with the flags' ways out."""
     history = next((cause for cause in causes(exc) if isinstance(cause, HistoryNeedsRefresh)), None)
     if history is not None and args.history is None:
         return history.for_setting()
+    switched = next((cause for cause in causes(exc) if isinstance(cause, DatasetSwitch)), None)
+    if switched is not None:  # a full refresh of some of the tables does not move the pipeline
+        return switched.for_flags()
     refused = next((cause for cause in causes(exc) if isinstance(cause, SettingError)), None)
     if refused is None or refused.name not in source_flags(args):
         return exc
