@@ -450,17 +450,33 @@ class _DuckDbClient(DuckDbClient):
         return self.schema.naming.normalize_identifier(C_DLT_LOAD_ID)
 
     def _holds_other_loads(self, table: str, load_id: str) -> bool:
-        column = self.sql_client.escape_column_name(self._load_id_column)
-        query = f"SELECT 1 FROM {table} WHERE {column} IS DISTINCT FROM %s LIMIT 1"
+        """Whether `table` (qualified) holds a row that package `load_id` did not write.
+
+        dlt asks about every table of the schema, also those without a file in the package, before it
+        migrates them. Such a table may lack `_dlt_load_id` in the destination while the schema has it:
+        a nested table of dlt's own normalizer (a `--history` run's `deals__label_ids`) in a dataset whose
+        schema is another dataset's (the pipeline's state and schema stay with the dataset loaded last,
+        where its state is newer), where the connector's child tables carry it. The query on that column
+        failed the load, and every later one with the package left pending. Such a table holds only rows
+        of earlier loads (this package adds the column before it writes a row)."""
         # dlt also asks clients it has not connected (creating a job, a merge job)
         connected = self.sql_client.native_connection is not None
-        try:
-            if connected:
+        with contextlib.nullcontext() if connected else self.sql_client:
+            try:
+                columns = self._columns(table)
+            except DatabaseUndefinedRelation:
+                return False  # not created yet
+            if self._load_id_column in columns:
+                column = self.sql_client.escape_column_name(self._load_id_column)
+                query = f"SELECT 1 FROM {table} WHERE {column} IS DISTINCT FROM %s LIMIT 1"
                 return bool(self.sql_client.execute_sql(query, load_id))
-            with self.sql_client:
-                return bool(self.sql_client.execute_sql(query, load_id))
-        except DatabaseUndefinedRelation:
-            return False  # not created yet
+            return bool(self.sql_client.execute_sql(f"SELECT 1 FROM {table} LIMIT 1"))
+
+    def _columns(self, table: str) -> list[str]:
+        """The columns `table` (qualified) has in the destination: a query without rows, 0.2 ms where
+        DuckDB's information schema took 2 ms (a package asks about each of its 77 tables)."""
+        with self.sql_client.execute_query(f"SELECT * FROM {table} LIMIT 0") as cursor:
+            return [description[0] for description in cursor.description or ()]
 
 
 _restore_purge: Callable[[], None] | None = None  # puts DuckDB's allocator back as it was before a load
