@@ -622,19 +622,43 @@ def _checked(values: list[Any], data_type: str) -> pa.Array | None:
         return None
 
 
-def numbers_as_text(rows: list[Row], numeric: Mapping[str, str]) -> list[Row]:
+def numbers_as_text(
+    rows: list[Row], numeric: Mapping[str, str], items: Mapping[str, Mapping[str, str]] | None = None
+) -> list[Row]:
     """Records that dlt's normalizer takes as they are (no Arrow pages: `arrow=False`, an entity with
     history): a number a column of `numeric` (top-level column -> `double` or `bigint`) cannot take as it
     is (`AS_TEXT`) becomes `{"v_text": <its text>}`, which dlt flattens into `<column>__v_text`, the
     variant `_variants` fills on the Arrow path (a key named `value__v_text` would be normalized to
-    `value_v_text`). Changed in place, so the history sees what the table gets; members of objects and
-    list items (prices) are left as they are."""
+    `value_v_text`). So does a member of a list's items (`items`: list key -> its child table's numeric
+    columns, `value` for a list of plain values), moved to the key `<member>__v_text`, which dlt keeps as
+    that column name in a nested table (an object there would be JSON, `price__v_json`): a product's
+    `prices` held NaN or an infinity in a DuckDB double (dlt's coercion of the text "NaN"), and 400 digits
+    in a `bigint` member failed the normalize of every run. Changed in place, so the history sees what the
+    table gets."""
     for row in rows:
         for key in numeric.keys() & row.keys():
             value = row[key]
             if AS_TEXT[numeric[key]](value):
                 row[key] = {"v_text": _as_text(value)}
+        if items:
+            for key in items.keys() & row.keys():
+                listed = row[key]
+                if type(listed) is list:
+                    _item_numbers_as_text(listed, items[key])
     return rows
+
+
+def _item_numbers_as_text(listed: list[Any], numeric: Mapping[str, str]) -> None:
+    plain = numeric.get("value")
+    for index, item in enumerate(listed):
+        if type(item) is dict:
+            for member in numeric.keys() & item.keys():
+                value = item[member]
+                if AS_TEXT[numeric[member]](value):
+                    del item[member]
+                    item[f"{member}__v_text"] = _as_text(value)
+        elif plain is not None and AS_TEXT[plain](item):
+            listed[index] = {"value__v_text": _as_text(item)}
 
 
 def _nested(value: Any) -> bool:

@@ -16,6 +16,7 @@ before (history on once; dlt refuses to make them tables of their own).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Collection, Iterator
 from typing import Any
@@ -24,6 +25,7 @@ import dlt
 import pyarrow as pa
 from dlt.extract.items import DataItemWithMeta, TableNameMeta
 
+from . import column_types
 from .arrow_pages import (
     AS_TEXT,
     PageShaper,
@@ -159,7 +161,7 @@ class Output:
             return
         shaper = self.outputs.shaper(self.entity)
         if shaper is None:
-            yield numbers_as_text(rows, _numeric_columns())
+            yield numbers_as_text(rows, _numeric_columns(), _numeric_items(self.entity.name))
             return
         resource = self._resource = self._resource or dlt.current.resource()
         declared = self.outputs.declared(self.entity)
@@ -232,6 +234,18 @@ def _numeric_columns() -> dict[str, str]:
     if not isinstance(columns, dict):
         return {}
     return {name: hint["data_type"] for name, hint in columns.items() if hint.get("data_type") in AS_TEXT}
+
+
+@functools.cache
+def _numeric_items(entity: str) -> dict[str, dict[str, str]]:
+    """The entity's lists whose items have `double` or `bigint` columns (its child tables' spec types), by
+    the list's key: those columns and their types."""
+    prefix, out = f"{entity}__", {}
+    for table, columns in column_types.child_columns(entity).items():
+        numeric = {name: hint["data_type"] for name, hint in columns.items() if hint["data_type"] in AS_TEXT}
+        if numeric:
+            out[table.removeprefix(prefix)] = numeric
+    return out
 
 
 def _deleted(row: Row) -> bool:

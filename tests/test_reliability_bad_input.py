@@ -1246,3 +1246,49 @@ def test_a_list_or_an_object_in_a_records_own_plain_column_is_nested_data(
         query = f"SELECT {column}, {column}__m FROM {DATASET}.deals WHERE id = ?"
         members = con.execute(query, [deals[1]]).fetchall()
     assert (items, members) == ([("a",), ("b",)], [(None, 1)])
+
+
+# (a product's prices as served: texts and bare literals, each price's (price, cost, direct_cost) as loaded:
+# (typed value, `<member>__v_text`) each
+PRICES_NOT_DOUBLES = [
+    (
+        {"price": "Infinity", "cost": RAW_JSON + "NaN", "direct_cost": RAW_JSON + "-1e999"},
+        [(None, "Infinity"), (None, "NaN"), (None, "-1e999")],
+    ),
+    (
+        {"price": RAW_JSON + DIGITS, "cost": 2.5, "direct_cost": None},
+        [(None, DIGITS), (2.5, None), (None, None)],
+    ),
+]
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_numbers_no_double_holds_in_the_items_of_a_list_keep_their_text(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """The members of a product's prices as a record's own columns: NULL in their column, the text that came
+    in `<member>__v_text`, SUM finite. On the records path (`arrow=False`, `--history`) dlt's coercion of
+    the text loaded NaN and infinities into the DOUBLE columns of `products__prices` (every SUM over them
+    NaN)."""
+    product = live_ids(data_emulator, "products")[-1]
+    prices = [
+        {"product_id": product, "currency": currency, **served}
+        for currency, (served, _) in zip(("EUR", "USD"), PRICES_NOT_DOUBLES, strict=True)
+    ]
+    data_emulator.control.mutate(
+        ops=[{"op": "update", "table": "products", "id": product, "changes": {"prices": prices}}]
+    )
+    first = sync(data_emulator, tmp_path, entities=["products"], arrow=arrow, **EXACT)
+    assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
+    db = tmp_path / "crm.duckdb"
+    members = ", ".join(f"{m}, {m}__v_text" for m in ("price", "cost", "direct_cost"))
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            f"SELECT {members} FROM {DATASET}.products__prices c JOIN {DATASET}.products p "
+            "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ? ORDER BY c._dlt_list_idx",
+            [product],
+        ).fetchall()
+    want = [tuple(v for cell in loaded for v in cell) for _, loaded in PRICES_NOT_DOUBLES]
+    assert rows == want
+    texts = {text for _, loaded in PRICES_NOT_DOUBLES for _, text in loaded if text}
+    assert non_finite_problems(db, texts) == []
