@@ -238,6 +238,16 @@ class Resolver:
                 hints[b.column] = {"name": b.column, "data_type": "text", "nullable": True}
         return hints
 
+    @property
+    def item_types(self) -> dict[str, str]:
+        """The dlt type of the items of each list column the custom fields produce where it is known (a set
+        field's option ids: bigint), for records that dlt normalizes itself (`output.Outputs.items`)."""
+        return {
+            col: data_type
+            for compiled in self._compiled.values()
+            for col, data_type in compiled.items.items()
+        }
+
     # --- resolving -------------------------------------------------------------------------------
 
     def resolve_page(self, rows: Sequence[dict]) -> Sequence[dict]:

@@ -101,7 +101,10 @@ class CustomFieldResolution:
     def _hint(self, entity: Entity, ctx: SyncContext, resolver: Resolver) -> None:
         with self._lock:
             hinted = self._hinted.setdefault(ctx, {})
-            if hinted.get(entity.name) != resolver.revision and _apply_column_hints(entity.name, resolver):
+            if hinted.get(entity.name) == resolver.revision:
+                return
+            ctx.outputs.list_items(entity.name, resolver.item_types)
+            if _apply_column_hints(entity.name, resolver):
                 hinted[entity.name] = resolver.revision
 
     def _describe_changes(self, table: str, rows: list[Row], ctx: SyncContext) -> list[Row]:

@@ -218,11 +218,15 @@ def set_converter(
             found = [get(i) for i in ids]
         except TypeError:  # an unhashable member: an {id, label} object, or a list where an id goes
             found = [_label_of(get, i) for i in ids]
-        if unknown is not None and None in found:
-            found = [
-                unknown(_option_id(i)) if label is None and i is not None else label
-                for label, i in zip(found, ids, strict=True)
-            ]
+        if None in found:  # an id without a label, or no id at all
+            if None in ids:  # no option, as a null in an option field: a child row of NULLs was counted
+                found = [label for label, i in zip(found, ids, strict=True) if i is not None]
+                ids = [i for i in ids if i is not None]
+            if unknown is not None and None in found:
+                found = [
+                    unknown(_option_id(i)) if label is None else label
+                    for label, i in zip(found, ids, strict=True)
+                ]
         row[col] = found
         if ids_col is not None:
             row[ids_col] = [to_int(_option_id(i)) for i in ids]
@@ -323,6 +327,7 @@ class Compiled:
     # keys of that object (v1 sends them as `<hash>_<member>` siblings) -> the column each lands in
     members: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[Any, str] | None = None  # an enum or set field's labels by option id
+    items: Mapping[str, str] = field(default_factory=dict)  # a list column -> its items' dlt data_type
 
 
 SCALAR_KINDS: dict[str, tuple[Parser, str]] = {
@@ -418,7 +423,10 @@ def compile_field(
         ids_col = base + "_ids" if keep_ids else None
         columns = {base: None, **({ids_col: None} if ids_col else {})}
         labels = option_labels(fd)
-        return Compiled(set_converter(base, ids_col, labels, unknown), columns, False, labels=labels)
+        items = {ids_col: "bigint"} if ids_col else {}
+        return Compiled(
+            set_converter(base, ids_col, labels, unknown), columns, False, labels=labels, items=items
+        )
     if kind == "refs":
         return Compiled(scalar_converter(base, to_refs), {base: None}, False)
     if kind == "json" and fd.type != "json":  # "json": a code the fields endpoint did not list (warned there)

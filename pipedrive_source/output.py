@@ -59,6 +59,7 @@ class Outputs:
         self.arrow = arrow
         self._shapers: dict[str, PageShaper | None] = {}
         self._declared: dict[str, set[str]] = {}
+        self._items: dict[str, dict[str, dict[str, str]]] = {}  # see `list_items`
         self._merges: bool | None = None
         self._replaces: dict[str, bool] = {}
         self._lock = threading.Lock()
@@ -74,6 +75,16 @@ class Outputs:
             drop_duckdb_code()
         self.open += 1
         return Output(self, entity, hard_delete)
+
+    def list_items(self, entity: str, lists: dict[str, str]) -> None:
+        """The dlt types of the items of `entity`'s lists besides the spec's, known at run time (a custom set
+        field's option ids: bigint): the records path checks their numbers as the spec's (`page`)."""
+        self._items[entity] = {key: {"value": data_type} for key, data_type in lists.items()}
+
+    def items(self, entity: str) -> dict[str, dict[str, str]]:
+        """`entity`'s lists whose items have numeric columns: the spec's and the run's (`list_items`)."""
+        found = self._items.get(entity)
+        return {**_numeric_items(entity), **found} if found else _numeric_items(entity)
 
     def duckdb_code_ran(self) -> None:
         """DuckDB's code ran again in the extraction (a query of the destination): out of memory again, or
@@ -161,7 +172,7 @@ class Output:
             return
         shaper = self.outputs.shaper(self.entity)
         if shaper is None:
-            yield numbers_as_text(rows, _numeric_columns(), _numeric_items(self.entity.name))
+            yield numbers_as_text(rows, _numeric_columns(), self.outputs.items(self.entity.name))
             return
         resource = self._resource = self._resource or dlt.current.resource()
         declared = self.outputs.declared(self.entity)

@@ -699,7 +699,7 @@ def test_a_list_where_a_number_was_goes_to_a_json_variant(
 # (a list where one id goes, an object without an id) is kept as its JSON text next to the labels
 NO_OPTION_IDS = [
     ([1, 2], [[1, 2], "<option>"], "[1,2]", ["[1,2]", "<label>"]),
-    ({"x": {"y": [1]}}, [{"x": 1}, None], '{"x":{"y":[1]}}', ['{"x":1}', None]),
+    ({"x": {"y": [1]}}, [{"x": 1}, None], '{"x":{"y":[1]}}', ['{"x":1}']),  # a null: no option
     ({"id": "<option>", "label": "?"}, [{"id": "<option>"}], "<label>", ["<label>"]),
 ]
 
@@ -1292,3 +1292,38 @@ def test_numbers_no_double_holds_in_the_items_of_a_list_keep_their_text(
     assert rows == want
     texts = {text for _, loaded in PRICES_NOT_DOUBLES for _, text in loaded if text}
     assert non_finite_problems(db, texts) == []
+
+
+def set_rows(db: Path, table: str, rid: Any, columns: str = "c.value") -> list[tuple[Any, ...]]:
+    """`columns` of a deal's rows in one of its child tables, in list order."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(
+            f"SELECT {columns} FROM {DATASET}.{table} c JOIN {DATASET}.deals p "
+            "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ? ORDER BY c._dlt_list_idx",
+            [rid],
+        ).fetchall()
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_a_set_fields_ids_no_bigint_holds_keep_their_text_and_a_null_is_no_option(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """A set custom field holding an id of 400 digits failed the normalize of every run on the records path
+    (`Python int too large to convert to C long`: dlt made the integer of the digits in `<set>_ids`);
+    `NaN` and `1e999` (bare, as Pipedrive's JSON cannot hold them) loaded. Now each is kept as its text, on
+    both paths alike: in the labels' child table (an id no option has) and in `value__v_text` of the ids'.
+    A null among the ids is no option, as a null in an option field is: no child row (it made one holding
+    NULL in both tables, counted by every COUNT of the set's options)."""
+    codes = deal_field_codes(data_emulator)
+    fields = {f["field_code"]: f for f in data_emulator.control.snapshot("deal_fields")}
+    option = fields[codes["set"]]["options"][0]
+    served = RAW_JSON + f"[{option['id']}, {DIGITS}, null, NaN, -1e999]"
+    [deal] = inject_changes(data_emulator, [{"custom_fields": {"set": served}}])
+    first = sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, keep_option_ids=True, **EXACT)
+    assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
+    db = tmp_path / "crm.duckdb"
+    column = custom_columns(db, "deals")[codes["set"]]
+    texts = [DIGITS, "NaN", "-1e999"]
+    assert set_rows(db, f"deals__{column}", deal) == [(option["label"],), *[(text,) for text in texts]]
+    ids = set_rows(db, f"deals__{column}_ids", deal, "c.value, c.value__v_text")
+    assert ids == [(option["id"], None), *[(None, text) for text in texts]]
