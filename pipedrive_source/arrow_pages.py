@@ -648,6 +648,44 @@ def numbers_as_text(
     return rows
 
 
+def too_deep_as_text(rows: list[Row]) -> list[Row]:
+    """Records that dlt's normalizer takes as they are, with a value nested deeper than orjson writes (254
+    levels; it reads 1024) as its JSON text where dlt would write it as JSON (a member of an object, an item
+    of a list or its members), as on the Arrow path (`_array`). dlt writes the records with orjson at the
+    extract: one such value failed the run with `Recursion limit reached`, and every later run while the
+    record held it. One `orjson.dumps` of the page tells; the page is walked only when it fails."""
+    try:
+        orjson.dumps(rows, default=str)
+    except orjson.JSONEncodeError:
+        for row in rows:
+            for key, value in row.items():
+                if type(value) in (dict, list):
+                    row[key] = _writable(value, as_json=False)
+    return rows
+
+
+def _writable(value: Any, as_json: bool) -> Any:
+    """`value` as dlt's normalizer with `max_table_nesting=1` takes it, where it stands (`as_json`: a
+    position dlt writes as JSON), with what orjson cannot write as its JSON text."""
+    if type(value) not in (dict, list):
+        return value
+    try:
+        orjson.dumps(value, default=str)
+        return value
+    except orjson.JSONEncodeError:
+        if as_json:
+            return json_body.dumps(value)
+    if type(value) is dict:  # an object's members: its columns, any object or list in them JSON
+        return {key: _writable(member, as_json=True) for key, member in value.items()}
+    # a list's items: rows of a child table, an item's own members its columns
+    return [
+        {key: _writable(member, as_json=True) for key, member in item.items()}
+        if type(item) is dict
+        else _writable(item, as_json=True)
+        for item in value
+    ]
+
+
 def _item_numbers_as_text(listed: list[Any], numeric: Mapping[str, str]) -> None:
     plain = numeric.get("value")
     for index, item in enumerate(listed):

@@ -35,6 +35,7 @@ from .arrow_pages import (
     item,
     numbers_as_text,
     prepare,
+    too_deep_as_text,
 )
 from .concurrency import drop_duckdb_code, release_memory
 from .entities import BY_NAME, Entity
@@ -172,7 +173,9 @@ class Output:
             return
         shaper = self.outputs.shaper(self.entity)
         if shaper is None:
-            yield numbers_as_text(rows, _numeric_columns(), self.outputs.items(self.entity.name))
+            yield too_deep_as_text(
+                numbers_as_text(rows, _numeric_columns(), self.outputs.items(self.entity.name))
+            )
             return
         resource = self._resource = self._resource or dlt.current.resource()
         declared = self.outputs.declared(self.entity)
