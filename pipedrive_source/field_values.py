@@ -108,11 +108,21 @@ def to_bool(v: Any) -> Any:
 
 def to_date(v: Any) -> Any:
     if type(v) is not str:
-        return v
+        return _number_apart(v) if type(v) in (int, float) else v
     try:
         return date.fromisoformat(v[:10])
     except ValueError:
         return v
+
+
+def _number_apart(v: int | float) -> Any:
+    """A number where a date goes, as an object dlt and the Arrow pages flatten into the variant column dlt
+    would name (`<column>__v_bigint`, `__v_double`; beyond 64 bits `__v_text`): given to a date column as it
+    is, dlt's coercion read it as seconds since 1970 (20240101 loaded as 1970-08-23) and the number was
+    lost. A time of day needs none: dlt's coercion refuses a number and keeps it in that variant itself."""
+    if type(v) is float:
+        return {"v_double": v}
+    return {"v_bigint": v} if _BIGINT_MIN <= v < _BIGINT_END else {"v_text": str(v)}
 
 
 def to_time(v: Any) -> Any:

@@ -1329,3 +1329,36 @@ def test_a_set_fields_ids_no_bigint_holds_keep_their_text_and_a_null_is_no_optio
     assert set_rows(db, f"deals__{column}", deal) == [(option["label"],), *[(text,) for text in texts]]
     ids = set_rows(db, f"deals__{column}_ids", deal, "c.value, c.value__v_text")
     assert ids == [(option["id"], None), *[(None, text) for text in texts]]
+
+
+# (change, column, variant, what the variant keeps): a number where a date or time field's ISO text goes
+NUMBERS_FOR_DATES = [
+    ({"custom_fields": {"date": 20240101}}, "custom:date", "v_bigint", 20240101),
+    ({"custom_fields": {"date": 1.5}}, "custom:date", "v_double", 1.5),
+    ({"custom_fields": {"time": 5}}, "custom:time", "v_bigint", 5),  # dlt's coercion refuses it: as before
+    (
+        {"custom_fields": {"daterange": {"value": 45000, "until": "2024-02-03"}}},
+        "custom:daterange",
+        "v_bigint",
+        45000,
+    ),
+]
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_a_number_in_a_date_field_is_kept_as_the_number(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """A number in a custom date field (or a date range's start) loaded as a date dlt's coercion made of it,
+    read as seconds since 1970 (20240101 as 1970-08-23, 1.5 as 1970-01-01): the value was lost, and the
+    date looked real. The date column is NULL now and the number is in `<column>__v_bigint` (a whole one)
+    or `<column>__v_double`, as dlt names a variant."""
+    deals = inject_changes(data_emulator, [change for change, _, _, _ in NUMBERS_FOR_DATES])
+    sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, **EXACT)
+    db = tmp_path / "crm.duckdb"
+    codes, bound = deal_field_codes(data_emulator), custom_columns(db, "deals")
+    with duckdb.connect(str(db), read_only=True) as con:
+        for rid, (_, column, variant, kept) in zip(deals, NUMBERS_FOR_DATES, strict=True):
+            name = bound[codes[column.removeprefix("custom:")]]
+            query = f'SELECT "{name}", "{name}__{variant}" FROM {DATASET}.deals WHERE id = ?'
+            assert con.execute(query, [rid]).fetchall() == [(None, kept)], column
