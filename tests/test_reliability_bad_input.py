@@ -1362,3 +1362,24 @@ def test_a_number_in_a_date_field_is_kept_as_the_number(
             name = bound[codes[column.removeprefix("custom:")]]
             query = f'SELECT "{name}", "{name}__{variant}" FROM {DATASET}.deals WHERE id = ?'
             assert con.execute(query, [rid]).fetchall() == [(None, kept)], column
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+def test_numbers_json_cannot_give_in_an_email_list_load_as_their_text(
+    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+) -> None:
+    """Bare `1e999`, 400 digits and `NaN` in the items of a person's emails (text and bool members): the
+    texts are the text that came, the bool NULL with its text in `primary__v_text`, on both paths alike."""
+    person = live_ids(data_emulator, "persons")[-1]
+    email = {"value": RAW_JSON + "1e999", "primary": RAW_JSON + "NaN", "label": RAW_JSON + DIGITS}
+    change = {"op": "update", "table": "persons", "id": person, "changes": {"emails": [email]}}
+    data_emulator.control.mutate(ops=[change])
+    first = sync(data_emulator, tmp_path, entities=["persons"], arrow=arrow, **EXACT)
+    assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            f"SELECT c.value, c.label, c.primary, c.primary__v_text FROM {DATASET}.persons__emails c "
+            f"JOIN {DATASET}.persons p ON c._dlt_parent_id = p._dlt_id WHERE p.id = ?",
+            [person],
+        ).fetchall()
+    assert rows == [("1e999", DIGITS, None, "NaN")]
