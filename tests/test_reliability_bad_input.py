@@ -43,6 +43,7 @@ from pipedrive_source.emulator import EmulatorHandle
 from pipedrive_source.emulator.faults import RAW_JSON, RAW_LATIN1
 from pipedrive_source.emulator.mutations import RANDOM_TABLES
 from pipedrive_source.errors import SettingError
+from pipedrive_source.history import add_history
 
 pytestmark = pytest.mark.usefixtures("ledger_logs")
 USERS = ("--entities", "users")
@@ -1264,9 +1265,9 @@ PRICES_NOT_DOUBLES = [
 ]
 
 
-@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "records"])
+@pytest.mark.parametrize("path", ["arrow", "records", "history"])
 def test_numbers_no_double_holds_in_the_items_of_a_list_keep_their_text(
-    data_emulator: EmulatorHandle, tmp_path: Path, arrow: bool
+    data_emulator: EmulatorHandle, tmp_path: Path, path: str
 ) -> None:
     """The members of a product's prices as a record's own columns: NULL in their column, the text that came
     in `<member>__v_text`, SUM finite. On the records path (`arrow=False`, `--history`) dlt's coercion of
@@ -1280,17 +1281,25 @@ def test_numbers_no_double_holds_in_the_items_of_a_list_keep_their_text(
     data_emulator.control.mutate(
         ops=[{"op": "update", "table": "products", "id": product, "changes": {"prices": prices}}]
     )
-    first = sync(data_emulator, tmp_path, entities=["products"], arrow=arrow, **EXACT)
-    assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
+    if path == "history":  # its records go to dlt's normalizer, for the history and for the table
+        emulator = {"api_token": data_emulator.api_token, "base_url": data_emulator.base_url}
+        source = pipedrive_source(entities=["products"], **emulator, **EXACT)
+        pipeline = make_pipeline(tmp_path)
+        assert add_history(source, ["products"], pipeline) == ["products_history"]
+        pipeline.run(source, loader_file_format="parquet")
+        assert make_pipeline(tmp_path).default_schema.tables["products__prices"].get("parent") == "products"
+    else:
+        first = sync(data_emulator, tmp_path, entities=["products"], arrow=path == "arrow", **EXACT)
+        assert first.monitor.client_stats is not None and first.monitor.client_stats.retries == 0
     db = tmp_path / "crm.duckdb"
     members = ", ".join(f"{m}, {m}__v_text" for m in ("price", "cost", "direct_cost"))
+    want = [tuple(v for cell in loaded for v in cell) for _, loaded in PRICES_NOT_DOUBLES]
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute(
             f"SELECT {members} FROM {DATASET}.products__prices c JOIN {DATASET}.products p "
             "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ? ORDER BY c._dlt_list_idx",
             [product],
         ).fetchall()
-    want = [tuple(v for cell in loaded for v in cell) for _, loaded in PRICES_NOT_DOUBLES]
     assert rows == want
     texts = {text for _, loaded in PRICES_NOT_DOUBLES for _, text in loaded if text}
     assert non_finite_problems(db, texts) == []
