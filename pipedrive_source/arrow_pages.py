@@ -358,14 +358,20 @@ class PageShaper:
           NaN or inf in DuckDB and Postgres alike: the typed column gets NULL and the text is kept.
         - a whole number beyond 64 bits in a `bigint` column to `<column>__v_text` (digits as they came, a
           float as `1e+25`): dlt coerces the text or float to that integer, which its writers cannot hold,
-          and the load failed in this run and every later one (the package stayed pending)."""
+          and the load failed in this run and every later one (the package stayed pending).
+        - a value nested deeper than orjson writes (254 levels), in any column, to `<column>__v_text` as its
+          JSON text: dlt writes a JSON column with orjson, and reads a text given to one as JSON again, so
+          the normalize failed with `Recursion limit reached` (a set's option ids with such a value, say)."""
         out: dict[str, list[Any]] = {}
         for name, column in values.items():
             out[name] = column
             data_type = types.get(name, "json")
+            nested = any(type(v) in (dict, list) for v in column)
+            if nested and any(map(_too_deep, column)):
+                self._move(out, name, "text", _too_deep, json_body.dumps, types, announced, hints)
             if data_type == "json":
                 continue
-            if any(type(v) in (dict, list) for v in column):
+            if nested:
                 self._move(out, name, "json", _nested, lambda v: v, types, announced, hints)
             misfit = AS_TEXT.get(data_type)
             if misfit is not None and any(map(misfit, column)):
@@ -388,7 +394,10 @@ class PageShaper:
         moved = [misfit(v) for v in column]  # once a value: a misfit may parse a text
         variant = self.schema.naming.shorten_fragments(name, f"v_{data_type}")
         out[name] = [None if m else v for v, m in zip(column, moved, strict=True)]
-        out[variant] = [convert(v) if m else None for v, m in zip(column, moved, strict=True)]
+        values = [convert(v) if m else None for v, m in zip(column, moved, strict=True)]
+        if variant in out:  # a value moved there before (a value too deep, then a number)
+            values = [v if v is not None else before for v, before in zip(values, out[variant], strict=True)]
+        out[variant] = values
         types[variant] = data_type
         if variant not in announced:
             hints[variant] = {"name": variant, "data_type": data_type, "nullable": True}
@@ -667,14 +676,10 @@ def too_deep_as_text(rows: list[Row]) -> list[Row]:
 def _writable(value: Any, as_json: bool) -> Any:
     """`value` as dlt's normalizer with `max_table_nesting=1` takes it, where it stands (`as_json`: a
     position dlt writes as JSON), with what orjson cannot write as its JSON text."""
-    if type(value) not in (dict, list):
+    if not _too_deep(value):
         return value
-    try:
-        orjson.dumps(value, default=str)
-        return value
-    except orjson.JSONEncodeError:
-        if as_json:
-            return json_body.dumps(value)
+    if as_json:
+        return json_body.dumps(value)
     if type(value) is dict:  # an object's members: its columns, any object or list in them JSON
         return {key: _writable(member, as_json=True) for key, member in value.items()}
     # a list's items: rows of a child table, an item's own members its columns
@@ -701,6 +706,17 @@ def _item_numbers_as_text(listed: list[Any], numeric: Mapping[str, str]) -> None
 
 def _nested(value: Any) -> bool:
     return type(value) in (dict, list)
+
+
+def _too_deep(value: Any) -> bool:
+    """An object or a list nested deeper than orjson writes (254 levels; it reads 1024)."""
+    if type(value) not in (dict, list):
+        return False
+    try:
+        orjson.dumps(value, default=str)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 def _non_finite(value: Any) -> bool:
