@@ -27,6 +27,7 @@ from dlt.pipeline.exceptions import InvalidPipelineName
 from .errors import (
     AuthError,
     ConfigError,
+    HistoryNeedsRefresh,
     PipedriveError,
     RateLimitExhausted,
     env_setting,
@@ -53,10 +54,13 @@ class SyncFailed(Exception):
 
 def failure_of(exc: BaseException, ways_out: WaysOut = SCRIPT_WAYS_OUT) -> SyncFailed:
     """`exc` (dlt's, or the connector's wrapped in dlt's) as the one line that says what to fix; a load the
-    destination refused with `ways_out`, those of where the line is read (the script's by default)."""
+    destination refused, or a history that needs a full refresh, with `ways_out`, those of where the line is
+    read (the script's by default)."""
     cause = root_cause(exc)
     if isinstance(cause, LoadRefused):
         return SyncFailed(cause.worded(ways_out))
+    if isinstance(cause, HistoryNeedsRefresh) and ways_out.refresh is not None:
+        cause = HistoryNeedsRefresh(cause.entity, ways_out.refresh(cause.entity))
     if isinstance(cause, PipedriveError):
         code = EXIT_FAILED
         if isinstance(cause, ConfigError | AuthError):

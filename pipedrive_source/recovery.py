@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,10 +151,13 @@ def drop_pending(pipeline: dlt.Pipeline, option: str = "--drop-pending") -> list
 class WaysOut:
     """How a refused load's line words the ways out where it is read: `again`, running the sync again;
     `drop`, dropping the pending package, or None where no package outlives a run (Airflow's tasks start
-    from a fresh working folder, so each run reads the records again)."""
+    from a fresh working folder, so each run reads the records again). `refresh`: how a history refused for
+    the full refresh it needs (`errors.HistoryNeedsRefresh`) gets one there, given the entity; None: the
+    refusal's own words, the pipeline script's flags, which an orchestrator does not have."""
 
     again: str
     drop: str | None
+    refresh: Callable[[str], str] | None = None
 
 
 SCRIPT_WAYS_OUT = WaysOut("run the same command again", "run it with --drop-pending")

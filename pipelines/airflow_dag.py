@@ -147,8 +147,17 @@ LOAD_RETRY = Retrying(
 
 
 # each task starts from a fresh working folder and removes it (GroupRun), so a package the destination
-# refused goes with it and the next run reads its records again: nothing to drop
-WAYS_OUT = WaysOut("run the task again (clear it, or wait for the next DAG run)", None)
+# refused goes with it and the next run reads its records again: nothing to drop. A history that needs a
+# full refresh gets it from the DAG's param (the script's flags do not exist here): every group starts over
+WAYS_OUT = WaysOut(
+    "run the task again (clear it, or wait for the next DAG run)",
+    None,
+    lambda entity: (
+        f"trigger the DAG once with the param {FULL_REFRESH} (--conf '{{\"{FULL_REFRESH}\": true}}'), which "
+        "starts every table of the DAG over, as [pipedrive] history names it; or leave it out of "
+        "[pipedrive] history"
+    ),
+)
 
 
 class GroupRun:

@@ -224,10 +224,24 @@ class SyncConfig(dg.Config):
     )
 
 
+def run_config(company: Company, option: str) -> str:
+    """The run config that sets `option` of `SyncConfig` true for the company's op, as JSON."""
+    return f'{{"ops": {{"{company.pipeline_name}_tables": {{"config": {{"{option}": true}}}}}}}}'
+
+
 def ways_out(company: Company) -> WaysOut:
-    """A refused load's ways out in Dagster: the run config that drops the package, for the company's op."""
-    config = f'{{"ops": {{"{company.pipeline_name}_tables": {{"config": {{"drop_pending": true}}}}}}}}'
-    return WaysOut("materialize the assets again", f"materialize them once with the run config {config}")
+    """A failure's ways out in Dagster: for a refused load the run config that drops the package, for a
+    history that needs a full refresh the run config of one (the script's flags do not exist here)."""
+
+    def refresh(entity: str) -> str:
+        return (
+            f"materialize the assets {entity} and {history_table(entity)} alone once with the run config "
+            f"{run_config(company, 'full_refresh')}, as [pipedrive] history names it; or leave it out of "
+            "[pipedrive] history"
+        )
+
+    drop = f"materialize them once with the run config {run_config(company, 'drop_pending')}"
+    return WaysOut("materialize the assets again", drop, refresh)
 
 
 @contextmanager
