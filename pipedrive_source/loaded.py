@@ -52,12 +52,19 @@ def written_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
 
 def loaded_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
     """Rows of the last run's load now in the destination per table (tables without any left out)."""
+    return counted_rows(pipeline)[0]
+
+
+def counted_rows(pipeline: dlt.Pipeline) -> tuple[dict[str, int], bool]:
+    """`loaded_rows`, and whether they are the rows loaded: False where they are the rows written, as on a
+    destination not counted (`counts_loaded`) or where DuckDB's count failed (a warning says why), so that
+    the run's summary does not call them loaded."""
     written = written_rows(pipeline)
     info = _normalize_info(pipeline)
     load_ids = [i for i in (info.loads_ids if info else []) if _LOAD_ID.match(i)]
     destination = pipeline.destination
     if not written or not load_ids or not merges(destination) or not _counted_there(destination):
-        return written
+        return written, counts_loaded(destination)
     schema = pipeline.default_schema
     column = schema.naming.normalize_identifier(C_DLT_LOAD_ID)
     counted = [t for t in written if column in schema.tables.get(t, {}).get("columns", {})]
@@ -65,11 +72,11 @@ def loaded_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
         counts = _count(pipeline, counted, column, load_ids) if counted else {}
     except Exception as exc:  # the summary must not fail a run that loaded: say what it counts instead
         logger.warning("rows counted as written, not as loaded: the destination's counts failed (%s)", exc)
-        return written
+        return written, False
     # a table without load ids (none of the connector's) can only be counted as written
     out = {table: rows for table, rows in written.items() if table not in counts}
     out.update(counts)
-    return {table: rows for table, rows in out.items() if rows}
+    return {table: rows for table, rows in out.items() if rows}, True
 
 
 def _normalize_info(pipeline: dlt.Pipeline) -> Any:

@@ -72,7 +72,7 @@ from pipedrive_source.failures import (  # noqa: E402
     failure_of,
 )
 from pipedrive_source.history import add_history, not_loaded  # noqa: E402
-from pipedrive_source.loaded import counts_loaded, loaded_rows, written_rows  # noqa: E402
+from pipedrive_source.loaded import counted_rows, written_rows  # noqa: E402
 from pipedrive_source.recovery import hide_terminal_job_logs  # noqa: E402
 from pipedrive_source.run import SOURCE_SECTION, DatasetSwitch, EntityProgress, check_dataset  # noqa: E402
 from pipedrive_source.settings import SOME_TABLES  # noqa: E402
@@ -552,8 +552,9 @@ def print_summary(
     """One line per entity table: rows loaded (nested child-table rows apart), records read, cost, time.
     Rows loaded are those the run's load left in the destination (`loaded.loaded_rows`); the rows written
     that it did not keep are told apart in the total. Where counting them would read whole tables (not
-    DuckDB), the rows are those written, and the total says so."""
-    counts = loaded_rows(pipeline)  # the run's steps are one trace (`steps.run`)
+    DuckDB), or DuckDB's count failed, the rows are those written, and the total says so: Postgres's said
+    "written into" the dataset, which a merge may keep fewer of."""
+    counts, counted = counted_rows(pipeline)  # the run's steps are one trace (`steps.run`)
     written = sum(written_rows(pipeline).values())
     loaded: dict[str, list[int]] = {}  # table -> [rows, nested rows]
     for table, rows in counts.items():
@@ -577,9 +578,15 @@ def print_summary(
     requests, tokens = (stats.requests, stats.tokens) if stats else (0, 0)
     where = f"{pipeline.dataset_name} ({duckdb_file(pipeline) or pipeline.destination.destination_name})"
     cost = f"{requests:,} requests, {tokens:,} tokens"
-    counted = counts_loaded(pipeline.destination)
-    print(f"total: {total:,} rows {'loaded' if counted else 'written'} into {where}, {cost}, {seconds:.1f} s")
-    if counted and written > total:
+    if not counted:
+        print(f"total: {total:,} rows written for {where}, {cost}, {seconds:.1f} s")
+        print(
+            "(as the run wrote them, not counted in the destination, whose merge may keep fewer: a record "
+            "read twice once, none of the rows that only cleared old child rows or of hard-deleted records)"
+        )
+        return
+    print(f"total: {total:,} rows loaded into {where}, {cost}, {seconds:.1f} s")
+    if written > total:
         print(
             f"({written - total:,} more rows written than loaded: rows that only cleared the old rows of "
             "parents left without any, records read twice (kept once) and hard-deleted records)"
