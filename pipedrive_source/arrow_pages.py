@@ -62,6 +62,7 @@ from dlt.common.schema import Schema, utils
 from dlt.common.utils import digest128b
 
 from . import column_types, json_body
+from .field_values import number_apart
 
 Row = dict[str, Any]
 Item = tuple[str, int, Any]  # a list item: (parent row's id, position in the list, the item)
@@ -361,7 +362,11 @@ class PageShaper:
           and the load failed in this run and every later one (the package stayed pending).
         - a value nested deeper than orjson writes (254 levels), in any column, to `<column>__v_text` as its
           JSON text: dlt writes a JSON column with orjson, and reads a text given to one as JSON again, so
-          the normalize failed with `Recursion limit reached` (a set's option ids with such a value, say)."""
+          the normalize failed with `Recursion limit reached` (a set's option ids with such a value, say).
+        - a number in a `date` or `timestamp` column (Pipedrive sends ISO text; a proxy or a bug may not) to
+          `<column>__v_bigint` (`__v_double`, beyond 64 bits `__v_text`), as a custom date field's number
+          goes (`field_values.number_apart`): dlt's coercion read it as seconds since 1970, a wrong date
+          that looked real (20240101 as 1970-08-23)."""
         out: dict[str, list[Any]] = {}
         for name, column in values.items():
             out[name] = column
@@ -376,6 +381,9 @@ class PageShaper:
             misfit = AS_TEXT.get(data_type)
             if misfit is not None and any(map(misfit, column)):
                 self._move(out, name, "text", misfit, _as_text, types, announced, hints)
+            if data_type in DATED:
+                for kind in {_variant_of(v) for v in column if type(v) in (int, float)}:
+                    self._move(out, name, kind, _number_to(kind), _number_kept, types, announced, hints)
         return out
 
     def _move(
@@ -636,7 +644,8 @@ def numbers_as_text(
 ) -> list[Row]:
     """Records that dlt's normalizer takes as they are (no Arrow pages: `arrow=False`, an entity with
     history): a number a column of `numeric` (top-level column -> `double` or `bigint`) cannot take as it
-    is (`AS_TEXT`) becomes `{"v_text": <its text>}`, which dlt flattens into `<column>__v_text`, the
+    is (`AS_TEXT`) becomes `{"v_text": <its text>}`, which dlt flattens into `<column>__v_text` (a number
+    in a `date` or `timestamp` column of `numeric` goes to its number's variant: `number_apart`), the
     variant `_variants` fills on the Arrow path (a key named `value__v_text` would be normalized to
     `value_v_text`). So does a member of a list's items (`items`: list key -> its child table's numeric
     columns, `value` for a list of plain values), moved to the key `<member>__v_text`, which dlt keeps as
@@ -646,8 +655,11 @@ def numbers_as_text(
     table gets."""
     for row in rows:
         for key in numeric.keys() & row.keys():
-            value = row[key]
-            if AS_TEXT[numeric[key]](value):
+            value, data_type = row[key], numeric[key]
+            if data_type in DATED:
+                if type(value) in (int, float):
+                    row[key] = number_apart(value)
+            elif AS_TEXT[data_type](value):
                 row[key] = {"v_text": _as_text(value)}
         if items:
             for key in items.keys() & row.keys():
@@ -753,6 +765,20 @@ def _beyond_bigint(value: Any) -> bool:
 
 # what a numeric column's value goes to `<column>__v_text` for (see `_variants`)
 AS_TEXT: dict[str, Callable[[Any], bool]] = {"double": _non_finite, "bigint": _beyond_bigint}
+DATED = frozenset({"date", "timestamp"})  # whose numbers go to a variant (`field_values.number_apart`)
+
+
+def _variant_of(number: int | float) -> str:
+    """The type of the variant `number_apart` puts a number in a date column into (`bigint`, ...)."""
+    return next(iter(number_apart(number))).removeprefix("v_")
+
+
+def _number_to(kind: str) -> Callable[[Any], bool]:
+    return lambda value: type(value) in (int, float) and _variant_of(value) == kind
+
+
+def _number_kept(number: int | float) -> Any:
+    return next(iter(number_apart(number).values()))
 
 
 def _as_text(value: Any) -> str:

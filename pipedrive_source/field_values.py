@@ -108,18 +108,20 @@ def to_bool(v: Any) -> Any:
 
 def to_date(v: Any) -> Any:
     if type(v) is not str:
-        return _number_apart(v) if type(v) in (int, float) else v
+        return number_apart(v) if type(v) in (int, float) else v
     try:
         return date.fromisoformat(v[:10])
     except ValueError:
         return v
 
 
-def _number_apart(v: int | float) -> Any:
+def number_apart(v: int | float) -> dict[str, Any]:
     """A number where a date goes, as an object dlt and the Arrow pages flatten into the variant column dlt
     would name (`<column>__v_bigint`, `__v_double`; beyond 64 bits `__v_text`): given to a date column as it
     is, dlt's coercion read it as seconds since 1970 (20240101 loaded as 1970-08-23) and the number was
-    lost. A time of day needs none: dlt's coercion refuses a number and keeps it in that variant itself."""
+    lost. A time of day needs none: dlt's coercion refuses a number and keeps it in that variant itself.
+    A built-in date or timestamp column's number goes the same way (`arrow_pages.numbers_as_text`,
+    `PageShaper._variants`)."""
     if type(v) is float:
         return {"v_double": v}
     return {"v_bigint": v} if _BIGINT_MIN <= v < _BIGINT_END else {"v_text": str(v)}
@@ -189,6 +191,11 @@ def set_ids(v: Any) -> list:
     return [] if v is None else [v]
 
 
+def _no_id(v: Any) -> bool:
+    """Whether a set's member names no option at all: null, or a blank string."""
+    return v is None or (type(v) is str and not v.strip())
+
+
 Unknown = Callable[[Any], Any] | None  # an option id no label is known for -> what its column gets
 
 
@@ -229,9 +236,11 @@ def set_converter(
         except TypeError:  # an unhashable member: an {id, label} object, or a list where an id goes
             found = [_label_of(get, i) for i in ids]
         if None in found:  # an id without a label, or no id at all
-            if None in ids:  # no option, as a null in an option field: a child row of NULLs was counted
-                found = [label for label, i in zip(found, ids, strict=True) if i is not None]
-                ids = [i for i in ids if i is not None]
+            # no option, as a null in an option field, and as v1's "12,,13" drops its blank: a child row
+            # of NULLs (or of the blank) was counted by every COUNT of the set's options
+            kept = [k for k, i in enumerate(ids) if not _no_id(i)]
+            if len(kept) < len(ids):
+                found, ids = [found[k] for k in kept], [ids[k] for k in kept]
             if unknown is not None and None in found:
                 found = [
                     unknown(_option_id(i)) if label is None else label

@@ -28,6 +28,7 @@ from dlt.extract.items import DataItemWithMeta, TableNameMeta
 from . import column_types
 from .arrow_pages import (
     AS_TEXT,
+    DATED,
     PageShaper,
     Shaped,
     concat,
@@ -239,15 +240,17 @@ class Output:
 
 
 def _numeric_columns() -> dict[str, str]:
-    """The running resource's `double` and `bigint` columns and their types, custom fields' included
-    (hinted per run); none outside a pipeline, where no destination loads them."""
+    """The running resource's `double`, `bigint`, `date` and `timestamp` columns and their types, custom
+    fields' included (hinted per run), for `numbers_as_text`; none outside a pipeline, where no destination
+    loads them."""
     try:
         columns = dlt.current.resource().columns
     except Exception:
         return {}
     if not isinstance(columns, dict):
         return {}
-    return {name: hint["data_type"] for name, hint in columns.items() if hint.get("data_type") in AS_TEXT}
+    checked = AS_TEXT.keys() | DATED
+    return {name: hint["data_type"] for name, hint in columns.items() if hint.get("data_type") in checked}
 
 
 @functools.cache
