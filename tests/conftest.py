@@ -6,6 +6,8 @@
     .control      EmulatorControl: counts(), snapshot(table), stats(), reset_stats(), mutate(**body),
                   settings(**changes), expire_oauth(), reset_ratelimit()
     .company      the live Company object (thread mode), .settings the startup EmulatorSettings
+A module's `emulator_settings` fixture, if it has one, adds startup settings (e.g. connector_fixtures'
+`HIGHEST_BURST`).
 A module gets a fresh company, but the tests inside one module share it (mutations accumulate).
 
 `clean_emulator` (function-scoped): the same handle, with runtime settings (faults, limits, token lifetime)
@@ -16,6 +18,7 @@ that change settings or read stats.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -24,8 +27,14 @@ from pipedrive_source.emulator import EmulatorHandle, EmulatorSettings, run_emul
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorHandle]:
-    with run_emulator(seed=7, scale="tiny") as handle:
+def emulator_settings() -> dict[str, Any]:
+    """Startup settings of the module's `emulator` beyond seed and scale; a module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def emulator(emulator_settings: dict[str, Any]) -> Iterator[EmulatorHandle]:
+    with run_emulator(seed=7, scale="tiny", **emulator_settings) as handle:
         yield handle
 
 

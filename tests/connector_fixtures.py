@@ -30,12 +30,15 @@ from pipedrive_source import ENTITIES, FIELDS_TABLES, SyncMonitor, pipedrive_sou
 from pipedrive_source.deletions import flag_vanished
 from pipedrive_source.destinations import duckdb as duckdb_destination
 from pipedrive_source.entities import BY_NAME, SORTED, UPDATED_SINCE
-from pipedrive_source.settings import DEFAULT_MAX_TABLE_NESTING
+from pipedrive_source.settings import DEFAULT_MAX_TABLE_NESTING, HIGHEST_BURST_LIMIT
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
 DATASET = "pipedrive"
 TRUTH_DATASET = "truth"
+# The emulator at Pipedrive's highest burst limit, for tests that do not depend on the pacing: a sync of every
+# entity of the tiny company (about 480 requests) then takes 2 s of requests instead of 10 at the default 100
+HIGHEST_BURST: dict[str, Any] = {"burst_limit": HIGHEST_BURST_LIMIT}
 DLT_COLUMNS = ("_dlt_id", "_dlt_load_id", "_dlt_parent_id", "_dlt_root_id", "_dlt_list_idx")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import dlt
 import duckdb
 import pytest
-from connector_fixtures import ALL_TABLES, DATASET, column_types_of, make_pipeline, sync
+from connector_fixtures import ALL_TABLES, DATASET, HIGHEST_BURST, column_types_of, make_pipeline, sync
 from dlt.common.schema.utils import get_first_column_name_with_prop, is_nested_table
 
 from pipedrive_source import pipedrive_source
@@ -47,7 +47,7 @@ MONEY_INTEGERS = {("goals", "expected_outcome__target")}
 @pytest.fixture(scope="module", params=[True, False], ids=["arrow", "records"])
 def synced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     workdir = tmp_path_factory.mktemp(f"types_{request.param}")
-    with run_emulator(seed=7, scale="tiny") as emulator:
+    with run_emulator(seed=7, scale="tiny", **HIGHEST_BURST) as emulator:  # types do not depend on pacing
         sync(emulator, workdir, entities=ALL_TABLES, arrow=request.param)
     db = workdir / "crm.duckdb"
     with duckdb.connect(str(db), read_only=True) as con:
