@@ -39,6 +39,14 @@ TRUTH_DATASET = "truth"
 # The emulator at Pipedrive's highest burst limit, for tests that do not depend on the pacing: a sync of every
 # entity of the tiny company (about 480 requests) then takes 2 s of requests instead of 10 at the default 100
 HIGHEST_BURST: dict[str, Any] = {"burst_limit": HIGHEST_BURST_LIMIT}
+
+
+@pytest.fixture(scope="module", name="emulator_settings")
+def highest_burst() -> dict[str, Any]:
+    """conftest's `emulator_settings` for a module that imports this: its `emulator` at `HIGHEST_BURST`."""
+    return HIGHEST_BURST
+
+
 DLT_COLUMNS = ("_dlt_id", "_dlt_load_id", "_dlt_parent_id", "_dlt_root_id", "_dlt_list_idx")
 
 

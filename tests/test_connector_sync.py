@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import dlt
 import duckdb
@@ -14,10 +13,10 @@ from connector_fixtures import (
     ALL_TABLES,
     DATASET,
     DEFAULT_TABLES,
-    HIGHEST_BURST,
     assert_equal_to_truth,
     assert_no_change_budget,
     counted_connections,
+    highest_burst,  # noqa: F401 (the fixture: syncs of every entity, whatever their pacing)
     incremental_listings,
     make_pipeline,
     sync,
@@ -30,11 +29,6 @@ from pipedrive_source.deletions import flag_vanished
 from pipedrive_source.emulator import run_emulator
 from pipedrive_source.entities import BY_NAME, ENTITIES, UPDATED_SINCE
 from pipedrive_source.timefmt import parse, render
-
-
-@pytest.fixture(scope="module")
-def emulator_settings() -> dict[str, Any]:
-    return HIGHEST_BURST  # syncs of every entity, whose result does not depend on how they were paced
 
 
 def test_full_sync_equals_ground_truth(emulator, tmp_path: Path) -> None:
