@@ -507,3 +507,20 @@ def test_airflow_is_imported_only_where_it_already_runs(
         assert seen == {"airflow_imported": True, "setting": None}  # Airflow's secrets provider stays on
     else:
         assert seen == {"airflow_imported": False, "setting": "false"}
+
+
+def test_airflow_names_its_dag_param_for_a_history_that_needs_one() -> None:
+    """A history that needs a full refresh named the pipeline script's flags in Airflow's failure too: the
+    DAG file's ways out name its DAG param."""
+    spec = importlib.util.spec_from_file_location(
+        "airflow_dag_ways_out", Path(__file__).resolve().parent.parent / "pipelines" / "airflow_dag.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from pipedrive_source.errors import HistoryNeedsRefresh
+    from pipedrive_source.failures import failure_of
+
+    said = failure_of(HistoryNeedsRefresh("deals"), module.WAYS_OUT).message
+    assert "--full-refresh" not in said
+    assert """--conf '{"full_refresh": true}'""" in said
