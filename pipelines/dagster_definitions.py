@@ -17,6 +17,7 @@ Definitions load without Pipedrive credentials: they are read when a run starts,
 `--destination`; DuckDB without it), whose credentials the definitions check as they load.
 """
 
+import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -226,7 +227,7 @@ class SyncConfig(dg.Config):
 
 def run_config(company: Company, option: str) -> str:
     """The run config that sets `option` of `SyncConfig` true for the company's op, as JSON."""
-    return f'{{"ops": {{"{company.pipeline_name}_tables": {{"config": {{"{option}": true}}}}}}}}'
+    return json.dumps({"ops": {f"{company.pipeline_name}_tables": {"config": {option: True}}}})
 
 
 def ways_out(company: Company) -> WaysOut:

@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from connector_fixtures import DATASET, custom_columns, sync  # noqa: E402
 from reliability_support import EXACT  # noqa: E402
 from test_reliability_bad_input import (  # noqa: E402, F401 (data_emulator: a fixture)
+    child_rows,
     data_emulator,
     deal_field_codes,
     inject_changes,
-    set_rows,
 )
 
 from pipedrive_source.emulator import EmulatorHandle  # noqa: E402
@@ -74,5 +74,5 @@ def test_an_empty_string_among_a_set_fields_ids_is_no_option(
     sync(data_emulator, tmp_path, entities=["deals"], arrow=arrow, keep_option_ids=True, **EXACT)
     db = tmp_path / "crm.duckdb"
     column = custom_columns(db, "deals")[codes["set"]]
-    assert set_rows(db, f"deals__{column}", deal) == [(option["label"],)]
-    assert set_rows(db, f"deals__{column}_ids", deal) == [(option["id"],)]
+    assert child_rows(db, f"deals__{column}", deal) == [(option["label"],)]
+    assert child_rows(db, f"deals__{column}_ids", deal) == [(option["id"],)]

@@ -515,13 +515,7 @@ def test_a_field_with_the_longest_name_gets_a_child_table_a_file_can_be_named_af
     columns = custom_columns(db, "deals")
     assert all(len(columns[code]) <= 152 for code in (set_code, text_code))  # a name taken: `<column>_2`
     assert columns[set_code] != columns[text_code]
-    with duckdb.connect(str(db), read_only=True) as con:
-        listed_rows = con.execute(
-            f"SELECT c.value FROM {DATASET}.deals__{columns[text_code]} c JOIN {DATASET}.deals p "
-            "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ? ORDER BY c._dlt_list_idx",
-            [deal],
-        ).fetchall()
-    assert listed_rows == [("a",), ("b",)]
+    assert child_rows(db, f"deals__{columns[text_code]}", deal) == [("a",), ("b",)]
     assert_equal_to_truth(data_emulator, tmp_path, ["deals"])
 
 
@@ -1191,7 +1185,7 @@ def test_values_nested_deeper_than_orjson_writes_load_as_their_json_text(
     db = tmp_path / "crm.duckdb"
     columns, codes = custom_columns(db, "deals"), deal_field_codes(data_emulator)
     # the ids' BIGINT column cannot hold it: its text variant (a JSON variant is written by orjson too)
-    ids = set_rows(db, f"deals__{columns[codes['set']]}_ids", deals[1], "c.value, c.value__v_text")
+    ids = child_rows(db, f"deals__{columns[codes['set']]}_ids", deals[1], "c.value, c.value__v_text")
     assert ids == [(None, deep)]
     with duckdb.connect(str(db), read_only=True) as con:
         query = f"SELECT {columns[codes['varchar']]}__k FROM {DATASET}.deals WHERE id = ?"
@@ -1297,22 +1291,18 @@ def test_numbers_no_double_holds_in_the_items_of_a_list_keep_their_text(
     db = tmp_path / "crm.duckdb"
     members = ", ".join(f"{m}, {m}__v_text" for m in ("price", "cost", "direct_cost"))
     want = [tuple(v for cell in loaded for v in cell) for _, loaded in PRICES_NOT_DOUBLES]
-    with duckdb.connect(str(db), read_only=True) as con:
-        rows = con.execute(
-            f"SELECT {members} FROM {DATASET}.products__prices c JOIN {DATASET}.products p "
-            "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ? ORDER BY c._dlt_list_idx",
-            [product],
-        ).fetchall()
-    assert rows == want
+    assert child_rows(db, "products__prices", product, members) == want
     texts = {text for _, loaded in PRICES_NOT_DOUBLES for _, text in loaded if text}
     assert non_finite_problems(db, texts) == []
 
 
-def set_rows(db: Path, table: str, rid: Any, columns: str = "c.value") -> list[tuple[Any, ...]]:
-    """`columns` of a deal's rows in one of its child tables, in list order."""
+def child_rows(db: Path, table: str, rid: Any, columns: str = "c.value") -> list[tuple[Any, ...]]:
+    """`columns` of record `rid`'s rows in one of its child tables (`deals__labels`: a deal's), in list
+    order."""
+    parent = table.split("__", 1)[0]
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute(
-            f"SELECT {columns} FROM {DATASET}.{table} c JOIN {DATASET}.deals p "
+            f"SELECT {columns} FROM {DATASET}.{table} c JOIN {DATASET}.{parent} p "
             "ON c._dlt_parent_id = p._dlt_id WHERE p.id = ? ORDER BY c._dlt_list_idx",
             [rid],
         ).fetchall()
@@ -1338,8 +1328,8 @@ def test_a_set_fields_ids_no_bigint_holds_keep_their_text_and_a_null_is_no_optio
     db = tmp_path / "crm.duckdb"
     column = custom_columns(db, "deals")[codes["set"]]
     texts = [DIGITS, "NaN", "-1e999"]
-    assert set_rows(db, f"deals__{column}", deal) == [(option["label"],), *[(text,) for text in texts]]
-    ids = set_rows(db, f"deals__{column}_ids", deal, "c.value, c.value__v_text")
+    assert child_rows(db, f"deals__{column}", deal) == [(option["label"],), *[(text,) for text in texts]]
+    ids = child_rows(db, f"deals__{column}_ids", deal, "c.value, c.value__v_text")
     assert ids == [(option["id"], None), *[(None, text) for text in texts]]
 
 
