@@ -80,13 +80,14 @@ class Outputs:
 
     def list_items(self, entity: str, lists: dict[str, str]) -> None:
         """The dlt types of the items of `entity`'s lists besides the spec's, known at run time (a custom set
-        field's option ids: bigint): the records path checks their numbers as the spec's (`page`)."""
-        self._items[entity] = {key: {"value": data_type} for key, data_type in lists.items()}
+        field's option ids: bigint): the records path checks their numbers as the spec's (`page`). Merged
+        with the spec's here, once per fields revision, not per page."""
+        run = {key: {"value": data_type} for key, data_type in lists.items()}
+        self._items[entity] = {**_numeric_items(entity), **run}
 
     def items(self, entity: str) -> dict[str, dict[str, str]]:
         """`entity`'s lists whose items have numeric columns: the spec's and the run's (`list_items`)."""
-        found = self._items.get(entity)
-        return {**_numeric_items(entity), **found} if found else _numeric_items(entity)
+        return self._items.get(entity) or _numeric_items(entity)
 
     def duckdb_code_ran(self) -> None:
         """DuckDB's code ran again in the extraction (a query of the destination): out of memory again, or

@@ -215,9 +215,9 @@ class SyncContext:
         with self._lock:
             if self._company_checked:
                 return
-            dataset = dlt.current.pipeline().dataset_name
-            check_dataset(state, dataset, dlt.current.pipeline().pipeline_name)
-            state[DATASET_KEY] = dataset
+            pipeline = dlt.current.pipeline()
+            check_dataset(state, pipeline.dataset_name, pipeline.pipeline_name)
+            state[DATASET_KEY] = pipeline.dataset_name
             self._send_prefetch()
             company = _company(self.identity())
             known = state.get(COMPANY_KEY)
